@@ -1,0 +1,206 @@
+// Package client is the Go SDK for mica's /v1 REST API: enroll with a
+// one-time token, renew over mTLS with the current certificate, and, for
+// admins, create tokens and read the inventory.
+//
+// Start with New. Every method returns *Problem when the server refused the
+// request, with a stable Slug to branch on.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config says where the server is and how to trust and authenticate to it.
+type Config struct {
+	// Server is the base URL, e.g. https://127.0.0.1:8443.
+	Server string
+	// Roots are the trust anchors for the server's certificate.
+	Roots *x509.CertPool
+	// Certificate, when set, is presented for mTLS (admins, renewal).
+	Certificate *tls.Certificate
+	// GetCertificate, when set, is used instead of Certificate, so a caller
+	// can hot-swap its credential.
+	GetCertificate func() (*tls.Certificate, error)
+	// Timeout bounds each request; default 30s.
+	Timeout time.Duration
+}
+
+// Client talks to one mica server. It is safe for concurrent use and keeps
+// connections alive between requests.
+type Client struct {
+	base *url.URL
+	http *http.Client
+}
+
+// maxResponseBytes bounds what the client reads back: inventory pages with
+// PEM can be large, anything beyond this is not a mica answer.
+const maxResponseBytes = 64 << 20
+
+// New returns a Client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.Server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("mica: server %q must be an https:// URL such as https://127.0.0.1:8443", cfg.Server)
+	}
+	if cfg.Roots == nil {
+		return nil, errors.New("mica: no trust anchors for the server: pass the root certificate (--ca-file) or a token that pins it")
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.Roots}
+	switch {
+	case cfg.GetCertificate != nil:
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cfg.GetCertificate() }
+	case cfg.Certificate != nil:
+		c := cfg.Certificate
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     tlsCfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// CreateToken asks for a one-time enrollment token (admins and operators).
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (*TokenResponse, error) {
+	var out TokenResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/tokens", "", req, &out)
+}
+
+// Enroll exchanges a token and a CSR (PEM) for a certificate.
+func (c *Client) Enroll(ctx context.Context, token string, req CertificateRequest) (*CertificateResponse, error) {
+	var out CertificateResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/certificates", token, req, &out)
+}
+
+// Renew exchanges the client certificate (from Config) and a CSR for a new
+// certificate with the same identity.
+func (c *Client) Renew(ctx context.Context, req CertificateRequest) (*CertificateResponse, error) {
+	var out CertificateResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/certificates/renew", "", req, &out)
+}
+
+// ListFilter selects inventory records; zero fields select everything.
+type ListFilter struct {
+	Identity       string
+	Profile        string
+	Status         string // active, revoked or expired
+	ExpiringWithin string // e.g. "7d"
+	Limit, Offset  int
+	WithPEM        bool
+}
+
+// ListCertificates reads the inventory.
+func (c *Client) ListCertificates(ctx context.Context, f ListFilter) ([]Certificate, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"identity": f.Identity, "profile": f.Profile, "status": f.Status, "expiring_within": f.ExpiringWithin} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", fmt.Sprint(f.Limit))
+	}
+	if f.Offset > 0 {
+		q.Set("offset", fmt.Sprint(f.Offset))
+	}
+	if f.WithPEM {
+		q.Set("pem", "true")
+	}
+	var out CertificateList
+	err := c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), "", nil, &out)
+	return out.Certificates, err
+}
+
+// Certificate reads one inventory record by serial (hex).
+func (c *Client) Certificate(ctx context.Context, serial string) (*Certificate, error) {
+	var out Certificate
+	return &out, c.do(ctx, http.MethodGet, "/v1/certificates/"+url.PathEscape(serial), "", nil, &out)
+}
+
+// Revoke revokes a certificate; reason is an RFC 5280 name or "".
+func (c *Client) Revoke(ctx context.Context, serial, reason string) (*Certificate, error) {
+	var out Certificate
+	return &out, c.do(ctx, http.MethodPost, "/v1/certificates/"+url.PathEscape(serial)+"/revoke", "", RevokeRequest{Reason: reason}, &out)
+}
+
+// Bundle fetches the trust bundle.
+func (c *Client) Bundle(ctx context.Context) (*Bundle, error) {
+	var out Bundle
+	return &out, c.do(ctx, http.MethodGet, "/v1/bundle", "", nil, &out)
+}
+
+// Stats fetches the server's own figures (admins).
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
+	var out Stats
+	return &out, c.do(ctx, http.MethodGet, "/v1/server/stats", "", nil, &out)
+}
+
+func (c *Client) do(ctx context.Context, method, path, bearer string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("mica: encoding request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	rel, err := url.Parse(path)
+	if err != nil {
+		return fmt.Errorf("mica: bad path %q: %w", path, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.ResolveReference(rel).String(), body)
+	if err != nil {
+		return fmt.Errorf("mica: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("mica: cannot reach %s: %w", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return fmt.Errorf("mica: reading response from %s: %w", c.base.Host, err)
+	}
+	if resp.StatusCode >= 300 {
+		p := &Problem{Status: resp.StatusCode, Title: resp.Status}
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+			if err := json.Unmarshal(data, p); err != nil {
+				p.Detail = "unreadable problem document"
+			}
+		}
+		return p
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("mica: unexpected response from %s: %w", c.base.Host, err)
+		}
+	}
+	return nil
+}

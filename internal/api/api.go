@@ -1,0 +1,426 @@
+// Package api is mica's REST front door, /v1 over HTTPS. Handlers are thin:
+// they decode and bound the request, call the authority, and encode the
+// answer. This is the one place where the authority's errors become
+// application/problem+json (see problem.go).
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Limits on what a request may carry. A CSR is a few hundred bytes; RSA-4096
+// with every SAN a profile allows fits easily in 16 KiB.
+const (
+	MaxBodyBytes = 64 << 10
+	maxCSRBytes  = 16 << 10
+	maxTTLLen    = 32
+	maxNameLen   = 2048
+	maxListLimit = 10000
+)
+
+// Config wires the API.
+type Config struct {
+	Authority   *authority.Authority
+	TrustDomain string
+	Logger      *slog.Logger
+	// Stats reports the server's own figures for GET /v1/server/stats.
+	Stats func() client.Stats
+	// Ready reports whether the server can serve (e.g. the store answers).
+	Ready func(ctx context.Context) error
+}
+
+type server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the API's handler.
+func New(cfg Config) http.Handler {
+	s := &server{cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /v1/bundle", s.bundle)
+	mux.HandleFunc("POST /v1/tokens", s.createToken)
+	mux.HandleFunc("POST /v1/certificates", s.enroll)
+	mux.HandleFunc("POST /v1/certificates/renew", s.renew)
+	mux.HandleFunc("GET /v1/certificates", s.listCertificates)
+	mux.HandleFunc("GET /v1/certificates/{serial}", s.getCertificate)
+	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.revoke)
+	mux.HandleFunc("GET /v1/server/stats", s.stats)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "not-found", "Not Found", fmt.Sprintf("no endpoint %s %s: see the API reference in the README", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(w, "ok\n")
+}
+
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(r.Context()); err != nil {
+			writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Not Ready", err.Error())
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	io.WriteString(w, "ready\n")
+}
+
+func (s *server) bundle(w http.ResponseWriter, _ *http.Request) {
+	roots, inters := s.cfg.Authority.Bundle()
+	b := client.Bundle{TrustDomain: s.cfg.TrustDomain}
+	for _, c := range roots {
+		b.Roots = append(b.Roots, pemCert(c))
+	}
+	for _, c := range inters {
+		b.Intermediates = append(b.Intermediates, pemCert(c))
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req client.TokenRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.Identity) > maxNameLen || len(req.Profile) > 256 {
+		writeProblem(w, http.StatusBadRequest, "field-too-long", "Field Too Long", "identity or profile is longer than any this server accepts")
+		return
+	}
+	ttl, ok := parseTTL(w, req.TTL)
+	if !ok {
+		return
+	}
+	var network netip.Prefix
+	if req.CIDR != "" {
+		var err error
+		if network, err = netip.ParsePrefix(req.CIDR); err != nil {
+			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("cidr %q is not a network like 10.0.0.0/8", req.CIDR))
+			return
+		}
+	}
+	tok, err := s.cfg.Authority.CreateToken(r.Context(), p, authority.TokenRequest{
+		Identity: req.Identity, Profile: req.Profile, TTL: ttl, Network: network, Source: remoteAddr(r),
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, client.TokenResponse{
+		Token: tok.Raw, ID: tok.Claims.ID, Identity: tok.Claims.Identity, Profile: tok.Claims.Profile, ExpiresAt: tok.Claims.Expiry,
+	})
+}
+
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		writeProblem(w, http.StatusUnauthorized, "token-missing", "Token Missing", "enrollment needs a one-time token in the Authorization: Bearer header: get one with `mica token create`")
+		return
+	}
+	var req client.CertificateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	csr, ttl, ok := parseCertificateRequest(w, req)
+	if !ok {
+		return
+	}
+	iss, err := s.cfg.Authority.Enroll(r.Context(), authority.EnrollRequest{Token: raw, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, issuedResponse(iss))
+}
+
+func (s *server) renew(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req client.CertificateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	csr, ttl, ok := parseCertificateRequest(w, req)
+	if !ok {
+		return
+	}
+	iss, err := s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, issuedResponse(iss))
+}
+
+func (s *server) listCertificates(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	f := store.Filter{Identity: q.Get("identity"), Profile: q.Get("profile")}
+	switch st := q.Get("status"); st {
+	case "", "active", "revoked", "expired":
+		f.Status = store.Status(st)
+	default:
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("status %q is not one of active, revoked, expired", st))
+		return
+	}
+	if v := q.Get("expiring_within"); v != "" {
+		d, err := ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("expiring_within %q is not a positive duration like 7d or 36h", v))
+			return
+		}
+		f.ExpiresBefore = time.Now().Add(d)
+	}
+	for name, dst := range map[string]*int{"limit": &f.Limit, "offset": &f.Offset} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > maxListLimit && name == "limit" {
+				writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("%s %q must be a whole number (limit at most %d)", name, v, maxListLimit))
+				return
+			}
+			*dst = n
+		}
+	}
+	certs, err := s.cfg.Authority.ListCertificates(r.Context(), p, f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(certs))}
+	withPEM := q.Get("pem") == "true"
+	for _, c := range certs {
+		out.Certificates = append(out.Certificates, inventoryRecord(c, withPEM))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) getCertificate(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	serial, ok := pathSerial(w, r)
+	if !ok {
+		return
+	}
+	rec, err := s.cfg.Authority.Certificate(r.Context(), p, serial)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inventoryRecord(rec, true))
+}
+
+func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	serial, ok := pathSerial(w, r)
+	if !ok {
+		return
+	}
+	var req client.RevokeRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	code, err := client.ReasonCode(req.Reason)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", err.Error())
+		return
+	}
+	rec, err := s.cfg.Authority.Revoke(r.Context(), p, serial, code, remoteAddr(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inventoryRecord(rec, false))
+}
+
+func (s *server) stats(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if p.Role != authority.RoleAdmin {
+		writeProblem(w, http.StatusForbidden, "forbidden", "Forbidden", "server stats are for admins")
+		return
+	}
+	var st client.Stats
+	if s.cfg.Stats != nil {
+		st = s.cfg.Stats()
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// authenticate hands the client certificate chain from the TLS handshake to
+// the authority, which judges it.
+func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority.Principal, bool) {
+	var chain []*x509.Certificate
+	if r.TLS != nil {
+		chain = r.TLS.PeerCertificates
+	}
+	p, err := s.cfg.Authority.Authenticate(r.Context(), chain)
+	if err != nil {
+		s.fail(w, r, err)
+		return p, false
+	}
+	return p, true
+}
+
+func parseCertificateRequest(w http.ResponseWriter, req client.CertificateRequest) ([]byte, time.Duration, bool) {
+	if len(req.CSR) > maxCSRBytes {
+		writeProblem(w, http.StatusRequestEntityTooLarge, "field-too-long", "Field Too Long", fmt.Sprintf("csr is %d bytes; at most %d are accepted", len(req.CSR), maxCSRBytes))
+		return nil, 0, false
+	}
+	block, rest := pem.Decode([]byte(req.CSR))
+	if block == nil || block.Type != "CERTIFICATE REQUEST" || len(strings.TrimSpace(string(rest))) > 0 {
+		writeProblem(w, http.StatusBadRequest, "bad-csr", "Bad CSR", `csr must be exactly one PEM block of type "CERTIFICATE REQUEST"`)
+		return nil, 0, false
+	}
+	ttl, ok := parseTTL(w, req.TTL)
+	return block.Bytes, ttl, ok
+}
+
+func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {
+	if s == "" {
+		return 0, true
+	}
+	d, err := ParseDuration(s)
+	if len(s) > maxTTLLen || err != nil || d < 0 {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("ttl %q is not a duration like 1h, 90m or 7d", s))
+		return 0, false
+	}
+	return d, true
+}
+
+// ParseDuration is time.ParseDuration that also takes whole days ("7d"),
+// since certificate lifetimes and expiry windows are talked about in days.
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 || n > 100000 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+func pathSerial(w http.ResponseWriter, r *http.Request) (string, bool) {
+	serial := strings.ToLower(r.PathValue("serial"))
+	if len(serial) == 0 || len(serial) > 64 || strings.Trim(serial, "0123456789abcdef") != "" {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("serial %q is not a hex serial number", r.PathValue("serial")))
+		return "", false
+	}
+	return serial, true
+}
+
+// decode reads one JSON object of bounded size, refusing unknown fields and
+// trailing data, so that a typo is an error rather than silently ignored.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send the body as application/json")
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeProblem(w, http.StatusRequestEntityTooLarge, "body-too-large", "Body Too Large", fmt.Sprintf("request body is over %d bytes", MaxBodyBytes))
+			return false
+		}
+		writeProblem(w, http.StatusBadRequest, "malformed-body", "Malformed Body", "request body is not the expected JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func issuedResponse(iss *authority.Issued) client.CertificateResponse {
+	var chain, roots strings.Builder
+	for _, c := range iss.Chain {
+		chain.WriteString(pemCert(c))
+	}
+	for _, c := range iss.Roots {
+		roots.WriteString(pemCert(c))
+	}
+	return client.CertificateResponse{
+		Certificate: pemCert(iss.Certificate), Chain: chain.String(), Bundle: roots.String(),
+		Serial: iss.Record.Serial, Identity: iss.Record.Identity, Profile: iss.Record.Profile,
+		NotBefore: iss.Record.NotBefore, NotAfter: iss.Record.NotAfter, EventSeq: iss.Record.EventSeq,
+	}
+}
+
+func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
+	out := client.Certificate{
+		Serial: c.Serial, Fingerprint: c.Fingerprint, Identity: c.Identity, SANs: c.SANs, Profile: c.Profile,
+		Requester: c.Requester, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		Issuer: c.Issuer, Status: string(c.Status), RenewedFrom: c.RenewedFrom, EventSeq: c.EventSeq,
+	}
+	if c.Status == store.StatusRevoked {
+		at := c.RevokedAt
+		out.RevokedAt, out.RevocationReason = &at, client.ReasonName(c.RevocationReason)
+	}
+	if withPEM {
+		out.PEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.DER}))
+	}
+	return out
+}
+
+func pemCert(c *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,351 @@
+// Package authority is mica's core: enrollment with one-time tokens, renewal
+// with the current certificate, token creation, inventory and revocation, as
+// plain Go calls. Front doors (the REST API, later ACME and the agent) only
+// translate to and from these calls, so every rule here binds every door.
+//
+// Start reading at Enroll: authenticate → decide (policy) → lint and sign
+// (issuance) → record the certificate and its event in one transaction →
+// return. Nothing is returned before it is durable.
+package authority
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/token"
+)
+
+// Policy decides what may be issued.
+type Policy interface {
+	Decide(req policy.Request) (policy.Decision, error)
+}
+
+// Issuer lints and signs a decided certificate.
+type Issuer interface {
+	Issue(req issuance.Request) (*x509.Certificate, error)
+}
+
+// Store is the part of store.Store the authority uses.
+type Store interface {
+	RecordIssuance(ctx context.Context, iss *store.Issuance) error
+	RecordEvent(ctx context.Context, ev *store.Event) error
+	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error
+	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
+	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+}
+
+// Config wires an Authority. Every field but Clock and Logger is required.
+type Config struct {
+	Store  Store
+	Policy Policy
+	Issuer Issuer
+	// IssuerCert is the intermediate that Issuer signs with.
+	IssuerCert *x509.Certificate
+	// Roots are the trust anchors clients authenticate against.
+	Roots []*x509.Certificate
+	// Minter and Tokens mint and verify enrollment tokens.
+	Minter *token.Minter
+	Tokens *token.Verifier
+	// Admins maps principal identities (SPIFFE IDs) to roles.
+	Admins map[string]Role
+	Clock  func() time.Time
+	Logger *slog.Logger
+}
+
+// Authority is the certificate lifecycle.
+type Authority struct {
+	store      Store
+	policy     Policy
+	issuer     Issuer
+	issuerCert *x509.Certificate
+	issuerFP   string
+	roots      []*x509.Certificate
+	rootPool   *x509.CertPool
+	interPool  *x509.CertPool
+	minter     *token.Minter
+	tokens     *token.Verifier
+	admins     map[string]Role
+	now        func() time.Time
+	log        *slog.Logger
+}
+
+// New checks cfg and returns an Authority.
+func New(cfg Config) (*Authority, error) {
+	switch {
+	case cfg.Store == nil, cfg.Policy == nil, cfg.Issuer == nil, cfg.IssuerCert == nil,
+		len(cfg.Roots) == 0, cfg.Minter == nil, cfg.Tokens == nil:
+		return nil, errors.New("authority: Store, Policy, Issuer, IssuerCert, Roots, Minter and Tokens are all required")
+	}
+	a := &Authority{
+		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
+		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
+		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger,
+		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	for _, r := range cfg.Roots {
+		a.rootPool.AddCert(r)
+	}
+	a.interPool.AddCert(cfg.IssuerCert)
+	return a, nil
+}
+
+// backdate is how far NotBefore is set in the past, so that a relying party
+// whose clock runs a little behind still accepts a fresh certificate. The
+// lifetime (NotAfter − NotBefore) stays exactly the decided TTL.
+const backdate = time.Minute
+
+// Issued is a certificate that has been durably recorded.
+type Issued struct {
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate // intermediates, leaf's issuer first
+	Roots       []*x509.Certificate
+	Record      store.Certificate
+}
+
+// EnrollRequest is a first enrollment paid for with a one-time token.
+type EnrollRequest struct {
+	Token  string
+	CSR    []byte // DER
+	TTL    time.Duration
+	Source netip.Addr
+}
+
+// Enroll issues a certificate for the identity a token is bound to.
+func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, error) {
+	now := a.now()
+	claims, err := a.tokens.Verify(req.Token, now)
+	if err != nil {
+		// Not recorded: the caller is not authenticated, and recording
+		// unauthenticated noise would let anyone grow the log.
+		kind := KindTokenInvalid
+		if errors.Is(err, token.ErrExpired) || errors.Is(err, token.ErrNotYet) {
+			kind = KindTokenExpired
+		}
+		return nil, newError(kind, err, "%v", err)
+	}
+	actor := "token:" + claims.ID
+	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: claims.Identity, Profile: claims.Profile}
+	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+
+	if claims.Network.IsValid() && !claims.Network.Contains(req.Source.Unmap()) {
+		return refuse(&Error{Kind: KindForbidden, Reason: string(policy.ReasonSourceNotAllowed),
+			Detail: fmt.Sprintf("token may only be used from %s, not from %s", claims.Network, addrString(req.Source))})
+	}
+	want, err := identity.Parse(claims.Identity)
+	if err != nil {
+		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
+	}
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		return refuse(err.(*Error))
+	}
+	if err := sameIdentity(want, csr, "the token is bound to"); err != nil {
+		return refuse(err)
+	}
+	iss, err := a.issue(ctx, issueInput{
+		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
+			Method: policy.MethodToken, Requester: actor, Source: req.Source},
+		event: ev, action: store.ActionCertIssued,
+		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
+		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
+	})
+	return iss, err
+}
+
+// RenewRequest is a renewal authenticated by the current certificate.
+type RenewRequest struct {
+	Peer   Principal
+	CSR    []byte // DER
+	TTL    time.Duration
+	Source netip.Addr
+}
+
+// Renew issues a new certificate with exactly the identity and profile of the
+// one that authenticated the request. The peer must come from Authenticate,
+// which already refused expired, revoked and foreign certificates.
+func (a *Authority) Renew(ctx context.Context, req RenewRequest) (*Issued, error) {
+	rec := req.Peer.Record
+	if rec.Serial == "" {
+		return nil, newError(KindUnauthenticated, nil, "renewal needs a client certificate issued by this server: pass --cert and --key")
+	}
+	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
+	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+
+	want, err := identity.FromCertificate(req.Peer.Certificate)
+	if err != nil {
+		return refuse(newError(KindInvalid, err, "current certificate carries no usable identity: %v", err))
+	}
+	csr, perr := parseCSR(req.CSR)
+	if perr != nil {
+		return refuse(perr.(*Error))
+	}
+	if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
+		return refuse(err)
+	}
+	return a.issue(ctx, issueInput{
+		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
+			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
+		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial,
+		detail: "renewed from " + rec.Serial,
+	})
+}
+
+type issueInput struct {
+	req         policy.Request
+	event       store.Event
+	action      store.Action
+	detail      string
+	renewedFrom string
+	token       *store.TokenUse
+}
+
+// issue is the shared tail of every issuance: decide → lint and sign → record.
+func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
+	dec, err := a.decide(in.req)
+	if err != nil {
+		return nil, a.refused(ctx, in.event, err.(*Error))
+	}
+	notBefore := a.now().Add(-backdate).Truncate(time.Second)
+	notAfter := notBefore.Add(dec.TTL)
+	if notAfter.After(a.issuerCert.NotAfter) {
+		// A leaf cannot outlive its issuer; shorten it rather than refuse so
+		// that clients keep working while the intermediate is being rotated.
+		notAfter = a.issuerCert.NotAfter
+	}
+	cert, err := a.issuer.Issue(issuance.Request{
+		PublicKey: in.req.PublicKey, Identity: dec.Identity,
+		NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
+	})
+	if err != nil {
+		var lintErr *issuance.LintError
+		if errors.As(err, &lintErr) {
+			return nil, a.refused(ctx, in.event, newError(KindLintFailed, err, "certificate refused before signing: %v", err))
+		}
+		return nil, a.refused(ctx, in.event, newError(KindInternal, err, "signing failed: %v", err))
+	}
+	rec := store.Certificate{
+		Serial:      SerialHex(cert),
+		Fingerprint: Fingerprint(cert.Raw),
+		Identity:    dec.Identity.Primary(),
+		SANs:        dec.Identity.SANs(),
+		Profile:     dec.Profile,
+		Requester:   in.req.Requester,
+		SourceAddr:  addrString(in.req.Source),
+		NotBefore:   cert.NotBefore,
+		NotAfter:    cert.NotAfter,
+		Issuer:      a.issuerFP,
+		Status:      store.StatusActive,
+		RenewedFrom: in.renewedFrom,
+		DER:         cert.Raw,
+	}
+	ev := in.event
+	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), in.action, "ok", in.detail
+	ev.Serial, ev.Fingerprint, ev.Identity, ev.Profile = rec.Serial, rec.Fingerprint, rec.Identity, rec.Profile
+	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token}
+	if err := a.store.RecordIssuance(ctx, iss); err != nil {
+		if errors.Is(err, store.ErrTokenUsed) {
+			return nil, a.refused(ctx, in.event, newError(KindTokenReplayed, err,
+				"token %s was already used: tokens work once; ask an admin for a new one with `mica token create`", in.token.JTI))
+		}
+		return nil, newError(KindInternal, err, "could not record the certificate; nothing was issued: %v", err)
+	}
+	rec.EventSeq = iss.Event.Seq
+	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
+		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
+		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
+		slog.Time("not_after", rec.NotAfter))
+	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, nil
+}
+
+// decide asks policy, translating its refusal into the authority's error.
+func (a *Authority) decide(req policy.Request) (policy.Decision, error) {
+	dec, err := a.policy.Decide(req)
+	if err != nil {
+		var denied *policy.DeniedError
+		if errors.As(err, &denied) {
+			return dec, &Error{Kind: KindPolicyDenied, Reason: string(denied.Reason), Detail: denied.Detail, Err: err}
+		}
+		return dec, newError(KindInternal, err, "policy evaluation failed: %v", err)
+	}
+	return dec, nil
+}
+
+// refused records an authenticated request's refusal and returns e. A
+// failure to record is logged, not returned: the caller's answer is the
+// refusal either way.
+func (a *Authority) refused(ctx context.Context, ev store.Event, e *Error) error {
+	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), store.ActionIssuanceRefused, e.Outcome(), e.Detail
+	if err := a.store.RecordEvent(context.WithoutCancel(ctx), &ev); err != nil {
+		a.log.LogAttrs(ctx, slog.LevelError, "could not record refusal", slog.String("error", err.Error()))
+	}
+	a.log.LogAttrs(ctx, slog.LevelWarn, "issuance refused",
+		slog.String("actor", ev.Actor), slog.String("identity", ev.Identity), slog.String("outcome", ev.Outcome))
+	return e
+}
+
+func parseCSR(der []byte) (*x509.CertificateRequest, error) {
+	if len(der) == 0 {
+		return nil, newError(KindBadCSR, nil, "no certificate signing request was sent")
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, newError(KindBadCSR, err, "the certificate signing request cannot be parsed: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, newError(KindBadCSR, err, "the CSR's signature does not match its public key: sign it with the private key it names")
+	}
+	return csr, nil
+}
+
+// sameIdentity accepts a CSR that names no identity (the credential supplies
+// it) or exactly the credential's identity, and nothing else.
+func sameIdentity(want identity.Identity, csr *x509.CertificateRequest, what string) *Error {
+	if len(csr.URIs) == 0 && len(csr.DNSNames) == 0 && len(csr.IPAddresses) == 0 && len(csr.EmailAddresses) == 0 {
+		return nil
+	}
+	if len(csr.EmailAddresses) > 0 {
+		return newError(KindBadCSR, nil, "the CSR asks for e-mail addresses; mica issues only SPIFFE IDs, DNS names and IPs")
+	}
+	got, err := identity.FromCSR(csr)
+	if err != nil {
+		return newError(KindBadCSR, err, "%v", err)
+	}
+	if !got.Equal(want) {
+		return newError(KindIdentityMismatch, nil, "the CSR asks for %s but %s %s: leave the names out of the CSR or ask for exactly those", got, what, want)
+	}
+	return nil
+}
+
+// Fingerprint is the lower-case hex SHA-256 of der.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// SerialHex is how mica writes a serial number: lower-case hex.
+func SerialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.Unmap().String()
+}

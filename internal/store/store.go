@@ -1,0 +1,144 @@
+// Package store defines what mica keeps: certificate records, lifecycle
+// events and consumed enrollment tokens, and the Store interface that the
+// SQLite (store/sqlite, the embedded default) and PostgreSQL (store/postgres)
+// engines implement. Every engine passes the conformance suite in
+// store/storetest.
+//
+// Writes that matter for durability (an issued certificate together with its
+// lifecycle event) go through RecordIssuance, which engines group-commit: many
+// callers share one transaction and one fsync, and each caller returns only
+// after its transaction has committed.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Status is a certificate's revocation status. Expiry is not a status: it is
+// derived from NotAfter at the time of asking.
+type Status string
+
+const (
+	StatusActive  Status = "active"
+	StatusRevoked Status = "revoked"
+	// StatusExpired is only a filter value: active and past NotAfter.
+	StatusExpired Status = "expired"
+)
+
+// Certificate is the inventory record of one issued certificate.
+type Certificate struct {
+	Serial      string // lower-case hex of the serial number
+	Fingerprint string // lower-case hex SHA-256 of DER
+	Identity    string // identity.Identity.Primary()
+	SANs        []string
+	Profile     string
+	Requester   string // authenticated principal that asked for it
+	SourceAddr  string // network address the request came from
+	NotBefore   time.Time
+	NotAfter    time.Time
+	Issuer      string // lower-case hex SHA-256 fingerprint of the issuing CA certificate
+	Status      Status
+	RevokedAt   time.Time // zero unless revoked
+	// RevocationReason is the RFC 5280 CRLReason code; meaningful only when revoked.
+	RevocationReason int
+	RenewedFrom      string // serial of the certificate that authenticated a renewal
+	DER              []byte
+	// EventSeq is the sequence number of the lifecycle event recorded in the
+	// same transaction; assigned by the store.
+	EventSeq int64
+}
+
+// Action names a lifecycle event. The set grows with the system; values are
+// stable strings because they are part of the audit record.
+type Action string
+
+const (
+	ActionCertIssued      Action = "cert.issued"
+	ActionCertRenewed     Action = "cert.renewed"
+	ActionCertRevoked     Action = "cert.revoked"
+	ActionIssuanceRefused Action = "issuance.refused"
+	ActionTokenCreated    Action = "token.created"
+	ActionCACreated       Action = "ca.created"
+	ActionPolicyLoaded    Action = "policy.loaded"
+)
+
+// Event is one lifecycle event: who did what to which subject, and how it ended.
+type Event struct {
+	Seq         int64 // assigned by the store, strictly increasing
+	Time        time.Time
+	Actor       string // authenticated principal, or "system"
+	Source      string // source network address, if any
+	Action      Action
+	Serial      string // subject certificate, if any
+	Fingerprint string
+	Identity    string
+	Profile     string
+	Outcome     string // "ok", or the reason a request was refused
+	Detail      string // human-readable detail; never secrets or key material
+}
+
+// Issuance is what RecordIssuance writes in one transaction.
+type Issuance struct {
+	Certificate Certificate
+	Event       Event
+	// Token, when set, is consumed in the same transaction; if it was
+	// consumed before, nothing is written and ErrTokenUsed is returned.
+	Token *TokenUse
+}
+
+// TokenUse marks a one-time enrollment token as consumed.
+type TokenUse struct {
+	JTI       string
+	ExpiresAt time.Time // after this the row may be purged: the token is dead anyway
+}
+
+// Filter selects certificates. Zero fields select everything.
+type Filter struct {
+	Identity      string
+	Profile       string
+	Status        Status    // active and expired are judged at Now
+	Now           time.Time // required when Status is active or expired
+	ExpiresBefore time.Time // NotAfter strictly before this
+	Limit         int       // 0 means the engine's default (1000)
+	Offset        int
+}
+
+// EventFilter selects events, oldest first.
+type EventFilter struct {
+	AfterSeq int64 // events with Seq > AfterSeq
+	Action   Action
+	Identity string
+	Limit    int // 0 means 1000
+}
+
+var (
+	// ErrNotFound is returned when no record matches.
+	ErrNotFound = errors.New("store: not found")
+	// ErrTokenUsed is returned by RecordIssuance when the token was consumed before.
+	ErrTokenUsed = errors.New("store: token already used")
+	// ErrAlreadyRevoked is returned by Revoke for a certificate revoked before.
+	ErrAlreadyRevoked = errors.New("store: certificate already revoked")
+)
+
+// Store is what every engine provides. All methods are safe for concurrent use.
+type Store interface {
+	// RecordIssuance durably writes the certificate, its event and the token
+	// use in one transaction (possibly shared with other callers' issuances)
+	// and returns after commit. It fills in Event.Seq and Certificate.EventSeq.
+	RecordIssuance(ctx context.Context, iss *Issuance) error
+	// RecordEvent durably appends one event and fills in its Seq.
+	RecordEvent(ctx context.Context, ev *Event) error
+	// Revoke marks an active certificate revoked and records ev in the same
+	// transaction. ErrNotFound, ErrAlreadyRevoked.
+	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *Event) error
+
+	Certificate(ctx context.Context, serial string) (Certificate, error)
+	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
+	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
+	CountCertificates(ctx context.Context, f Filter) (int, error)
+	Events(ctx context.Context, f EventFilter) ([]Event, error)
+
+	Close() error
+}
