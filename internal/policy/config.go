@@ -1,0 +1,127 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the policy section of the operator's config file. It lives under
+// version control, so every field is plain text a reviewer can read; the zero
+// value of each optional field means the documented default.
+type Config struct {
+	// TrustDomain is the SPIFFE trust domain every SPIFFE ID must belong to,
+	// e.g. "example.org". Required when any profile allows SPIFFE IDs.
+	TrustDomain string `yaml:"trust_domain"`
+	// Profiles by name. A request names exactly one.
+	Profiles map[string]ProfileConfig `yaml:"profiles"`
+}
+
+// ProfileConfig says who may obtain which identities, for how long, with
+// which keys and usages.
+type ProfileConfig struct {
+	// SPIFFE lists SPIFFE ID path globs under the trust domain. A segment
+	// "*" matches exactly one path segment; a final "**" matches one or more.
+	// Everything else is compared byte for byte (case-sensitive, no
+	// percent-decoding), as the SPIFFE ID specification compares paths.
+	SPIFFE []string `yaml:"spiffe"`
+	// DNS lists allowed DNS names. A label "*" matches exactly one label.
+	// A pattern never by itself allows a wildcard certificate: that takes
+	// AllowWildcards.
+	DNS []string `yaml:"dns"`
+	// IPs lists the CIDRs (or single addresses) IP SANs must fall in.
+	IPs []string `yaml:"ips"`
+	// DefaultTTL is the lifetime given when a request asks for none;
+	// MaxTTL when unset.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// MaxTTL caps the lifetime; 24h when unset.
+	MaxTTL time.Duration `yaml:"max_ttl"`
+	// KeyTypes lists allowed subject key types: ecdsa-p256, ecdsa-p384,
+	// ecdsa-p521, ed25519, rsa. Default: ecdsa-p256, ecdsa-p384, ed25519.
+	KeyTypes []string `yaml:"key_types"`
+	// MinRSABits is the smallest RSA modulus allowed; 2048 when unset and
+	// never less.
+	MinRSABits int `yaml:"min_rsa_bits"`
+	// ExtKeyUsage lists clientAuth and/or serverAuth; both when unset.
+	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	// AllowWildcards permits DNS names like "*.svc.example.internal"
+	// (which must still match a pattern).
+	AllowWildcards bool `yaml:"allow_wildcards"`
+	// Networks, when set, lists the CIDRs a request must come from.
+	Networks []string `yaml:"networks"`
+	// Rule is an optional CEL expression over `request` that must be true.
+	Rule string `yaml:"rule"`
+}
+
+// Defaults applied to a profile that leaves a field unset.
+const (
+	DefaultMaxTTL = 24 * time.Hour
+	MinRSABits    = 2048 // the floor: no profile may go below it
+)
+
+// LoadConfig reads a policy config from YAML. Unknown fields are errors, so
+// a misspelt field fails loudly instead of silently meaning its default.
+// LoadConfig only parses; [New] (or [Config.Validate]) checks the content.
+func LoadConfig(data []byte) (Config, error) {
+	var c Config
+	if err := decodeStrict(data, &c); err != nil {
+		return Config{}, fmt.Errorf("policy: reading config: %w", err)
+	}
+	return c, nil
+}
+
+// decodeStrict decodes exactly one YAML document, refusing unknown fields.
+func decodeStrict(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return errors.New("the document is empty")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return explainYAML(err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("more than one YAML document: keep only one (remove the extra ---)")
+	}
+	return nil
+}
+
+// Validate reports every problem in the config at once, each naming the
+// profile and field and saying how to fix it. It compiles the CEL rules
+// too, so a config that validates is one [New] accepts.
+func (c Config) Validate() error {
+	_, err := compile(c)
+	return err
+}
+
+// yamlTypeNames turns Go type names in yaml's messages into the words an
+// operator knows the file by.
+var yamlTypeNames = strings.NewReplacer(
+	"in type policy.ProfileConfig", "in a profile",
+	"in type policy.Config", "at the top level",
+	"in type policy.TestFile", "at the top level",
+	"in type policy.TestCase", "in a test case",
+	"in type policy.TestRequest", "in a test request",
+)
+
+// explainYAML adds the likely fix to a yaml decoding error.
+func explainYAML(err error) error {
+	msg := yamlTypeNames.Replace(err.Error())
+	var hints []string
+	if strings.Contains(msg, "not found") {
+		hints = append(hints, "check the field's spelling against the documented format")
+	}
+	if strings.Contains(msg, "time.Duration") {
+		hints = append(hints, "write durations with a unit, like 24h or 90m")
+	}
+	if len(hints) > 0 {
+		msg += "\n  to fix: " + strings.Join(hints, "; ")
+	}
+	return errors.New(msg)
+}
