@@ -157,7 +157,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, issuedResponse(iss))
+	writeJSON(w, http.StatusCreated, IssuedResponse(iss))
 }
 
 func (s *server) renew(w http.ResponseWriter, r *http.Request) {
@@ -178,7 +178,7 @@ func (s *server) renew(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, issuedResponse(iss))
+	writeJSON(w, http.StatusCreated, IssuedResponse(iss))
 }
 
 func (s *server) listCertificates(w http.ResponseWriter, r *http.Request) {
@@ -373,7 +373,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func issuedResponse(iss *authority.Issued) client.CertificateResponse {
+// IssuedResponse shapes an issuance as the API answers it.
+func IssuedResponse(iss *authority.Issued) client.CertificateResponse {
 	var chain, roots strings.Builder
 	for _, c := range iss.Chain {
 		chain.WriteString(pemCert(c))

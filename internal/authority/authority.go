@@ -107,10 +107,14 @@ func New(cfg Config) (*Authority, error) {
 	return a, nil
 }
 
-// backdate is how far NotBefore is set in the past, so that a relying party
-// whose clock runs a little behind still accepts a fresh certificate. The
-// lifetime (NotAfter − NotBefore) stays exactly the decided TTL.
-const backdate = time.Minute
+// maxBackdate is how far NotBefore is set in the past, so that a relying
+// party whose clock runs a little behind still accepts a fresh certificate.
+// The lifetime (NotAfter − NotBefore) stays exactly the decided TTL, so the
+// backdate is at most a tenth of it: a very short-lived certificate must not
+// be born nearly expired.
+const maxBackdate = time.Minute
+
+func backdate(ttl time.Duration) time.Duration { return min(maxBackdate, ttl/10) }
 
 // Issued is a certificate that has been durably recorded.
 type Issued struct {
@@ -223,7 +227,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
 	}
-	notBefore := a.now().Add(-backdate).Truncate(time.Second)
+	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
 	if notAfter.After(a.issuerCert.NotAfter) {
 		// A leaf cannot outlive its issuer; shorten it rather than refuse so

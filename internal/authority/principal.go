@@ -282,3 +282,13 @@ func (a *Authority) IssueInternal(ctx context.Context, profile string, id identi
 func (a *Authority) Bundle() (roots, intermediates []*x509.Certificate) {
 	return a.roots, []*x509.Certificate{a.issuerCert}
 }
+
+// RecordSystemEvent records something mica did on its own behalf (CA
+// created, policy loaded) in the same event log as every request.
+func (a *Authority) RecordSystemEvent(ctx context.Context, action store.Action, detail string) error {
+	ev := store.Event{Time: a.now(), Actor: "system", Action: action, Outcome: "ok", Detail: detail}
+	if err := a.store.RecordEvent(ctx, &ev); err != nil {
+		return fmt.Errorf("authority: recording %s: %w", action, err)
+	}
+	return nil
+}
