@@ -1,0 +1,473 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/csv"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/token"
+)
+
+// The files `mica cert issue` and `renew` write in --out.
+const (
+	keyFile       = "key.pem"       // the private key, 0600; never leaves this machine
+	certFile      = "cert.pem"      // the leaf
+	chainFile     = "chain.pem"     // intermediates, leaf's issuer first
+	fullchainFile = "fullchain.pem" // leaf + intermediates, what a TLS server presents
+	bundleFile    = "bundle.pem"    // trusted roots, to verify peers with
+)
+
+func runCertIssue(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "cert issue")
+	var cf clientFlags
+	cf.register(fs, env, false)
+	tok := fs.String("token", env.getenv("MICA_TOKEN"), "one-time token from `mica token create` (env MICA_TOKEN)")
+	tokFile := fs.String("token-file", "", "read the token from this file instead")
+	out := fs.String("out", "", "directory to write key.pem, cert.pem, chain.pem, fullchain.pem, bundle.pem")
+	keyType := fs.String("key-type", string(keys.Default), "key algorithm: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072")
+	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
+	force := fs.Bool("force", false, "replace files already in --out")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *tokFile != "" {
+		b, err := os.ReadFile(*tokFile)
+		if err != nil {
+			return fmt.Errorf("reading token: %w", err)
+		}
+		*tok = strings.TrimSpace(string(b))
+	}
+	if *tok == "" || *out == "" {
+		return usageError("cert issue needs --token (or --token-file) and --out")
+	}
+	alg, err := keys.ParseAlgorithm(*keyType)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if !*force && fileExists(filepath.Join(*out, keyFile)) {
+		return fmt.Errorf("%s already holds a key: renew it with `mica cert renew`, or pass --force to replace it", *out)
+	}
+	roots, err := rootsForToken(ctx, &cf, *tok)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(client.Config{Server: cf.server, Roots: roots})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	key, csrPEM, err := newKeyAndCSR(alg)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Enroll(ctx, *tok, client.CertificateRequest{CSR: csrPEM, TTL: *ttl})
+	if err != nil {
+		return err
+	}
+	if err := writeCredential(*out, key, resp); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "issued %s for %s (profile %s), valid until %s; wrote %s\n",
+		resp.Serial, resp.Identity, resp.Profile, resp.NotAfter.Format(time.RFC3339), *out)
+	return nil
+}
+
+// rootsForToken finds the trust anchors for first contact. A machine that is
+// handed only a token has no root yet; the token pins the root's SHA-256
+// fingerprint, so the bundle may be fetched without TLS verification and
+// accepted only if it holds exactly that root.
+func rootsForToken(ctx context.Context, cf *clientFlags, raw string) (*x509.CertPool, error) {
+	if cf.caFile != "" || fileExists(dataPaths{cf.dataDir}.rootCert()) {
+		return cf.roots()
+	}
+	claims, err := token.Inspect(raw)
+	if err != nil {
+		return nil, err
+	}
+	if claims.RootFingerprint == "" {
+		return nil, errors.New("the token pins no root and no --ca-file was given: pass --ca-file root.pem")
+	}
+	return fetchPinnedRoot(ctx, cf.server, claims.RootFingerprint)
+}
+
+func newKeyAndCSR(alg keys.Algorithm) (crypto.Signer, string, error) {
+	key, err := keys.Generate(alg, rand.Reader)
+	if err != nil {
+		return nil, "", err
+	}
+	// The CSR names no identity: the token or the current certificate
+	// decides it, and the server refuses a CSR that asks for anything else.
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("making the CSR: %w", err)
+	}
+	return key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// writeCredential writes the key and certificates, each file atomically.
+// The key is written last, so a reader that sees the new key also sees the
+// certificate that matches it.
+func writeCredential(dir string, key crypto.Signer, resp *client.CertificateResponse) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	files := []struct{ name, data string }{
+		{certFile, resp.Certificate},
+		{chainFile, resp.Chain},
+		{fullchainFile, resp.Certificate + resp.Chain},
+		{bundleFile, resp.Bundle},
+	}
+	for _, f := range files {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), []byte(f.data), 0o644); err != nil {
+			return err
+		}
+	}
+	if key == nil {
+		return nil
+	}
+	return file.ReplacePlain(filepath.Join(dir, keyFile), key)
+}
+
+func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "cert renew")
+	var cf clientFlags
+	cf.register(fs, env, true)
+	out := fs.String("out", "", "directory to write the renewed files (default: the directory of --cert)")
+	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one")
+	keyType := fs.String("key-type", "", "algorithm of the new key (default: the current key's)")
+	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cf.cert == "" || cf.key == "" {
+		return usageError("cert renew needs --cert and --key")
+	}
+	if *out == "" {
+		*out = filepath.Dir(cf.cert)
+	}
+	cred, err := loadHolderCredential(cf.cert, cf.key)
+	if err != nil {
+		return err
+	}
+	if cf.caFile == "" && fileExists(filepath.Join(filepath.Dir(cf.cert), bundleFile)) {
+		cf.caFile = filepath.Join(filepath.Dir(cf.cert), bundleFile)
+	}
+	roots, err := cf.roots()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(client.Config{Server: cf.server, Roots: roots, Certificate: cred})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	current := cred.PrivateKey.(crypto.Signer)
+	var newKey crypto.Signer
+	var csrPEM string
+	if *reuse {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, current)
+		if err != nil {
+			return fmt.Errorf("making the CSR: %w", err)
+		}
+		csrPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	} else {
+		alg, err := keys.ParseAlgorithm(*keyType)
+		if *keyType == "" {
+			alg, err = keys.AlgorithmOf(current.Public())
+		}
+		if err != nil {
+			return usageError("%v", err)
+		}
+		if newKey, csrPEM, err = newKeyAndCSR(alg); err != nil {
+			return err
+		}
+	}
+	resp, err := c.Renew(ctx, client.CertificateRequest{CSR: csrPEM, TTL: *ttl})
+	if err != nil {
+		return err
+	}
+	if *reuse && *out != filepath.Dir(cf.key) {
+		newKey = current // the key must travel with the certificate to --out
+	}
+	if err := writeCredential(*out, newKey, resp); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "renewed %s as %s, valid until %s; wrote %s\n",
+		leafSerial(cred), resp.Serial, resp.NotAfter.Format(time.RFC3339), *out)
+	return nil
+}
+
+// loadHolderCredential loads a certificate (with chain.pem beside it, when
+// present, so the server sees the full chain) and its key.
+func loadHolderCredential(certPath, keyPath string) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading certificate: %w", err)
+	}
+	if chain, err := os.ReadFile(filepath.Join(filepath.Dir(certPath), chainFile)); err == nil && !strings.Contains(string(certPEM), strings.TrimSpace(string(chain))) {
+		certPEM = append(certPEM, chain...)
+	}
+	key, err := file.LoadPlain(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", keyPath, err)
+	}
+	cred, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		return nil, fmt.Errorf("%s and %s do not form a credential: %w", certPath, keyPath, err)
+	}
+	return &cred, nil
+}
+
+func leafSerial(c *tls.Certificate) string {
+	if c.Leaf != nil {
+		return c.Leaf.SerialNumber.Text(16)
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return "?"
+	}
+	return leaf.SerialNumber.Text(16)
+}
+
+func runCertList(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "cert list")
+	var cf clientFlags
+	cf.register(fs, env, true)
+	var f client.ListFilter
+	fs.StringVar(&f.Identity, "identity", "", "only this identity")
+	fs.StringVar(&f.Profile, "profile", "", "only this profile")
+	fs.StringVar(&f.Status, "status", "", "active, revoked or expired")
+	fs.StringVar(&f.ExpiringWithin, "expiring-within", "", "only certificates expiring within this long, e.g. 7d")
+	fs.IntVar(&f.Limit, "limit", 1000, "at most this many")
+	output := fs.String("output", "table", "table, json or csv")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *output != "table" && *output != "json" && *output != "csv" {
+		return usageError("--output must be table, json or csv, not %q", *output)
+	}
+	c, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	certs, err := c.ListCertificates(ctx, f)
+	if err != nil {
+		return err
+	}
+	return printCertificates(env.stdout, certs, *output, time.Now())
+}
+
+func printCertificates(w io.Writer, certs []client.Certificate, format string, now time.Time) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if certs == nil {
+			certs = []client.Certificate{}
+		}
+		return enc.Encode(certs)
+	case "csv":
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"serial", "identity", "profile", "status", "not_before", "not_after", "fingerprint_sha256", "requester", "sans"})
+		for _, c := range certs {
+			cw.Write([]string{c.Serial, c.Identity, c.Profile, displayStatus(c, now), c.NotBefore.Format(time.RFC3339),
+				c.NotAfter.Format(time.RFC3339), c.Fingerprint, c.Requester, strings.Join(c.SANs, " ")})
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERIAL\tIDENTITY\tPROFILE\tSTATUS\tEXPIRES\tREMAINING")
+	for _, c := range certs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Serial, c.Identity, c.Profile, displayStatus(c, now),
+			c.NotAfter.UTC().Format("2006-01-02 15:04"), remaining(c.NotAfter, now))
+	}
+	return tw.Flush()
+}
+
+func displayStatus(c client.Certificate, now time.Time) string {
+	if c.Status == "active" && now.After(c.NotAfter) {
+		return "expired"
+	}
+	return c.Status
+}
+
+func remaining(notAfter, now time.Time) string {
+	d := notAfter.Sub(now)
+	if d <= 0 {
+		return "expired " + humanDuration(-d) + " ago"
+	}
+	return humanDuration(d)
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return d.Round(time.Second).String()
+}
+
+func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "cert revoke")
+	var cf clientFlags
+	cf.register(fs, env, true)
+	reason := fs.String("reason", "", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError("cert revoke takes one SERIAL")
+	}
+	if _, err := client.ReasonCode(*reason); err != nil {
+		return usageError("%v", err)
+	}
+	c, err := cf.client(true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rec, err := c.Revoke(ctx, fs.Arg(0), *reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "revoked %s (%s), reason %s\n", rec.Serial, rec.Identity, rec.RevocationReason)
+	return nil
+}
+
+func runCertInspect(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "cert inspect")
+	var cf clientFlags
+	cf.register(fs, env, true)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError("cert inspect takes one FILE or SERIAL")
+	}
+	arg := fs.Arg(0)
+	var chain []*x509.Certificate
+	var rec *client.Certificate
+	if data, err := os.ReadFile(arg); err == nil {
+		if chain, err = parseCertPEM(data); err != nil {
+			return fmt.Errorf("%s: %w", arg, err)
+		}
+		if len(chain) == 1 {
+			if more, err := os.ReadFile(filepath.Join(filepath.Dir(arg), chainFile)); err == nil {
+				if extra, err := parseCertPEM(more); err == nil {
+					chain = append(chain, extra...)
+				}
+			}
+		}
+		// Status is the server's to say; ask when a credential is at hand,
+		// and say so when not.
+		if c, err := cf.client(true); err == nil {
+			rec, _ = c.Certificate(ctx, chain[0].SerialNumber.Text(16))
+			c.Close()
+		}
+	} else {
+		c, cerr := cf.client(true)
+		if cerr != nil {
+			return fmt.Errorf("%s is neither a readable file nor a serial the server could be asked about: %v", arg, cerr)
+		}
+		defer c.Close()
+		if rec, err = c.Certificate(ctx, arg); err != nil {
+			return err
+		}
+		if chain, err = parseCertPEM([]byte(rec.PEM)); err != nil {
+			return err
+		}
+	}
+	return describe(env.stdout, chain, rec, time.Now())
+}
+
+func describe(w io.Writer, chain []*x509.Certificate, rec *client.Certificate, now time.Time) error {
+	leaf := chain[0]
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	id, err := identity.FromCertificate(leaf)
+	idText := id.String()
+	if err != nil {
+		idText = "(" + err.Error() + ")"
+	}
+	fmt.Fprintf(tw, "Identity:\t%s\n", idText)
+	fmt.Fprintf(tw, "Serial:\t%s\n", leaf.SerialNumber.Text(16))
+	fmt.Fprintf(tw, "Valid:\t%s → %s\n", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Lifetime:\t%s\n", humanDuration(leaf.NotAfter.Sub(leaf.NotBefore)))
+	fmt.Fprintf(tw, "Remaining:\t%s\n", remaining(leaf.NotAfter, now))
+	fmt.Fprintf(tw, "Key:\t%s\n", keyDescription(leaf.PublicKey))
+	fmt.Fprintf(tw, "Usage:\t%s\n", ekuNames(leaf.ExtKeyUsage))
+	fmt.Fprintf(tw, "Subject:\t%s\n", orDash(leaf.Subject.String()))
+	for i, c := range chain {
+		label := "Issuer chain:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(tw, "%s\t%s  (expires %s)\n", label, c.Issuer.String(), c.NotAfter.UTC().Format("2006-01-02"))
+	}
+	switch {
+	case rec == nil:
+		fmt.Fprintf(tw, "Status:\tunknown (server not asked: pass --cert/--key of an admin or the holder)\n")
+	case rec.Status == "revoked":
+		fmt.Fprintf(tw, "Status:\trevoked at %s (%s)\n", rec.RevokedAt.UTC().Format(time.RFC3339), rec.RevocationReason)
+	default:
+		fmt.Fprintf(tw, "Status:\t%s (profile %s, requested by %s)\n", displayStatus(*rec, now), rec.Profile, rec.Requester)
+	}
+	return tw.Flush()
+}
+
+func keyDescription(pub crypto.PublicKey) string {
+	alg, err := keys.AlgorithmOf(pub)
+	if err != nil {
+		return fmt.Sprintf("%T", pub)
+	}
+	return string(alg)
+}
+
+func ekuNames(ekus []x509.ExtKeyUsage) string {
+	var names []string
+	for _, e := range ekus {
+		switch e {
+		case x509.ExtKeyUsageClientAuth:
+			names = append(names, "clientAuth")
+		case x509.ExtKeyUsageServerAuth:
+			names = append(names, "serverAuth")
+		default:
+			names = append(names, fmt.Sprintf("eku(%d)", e))
+		}
+	}
+	return orDash(strings.Join(names, ", "))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/policy"
+)
+
+// Config is the config file (mica.yaml): profiles under version control, and
+// the few server settings. Every zero value is safe: it means the documented
+// default.
+type Config struct {
+	policy.Config `yaml:",inline"`
+	// Listen is the API's address; 127.0.0.1:8443 by default.
+	Listen string `yaml:"listen"`
+	// ServerNames are the DNS names and IPs in the server's own certificate;
+	// localhost and 127.0.0.1 by default.
+	ServerNames []string `yaml:"server_names"`
+	// Database is empty for the embedded SQLite store in the data directory,
+	// or a postgres:// URL.
+	Database string `yaml:"database"`
+	// Admins maps SPIFFE IDs to roles: admin, operator or auditor.
+	Admins map[string]string `yaml:"admins"`
+}
+
+const (
+	defaultListen     = "127.0.0.1:8443"
+	adminProfile      = authority.ReservedProfilePrefix + "admin"
+	serverProfile     = authority.ReservedProfilePrefix + "server"
+	adminPathPrefix   = "/mica/admin/"
+	adminCertTTL      = 30 * 24 * time.Hour
+	serverCertTTL     = 7 * 24 * time.Hour
+	configFileName    = "mica.yaml"
+	passphraseEnv     = "MICA_PASSPHRASE"
+	devPassphraseFile = "passphrase"
+)
+
+// loadConfig reads and validates the config file, and adds mica's reserved
+// profiles. Unknown fields are errors so a typo cannot silently mean a default.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w (run `mica init` to write one, or pass --config)", err)
+	}
+	return parseConfig(data, path)
+}
+
+func parseConfig(data []byte, name string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %v (check field names; durations need a unit, like 24h)", name, err)
+	}
+	if c.Listen == "" {
+		c.Listen = defaultListen
+	}
+	if len(c.ServerNames) == 0 {
+		c.ServerNames = []string{"localhost", "127.0.0.1"}
+	}
+	if c.TrustDomain == "" {
+		return nil, fmt.Errorf("config %s: trust_domain is required (e.g. trust_domain: example.org)", name)
+	}
+	for p := range c.Profiles {
+		if strings.HasPrefix(p, authority.ReservedProfilePrefix) {
+			return nil, fmt.Errorf("config %s: profile %q: names starting with %q are reserved for mica itself; rename it", name, p, authority.ReservedProfilePrefix)
+		}
+	}
+	for id, role := range c.Admins {
+		if _, err := authority.ParseRole(role); err != nil {
+			return nil, fmt.Errorf("config %s: admins: %s: %v", name, id, err)
+		}
+	}
+	c.Profiles = withReservedProfiles(c.Profiles, c.ServerNames)
+	if err := c.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// withReservedProfiles adds the profiles mica issues its own certificates
+// under. They go through the same policy engine as every other profile, so
+// lint, key and TTL rules bind them too.
+func withReservedProfiles(profiles map[string]policy.ProfileConfig, serverNames []string) map[string]policy.ProfileConfig {
+	out := make(map[string]policy.ProfileConfig, len(profiles)+2)
+	for k, v := range profiles {
+		out[k] = v
+	}
+	out[adminProfile] = policy.ProfileConfig{
+		SPIFFE:      []string{adminPathPrefix + "*"},
+		DefaultTTL:  adminCertTTL,
+		MaxTTL:      3 * adminCertTTL,
+		ExtKeyUsage: []string{"clientAuth"},
+		Rule:        `request.method in ["internal", "token", "renew"]`,
+	}
+	server := policy.ProfileConfig{
+		DefaultTTL:  serverCertTTL,
+		MaxTTL:      serverCertTTL,
+		ExtKeyUsage: []string{"serverAuth"},
+		Rule:        `request.method == "internal"`,
+	}
+	for _, n := range serverNames {
+		if _, err := netip.ParseAddr(n); err == nil {
+			server.IPs = append(server.IPs, n)
+		} else {
+			server.DNS = append(server.DNS, n)
+		}
+	}
+	out[serverProfile] = server
+	return out
+}
+
+// roles turns the admins section into the authority's map.
+func (c *Config) roles() map[string]authority.Role {
+	out := make(map[string]authority.Role, len(c.Admins))
+	for id, r := range c.Admins {
+		role, _ := authority.ParseRole(r) // validated at load
+		out[id] = role
+	}
+	return out
+}
+
+// defaultConfig is what `mica init` writes: a starting point to edit and put
+// under version control.
+func defaultConfig(trustDomain, adminID string) string {
+	return fmt.Sprintf(`# mica config: profiles say who may obtain which identities, for how long,
+# with which keys and usages. Check changes with `+"`mica policy check`"+`.
+trust_domain: %[1]s
+listen: %[3]s
+server_names: [localhost, 127.0.0.1]
+# database: postgres://user@host/mica   # default: SQLite in the data directory
+
+admins:
+  %[2]s: admin
+
+profiles:
+  service:
+    spiffe: ["/**"]            # any SPIFFE ID in %[1]s; narrow this, e.g. ["/billing/*"]
+    default_ttl: 1h
+    max_ttl: 24h
+    key_types: [ecdsa-p256, ecdsa-p384, ed25519]
+    ext_key_usage: [clientAuth, serverAuth]
+  server:
+    dns: ["*.svc.%[1]s"]
+    ips: ["127.0.0.0/8", "10.0.0.0/8"]
+    default_ttl: 24h
+    max_ttl: 72h
+    ext_key_usage: [serverAuth]
+`, trustDomain, adminID, defaultListen)
+}
+
+// dataPaths are the files in a data directory.
+type dataPaths struct{ dir string }
+
+func (d dataPaths) config() string     { return filepath.Join(d.dir, configFileName) }
+func (d dataPaths) caDir() string      { return filepath.Join(d.dir, "ca") }
+func (d dataPaths) tokenKey() string   { return filepath.Join(d.dir, "token.key") }
+func (d dataPaths) adminDir() string   { return filepath.Join(d.dir, "admin") }
+func (d dataPaths) database() string   { return filepath.Join(d.dir, "mica.db") }
+func (d dataPaths) passphrase() string { return filepath.Join(d.dir, devPassphraseFile) }
+func (d dataPaths) rootCert() string   { return filepath.Join(d.caDir(), "root.pem") }
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// errNotInitialised is returned when a data directory has no CA yet.
+var errNotInitialised = errors.New("the data directory has no CA yet")

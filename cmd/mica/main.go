@@ -1,0 +1,177 @@
+// Command mica is the machine identity certificate authority: its server, its
+// admin and client commands, and its benchmarks. This package only parses
+// flags and the config file and wires the parts together; the rules live in
+// internal/authority and internal/policy.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// command is one subcommand. Groups ("cert", "ca") hold subcommands.
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *cliEnv, args []string) error
+	sub     map[string]command
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"init":  {summary: "create a CA hierarchy, the first admin credential and a config", run: runInit},
+		"serve": {summary: "run the HTTPS API (--dev: initialise and serve in one step)", run: runServe},
+		"token": {summary: "one-time enrollment tokens", sub: map[string]command{
+			"create": {summary: "create a token bound to one identity and profile", run: runTokenCreate},
+		}},
+		"cert": {summary: "certificates: issue, renew, list, inspect, revoke", sub: map[string]command{
+			"issue":   {summary: "enroll with a token: make a key here, send a CSR, write the files", run: runCertIssue},
+			"renew":   {summary: "renew over mTLS with the current certificate", run: runCertRenew},
+			"list":    {summary: "list the inventory (admins, operators, auditors)", run: runCertList},
+			"inspect": {summary: "show a certificate file or a serial in human terms", run: runCertInspect},
+			"revoke":  {summary: "revoke a certificate by serial", run: runCertRevoke},
+		}},
+		"policy": {summary: "check and test profiles", sub: map[string]command{
+			"check": {summary: "validate a config file", run: runPolicyCheck},
+			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
+		}},
+		"ca": {summary: "CA hierarchy with an offline root", sub: map[string]command{
+			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
+			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
+			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
+		}},
+		"bench": {summary: "measure throughput and latency", sub: map[string]command{
+			"issue": {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+		}},
+		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
+			fmt.Fprintln(env.stdout, "mica", version)
+			return nil
+		}},
+	}
+}
+
+// cliEnv is what a command may touch, so tests can run commands in-process.
+type cliEnv struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// errUsage marks an error caused by how the command was called (exit 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status: 0 ok, 1 the
+// command failed, 2 the command line was wrong.
+func run(ctx context.Context, env *cliEnv, args []string) int {
+	cmds, path := commands(), "mica"
+	for {
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			usage(env.stderr, path, cmds)
+			if len(args) == 0 {
+				return 2
+			}
+			return 0
+		}
+		c, ok := cmds[args[0]]
+		if !ok {
+			fmt.Fprintf(env.stderr, "mica: unknown command %q: run `%s --help` for the list\n", strings.Join(append(strings.Fields(path)[1:], args[0]), " "), path)
+			return 2
+		}
+		path += " " + args[0]
+		args = args[1:]
+		if c.sub != nil {
+			cmds = c.sub
+			continue
+		}
+		err := c.run(ctx, env, args)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			fmt.Fprintln(env.stderr, oneLine(err))
+			return 2
+		default:
+			fmt.Fprintln(env.stderr, oneLine(err))
+			return 1
+		}
+	}
+}
+
+// oneLine renders an error as the single line the CLI prints.
+func oneLine(err error) string {
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	msg = strings.TrimSuffix(msg, ": "+errUsage.Error())
+	if !strings.HasPrefix(msg, "mica: ") {
+		msg = "mica: " + msg
+	}
+	return msg
+}
+
+func usage(w io.Writer, path string, cmds map[string]command) {
+	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", path)
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-22s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintf(w, "\nrun `%s <command> --help` for its flags\n", path)
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(env *cliEnv, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	return fs
+}
+
+// parse parses flags and turns a flag error into a usage error. Flags may
+// come before or after positional arguments (`mica cert revoke SERIAL
+// --reason superseded`), as people type them; after "--" everything is
+// positional.
+func parse(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		rest := args
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return fmt.Errorf("%s: %v: %w", fs.Name(), err, errUsage)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if len(rest) > len(args) && rest[len(rest)-len(args)-1] == "--" {
+			positional = append(positional, args...)
+			break
+		}
+		positional, args = append(positional, args[0]), args[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+func usageError(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, errUsage)...)
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/store"
+
+	"github.com/mica-pki/mica/internal/store/postgres"
+	"github.com/mica-pki/mica/internal/store/sqlite"
+	"github.com/mica-pki/mica/internal/token"
+)
+
+// parts are the wired pieces of a running authority.
+type parts struct {
+	cfg       *Config
+	hierarchy *ca.Hierarchy
+	store     store.Store
+	authority *authority.Authority
+	minter    *token.Minter
+}
+
+func (p *parts) Close() error { return p.store.Close() }
+
+// openStore opens the configured engine: PostgreSQL for a postgres:// URL,
+// otherwise the embedded SQLite file in the data directory.
+func openStore(ctx context.Context, dbURL string, d dataPaths) (store.Store, error) {
+	switch {
+	case strings.HasPrefix(dbURL, "postgres://"), strings.HasPrefix(dbURL, "postgresql://"):
+		return postgres.Open(ctx, dbURL)
+	case dbURL == "", strings.HasPrefix(dbURL, "sqlite:"):
+		path := strings.TrimPrefix(dbURL, "sqlite:")
+		if path == "" {
+			path = d.database()
+		}
+		return sqlite.Open(ctx, path)
+	}
+	return nil, usageError("--db %q: use a postgres:// URL, or leave it empty for the embedded SQLite store", redactURL(dbURL))
+}
+
+// redactURL hides a password in a database URL before it is printed.
+func redactURL(u string) string {
+	if at := strings.LastIndex(u, "@"); at > 0 {
+		if scheme := strings.Index(u, "://"); scheme > 0 && scheme < at {
+			creds := u[scheme+3 : at]
+			if user, _, ok := strings.Cut(creds, ":"); ok {
+				return u[:scheme+3] + user + ":***" + u[at:]
+			}
+		}
+	}
+	return u
+}
+
+// openParts loads the CA, token key, policy and store and wires the authority.
+func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+	hier, err := ca.Load(d.caDir(), passphrase)
+	if err != nil {
+		if errors.Is(err, ca.ErrNotInitialized) {
+			return nil, fmt.Errorf("%s: %w: run `mica init --data-dir %s` (or `mica serve --dev`)", d.dir, errNotInitialised, d.dir)
+		}
+		return nil, err
+	}
+	edKey, err := loadTokenKey(d, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	minter, err := token.NewMinter(edKey)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := policy.New(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey})
+	if err != nil {
+		return nil, err
+	}
+	if dbURL == "" {
+		dbURL = cfg.Database
+	}
+	st, err := openStore(ctx, dbURL, d)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := authority.New(authority.Config{
+		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
+		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
+		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
+		Admins: cfg.roles(), Logger: log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter}, nil
+}
+
+// loadTokenKey reads the Ed25519 key that signs enrollment tokens.
+func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
+	k, err := file.Load(d.tokenKey(), passphrase)
+	if err != nil {
+		return nil, err
+	}
+	ed, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%s is not an Ed25519 key; token keys are Ed25519", d.tokenKey())
+	}
+	return ed, nil
+}
+
+// readPassphrase finds the CA passphrase: --passphrase-file, then the
+// MICA_PASSPHRASE environment variable, then (for --dev data directories
+// only) the passphrase file inside the data directory.
+func readPassphrase(env *cliEnv, flagFile string, d dataPaths) ([]byte, error) {
+	if flagFile == "" && env.getenv(passphraseEnv) == "" && fileExists(d.passphrase()) {
+		flagFile = d.passphrase()
+	}
+	if flagFile == "" && env.getenv(passphraseEnv) == "" {
+		return nil, errors.New("the CA keys are encrypted: pass --passphrase-file FILE or set MICA_PASSPHRASE")
+	}
+	if flagFile != "" {
+		return file.Passphrase(flagFile, "")
+	}
+	return []byte(env.getenv(passphraseEnv)), nil
+}
+
+// configHash names a config version in audit events without copying it.
+func configHash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,113 @@
+// Package pgtest gives tests a fresh, empty PostgreSQL database. With
+// MICA_TEST_POSTGRES_URL set it creates databases on that server;
+// otherwise it starts a throwaway cluster (initdb + pg_ctl) in a temporary
+// directory, listening on 127.0.0.1 only, with fsync on, and stops it in
+// Cluster.Stop. Missing PostgreSQL binaries fail the test: an engine that
+// is silently skipped is an engine that is never tested.
+//
+// Keep one Cluster per test binary, stopped from TestMain:
+//
+//	var cluster pgtest.Cluster
+//
+//	func TestMain(m *testing.M) {
+//		code := m.Run()
+//		cluster.Stop()
+//		os.Exit(code)
+//	}
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EnvURL names the variable that points the tests at an existing server,
+// as a URL to a database the user may create databases from.
+const EnvURL = "MICA_TEST_POSTGRES_URL"
+
+// Cluster hands out databases. The zero value is ready to use: the server
+// is found or started on the first call to Database.
+type Cluster struct {
+	once     sync.Once
+	adminURL string
+	local    *local // nil when using EnvURL
+	err      error
+}
+
+// Database creates a new empty database, returns its URL, and drops it
+// when t ends.
+func (c *Cluster) Database(t testing.TB) string {
+	t.Helper()
+	c.once.Do(func() { c.adminURL, c.local, c.err = start() })
+	if c.err != nil {
+		t.Fatalf("pgtest: %v", c.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.adminURL)
+	if err != nil {
+		t.Fatalf("pgtest: connect to %s: %v", redact(c.adminURL), err)
+	}
+	defer conn.Close(ctx)
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "t_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, c.adminURL)
+		if err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(c.adminURL)
+	if err != nil {
+		t.Fatalf("pgtest: parse server URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Stop stops the cluster this Cluster started, if any, and removes its
+// directory.
+func (c *Cluster) Stop() error {
+	if c.local == nil {
+		return nil
+	}
+	return c.local.stop()
+}
+
+func start() (adminURL string, l *local, err error) {
+	if u := os.Getenv(EnvURL); u != "" {
+		return u, nil, nil
+	}
+	l, err = startLocal()
+	if err != nil {
+		return "", nil, err
+	}
+	return l.url, l, nil
+}
+
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,216 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/groupcommit"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+)
+
+// Each write is one statement whose data-modifying CTEs decide and write
+// together, so a whole batch goes to the server as a single pipeline with
+// no round trip per item. Parameters carry casts because PostgreSQL cannot
+// infer types through INSERT ... SELECT.
+
+const eventValues = `$1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text`
+
+const insertEvent = `INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
+VALUES (` + eventValues + `) RETURNING seq`
+
+// issueSQL writes one issuance unless its token was used before ($26 and
+// the conflict) or its serial or fingerprint is already recorded (dup).
+// The token is consumed only together with the certificate, so a refused
+// item leaves nothing behind. All CTEs share one snapshot, which includes
+// rows written earlier in the same batch transaction.
+const issueSQL = `WITH dup AS (
+	SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = $11::text OR fingerprint = $12::text) AS d
+), used AS (
+	SELECT $26::text IS NOT NULL AND EXISTS (SELECT 1 FROM used_tokens WHERE jti = $26::text) AS u
+), tok AS (
+	INSERT INTO used_tokens (jti, expires_at, used_at)
+	SELECT $26::text, $27::bigint, $1::bigint FROM dup WHERE $26::text IS NOT NULL AND NOT dup.d
+	ON CONFLICT DO NOTHING
+	RETURNING jti
+), ev AS (
+	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
+	SELECT ` + eventValues + ` FROM dup
+	WHERE NOT dup.d AND ($26::text IS NULL OR EXISTS (SELECT 1 FROM tok))
+	RETURNING seq
+), cert AS (
+	INSERT INTO certificates (` + sqlrec.CertColumns + `)
+	SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, $18::bigint,
+		$19::bigint, $20::text, $21::text, $22::bigint, $23::integer, $24::text, $25::bytea, ev.seq
+	FROM ev
+	RETURNING serial
+)
+SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev)`
+
+// revokeSQL revokes an active certificate and records the event; when
+// nothing was revoked, the status read from the statement's snapshot says
+// whether the certificate is missing or already revoked.
+const revokeSQL = `WITH upd AS (
+	UPDATE certificates SET status = 'revoked', revoked_at = $12::bigint, revocation_reason = $13::integer
+	WHERE serial = $11::text AND status = 'active'
+	RETURNING serial
+), ev AS (
+	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
+	SELECT ` + eventValues + ` FROM upd
+	RETURNING seq
+)
+SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text)`
+
+func eventArgs(e *sqlrec.EventRow) []any {
+	return []any{e.At, e.Actor, e.Source, e.Action, e.Serial, e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail}
+}
+
+// RecordIssuance implements store.Store. If ctx ends while the write is
+// queued or committing, it returns ctx.Err() and the write may still
+// commit: read the certificate back before retrying.
+func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
+	op, err := sqlrec.IssuanceOp(iss)
+	if err != nil {
+		return fmt.Errorf("postgres: record issuance: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Certificate.Status = store.StatusActive
+	return nil
+}
+
+// RecordEvent implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
+	op, err := sqlrec.EventOp(ev)
+	if err != nil {
+		return fmt.Errorf("postgres: record event: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq = op.Seq
+	return nil
+}
+
+// Revoke implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
+	op, err := sqlrec.RevokeOp(serial, reason, at, ev)
+	if err != nil {
+		return fmt.Errorf("postgres: revoke: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq = op.Seq
+	return nil
+}
+
+// commit writes one batch in one transaction, sent as one pipeline.
+//
+// Its first statement takes a transaction-level advisory lock shared by
+// every server on this database. Sequence values are handed out when a
+// row is inserted, not when it commits; without the lock, server A could
+// take seq 10, server B seq 11 and commit first, and a reader following
+// the log by AfterSeq would read 11 and never see 10. Holding the lock
+// from before the first event insert until commit makes seq order and
+// commit order the same. It also serializes batches across servers, which
+// costs little: each server's batch is one transaction and one round trip,
+// and the batches themselves grow to absorb the wait.
+func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: begin batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	defer tx.Rollback(ctx)
+	b := &pgx.Batch{}
+	b.Queue("SELECT pg_advisory_xact_lock($1)", eventLockKey)
+	for _, it := range batch {
+		op := &it.Op
+		args := eventArgs(&op.Event)
+		switch op.Kind {
+		case sqlrec.KindIssuance:
+			c := &op.Cert
+			args = append(args, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile, c.Requester,
+				c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt, c.Reason,
+				c.RenewedFrom, c.DER)
+			if t := op.Token; t != nil {
+				args = append(args, t.JTI, t.ExpiresAt)
+			} else {
+				args = append(args, nil, nil)
+			}
+			b.Queue(issueSQL, args...)
+		case sqlrec.KindEvent:
+			b.Queue(insertEvent, args...)
+		case sqlrec.KindRevoke:
+			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason)...)
+		default:
+			return fmt.Errorf("postgres: unknown operation kind %d", op.Kind)
+		}
+	}
+	br := tx.SendBatch(ctx, b)
+	if err := readResults(br, batch); err != nil {
+		br.Close()
+		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	return nil
+}
+
+func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) error {
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("take the event order lock: %w", err)
+	}
+	for _, it := range batch {
+		op := &it.Op
+		switch op.Kind {
+		case sqlrec.KindIssuance:
+			var used, dup bool
+			var seq *int64
+			if err := br.QueryRow().Scan(&used, &dup, &seq); err != nil {
+				return err
+			}
+			switch {
+			case seq != nil:
+				op.Seq = *seq
+			case op.Token != nil && (used || !dup):
+				// Used before this statement, or taken by a concurrent
+				// transaction that committed while we waited on the conflict.
+				it.Err = fmt.Errorf("postgres: enrollment token %s: %w", op.Token.JTI, store.ErrTokenUsed)
+			default:
+				it.Err = fmt.Errorf("postgres: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", op.Cert.Serial, op.Cert.Fingerprint)
+			}
+		case sqlrec.KindEvent:
+			if err := br.QueryRow().Scan(&op.Seq); err != nil {
+				return err
+			}
+		case sqlrec.KindRevoke:
+			var seq *int64
+			var status *string
+			if err := br.QueryRow().Scan(&seq, &status); err != nil {
+				return err
+			}
+			switch {
+			case seq != nil:
+				op.Seq = *seq
+			case status == nil:
+				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
+			default:
+				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
+			}
+		}
+	}
+	return nil
+}

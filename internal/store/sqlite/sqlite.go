@@ -1,0 +1,166 @@
+// Package sqlite is the embedded store engine: store.Store on one SQLite
+// file in WAL mode with synchronous=FULL, so every commit is durable. One
+// writer connection, fed by a group committer (store/groupcommit), writes
+// many callers' records per transaction and fsync; a pool of read-only
+// connections serves queries alongside it. Start with Open.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/groupcommit"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// busyTimeoutMS bounds how long a connection waits for a lock held by
+// another process opening the same file before failing.
+const busyTimeoutMS = 10000
+
+// Store is the SQLite engine. Its methods are safe for concurrent use.
+type Store struct {
+	path      string
+	writer    *sql.DB // exactly one connection: SQLite allows one writer
+	readers   *sql.DB
+	stmts     writeStmts
+	committer *groupcommit.Committer[sqlrec.Op]
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database file at path, readable and
+// writable by the owner only, and applies any pending schema migrations.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlite: database path %q must be a plain file path without '?' or '#'", path)
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
+	s := &Store{path: path}
+	var err error
+	s.writer, err = openDB(path, "&_pragma=journal_mode(WAL)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	s.writer.SetMaxOpenConns(1)
+	s.writer.SetMaxIdleConns(1)
+	s.writer.SetConnMaxLifetime(0)
+	s.writer.SetConnMaxIdleTime(0)
+	if err := s.checkWriter(ctx); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	if err := applyMigrations(ctx, s.writer); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	// The -wal and -shm files exist now; SQLite copies the database file's
+	// mode onto them, but a file left by an earlier run may be looser.
+	if err := chmodPrivate(path); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	if err := s.stmts.prepare(ctx, s.writer); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	s.readers, err = openDB(path, "&_pragma=query_only(1)")
+	if err != nil {
+		s.writer.Close()
+		return nil, err
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	s.readers.SetMaxOpenConns(n)
+	s.readers.SetMaxIdleConns(n)
+	s.committer = groupcommit.New(groupcommit.Config{}, s.commit)
+	return s, nil
+}
+
+func openDB(path, extra string) (*sql.DB, error) {
+	// synchronous=FULL makes each WAL commit fsync before it returns: the
+	// durability the issuance path promises. Never lower it.
+	dsn := path + fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)", busyTimeoutMS) + extra
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// checkWriter confirms the pragmas took effect: a file on a filesystem
+// without WAL support would otherwise silently fall back.
+func (s *Store) checkWriter(ctx context.Context) error {
+	var mode string
+	if err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", s.path, err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("sqlite: %s is in journal mode %q, not wal: put the database on a local filesystem", s.path, mode)
+	}
+	var sync int
+	if err := s.writer.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", s.path, err)
+	}
+	if sync != 2 {
+		return fmt.Errorf("sqlite: %s has synchronous=%d, want 2 (FULL)", s.path, sync)
+	}
+	return nil
+}
+
+func createPrivate(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("sqlite: create the directory for %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: create %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("sqlite: create %s: %w", path, err)
+	}
+	return chmodPrivate(path)
+}
+
+// chmodPrivate gives the database and its WAL files mode 0600: the
+// inventory and the token ledger are nobody else's business.
+func chmodPrivate(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		err := os.Chmod(p, 0o600)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("sqlite: restrict %s to its owner: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// Close commits every write already queued, then closes the database.
+// Calling it again returns the first result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.committer.Close()
+		s.stmts.close()
+		s.closeErr = errors.Join(s.closeErr, s.readers.Close(), s.writer.Close())
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("sqlite: close %s: %w", s.path, s.closeErr)
+		}
+	})
+	return s.closeErr
+}

@@ -1,0 +1,163 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/storetest"
+)
+
+// opener gives each test its own database file; calls for the same test
+// reopen that file.
+func opener() storetest.Opener {
+	var mu sync.Mutex
+	paths := map[*testing.T]string{}
+	return func(t *testing.T) store.Store {
+		t.Helper()
+		mu.Lock()
+		path, ok := paths[t]
+		if !ok {
+			path = filepath.Join(t.TempDir(), "mica.db")
+			paths[t] = path
+		}
+		mu.Unlock()
+		s, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	}
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, opener())
+}
+
+func TestOpen(t *testing.T) {
+	ctx := context.Background()
+	t.Run("FileModes", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "sub", "mica.db")
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.RecordEvent(ctx, &store.Event{Time: time.Now(), Action: store.ActionPolicyLoaded}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode := fi.Mode().Perm(); mode != 0o600 {
+				t.Errorf("%s has mode %o, want 600", filepath.Base(p), mode)
+			}
+		}
+	})
+	t.Run("LooseExistingFileTightened", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "mica.db")
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+			t.Errorf("mode %o, want 600", fi.Mode().Perm())
+		}
+	})
+	t.Run("Pragmas", func(t *testing.T) {
+		s, err := Open(ctx, filepath.Join(t.TempDir(), "mica.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		tests := []struct {
+			pragma string
+			want   string
+		}{
+			{"journal_mode", "wal"},
+			{"synchronous", "2"}, // FULL
+			{"foreign_keys", "1"},
+			{"busy_timeout", "10000"},
+		}
+		for _, tc := range tests {
+			for _, db := range []struct {
+				name string
+				q    func(string) (string, error)
+			}{{"writer", pragma(s.writer)}, {"reader", pragma(s.readers)}} {
+				got, err := db.q(tc.pragma)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != tc.want {
+					t.Errorf("%s: PRAGMA %s = %s, want %s", db.name, tc.pragma, got, tc.want)
+				}
+			}
+		}
+	})
+	t.Run("MigrationsIdempotent", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "mica.db")
+		for range 3 {
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := s.writer.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 1 {
+				t.Errorf("schema_migrations has %d rows, want 1", n)
+			}
+			s.Close()
+		}
+	})
+	t.Run("ConcurrentOpen", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "mica.db")
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				s, err := Open(ctx, path)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s.Close()
+			})
+		}
+		wg.Wait()
+	})
+	t.Run("BadPath", func(t *testing.T) {
+		if _, err := Open(ctx, "x.db?mode=memory"); err == nil {
+			t.Error("Open accepted a path with a query string")
+		}
+	})
+}
+
+func pragma(db *sql.DB) func(string) (string, error) {
+	return func(name string) (string, error) {
+		var v string
+		err := db.QueryRowContext(context.Background(), "PRAGMA "+name).Scan(&v)
+		return v, err
+	}
+}
+
+func BenchmarkRecordIssuance(b *testing.B) {
+	storetest.BenchmarkRecordIssuance(b, func(b *testing.B) store.Store {
+		s, err := Open(context.Background(), filepath.Join(b.TempDir(), "mica.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}

@@ -1,0 +1,212 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/groupcommit"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+)
+
+// writeStmts are prepared once on the single writer connection.
+type writeStmts struct {
+	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+}
+
+func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
+	for _, p := range []struct {
+		dst **sql.Stmt
+		sql string
+	}{
+		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
+		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
+		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
+		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
+		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
+	} {
+		st, err := db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			w.close()
+			return fmt.Errorf("sqlite: prepare %q: %w", p.sql, err)
+		}
+		*p.dst = st
+	}
+	return nil
+}
+
+func (w *writeStmts) close() {
+	for _, st := range []*sql.Stmt{w.certExists, w.useToken, w.unuseToken, w.insertEvent, w.insertCert, w.revoke, w.status} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// RecordIssuance implements store.Store. If ctx ends while the write is
+// queued or committing, it returns ctx.Err() and the write may still
+// commit: read the certificate back before retrying.
+func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
+	op, err := sqlrec.IssuanceOp(iss)
+	if err != nil {
+		return fmt.Errorf("sqlite: record issuance: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Certificate.Status = store.StatusActive
+	return nil
+}
+
+// RecordEvent implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
+	op, err := sqlrec.EventOp(ev)
+	if err != nil {
+		return fmt.Errorf("sqlite: record event: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq = op.Seq
+	return nil
+}
+
+// Revoke implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
+	op, err := sqlrec.RevokeOp(serial, reason, at, ev)
+	if err != nil {
+		return fmt.Errorf("sqlite: revoke: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq = op.Seq
+	return nil
+}
+
+// commit writes one batch in one transaction on the writer connection.
+func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]) error {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin batch: %w", err)
+	}
+	defer tx.Rollback()
+	st := writeStmts{
+		certExists: tx.StmtContext(ctx, s.stmts.certExists), useToken: tx.StmtContext(ctx, s.stmts.useToken),
+		unuseToken:  tx.StmtContext(ctx, s.stmts.unuseToken),
+		insertEvent: tx.StmtContext(ctx, s.stmts.insertEvent), insertCert: tx.StmtContext(ctx, s.stmts.insertCert),
+		revoke: tx.StmtContext(ctx, s.stmts.revoke), status: tx.StmtContext(ctx, s.stmts.status),
+	}
+	for _, it := range batch {
+		var err error
+		switch it.Op.Kind {
+		case sqlrec.KindIssuance:
+			err = st.issue(ctx, it)
+		case sqlrec.KindEvent:
+			it.Op.Seq, err = st.event(ctx, &it.Op.Event)
+		case sqlrec.KindRevoke:
+			err = st.revokeOne(ctx, it)
+		default:
+			err = fmt.Errorf("unknown operation kind %d", it.Op.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: write batch of %d, nothing was committed: %w", len(batch), err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	return nil
+}
+
+// issue writes one issuance, or sets it.Err and leaves nothing behind when
+// the item alone must fail: the token is checked first, then the
+// certificate's uniqueness, and only then are the event and certificate
+// written.
+func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	c := &it.Op.Cert
+	t := it.Op.Token
+	if t != nil {
+		// Consuming the token is the check: a conflict means it was used
+		// before, by an earlier transaction or earlier in this batch.
+		res, err := w.useToken.ExecContext(ctx, t.JTI, t.ExpiresAt, t.UsedAt)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			it.Err = fmt.Errorf("sqlite: enrollment token %s: %w", t.JTI, store.ErrTokenUsed)
+			return nil
+		}
+	}
+	var dup bool
+	if err := w.certExists.QueryRowContext(ctx, c.Serial, c.Fingerprint).Scan(&dup); err != nil {
+		return err
+	}
+	if dup {
+		// A retry of an issuance that did commit, or a serial reused by
+		// mistake: either way it must fail alone, leaving no trace.
+		if t != nil {
+			if _, err := w.unuseToken.ExecContext(ctx, t.JTI); err != nil {
+				return err
+			}
+		}
+		it.Err = fmt.Errorf("sqlite: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", c.Serial, c.Fingerprint)
+		return nil
+	}
+	seq, err := w.event(ctx, &it.Op.Event)
+	if err != nil {
+		return err
+	}
+	it.Op.Seq = seq
+	_, err = w.insertCert.ExecContext(ctx, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile,
+		c.Requester, c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt,
+		c.Reason, c.RenewedFrom, c.DER, seq)
+	return err
+}
+
+func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (int64, error) {
+	res, err := w.insertEvent.ExecContext(ctx, e.At, e.Actor, e.Source, e.Action, e.Serial,
+		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	op := &it.Op
+	res, err := w.revoke.ExecContext(ctx, op.RevokedAt, op.Reason, op.Serial)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		var status string
+		err := w.status.QueryRowContext(ctx, op.Serial).Scan(&status)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
+			return nil
+		case err != nil:
+			return err
+		}
+		it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
+		return nil
+	}
+	op.Seq, err = w.event(ctx, &op.Event)
+	return err
+}

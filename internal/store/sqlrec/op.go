@@ -1,0 +1,164 @@
+package sqlrec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Kind says which write an Op is.
+type Kind int
+
+const (
+	KindIssuance Kind = iota + 1
+	KindEvent
+	KindRevoke
+)
+
+// Op is one queued write, already encoded into column values so that the
+// committer never touches memory the caller still owns.
+type Op struct {
+	Kind  Kind
+	Cert  CertRow   // KindIssuance
+	Event EventRow  // every kind
+	Token *TokenRow // KindIssuance, optional
+
+	// KindRevoke.
+	Serial    string
+	Reason    int
+	RevokedAt int64
+
+	// Seq is the result: the sequence number assigned to Event.
+	Seq int64
+}
+
+// CertRow is a certificates row.
+type CertRow struct {
+	Serial, Fingerprint, Identity, SANs, Profile, Requester, SourceAddr string
+	NotBefore, NotAfter                                                 int64
+	Issuer, Status                                                      string
+	RevokedAt                                                           *int64 // NULL unless revoked
+	Reason                                                              int
+	RenewedFrom                                                         string
+	DER                                                                 []byte
+}
+
+// EventRow is an events row without its sequence number.
+type EventRow struct {
+	At                                                                             int64
+	Actor, Source, Action, Serial, Fingerprint, Identity, Profile, Outcome, Detail string
+}
+
+// TokenRow is a used_tokens row.
+type TokenRow struct {
+	JTI       string
+	ExpiresAt int64
+	UsedAt    int64
+}
+
+// Micros encodes t as unix microseconds; stored times are UTC to the microsecond.
+func Micros(t time.Time) int64 { return t.UnixMicro() }
+
+// FromMicros decodes Micros.
+func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// IssuanceOp validates iss and encodes it. Validation happens in the
+// caller's goroutine so a malformed request fails alone instead of failing
+// the shared transaction.
+func IssuanceOp(iss *store.Issuance) (Op, error) {
+	if iss == nil {
+		return Op{}, errors.New("issuance is nil")
+	}
+	c := &iss.Certificate
+	switch {
+	case c.Serial == "":
+		return Op{}, errors.New("invalid issuance: Certificate.Serial is empty; set it to the lower-case hex serial")
+	case c.Fingerprint == "":
+		return Op{}, errors.New("invalid issuance: Certificate.Fingerprint is empty; set it to the hex SHA-256 of the DER")
+	case len(c.DER) == 0:
+		return Op{}, errors.New("invalid issuance: Certificate.DER is empty; record the signed certificate")
+	case c.NotBefore.IsZero() || c.NotAfter.IsZero():
+		return Op{}, errors.New("invalid issuance: Certificate.NotBefore and NotAfter must both be set")
+	case c.Status != "" && c.Status != store.StatusActive:
+		return Op{}, fmt.Errorf("invalid issuance: Certificate.Status is %q; a new certificate is recorded active and revoked with Revoke", c.Status)
+	}
+	if iss.Token != nil && iss.Token.JTI == "" {
+		return Op{}, errors.New("invalid issuance: Token.JTI is empty; set it or leave Token nil")
+	}
+	ev, err := eventRow(&iss.Event)
+	if err != nil {
+		return Op{}, err
+	}
+	sans := c.SANs
+	if sans == nil {
+		sans = []string{}
+	}
+	sansJSON, err := json.Marshal(sans)
+	if err != nil {
+		return Op{}, fmt.Errorf("encode SANs: %w", err)
+	}
+	op := Op{
+		Kind: KindIssuance,
+		Cert: CertRow{
+			Serial: c.Serial, Fingerprint: c.Fingerprint, Identity: c.Identity,
+			SANs: string(sansJSON), Profile: c.Profile, Requester: c.Requester,
+			SourceAddr: c.SourceAddr, NotBefore: Micros(c.NotBefore), NotAfter: Micros(c.NotAfter),
+			Issuer: c.Issuer, Status: string(store.StatusActive), Reason: 0,
+			RenewedFrom: c.RenewedFrom, DER: bytes.Clone(c.DER),
+		},
+		Event: ev,
+	}
+	if iss.Token != nil {
+		op.Token = &TokenRow{JTI: iss.Token.JTI, ExpiresAt: Micros(iss.Token.ExpiresAt), UsedAt: ev.At}
+	}
+	return op, nil
+}
+
+// EventOp validates ev and encodes it.
+func EventOp(ev *store.Event) (Op, error) {
+	if ev == nil {
+		return Op{}, errors.New("event is nil")
+	}
+	row, err := eventRow(ev)
+	if err != nil {
+		return Op{}, err
+	}
+	return Op{Kind: KindEvent, Event: row}, nil
+}
+
+// RevokeOp validates a revocation and encodes it.
+func RevokeOp(serial string, reason int, at time.Time, ev *store.Event) (Op, error) {
+	switch {
+	case serial == "":
+		return Op{}, errors.New("invalid revocation: serial is empty")
+	case at.IsZero():
+		return Op{}, errors.New("invalid revocation: revocation time is zero")
+	case reason < 0 || reason > 10 || reason == 7:
+		return Op{}, fmt.Errorf("invalid revocation: reason %d is not an RFC 5280 CRLReason code", reason)
+	case ev == nil:
+		return Op{}, errors.New("invalid revocation: event is nil; every revocation is audited")
+	}
+	row, err := eventRow(ev)
+	if err != nil {
+		return Op{}, err
+	}
+	return Op{Kind: KindRevoke, Event: row, Serial: serial, Reason: reason, RevokedAt: Micros(at)}, nil
+}
+
+func eventRow(ev *store.Event) (EventRow, error) {
+	switch {
+	case ev.Action == "":
+		return EventRow{}, errors.New("invalid event: Action is empty")
+	case ev.Time.IsZero():
+		return EventRow{}, errors.New("invalid event: Time is zero; set it from the authority's clock")
+	}
+	return EventRow{
+		At: Micros(ev.Time), Actor: ev.Actor, Source: ev.Source, Action: string(ev.Action),
+		Serial: ev.Serial, Fingerprint: ev.Fingerprint, Identity: ev.Identity,
+		Profile: ev.Profile, Outcome: ev.Outcome, Detail: ev.Detail,
+	}, nil
+}

@@ -1,0 +1,134 @@
+package sqlrec
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+const (
+	// DefaultLimit applies when a filter's Limit is zero.
+	DefaultLimit = 1000
+	// MaxLimit caps any Limit; page with Offset or AfterSeq beyond it.
+	MaxLimit = 10000
+)
+
+// Placeholder renders the n-th (1-based) query parameter: "?" or "$n".
+type Placeholder func(n int) string
+
+// Query is a SQL fragment and its arguments.
+type Query struct {
+	SQL  string
+	Args []any
+}
+
+type builder struct {
+	ph    Placeholder
+	conds []string
+	args  []any
+}
+
+func (b *builder) cond(format string, arg any) {
+	b.args = append(b.args, arg)
+	b.conds = append(b.conds, fmt.Sprintf(format, b.ph(len(b.args))))
+}
+
+func (b *builder) where() string {
+	if len(b.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(b.conds, " AND ")
+}
+
+func limit(n int) (int, error) {
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("limit %d is negative", n)
+	case n == 0:
+		return DefaultLimit, nil
+	default:
+		return min(n, MaxLimit), nil
+	}
+}
+
+func certWhere(f store.Filter, ph Placeholder) (*builder, error) {
+	b := &builder{ph: ph}
+	if f.Identity != "" {
+		b.cond("identity = %s", f.Identity)
+	}
+	if f.Profile != "" {
+		b.cond("profile = %s", f.Profile)
+	}
+	switch f.Status {
+	case "":
+	case store.StatusActive, store.StatusExpired:
+		if f.Now.IsZero() {
+			return nil, fmt.Errorf("filter status %q needs Filter.Now: set it to the time to judge expiry at", f.Status)
+		}
+		b.conds = append(b.conds, "status = 'active'")
+		if f.Status == store.StatusActive {
+			b.cond("not_after >= %s", Micros(f.Now))
+		} else {
+			b.cond("not_after < %s", Micros(f.Now))
+		}
+	case store.StatusRevoked:
+		b.conds = append(b.conds, "status = 'revoked'")
+	default:
+		return nil, fmt.Errorf("filter status %q is unknown: use active, expired or revoked", f.Status)
+	}
+	if !f.ExpiresBefore.IsZero() {
+		b.cond("not_after < %s", Micros(f.ExpiresBefore))
+	}
+	if f.Offset < 0 {
+		return nil, errors.New("filter offset is negative")
+	}
+	return b, nil
+}
+
+// ListCertificates selects certificates matching f, ordered by NotAfter
+// then serial, limited and offset as f says.
+func ListCertificates(f store.Filter, ph Placeholder) (Query, error) {
+	b, err := certWhere(f, ph)
+	if err != nil {
+		return Query{}, err
+	}
+	n, err := limit(f.Limit)
+	if err != nil {
+		return Query{}, err
+	}
+	sql := "SELECT " + CertColumns + " FROM certificates" + b.where() +
+		fmt.Sprintf(" ORDER BY not_after, serial LIMIT %d OFFSET %d", n, f.Offset)
+	return Query{SQL: sql, Args: b.args}, nil
+}
+
+// CountCertificates counts every certificate matching f; Limit and Offset
+// are ignored so the count can size pagination.
+func CountCertificates(f store.Filter, ph Placeholder) (Query, error) {
+	b, err := certWhere(f, ph)
+	if err != nil {
+		return Query{}, err
+	}
+	return Query{SQL: "SELECT count(*) FROM certificates" + b.where(), Args: b.args}, nil
+}
+
+// Events selects events matching f, oldest first.
+func Events(f store.EventFilter, ph Placeholder) (Query, error) {
+	b := &builder{ph: ph}
+	if f.AfterSeq > 0 {
+		b.cond("seq > %s", f.AfterSeq)
+	}
+	if f.Action != "" {
+		b.cond("action = %s", string(f.Action))
+	}
+	if f.Identity != "" {
+		b.cond("identity = %s", f.Identity)
+	}
+	n, err := limit(f.Limit)
+	if err != nil {
+		return Query{}, err
+	}
+	sql := "SELECT " + EventColumns + " FROM events" + b.where() + fmt.Sprintf(" ORDER BY seq LIMIT %d", n)
+	return Query{SQL: sql, Args: b.args}, nil
+}

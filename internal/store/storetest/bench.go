@@ -1,0 +1,52 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// BenchmarkRecordIssuance measures durable issuances per second with one
+// caller and with 64 concurrent callers, each row carrying DERSize bytes
+// of DER and a token. newStore must return a fresh, empty store.
+func BenchmarkRecordIssuance(b *testing.B, newStore func(b *testing.B) store.Store) {
+	for _, callers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			s := newStore(b)
+			b.Cleanup(func() { s.Close() })
+			// Build inputs outside the timer; random DER is not free.
+			isss := make([]*store.Issuance, b.N)
+			for i := range isss {
+				isss[i] = withToken(NewIssuance(i), newJTI())
+			}
+			next := make(chan *store.Issuance, len(isss))
+			for _, iss := range isss {
+				next <- iss
+			}
+			close(next)
+			b.ResetTimer()
+			if callers == 1 {
+				for iss := range next {
+					if err := s.RecordIssuance(context.Background(), iss); err != nil {
+						b.Fatal(err)
+					}
+				}
+			} else {
+				b.SetParallelism((callers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := s.RecordIssuance(context.Background(), <-next); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+		})
+	}
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need, then
+# formatting, vet, staticcheck, the tests on SQLite and PostgreSQL, and the
+# race detector on the concurrent packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+echo "openssl: $(openssl version)"
+echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
+if [ -n "$unformatted" ]; then
+  echo "these files need gofmt -w: $unformatted"
+  exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go run "$STATICCHECK" ./...
+
+step "tests (SQLite and PostgreSQL)"
+go test -count=1 -timeout 15m ./...
+
+step "race detector on the concurrent packages"
+go test -race -count=1 -timeout 15m \
+  ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/...
