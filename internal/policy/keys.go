@@ -110,7 +110,18 @@ func SamplePublicKey(kind string) (crypto.PublicKey, error) {
 		kind, strings.Join(knownKeyTypes[:4], ", "))
 }
 
+// generatorKey is the public key whose point is the curve's generator: a
+// valid key of the right curve that costs nothing to make.
 func generatorKey(c elliptic.Curve) *ecdsa.PublicKey {
 	p := c.Params()
-	return &ecdsa.PublicKey{Curve: c, X: p.Gx, Y: p.Gy}
+	size := (p.BitSize + 7) / 8
+	point := make([]byte, 1+2*size)
+	point[0] = 4 // uncompressed
+	p.Gx.FillBytes(point[1 : 1+size])
+	p.Gy.FillBytes(point[1+size:])
+	pub, err := ecdsa.ParseUncompressedPublicKey(c, point)
+	if err != nil {
+		panic("policy: generator point rejected: " + err.Error())
+	}
+	return pub
 }

@@ -61,7 +61,7 @@ func LoadTestCases(data []byte) ([]TestCase, error) {
 		return nil, fmt.Errorf("policy: reading test cases: %w", err)
 	}
 	if len(f.Cases) == 0 {
-		return nil, errors.New("policy: the test file has no cases: list them under cases:")
+		return nil, errors.New("policy: the test file has no cases (list them under a cases key)")
 	}
 	var errs []error
 	for i, c := range f.Cases {
@@ -78,7 +78,7 @@ func LoadTestCases(data []byte) ([]TestCase, error) {
 func (c TestCase) check() error {
 	switch {
 	case c.Name == "":
-		return errors.New("give the case a name:")
+		return errors.New("the case has no name (add a name field)")
 	case c.Want != "allow" && c.Want != "deny":
 		return fmt.Errorf("want is %q: write want: allow or want: deny", c.Want)
 	case c.Want == "allow" && c.Reason != "":

@@ -38,7 +38,7 @@ func TestRunTestsReportsFailures(t *testing.T) {
 		{TestCase{Name: "wrong reason", Request: TestRequest{Profile: "nope"}, Want: "deny", Reason: ReasonTTLTooLong}, false, "deny (unknown-profile)", "want deny (ttl-too-long), got deny (unknown-profile)"},
 		{TestCase{Name: "expected allow got deny", Request: TestRequest{Profile: "nope"}, Want: "allow"}, false, "deny (unknown-profile)", "want allow, got deny (unknown-profile): policy: profile"},
 		{TestCase{Name: "bad key", Request: TestRequest{Profile: "service", Key: "dsa"}, Want: "allow"}, false, "error", "the case cannot run: key: policy: key \"dsa\""},
-		{TestCase{Name: "", Request: svc, Want: "allow"}, false, "error", "give the case a name"},
+		{TestCase{Name: "", Request: svc, Want: "allow"}, false, "error", "the case has no name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.c.Name, func(t *testing.T) {

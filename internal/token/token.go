@@ -36,10 +36,10 @@ const maxTokenBytes = 4096
 
 // Claims are what a token says.
 type Claims struct {
-	ID        string       // jti: random, recorded on use so the token works once
-	Identity  string       // the identity (identity.Parse form) it may enroll
-	Profile   string       // the profile the certificate is issued under
-	Issuer    string       // the admin who made it
+	ID        string // jti: random, recorded on use so the token works once
+	Identity  string // the identity (identity.Parse form) it may enroll
+	Profile   string // the profile the certificate is issued under
+	Issuer    string // the admin who made it
 	IssuedAt  time.Time
 	NotBefore time.Time
 	Expiry    time.Time
