@@ -33,6 +33,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	tuneGC(env)
 	log, err := newLogger(env, *logFormat)
 	if err != nil {
 		return err

@@ -216,6 +216,15 @@ type linter struct {
 	// the throwaway key's, so crypto/x509 accepts the pair; the issuer name
 	// and key identifier that go into the certificate are unchanged.
 	parent *x509.Certificate
+
+	// placeholder is a signature made once by the throwaway key. The lint
+	// copy carries it instead of a fresh signature over its TBS: no lint
+	// checks a signature's value (only its algorithm and encoding, which
+	// are the same), and signing every lint copy cost as much as signing
+	// the certificate itself.
+	placeholderOnce sync.Once
+	placeholder     []byte
+	placeholderErr  error
 }
 
 // newLinter prepares a linter for certificates signed by a key of the same
@@ -249,7 +258,7 @@ type tbs struct {
 	opts crypto.SignerOpts
 }
 
-// check encodes template, signs it with the throwaway key, lints the result
+// check encodes template, gives it the throwaway key's placeholder signature, lints the result
 // and returns the TBS bytes for the real key to sign.
 func (l *linter) check(template *x509.Certificate, pub crypto.PublicKey, rand io.Reader) (tbs, error) {
 	parent := l.parent
@@ -267,11 +276,13 @@ func (l *linter) check(template *x509.Certificate, pub crypto.PublicKey, rand io
 		return tbs{}, fmt.Errorf("issuance: building the certificate: %w", err)
 	}
 	t := tbs{raw: c.msg, opts: c.opts}
-	sig, err := crypto.SignMessage(l.key, rand, t.raw, t.opts)
-	if err != nil {
-		return tbs{}, fmt.Errorf("issuance: signing the lint copy: %w", err)
+	l.placeholderOnce.Do(func() {
+		l.placeholder, l.placeholderErr = crypto.SignMessage(l.key, rand, []byte("mica lint copy"), t.opts)
+	})
+	if l.placeholderErr != nil {
+		return tbs{}, fmt.Errorf("issuance: signing the lint copy: %w", l.placeholderErr)
 	}
-	der, err := assemble(t.raw, sig)
+	der, err := assemble(t.raw, l.placeholder)
 	if err != nil {
 		return tbs{}, err
 	}

@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -72,10 +73,13 @@ func NewMinter(key ed25519.PrivateKey) (*Minter, error) {
 	return &Minter{signer: s}, nil
 }
 
-// NewID returns a fresh random token ID.
+// NewID returns a fresh token ID: the time in microseconds, then 128 random
+// bits. The randomness makes it unguessable; the time prefix makes IDs grow,
+// so the used-tokens index is appended to rather than written at random.
 func NewID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMicro()))
+	if _, err := rand.Read(b[8:]); err != nil {
 		panic("token: system randomness failed: " + err.Error())
 	}
 	return hex.EncodeToString(b[:])

@@ -38,7 +38,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Identity != "spiffe://example.org/billing/api" || c.Profile != "service" || c.Issuer != "admin" ||
-		c.Network.String() != "10.0.0.0/8" || c.RootFingerprint != "abcd" || len(c.ID) != 32 || !c.Expiry.Equal(now.Add(10*time.Minute)) {
+		c.Network.String() != "10.0.0.0/8" || c.RootFingerprint != "abcd" || len(c.ID) != 48 || !c.Expiry.Equal(now.Add(10*time.Minute)) {
 		t.Fatalf("claims did not round-trip: %+v", c)
 	}
 	ins, err := Inspect(raw)

@@ -14,7 +14,8 @@ CREATE TABLE events (
     detail      TEXT    NOT NULL
 );
 CREATE INDEX events_action_seq ON events (action, seq);
-CREATE INDEX events_identity_seq ON events (identity, seq);
+-- No index on identity: it would be written at a random page for every
+-- event, on the issuance hot path; searches by identity are rare and scan.
 
 -- The certificate inventory.
 CREATE TABLE certificates (
