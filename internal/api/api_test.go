@@ -91,8 +91,8 @@ func TestProblems(t *testing.T) {
 	hc := srv.Client()
 	tests := []struct {
 		name, method, path, ctype, body string
-		status                           int
-		slug                             string
+		status                          int
+		slug                            string
 	}{
 		{"unknown endpoint", "GET", "/v2/nothing", "", "", 404, "not-found"},
 		{"wrong media type", "POST", "/v1/certificates", "text/plain", "x", 415, "unsupported-media-type"},
