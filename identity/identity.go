@@ -135,6 +135,11 @@ func NormalizeDNS(name string) (string, error) {
 		return "", fmt.Errorf("identity: %q is not a valid DNS name: empty or longer than 253 characters", name)
 	}
 	labels := strings.Split(n, ".")
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		// An all-numeric last label is no host name (RFC 1123 §2.1) and
+		// would read back as an IP address.
+		return "", fmt.Errorf("identity: %q is not a valid DNS name: its last label is all digits (write an IP address without a trailing dot)", name)
+	}
 	for i, l := range labels {
 		if i == 0 && l == "*" && len(labels) > 1 {
 			continue
