@@ -150,6 +150,19 @@ func (c *Client) Bundle(ctx context.Context) (*Bundle, error) {
 	return &out, c.do(ctx, http.MethodGet, "/v1/bundle", "", nil, &out)
 }
 
+// JWTSVID asks for a JWT-SVID for the identity of the client certificate.
+func (c *Client) JWTSVID(ctx context.Context, req JWTSVIDRequest) (*JWTSVID, error) {
+	var out JWTSVID
+	return &out, c.do(ctx, http.MethodPost, "/v1/jwt-svids", "", req, &out)
+}
+
+// JWTBundle fetches the JWT-SVID verification keys as JWKS JSON, raw, so
+// callers can hand it to any JOSE library (go-spiffe's jwtbundle.Parse).
+func (c *Client) JWTBundle(ctx context.Context) ([]byte, error) {
+	var out json.RawMessage
+	return out, c.do(ctx, http.MethodGet, "/v1/jwt-bundle", "", nil, &out)
+}
+
 // Stats fetches the server's own figures (admins).
 func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	var out Stats

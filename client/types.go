@@ -120,3 +120,17 @@ func (p *Problem) Slug() string {
 	}
 	return p.Type
 }
+
+// JWTSVIDRequest asks for a JWT-SVID for the caller's own SPIFFE ID
+// (POST /v1/jwt-svids over mTLS).
+type JWTSVIDRequest struct {
+	Audience []string `json:"audience"`
+	TTL      string   `json:"ttl,omitempty"`
+}
+
+// JWTSVID is a signed JWT-SVID. The token is a bearer secret.
+type JWTSVID struct {
+	Token     string    `json:"token"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}

@@ -165,6 +165,7 @@ type dataPaths struct{ dir string }
 func (d dataPaths) config() string     { return filepath.Join(d.dir, configFileName) }
 func (d dataPaths) caDir() string      { return filepath.Join(d.dir, "ca") }
 func (d dataPaths) tokenKey() string   { return filepath.Join(d.dir, "token.key") }
+func (d dataPaths) jwtKey() string     { return filepath.Join(d.dir, "jwt.key") }
 func (d dataPaths) adminDir() string   { return filepath.Join(d.dir, "admin") }
 func (d dataPaths) database() string   { return filepath.Join(d.dir, "mica.db") }
 func (d dataPaths) passphrase() string { return filepath.Join(d.dir, devPassphraseFile) }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
@@ -14,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
@@ -76,6 +79,10 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	jwtKey, err := loadOrCreateJWTKey(d, passphrase)
+	if err != nil {
+		return nil, err
+	}
 	minter, err := token.NewMinter(edKey)
 	if err != nil {
 		return nil, err
@@ -99,7 +106,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.roles(), Logger: log,
+		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
 	})
 	if err != nil {
 		st.Close()
@@ -119,6 +126,24 @@ func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("%s is not an Ed25519 key; token keys are Ed25519", d.tokenKey())
 	}
 	return ed, nil
+}
+
+// loadOrCreateJWTKey reads the ECDSA P-256 key that signs JWT-SVIDs,
+// creating it on first use so that data directories made before JWT-SVIDs
+// existed gain one on their next start.
+func loadOrCreateJWTKey(d dataPaths, passphrase []byte) (crypto.Signer, error) {
+	if !fileExists(d.jwtKey()) {
+		k, err := keys.Generate(keys.ECDSAP256, rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		// Write refuses to replace a file, so two servers starting on one
+		// data directory cannot each install a different key.
+		if err := file.Write(d.jwtKey(), k, passphrase); err != nil && !errors.Is(err, file.ErrExists) {
+			return nil, err
+		}
+	}
+	return file.Load(d.jwtKey(), passphrase)
 }
 
 // readPassphrase finds the CA passphrase: --passphrase-file, then the

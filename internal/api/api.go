@@ -67,6 +67,8 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/certificates/{serial}", s.getCertificate)
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.revoke)
 	mux.HandleFunc("GET /v1/server/stats", s.stats)
+	mux.HandleFunc("POST /v1/jwt-svids", s.jwtSVID)
+	mux.HandleFunc("GET /v1/jwt-bundle", s.jwtBundle)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not Found", fmt.Sprintf("no endpoint %s %s: see the API reference in the README", r.Method, r.URL.Path))
 	})

@@ -10,6 +10,7 @@ package authority
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -60,6 +61,8 @@ type Config struct {
 	Tokens *token.Verifier
 	// Admins maps principal identities (SPIFFE IDs) to roles.
 	Admins map[string]Role
+	// JWTKey, when set, signs JWT-SVIDs (ECDSA P-256); see MintJWTSVID.
+	JWTKey crypto.Signer
 	Clock  func() time.Time
 	Logger *slog.Logger
 }
@@ -77,6 +80,7 @@ type Authority struct {
 	minter     *token.Minter
 	tokens     *token.Verifier
 	admins     map[string]Role
+	jwt        *jwtSigner
 	now        func() time.Time
 	log        *slog.Logger
 }
@@ -104,6 +108,13 @@ func New(cfg Config) (*Authority, error) {
 		a.rootPool.AddCert(r)
 	}
 	a.interPool.AddCert(cfg.IssuerCert)
+	if cfg.JWTKey != nil {
+		s, err := newJWTSigner(cfg.JWTKey)
+		if err != nil {
+			return nil, err
+		}
+		a.jwt = s
+	}
 	return a, nil
 }
 
