@@ -20,12 +20,24 @@ func Write(path string, data []byte, perm fs.FileMode) error {
 	return write(path, data, perm, true)
 }
 
+// WriteOwned is Write that also gives the file to uid and gid (-1 leaves
+// either unchanged) before it is installed, so the owner is right from the
+// first moment the file exists under its name. Changing the owner needs
+// privileges (CAP_CHOWN) unless the ids are the caller's own.
+func WriteOwned(path string, data []byte, perm fs.FileMode, uid, gid int) error {
+	return writeFile(path, data, perm, true, uid, gid)
+}
+
 // Create is Write that refuses to replace an existing file.
 func Create(path string, data []byte, perm fs.FileMode) error {
 	return write(path, data, perm, false)
 }
 
-func write(path string, data []byte, perm fs.FileMode, overwrite bool) (err error) {
+func write(path string, data []byte, perm fs.FileMode, overwrite bool) error {
+	return writeFile(path, data, perm, overwrite, -1, -1)
+}
+
+func writeFile(path string, data []byte, perm fs.FileMode, overwrite bool, uid, gid int) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -41,6 +53,11 @@ func write(path string, data []byte, perm fs.FileMode, overwrite bool) (err erro
 	// by others even for a moment.
 	if err = tmp.Chmod(perm); err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
+	}
+	if uid != -1 || gid != -1 {
+		if err = tmp.Chown(uid, gid); err != nil {
+			return fmt.Errorf("atomicfile: giving %s to %d:%d: %w (run as root or drop the owner setting)", path, uid, gid, err)
+		}
 	}
 	if _, err = tmp.Write(data); err != nil {
 		return fmt.Errorf("atomicfile: writing %s: %w", path, err)

@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/testpki"
+)
+
+// fakeServer issues from a throwaway CA; it can be switched off to play an
+// unreachable server.
+type fakeServer struct {
+	t    *testing.T
+	ca   *testpki.PKI
+	ttl  time.Duration
+	mu   sync.Mutex
+	down bool
+	n    int
+}
+
+var errDown = errors.New("connection refused")
+
+func (f *fakeServer) setDown(d bool) { f.mu.Lock(); f.down = d; f.mu.Unlock() }
+
+func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errDown
+	}
+	f.n++
+	blk, _ := pem.Decode([]byte(req.CSR))
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	id, _ := identity.Parse("spiffe://example.org/svc")
+	now := time.Now()
+	leaf, err := f.ca.Issuer.Issue(issuance.Request{PublicKey: csr.PublicKey, Identity: id, NotBefore: now, NotAfter: now.Add(f.ttl),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return &client.CertificateResponse{
+		Certificate: string(pemCerts([]*x509.Certificate{leaf})),
+		Chain:       string(pemCerts([]*x509.Certificate{f.ca.Intermediate})),
+		Bundle:      string(pemCerts([]*x509.Certificate{f.ca.Root})),
+		NotAfter:    leaf.NotAfter,
+	}, nil
+}
+
+func (f *fakeServer) Enroll(_ context.Context, _ string, req client.CertificateRequest) (*client.CertificateResponse, error) {
+	return f.issue(req)
+}
+func (f *fakeServer) Renew(_ context.Context, req client.CertificateRequest) (*client.CertificateResponse, error) {
+	return f.issue(req)
+}
+func (f *fakeServer) Bundle(context.Context) (*client.Bundle, error) {
+	return &client.Bundle{TrustDomain: "example.org", Roots: []string{string(pemCerts([]*x509.Certificate{f.ca.Root}))}}, nil
+}
+func (f *fakeServer) JWTBundle(context.Context) ([]byte, error) { return []byte(`{"keys":[]}`), nil }
+func (f *fakeServer) JWTSVID(context.Context, client.JWTSVIDRequest) (*client.JWTSVID, error) {
+	return nil, errors.New("not here")
+}
+
+func TestRunRenewsAndRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &fakeServer{t: t, ca: testpki.New(t, "example.org"), ttl: time.Hour}
+		reg := prometheus.NewRegistry()
+		m, err := NewMetrics(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hooks := 0
+		a, err := New(Config{Server: srv, Token: "tok", Files: Files{Dir: filepath.Join(t.TempDir(), "cred"), UID: -1, GID: -1},
+			Metrics: m, Rand: func() float64 { return 0.5 }, Hooks: []Hook{func(context.Context) error { hooks++; return nil }}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- a.Run(ctx) }()
+		synctest.Wait()
+		first, _ := a.State()
+		if first.Credential == nil || hooks != 1 {
+			t.Fatalf("after start: credential %v, hooks %d; want enrolled and one hook run", first.Credential, hooks)
+		}
+
+		// At two thirds of the hour the agent renews.
+		time.Sleep(40*time.Minute + time.Second)
+		synctest.Wait()
+		second, _ := a.State()
+		if second.Credential.Chain[0].Equal(first.Credential.Chain[0]) {
+			t.Fatal("no renewal at two thirds of the lifetime")
+		}
+
+		// The server goes away: the agent keeps the current credential,
+		// counts failures, and warns when little life is left.
+		srv.setDown(true)
+		time.Sleep(52 * time.Minute)
+		synctest.Wait()
+		during, _ := a.State()
+		if !during.Credential.Chain[0].Equal(second.Credential.Chain[0]) {
+			t.Fatal("credential changed while the server was down")
+		}
+		if got := testutil.ToFloat64(m.failures.WithLabelValues(second.Credential.ID)); got < 3 {
+			t.Errorf("failures = %v, want several retries", got)
+		}
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(`# HELP mica_agent_certificate_expiring 1 when less than a sixth of the certificate's life is left without a renewal: alert on it.
+# TYPE mica_agent_certificate_expiring gauge
+mica_agent_certificate_expiring{identity="spiffe://example.org/svc"} 1
+`), "mica_agent_certificate_expiring"); err != nil {
+			t.Error(err)
+		}
+
+		// The server returns: the next retry renews.
+		srv.setDown(false)
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		after, _ := a.State()
+		if after.Credential.Chain[0].Equal(second.Credential.Chain[0]) {
+			t.Fatal("no renewal after the server came back")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	})
+}
+
+func TestStartLoadsFromDisk(t *testing.T) {
+	srv := &fakeServer{t: t, ca: testpki.New(t, "example.org"), ttl: time.Hour}
+	files := Files{Dir: t.TempDir(), UID: -1, GID: -1}
+	a, _ := New(Config{Server: srv, Token: "tok", Files: files})
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := New(Config{Server: srv, Files: files}) // no token: must load
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := a.State()
+	sb, _ := b.State()
+	if !sa.Credential.Chain[0].Equal(sb.Credential.Chain[0]) || srv.n != 1 {
+		t.Errorf("restarted agent did not reuse the credential on disk (issued %d)", srv.n)
+	}
+	c, _ := New(Config{Server: srv, Files: Files{Dir: t.TempDir()}})
+	if err := c.Start(t.Context()); err == nil {
+		t.Error("Start without files or token succeeded")
+	}
+}
