@@ -42,6 +42,7 @@ func commands() map[string]command {
 			"inspect": {summary: "show a certificate file or a serial in human terms", run: runCertInspect},
 			"revoke":  {summary: "revoke a certificate by serial", run: runCertRevoke},
 		}},
+		"agent": {summary: "on each host: enroll once, renew forever, serve the SPIFFE Workload API", run: runAgent},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},
 			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
