@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"

@@ -336,6 +336,12 @@ func (a *Agent) issueOnce(ctx context.Context, enroll bool) error {
 			s.Roots = roots
 		}
 	})
+	// Connections kept alive from before carry the old credential (or none,
+	// after enrollment), and the server judges the certificate of the
+	// connection: drop them so the next request presents the new one.
+	if c, ok := a.cfg.Server.(interface{ Close() }); ok {
+		c.Close()
+	}
 	verb := "renewed"
 	if enroll {
 		verb = "enrolled"

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// agentProc is a running `mica agent`.
+type agentProc struct {
+	cmd     *exec.Cmd
+	socket  string
+	metrics string
+	out     string
+	logs    *syncBuffer
+	done    chan struct{}
+}
+
+var agentReadyLine = regexp.MustCompile(`mica agent ready: identity (\S+), socket (\S+), metrics (\S+)`)
+
+// startAgent enrolls an agent for id with a fresh token and waits until it
+// serves its socket.
+func (e *testEnv) startAgent(id, ttl string) *agentProc {
+	e.t.Helper()
+	tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", id, "--profile", "service"))
+	dir := e.t.TempDir()
+	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), out: filepath.Join(dir, "cred"), logs: &syncBuffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(micaBin, "agent", "--server", e.server.url, "--token", tok, "--out", a.out,
+		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--ttl", ttl, "--bundle-interval", "2s")
+	a.cmd.Stderr = a.logs
+	stdout, err := a.cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := a.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	ready := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := agentReadyLine.FindStringSubmatch(sc.Text()); m != nil {
+				ready <- m
+			}
+		}
+	}()
+	go func() { a.cmd.Wait(); close(a.done) }()
+	select {
+	case m := <-ready:
+		a.metrics = m[3]
+	case <-a.done:
+		e.t.Fatalf("mica agent exited before it was ready:\n%s", a.logs.String())
+	case <-time.After(60 * time.Second):
+		a.cmd.Process.Kill()
+		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
+	}
+	e.t.Cleanup(a.stop)
+	return a
+}
+
+func (a *agentProc) stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+func (a *agentProc) addr() workloadapi.ClientOption {
+	return workloadapi.WithAddr("unix://" + a.socket)
+}
+
+// metric reads one sample from the agent's /metrics, -1 when absent.
+func (a *agentProc) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping the agent: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			return v
+		}
+	}
+	return -1
+}
+
+// procFigures reads resident memory (KiB) and CPU time used so far (user +
+// system) of a process from /proc.
+func procFigures(t *testing.T, pid int) (rssKiB int64, cpu time.Duration) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rssKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// Fields after the command name (which may hold spaces) start at ")".
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return rssKiB, time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAgent runs the real server and real agents, and go-spiffe as the
+// workloads: SVIDs verify, rotations reach an open stream, mTLS between
+// two workloads never fails across rotations, JWT-SVIDs validate, and an
+// outage of the server is survived.
+func TestAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and agents")
+	}
+	e := newTestEnv(t, "sqlite")
+	ctx := t.Context()
+
+	// Short TTL so the agents rotate every ~5s; the profile's max_ttl governs
+	// what may be asked for.
+	ttl := envOr(&cliEnv{getenv: os.Getenv}, "MICA_TEST_AGENT_TTL", "8s")
+	soak, _ := time.ParseDuration(envOr(&cliEnv{getenv: os.Getenv}, "MICA_TEST_AGENT_SOAK", "30s"))
+	agentA := e.startAgent("spiffe://example.org/billing/a", ttl)
+	agentB := e.startAgent("spiffe://example.org/billing/b", ttl)
+
+	t.Run("SecurityHeaderRequired", func(t *testing.T) {
+		conn, err := grpc.NewClient("unix://"+agentA.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		c := workload.NewSpiffeWorkloadAPIClient(conn)
+		_, err = c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"x"}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("call without the workload.spiffe.io header: %v, want InvalidArgument", err)
+		}
+	})
+
+	t.Run("RotationOnOneStream", func(t *testing.T) {
+		conn, err := grpc.NewClient("unix://"+agentA.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		sctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), 5*time.Minute)
+		defer cancel()
+		stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(sctx, &workload.X509SVIDRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var serials []string
+		for len(serials) < 2 {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("stream ended after %d SVIDs: %v", len(serials), err)
+			}
+			svid, err := x509svid.ParseRaw(resp.Svids[0].X509Svid, resp.Svids[0].X509SvidKey)
+			if err != nil {
+				t.Fatalf("go-spiffe refuses the SVID: %v", err)
+			}
+			if s := svid.Certificates[0].SerialNumber.String(); len(serials) == 0 || serials[len(serials)-1] != s {
+				serials = append(serials, s)
+			}
+		}
+	})
+
+	t.Run("X509SourceVerifies", func(t *testing.T) {
+		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(agentA.addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svid.ID.String() != "spiffe://example.org/billing/a" {
+			t.Errorf("SVID for %s", svid.ID)
+		}
+		first := svid.Certificates[0]
+		if _, _, err := x509svid.Verify(svid.Certificates, src); err != nil {
+			t.Fatalf("x509svid.Verify: %v", err)
+		}
+		// The source keeps its one stream; the renewed SVID arrives on it.
+		waitFor(t, "a renewed SVID in the X509Source", 5*time.Minute, func() bool {
+			s, err := src.GetX509SVID()
+			return err == nil && !s.Certificates[0].Equal(first)
+		})
+		renewed, _ := src.GetX509SVID()
+		if _, _, err := x509svid.Verify(renewed.Certificates, src); err != nil {
+			t.Fatalf("renewed SVID: x509svid.Verify: %v", err)
+		}
+	})
+
+	t.Run("JWTSVID", func(t *testing.T) {
+		src, err := workloadapi.NewJWTSource(ctx, workloadapi.WithClientOptions(agentA.addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		svid, err := src.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "billing-db"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := jwtsvid.ParseAndValidate(svid.Marshal(), src, []string{"billing-db"}); err != nil {
+			t.Errorf("validating with the JWT bundle: %v", err)
+		}
+		got, err := workloadapi.ValidateJWTSVID(ctx, svid.Marshal(), "billing-db", agentB.addr())
+		if err != nil || got.ID.String() != "spiffe://example.org/billing/a" {
+			t.Errorf("ValidateJWTSVID through the other agent: %v, %v", got, err)
+		}
+		if _, err := workloadapi.ValidateJWTSVID(ctx, svid.Marshal(), "someone-else", agentB.addr()); err == nil {
+			t.Error("a JWT-SVID validated for an audience it was not made for")
+		}
+	})
+
+	t.Run("MTLSAcrossRotations", func(t *testing.T) {
+		srcA, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(agentA.addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srcA.Close()
+		srcB, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(agentB.addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srcB.Close()
+		idA, idB := spiffeid.RequireFromString("spiffe://example.org/billing/a"), spiffeid.RequireFromString("spiffe://example.org/billing/b")
+		ln, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0", spiffetls.MTLSServerWithSource(tlsconfig.AuthorizeID(idB), srcA))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func(c net.Conn) {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					io.Copy(c, io.LimitReader(c, 5))
+				}(c)
+			}
+		}()
+		_, cpu0 := procFigures(t, agentA.cmd.Process.Pid)
+		renewals0 := agentA.metric(t, "mica_agent_renewals_total")
+		var ok, failed atomic.Int64
+		serials := map[string]bool{}
+		end := time.Now().Add(soak)
+		for time.Now().Before(end) {
+			conn, err := spiffetls.DialWithMode(ctx, "tcp", ln.Addr().String(), spiffetls.MTLSClientWithSource(tlsconfig.AuthorizeID(idA), srcB))
+			if err == nil {
+				_, err = conn.Write([]byte("hello"))
+				buf := make([]byte, 5)
+				if err == nil {
+					_, err = io.ReadFull(conn, buf)
+				}
+				if st, ok := conn.(interface{ PeerID() (spiffeid.ID, error) }); ok {
+					if id, e := st.PeerID(); e == nil && id != idA {
+						err = fmt.Errorf("peer %s", id)
+					}
+				}
+				conn.Close()
+			}
+			if err != nil {
+				failed.Add(1)
+				t.Errorf("handshake or exchange failed: %v", err)
+			} else {
+				ok.Add(1)
+			}
+			if s, err := srcB.GetX509SVID(); err == nil {
+				serials[s.Certificates[0].SerialNumber.String()] = true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		rss, cpu1 := procFigures(t, agentA.cmd.Process.Pid)
+		renewals := agentA.metric(t, "mica_agent_renewals_total") - renewals0
+		t.Logf("figures: %d mTLS connections, %d failed, over %s with TTL %s; workload B saw %d SVIDs, agent A renewed %.0f times",
+			ok.Load(), failed.Load(), soak, ttl, len(serials), renewals)
+		t.Logf("figures: agent during renewals: RSS %d KiB, CPU %s over %s (%.2f%% of a core)",
+			rss, cpu1-cpu0, soak, 100*float64(cpu1-cpu0)/float64(soak))
+		if len(serials) < 3 {
+			t.Errorf("workload B saw %d SVIDs in %s; want rotations", len(serials), soak)
+		}
+	})
+
+	agentA.stop()
+	agentB.stop()
+
+	t.Run("ServerOutage", func(t *testing.T) {
+		ag := e.startAgent("spiffe://example.org/billing/outage", "20s")
+		rss, cpu0 := procFigures(t, ag.cmd.Process.Pid)
+		time.Sleep(5 * time.Second)
+		_, cpu1 := procFigures(t, ag.cmd.Process.Pid)
+		t.Logf("figures: agent idle: RSS %d KiB, CPU %s over 5s", rss, cpu1-cpu0)
+
+		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(ag.addr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		before, _ := src.GetX509SVID()
+		port := e.server.url[strings.LastIndexByte(e.server.url, ':')+1:]
+		e.server.stop(t, syscall.SIGTERM)
+
+		waitFor(t, "renewal failures in the agent's metrics", time.Minute, func() bool {
+			return ag.metric(t, "mica_agent_renewal_failures_total") >= 2
+		})
+		during, _ := src.GetX509SVID()
+		if !during.Certificates[0].Equal(before.Certificates[0]) || time.Now().After(during.Certificates[0].NotAfter) {
+			t.Fatal("the agent did not keep serving its valid certificate while the server was down")
+		}
+		if !strings.Contains(ag.logs.String(), "renewal failed") {
+			t.Errorf("no failure in the agent's log:\n%s", ag.logs.String())
+		}
+		onDisk, err := os.ReadFile(filepath.Join(ag.out, certFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if certs, _ := parseCertPEM(onDisk); len(certs) == 0 || !certs[0].Equal(before.Certificates[0]) {
+			t.Error("the certificate on disk changed while the server was down")
+		}
+
+		e.server = startServe(e.root, e.env, "--listen", "127.0.0.1:"+port)
+		waitFor(t, "a renewal after the server returned", time.Minute, func() bool {
+			s, err := src.GetX509SVID()
+			return err == nil && !s.Certificates[0].Equal(before.Certificates[0])
+		})
+		after, _ := src.GetX509SVID()
+		if _, _, err := x509svid.Verify(after.Certificates, src); err != nil {
+			t.Errorf("renewed SVID does not verify: %v", err)
+		}
+		if v := ag.metric(t, "mica_agent_certificate_expiry_seconds"); v <= 0 {
+			t.Errorf("expiry gauge %v after renewal", v)
+		}
+	})
+}
