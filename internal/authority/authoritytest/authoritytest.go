@@ -59,10 +59,12 @@ func New(t testing.TB) *Fixture {
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	minter, _ := token.NewMinter(priv)
+	jwtKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f := &Fixture{Store: st, PKI: pki}
 	f.Authority, err = authority.New(authority.Config{
 		Store: st, Policy: eng, Issuer: pki.Issuer, IssuerCert: pki.Intermediate, Roots: []*x509.Certificate{pki.Root},
 		Minter: minter, Tokens: token.NewVerifier(pub), Admins: map[string]authority.Role{AdminID: authority.RoleAdmin},
+		JWTKey: jwtKey,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,132 @@
+package workloadapi
+
+import (
+	"context"
+	"crypto/x509"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/testpki"
+)
+
+// fakeAgent is a hand-made Snapshot source whose SVID can be rotated.
+type fakeAgent struct {
+	mu      sync.Mutex
+	snap    Snapshot
+	changed chan struct{}
+}
+
+func (f *fakeAgent) Snapshot() (Snapshot, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snap, f.changed
+}
+
+func (f *fakeAgent) set(s Snapshot) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.snap = s
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func serve(t *testing.T) (*fakeAgent, *testpki.PKI, string) {
+	t.Helper()
+	pki := testpki.New(t, "example.org")
+	fa := &fakeAgent{changed: make(chan struct{})}
+	fa.set(snapshotFor(t, pki))
+	s, err := New(Config{Snapshot: fa.Snapshot, FetchJWTSVID: func(context.Context, spiffeid.ID, []string) (string, error) {
+		return "not-a-jwt", nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Serve(ctx, sock) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return fa, pki, sock
+}
+
+func snapshotFor(t *testing.T, pki *testpki.PKI) Snapshot {
+	id, _ := identity.Parse("spiffe://example.org/billing/api")
+	leaf := pki.Leaf(t, id)
+	return Snapshot{
+		SVIDs:       []X509SVID{{ID: spiffeid.RequireFromString("spiffe://example.org/billing/api"), Chain: append([]*x509.Certificate{leaf.Cert}, leaf.Chain...), Key: leaf.Key}},
+		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+		Roots:       []*x509.Certificate{pki.Root},
+		JWTBundle:   []byte(`{"keys":[]}`),
+	}
+}
+
+func TestHeaderRequired(t *testing.T) {
+	_, _, sock := serve(t)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := workload.NewSpiffeWorkloadAPIClient(conn)
+	ctx := context.Background()
+	recv := func(s interface{ RecvMsg(any) error }, err error) error {
+		if err != nil {
+			return err
+		}
+		return s.RecvMsg(new(workload.X509SVIDResponse))
+	}
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"FetchX509SVID", func() error { s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{}); return recv(s, err) }},
+		{"FetchX509Bundles", func() error { s, err := c.FetchX509Bundles(ctx, &workload.X509BundlesRequest{}); return recv(s, err) }},
+		{"FetchJWTBundles", func() error { s, err := c.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{}); return recv(s, err) }},
+		{"FetchJWTSVID", func() error {
+			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}})
+			return err
+		}},
+		{"ValidateJWTSVID", func() error {
+			_, err := c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "a", Svid: "x"})
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("without the security header: %v, want InvalidArgument", err)
+			}
+		})
+	}
+}
+
+func TestRotationPushedToOpenStream(t *testing.T) {
+	fa, pki, sock := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	updates := make(chan string, 4)
+	go gsw.WatchX509Context(ctx, watcher(updates), gsw.WithAddr("unix://"+sock))
+	first := <-updates
+	fa.set(snapshotFor(t, pki))
+	if second := <-updates; second == first {
+		t.Fatal("the rotation was not pushed: same serial twice")
+	}
+}
+
+type watcher chan string
+
+func (w watcher) OnX509ContextUpdate(c *gsw.X509Context) {
+	w <- c.SVIDs[0].Certificates[0].SerialNumber.String()
+}
+func (w watcher) OnX509ContextWatchError(error) {}
