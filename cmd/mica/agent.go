@@ -41,17 +41,20 @@ type agentConfig struct {
 		Fullchain string `yaml:"fullchain"`
 		Bundle    string `yaml:"bundle"`
 	} `yaml:"files"`
-	Owner          string `yaml:"owner"` // uid[:gid]
-	KeyType        string `yaml:"key_type"`
-	TTL            string `yaml:"ttl"`
-	Socket         string `yaml:"socket"`
-	Metrics        string `yaml:"metrics"`
-	BundleInterval string `yaml:"bundle_interval"`
-	Reload         struct {
-		Command []string `yaml:"command"`
-		PIDFile string   `yaml:"pid_file"`
-		Signal  string   `yaml:"signal"`
-	} `yaml:"reload"`
+	Owner          string      `yaml:"owner"` // uid[:gid]
+	KeyType        string      `yaml:"key_type"`
+	TTL            string      `yaml:"ttl"`
+	Socket         string      `yaml:"socket"`
+	Metrics        string      `yaml:"metrics"`
+	BundleInterval string      `yaml:"bundle_interval"`
+	Reload         agentReload `yaml:"reload"`
+}
+
+// agentReload says how to make a service load rotated files.
+type agentReload struct {
+	Command []string `yaml:"command"` // run without a shell
+	PIDFile string   `yaml:"pid_file"`
+	Signal  string   `yaml:"signal"` // for PIDFile; default HUP
 }
 
 const (

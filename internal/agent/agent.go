@@ -308,6 +308,7 @@ func (a *Agent) issueOnce(ctx context.Context, enroll bool) error {
 	}
 	req := client.CertificateRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), TTL: a.cfg.TTL}
 	var resp *client.CertificateResponse
+	a.dropConnections()
 	if enroll {
 		resp, err = a.cfg.Server.Enroll(ctx, a.cfg.Token, req)
 	} else {
@@ -336,12 +337,7 @@ func (a *Agent) issueOnce(ctx context.Context, enroll bool) error {
 			s.Roots = roots
 		}
 	})
-	// Connections kept alive from before carry the old credential (or none,
-	// after enrollment), and the server judges the certificate of the
-	// connection: drop them so the next request presents the new one.
-	if c, ok := a.cfg.Server.(interface{ Close() }); ok {
-		c.Close()
-	}
+	a.dropConnections()
 	verb := "renewed"
 	if enroll {
 		verb = "enrolled"
@@ -350,6 +346,18 @@ func (a *Agent) issueOnce(ctx context.Context, enroll bool) error {
 		slog.Time("not_after", resp.NotAfter))
 	a.runHooks(ctx)
 	return nil
+}
+
+// dropConnections closes kept-alive connections to the server, when the
+// Server can (an optional ability, found by type assertion). The server
+// judges the certificate of the TLS connection, and a connection made
+// before (by a bundle poll, or before enrollment) carries the old
+// credential or none; dropping them before and after every issuance makes
+// the next request present the current one.
+func (a *Agent) dropConnections() {
+	if c, ok := a.cfg.Server.(interface{ Close() }); ok {
+		c.Close()
+	}
 }
 
 func (a *Agent) runHooks(ctx context.Context) {
