@@ -166,7 +166,12 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		start("workload API", func(ctx context.Context) error { return wapi.Serve(ctx, socket) })
+		ln, err := workloadapi.Listen(socket)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(socket)
+		start("workload API", func(ctx context.Context) error { return wapi.Serve(ctx, ln) })
 	}
 	metricsAddr := orDefault(cfg.Metrics, defaultAgentMetrics)
 	if metricsAddr != "off" {

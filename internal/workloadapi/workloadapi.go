@@ -4,8 +4,10 @@
 // audience, JWT bundles, and JWT-SVID validation.
 //
 // It is an adapter: it translates between the agent's state and the
-// Workload API's protobuf messages and gRPC status codes, and decides
-// nothing. Start reading at New; Config says what it serves from.
+// Workload API's protobuf messages and gRPC status codes; which process may
+// have which identity is the Entitled hook's to say, from the caller's uid,
+// gid and pid that the kernel reports for the socket (SO_PEERCRED, peer.go).
+// Start reading at New; Config says what it serves from.
 package workloadapi
 
 import (
@@ -52,7 +54,11 @@ type Config struct {
 	Snapshot func() (Snapshot, <-chan struct{})
 	// FetchJWTSVID returns a JWT-SVID for id with the given audience.
 	FetchJWTSVID func(ctx context.Context, id spiffeid.ID, audience []string) (string, error)
-	Logger       *slog.Logger
+	// Entitled, when set, says whether the calling process (as the kernel
+	// reports it) may have identity id; nil hands every identity to every
+	// local caller.
+	Entitled func(c Caller, id spiffeid.ID) bool
+	Logger   *slog.Logger
 }
 
 // Server is the Workload API.
@@ -74,26 +80,31 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve listens on the unix socket at path (replacing a stale socket) and
-// serves until ctx ends. The socket is made 0777 on purpose: any local
-// process may ask for the identity this agent holds, as the Workload API
-// intends; restrict the directory if not.
-func (s *Server) Serve(ctx context.Context, path string) error {
+// Listen makes the unix socket at path (replacing a stale one). The socket
+// is made 0777 on purpose: any local process may ask, as the Workload API
+// intends, and Entitled decides what each gets; restrict the directory to
+// restrict who may ask at all.
+func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("workloadapi: creating the socket directory: %w", err)
+		return nil, fmt.Errorf("workloadapi: creating the socket directory: %w", err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("workloadapi: removing the old socket %s: %w", path, err)
+		return nil, fmt.Errorf("workloadapi: removing the old socket %s: %w", path, err)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("workloadapi: cannot listen on %s: %w", path, err)
+		return nil, fmt.Errorf("workloadapi: cannot listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o777); err != nil {
 		ln.Close()
-		return fmt.Errorf("workloadapi: %w", err)
+		return nil, fmt.Errorf("workloadapi: %w", err)
 	}
-	g := grpc.NewServer()
+	return ln, nil
+}
+
+// Serve serves the API on ln (from Listen) until ctx ends, then closes it.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	g := grpc.NewServer(grpc.Creds(peerCreds{}))
 	workload.RegisterSpiffeWorkloadAPIServer(g, s)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
@@ -103,7 +114,6 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	case <-ctx.Done():
 		// Stop, not GracefulStop: streams never end on their own.
 		g.Stop()
-		os.Remove(path)
 		return nil
 	}
 }
@@ -124,10 +134,18 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	if err := checkHeader(ctx); err != nil {
 		return err
 	}
+	first := true
 	return s.push(ctx, func(snap Snapshot) error {
+		snap.SVIDs = s.visible(ctx, snap.SVIDs)
 		if len(snap.SVIDs) == 0 {
-			return nil // nothing to hand out yet: wait for the next change
+			if first {
+				// As the spec asks: a caller with no identity is told so,
+				// and its client retries later.
+				return status.Error(codes.PermissionDenied, "no identity issued")
+			}
+			return nil
 		}
+		first = false
 		resp := &workload.X509SVIDResponse{}
 		bundle := concatDER(snap.Roots)
 		for _, sv := range snap.SVIDs {
@@ -203,7 +221,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 	}
 	snap, _ := s.cfg.Snapshot()
 	resp := &workload.JWTSVIDResponse{}
-	for _, sv := range snap.SVIDs {
+	for _, sv := range s.visible(ctx, snap.SVIDs) {
 		if req.GetSpiffeId() != "" && req.GetSpiffeId() != sv.ID.String() {
 			continue
 		}
@@ -249,6 +267,24 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 		return nil, status.Errorf(codes.Internal, "workloadapi: encoding claims: %v", err)
 	}
 	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
+}
+
+// visible keeps the SVIDs the caller is entitled to.
+func (s *Server) visible(ctx context.Context, svids []X509SVID) []X509SVID {
+	if s.cfg.Entitled == nil {
+		return svids
+	}
+	c, ok := callerOf(ctx)
+	if !ok {
+		return nil
+	}
+	var out []X509SVID
+	for _, sv := range svids {
+		if s.cfg.Entitled(c, sv.ID) {
+			out = append(out, sv)
+		}
+	}
+	return out
 }
 
 func concatDER(certs []*x509.Certificate) []byte {

@@ -3,6 +3,7 @@ package workloadapi
 import (
 	"context"
 	"crypto/x509"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/mica-pki/mica/identity"
@@ -55,7 +57,11 @@ func serve(t *testing.T) (*fakeAgent, *testpki.PKI, string) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- s.Serve(ctx, sock) }()
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return fa, pki, sock
 }
@@ -130,3 +136,52 @@ func (w watcher) OnX509ContextUpdate(c *gsw.X509Context) {
 	w <- c.SVIDs[0].Certificates[0].SerialNumber.String()
 }
 func (w watcher) OnX509ContextWatchError(error) {}
+
+func TestEntitledByCaller(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	fa := &fakeAgent{changed: make(chan struct{})}
+	fa.set(snapshotFor(t, pki))
+	me := uint32(os.Getuid())
+	tests := []struct {
+		name     string
+		entitled func(Caller, spiffeid.ID) bool
+		want     codes.Code
+	}{
+		{"everyone", nil, codes.OK},
+		{"this uid", func(c Caller, _ spiffeid.ID) bool { return c.UID == me && c.PID == int32(os.Getpid()) }, codes.OK},
+		{"another uid", func(c Caller, _ spiffeid.ID) bool { return c.UID == me+1 }, codes.PermissionDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(Config{Snapshot: fa.Snapshot, Entitled: tt.entitled,
+				FetchJWTSVID: func(context.Context, spiffeid.ID, []string) (string, error) { return "", nil }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(t.TempDir(), "api.sock")
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- s.Serve(ctx, ln) }()
+			defer func() { cancel(); <-done }()
+			fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
+			defer fcancel()
+			conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(
+				metadata.AppendToOutgoingContext(fctx, "workload.spiffe.io", "true"), &workload.X509SVIDRequest{})
+			if err == nil {
+				_, err = stream.Recv()
+			}
+			if status.Code(err) != tt.want {
+				t.Errorf("FetchX509SVID: %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
