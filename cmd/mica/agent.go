@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,26 +30,44 @@ import (
 	"github.com/mica-pki/mica/internal/workloadapi"
 )
 
-// agentConfig is the agent's YAML config file; flags override it.
+// agentConfig is the agent's YAML config file; flags override it. The
+// identity fields at the top level describe the agent's one identity;
+// several go under identities, each handed only to the local processes
+// whose uid or gid it lists.
 type agentConfig struct {
-	Server    string `yaml:"server"`
-	CAFile    string `yaml:"ca_file"`
-	TokenFile string `yaml:"token_file"`
-	Out       string `yaml:"out"`
-	Files     struct {
-		Key       string `yaml:"key"`
-		Cert      string `yaml:"cert"`
-		Chain     string `yaml:"chain"`
-		Fullchain string `yaml:"fullchain"`
-		Bundle    string `yaml:"bundle"`
-	} `yaml:"files"`
-	Owner          string      `yaml:"owner"` // uid[:gid]
-	KeyType        string      `yaml:"key_type"`
-	TTL            string      `yaml:"ttl"`
-	Socket         string      `yaml:"socket"`
-	Metrics        string      `yaml:"metrics"`
-	BundleInterval string      `yaml:"bundle_interval"`
-	Reload         agentReload `yaml:"reload"`
+	Server         string `yaml:"server"`
+	CAFile         string `yaml:"ca_file"`
+	Socket         string `yaml:"socket"`
+	Metrics        string `yaml:"metrics"`
+	BundleInterval string `yaml:"bundle_interval"`
+	agentIdentity  `yaml:",inline"`
+	Identities     []agentIdentity `yaml:"identities"`
+}
+
+// agentIdentity is one identity the agent keeps fresh.
+type agentIdentity struct {
+	TokenFile string      `yaml:"token_file"`
+	Out       string      `yaml:"out"`
+	Files     agentFiles  `yaml:"files"`
+	Owner     string      `yaml:"owner"` // uid[:gid]
+	KeyType   string      `yaml:"key_type"`
+	TTL       string      `yaml:"ttl"`
+	Reload    agentReload `yaml:"reload"`
+	// UIDs and GIDs of the local processes that may fetch this identity
+	// from the Workload API; both empty: any local process.
+	UIDs []uint32 `yaml:"uids"`
+	GIDs []uint32 `yaml:"gids"`
+
+	token string // from --token or token_file; never logged
+}
+
+// agentFiles moves single files out of the identity's directory.
+type agentFiles struct {
+	Key       string `yaml:"key"`
+	Cert      string `yaml:"cert"`
+	Chain     string `yaml:"chain"`
+	Fullchain string `yaml:"fullchain"`
+	Bundle    string `yaml:"bundle"`
 }
 
 // agentReload says how to make a service load rotated files.
@@ -66,10 +86,10 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "agent")
 	configPath := fs.String("config", "", "YAML config file (flags given override it)")
 	var fc agentConfig
-	var tok, reloadCmd string
+	var reloadCmd string
 	fs.StringVar(&fc.Server, "server", env.getenv("MICA_SERVER"), "server URL (env MICA_SERVER)")
 	fs.StringVar(&fc.CAFile, "ca-file", env.getenv("MICA_CA_FILE"), "root certificate to trust the server with (default: bundle.pem in --out, else the root the token pins)")
-	fs.StringVar(&tok, "token", env.getenv("MICA_TOKEN"), "one-time token for the first enrollment (env MICA_TOKEN)")
+	fs.StringVar(&fc.token, "token", env.getenv("MICA_TOKEN"), "one-time token for the first enrollment (env MICA_TOKEN)")
 	fs.StringVar(&fc.TokenFile, "token-file", "", "read the token from this file instead")
 	fs.StringVar(&fc.Out, "out", "", "directory for key.pem, cert.pem, chain.pem, fullchain.pem, bundle.pem")
 	fs.StringVar(&fc.Owner, "owner", "", "uid[:gid] to own the written files (needs root)")
@@ -96,51 +116,56 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		cfg = mergeAgentConfig(fileCfg, fc)
 	}
-	if cfg.TokenFile != "" && tok == "" {
-		b, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return fmt.Errorf("reading token: %w", err)
-		}
-		tok = strings.TrimSpace(string(b))
-	}
-	if cfg.Server == "" || cfg.Out == "" {
-		return usageError("agent needs --server and --out (or a --config that sets them)")
-	}
-	opts, err := cfg.agentOptions()
+	ids, err := cfg.identities()
 	if err != nil {
-		return usageError("%v", err)
+		return err
 	}
 	log, err := newLogger(env, *logFormat)
 	if err != nil {
 		return err
 	}
-	roots, err := agentRoots(ctx, cfg, opts.Files, tok)
+	interval, err := cfg.bundleInterval()
 	if err != nil {
-		return err
+		return usageError("%v", err)
 	}
-	var ag *agent.Agent
-	c, err := client.New(client.Config{Server: cfg.Server, Roots: roots, GetCertificate: func() (*tls.Certificate, error) { return ag.TLSCertificate() }})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := agent.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
-	opts.Server, opts.Token, opts.Logger, opts.Metrics = c, tok, log, metrics
-	if ag, err = agent.New(opts); err != nil {
-		return err
-	}
-	if err := ag.Start(ctx); err != nil {
-		return err
+	changes := newBroadcast()
+	var agents []*agent.Agent
+	for _, id := range ids {
+		opts, err := id.agentOptions()
+		if err != nil {
+			return usageError("%v", err)
+		}
+		roots, err := agentRoots(ctx, cfg, id, opts.Files)
+		if err != nil {
+			return err
+		}
+		var ag *agent.Agent
+		c, err := client.New(client.Config{Server: cfg.Server, Roots: roots,
+			GetCertificate: func() (*tls.Certificate, error) { return ag.TLSCertificate() }})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		opts.Server, opts.Token, opts.Logger, opts.Metrics = c, id.token, log, metrics
+		opts.BundleInterval, opts.OnChange = interval, changes.notify
+		if ag, err = agent.New(opts); err != nil {
+			return err
+		}
+		if err := ag.Start(ctx); err != nil {
+			return err
+		}
+		agents = append(agents, ag)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, len(agents)+2)
 	running := 0
 	start := func(name string, f func(context.Context) error) {
 		running++
@@ -152,16 +177,24 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 			errc <- err
 		}()
 	}
-	start("agent", ag.Run)
+	for _, ag := range agents {
+		start("agent", ag.Run)
+	}
 	socket := orDefault(cfg.Socket, defaultAgentSocket)
 	if socket != "off" {
-		wapi, err := workloadapi.New(workloadapi.Config{Snapshot: workloadSnapshot(ag), Logger: log,
-			FetchJWTSVID: func(ctx context.Context, _ spiffeid.ID, aud []string) (string, error) {
-				s, err := ag.FetchJWTSVID(ctx, aud)
-				if err != nil {
-					return "", err
+		wapi, err := workloadapi.New(workloadapi.Config{
+			Snapshot: workloadSnapshot(agents, changes), Entitled: entitlement(ids, agents), Logger: log,
+			FetchJWTSVID: func(ctx context.Context, id spiffeid.ID, aud []string) (string, error) {
+				for _, ag := range agents {
+					if s, _ := ag.State(); s.Credential != nil && s.Credential.ID == id.String() {
+						svid, err := ag.FetchJWTSVID(ctx, aud)
+						if err != nil {
+							return "", err
+						}
+						return svid.Token, nil
+					}
 				}
-				return s.Token, nil
+				return "", fmt.Errorf("agent: no identity %s here", id)
 			}})
 		if err != nil {
 			return err
@@ -192,9 +225,13 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		})
 		metricsAddr = ln.Addr().String()
 	}
-	s, _ := ag.State()
-	log.Info("mica agent running", slog.String("identity", s.Credential.ID), slog.String("socket", socket), slog.String("metrics", metricsAddr))
-	fmt.Fprintf(env.stdout, "mica agent ready: identity %s, socket %s, metrics %s\n", s.Credential.ID, socket, metricsAddr)
+	var names []string
+	for _, ag := range agents {
+		s, _ := ag.State()
+		names = append(names, s.Credential.ID)
+	}
+	log.Info("mica agent running", slog.String("identities", strings.Join(names, ",")), slog.String("socket", socket), slog.String("metrics", metricsAddr))
+	fmt.Fprintf(env.stdout, "mica agent ready: identity %s, socket %s, metrics %s\n", strings.Join(names, ","), socket, metricsAddr)
 
 	// One part stopping stops the rest.
 	var first error
@@ -207,24 +244,76 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	return first
 }
 
-// workloadSnapshot shows the agent's state to the Workload API.
-func workloadSnapshot(ag *agent.Agent) func() (workloadapi.Snapshot, <-chan struct{}) {
+// broadcast is a channel closed and replaced on every change, so one wait
+// covers changes of several agents.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+// workloadSnapshot shows the agents' state to the Workload API.
+func workloadSnapshot(agents []*agent.Agent, changes *broadcast) func() (workloadapi.Snapshot, <-chan struct{}) {
 	return func() (workloadapi.Snapshot, <-chan struct{}) {
-		s, changed := ag.State()
-		snap := workloadapi.Snapshot{Roots: s.Roots, JWTBundle: s.JWTBundle}
-		if s.Credential != nil {
-			if id, err := spiffeid.FromString(s.Credential.ID); err == nil {
-				snap.SVIDs = []workloadapi.X509SVID{{ID: id, Chain: s.Credential.Chain, Key: s.Credential.Key}}
-				snap.TrustDomain = id.TrustDomain()
+		// Take the channel first: a change after this point closes it,
+		// so no rotation is missed between reading and waiting.
+		changed := changes.wait()
+		var snap workloadapi.Snapshot
+		for _, ag := range agents {
+			s, _ := ag.State()
+			if s.Credential == nil {
+				continue
 			}
-			if len(snap.Roots) == 0 {
-				snap.Roots = s.Credential.Roots
+			id, err := spiffeid.FromString(s.Credential.ID)
+			if err != nil {
+				continue // a DNS or IP identity has no SVID
 			}
-		}
-		if td, err := spiffeid.TrustDomainFromString(s.TrustDomain); err == nil {
-			snap.TrustDomain = td
+			snap.SVIDs = append(snap.SVIDs, workloadapi.X509SVID{ID: id, Chain: s.Credential.Chain, Key: s.Credential.Key})
+			if snap.Roots == nil {
+				snap.Roots, snap.JWTBundle, snap.TrustDomain = s.Roots, s.JWTBundle, id.TrustDomain()
+				if len(snap.Roots) == 0 {
+					snap.Roots = s.Credential.Roots
+				}
+			}
 		}
 		return snap, changed
+	}
+}
+
+// entitlement hands each identity to the processes its uids and gids name,
+// and an identity that names none to every local process.
+func entitlement(ids []agentIdentity, agents []*agent.Agent) func(workloadapi.Caller, spiffeid.ID) bool {
+	restricted := false
+	for _, id := range ids {
+		restricted = restricted || len(id.UIDs) > 0 || len(id.GIDs) > 0
+	}
+	if !restricted {
+		return nil
+	}
+	return func(c workloadapi.Caller, want spiffeid.ID) bool {
+		for i, ag := range agents {
+			s, _ := ag.State()
+			if s.Credential == nil || s.Credential.ID != want.String() {
+				continue
+			}
+			id := ids[i]
+			return (len(id.UIDs) == 0 && len(id.GIDs) == 0) || slices.Contains(id.UIDs, c.UID) || slices.Contains(id.GIDs, c.GID)
+		}
+		return false
 	}
 }
 
@@ -251,14 +340,15 @@ func mergeAgentConfig(file, flags agentConfig) agentConfig {
 	}
 	set(&file.Server, flags.Server)
 	set(&file.CAFile, flags.CAFile)
+	set(&file.Socket, flags.Socket)
+	set(&file.Metrics, flags.Metrics)
+	set(&file.BundleInterval, flags.BundleInterval)
+	set(&file.token, flags.token)
 	set(&file.TokenFile, flags.TokenFile)
 	set(&file.Out, flags.Out)
 	set(&file.Owner, flags.Owner)
 	set(&file.KeyType, flags.KeyType)
 	set(&file.TTL, flags.TTL)
-	set(&file.Socket, flags.Socket)
-	set(&file.Metrics, flags.Metrics)
-	set(&file.BundleInterval, flags.BundleInterval)
 	set(&file.Reload.PIDFile, flags.Reload.PIDFile)
 	set(&file.Reload.Signal, flags.Reload.Signal)
 	if len(flags.Reload.Command) > 0 {
@@ -267,9 +357,56 @@ func mergeAgentConfig(file, flags agentConfig) agentConfig {
 	return file
 }
 
-// agentOptions checks the config and turns it into the agent's Config
+// identities lists what the agent keeps fresh: the top-level identity, or
+// each entry of identities (which inherit the top level's key type and
+// TTL), with their tokens read.
+func (c agentConfig) identities() ([]agentIdentity, error) {
+	if c.Server == "" {
+		return nil, usageError("agent needs --server (or a --config that sets server)")
+	}
+	ids := c.Identities
+	if len(ids) == 0 {
+		ids = []agentIdentity{c.agentIdentity}
+	} else if c.Out != "" || c.token != "" || c.TokenFile != "" {
+		return nil, usageError("the config lists identities: give out and token_file in each, not at the top level or as flags")
+	}
+	for i := range ids {
+		id := &ids[i]
+		if id.Out == "" {
+			return nil, usageError("agent needs --out (or out in each identity of the config)")
+		}
+		if id.KeyType == "" {
+			id.KeyType = c.KeyType
+		}
+		if id.TTL == "" {
+			id.TTL = c.TTL
+		}
+		if id.token == "" && id.TokenFile != "" {
+			b, err := os.ReadFile(id.TokenFile)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("reading token: %w", err)
+			}
+			// A missing token file is fine once enrolled: the token is spent.
+			id.token = strings.TrimSpace(string(b))
+		}
+	}
+	return ids, nil
+}
+
+func (c agentConfig) bundleInterval() (time.Duration, error) {
+	if c.BundleInterval == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(c.BundleInterval)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("bundle interval %q is not a positive duration like 5m", c.BundleInterval)
+	}
+	return d, nil
+}
+
+// agentOptions checks one identity and turns it into the agent's Config
 // (without the server, token, logger and metrics, which need I/O).
-func (c agentConfig) agentOptions() (agent.Config, error) {
+func (c agentIdentity) agentOptions() (agent.Config, error) {
 	out := agent.Config{TTL: c.TTL, Files: agent.Files{Dir: c.Out, Key: c.Files.Key, Cert: c.Files.Cert,
 		Chain: c.Files.Chain, Fullchain: c.Files.Fullchain, Bundle: c.Files.Bundle, UID: -1, GID: -1}}
 	if c.KeyType != "" {
@@ -294,13 +431,6 @@ func (c agentConfig) agentOptions() (agent.Config, error) {
 			out.Files.GID = gid
 		}
 	}
-	if c.BundleInterval != "" {
-		d, err := time.ParseDuration(c.BundleInterval)
-		if err != nil || d <= 0 {
-			return out, fmt.Errorf("bundle interval %q is not a positive duration like 5m", c.BundleInterval)
-		}
-		out.BundleInterval = d
-	}
 	if len(c.Reload.Command) > 0 {
 		out.Hooks = append(out.Hooks, agent.CommandHook(c.Reload.Command))
 	}
@@ -316,21 +446,21 @@ func (c agentConfig) agentOptions() (agent.Config, error) {
 
 // agentRoots finds the anchors to trust the server with: --ca-file, else
 // the bundle the agent wrote before, else the root the token pins.
-func agentRoots(ctx context.Context, c agentConfig, files agent.Files, tok string) (*x509.CertPool, error) {
+func agentRoots(ctx context.Context, c agentConfig, id agentIdentity, files agent.Files) (*x509.CertPool, error) {
 	if c.CAFile != "" {
 		return loadPool(c.CAFile)
 	}
 	bundle := files.Bundle
 	if bundle == "" {
-		bundle = filepath.Join(c.Out, bundleFile)
+		bundle = filepath.Join(id.Out, bundleFile)
 	}
 	if fileExists(bundle) {
 		return loadPool(bundle)
 	}
-	if tok == "" {
+	if id.token == "" {
 		return nil, errors.New("no root to trust the server with: pass --ca-file, or --token for a first enrollment")
 	}
-	claims, err := token.Inspect(tok)
+	claims, err := token.Inspect(id.token)
 	if err != nil {
 		return nil, err
 	}

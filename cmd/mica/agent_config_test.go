@@ -24,14 +24,38 @@ reload:
 	if err != nil {
 		t.Fatal(err)
 	}
-	merged := mergeAgentConfig(file, agentConfig{Out: "/srv/creds"})
-	opts, err := merged.agentOptions()
+	merged := mergeAgentConfig(file, agentConfig{agentIdentity: agentIdentity{Out: "/srv/creds"}})
+	ids, err := merged.identities()
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("identities = %+v, %v", ids, err)
+	}
+	opts, err := ids[0].agentOptions()
 	if err != nil {
 		t.Fatal(err)
 	}
+	interval, err := merged.bundleInterval()
 	if merged.Server != "https://ca.internal:8443" || opts.Files.Dir != "/srv/creds" || opts.Files.UID != 101 || opts.Files.GID != 102 ||
-		opts.BundleInterval != time.Minute || len(opts.Hooks) != 1 {
+		interval != time.Minute || err != nil || len(opts.Hooks) != 1 {
 		t.Errorf("merged config = %+v, options = %+v", merged, opts)
+	}
+
+	if err := os.WriteFile(cfgPath, []byte(`server: https://ca.internal:8443
+ttl: 1h
+identities:
+  - {out: /srv/a, uids: [1000]}
+  - {out: /srv/b, gids: [33], ttl: 10m}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file, err = loadAgentConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err = file.identities(); err != nil || len(ids) != 2 || ids[0].TTL != "1h" || ids[1].TTL != "10m" || ids[0].UIDs[0] != 1000 {
+		t.Errorf("identities = %+v, %v", ids, err)
+	}
+	if _, err := mergeAgentConfig(file, agentConfig{agentIdentity: agentIdentity{Out: "/x"}}).identities(); err == nil {
+		t.Error("--out accepted next to a list of identities")
 	}
 
 	if err := os.WriteFile(cfgPath, []byte("server: x\nsocket_path: y\n"), 0o644); err != nil {
@@ -43,13 +67,15 @@ reload:
 
 	bad := []struct {
 		name string
-		cfg  agentConfig
+		cfg  agentIdentity
 	}{
-		{"owner not numeric", agentConfig{Owner: "nginx"}},
-		{"group not numeric", agentConfig{Owner: "101:www"}},
-		{"bundle interval", agentConfig{BundleInterval: "often"}},
-		{"key type", agentConfig{KeyType: "dsa"}},
-		{"signal", agentConfig{Reload: agentReload{PIDFile: "/run/x.pid", Signal: "KILL"}}},
+		{"owner not numeric", agentIdentity{Owner: "nginx"}},
+		{"group not numeric", agentIdentity{Owner: "101:www"}},
+		{"key type", agentIdentity{KeyType: "dsa"}},
+		{"signal", agentIdentity{Reload: agentReload{PIDFile: "/run/x.pid", Signal: "KILL"}}},
+	}
+	if _, err := (agentConfig{BundleInterval: "often"}).bundleInterval(); err == nil {
+		t.Error("bundle interval \"often\" accepted")
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

@@ -49,10 +49,19 @@ var agentReadyLine = regexp.MustCompile(`mica agent ready: identity (\S+), socke
 func (e *testEnv) startAgent(id, ttl string) *agentProc {
 	e.t.Helper()
 	tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", id, "--profile", "service"))
+	out := filepath.Join(e.t.TempDir(), "cred")
+	a := e.runAgent("--token", tok, "--out", out, "--ttl", ttl)
+	a.out = out
+	return a
+}
+
+// runAgent starts `mica agent` with args and waits until it is ready.
+func (e *testEnv) runAgent(args ...string) *agentProc {
+	e.t.Helper()
 	dir := e.t.TempDir()
-	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), out: filepath.Join(dir, "cred"), logs: &syncBuffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(micaBin, "agent", "--server", e.server.url, "--token", tok, "--out", a.out,
-		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--ttl", ttl, "--bundle-interval", "2s")
+	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: &syncBuffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(micaBin, append([]string{"agent", "--server", e.server.url,
+		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--bundle-interval", "2s"}, args...)...)
 	a.cmd.Stderr = a.logs
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
@@ -337,6 +346,43 @@ func TestAgent(t *testing.T) {
 
 	agentA.stop()
 	agentB.stop()
+
+	t.Run("IdentitiesByCallerUID", func(t *testing.T) {
+		dir := t.TempDir()
+		me := os.Getuid()
+		for _, name := range []string{"mine", "theirs"} {
+			tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", "spiffe://example.org/billing/"+name, "--profile", "service"))
+			if err := os.WriteFile(filepath.Join(dir, name+".token"), []byte(tok), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg := fmt.Sprintf(`ttl: 1h
+identities:
+  - out: %s
+    token_file: %s
+    uids: [%d]
+  - out: %s
+    token_file: %s
+    uids: [%d]
+`, filepath.Join(dir, "mine"), filepath.Join(dir, "mine.token"), me, filepath.Join(dir, "theirs"), filepath.Join(dir, "theirs.token"), me+1)
+		if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ag := e.runAgent("--config", filepath.Join(dir, "agent.yaml"))
+		svids, err := workloadapi.FetchX509SVIDs(ctx, ag.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(svids) != 1 || svids[0].ID.String() != "spiffe://example.org/billing/mine" {
+			t.Errorf("this uid got %d SVIDs (%v), want only billing/mine", len(svids), svids)
+		}
+		if _, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "db", Subject: spiffeid.RequireFromString("spiffe://example.org/billing/theirs")}, ag.addr()); err == nil {
+			t.Error("a JWT-SVID for another uid's identity was handed out")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "theirs", keyFile)); err != nil {
+			t.Errorf("the other identity was not enrolled and written: %v", err)
+		}
+	})
 
 	t.Run("ServerOutage", func(t *testing.T) {
 		ag := e.startAgent("spiffe://example.org/billing/outage", "20s")

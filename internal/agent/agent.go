@@ -66,6 +66,9 @@ type Config struct {
 	Rand    func() float64
 	Logger  *slog.Logger
 	Metrics *Metrics
+	// OnChange, when set, is called after every change of State, for
+	// callers that watch several agents at once.
+	OnChange func()
 }
 
 // Credential is one identity's key and certificates.
@@ -187,10 +190,13 @@ func (a *Agent) TLSCertificate() (*tls.Certificate, error) {
 
 func (a *Agent) update(f func(*State)) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	f(&a.state)
 	close(a.changed)
 	a.changed = make(chan struct{})
+	a.mu.Unlock()
+	if a.cfg.OnChange != nil {
+		a.cfg.OnChange()
+	}
 }
 
 // Start loads the credential from disk, or enrolls with the token when
