@@ -296,7 +296,7 @@ func workloadSnapshot(agents []*agent.Agent, changes *broadcast) func() (workloa
 
 // entitlement hands each identity to the processes its uids and gids name,
 // and an identity that names none to every local process.
-func entitlement(ids []agentIdentity, agents []*agent.Agent) func(workloadapi.Caller, spiffeid.ID) bool {
+func entitlement(ids []agentIdentity, agents []*agent.Agent) func(workloadapi.Caller, spiffeid.ID, bool) bool {
 	restricted := false
 	for _, id := range ids {
 		restricted = restricted || len(id.UIDs) > 0 || len(id.GIDs) > 0
@@ -304,14 +304,17 @@ func entitlement(ids []agentIdentity, agents []*agent.Agent) func(workloadapi.Ca
 	if !restricted {
 		return nil
 	}
-	return func(c workloadapi.Caller, want spiffeid.ID) bool {
+	return func(c workloadapi.Caller, want spiffeid.ID, known bool) bool {
 		for i, ag := range agents {
 			s, _ := ag.State()
 			if s.Credential == nil || s.Credential.ID != want.String() {
 				continue
 			}
 			id := ids[i]
-			return (len(id.UIDs) == 0 && len(id.GIDs) == 0) || slices.Contains(id.UIDs, c.UID) || slices.Contains(id.GIDs, c.GID)
+			if len(id.UIDs) == 0 && len(id.GIDs) == 0 {
+				return true
+			}
+			return known && (slices.Contains(id.UIDs, c.UID) || slices.Contains(id.GIDs, c.GID))
 		}
 		return false
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -26,6 +25,11 @@ type callerInfo struct {
 
 func (callerInfo) AuthType() string { return "unix-peercred" }
 
+// unknownCaller is the AuthInfo when the kernel could not say who called.
+type unknownCaller struct{ credentials.CommonAuthInfo }
+
+func (unknownCaller) AuthType() string { return "unix" }
+
 // peerCreds is a gRPC TransportCredentials for unix sockets that does no
 // handshake and only records who connected.
 type peerCreds struct{}
@@ -43,19 +47,19 @@ func (peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo,
 	if err != nil {
 		return nil, nil, fmt.Errorf("workloadapi: %w", err)
 	}
-	var cred *syscall.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil {
+	var c Caller
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { c, cerr = peerCaller(fd) }); err != nil {
 		return nil, nil, fmt.Errorf("workloadapi: %w", err)
 	}
-	if serr != nil {
-		return nil, nil, fmt.Errorf("workloadapi: reading the caller's credentials (SO_PEERCRED): %w", serr)
+	if cerr != nil {
+		// Serve anyway: callerOf then reports an unknown caller, who gets
+		// only the identities not restricted to uids or gids.
+		return conn, unknownCaller{}, nil
 	}
 	return conn, callerInfo{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity},
-		Caller:         Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid},
+		Caller:         c,
 	}, nil
 }
 
@@ -63,7 +67,7 @@ func (peerCreds) Info() credentials.ProtocolInfo {
 	return credentials.ProtocolInfo{SecurityProtocol: "unix-peercred"}
 }
 func (p peerCreds) Clone() credentials.TransportCredentials { return p }
-func (peerCreds) OverrideServerName(string) error          { return nil }
+func (peerCreds) OverrideServerName(string) error           { return nil }
 
 // callerOf returns the caller of a request; ok is false when the transport
 // did not say (then no identity restricted to callers is handed out).

@@ -55,9 +55,9 @@ type Config struct {
 	// FetchJWTSVID returns a JWT-SVID for id with the given audience.
 	FetchJWTSVID func(ctx context.Context, id spiffeid.ID, audience []string) (string, error)
 	// Entitled, when set, says whether the calling process (as the kernel
-	// reports it) may have identity id; nil hands every identity to every
-	// local caller.
-	Entitled func(c Caller, id spiffeid.ID) bool
+	// reports it; known is false where it cannot) may have identity id;
+	// nil hands every identity to every local caller.
+	Entitled func(c Caller, id spiffeid.ID, known bool) bool
 	Logger   *slog.Logger
 }
 
@@ -274,13 +274,10 @@ func (s *Server) visible(ctx context.Context, svids []X509SVID) []X509SVID {
 	if s.cfg.Entitled == nil {
 		return svids
 	}
-	c, ok := callerOf(ctx)
-	if !ok {
-		return nil
-	}
+	c, known := callerOf(ctx)
 	var out []X509SVID
 	for _, sv := range svids {
-		if s.cfg.Entitled(c, sv.ID) {
+		if s.cfg.Entitled(c, sv.ID, known) {
 			out = append(out, sv)
 		}
 	}

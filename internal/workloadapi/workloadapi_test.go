@@ -144,12 +144,14 @@ func TestEntitledByCaller(t *testing.T) {
 	me := uint32(os.Getuid())
 	tests := []struct {
 		name     string
-		entitled func(Caller, spiffeid.ID) bool
+		entitled func(Caller, spiffeid.ID, bool) bool
 		want     codes.Code
 	}{
 		{"everyone", nil, codes.OK},
-		{"this uid", func(c Caller, _ spiffeid.ID) bool { return c.UID == me && c.PID == int32(os.Getpid()) }, codes.OK},
-		{"another uid", func(c Caller, _ spiffeid.ID) bool { return c.UID == me+1 }, codes.PermissionDenied},
+		{"this uid", func(c Caller, _ spiffeid.ID, known bool) bool {
+			return known && c.UID == me && c.PID == int32(os.Getpid())
+		}, codes.OK},
+		{"another uid", func(c Caller, _ spiffeid.ID, known bool) bool { return known && c.UID == me+1 }, codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,10 +164,10 @@ func TestEntitledByCaller(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error)
 			ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- s.Serve(ctx, ln) }()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- s.Serve(ctx, ln) }()
 			defer func() { cancel(); <-done }()
 			fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
 			defer fcancel()
