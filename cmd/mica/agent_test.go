@@ -89,7 +89,12 @@ func (e *testEnv) runAgent(args ...string) *agentProc {
 		a.cmd.Process.Kill()
 		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
 	}
-	e.t.Cleanup(a.stop)
+	e.t.Cleanup(func() {
+		a.stop()
+		if e.t.Failed() {
+			e.t.Logf("agent %v log:\n%s", a.cmd.Args[1:], a.logs.String())
+		}
+	})
 	return a
 }
 
@@ -323,8 +328,9 @@ func TestAgent(t *testing.T) {
 				conn.Close()
 			}
 			if err != nil {
-				failed.Add(1)
-				t.Errorf("handshake or exchange failed: %v", err)
+				if failed.Add(1) <= 3 {
+					t.Errorf("handshake or exchange failed at %s: %v", time.Now().Format(time.RFC3339Nano), err)
+				}
 			} else {
 				ok.Add(1)
 			}
