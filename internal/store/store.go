@@ -62,6 +62,9 @@ const (
 	ActionTokenCreated    Action = "token.created"
 	ActionCACreated       Action = "ca.created"
 	ActionPolicyLoaded    Action = "policy.loaded"
+	// ActionAuthFailed aggregates failed authentications from one source
+	// over one minute, so that a flood of bad credentials cannot bloat the log.
+	ActionAuthFailed Action = "auth.failed"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -77,6 +80,13 @@ type Event struct {
 	Profile     string
 	Outcome     string // "ok", or the reason a request was refused
 	Detail      string // human-readable detail; never secrets or key material
+
+	// LeafIndex is the event's 0-based position in the audit log's Merkle
+	// tree, contiguous (unlike Seq, which may have gaps); LeafHash is its
+	// RFC 6962 leaf hash (package auditlog/leaf). Both are assigned by the
+	// store in the transaction that records the event.
+	LeafIndex int64
+	LeafHash  []byte
 }
 
 // Issuance is what RecordIssuance writes in one transaction.
@@ -110,7 +120,17 @@ type EventFilter struct {
 	AfterSeq int64 // events with Seq > AfterSeq
 	Action   Action
 	Identity string
-	Limit    int // 0 means 1000
+	Since    time.Time // events at or after this time; zero means any
+	Limit    int       // 0 means 1000
+}
+
+// Checkpoint is a signed statement of the audit log's size and root hash,
+// in the C2SP signed-note format (see package auditlog).
+type Checkpoint struct {
+	Size int64
+	Root []byte
+	Note []byte // the signed note, as served to witnesses
+	Time time.Time
 }
 
 var (
@@ -139,6 +159,22 @@ type Store interface {
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// Leaves returns up to limit (0 means 1000, at most 10000) events with
+	// LeafIndex >= start, in leaf order. LeafHashes is the same without the
+	// events' contents, for keeping a tree in memory.
+	Leaves(ctx context.Context, start int64, limit int) ([]Event, error)
+	LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error)
+	// EventBySeq reads one event (with its leaf index). ErrNotFound.
+	EventBySeq(ctx context.Context, seq int64) (Event, error)
+	// AddCheckpoint stores a checkpoint; storing one for a size already
+	// stored does nothing (servers sharing a database may race to sign).
+	AddCheckpoint(ctx context.Context, c Checkpoint) error
+	// LatestCheckpoint is the checkpoint with the largest size. ErrNotFound.
+	LatestCheckpoint(ctx context.Context) (Checkpoint, error)
+	// Checkpoints returns up to limit (0 means 1000) checkpoints with Size
+	// > afterSize, smallest first.
+	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
 
 	Close() error
 }

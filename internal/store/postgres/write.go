@@ -19,8 +19,18 @@ import (
 
 const eventValues = `$1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text`
 
-const insertEvent = `INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-VALUES (` + eventValues + `) RETURNING seq`
+// eventColumns and nextLeaf append the event's audit leaf: its index is
+// max+1, read in the statement's snapshot, which includes the rows this
+// batch wrote before; the batch's advisory lock keeps every other server
+// out until commit, so indexes are contiguous and never fork. The leaf
+// hash is the statement's last parameter.
+const (
+	eventColumns = `at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash`
+	nextLeaf     = `(SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events)`
+)
+
+const insertEvent = `INSERT INTO events (` + eventColumns + `)
+VALUES (` + eventValues + `, ` + nextLeaf + `, $11::bytea) RETURNING seq, leaf_index`
 
 // issueSQL writes one issuance unless its token was used before ($26 and
 // the conflict) or its serial or fingerprint is already recorded (dup).
@@ -37,10 +47,10 @@ const issueSQL = `WITH dup AS (
 	ON CONFLICT DO NOTHING
 	RETURNING jti
 ), ev AS (
-	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-	SELECT ` + eventValues + ` FROM dup
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $28::bytea FROM dup
 	WHERE NOT dup.d AND ($26::text IS NULL OR EXISTS (SELECT 1 FROM tok))
-	RETURNING seq
+	RETURNING seq, leaf_index
 ), cert AS (
 	INSERT INTO certificates (` + sqlrec.CertColumns + `)
 	SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, $18::bigint,
@@ -48,7 +58,7 @@ const issueSQL = `WITH dup AS (
 	FROM ev
 	RETURNING serial
 )
-SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev)`
+SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
 
 // revokeSQL revokes an active certificate and records the event; when
 // nothing was revoked, the status read from the statement's snapshot says
@@ -58,11 +68,11 @@ const revokeSQL = `WITH upd AS (
 	WHERE serial = $11::text AND status = 'active'
 	RETURNING serial
 ), ev AS (
-	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-	SELECT ` + eventValues + ` FROM upd
-	RETURNING seq
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $14::bytea FROM upd
+	RETURNING seq, leaf_index
 )
-SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text)`
+SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text), (SELECT leaf_index FROM ev)`
 
 func eventArgs(e *sqlrec.EventRow) []any {
 	return []any{e.At, e.Actor, e.Source, e.Action, e.Serial, e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail}
@@ -81,6 +91,7 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 		return err
 	}
 	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
 	iss.Certificate.Status = store.StatusActive
 	return nil
 }
@@ -95,7 +106,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -109,7 +120,7 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -146,11 +157,11 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 			} else {
 				args = append(args, nil, nil)
 			}
-			b.Queue(issueSQL, args...)
+			b.Queue(issueSQL, append(args, op.Event.LeafHash)...)
 		case sqlrec.KindEvent:
-			b.Queue(insertEvent, args...)
+			b.Queue(insertEvent, append(args, op.Event.LeafHash)...)
 		case sqlrec.KindRevoke:
-			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason)...)
+			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason, op.Event.LeafHash)...)
 		default:
 			return fmt.Errorf("postgres: unknown operation kind %d", op.Kind)
 		}
@@ -178,13 +189,13 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) erro
 		switch op.Kind {
 		case sqlrec.KindIssuance:
 			var used, dup bool
-			var seq *int64
-			if err := br.QueryRow().Scan(&used, &dup, &seq); err != nil {
+			var seq, leafIndex *int64
+			if err := br.QueryRow().Scan(&used, &dup, &seq, &leafIndex); err != nil {
 				return err
 			}
 			switch {
-			case seq != nil:
-				op.Seq = *seq
+			case seq != nil && leafIndex != nil:
+				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case op.Token != nil && (used || !dup):
 				// Used before this statement, or taken by a concurrent
 				// transaction that committed while we waited on the conflict.
@@ -193,18 +204,18 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) erro
 				it.Err = fmt.Errorf("postgres: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", op.Cert.Serial, op.Cert.Fingerprint)
 			}
 		case sqlrec.KindEvent:
-			if err := br.QueryRow().Scan(&op.Seq); err != nil {
+			if err := br.QueryRow().Scan(&op.Seq, &op.LeafIndex); err != nil {
 				return err
 			}
 		case sqlrec.KindRevoke:
-			var seq *int64
+			var seq, leafIndex *int64
 			var status *string
-			if err := br.QueryRow().Scan(&seq, &status); err != nil {
+			if err := br.QueryRow().Scan(&seq, &status, &leafIndex); err != nil {
 				return err
 			}
 			switch {
-			case seq != nil:
-				op.Seq = *seq
+			case seq != nil && leafIndex != nil:
+				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case status == nil:
 				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
 			default:

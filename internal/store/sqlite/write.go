@@ -14,7 +14,10 @@ import (
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status, nextLeaf *sql.Stmt
+
+	// leaf is the leaf index the next event of this batch gets.
+	leaf int64
 }
 
 func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -25,7 +28,8 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
 		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
-		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.nextLeaf, sqlrec.NextLeafIndex},
 		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
@@ -41,7 +45,7 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.certExists, w.useToken, w.unuseToken, w.insertEvent, w.insertCert, w.revoke, w.status} {
+	for _, st := range []*sql.Stmt{w.certExists, w.useToken, w.unuseToken, w.insertEvent, w.insertCert, w.revoke, w.status, w.nextLeaf} {
 		if st != nil {
 			st.Close()
 		}
@@ -61,6 +65,7 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 		return err
 	}
 	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
 	iss.Certificate.Status = store.StatusActive
 	return nil
 }
@@ -75,7 +80,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -89,7 +94,7 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -106,13 +111,18 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 		insertEvent: tx.StmtContext(ctx, s.stmts.insertEvent), insertCert: tx.StmtContext(ctx, s.stmts.insertCert),
 		revoke: tx.StmtContext(ctx, s.stmts.revoke), status: tx.StmtContext(ctx, s.stmts.status),
 	}
+	// The single writer connection serialises batches, so the next index
+	// read here stays ours until commit.
+	if err := tx.StmtContext(ctx, s.stmts.nextLeaf).QueryRowContext(ctx).Scan(&st.leaf); err != nil {
+		return fmt.Errorf("sqlite: read the next audit leaf index, nothing was committed: %w", err)
+	}
 	for _, it := range batch {
 		var err error
 		switch it.Op.Kind {
 		case sqlrec.KindIssuance:
 			err = st.issue(ctx, it)
 		case sqlrec.KindEvent:
-			it.Op.Seq, err = st.event(ctx, &it.Op.Event)
+			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
 		case sqlrec.KindRevoke:
 			err = st.revokeOne(ctx, it)
 		default:
@@ -164,24 +174,30 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 		it.Err = fmt.Errorf("sqlite: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", c.Serial, c.Fingerprint)
 		return nil
 	}
-	seq, err := w.event(ctx, &it.Op.Event)
+	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
 	if err != nil {
 		return err
 	}
-	it.Op.Seq = seq
+	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
 	_, err = w.insertCert.ExecContext(ctx, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile,
 		c.Requester, c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt,
 		c.Reason, c.RenewedFrom, c.DER, seq)
 	return err
 }
 
-func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (int64, error) {
+func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (seq, leafIndex int64, err error) {
 	res, err := w.insertEvent.ExecContext(ctx, e.At, e.Actor, e.Source, e.Action, e.Serial,
-		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail)
+		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail, w.leaf, e.LeafHash)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return res.LastInsertId()
+	if seq, err = res.LastInsertId(); err != nil {
+		return 0, 0, err
+	}
+	// Advance only after the insert: a failed item writes no event and
+	// takes no index, so the indexes stay contiguous.
+	w.leaf++
+	return seq, w.leaf - 1, nil
 }
 
 func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
@@ -207,6 +223,6 @@ func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.
 		it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
 		return nil
 	}
-	op.Seq, err = w.event(ctx, &op.Event)
+	op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
 	return err
 }

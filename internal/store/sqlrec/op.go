@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -32,8 +33,10 @@ type Op struct {
 	Reason    int
 	RevokedAt int64
 
-	// Seq is the result: the sequence number assigned to Event.
-	Seq int64
+	// Seq and LeafIndex are the results: the sequence number and the
+	// audit log position assigned to Event.
+	Seq       int64
+	LeafIndex int64
 }
 
 // CertRow is a certificates row.
@@ -47,10 +50,13 @@ type CertRow struct {
 	DER                                                                 []byte
 }
 
-// EventRow is an events row without its sequence number.
+// EventRow is an events row without its sequence number and leaf index.
 type EventRow struct {
 	At                                                                             int64
 	Actor, Source, Action, Serial, Fingerprint, Identity, Profile, Outcome, Detail string
+	// LeafHash is the audit leaf hash, computed here in the caller's
+	// goroutine so that the committer only writes it.
+	LeafHash []byte
 }
 
 // TokenRow is a used_tokens row.
@@ -160,5 +166,6 @@ func eventRow(ev *store.Event) (EventRow, error) {
 		At: Micros(ev.Time), Actor: ev.Actor, Source: ev.Source, Action: string(ev.Action),
 		Serial: ev.Serial, Fingerprint: ev.Fingerprint, Identity: ev.Identity,
 		Profile: ev.Profile, Outcome: ev.Outcome, Detail: ev.Detail,
+		LeafHash: leaf.Hash(ev),
 	}, nil
 }

@@ -125,6 +125,9 @@ func Events(f store.EventFilter, ph Placeholder) (Query, error) {
 	if f.Identity != "" {
 		b.cond("identity = %s", f.Identity)
 	}
+	if !f.Since.IsZero() {
+		b.cond("at >= %s", Micros(f.Since))
+	}
 	n, err := limit(f.Limit)
 	if err != nil {
 		return Query{}, err
@@ -132,3 +135,46 @@ func Events(f store.EventFilter, ph Placeholder) (Query, error) {
 	sql := "SELECT " + EventColumns + " FROM events" + b.where() + fmt.Sprintf(" ORDER BY seq LIMIT %d", n)
 	return Query{SQL: sql, Args: b.args}, nil
 }
+
+// Leaves selects events with leaf_index >= start, in leaf order.
+func Leaves(start int64, n int, ph Placeholder) (Query, error) {
+	return leafQuery(EventColumns, start, n, ph)
+}
+
+// LeafHashes selects leaf hashes from start, in leaf order.
+func LeafHashes(start int64, n int, ph Placeholder) (Query, error) {
+	return leafQuery("leaf_hash", start, n, ph)
+}
+
+func leafQuery(cols string, start int64, n int, ph Placeholder) (Query, error) {
+	if start < 0 {
+		return Query{}, fmt.Errorf("leaf index %d is negative", start)
+	}
+	n, err := limit(n)
+	if err != nil {
+		return Query{}, err
+	}
+	return Query{
+		SQL:  fmt.Sprintf("SELECT %s FROM events WHERE leaf_index >= %s ORDER BY leaf_index LIMIT %d", cols, ph(1), n),
+		Args: []any{start},
+	}, nil
+}
+
+// Checkpoints selects checkpoints with size > afterSize, smallest first.
+func Checkpoints(afterSize int64, n int, ph Placeholder) (Query, error) {
+	n, err := limit(n)
+	if err != nil {
+		return Query{}, err
+	}
+	return Query{
+		SQL:  fmt.Sprintf("SELECT %s FROM checkpoints WHERE size > %s ORDER BY size LIMIT %d", CheckpointColumns, ph(1), n),
+		Args: []any{afterSize},
+	}, nil
+}
+
+// LatestCheckpoint selects the largest checkpoint.
+const LatestCheckpoint = "SELECT " + CheckpointColumns + " FROM checkpoints ORDER BY size DESC LIMIT 1"
+
+// NextLeafIndex is the index the next leaf gets; run it inside the batch
+// transaction, under the engine's write serialisation.
+const NextLeafIndex = "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events"
