@@ -46,6 +46,9 @@ type CertificateResponse struct {
 	NotAfter    time.Time `json:"not_after"`
 	// EventSeq is the sequence number of the lifecycle event recorded with it.
 	EventSeq int64 `json:"event_seq"`
+	// LeafIndex is that event's position in the audit log; prove it with
+	// Client.AuditProof.
+	LeafIndex int64 `json:"leaf_index"`
 }
 
 // Certificate is an inventory record (GET /v1/certificates…).

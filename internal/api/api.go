@@ -67,6 +67,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/certificates/{serial}", s.getCertificate)
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.revoke)
 	mux.HandleFunc("GET /v1/server/stats", s.stats)
+	s.auditRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not Found", fmt.Sprintf("no endpoint %s %s: see the API reference in the README", r.Method, r.URL.Path))
 	})
@@ -292,7 +293,7 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority
 	if r.TLS != nil {
 		chain = r.TLS.PeerCertificates
 	}
-	p, err := s.cfg.Authority.Authenticate(r.Context(), chain)
+	p, err := s.cfg.Authority.AuthenticateFrom(r.Context(), chain, remoteAddr(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return p, false
@@ -386,6 +387,7 @@ func IssuedResponse(iss *authority.Issued) client.CertificateResponse {
 		Certificate: pemCert(iss.Certificate), Chain: chain.String(), Bundle: roots.String(),
 		Serial: iss.Record.Serial, Identity: iss.Record.Identity, Profile: iss.Record.Profile,
 		NotBefore: iss.Record.NotBefore, NotAfter: iss.Record.NotAfter, EventSeq: iss.Record.EventSeq,
+		LeafIndex: iss.LeafIndex,
 	}
 }
 

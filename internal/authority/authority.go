@@ -44,6 +44,11 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	// The audit log's reads (see audit.go).
+	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
+	EventBySeq(ctx context.Context, seq int64) (store.Event, error)
+	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error)
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -62,6 +67,12 @@ type Config struct {
 	Admins map[string]Role
 	Clock  func() time.Time
 	Logger *slog.Logger
+	// Audit answers checkpoints and proofs; optional (audit reads of
+	// checkpoints and proofs then fail as not configured).
+	Audit AuditLog
+	// AuthFailed, when set, is told of every failed authentication, so that
+	// failures can be aggregated into the audit log without one leaf each.
+	AuthFailed AuthFailedFunc
 }
 
 // Authority is the certificate lifecycle.
@@ -79,6 +90,8 @@ type Authority struct {
 	admins     map[string]Role
 	now        func() time.Time
 	log        *slog.Logger
+	audit      AuditLog
+	authFailed AuthFailedFunc
 }
 
 // New checks cfg and returns an Authority.
@@ -91,7 +104,7 @@ func New(cfg Config) (*Authority, error) {
 	a := &Authority{
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger,
+		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, audit: cfg.Audit, authFailed: cfg.AuthFailed,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -122,6 +135,8 @@ type Issued struct {
 	Chain       []*x509.Certificate // intermediates, leaf's issuer first
 	Roots       []*x509.Certificate
 	Record      store.Certificate
+	// LeafIndex is the issuance event's position in the audit log.
+	LeafIndex int64
 }
 
 // EnrollRequest is a first enrollment paid for with a one-time token.
@@ -137,12 +152,14 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	now := a.now()
 	claims, err := a.tokens.Verify(req.Token, now)
 	if err != nil {
-		// Not recorded: the caller is not authenticated, and recording
-		// unauthenticated noise would let anyone grow the log.
+		// Not recorded one by one: the caller is not authenticated, and
+		// a leaf per failure would let anyone grow the log. The AuthFailed
+		// hook aggregates them instead.
 		kind := KindTokenInvalid
 		if errors.Is(err, token.ErrExpired) || errors.Is(err, token.ErrNotYet) {
 			kind = KindTokenExpired
 		}
+		a.failedAuth(req.Source, kind.String())
 		return nil, newError(kind, err, "%v", err)
 	}
 	actor := "token:" + claims.ID
@@ -276,7 +293,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
 		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
 		slog.Time("not_after", rec.NotAfter))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, nil
+	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
 }
 
 // decide asks policy, translating its refusal into the authority's error.

@@ -59,6 +59,20 @@ type Principal struct {
 // the inventory. The TLS layer only requests the certificate; judging it here
 // gives every door the same rules and a specific error for each failure.
 func (a *Authority) Authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
+	return a.AuthenticateFrom(ctx, chain, netip.Addr{})
+}
+
+// AuthenticateFrom is Authenticate for a request from source, which is
+// named to the AuthFailed hook when authentication fails.
+func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	p, err := a.authenticate(ctx, chain)
+	if err != nil && KindOf(err) != KindInternal {
+		a.failedAuth(source, err.(*Error).Outcome())
+	}
+	return p, err
+}
+
+func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
 	if len(chain) == 0 {
 		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
 	}
