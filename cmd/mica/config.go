@@ -166,6 +166,7 @@ func (d dataPaths) config() string     { return filepath.Join(d.dir, configFileN
 func (d dataPaths) caDir() string      { return filepath.Join(d.dir, "ca") }
 func (d dataPaths) tokenKey() string   { return filepath.Join(d.dir, "token.key") }
 func (d dataPaths) adminDir() string   { return filepath.Join(d.dir, "admin") }
+func (d dataPaths) auditKey() string   { return filepath.Join(d.dir, "audit.key") }
 func (d dataPaths) database() string   { return filepath.Join(d.dir, "mica.db") }
 func (d dataPaths) passphrase() string { return filepath.Join(d.dir, devPassphraseFile) }
 func (d dataPaths) rootCert() string   { return filepath.Join(d.caDir(), "root.pem") }

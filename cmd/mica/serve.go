@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,15 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Sprintf("config %s sha256:%s, %d profiles", *configPath, configHash(cfgData), len(cfg.Profiles))); err != nil {
 		return err
 	}
+
+	// The audit loops stop with ctx and are waited for before the store
+	// closes, so the last checkpoint and failure counts are written.
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	loops.Go(func() { p.audit.Run(loopCtx) })
+	loops.Go(func() { p.failures.Run(loopCtx) })
 
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {

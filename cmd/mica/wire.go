@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/issuance"
@@ -30,6 +32,8 @@ type parts struct {
 	store     store.Store
 	authority *authority.Authority
 	minter    *token.Minter
+	audit     *auditlog.Log
+	failures  *auditlog.FailureCounter
 }
 
 func (p *parts) Close() error { return p.store.Close() }
@@ -95,17 +99,34 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	auditKey, err := ensureAuditKey(d, passphrase)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	signer, err := auditlog.NewSigner(auditOrigin(cfg.TrustDomain), auditKey)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	failures := auditlog.NewFailureCounter(st, nil, log)
 	auth, err := authority.New(authority.Config{
 		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log,
+		Audit: alog, AuthFailed: failures.Record,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter}, nil
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, audit: alog, failures: failures}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.
@@ -117,6 +138,33 @@ func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
 	ed, ok := k.(ed25519.PrivateKey)
 	if !ok {
 		return nil, fmt.Errorf("%s is not an Ed25519 key; token keys are Ed25519", d.tokenKey())
+	}
+	return ed, nil
+}
+
+// auditOrigin names the audit log in its checkpoints and its key.
+func auditOrigin(trustDomain string) string { return trustDomain + "/mica/audit" }
+
+// ensureAuditKey loads the Ed25519 key that signs audit checkpoints,
+// creating it (encrypted like the CA keys) in a data directory made before
+// the audit log existed.
+func ensureAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
+	if !fileExists(d.auditKey()) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if err := file.Write(d.auditKey(), priv, passphrase); err != nil {
+			return nil, err
+		}
+	}
+	k, err := file.Load(d.auditKey(), passphrase)
+	if err != nil {
+		return nil, err
+	}
+	ed, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%s is not an Ed25519 key; the audit log key is Ed25519", d.auditKey())
 	}
 	return ed, nil
 }
