@@ -155,7 +155,7 @@ func (l *Log) Run(ctx context.Context) error {
 }
 
 // Latest returns the latest checkpoint, signing one first if the log has
-// none yet or if it does not yet cover leaf atLeast (pass -1 for any).
+// none yet or if none covers leaf index covering (-1 accepts any).
 func (l *Log) Latest(ctx context.Context, covering int64) (store.Checkpoint, error) {
 	c, err := l.store.LatestCheckpoint(ctx)
 	if err == nil && c.Size > covering {
