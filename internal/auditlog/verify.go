@@ -42,7 +42,8 @@ type Verification struct {
 	lastGood int64        // size of the last checkpoint that matched
 	rng      *compact.Range
 	n        int64
-	prevSeq  int64
+	prevSeq  int64 // seq of leaf n-1
+	prev2Seq int64 // seq of leaf n-2
 	err      *TamperError
 }
 
@@ -57,7 +58,7 @@ type Result struct {
 // for any other signer) and prepares to verify. saved, if not nil, is a
 // checkpoint kept from earlier: the log must still extend it.
 func NewVerification(vkey string, checkpoints [][]byte, saved []byte) (*Verification, error) {
-	v := &Verification{savedAt: -1, rng: (&compact.RangeFactory{Hash: hasher.HashChildren}).NewEmptyRange(0), prevSeq: -1 << 62}
+	v := &Verification{savedAt: -1, rng: (&compact.RangeFactory{Hash: hasher.HashChildren}).NewEmptyRange(0), prevSeq: -1 << 62, prev2Seq: -1 << 62}
 	for _, data := range checkpoints {
 		c, err := OpenCheckpoint(data, vkey)
 		if err != nil {
@@ -100,9 +101,16 @@ func (v *Verification) Add(ev *store.Event) error {
 		return v.fail(v.n, 0, fmt.Sprintf("its contents (seq %d, %s %s) do not match its recorded leaf hash: the event was edited", ev.Seq, ev.Action, ev.Identity))
 	}
 	if ev.Seq <= v.prevSeq {
-		return v.fail(v.n, 0, fmt.Sprintf("event seq %d comes after seq %d: leaves were reordered", ev.Seq, v.prevSeq))
+		// Leaves are appended in seq order. If this one still fits after
+		// the leaf before the previous, it is the previous one that was
+		// moved here from later (a swap's first half); otherwise this one.
+		bad := v.n
+		if ev.Seq > v.prev2Seq {
+			bad = v.n - 1
+		}
+		return v.fail(bad, 0, fmt.Sprintf("leaf %d has event seq %d, leaf %d seq %d: leaves were reordered", v.n-1, v.prevSeq, v.n, ev.Seq))
 	}
-	v.prevSeq = ev.Seq
+	v.prev2Seq, v.prevSeq = v.prevSeq, ev.Seq
 	if err := v.rng.Append(h, nil); err != nil {
 		return fmt.Errorf("auditlog: %w", err)
 	}
