@@ -66,6 +66,7 @@ type testEnv struct {
 	admin   *client.Client
 	roots   *x509.CertPool
 	engine  string
+	dbURL   string // the PostgreSQL database, for tests that reach into it
 }
 
 func (e *testEnv) mica(args ...string) cmdResult { e.t.Helper(); return mica(e.t, e.env, args...) }
@@ -78,6 +79,7 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 	db := `""`
 	if engine == "postgres" {
 		db = pgCluster.Database(t)
+		e.dbURL = db
 	}
 	e.env = []string{"MICA_PASSPHRASE=" + testPassphrase, "MICA_DATA_DIR=" + e.dataDir}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
