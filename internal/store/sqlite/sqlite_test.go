@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/migrate"
 	"github.com/mica-pki/mica/internal/store/storetest"
@@ -171,4 +173,42 @@ func migrationCount(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(all)
+}
+
+// TestBackfillLeaves opens a database whose events predate the audit log
+// (no leaf index, no hash): they become leaves 0.. in seq order.
+func TestBackfillLeaves(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mica.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		ev := &store.Event{Time: time.Unix(int64(1000+i), 0), Actor: "system", Action: store.ActionPolicyLoaded, Outcome: "ok"}
+		if err := s.RecordEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.writer.ExecContext(ctx, "UPDATE events SET leaf_index = NULL, leaf_hash = NULL"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leaves, err := s.Leaves(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaves) != 5 {
+		t.Fatalf("%d leaves after backfill, want 5", len(leaves))
+	}
+	for i, ev := range leaves {
+		if ev.LeafIndex != int64(i) || !bytes.Equal(ev.LeafHash, leaf.Hash(&ev)) || (i > 0 && ev.Seq <= leaves[i-1].Seq) {
+			t.Errorf("leaf %d: index %d, seq %d, hash ok %v", i, ev.LeafIndex, ev.Seq, bytes.Equal(ev.LeafHash, leaf.Hash(&ev)))
+		}
+	}
 }
