@@ -144,14 +144,16 @@ func NormalizeDNS(name string) (string, error) {
 		if i == 0 && l == "*" && len(labels) > 1 {
 			continue
 		}
-		if !validLabel(l) {
+		if !ValidLabel(l) {
 			return "", fmt.Errorf("identity: %q is not a valid DNS name: label %q must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen", name, l)
 		}
 	}
 	return n, nil
 }
 
-func validLabel(l string) bool {
+// ValidLabel reports whether l is one DNS label as mica accepts it: 1 to 63
+// lower-case letters, digits or hyphens, not starting or ending with a hyphen.
+func ValidLabel(l string) bool {
 	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 		return false
 	}

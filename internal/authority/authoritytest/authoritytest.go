@@ -5,6 +5,7 @@ package authoritytest
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -117,10 +118,16 @@ func (f *Fixture) Issue(t testing.TB, id string) *authority.Issued {
 	return iss
 }
 
-// CSR makes a P-256 CSR (DER) naming uris, if any.
+// CSR makes a CSR (DER) for a fresh P-256 key, naming uris, if any.
 func CSR(t testing.TB, uris ...string) []byte {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return CSRWithKey(t, key, uris...)
+}
+
+// CSRWithKey makes a CSR (DER) signed by key, naming uris, if any.
+func CSRWithKey(t testing.TB, key crypto.Signer, uris ...string) []byte {
+	t.Helper()
 	tmpl := &x509.CertificateRequest{}
 	for _, u := range uris {
 		pu, err := url.Parse(u)
