@@ -26,7 +26,7 @@ const eventValues = `$1::bigint, $2::text, $3::text, $4::text, $5::text, $6::tex
 // hash is the statement's last parameter.
 const (
 	eventColumns = `at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash`
-	nextLeaf     = `(SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events)`
+	nextLeaf     = `(` + sqlrec.NextLeafIndexExpr + `)`
 )
 
 const insertEvent = `INSERT INTO events (` + eventColumns + `)

@@ -176,5 +176,12 @@ func Checkpoints(afterSize int64, n int, ph Placeholder) (Query, error) {
 const LatestCheckpoint = "SELECT " + CheckpointColumns + " FROM checkpoints ORDER BY size DESC LIMIT 1"
 
 // NextLeafIndex is the index the next leaf gets; run it inside the batch
-// transaction, under the engine's write serialisation.
-const NextLeafIndex = "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM events"
+// transaction, under the engine's write serialisation. It is written as
+// ORDER BY … LIMIT 1 rather than max()+1, which SQLite answers by scanning
+// the table once max is wrapped in an expression; this form reads one
+// entry at the end of the leaf_index index on both engines.
+const NextLeafIndex = "SELECT " + NextLeafIndexExpr
+
+// NextLeafIndexExpr is NextLeafIndex as a scalar expression, for use
+// inside an INSERT.
+const NextLeafIndexExpr = "COALESCE((SELECT leaf_index FROM events ORDER BY leaf_index DESC LIMIT 1) + 1, 0)"
