@@ -41,6 +41,9 @@ func Run(t *testing.T, open Opener) {
 		{"CloseDrainsQueue", testCloseDrains},
 		{"Cancellation", testCancellation},
 		{"ConcurrentIssuance", testConcurrentIssuance},
+		{"RevokeIdentity", testRevokeIdentity},
+		{"DenyAllow", testDenyAllow},
+		{"RevokedCertificates", testRevokedCertificates},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
