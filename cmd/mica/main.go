@@ -40,7 +40,12 @@ func commands() map[string]command {
 			"renew":   {summary: "renew over mTLS with the current certificate", run: runCertRenew},
 			"list":    {summary: "list the inventory (admins, operators, auditors)", run: runCertList},
 			"inspect": {summary: "show a certificate file or a serial in human terms", run: runCertInspect},
-			"revoke":  {summary: "revoke a certificate by serial", run: runCertRevoke},
+			"revoke":  {summary: "revoke a certificate by serial or fingerprint, or every certificate of an identity", run: runCertRevoke},
+		}},
+		"identity": {summary: "the deny list: identities that can be neither issued nor renewed", sub: map[string]command{
+			"deny":  {summary: "put an identity on the deny list", run: runIdentityDeny},
+			"allow": {summary: "take an identity off the deny list", run: runIdentityAllow},
+			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},

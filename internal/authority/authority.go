@@ -44,6 +44,12 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error)
+	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error)
+	Deny(ctx context.Context, identity string, ev *store.Event) error
+	Allow(ctx context.Context, identity string, ev *store.Event) error
+	IsDenied(ctx context.Context, identity string) (bool, error)
+	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -62,6 +68,11 @@ type Config struct {
 	Admins map[string]Role
 	Clock  func() time.Time
 	Logger *slog.Logger
+	// OnRevocation, when set, is called after a revocation or a deny list
+	// change has committed, so that the revocation outputs (CRL, OCSP, push
+	// feed) refresh at once instead of at their next scheduled pass. It
+	// must not block.
+	OnRevocation func()
 }
 
 // Authority is the certificate lifecycle.
@@ -79,6 +90,7 @@ type Authority struct {
 	admins     map[string]Role
 	now        func() time.Time
 	log        *slog.Logger
+	onRevoke   func()
 }
 
 // New checks cfg and returns an Authority.
@@ -91,7 +103,7 @@ func New(cfg Config) (*Authority, error) {
 	a := &Authority{
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger,
+		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -99,6 +111,9 @@ func New(cfg Config) (*Authority, error) {
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.onRevoke == nil {
+		a.onRevoke = func() {}
 	}
 	for _, r := range cfg.Roots {
 		a.rootPool.AddCert(r)
@@ -226,6 +241,12 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	dec, err := a.decide(in.req)
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
+	}
+	// Checked here, on the path every door shares, so that a denied
+	// identity gets nothing from any of them: not a first certificate, not
+	// a renewal, not an internal one.
+	if err := a.checkDenied(ctx, dec.Identity); err != nil {
+		return nil, a.refused(ctx, in.event, err)
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
