@@ -153,8 +153,13 @@ func (h *Hub) Load(ctx context.Context) error {
 // open stream is ended.
 func (h *Hub) Run(ctx context.Context) error {
 	defer close(h.done)
-	if err := h.Load(ctx); err != nil {
-		return err
+	h.mu.Lock()
+	ready := h.ready
+	h.mu.Unlock()
+	if !ready {
+		if err := h.Load(ctx); err != nil {
+			return err
+		}
 	}
 	if l, ok := h.cfg.Source.(Listener); ok {
 		go l.ListenRevocations(ctx, h.Changed)
