@@ -117,7 +117,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		OnRevocation: rel.fire,
-		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
+		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log,
