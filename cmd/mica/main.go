@@ -57,7 +57,9 @@ func commands() map[string]command {
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 		}},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
-			"issue": {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
+			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)

@@ -35,6 +35,7 @@ type parts struct {
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
+	data        dataPaths
 }
 
 func (p *parts) Close() error { return p.store.Close() }
@@ -126,7 +127,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel}, nil
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.
