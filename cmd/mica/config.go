@@ -159,6 +159,8 @@ trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
 # database: postgres://user@host/mica   # default: SQLite in the data directory
+# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
+# http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
 
 admins:
   %[2]s: admin

@@ -55,9 +55,8 @@ type Params struct {
 }
 
 var (
-	oidAKI        = asn1.ObjectIdentifier{2, 5, 29, 35}
-	oidCRLNumber  = asn1.ObjectIdentifier{2, 5, 29, 20}
-	oidReasonCode = asn1.ObjectIdentifier{2, 5, 29, 21}
+	oidAKI       = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidCRLNumber = asn1.ObjectIdentifier{2, 5, 29, 20}
 )
 
 // entryBytes is about what one entry takes: serial up to 20 bytes, a time,
@@ -187,7 +186,7 @@ func addEntry(b *cryptobyte.Builder, scratch *[]byte, e Entry) error {
 	buf = append(buf, s...)
 	buf = appendTime(buf, e.RevokedAt)
 	if e.Reason != 0 {
-		// crlEntryExtensions { Extension { reasonCode, OCTET STRING { ENUMERATED } } }
+		// crlEntryExtensions { Extension { reasonCode (2.5.29.21), OCTET STRING { ENUMERATED } } }
 		buf = append(buf, 0x30, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55, 0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01, byte(e.Reason))
 	}
 	buf[1] = byte(len(buf) - 2)
