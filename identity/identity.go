@@ -135,18 +135,25 @@ func NormalizeDNS(name string) (string, error) {
 		return "", fmt.Errorf("identity: %q is not a valid DNS name: empty or longer than 253 characters", name)
 	}
 	labels := strings.Split(n, ".")
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		// An all-numeric last label is no host name (RFC 1123 §2.1) and
+		// would read back as an IP address.
+		return "", fmt.Errorf("identity: %q is not a valid DNS name: its last label is all digits (write an IP address without a trailing dot)", name)
+	}
 	for i, l := range labels {
 		if i == 0 && l == "*" && len(labels) > 1 {
 			continue
 		}
-		if !validLabel(l) {
+		if !ValidLabel(l) {
 			return "", fmt.Errorf("identity: %q is not a valid DNS name: label %q must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen", name, l)
 		}
 	}
 	return n, nil
 }
 
-func validLabel(l string) bool {
+// ValidLabel reports whether l is one DNS label as mica accepts it: 1 to 63
+// lower-case letters, digits or hyphens, not starting or ending with a hyphen.
+func ValidLabel(l string) bool {
 	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 		return false
 	}

@@ -58,7 +58,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	keyType := fs.String("key-type", string(keys.Default), "subject key algorithm")
 	asJSON := fs.Bool("json", false, "print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "in-process: write a CPU profile of the measured run to this file")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *concurrency < 1 || *duration <= 0 {

@@ -96,7 +96,7 @@ func runBenchRevocation(ctx context.Context, env *cliEnv, args []string) error {
 	revocations := fs.Int("revocations", 50, "revocations to measure, one at a time")
 	db := fs.String("db", "", "postgres:// URL (default: SQLite in a temporary directory)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *subscribers < 1 || *revocations < 1 {
@@ -237,7 +237,7 @@ func runBenchOCSP(ctx context.Context, env *cliEnv, args []string) error {
 	nonce := fs.Bool("nonce", false, "send a nonce with every request (each answer is then signed for it)")
 	db := fs.String("db", "", "postgres:// URL (default: SQLite in a temporary directory)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *concurrency < 1 || *duration <= 0 || *n < 1 {

@@ -30,7 +30,7 @@ func runCARequestIntermediate(_ context.Context, env *cliEnv, args []string) err
 	td := fs.String("trust-domain", "example.org", "SPIFFE trust domain")
 	keyType := fs.String("key-type", string(keys.Default), "intermediate key algorithm")
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase that encrypts the intermediate key (or set MICA_PASSPHRASE)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	d := dataPaths{*dataDir}
@@ -61,7 +61,7 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 	td := fs.String("trust-domain", "example.org", "the only SPIFFE trust domain the intermediate may sign for (name constraint)")
 	validity := fs.Duration("validity", 0, "intermediate lifetime (default 1 year)")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *csrPath == "" || *out == "" {
@@ -111,7 +111,7 @@ func runCAImportIntermediate(_ context.Context, env *cliEnv, args []string) erro
 	dataDir := fs.String("data-dir", envOr(env, "MICA_DATA_DIR", "mica-data"), "server data directory")
 	certPath := fs.String("cert", "", "the signed intermediate certificate")
 	rootPath := fs.String("root", "", "the root certificate (copied into the data directory if it is not there yet)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *certPath == "" {

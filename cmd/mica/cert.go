@@ -45,7 +45,7 @@ func runCertIssue(ctx context.Context, env *cliEnv, args []string) error {
 	keyType := fs.String("key-type", string(keys.Default), "key algorithm: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072")
 	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
 	force := fs.Bool("force", false, "replace files already in --out")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *tokFile != "" {
@@ -154,7 +154,7 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one")
 	keyType := fs.String("key-type", "", "algorithm of the new key (default: the current key's)")
 	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if cf.cert == "" || cf.key == "" {
@@ -262,7 +262,7 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&f.ExpiringWithin, "expiring-within", "", "only certificates expiring within this long, e.g. 7d")
 	fs.IntVar(&f.Limit, "limit", 1000, "at most this many")
 	output := fs.String("output", "table", "table, json or csv")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *output != "table" && *output != "json" && *output != "csv" {
@@ -342,7 +342,7 @@ func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
 	reason := fs.String("reason", "", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …")
 	fp := fs.String("fingerprint", "", "revoke the certificate with this SHA-256 fingerprint (hex) instead of a serial")
 	ident := fs.String("identity", "", "revoke every live certificate of this identity, in one transaction")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	chosen := fs.NArg()
@@ -386,7 +386,7 @@ func runCertInspect(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "cert inspect")
 	var cf clientFlags
 	cf.register(fs, env, true)
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

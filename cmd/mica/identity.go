@@ -20,7 +20,7 @@ func runIdentityChange(ctx context.Context, env *cliEnv, args []string, verb str
 	var cf clientFlags
 	cf.register(fs, env, true)
 	reason := fs.String("reason", "", "why, for the audit record")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -47,7 +47,7 @@ func runIdentityList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "identity list")
 	var cf clientFlags
 	cf.register(fs, env, true)
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client(true)

@@ -41,7 +41,7 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	rootOnly := fs.Bool("root-only", false, "create only a root, for an offline root machine; sign intermediates with `mica ca sign-intermediate`")
 	adminName := fs.String("admin-name", "admin", "name of the first admin: spiffe://<trust domain>/mica/admin/<name>")
 	db := fs.String("db", "", "postgres:// URL (default: SQLite in the data directory)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	d := dataPaths{*dataDir}

@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/authority/authoritytest"
 	"github.com/mica-pki/mica/internal/keys/file"
 
 	"github.com/mica-pki/mica/internal/store/postgres/pgtest"
@@ -298,24 +298,6 @@ func (e *testEnv) testRenew(t *testing.T) {
 	}
 }
 
-// csrFor makes a CSR (DER) with key, naming uris if given.
-func csrFor(t *testing.T, key any, uris ...string) []byte {
-	t.Helper()
-	tmpl := &x509.CertificateRequest{}
-	for _, u := range uris {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
 func csrPEM(der []byte) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
@@ -362,10 +344,10 @@ func (e *testEnv) testRefusals(t *testing.T) {
 	}
 	now := time.Now()
 	usedToken := newToken("spiffe://example.org/billing/once", "service")
-	if _, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))}); err != nil {
+	if _, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))}); err != nil {
 		t.Fatal(err)
 	}
-	badSig := csrFor(t, p256)
+	badSig := authoritytest.CSRWithKey(t, p256)
 	badSig[len(badSig)-5] ^= 0xff
 
 	tests := []struct {
@@ -374,22 +356,22 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		want string // problem slug
 	}{
 		{"token replay", func() error {
-			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "token-replayed"},
 		{"expired token", func() error {
 			tok := e.mint(t, token.Claims{Identity: "spiffe://example.org/billing/late", Profile: "service",
 				IssuedAt: now.Add(-2 * time.Hour), Expiry: now.Add(-time.Hour)})
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "token-expired"},
 		{"forged token", func() error {
-			_, err := anon.Enroll(ctx, "eyJhbGciOiJFZERTQSJ9.e30.AAAA", client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, "eyJhbGciOiJFZERTQSJ9.e30.AAAA", client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "token-invalid"},
 		{"token for another identity", func() error {
 			tok := newToken("spiffe://example.org/billing/a", "service")
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256, "spiffe://example.org/billing/b"))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256, "spiffe://example.org/billing/b"))})
 			return err
 		}, "identity-mismatch"},
 		{"CSR signature does not match", func() error {
@@ -399,7 +381,7 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		}, "bad-csr"},
 		{"wildcard name", func() error {
 			tok := e.mint(t, token.Claims{Identity: "*.svc.example.org", Profile: "web", IssuedAt: now, Expiry: now.Add(time.Minute)})
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "wildcard-not-allowed"},
 		{"wildcard name at token creation", func() error {
@@ -408,22 +390,22 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		}, "wildcard-not-allowed"},
 		{"name outside the profile", func() error {
 			tok := e.mint(t, token.Claims{Identity: "spiffe://example.org/payments/api", Profile: "service", IssuedAt: now, Expiry: now.Add(time.Minute)})
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "identity-not-allowed"},
 		{"RSA-1024 key", func() error {
 			tok := newToken("spiffe://example.org/billing/weak", "service")
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, rsa1024))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, rsa1024))})
 			return err
 		}, "key-not-allowed"},
 		{"TTL over the maximum", func() error {
 			tok := newToken("spiffe://example.org/billing/long", "service")
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256)), TTL: "48h"})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256)), TTL: "48h"})
 			return err
 		}, "ttl-too-long"},
 		{"CEL rule says no", func() error {
 			tok := e.mint(t, token.Claims{Identity: "spiffe://example.org/billing/forbidden", Profile: "service", IssuedAt: now, Expiry: now.Add(time.Minute)})
-			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, tok, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "rule-denied"},
 		{"malformed body", func() error { return rawPost(e, "/v1/certificates", "Bearer x", []byte(`{"csr": 12`)) }, "malformed-body"},
@@ -432,7 +414,7 @@ func (e *testEnv) testRefusals(t *testing.T) {
 			return rawPost(e, "/v1/certificates", "Bearer x", []byte(`{"csr":"`+strings.Repeat("A", 70<<10)+`"}`))
 		}, "body-too-large"},
 		{"no token", func() error {
-			_, err := anon.Enroll(ctx, "", client.CertificateRequest{CSR: csrPEM(csrFor(t, p256))})
+			_, err := anon.Enroll(ctx, "", client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
 			return err
 		}, "token-missing"},
 		{"token creation without credential", func() error {

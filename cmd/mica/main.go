@@ -156,10 +156,13 @@ func usage(w io.Writer, path string, cmds map[string]command) {
 	fmt.Fprintf(w, "\nrun `%s <command> --help` for its flags\n", path)
 }
 
-// newFlags makes a flag set that reports errors instead of exiting.
-func newFlags(env *cliEnv, name string) *flag.FlagSet {
+// newFlags makes a flag set that reports errors instead of exiting. The flag
+// package's own printing is silenced: an error becomes the CLI's one line,
+// and --help prints the flags.
+func newFlags(_ *cliEnv, name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	return fs
 }
 
@@ -167,15 +170,18 @@ func newFlags(env *cliEnv, name string) *flag.FlagSet {
 // come before or after positional arguments (`mica cert revoke SERIAL
 // --reason superseded`), as people type them; after "--" everything is
 // positional.
-func parse(fs *flag.FlagSet, args []string) error {
+func parse(env *cliEnv, fs *flag.FlagSet, args []string) error {
 	var positional []string
 	for {
 		rest := args
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(env.stderr, "usage: mica %s [flags]\n\nflags:\n", fs.Name())
+				fs.SetOutput(env.stderr)
+				fs.PrintDefaults()
 				return err
 			}
-			return fmt.Errorf("%s: %v: %w", fs.Name(), err, errUsage)
+			return fmt.Errorf("%s: %v (run `mica %s --help` for its flags): %w", fs.Name(), err, fs.Name(), errUsage)
 		}
 		args = fs.Args()
 		if len(args) == 0 {

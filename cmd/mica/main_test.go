@@ -232,3 +232,7 @@ func startTLSServerProcess(t *testing.T, dir string) string {
 	}
 	return strings.TrimSpace(line)
 }
+
+func tlsConfigFor(roots *x509.CertPool) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}
+}

@@ -11,7 +11,7 @@ import (
 
 func runPolicyCheck(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "policy check")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -37,7 +37,7 @@ func runPolicyCheck(_ context.Context, env *cliEnv, args []string) error {
 func runPolicyTest(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "policy test")
 	config := fs.String("config", "", "config file whose profiles are tested")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *config == "" || fs.NArg() != 1 {

@@ -31,7 +31,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	passFile := fs.String("passphrase-file", "", "file holding the CA key passphrase (or set MICA_PASSPHRASE)")
 	dev := fs.Bool("dev", false, "first try: initialise the data directory if needed (passphrase kept in it) and serve")
 	logFormat := fs.String("log-format", "text", "text or json")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	tuneGC(env)

@@ -22,7 +22,7 @@ func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
 	profile := fs.String("profile", "", "profile the certificate is issued under")
 	ttl := fs.String("ttl", "10m", "how long the token stays usable (at most 24h)")
 	cidr := fs.String("cidr", "", "only accept the token from this source network, e.g. 10.1.0.0/16")
-	if err := parse(fs, args); err != nil {
+	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	if *id == "" || *profile == "" {

@@ -160,20 +160,9 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusUnauthorized, "token-missing", "Token Missing", "enrollment needs a one-time token in the Authorization: Bearer header: get one with `mica token create`")
 		return
 	}
-	var req client.CertificateRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	csr, ttl, ok := parseCertificateRequest(w, req)
-	if !ok {
-		return
-	}
-	iss, err := s.cfg.Authority.Enroll(r.Context(), authority.EnrollRequest{Token: raw, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, IssuedResponse(iss))
+	s.issue(w, r, func(csr []byte, ttl time.Duration) (*authority.Issued, error) {
+		return s.cfg.Authority.Enroll(r.Context(), authority.EnrollRequest{Token: raw, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	})
 }
 
 func (s *server) renew(w http.ResponseWriter, r *http.Request) {
@@ -181,6 +170,14 @@ func (s *server) renew(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.issue(w, r, func(csr []byte, ttl time.Duration) (*authority.Issued, error) {
+		return s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	})
+}
+
+// issue is the shared body of enroll and renew: read the CSR and TTL, ask
+// the authority through call, answer with the certificate.
+func (s *server) issue(w http.ResponseWriter, r *http.Request, call func(csr []byte, ttl time.Duration) (*authority.Issued, error)) {
 	var req client.CertificateRequest
 	if !decode(w, r, &req) {
 		return
@@ -189,7 +186,7 @@ func (s *server) renew(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	iss, err := s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	iss, err := call(csr, ttl)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/mica-pki/mica/identity"
+
 	"errors"
 	"fmt"
 	"net/netip"
@@ -94,7 +96,7 @@ func parseDNSPattern(p string) (dnsPattern, error) {
 		case l == "*":
 		case strings.Contains(l, "*"):
 			return dnsPattern{}, fmt.Errorf("label %q mixes * with other characters: * must be a whole label (it matches exactly one)", l)
-		case !validLabel(l):
+		case !identity.ValidLabel(l):
 			return dnsPattern{}, fmt.Errorf("label %q must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen", l)
 		default:
 			fixed = true
@@ -123,20 +125,6 @@ func (d *dnsPattern) match(name string) bool {
 			return false // the name has more, or fewer, labels than the pattern
 		}
 		rest = tail
-	}
-	return true
-}
-
-// validLabel is the host-name label syntax identity.NormalizeDNS accepts.
-func validLabel(l string) bool {
-	if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(l); i++ {
-		c := l[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
 	}
 	return true
 }

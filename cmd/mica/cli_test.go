@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestOfflineRoot walks the offline-root flow with the real binary: the root
+// key stays in one directory, the server's in another, and the server issues
+// certificates that chain to the offline root.
+func TestOfflineRoot(t *testing.T) {
+	rootDir, serverDir := filepath.Join(t.TempDir(), "root"), filepath.Join(t.TempDir(), "server")
+	env := []string{"MICA_PASSPHRASE=" + testPassphrase}
+	micaOK(t, env, "init", "--root-only", "--data-dir", rootDir, "--trust-domain", "corp.example")
+	micaOK(t, env, "ca", "request-intermediate", "--data-dir", serverDir, "--trust-domain", "corp.example")
+	csr := filepath.Join(serverDir, "ca", "intermediate.csr")
+	signed := filepath.Join(t.TempDir(), "intermediate.pem")
+	micaOK(t, env, "ca", "sign-intermediate", "--data-dir", rootDir, "--csr", csr, "--out", signed, "--trust-domain", "corp.example")
+	micaOK(t, env, "ca", "import-intermediate", "--data-dir", serverDir, "--cert", signed, "--root", filepath.Join(rootDir, "ca", "root.pem"))
+	micaOK(t, env, "init", "--data-dir", serverDir)
+	if fileExists(filepath.Join(serverDir, "ca", "root.key")) {
+		t.Fatal("the root key reached the server's data directory")
+	}
+	srv := startServe(t, append(env, "MICA_DATA_DIR="+serverDir))
+	env = append(env, "MICA_DATA_DIR="+serverDir, "MICA_SERVER="+srv.url)
+	tok := strings.TrimSpace(micaOK(t, env, "token", "create", "--identity", "spiffe://corp.example/billing/api", "--profile", "service"))
+	out := filepath.Join(t.TempDir(), "cred")
+	micaOK(t, env, "cert", "issue", "--token", tok, "--out", out)
+	res, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(rootDir, "ca", "root.pem"),
+		"-untrusted", filepath.Join(out, chainFile), filepath.Join(out, certFile)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("certificate from the imported intermediate does not verify against the offline root: %v\n%s", err, res)
+	}
+	// The intermediate's name constraint holds: another trust domain is refused.
+	r := mica(t, env, "token", "create", "--identity", "spiffe://other.example/x", "--profile", "service")
+	if r.code != 1 {
+		t.Fatalf("token for another trust domain: exit %d, %s", r.code, r.stderr)
+	}
+}
+
+func TestServeDevAndHealth(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	srv := startServe(t, []string{"MICA_DATA_DIR=" + dir}, "--dev")
+	if !strings.Contains(srv.logs.String(), "token create") {
+		t.Errorf("serve --dev does not print the next command:\n%s", srv.logs.String())
+	}
+	fi, err := os.Stat(filepath.Join(dir, devPassphraseFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("dev passphrase file: %v, mode %v", err, fi.Mode().Perm())
+	}
+	roots, err := loadPool(filepath.Join(dir, "ca", "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfigFor(roots)}}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		resp, err := hc.Get(srv.url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	// The commands it prints work as printed (with the built binary).
+	env := []string{"MICA_DATA_DIR=" + dir, "MICA_SERVER=" + srv.url}
+	tok := strings.TrimSpace(micaOK(t, env, "token", "create", "--identity", "spiffe://example.org/demo/api", "--profile", "service"))
+	micaOK(t, env, "cert", "issue", "--token", tok, "--out", filepath.Join(t.TempDir(), "demo"))
+	// A second --dev start reuses the data directory.
+	srv.stop(t, syscall.SIGTERM)
+	startServe(t, []string{"MICA_DATA_DIR=" + dir}, "--dev")
+}
+
+func TestPolicyCommands(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "mica.yaml")
+	os.WriteFile(cfg, []byte(strings.Replace(testConfig, "%DB%", `""`, 1)), 0o644)
+	out := micaOK(t, nil, "policy", "check", cfg)
+	if !strings.Contains(out, "ok (") || !strings.Contains(out, "service") {
+		t.Errorf("policy check output:\n%s", out)
+	}
+	cases := filepath.Join(t.TempDir(), "cases.yaml")
+	os.WriteFile(cases, []byte(`cases:
+  - name: billing allowed
+    request: {profile: service, spiffe_id: spiffe://example.org/billing/api}
+    want: allow
+  - name: rsa-1024 refused
+    request: {profile: service, spiffe_id: spiffe://example.org/billing/api, key: rsa-1024}
+    want: deny
+    reason: key-not-allowed
+`), 0o644)
+	out = micaOK(t, nil, "policy", "test", "--config", cfg, cases)
+	if !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("policy test output:\n%s", out)
+	}
+	os.WriteFile(cases, []byte(`cases:
+  - name: wrongly expected
+    request: {profile: service, spiffe_id: spiffe://example.org/payments/api}
+    want: allow
+`), 0o644)
+	if r := mica(t, nil, "policy", "test", "--config", cfg, cases); r.code != 1 || !strings.Contains(r.stdout, "FAIL") {
+		t.Errorf("a failing case: exit %d\n%s", r.code, r.stdout)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("trust_domain: example.org\nprofiles:\n  service:\n    spife: [\"/x\"]\n"), 0o644)
+	r := mica(t, nil, "policy", "check", bad)
+	if r.code != 1 || !strings.Contains(r.stderr, "spife") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("typo in config: exit %d, stderr %q; want exit 1 and one line naming the field", r.code, r.stderr)
+	}
+}
+
+func TestBenchIssueRuns(t *testing.T) {
+	out := micaOK(t, nil, "bench", "issue", "--concurrency", "4", "--duration", "1s", "--warmup", "0", "--json")
+	var res benchResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bench --json output is not JSON: %v\n%s", err, out)
+	}
+	if res.Issued == 0 || res.Errors != 0 || res.P99Ms < res.P50Ms || res.PeakRSSBytes == 0 {
+		t.Fatalf("bench result %+v", res)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"nope"}, {"cert", "issue"}, {"cert", "list", "--bogus"}, {"init", "--data-dir", t.TempDir()}} {
+		r := mica(t, []string{"MICA_PASSPHRASE="}, args...)
+		if r.code != 2 || !strings.HasPrefix(r.stderr, "mica: ") && !strings.Contains(r.stderr, "usage") {
+			t.Errorf("mica %v: exit %d, stderr %q; want exit 2 with a usage message", args, r.code, r.stderr)
+		}
+	}
+}
