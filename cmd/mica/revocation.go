@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,10 +93,17 @@ func (r *revocationOutputs) run(ctx context.Context, cancel context.CancelCauseF
 func (r *revocationOutputs) handler(p *parts) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+crl.Path(p.hierarchy.Intermediate), r.crl.Handler())
-	mux.Handle(ocspPath, r.ocsp.Handler())
-	mux.Handle(ocspPath+"/", r.ocsp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	return mux
+	ocspHandler := r.ocsp.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// OCSP bypasses the mux: a base64 GET request may contain "//",
+		// which ServeMux would answer with a redirect to a cleaned path.
+		if req.URL.Path == ocspPath || strings.HasPrefix(req.URL.Path, ocspPath+"/") {
+			ocspHandler.ServeHTTP(w, req)
+			return
+		}
+		mux.ServeHTTP(w, req)
+	})
 }
 
 // serveHTTP starts the plain-HTTP listener, or nothing for "off".

@@ -87,6 +87,12 @@ func (e *testEnv) testRevocationOpenSSL(t *testing.T) {
 	if out := ocsp(); !strings.Contains(out, ": good") {
 		t.Fatalf("before revocation: %s", out)
 	}
+	// A GET whose base64 holds "//" must reach the responder, not be
+	// redirected by path cleaning: it answers (malformedRequest), 200.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noRedirect.Get(e.server.httpURL + "/ocsp/MA//AA=="); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/ocsp-response" {
+		t.Errorf("GET with // in the request: %v %v", err, resp)
+	}
 	e.micaOK("cert", "revoke", serial, "--reason", "keyCompromise")
 	for _, nonce := range [][]string{nil, {"-no_nonce"}} { // signed per request, and from the cache
 		if out := ocsp(nonce...); !strings.Contains(out, ": revoked") || !strings.Contains(out, "keyCompromise") {
