@@ -164,6 +164,13 @@ func TestIntegration(t *testing.T) {
 			run("Inventory", e.testInventory)
 			run("DurableBeforeResponse", e.testDurable)
 			run("NoSecretsInLogs", e.testNoSecretsInLogs)
+			run("RevocationWithOpenSSL", e.testRevocationOpenSSL)
+			run("RevokeVariants", e.testRevokeVariants)
+			run("DenyList", e.testDenyList)
+			run("FeedResumes", e.testFeedResumes)
+			if engine == "postgres" {
+				run("FeedAcrossServers", e.testFeedAcrossServers)
+			}
 		})
 	}
 }

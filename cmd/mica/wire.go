@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/policy"
@@ -34,9 +36,25 @@ type parts struct {
 	minter    *token.Minter
 	audit     *auditlog.Log
 	failures  *auditlog.FailureCounter
+	// revocations relays the authority's "a revocation committed" to the
+	// revocation outputs, which serve wires after the authority exists.
+	revocations *relay
+	data        dataPaths
 }
 
 func (p *parts) Close() error { return p.store.Close() }
+
+// relay is a hook set after construction: the authority needs it at New,
+// the feed that answers it is made later, and only by serve.
+type relay struct{ fn atomic.Pointer[func()] }
+
+func (r *relay) set(fn func()) { r.fn.Store(&fn) }
+
+func (r *relay) fire() {
+	if fn := r.fn.Load(); fn != nil {
+		(*fn)()
+	}
+}
 
 // openStore opens the configured engine: PostgreSQL for a postgres:// URL,
 // otherwise the embedded SQLite file in the data directory.
@@ -88,7 +106,9 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey})
+	// Every certificate says where its revocation status is published.
+	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
+		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +135,10 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	failures := auditlog.NewFailureCounter(st, nil, log)
+	rel := &relay{}
 	auth, err := authority.New(authority.Config{
-		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
+		OnRevocation: rel.fire,
+		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log,
@@ -126,7 +148,8 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, audit: alog, failures: failures}, nil
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+		audit: alog, failures: failures}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.

@@ -49,6 +49,12 @@ type Store interface {
 	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
 	EventBySeq(ctx context.Context, seq int64) (store.Event, error)
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error)
+	CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error)
+	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error)
+	Deny(ctx context.Context, identity string, ev *store.Event) error
+	Allow(ctx context.Context, identity string, ev *store.Event) error
+	IsDenied(ctx context.Context, identity string) (bool, error)
+	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -73,6 +79,11 @@ type Config struct {
 	// AuthFailed, when set, is told of every failed authentication, so that
 	// failures can be aggregated into the audit log without one leaf each.
 	AuthFailed AuthFailedFunc
+	// OnRevocation, when set, is called after a revocation or a deny list
+	// change has committed, so that the revocation outputs (CRL, OCSP, push
+	// feed) refresh at once instead of at their next scheduled pass. It
+	// must not block.
+	OnRevocation func()
 }
 
 // Authority is the certificate lifecycle.
@@ -92,6 +103,7 @@ type Authority struct {
 	log        *slog.Logger
 	audit      AuditLog
 	authFailed AuthFailedFunc
+	onRevoke   func()
 }
 
 // New checks cfg and returns an Authority.
@@ -104,7 +116,8 @@ func New(cfg Config) (*Authority, error) {
 	a := &Authority{
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, audit: cfg.Audit, authFailed: cfg.AuthFailed,
+		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
+		audit: cfg.Audit, authFailed: cfg.AuthFailed,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -112,6 +125,9 @@ func New(cfg Config) (*Authority, error) {
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.onRevoke == nil {
+		a.onRevoke = func() {}
 	}
 	for _, r := range cfg.Roots {
 		a.rootPool.AddCert(r)
@@ -243,6 +259,12 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	dec, err := a.decide(in.req)
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
+	}
+	// Checked here, on the path every door shares, so that a denied
+	// identity gets nothing from any of them: not a first certificate, not
+	// a renewal, not an internal one.
+	if err := a.checkDenied(ctx, dec.Identity); err != nil {
+		return nil, a.refused(ctx, in.event, err)
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)

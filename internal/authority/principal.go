@@ -254,8 +254,8 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 			return store.Certificate{}, err
 		}
 	}
-	if reason < 0 || reason > 10 || reason == 7 {
-		return store.Certificate{}, newError(KindInvalid, nil, "revocation reason %d is not an RFC 5280 CRLReason code", reason)
+	if err := checkReason(reason); err != nil {
+		return store.Certificate{}, err
 	}
 	now := a.now()
 	ev := store.Event{Time: now, Actor: p.Name, Source: addrString(source), Action: store.ActionCertRevoked,
@@ -273,6 +273,7 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 	case err != nil:
 		return rec, newError(KindInternal, err, "could not revoke: %v", err)
 	}
+	a.onRevoke()
 	rec.Status, rec.RevokedAt, rec.RevocationReason = store.StatusRevoked, now, reason
 	return rec, nil
 }

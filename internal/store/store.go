@@ -65,6 +65,10 @@ const (
 	// ActionAuthFailed aggregates failed authentications from one source
 	// over one minute, so that a flood of bad credentials cannot bloat the log.
 	ActionAuthFailed Action = "auth.failed"
+	// ActionIdentityDenied and ActionIdentityAllowed put an identity on the
+	// deny list and take it off again.
+	ActionIdentityDenied  Action = "identity.denied"
+	ActionIdentityAllowed Action = "identity.allowed"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -119,6 +123,9 @@ type Filter struct {
 type EventFilter struct {
 	AfterSeq int64 // events with Seq > AfterSeq
 	Action   Action
+	// Actions, when set, selects events with any of these actions (and
+	// Action, if also set, is one more).
+	Actions  []Action
 	Identity string
 	Since    time.Time // events at or after this time; zero means any
 	Limit    int       // 0 means 1000
@@ -140,7 +147,30 @@ var (
 	ErrTokenUsed = errors.New("store: token already used")
 	// ErrAlreadyRevoked is returned by Revoke for a certificate revoked before.
 	ErrAlreadyRevoked = errors.New("store: certificate already revoked")
+	// ErrAlreadyDenied is returned by Deny for an identity denied before.
+	ErrAlreadyDenied = errors.New("store: identity already denied")
 )
+
+// Denial is one entry of the deny list: an identity that may be neither
+// issued nor renewed.
+type Denial struct {
+	Identity string
+	Time     time.Time
+	Actor    string
+	Detail   string
+	EventSeq int64
+}
+
+// Revoked is a revoked certificate as the revocation outputs (CRL, OCSP,
+// feed) need it.
+type Revoked struct {
+	Serial    string
+	Identity  string
+	Issuer    string
+	RevokedAt time.Time
+	Reason    int
+	NotAfter  time.Time
+}
 
 // Store is what every engine provides. All methods are safe for concurrent use.
 type Store interface {
@@ -153,6 +183,28 @@ type Store interface {
 	// Revoke marks an active certificate revoked and records ev in the same
 	// transaction. ErrNotFound, ErrAlreadyRevoked.
 	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *Event) error
+	// RevokeIdentity revokes every certificate of identity that is active
+	// and unexpired at at, in one transaction, recording one event per
+	// certificate (ev with Serial, Fingerprint and Profile filled in). It
+	// returns those events with their Seq; none when there was nothing to
+	// revoke.
+	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev Event) ([]Event, error)
+	// Deny puts identity on the deny list and records ev in the same
+	// transaction. ErrAlreadyDenied.
+	Deny(ctx context.Context, identity string, ev *Event) error
+	// Allow takes identity off the deny list and records ev in the same
+	// transaction. ErrNotFound when it was not denied.
+	Allow(ctx context.Context, identity string, ev *Event) error
+	// IsDenied reports whether identity is on the deny list.
+	IsDenied(ctx context.Context, identity string) (bool, error)
+	// DeniedIdentities lists the deny list.
+	DeniedIdentities(ctx context.Context) ([]Denial, error)
+	// RevokedCertificates calls fn for every revoked certificate of issuer
+	// (every issuer when empty) that has not expired at validAt, streaming
+	// so that a million entries need no million-element slice.
+	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(Revoked) error) error
+	// LastEventSeq is the highest event sequence number committed, 0 if none.
+	LastEventSeq(ctx context.Context) (int64, error)
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)

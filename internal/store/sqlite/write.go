@@ -14,10 +14,16 @@ import (
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status, nextLeaf *sql.Stmt
+	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf        *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
+}
+
+func (w *writeStmts) all() []**sql.Stmt {
+	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.revoke, &w.status,
+		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
 func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -33,6 +39,10 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
+		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
+		{&w.insertDenial, "INSERT INTO denied_identities (identity, at, actor, detail, event_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"},
+		{&w.deleteDenial, "DELETE FROM denied_identities WHERE identity = ?"},
+		{&w.denialExists, "SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"},
 	} {
 		st, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -45,9 +55,9 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.certExists, w.useToken, w.unuseToken, w.insertEvent, w.insertCert, w.revoke, w.status, w.nextLeaf} {
-		if st != nil {
-			st.Close()
+	for _, st := range w.all() {
+		if *st != nil {
+			(*st).Close()
 		}
 	}
 }
@@ -105,15 +115,14 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 		return fmt.Errorf("sqlite: begin batch: %w", err)
 	}
 	defer tx.Rollback()
-	st := writeStmts{
-		certExists: tx.StmtContext(ctx, s.stmts.certExists), useToken: tx.StmtContext(ctx, s.stmts.useToken),
-		unuseToken:  tx.StmtContext(ctx, s.stmts.unuseToken),
-		insertEvent: tx.StmtContext(ctx, s.stmts.insertEvent), insertCert: tx.StmtContext(ctx, s.stmts.insertCert),
-		revoke: tx.StmtContext(ctx, s.stmts.revoke), status: tx.StmtContext(ctx, s.stmts.status),
+	var st writeStmts
+	dst, src := st.all(), s.stmts.all()
+	for i := range dst {
+		*dst[i] = tx.StmtContext(ctx, *src[i])
 	}
 	// The single writer connection serialises batches, so the next index
 	// read here stays ours until commit.
-	if err := tx.StmtContext(ctx, s.stmts.nextLeaf).QueryRowContext(ctx).Scan(&st.leaf); err != nil {
+	if err := st.nextLeaf.QueryRowContext(ctx).Scan(&st.leaf); err != nil {
 		return fmt.Errorf("sqlite: read the next audit leaf index, nothing was committed: %w", err)
 	}
 	for _, it := range batch {
@@ -125,6 +134,10 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
 		case sqlrec.KindRevoke:
 			err = st.revokeOne(ctx, it)
+		case sqlrec.KindRevokeIdentity:
+			err = st.revokeIdentity(ctx, it)
+		case sqlrec.KindDeny, sqlrec.KindAllow:
+			err = st.denyOrAllow(ctx, it)
 		default:
 			err = fmt.Errorf("unknown operation kind %d", it.Op.Kind)
 		}
@@ -225,4 +238,112 @@ func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.
 	}
 	op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
 	return err
+}
+
+func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	op := &it.Op
+	rows, err := w.liveOfIdentity.QueryContext(ctx, op.Identity, op.RevokedAt)
+	if err != nil {
+		return err
+	}
+	var live []sqlrec.RevokedRow
+	for rows.Next() {
+		var r sqlrec.RevokedRow
+		if err := rows.Scan(&r.Serial, &r.Fingerprint, &r.Profile); err != nil {
+			rows.Close()
+			return err
+		}
+		live = append(live, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	op.Revoked = op.Revoked[:0]
+	for _, r := range live {
+		if _, err := w.revoke.ExecContext(ctx, op.RevokedAt, op.Reason, r.Serial); err != nil {
+			return err
+		}
+		ev := op.Event
+		ev.Serial, ev.Fingerprint, ev.Profile = r.Serial, r.Fingerprint, r.Profile
+		// Each certificate's event differs, so its leaf hash is made here.
+		ev.Rehash()
+		if r.Seq, r.LeafIndex, err = w.event(ctx, &ev); err != nil {
+			return err
+		}
+		r.LeafHash = ev.LeafHash
+		op.Revoked = append(op.Revoked, r)
+	}
+	return nil
+}
+
+func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	op := &it.Op
+	if op.Kind == sqlrec.KindAllow {
+		res, err := w.deleteDenial.ExecContext(ctx, op.Identity)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			it.Err = fmt.Errorf("sqlite: allow %s: it is not denied: %w", op.Identity, store.ErrNotFound)
+			return nil
+		}
+		op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
+		return err
+	}
+	// A denial that exists already must leave no event, so check before
+	// writing either; the event comes first so the denial can name it.
+	var exists bool
+	if err := w.denialExists.QueryRowContext(ctx, op.Identity).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		it.Err = fmt.Errorf("sqlite: deny %s: %w", op.Identity, store.ErrAlreadyDenied)
+		return nil
+	}
+	seq, leafIndex, err := w.event(ctx, &op.Event)
+	if err != nil {
+		return err
+	}
+	op.Seq, op.LeafIndex = seq, leafIndex
+	_, err = w.insertDenial.ExecContext(ctx, op.Identity, op.Event.At, op.Event.Actor, op.Event.Detail, seq)
+	return err
+}
+
+// RevokeIdentity implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
+	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: revoke identity: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	return sqlrec.RevokedEvents(ev, op.Revoked), nil
+}
+
+// Deny implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, false, ev)
+}
+
+// Allow implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, true, ev)
+}
+
+func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
+	op, err := sqlrec.DenyOp(identity, allow, ev)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
+	return nil
 }

@@ -80,6 +80,33 @@ func testAuditLeaves(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	want = append(want, iss.Event.LeafIndex, ev.LeafIndex)
+	// Revoking an identity writes one event per certificate inside the
+	// transaction; deny and allow one each. All are leaves like any other.
+	id := "spiffe://example.test/audit/many"
+	for i := range 3 {
+		iss := NewIssuance(20 + i)
+		iss.Certificate.Identity = id
+		if err := s.RecordIssuance(ctx, iss); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, iss.Event.LeafIndex)
+	}
+	revoked, err := s.RevokeIdentity(ctx, id, 4, base, store.Event{Time: base, Actor: "admin", Action: store.ActionCertRevoked, Identity: id, Outcome: "ok"})
+	if err != nil || len(revoked) != 3 {
+		t.Fatalf("RevokeIdentity: %d events, %v", len(revoked), err)
+	}
+	for _, ev := range revoked {
+		want = append(want, ev.LeafIndex)
+	}
+	deny := newEvent(store.ActionIdentityDenied, id)
+	if err := s.Deny(ctx, id, deny); err != nil {
+		t.Fatal(err)
+	}
+	allow := newEvent(store.ActionIdentityAllowed, id)
+	if err := s.Allow(ctx, id, allow); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, deny.LeafIndex, allow.LeafIndex)
 	for i, idx := range want {
 		if idx != int64(i) {
 			t.Fatalf("leaf indexes returned to callers = %v, want 0..%d", want, len(want)-1)
