@@ -200,6 +200,7 @@ const NextLeafIndex = "SELECT " + NextLeafIndexExpr
 // NextLeafIndexExpr is NextLeafIndex as a scalar expression, for use
 // inside an INSERT.
 const NextLeafIndexExpr = "COALESCE((SELECT leaf_index FROM events ORDER BY leaf_index DESC LIMIT 1) + 1, 0)"
+
 // RevokedCertificates selects the revoked certificates of issuer (any when
 // empty) with NotAfter at or after validAt.
 func RevokedCertificates(issuer string, validAt int64, ph Placeholder) Query {
