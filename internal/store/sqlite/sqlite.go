@@ -72,6 +72,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.writer.Close()
 		return nil, err
 	}
+	if err := backfillLeaves(ctx, s.writer); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
 	// The -wal and -shm files exist now; SQLite copies the database file's
 	// mode onto them, but a file left by an earlier run may be looser.
 	if err := chmodPrivate(path); err != nil {
