@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -85,9 +86,9 @@ func TestRunRenewsAndRetries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hooks := 0
+		var hooks atomic.Int32
 		a, err := New(Config{Server: srv, Token: "tok", Files: Files{Dir: filepath.Join(t.TempDir(), "cred"), UID: -1, GID: -1},
-			Metrics: m, Rand: func() float64 { return 0.5 }, Hooks: []Hook{func(context.Context) error { hooks++; return nil }}})
+			Metrics: m, Rand: func() float64 { return 0.5 }, Hooks: []Hook{func(context.Context) error { hooks.Add(1); return nil }}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,8 +97,8 @@ func TestRunRenewsAndRetries(t *testing.T) {
 		go func() { done <- a.Run(ctx) }()
 		synctest.Wait()
 		first, _ := a.State()
-		if first.Credential == nil || hooks != 1 {
-			t.Fatalf("after start: credential %v, hooks %d; want enrolled and one hook run", first.Credential, hooks)
+		if first.Credential == nil || hooks.Load() != 1 {
+			t.Fatalf("after start: credential %v, hooks %d; want enrolled and one hook run", first.Credential, hooks.Load())
 		}
 
 		// At two thirds of the hour the agent renews.
