@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestOfflineRoot walks the offline-root flow with the real binary: the root
@@ -47,6 +48,11 @@ func TestOfflineRoot(t *testing.T) {
 func TestServeDevAndHealth(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	srv := startServe(t, []string{"MICA_DATA_DIR=" + dir}, "--dev")
+	// The next steps are printed just after the "serving on" line that
+	// startServe waits for; give the reader a moment to catch up.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.logs.String(), "token create") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !strings.Contains(srv.logs.String(), "token create") {
 		t.Errorf("serve --dev does not print the next command:\n%s", srv.logs.String())
 	}
