@@ -12,7 +12,7 @@ import (
 // IsDenied implements store.Store.
 func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
 	var denied bool
-	err := s.readers.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)", identity).Scan(&denied)
+	err := s.isDenied.QueryRowContext(ctx, identity).Scan(&denied)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: read the deny list: %w", err)
 	}
