@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"CloseDrainsQueue", testCloseDrains},
 		{"Cancellation", testCancellation},
 		{"ConcurrentIssuance", testConcurrentIssuance},
+		{"ACME", testACME},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
