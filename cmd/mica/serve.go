@@ -84,7 +84,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	go certs.rotate(ctx)
 
 	started := time.Now()
-	handler := api.New(api.Config{
+	var handler http.Handler = api.New(api.Config{
 		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log,
 		Ready: func(ctx context.Context) error {
 			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
@@ -95,6 +95,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
+	handler, err = withACME(p, cfg, handler, log)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler: handler,
 		TLSConfig: &tls.Config{
