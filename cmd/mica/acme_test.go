@@ -251,7 +251,7 @@ func (a *acmeEnv) testLego(t *testing.T, name string, challenge ...string) {
 	issuer := filepath.Join(dir, "certificates", name+".issuer.crt")
 	a.run(t, env, "lego", append(args, "run")...)
 	first := a.verifyIssued(t, crt, issuer, name)
-	a.run(t, env, "lego", append(args, "renew", "--days", "3650")...)
+	a.run(t, env, "lego", append(args, "renew", "--days", "3650", "--no-random-sleep")...)
 	second := a.verifyIssued(t, crt, issuer, name)
 	if first == second {
 		t.Fatalf("renewal returned the same certificate %s", first)
@@ -384,6 +384,9 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 		t.Fatalf("newOrder: %d %v", ans.status, ans.body)
 	}
 	failOrder := c.signedPost(c.dir["newOrder"], map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "nobody.acme.test"}}})
+	if failOrder.status != http.StatusCreated {
+		t.Fatalf("newOrder: %d %v", failOrder.status, failOrder.body)
+	}
 
 	const ns = "urn:ietf:params:acme:error:"
 	tests := []struct {
@@ -405,6 +408,9 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 		{"FailedChallenge", func() acmeAnswer {
 			authzURL := failOrder.body["authorizations"].([]any)[0].(string)
 			authz := c.signedPost(authzURL, nil)
+			if authz.status != http.StatusOK {
+				t.Fatalf("authz: %d %v", authz.status, authz.body)
+			}
 			for _, ch := range authz.body["challenges"].([]any) {
 				ch := ch.(map[string]any)
 				if ch["type"] == "http-01" {
