@@ -332,7 +332,14 @@ func (c *rawClient) sign(url, nonce string, payload []byte) []byte {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return []byte(jws.FullSerialize())
+	// go-jose leaves an empty payload out; ACME wants it present and empty.
+	var flat map[string]any
+	json.Unmarshal([]byte(jws.FullSerialize()), &flat)
+	if _, ok := flat["payload"]; !ok {
+		flat["payload"] = ""
+	}
+	out, _ := json.Marshal(flat)
+	return out
 }
 
 type acmeAnswer struct {
@@ -422,6 +429,12 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 				if z := c.signedPost(authzURL, nil); z.body["status"] != "pending" {
 					if z.body["status"] != "invalid" {
 						t.Errorf("authorization is %v after a failed challenge, want invalid", z.body["status"])
+					}
+					for _, ch := range z.body["challenges"].([]any) {
+						ch := ch.(map[string]any)
+						if e, _ := ch["error"].(map[string]any); ch["type"] == "http-01" && e["type"] != ns+"connection" {
+							t.Errorf("failed http-01 challenge has error %v, want %sconnection", e, ns)
+						}
 					}
 					break
 				}

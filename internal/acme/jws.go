@@ -24,7 +24,7 @@ const maxJWSBytes = 64 << 10
 // flatJWS is the flattened JSON serialization RFC 8555 §6.2 requires.
 type flatJWS struct {
 	Protected  string          `json:"protected"`
-	Payload    string          `json:"payload"`
+	Payload    *string         `json:"payload"`
 	Signature  string          `json:"signature"`
 	Header     json.RawMessage `json:"header"`
 	Signatures json.RawMessage `json:"signatures"`
@@ -62,10 +62,9 @@ func parseJWS(body []byte, needNonce bool) (*signedRequest, *problem) {
 		return nil, malformed("the JWS has a signatures array: send exactly one signature, in flattened JSON serialization")
 	case len(f.Header) > 0:
 		return nil, malformed("the JWS has an unprotected header: put every header field in the protected header")
-	case f.Protected == "" || f.Signature == "":
-		// An absent payload is read as the empty one of POST-as-GET, as
-		// go-jose itself writes it.
-		return nil, malformed("the JWS lacks its protected header or signature")
+	case f.Protected == "" || f.Signature == "" || f.Payload == nil:
+		// POST-as-GET sends "payload": "", present and empty (§6.3).
+		return nil, malformed("the JWS lacks its protected header, payload or signature")
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(f.Protected)
 	if err != nil {
