@@ -53,6 +53,7 @@ func commands() map[string]command {
 		}},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue": {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"acme":  {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)
