@@ -200,8 +200,12 @@ func TestACME(t *testing.T) {
 		})
 	}
 	run("Certbot", a.testCertbot)
-	run("LegoHTTP01", func(t *testing.T) { a.testLego(t, "lh.acme.test", "--http", "--http.port", fmt.Sprintf("127.0.0.1:%d", a.httpPort)) })
-	run("LegoTLSALPN01", func(t *testing.T) { a.testLego(t, "lt.acme.test", "--tls", "--tls.port", fmt.Sprintf("127.0.0.1:%d", a.tlsPort)) })
+	run("LegoHTTP01", func(t *testing.T) {
+		a.testLego(t, "lh.acme.test", "--http", "--http.port", fmt.Sprintf("127.0.0.1:%d", a.httpPort))
+	})
+	run("LegoTLSALPN01", func(t *testing.T) {
+		a.testLego(t, "lt.acme.test", "--tls", "--tls.port", fmt.Sprintf("127.0.0.1:%d", a.tlsPort))
+	})
 	run("LegoDNS01", a.testLegoDNS)
 	run("Errors", a.testErrors)
 }
@@ -277,12 +281,11 @@ func (a *acmeEnv) testLegoDNS(t *testing.T) {
 
 // rawClient speaks just enough ACME to send deliberately wrong requests.
 type rawClient struct {
-	t      *testing.T
-	dir    map[string]string
-	key    *ecdsa.PrivateKey
-	kid    string
-	http   *http.Client
-	nonces []string
+	t    *testing.T
+	dir  map[string]string
+	key  *ecdsa.PrivateKey
+	kid  string
+	http *http.Client
 }
 
 func (a *acmeEnv) rawClient(t *testing.T) *rawClient {
@@ -401,7 +404,9 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 		send func() acmeAnswer
 		want string
 	}{
-		{"MalformedJWS", func() acmeAnswer { return c.post(c.dir["newOrder"], []byte(`{"protected": "not base64!", "payload": "", "signature": "x"}`)) }, ns + "malformed"},
+		{"MalformedJWS", func() acmeAnswer {
+			return c.post(c.dir["newOrder"], []byte(`{"protected": "not base64!", "payload": "", "signature": "x"}`))
+		}, ns + "malformed"},
 		{"NotJSON", func() acmeAnswer { return c.post(c.dir["newOrder"], []byte(`eyJhbGciOiJFUzI1NiJ9.e30.sig`)) }, ns + "malformed"},
 		{"ReusedNonce", func() acmeAnswer {
 			return c.post(c.dir["newOrder"], c.sign(c.dir["newOrder"], reused, []byte(`{"identifiers":[{"type":"dns","value":"ok.acme.test"}]}`)))

@@ -91,7 +91,7 @@ func (s *Server) checkEAB(raw json.RawMessage, r *request) (string, *problem) {
 	if len(raw) == 0 {
 		return "", newProblem(errExternalAccountRequired, http.StatusUnauthorized, "this server requires an external account binding: ask the operator for an EAB key ID and HMAC key")
 	}
-	jws, err := jose.ParseSigned(string(raw), []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512})
+	jws, err := jose.ParseSignedJSON(string(raw), []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512})
 	if err != nil || len(jws.Signatures) != 1 {
 		return "", malformed("the external account binding is not a JWS with one HMAC signature")
 	}

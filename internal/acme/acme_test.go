@@ -107,8 +107,8 @@ func TestSettings(t *testing.T) {
 func TestSerialFromCertID(t *testing.T) {
 	tests := map[string]string{
 		"aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE": "87654321",
-		"no-dot":                             "",
-		"a.!!":                               "",
+		"no-dot":                              "",
+		"a.!!":                                "",
 	}
 	for id, want := range tests {
 		if got := serialFromCertID(id); got != want {

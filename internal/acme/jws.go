@@ -88,7 +88,7 @@ func parseJWS(body []byte, needNonce bool) (*signedRequest, *problem) {
 	case (h.KID == "") == (len(h.JWK) == 0):
 		return nil, malformed("the JWS protected header must carry exactly one of jwk and kid")
 	}
-	jws, err := jose.ParseSigned(string(body), signatureAlgorithms)
+	jws, err := jose.ParseSignedJSON(string(body), signatureAlgorithms)
 	if err != nil {
 		return nil, malformed("the JWS cannot be parsed: %v", err)
 	}
