@@ -144,6 +144,34 @@ func (c *Client) Revoke(ctx context.Context, serial, reason string) (*Certificat
 	return &out, c.do(ctx, http.MethodPost, "/v1/certificates/"+url.PathEscape(serial)+"/revoke", "", RevokeRequest{Reason: reason}, &out)
 }
 
+// RevokeMatching revokes by fingerprint (one certificate) or by identity
+// (every live certificate of it) and returns what it revoked.
+func (c *Client) RevokeMatching(ctx context.Context, req RevokeMatchingRequest) ([]Certificate, error) {
+	var out CertificateList
+	err := c.do(ctx, http.MethodPost, "/v1/certificates/revoke", "", req, &out)
+	return out.Certificates, err
+}
+
+// Deny puts an identity on the deny list (admins): it can be neither
+// issued nor renewed until allowed again.
+func (c *Client) Deny(ctx context.Context, identity, reason string) (*Denial, error) {
+	var out Denial
+	return &out, c.do(ctx, http.MethodPost, "/v1/identities/deny", "", DenyRequest{Identity: identity, Reason: reason}, &out)
+}
+
+// Allow takes an identity off the deny list (admins).
+func (c *Client) Allow(ctx context.Context, identity, reason string) (*Denial, error) {
+	var out Denial
+	return &out, c.do(ctx, http.MethodPost, "/v1/identities/allow", "", DenyRequest{Identity: identity, Reason: reason}, &out)
+}
+
+// DeniedIdentities reads the deny list (auditors and up).
+func (c *Client) DeniedIdentities(ctx context.Context) ([]Denial, error) {
+	var out DenialList
+	err := c.do(ctx, http.MethodGet, "/v1/identities/denied", "", nil, &out)
+	return out.Denied, err
+}
+
 // Bundle fetches the trust bundle.
 func (c *Client) Bundle(ctx context.Context) (*Bundle, error) {
 	var out Bundle

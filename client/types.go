@@ -46,6 +46,9 @@ type CertificateResponse struct {
 	NotAfter    time.Time `json:"not_after"`
 	// EventSeq is the sequence number of the lifecycle event recorded with it.
 	EventSeq int64 `json:"event_seq"`
+	// LeafIndex is that event's position in the audit log; prove it with
+	// Client.AuditProof.
+	LeafIndex int64 `json:"leaf_index"`
 }
 
 // Certificate is an inventory record (GET /v1/certificates…).
@@ -119,4 +122,34 @@ func (p *Problem) Slug() string {
 		return p.Type[len(ProblemTypePrefix):]
 	}
 	return p.Type
+}
+
+// RevokeMatchingRequest revokes by something other than the serial (POST
+// /v1/certificates/revoke): exactly one of Fingerprint (one certificate,
+// hex SHA-256 of its DER) or Identity (every live certificate of it).
+type RevokeMatchingRequest struct {
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Identity    string `json:"identity,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// DenyRequest puts an identity on the deny list or takes it off (POST
+// /v1/identities/deny, /v1/identities/allow).
+type DenyRequest struct {
+	Identity string `json:"identity"`
+	Reason   string `json:"reason,omitempty"` // free text for the audit record
+}
+
+// Denial is one entry of the deny list.
+type Denial struct {
+	Identity string    `json:"identity"`
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`
+	Reason   string    `json:"reason,omitempty"`
+	EventSeq int64     `json:"event_seq"`
+}
+
+// DenialList is the deny list (GET /v1/identities/denied).
+type DenialList struct {
+	Denied []Denial `json:"denied"`
 }

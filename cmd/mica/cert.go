@@ -340,11 +340,20 @@ func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
 	var cf clientFlags
 	cf.register(fs, env, true)
 	reason := fs.String("reason", "", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …")
+	fp := fs.String("fingerprint", "", "revoke the certificate with this SHA-256 fingerprint (hex) instead of a serial")
+	ident := fs.String("identity", "", "revoke every live certificate of this identity, in one transaction")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usageError("cert revoke takes one SERIAL")
+	chosen := fs.NArg()
+	if *fp != "" {
+		chosen++
+	}
+	if *ident != "" {
+		chosen++
+	}
+	if chosen != 1 || fs.NArg() > 1 {
+		return usageError("cert revoke takes one SERIAL, or --fingerprint F, or --identity ID")
 	}
 	if _, err := client.ReasonCode(*reason); err != nil {
 		return usageError("%v", err)
@@ -354,11 +363,22 @@ func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer c.Close()
-	rec, err := c.Revoke(ctx, fs.Arg(0), *reason)
-	if err != nil {
+	var recs []client.Certificate
+	if fs.NArg() == 1 {
+		rec, err := c.Revoke(ctx, fs.Arg(0), *reason)
+		if err != nil {
+			return err
+		}
+		recs = []client.Certificate{*rec}
+	} else if recs, err = c.RevokeMatching(ctx, client.RevokeMatchingRequest{Fingerprint: *fp, Identity: *ident, Reason: *reason}); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "revoked %s (%s), reason %s\n", rec.Serial, rec.Identity, rec.RevocationReason)
+	if len(recs) == 0 {
+		fmt.Fprintf(env.stdout, "%s has no live certificate: nothing to revoke\n", *ident)
+	}
+	for _, rec := range recs {
+		fmt.Fprintf(env.stdout, "revoked %s (%s), reason %s\n", rec.Serial, rec.Identity, rec.RevocationReason)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,10 +36,19 @@ type Config struct {
 	// ACME, when present, serves RFC 8555 under /acme/ on the API listener,
 	// issuing under the profile it names.
 	ACME *acme.Settings `yaml:"acme"`
+	// PublicURL is where relying parties reach the plain-HTTP revocation
+	// endpoints (CRL, OCSP); every certificate names it in its CRL
+	// distribution point and OCSP URL. Default http://127.0.0.1:8080.
+	PublicURL string `yaml:"public_url"`
+	// HTTPListen is the plain-HTTP listener for CRL and OCSP; default
+	// 127.0.0.1:8080, "off" for none.
+	HTTPListen string `yaml:"http_listen"`
 }
 
 const (
 	defaultListen     = "127.0.0.1:8443"
+	defaultHTTPListen = "127.0.0.1:8080"
+	defaultPublicURL  = "http://127.0.0.1:8080"
 	adminProfile      = authority.ReservedProfilePrefix + "admin"
 	serverProfile     = authority.ReservedProfilePrefix + "server"
 	adminPathPrefix   = "/mica/admin/"
@@ -68,6 +78,16 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	if c.Listen == "" {
 		c.Listen = defaultListen
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = defaultPublicURL
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return nil, fmt.Errorf("config %s: public_url %q must be an http:// URL such as %s (where relying parties fetch CRLs and ask OCSP)", name, c.PublicURL, defaultPublicURL)
+	}
+	if c.HTTPListen == "" {
+		c.HTTPListen = defaultHTTPListen
 	}
 	if len(c.ServerNames) == 0 {
 		c.ServerNames = []string{"localhost", "127.0.0.1"}
@@ -148,6 +168,8 @@ trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
 # database: postgres://user@host/mica   # default: SQLite in the data directory
+# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
+# http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
 
 admins:
   %[2]s: admin
@@ -175,6 +197,7 @@ func (d dataPaths) config() string     { return filepath.Join(d.dir, configFileN
 func (d dataPaths) caDir() string      { return filepath.Join(d.dir, "ca") }
 func (d dataPaths) tokenKey() string   { return filepath.Join(d.dir, "token.key") }
 func (d dataPaths) adminDir() string   { return filepath.Join(d.dir, "admin") }
+func (d dataPaths) auditKey() string   { return filepath.Join(d.dir, "audit.key") }
 func (d dataPaths) database() string   { return filepath.Join(d.dir, "mica.db") }
 func (d dataPaths) passphrase() string { return filepath.Join(d.dir, devPassphraseFile) }
 func (d dataPaths) rootCert() string   { return filepath.Join(d.caDir(), "root.pem") }

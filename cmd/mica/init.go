@@ -120,6 +120,9 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 			return err
 		}
 	}
+	if _, err := ensureAuditKey(o.data, o.passphrase); err != nil {
+		return err
+	}
 	// An imported intermediate (offline root) names its trust domain in its
 	// name constraints; that wins over the flag.
 	trustDomain := caCfg.TrustDomain.Name()

@@ -66,6 +66,7 @@ type testEnv struct {
 	admin   *client.Client
 	roots   *x509.CertPool
 	engine  string
+	dbURL   string // the PostgreSQL database, for tests that reach into it
 }
 
 func (e *testEnv) mica(args ...string) cmdResult { e.t.Helper(); return mica(e.t, e.env, args...) }
@@ -78,6 +79,7 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 	db := `""`
 	if engine == "postgres" {
 		db = pgCluster.Database(t)
+		e.dbURL = db
 	}
 	e.env = []string{"MICA_PASSPHRASE=" + testPassphrase, "MICA_DATA_DIR=" + e.dataDir}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
@@ -162,6 +164,13 @@ func TestIntegration(t *testing.T) {
 			run("Inventory", e.testInventory)
 			run("DurableBeforeResponse", e.testDurable)
 			run("NoSecretsInLogs", e.testNoSecretsInLogs)
+			run("RevocationWithOpenSSL", e.testRevocationOpenSSL)
+			run("RevokeVariants", e.testRevokeVariants)
+			run("DenyList", e.testDenyList)
+			run("FeedResumes", e.testFeedResumes)
+			if engine == "postgres" {
+				run("FeedAcrossServers", e.testFeedAcrossServers)
+			}
 		})
 	}
 }

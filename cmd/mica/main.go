@@ -40,7 +40,12 @@ func commands() map[string]command {
 			"renew":   {summary: "renew over mTLS with the current certificate", run: runCertRenew},
 			"list":    {summary: "list the inventory (admins, operators, auditors)", run: runCertList},
 			"inspect": {summary: "show a certificate file or a serial in human terms", run: runCertInspect},
-			"revoke":  {summary: "revoke a certificate by serial", run: runCertRevoke},
+			"revoke":  {summary: "revoke a certificate by serial or fingerprint, or every certificate of an identity", run: runCertRevoke},
+		}},
+		"identity": {summary: "the deny list: identities that can be neither issued nor renewed", sub: map[string]command{
+			"deny":  {summary: "put an identity on the deny list", run: runIdentityDeny},
+			"allow": {summary: "take an identity off the deny list", run: runIdentityAllow},
+			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},
@@ -51,9 +56,12 @@ func commands() map[string]command {
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 		}},
+		"audit": {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
-			"issue": {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
-			"acme":  {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
+			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
+			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
+			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)

@@ -78,10 +78,12 @@ func micaOK(t *testing.T, env []string, args ...string) string {
 
 // serverProc is a running `mica serve`.
 type serverProc struct {
-	url  string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
+	url string
+	// httpURL is the plain-HTTP listener for CRL and OCSP.
+	httpURL string
+	cmd     *exec.Cmd
+	logs    *syncBuffer
+	done    chan struct{}
 }
 
 type syncBuffer struct {
@@ -101,12 +103,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var servingLine = regexp.MustCompile(`serving on (https://\S+)`)
+var (
+	servingLine    = regexp.MustCompile(`serving on (https://\S+)`)
+	revocationLine = regexp.MustCompile(`revocation \(CRL, OCSP\) on (http://\S+)`)
+)
 
 // startServe starts `mica serve` and waits until it prints its URL.
 func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(micaBin, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(micaBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -118,10 +123,14 @@ func startServe(t *testing.T, env []string, args ...string) *serverProc {
 		t.Fatal(err)
 	}
 	urlc := make(chan string, 1)
+	httpc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			s.logs.Write([]byte(sc.Text() + "\n"))
+			if m := revocationLine.FindStringSubmatch(sc.Text()); m != nil {
+				httpc <- m[1]
+			}
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
 				urlc <- m[1]
 			}
@@ -130,6 +139,11 @@ func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	go func() { cmd.Wait(); close(s.done) }()
 	select {
 	case s.url = <-urlc:
+		// The revocation line is printed before the serving line.
+		select {
+		case s.httpURL = <-httpc:
+		default:
+		}
 	case <-s.done:
 		t.Fatalf("mica serve exited before serving:\n%s", s.logs.String())
 	case <-time.After(60 * time.Second):

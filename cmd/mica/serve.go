@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	dataDir := fs.String("data-dir", envOr(env, "MICA_DATA_DIR", "mica-data"), "data directory (env MICA_DATA_DIR)")
 	configPath := fs.String("config", "", "config file (default: mica.yaml in the data directory)")
 	listen := fs.String("listen", "", "address to serve on (default: the config's, else "+defaultListen+")")
+	httpListen := fs.String("http-listen", "", "plain-HTTP address for CRL and OCSP, or off (default: the config's, else "+defaultHTTPListen+")")
 	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL (env MICA_DB; default: the config's, else SQLite in the data directory)")
 	passFile := fs.String("passphrase-file", "", "file holding the CA key passphrase (or set MICA_PASSPHRASE)")
 	dev := fs.Bool("dev", false, "first try: initialise the data directory if needed (passphrase kept in it) and serve")
@@ -63,6 +65,9 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
+	if *httpListen != "" {
+		cfg.HTTPListen = *httpListen
+	}
 	pass, err := readPassphrase(env, *passFile, d)
 	if err != nil {
 		return err
@@ -77,15 +82,37 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 
+	// The audit loops stop with ctx and are waited for before the store
+	// closes, so the last checkpoint and failure counts are written.
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	loops.Go(func() { p.audit.Run(loopCtx) })
+	loops.Go(func() { p.failures.Run(loopCtx) })
+
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
 		return err
 	}
 	go certs.rotate(ctx)
 
+	rev, err := newRevocationOutputs(ctx, p, log)
+	if err != nil {
+		return err
+	}
+	runCtx, stopRuns := context.WithCancelCause(ctx)
+	defer stopRuns(nil)
+	runs := rev.run(runCtx, stopRuns)
+	defer runs.Wait()
+	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, rev.handler(p), log)
+	if err != nil {
+		return err
+	}
+
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
-		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log,
+		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
 		Ready: func(ctx context.Context) error {
 			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
 			return err
@@ -125,6 +152,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 
 	url := "https://" + ln.Addr().String()
 	log.Info("mica serving", slog.String("url", url), slog.String("data_dir", d.dir), slog.String("store", storeName(*db, cfg.Database)))
+	if httpURL != "" {
+		log.Info("revocation endpoints", slog.String("url", httpURL), slog.String("public_url", cfg.PublicURL))
+		fmt.Fprintf(env.stdout, "revocation (CRL, OCSP) on %s (certificates name %s)\n", httpURL, cfg.PublicURL)
+	}
 	fmt.Fprintf(env.stdout, "mica %s serving on %s\n", version, url)
 	if *dev {
 		printDevNextSteps(env, d, url)
@@ -132,11 +163,22 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	select {
 	case err := <-errc:
 		return fmt.Errorf("server stopped: %w", err)
-	case <-ctx.Done():
+	case err := <-httpErr:
+		return fmt.Errorf("CRL and OCSP listener stopped: %w", err)
+	case <-runCtx.Done():
+		if cause := context.Cause(runCtx); ctx.Err() == nil {
+			return fmt.Errorf("revocation outputs stopped: %w", cause)
+		}
 	}
 	log.Info("shutting down: draining requests")
+	// Ending the feed's loop ends its open streams, which would otherwise
+	// hold Shutdown until its timeout.
+	stopRuns(nil)
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if httpSrv != nil {
+		httpSrv.Shutdown(shutCtx)
+	}
 	if err := srv.Shutdown(shutCtx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -10,9 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
+	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/policy"
@@ -30,9 +34,27 @@ type parts struct {
 	store     store.Store
 	authority *authority.Authority
 	minter    *token.Minter
+	audit     *auditlog.Log
+	failures  *auditlog.FailureCounter
+	// revocations relays the authority's "a revocation committed" to the
+	// revocation outputs, which serve wires after the authority exists.
+	revocations *relay
+	data        dataPaths
 }
 
 func (p *parts) Close() error { return p.store.Close() }
+
+// relay is a hook set after construction: the authority needs it at New,
+// the feed that answers it is made later, and only by serve.
+type relay struct{ fn atomic.Pointer[func()] }
+
+func (r *relay) set(fn func()) { r.fn.Store(&fn) }
+
+func (r *relay) fire() {
+	if fn := r.fn.Load(); fn != nil {
+		(*fn)()
+	}
+}
 
 // openStore opens the configured engine: PostgreSQL for a postgres:// URL,
 // otherwise the embedded SQLite file in the data directory.
@@ -84,7 +106,9 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey})
+	// Every certificate says where its revocation status is published.
+	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
+		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
 	if err != nil {
 		return nil, err
 	}
@@ -95,17 +119,37 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	auditKey, err := ensureAuditKey(d, passphrase)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	signer, err := auditlog.NewSigner(auditOrigin(cfg.TrustDomain), auditKey)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	failures := auditlog.NewFailureCounter(st, nil, log)
+	rel := &relay{}
 	auth, err := authority.New(authority.Config{
-		Store: st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
+		OnRevocation: rel.fire,
+		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log,
+		Audit: alog, AuthFailed: failures.Record,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter}, nil
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+		audit: alog, failures: failures}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.
@@ -117,6 +161,33 @@ func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
 	ed, ok := k.(ed25519.PrivateKey)
 	if !ok {
 		return nil, fmt.Errorf("%s is not an Ed25519 key; token keys are Ed25519", d.tokenKey())
+	}
+	return ed, nil
+}
+
+// auditOrigin names the audit log in its checkpoints and its key.
+func auditOrigin(trustDomain string) string { return trustDomain + "/mica/audit" }
+
+// ensureAuditKey loads the Ed25519 key that signs audit checkpoints,
+// creating it (encrypted like the CA keys) in a data directory made before
+// the audit log existed.
+func ensureAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
+	if !fileExists(d.auditKey()) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if err := file.Write(d.auditKey(), priv, passphrase); err != nil {
+			return nil, err
+		}
+	}
+	k, err := file.Load(d.auditKey(), passphrase)
+	if err != nil {
+		return nil, err
+	}
+	ed, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("%s is not an Ed25519 key; the audit log key is Ed25519", d.auditKey())
 	}
 	return ed, nil
 }

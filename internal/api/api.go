@@ -43,6 +43,11 @@ type Config struct {
 	Stats func() client.Stats
 	// Ready reports whether the server can serve (e.g. the store answers).
 	Ready func(ctx context.Context) error
+	// Feed, when set, serves GET /v1/revocations/feed to any caller the
+	// authority authenticates: revocations are public facts (the CRL says
+	// them too), but the stream is held open, so it is not for anonymous
+	// callers.
+	Feed http.Handler
 }
 
 type server struct {
@@ -67,6 +72,18 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/certificates/{serial}", s.getCertificate)
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.revoke)
 	mux.HandleFunc("GET /v1/server/stats", s.stats)
+	s.auditRoutes(mux)
+	mux.HandleFunc("POST /v1/certificates/revoke", s.revokeMatching)
+	mux.HandleFunc("POST /v1/identities/deny", s.deny)
+	mux.HandleFunc("POST /v1/identities/allow", s.deny)
+	mux.HandleFunc("GET /v1/identities/denied", s.deniedIdentities)
+	if cfg.Feed != nil {
+		mux.HandleFunc("GET /v1/revocations/feed", func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := s.authenticate(w, r); ok {
+				cfg.Feed.ServeHTTP(w, r)
+			}
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not Found", fmt.Sprintf("no endpoint %s %s: see the API reference in the README", r.Method, r.URL.Path))
 	})
@@ -266,6 +283,92 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inventoryRecord(rec, false))
 }
 
+func (s *server) revokeMatching(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req client.RevokeMatchingRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	code, err := client.ReasonCode(req.Reason)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", err.Error())
+		return
+	}
+	var recs []store.Certificate
+	switch {
+	case (req.Fingerprint == "") == (req.Identity == ""):
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", "name exactly one of fingerprint or identity (or revoke by serial at /v1/certificates/{serial}/revoke)")
+		return
+	case len(req.Fingerprint) > 128 || len(req.Identity) > maxNameLen:
+		writeProblem(w, http.StatusBadRequest, "field-too-long", "Field Too Long", "fingerprint or identity is longer than any this server accepts")
+		return
+	case req.Fingerprint != "":
+		var rec store.Certificate
+		rec, err = s.cfg.Authority.RevokeByFingerprint(r.Context(), p, req.Fingerprint, code, remoteAddr(r))
+		recs = []store.Certificate{rec}
+	default:
+		recs, err = s.cfg.Authority.RevokeIdentity(r.Context(), p, req.Identity, code, remoteAddr(r))
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(recs))}
+	for _, c := range recs {
+		out.Certificates = append(out.Certificates, inventoryRecord(c, false))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) deny(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	var req client.DenyRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.Identity) > maxNameLen {
+		writeProblem(w, http.StatusBadRequest, "field-too-long", "Field Too Long", "identity is longer than any this server accepts")
+		return
+	}
+	change := s.cfg.Authority.Deny
+	if strings.HasSuffix(r.URL.Path, "/allow") {
+		change = s.cfg.Authority.Allow
+	}
+	d, err := change(r.Context(), p, req.Identity, req.Reason, remoteAddr(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, denialRecord(d))
+}
+
+func (s *server) deniedIdentities(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.cfg.Authority.DeniedIdentities(r.Context(), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := client.DenialList{Denied: make([]client.Denial, 0, len(list))}
+	for _, d := range list {
+		out.Denied = append(out.Denied, denialRecord(d))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func denialRecord(d store.Denial) client.Denial {
+	return client.Denial{Identity: d.Identity, At: d.Time, Actor: d.Actor, Reason: d.Detail, EventSeq: d.EventSeq}
+}
+
 func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.authenticate(w, r)
 	if !ok {
@@ -289,7 +392,7 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority
 	if r.TLS != nil {
 		chain = r.TLS.PeerCertificates
 	}
-	p, err := s.cfg.Authority.Authenticate(r.Context(), chain)
+	p, err := s.cfg.Authority.AuthenticateFrom(r.Context(), chain, remoteAddr(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return p, false
@@ -383,6 +486,7 @@ func IssuedResponse(iss *authority.Issued) client.CertificateResponse {
 		Certificate: pemCert(iss.Certificate), Chain: chain.String(), Bundle: roots.String(),
 		Serial: iss.Record.Serial, Identity: iss.Record.Identity, Profile: iss.Record.Profile,
 		NotBefore: iss.Record.NotBefore, NotAfter: iss.Record.NotAfter, EventSeq: iss.Record.EventSeq,
+		LeafIndex: iss.LeafIndex,
 	}
 }
 

@@ -44,6 +44,17 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	// The audit log's reads (see audit.go).
+	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
+	EventBySeq(ctx context.Context, seq int64) (store.Event, error)
+	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error)
+	CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error)
+	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error)
+	Deny(ctx context.Context, identity string, ev *store.Event) error
+	Allow(ctx context.Context, identity string, ev *store.Event) error
+	IsDenied(ctx context.Context, identity string) (bool, error)
+	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -62,6 +73,17 @@ type Config struct {
 	Admins map[string]Role
 	Clock  func() time.Time
 	Logger *slog.Logger
+	// Audit answers checkpoints and proofs; optional (audit reads of
+	// checkpoints and proofs then fail as not configured).
+	Audit AuditLog
+	// AuthFailed, when set, is told of every failed authentication, so that
+	// failures can be aggregated into the audit log without one leaf each.
+	AuthFailed AuthFailedFunc
+	// OnRevocation, when set, is called after a revocation or a deny list
+	// change has committed, so that the revocation outputs (CRL, OCSP, push
+	// feed) refresh at once instead of at their next scheduled pass. It
+	// must not block.
+	OnRevocation func()
 }
 
 // Authority is the certificate lifecycle.
@@ -79,6 +101,9 @@ type Authority struct {
 	admins     map[string]Role
 	now        func() time.Time
 	log        *slog.Logger
+	audit      AuditLog
+	authFailed AuthFailedFunc
+	onRevoke   func()
 }
 
 // New checks cfg and returns an Authority.
@@ -91,7 +116,8 @@ func New(cfg Config) (*Authority, error) {
 	a := &Authority{
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger,
+		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
+		audit: cfg.Audit, authFailed: cfg.AuthFailed,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -99,6 +125,9 @@ func New(cfg Config) (*Authority, error) {
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.onRevoke == nil {
+		a.onRevoke = func() {}
 	}
 	for _, r := range cfg.Roots {
 		a.rootPool.AddCert(r)
@@ -122,6 +151,8 @@ type Issued struct {
 	Chain       []*x509.Certificate // intermediates, leaf's issuer first
 	Roots       []*x509.Certificate
 	Record      store.Certificate
+	// LeafIndex is the issuance event's position in the audit log.
+	LeafIndex int64
 }
 
 // EnrollRequest is a first enrollment paid for with a one-time token.
@@ -137,12 +168,14 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	now := a.now()
 	claims, err := a.tokens.Verify(req.Token, now)
 	if err != nil {
-		// Not recorded: the caller is not authenticated, and recording
-		// unauthenticated noise would let anyone grow the log.
+		// Not recorded one by one: the caller is not authenticated, and
+		// a leaf per failure would let anyone grow the log. The AuthFailed
+		// hook aggregates them instead.
 		kind := KindTokenInvalid
 		if errors.Is(err, token.ErrExpired) || errors.Is(err, token.ErrNotYet) {
 			kind = KindTokenExpired
 		}
+		a.failedAuth(req.Source, kind.String())
 		return nil, newError(kind, err, "%v", err)
 	}
 	actor := "token:" + claims.ID
@@ -227,6 +260,12 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
 	}
+	// Checked here, on the path every door shares, so that a denied
+	// identity gets nothing from any of them: not a first certificate, not
+	// a renewal, not an internal one.
+	if err := a.checkDenied(ctx, dec.Identity); err != nil {
+		return nil, a.refused(ctx, in.event, err)
+	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
 	if notAfter.After(a.issuerCert.NotAfter) {
@@ -276,7 +315,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
 		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
 		slog.Time("not_after", rec.NotAfter))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, nil
+	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
 }
 
 // decide asks policy, translating its refusal into the authority's error.

@@ -59,6 +59,20 @@ type Principal struct {
 // the inventory. The TLS layer only requests the certificate; judging it here
 // gives every door the same rules and a specific error for each failure.
 func (a *Authority) Authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
+	return a.AuthenticateFrom(ctx, chain, netip.Addr{})
+}
+
+// AuthenticateFrom is Authenticate for a request from source, which is
+// named to the AuthFailed hook when authentication fails.
+func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	p, err := a.authenticate(ctx, chain)
+	if err != nil && KindOf(err) != KindInternal {
+		a.failedAuth(source, err.(*Error).Outcome())
+	}
+	return p, err
+}
+
+func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
 	if len(chain) == 0 {
 		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
 	}
@@ -240,8 +254,8 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 			return store.Certificate{}, err
 		}
 	}
-	if reason < 0 || reason > 10 || reason == 7 {
-		return store.Certificate{}, newError(KindInvalid, nil, "revocation reason %d is not an RFC 5280 CRLReason code", reason)
+	if err := checkReason(reason); err != nil {
+		return store.Certificate{}, err
 	}
 	now := a.now()
 	ev := store.Event{Time: now, Actor: p.Name, Source: addrString(source), Action: store.ActionCertRevoked,
@@ -259,6 +273,7 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 	case err != nil:
 		return rec, newError(KindInternal, err, "could not revoke: %v", err)
 	}
+	a.onRevoke()
 	rec.Status, rec.RevokedAt, rec.RevocationReason = store.StatusRevoked, now, reason
 	return rec, nil
 }

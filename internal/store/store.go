@@ -62,6 +62,13 @@ const (
 	ActionTokenCreated    Action = "token.created"
 	ActionCACreated       Action = "ca.created"
 	ActionPolicyLoaded    Action = "policy.loaded"
+	// ActionAuthFailed aggregates failed authentications from one source
+	// over one minute, so that a flood of bad credentials cannot bloat the log.
+	ActionAuthFailed Action = "auth.failed"
+	// ActionIdentityDenied and ActionIdentityAllowed put an identity on the
+	// deny list and take it off again.
+	ActionIdentityDenied  Action = "identity.denied"
+	ActionIdentityAllowed Action = "identity.allowed"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -77,6 +84,13 @@ type Event struct {
 	Profile     string
 	Outcome     string // "ok", or the reason a request was refused
 	Detail      string // human-readable detail; never secrets or key material
+
+	// LeafIndex is the event's 0-based position in the audit log's Merkle
+	// tree, contiguous (unlike Seq, which may have gaps); LeafHash is its
+	// RFC 6962 leaf hash (package auditlog/leaf). Both are assigned by the
+	// store in the transaction that records the event.
+	LeafIndex int64
+	LeafHash  []byte
 }
 
 // Issuance is what RecordIssuance writes in one transaction.
@@ -109,8 +123,21 @@ type Filter struct {
 type EventFilter struct {
 	AfterSeq int64 // events with Seq > AfterSeq
 	Action   Action
+	// Actions, when set, selects events with any of these actions (and
+	// Action, if also set, is one more).
+	Actions  []Action
 	Identity string
-	Limit    int // 0 means 1000
+	Since    time.Time // events at or after this time; zero means any
+	Limit    int       // 0 means 1000
+}
+
+// Checkpoint is a signed statement of the audit log's size and root hash,
+// in the C2SP signed-note format (see package auditlog).
+type Checkpoint struct {
+	Size int64
+	Root []byte
+	Note []byte // the signed note, as served to witnesses
+	Time time.Time
 }
 
 var (
@@ -120,7 +147,30 @@ var (
 	ErrTokenUsed = errors.New("store: token already used")
 	// ErrAlreadyRevoked is returned by Revoke for a certificate revoked before.
 	ErrAlreadyRevoked = errors.New("store: certificate already revoked")
+	// ErrAlreadyDenied is returned by Deny for an identity denied before.
+	ErrAlreadyDenied = errors.New("store: identity already denied")
 )
+
+// Denial is one entry of the deny list: an identity that may be neither
+// issued nor renewed.
+type Denial struct {
+	Identity string
+	Time     time.Time
+	Actor    string
+	Detail   string
+	EventSeq int64
+}
+
+// Revoked is a revoked certificate as the revocation outputs (CRL, OCSP,
+// feed) need it.
+type Revoked struct {
+	Serial    string
+	Identity  string
+	Issuer    string
+	RevokedAt time.Time
+	Reason    int
+	NotAfter  time.Time
+}
 
 // Store is what every engine provides. All methods are safe for concurrent use.
 type Store interface {
@@ -133,12 +183,50 @@ type Store interface {
 	// Revoke marks an active certificate revoked and records ev in the same
 	// transaction. ErrNotFound, ErrAlreadyRevoked.
 	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *Event) error
+	// RevokeIdentity revokes every certificate of identity that is active
+	// and unexpired at at, in one transaction, recording one event per
+	// certificate (ev with Serial, Fingerprint and Profile filled in). It
+	// returns those events with their Seq; none when there was nothing to
+	// revoke.
+	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev Event) ([]Event, error)
+	// Deny puts identity on the deny list and records ev in the same
+	// transaction. ErrAlreadyDenied.
+	Deny(ctx context.Context, identity string, ev *Event) error
+	// Allow takes identity off the deny list and records ev in the same
+	// transaction. ErrNotFound when it was not denied.
+	Allow(ctx context.Context, identity string, ev *Event) error
+	// IsDenied reports whether identity is on the deny list.
+	IsDenied(ctx context.Context, identity string) (bool, error)
+	// DeniedIdentities lists the deny list.
+	DeniedIdentities(ctx context.Context) ([]Denial, error)
+	// RevokedCertificates calls fn for every revoked certificate of issuer
+	// (every issuer when empty) that has not expired at validAt, streaming
+	// so that a million entries need no million-element slice.
+	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(Revoked) error) error
+	// LastEventSeq is the highest event sequence number committed, 0 if none.
+	LastEventSeq(ctx context.Context) (int64, error)
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// Leaves returns up to limit (0 means 1000, at most 10000) events with
+	// LeafIndex >= start, in leaf order. LeafHashes is the same without the
+	// events' contents, for keeping a tree in memory.
+	Leaves(ctx context.Context, start int64, limit int) ([]Event, error)
+	LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error)
+	// EventBySeq reads one event (with its leaf index). ErrNotFound.
+	EventBySeq(ctx context.Context, seq int64) (Event, error)
+	// AddCheckpoint stores a checkpoint; storing one for a size already
+	// stored does nothing (servers sharing a database may race to sign).
+	AddCheckpoint(ctx context.Context, c Checkpoint) error
+	// LatestCheckpoint is the checkpoint with the largest size. ErrNotFound.
+	LatestCheckpoint(ctx context.Context) (Checkpoint, error)
+	// Checkpoints returns up to limit (0 means 1000) checkpoints with Size
+	// > afterSize, smallest first.
+	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
 
 	Close() error
 }

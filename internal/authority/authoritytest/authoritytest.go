@@ -43,6 +43,13 @@ type Fixture struct {
 // spiffe://example.org/billing/* for up to 24h.
 func New(t testing.TB) *Fixture {
 	t.Helper()
+	return NewWith(t, nil)
+}
+
+// NewWith is New with a chance to adjust the authority's Config (hooks,
+// the audit log) before it is built.
+func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
+	t.Helper()
 	pki := testpki.New(t, "example.org")
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mica.db"))
 	if err != nil {
@@ -60,10 +67,14 @@ func New(t testing.TB) *Fixture {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	minter, _ := token.NewMinter(priv)
 	f := &Fixture{Store: st, PKI: pki}
-	f.Authority, err = authority.New(authority.Config{
+	cfg := authority.Config{
 		Store: st, Policy: eng, Issuer: pki.Issuer, IssuerCert: pki.Intermediate, Roots: []*x509.Certificate{pki.Root},
 		Minter: minter, Tokens: token.NewVerifier(pub), Admins: map[string]authority.Role{AdminID: authority.RoleAdmin},
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	f.Authority, err = authority.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

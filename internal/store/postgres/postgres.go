@@ -66,6 +66,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	if err := backfillLeaves(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	s := &Store{pool: pool}
 	s.committer = groupcommit.New(groupcommit.Config{}, s.commit)
 	return s, nil

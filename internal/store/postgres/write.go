@@ -19,8 +19,18 @@ import (
 
 const eventValues = `$1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text`
 
-const insertEvent = `INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-VALUES (` + eventValues + `) RETURNING seq`
+// eventColumns and nextLeaf append the event's audit leaf: its index is
+// max+1, read in the statement's snapshot, which includes the rows this
+// batch wrote before; the batch's advisory lock keeps every other server
+// out until commit, so indexes are contiguous and never fork. The leaf
+// hash is the statement's last parameter.
+const (
+	eventColumns = `at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash`
+	nextLeaf     = `(` + sqlrec.NextLeafIndexExpr + `)`
+)
+
+const insertEvent = `INSERT INTO events (` + eventColumns + `)
+VALUES (` + eventValues + `, ` + nextLeaf + `, $11::bytea) RETURNING seq, leaf_index`
 
 // issueSQL writes one issuance unless its token was used before ($26 and
 // the conflict) or its serial or fingerprint is already recorded (dup).
@@ -37,10 +47,10 @@ const issueSQL = `WITH dup AS (
 	ON CONFLICT DO NOTHING
 	RETURNING jti
 ), ev AS (
-	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-	SELECT ` + eventValues + ` FROM dup
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $28::bytea FROM dup
 	WHERE NOT dup.d AND ($26::text IS NULL OR EXISTS (SELECT 1 FROM tok))
-	RETURNING seq
+	RETURNING seq, leaf_index
 ), cert AS (
 	INSERT INTO certificates (` + sqlrec.CertColumns + `)
 	SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, $18::bigint,
@@ -48,7 +58,7 @@ const issueSQL = `WITH dup AS (
 	FROM ev
 	RETURNING serial
 )
-SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev)`
+SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
 
 // revokeSQL revokes an active certificate and records the event; when
 // nothing was revoked, the status read from the statement's snapshot says
@@ -58,11 +68,54 @@ const revokeSQL = `WITH upd AS (
 	WHERE serial = $11::text AND status = 'active'
 	RETURNING serial
 ), ev AS (
-	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail)
-	SELECT ` + eventValues + ` FROM upd
-	RETURNING seq
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $14::bytea FROM upd
+	RETURNING seq, leaf_index
 )
-SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text)`
+SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text), (SELECT leaf_index FROM ev)`
+
+// revokeIdentitySQL revokes every live certificate of an identity and
+// records one event per certificate. It has its own parameter numbering:
+// $1 at, $2 actor, $3 source, $4 action, $5 identity, $6 outcome,
+// $7 detail, $8 revocation time, $9 reason.
+const revokeIdentitySQL = `WITH upd AS (
+	UPDATE certificates SET status = 'revoked', revoked_at = $8::bigint, revocation_reason = $9::integer
+	WHERE identity = $5::text AND status = 'active' AND not_after >= $8::bigint
+	RETURNING serial, fingerprint, profile
+), ev AS (
+	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index)
+	SELECT $1::bigint, $2::text, $3::text, $4::text, u.serial, u.fingerprint, $5::text, u.profile, $6::text, $7::text,
+		` + nextLeaf + ` + u.n - 1
+	FROM (SELECT *, row_number() OVER (ORDER BY serial) AS n FROM upd) u
+	ORDER BY u.n
+	RETURNING seq, serial, fingerprint, profile, leaf_index
+)
+SELECT serial, fingerprint, profile, seq, leaf_index FROM ev ORDER BY seq`
+
+// denySQL adds $11 to the deny list with its event, or nothing when it is
+// there already (seq NULL).
+const denySQL = `WITH ev AS (
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $12::bytea
+	WHERE NOT EXISTS (SELECT 1 FROM denied_identities WHERE identity = $11::text)
+	RETURNING seq, leaf_index
+), ins AS (
+	INSERT INTO denied_identities (identity, at, actor, detail, event_seq)
+	SELECT $11::text, $1::bigint, $2::text, $10::text, ev.seq FROM ev
+	RETURNING identity
+)
+SELECT (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
+
+// allowSQL takes $11 off the deny list with its event, or nothing when it
+// was not there (seq NULL).
+const allowSQL = `WITH del AS (
+	DELETE FROM denied_identities WHERE identity = $11::text RETURNING identity
+), ev AS (
+	INSERT INTO events (` + eventColumns + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, $12::bytea FROM del
+	RETURNING seq, leaf_index
+)
+SELECT (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
 
 func eventArgs(e *sqlrec.EventRow) []any {
 	return []any{e.At, e.Actor, e.Source, e.Action, e.Serial, e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail}
@@ -81,6 +134,7 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 		return err
 	}
 	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
 	iss.Certificate.Status = store.StatusActive
 	return nil
 }
@@ -95,7 +149,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -109,7 +163,43 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
+	return nil
+}
+
+// RevokeIdentity implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
+	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: revoke identity: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	return sqlrec.RevokedEvents(ev, op.Revoked), nil
+}
+
+// Deny implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, false, ev)
+}
+
+// Allow implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, true, ev)
+}
+
+func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
+	op, err := sqlrec.DenyOp(identity, allow, ev)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -132,6 +222,7 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	defer tx.Rollback(ctx)
 	b := &pgx.Batch{}
 	b.Queue("SELECT pg_advisory_xact_lock($1)", eventLockKey)
+	notify := false
 	for _, it := range batch {
 		op := &it.Op
 		args := eventArgs(&op.Event)
@@ -146,21 +237,36 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 			} else {
 				args = append(args, nil, nil)
 			}
-			b.Queue(issueSQL, args...)
+			b.Queue(issueSQL, append(args, op.Event.LeafHash)...)
 		case sqlrec.KindEvent:
-			b.Queue(insertEvent, args...)
+			b.Queue(insertEvent, append(args, op.Event.LeafHash)...)
 		case sqlrec.KindRevoke:
-			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason)...)
+			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason, op.Event.LeafHash)...)
+		case sqlrec.KindRevokeIdentity:
+			e := &op.Event
+			b.Queue(revokeIdentitySQL, e.At, e.Actor, e.Source, e.Action, op.Identity, e.Outcome, e.Detail, op.RevokedAt, op.Reason)
+		case sqlrec.KindDeny:
+			b.Queue(denySQL, append(args, op.Identity, op.Event.LeafHash)...)
+		case sqlrec.KindAllow:
+			b.Queue(allowSQL, append(args, op.Identity, op.Event.LeafHash)...)
 		default:
 			return fmt.Errorf("postgres: unknown operation kind %d", op.Kind)
 		}
+		notify = notify || sqlrec.RevocationKind(op.Kind)
+	}
+	if notify {
+		// Delivered by PostgreSQL at commit, to every server listening.
+		b.Queue("SELECT pg_notify($1, '')", revocationChannel)
 	}
 	br := tx.SendBatch(ctx, b)
-	if err := readResults(br, batch); err != nil {
+	if err := readResults(br, batch, notify); err != nil {
 		br.Close()
 		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
 	}
 	if err := br.Close(); err != nil {
+		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	if err := hashRevokedIdentities(ctx, tx, batch); err != nil {
 		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -169,7 +275,36 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	return nil
 }
 
-func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) error {
+// hashRevokedIdentities fills in the leaf hashes of the events an identity
+// revocation wrote, one per certificate: which certificates those are is
+// only known inside the transaction, so their hashes are made here, before
+// commit, in one more round trip for the rare batch that has any.
+func hashRevokedIdentities(ctx context.Context, tx pgx.Tx, batch []*groupcommit.Item[sqlrec.Op]) error {
+	b := &pgx.Batch{}
+	for _, it := range batch {
+		op := &it.Op
+		if op.Kind != sqlrec.KindRevokeIdentity {
+			continue
+		}
+		for i := range op.Revoked {
+			r := &op.Revoked[i]
+			ev := op.Event
+			ev.Serial, ev.Fingerprint, ev.Profile = r.Serial, r.Fingerprint, r.Profile
+			ev.Rehash()
+			r.LeafHash = ev.LeafHash
+			b.Queue("UPDATE events SET leaf_hash = $1 WHERE seq = $2", r.LeafHash, r.Seq)
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record audit leaf hashes: %w", err)
+	}
+	return nil
+}
+
+func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], notify bool) error {
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("take the event order lock: %w", err)
 	}
@@ -178,13 +313,13 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) erro
 		switch op.Kind {
 		case sqlrec.KindIssuance:
 			var used, dup bool
-			var seq *int64
-			if err := br.QueryRow().Scan(&used, &dup, &seq); err != nil {
+			var seq, leafIndex *int64
+			if err := br.QueryRow().Scan(&used, &dup, &seq, &leafIndex); err != nil {
 				return err
 			}
 			switch {
-			case seq != nil:
-				op.Seq = *seq
+			case seq != nil && leafIndex != nil:
+				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case op.Token != nil && (used || !dup):
 				// Used before this statement, or taken by a concurrent
 				// transaction that committed while we waited on the conflict.
@@ -193,23 +328,59 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op]) erro
 				it.Err = fmt.Errorf("postgres: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", op.Cert.Serial, op.Cert.Fingerprint)
 			}
 		case sqlrec.KindEvent:
-			if err := br.QueryRow().Scan(&op.Seq); err != nil {
+			if err := br.QueryRow().Scan(&op.Seq, &op.LeafIndex); err != nil {
 				return err
 			}
 		case sqlrec.KindRevoke:
-			var seq *int64
+			var seq, leafIndex *int64
 			var status *string
-			if err := br.QueryRow().Scan(&seq, &status); err != nil {
+			if err := br.QueryRow().Scan(&seq, &status, &leafIndex); err != nil {
 				return err
 			}
 			switch {
-			case seq != nil:
-				op.Seq = *seq
+			case seq != nil && leafIndex != nil:
+				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case status == nil:
 				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
 			default:
 				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
 			}
+		case sqlrec.KindRevokeIdentity:
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			op.Revoked = op.Revoked[:0]
+			for rows.Next() {
+				var r sqlrec.RevokedRow
+				if err := rows.Scan(&r.Serial, &r.Fingerprint, &r.Profile, &r.Seq, &r.LeafIndex); err != nil {
+					rows.Close()
+					return err
+				}
+				op.Revoked = append(op.Revoked, r)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		case sqlrec.KindDeny, sqlrec.KindAllow:
+			var seq, leafIndex *int64
+			if err := br.QueryRow().Scan(&seq, &leafIndex); err != nil {
+				return err
+			}
+			switch {
+			case seq != nil && leafIndex != nil:
+				op.Seq, op.LeafIndex = *seq, *leafIndex
+			case op.Kind == sqlrec.KindDeny:
+				it.Err = fmt.Errorf("postgres: deny %s: %w", op.Identity, store.ErrAlreadyDenied)
+			default:
+				it.Err = fmt.Errorf("postgres: allow %s: it is not denied: %w", op.Identity, store.ErrNotFound)
+			}
+		}
+	}
+	if notify {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("announce the revocation: %w", err)
 		}
 	}
 	return nil

@@ -37,6 +37,9 @@ type Store struct {
 	writer    *sql.DB // exactly one connection: SQLite allows one writer
 	readers   *sql.DB
 	stmts     writeStmts
+	// isDenied is prepared once: it runs on every issuance, and preparing
+	// it per call cost more than the lookup itself.
+	isDenied *sql.Stmt
 	committer *groupcommit.Committer[sqlrec.Op]
 
 	closeOnce sync.Once
@@ -72,6 +75,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.writer.Close()
 		return nil, err
 	}
+	if err := backfillLeaves(ctx, s.writer); err != nil {
+		s.writer.Close()
+		return nil, err
+	}
 	// The -wal and -shm files exist now; SQLite copies the database file's
 	// mode onto them, but a file left by an earlier run may be looser.
 	if err := chmodPrivate(path); err != nil {
@@ -90,6 +97,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.readers.SetMaxOpenConns(n)
 	s.readers.SetMaxIdleConns(n)
+	if s.isDenied, err = s.readers.PrepareContext(ctx, "SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"); err != nil {
+		s.readers.Close()
+		s.writer.Close()
+		return nil, fmt.Errorf("sqlite: preparing the deny-list lookup: %w", err)
+	}
 	s.committer = groupcommit.New(groupcommit.Config{}, s.commit)
 	return s, nil
 }
@@ -157,7 +169,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.committer.Close()
 		s.stmts.close()
-		s.closeErr = errors.Join(s.closeErr, s.readers.Close(), s.writer.Close())
+		s.closeErr = errors.Join(s.closeErr, s.isDenied.Close(), s.readers.Close(), s.writer.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("sqlite: close %s: %w", s.path, s.closeErr)
 		}

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"os"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/migrate"
 	"github.com/mica-pki/mica/internal/store/storetest"
 )
 
@@ -116,8 +119,8 @@ func TestOpen(t *testing.T) {
 			if err := s.writer.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if n != 1 {
-				t.Errorf("schema_migrations has %d rows, want 1", n)
+			if want := embeddedMigrations(t); n != want {
+				t.Errorf("schema_migrations has %d rows, want %d (one per embedded migration)", n, want)
 			}
 			s.Close()
 		}
@@ -160,4 +163,52 @@ func BenchmarkRecordIssuance(b *testing.B) {
 		}
 		return s
 	})
+}
+
+// embeddedMigrations is how many migrations this binary carries.
+func embeddedMigrations(t *testing.T) int {
+	t.Helper()
+	ms, err := migrate.Load(migrations, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ms)
+}
+
+// TestBackfillLeaves opens a database whose events predate the audit log
+// (no leaf index, no hash): they become leaves 0.. in seq order.
+func TestBackfillLeaves(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mica.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		ev := &store.Event{Time: time.Unix(int64(1000+i), 0), Actor: "system", Action: store.ActionPolicyLoaded, Outcome: "ok"}
+		if err := s.RecordEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.writer.ExecContext(ctx, "UPDATE events SET leaf_index = NULL, leaf_hash = NULL"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leaves, err := s.Leaves(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaves) != 5 {
+		t.Fatalf("%d leaves after backfill, want 5", len(leaves))
+	}
+	for i, ev := range leaves {
+		if ev.LeafIndex != int64(i) || !bytes.Equal(ev.LeafHash, leaf.Hash(&ev)) || (i > 0 && ev.Seq <= leaves[i-1].Seq) {
+			t.Errorf("leaf %d: index %d, seq %d, hash ok %v", i, ev.LeafIndex, ev.Seq, bytes.Equal(ev.LeafHash, leaf.Hash(&ev)))
+		}
+	}
 }

@@ -15,6 +15,15 @@ import (
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
 	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf        *sql.Stmt
+
+	// leaf is the leaf index the next event of this batch gets.
+	leaf int64
+}
+
+func (w *writeStmts) all() []**sql.Stmt {
+	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.revoke, &w.status,
+		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
 func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
@@ -25,10 +34,15 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
 		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
-		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.nextLeaf, sqlrec.NextLeafIndex},
 		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
+		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
+		{&w.insertDenial, "INSERT INTO denied_identities (identity, at, actor, detail, event_seq) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"},
+		{&w.deleteDenial, "DELETE FROM denied_identities WHERE identity = ?"},
+		{&w.denialExists, "SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"},
 	} {
 		st, err := db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -41,9 +55,9 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 }
 
 func (w *writeStmts) close() {
-	for _, st := range []*sql.Stmt{w.certExists, w.useToken, w.unuseToken, w.insertEvent, w.insertCert, w.revoke, w.status} {
-		if st != nil {
-			st.Close()
+	for _, st := range w.all() {
+		if *st != nil {
+			(*st).Close()
 		}
 	}
 }
@@ -61,6 +75,7 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 		return err
 	}
 	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
+	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
 	iss.Certificate.Status = store.StatusActive
 	return nil
 }
@@ -75,7 +90,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -89,7 +104,7 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 	if err != nil {
 		return err
 	}
-	ev.Seq = op.Seq
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
 	return nil
 }
 
@@ -100,11 +115,15 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 		return fmt.Errorf("sqlite: begin batch: %w", err)
 	}
 	defer tx.Rollback()
-	st := writeStmts{
-		certExists: tx.StmtContext(ctx, s.stmts.certExists), useToken: tx.StmtContext(ctx, s.stmts.useToken),
-		unuseToken:  tx.StmtContext(ctx, s.stmts.unuseToken),
-		insertEvent: tx.StmtContext(ctx, s.stmts.insertEvent), insertCert: tx.StmtContext(ctx, s.stmts.insertCert),
-		revoke: tx.StmtContext(ctx, s.stmts.revoke), status: tx.StmtContext(ctx, s.stmts.status),
+	var st writeStmts
+	dst, src := st.all(), s.stmts.all()
+	for i := range dst {
+		*dst[i] = tx.StmtContext(ctx, *src[i])
+	}
+	// The single writer connection serialises batches, so the next index
+	// read here stays ours until commit.
+	if err := st.nextLeaf.QueryRowContext(ctx).Scan(&st.leaf); err != nil {
+		return fmt.Errorf("sqlite: read the next audit leaf index, nothing was committed: %w", err)
 	}
 	for _, it := range batch {
 		var err error
@@ -112,9 +131,13 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 		case sqlrec.KindIssuance:
 			err = st.issue(ctx, it)
 		case sqlrec.KindEvent:
-			it.Op.Seq, err = st.event(ctx, &it.Op.Event)
+			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
 		case sqlrec.KindRevoke:
 			err = st.revokeOne(ctx, it)
+		case sqlrec.KindRevokeIdentity:
+			err = st.revokeIdentity(ctx, it)
+		case sqlrec.KindDeny, sqlrec.KindAllow:
+			err = st.denyOrAllow(ctx, it)
 		default:
 			err = fmt.Errorf("unknown operation kind %d", it.Op.Kind)
 		}
@@ -164,24 +187,30 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 		it.Err = fmt.Errorf("sqlite: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", c.Serial, c.Fingerprint)
 		return nil
 	}
-	seq, err := w.event(ctx, &it.Op.Event)
+	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
 	if err != nil {
 		return err
 	}
-	it.Op.Seq = seq
+	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
 	_, err = w.insertCert.ExecContext(ctx, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile,
 		c.Requester, c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt,
 		c.Reason, c.RenewedFrom, c.DER, seq)
 	return err
 }
 
-func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (int64, error) {
+func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (seq, leafIndex int64, err error) {
 	res, err := w.insertEvent.ExecContext(ctx, e.At, e.Actor, e.Source, e.Action, e.Serial,
-		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail)
+		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail, w.leaf, e.LeafHash)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return res.LastInsertId()
+	if seq, err = res.LastInsertId(); err != nil {
+		return 0, 0, err
+	}
+	// Advance only after the insert: a failed item writes no event and
+	// takes no index, so the indexes stay contiguous.
+	w.leaf++
+	return seq, w.leaf - 1, nil
 }
 
 func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
@@ -207,6 +236,114 @@ func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.
 		it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
 		return nil
 	}
-	op.Seq, err = w.event(ctx, &op.Event)
+	op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
 	return err
+}
+
+func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	op := &it.Op
+	rows, err := w.liveOfIdentity.QueryContext(ctx, op.Identity, op.RevokedAt)
+	if err != nil {
+		return err
+	}
+	var live []sqlrec.RevokedRow
+	for rows.Next() {
+		var r sqlrec.RevokedRow
+		if err := rows.Scan(&r.Serial, &r.Fingerprint, &r.Profile); err != nil {
+			rows.Close()
+			return err
+		}
+		live = append(live, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	op.Revoked = op.Revoked[:0]
+	for _, r := range live {
+		if _, err := w.revoke.ExecContext(ctx, op.RevokedAt, op.Reason, r.Serial); err != nil {
+			return err
+		}
+		ev := op.Event
+		ev.Serial, ev.Fingerprint, ev.Profile = r.Serial, r.Fingerprint, r.Profile
+		// Each certificate's event differs, so its leaf hash is made here.
+		ev.Rehash()
+		if r.Seq, r.LeafIndex, err = w.event(ctx, &ev); err != nil {
+			return err
+		}
+		r.LeafHash = ev.LeafHash
+		op.Revoked = append(op.Revoked, r)
+	}
+	return nil
+}
+
+func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+	op := &it.Op
+	if op.Kind == sqlrec.KindAllow {
+		res, err := w.deleteDenial.ExecContext(ctx, op.Identity)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			it.Err = fmt.Errorf("sqlite: allow %s: it is not denied: %w", op.Identity, store.ErrNotFound)
+			return nil
+		}
+		op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
+		return err
+	}
+	// A denial that exists already must leave no event, so check before
+	// writing either; the event comes first so the denial can name it.
+	var exists bool
+	if err := w.denialExists.QueryRowContext(ctx, op.Identity).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		it.Err = fmt.Errorf("sqlite: deny %s: %w", op.Identity, store.ErrAlreadyDenied)
+		return nil
+	}
+	seq, leafIndex, err := w.event(ctx, &op.Event)
+	if err != nil {
+		return err
+	}
+	op.Seq, op.LeafIndex = seq, leafIndex
+	_, err = w.insertDenial.ExecContext(ctx, op.Identity, op.Event.At, op.Event.Actor, op.Event.Detail, seq)
+	return err
+}
+
+// RevokeIdentity implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
+	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: revoke identity: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	return sqlrec.RevokedEvents(ev, op.Revoked), nil
+}
+
+// Deny implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, false, ev)
+}
+
+// Allow implements store.Store; ctx ending early is as for RecordIssuance.
+func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
+	return s.denyOrAllow(ctx, identity, true, ev)
+}
+
+func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
+	op, err := sqlrec.DenyOp(identity, allow, ev)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	op, err = s.committer.Do(ctx, op)
+	if err != nil {
+		return err
+	}
+	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
+	return nil
 }

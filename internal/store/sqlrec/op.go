@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -17,6 +18,9 @@ const (
 	KindIssuance Kind = iota + 1
 	KindEvent
 	KindRevoke
+	KindRevokeIdentity
+	KindDeny
+	KindAllow
 )
 
 // Op is one queued write, already encoded into column values so that the
@@ -32,8 +36,23 @@ type Op struct {
 	Reason    int
 	RevokedAt int64
 
-	// Seq is the result: the sequence number assigned to Event.
-	Seq int64
+	// KindRevokeIdentity, KindDeny, KindAllow.
+	Identity string
+
+	// Seq and LeafIndex are the results: the sequence number and the
+	// audit log position assigned to Event.
+	Seq       int64
+	LeafIndex int64
+	// Revoked is the result of KindRevokeIdentity: one per certificate.
+	Revoked []RevokedRow
+}
+
+// RevokedRow is one certificate revoked by KindRevokeIdentity and the
+// sequence number and leaf index of its event.
+type RevokedRow struct {
+	Serial, Fingerprint, Profile string
+	Seq, LeafIndex               int64
+	LeafHash                     []byte
 }
 
 // CertRow is a certificates row.
@@ -47,10 +66,13 @@ type CertRow struct {
 	DER                                                                 []byte
 }
 
-// EventRow is an events row without its sequence number.
+// EventRow is an events row without its sequence number and leaf index.
 type EventRow struct {
 	At                                                                             int64
 	Actor, Source, Action, Serial, Fingerprint, Identity, Profile, Outcome, Detail string
+	// LeafHash is the audit leaf hash, computed here in the caller's
+	// goroutine so that the committer only writes it.
+	LeafHash []byte
 }
 
 // TokenRow is a used_tokens row.
@@ -149,6 +171,16 @@ func RevokeOp(serial string, reason int, at time.Time, ev *store.Event) (Op, err
 	return Op{Kind: KindRevoke, Event: row, Serial: serial, Reason: reason, RevokedAt: Micros(at)}, nil
 }
 
+// Rehash sets LeafHash from the row's columns, for an event the committer
+// derives inside the transaction (one per certificate of a revoked identity).
+func (e *EventRow) Rehash() {
+	e.LeafHash = leaf.Hash(&store.Event{
+		Time: FromMicros(e.At), Actor: e.Actor, Source: e.Source, Action: store.Action(e.Action),
+		Serial: e.Serial, Fingerprint: e.Fingerprint, Identity: e.Identity, Profile: e.Profile,
+		Outcome: e.Outcome, Detail: e.Detail,
+	})
+}
+
 func eventRow(ev *store.Event) (EventRow, error) {
 	switch {
 	case ev.Action == "":
@@ -160,5 +192,59 @@ func eventRow(ev *store.Event) (EventRow, error) {
 		At: Micros(ev.Time), Actor: ev.Actor, Source: ev.Source, Action: string(ev.Action),
 		Serial: ev.Serial, Fingerprint: ev.Fingerprint, Identity: ev.Identity,
 		Profile: ev.Profile, Outcome: ev.Outcome, Detail: ev.Detail,
+		LeafHash: leaf.Hash(ev),
 	}, nil
+}
+
+// RevokeIdentityOp validates a revocation of every live certificate of an
+// identity and encodes it.
+func RevokeIdentityOp(identity string, reason int, at time.Time, ev *store.Event) (Op, error) {
+	if identity == "" {
+		return Op{}, errors.New("invalid revocation: identity is empty")
+	}
+	op, err := RevokeOp("-", reason, at, ev)
+	if err != nil {
+		return Op{}, err
+	}
+	op.Kind, op.Serial, op.Identity = KindRevokeIdentity, "", identity
+	return op, nil
+}
+
+// DenyOp encodes putting identity on the deny list (allow false) or taking
+// it off (allow true).
+func DenyOp(identity string, allow bool, ev *store.Event) (Op, error) {
+	if identity == "" {
+		return Op{}, errors.New("invalid deny list change: identity is empty")
+	}
+	if ev == nil {
+		return Op{}, errors.New("invalid deny list change: event is nil; every change is audited")
+	}
+	row, err := eventRow(ev)
+	if err != nil {
+		return Op{}, err
+	}
+	k := KindDeny
+	if allow {
+		k = KindAllow
+	}
+	return Op{Kind: k, Event: row, Identity: identity}, nil
+}
+
+// RevocationKind reports whether k changes what the revocation outputs
+// (CRL, OCSP, feed) publish.
+func RevocationKind(k Kind) bool {
+	return k == KindRevoke || k == KindRevokeIdentity || k == KindDeny || k == KindAllow
+}
+
+// RevokedEvents turns the result of a KindRevokeIdentity op into the
+// events it recorded, ev filled in per certificate.
+func RevokedEvents(ev store.Event, rows []RevokedRow) []store.Event {
+	out := make([]store.Event, 0, len(rows))
+	for _, r := range rows {
+		e := ev
+		e.Serial, e.Fingerprint, e.Profile, e.Seq = r.Serial, r.Fingerprint, r.Profile, r.Seq
+		e.LeafIndex, e.LeafHash = r.LeafIndex, r.LeafHash
+		out = append(out, e)
+	}
+	return out
 }

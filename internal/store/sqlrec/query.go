@@ -24,6 +24,9 @@ type Query struct {
 	Args []any
 }
 
+// Action is store.Action, named here for the Actions filter.
+type Action = store.Action
+
 type builder struct {
 	ph    Placeholder
 	conds []string
@@ -119,11 +122,26 @@ func Events(f store.EventFilter, ph Placeholder) (Query, error) {
 	if f.AfterSeq > 0 {
 		b.cond("seq > %s", f.AfterSeq)
 	}
-	if f.Action != "" {
+	if len(f.Actions) > 0 {
+		acts := f.Actions
+		if f.Action != "" {
+			acts = append([]Action(nil), acts...)
+			acts = append(acts, f.Action)
+		}
+		var ors []string
+		for _, a := range acts {
+			b.args = append(b.args, string(a))
+			ors = append(ors, "action = "+b.ph(len(b.args)))
+		}
+		b.conds = append(b.conds, "("+strings.Join(ors, " OR ")+")")
+	} else if f.Action != "" {
 		b.cond("action = %s", string(f.Action))
 	}
 	if f.Identity != "" {
 		b.cond("identity = %s", f.Identity)
+	}
+	if !f.Since.IsZero() {
+		b.cond("at >= %s", Micros(f.Since))
 	}
 	n, err := limit(f.Limit)
 	if err != nil {
@@ -131,4 +149,92 @@ func Events(f store.EventFilter, ph Placeholder) (Query, error) {
 	}
 	sql := "SELECT " + EventColumns + " FROM events" + b.where() + fmt.Sprintf(" ORDER BY seq LIMIT %d", n)
 	return Query{SQL: sql, Args: b.args}, nil
+}
+
+// Leaves selects events with leaf_index >= start, in leaf order.
+func Leaves(start int64, n int, ph Placeholder) (Query, error) {
+	return leafQuery(EventColumns, start, n, ph)
+}
+
+// LeafHashes selects leaf hashes from start, in leaf order.
+func LeafHashes(start int64, n int, ph Placeholder) (Query, error) {
+	return leafQuery("leaf_hash", start, n, ph)
+}
+
+func leafQuery(cols string, start int64, n int, ph Placeholder) (Query, error) {
+	if start < 0 {
+		return Query{}, fmt.Errorf("leaf index %d is negative", start)
+	}
+	n, err := limit(n)
+	if err != nil {
+		return Query{}, err
+	}
+	return Query{
+		SQL:  fmt.Sprintf("SELECT %s FROM events WHERE leaf_index >= %s ORDER BY leaf_index LIMIT %d", cols, ph(1), n),
+		Args: []any{start},
+	}, nil
+}
+
+// Checkpoints selects checkpoints with size > afterSize, smallest first.
+func Checkpoints(afterSize int64, n int, ph Placeholder) (Query, error) {
+	n, err := limit(n)
+	if err != nil {
+		return Query{}, err
+	}
+	return Query{
+		SQL:  fmt.Sprintf("SELECT %s FROM checkpoints WHERE size > %s ORDER BY size LIMIT %d", CheckpointColumns, ph(1), n),
+		Args: []any{afterSize},
+	}, nil
+}
+
+// LatestCheckpoint selects the largest checkpoint.
+const LatestCheckpoint = "SELECT " + CheckpointColumns + " FROM checkpoints ORDER BY size DESC LIMIT 1"
+
+// NextLeafIndex is the index the next leaf gets; run it inside the batch
+// transaction, under the engine's write serialisation. It is written as
+// ORDER BY … LIMIT 1 rather than max()+1, which SQLite answers by scanning
+// the table once max is wrapped in an expression; this form reads one
+// entry at the end of the leaf_index index on both engines.
+const NextLeafIndex = "SELECT " + NextLeafIndexExpr
+
+// NextLeafIndexExpr is NextLeafIndex as a scalar expression, for use
+// inside an INSERT.
+const NextLeafIndexExpr = "COALESCE((SELECT leaf_index FROM events ORDER BY leaf_index DESC LIMIT 1) + 1, 0)"
+
+// RevokedCertificates selects the revoked certificates of issuer (any when
+// empty) with NotAfter at or after validAt.
+func RevokedCertificates(issuer string, validAt int64, ph Placeholder) Query {
+	b := &builder{ph: ph}
+	b.conds = append(b.conds, "status = 'revoked'")
+	b.cond("not_after >= %s", validAt)
+	if issuer != "" {
+		b.cond("issuer = %s", issuer)
+	}
+	return Query{SQL: "SELECT serial, identity, issuer, revoked_at, revocation_reason, not_after FROM certificates" + b.where(), Args: b.args}
+}
+
+// ScanRevoked reads one row selected by RevokedCertificates.
+func ScanRevoked(scan func(dest ...any) error) (store.Revoked, error) {
+	var r store.Revoked
+	var at, na int64
+	var reason int64
+	if err := scan(&r.Serial, &r.Identity, &r.Issuer, &at, &reason, &na); err != nil {
+		return r, err
+	}
+	r.RevokedAt, r.NotAfter, r.Reason = FromMicros(at), FromMicros(na), int(reason)
+	return r, nil
+}
+
+// DenialColumns is the column list ScanDenial expects.
+const DenialColumns = "identity, at, actor, detail, event_seq"
+
+// ScanDenial reads one denied_identities row.
+func ScanDenial(scan func(dest ...any) error) (store.Denial, error) {
+	var d store.Denial
+	var at int64
+	if err := scan(&d.Identity, &at, &d.Actor, &d.Detail, &d.EventSeq); err != nil {
+		return d, err
+	}
+	d.Time = FromMicros(at)
+	return d, nil
 }

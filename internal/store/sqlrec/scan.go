@@ -12,7 +12,7 @@ const CertColumns = "serial, fingerprint, identity, sans, profile, requester, so
 	"not_before, not_after, issuer, status, revoked_at, revocation_reason, renewed_from, der, event_seq"
 
 // EventColumns is the column list ScanEvent expects, in order.
-const EventColumns = "seq, at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail"
+const EventColumns = "seq, at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash"
 
 // ScanCertificate reads one row selected with CertColumns through scan
 // (the Scan method of the engine's row type).
@@ -48,15 +48,38 @@ func ScanCertificate(scan func(dest ...any) error) (store.Certificate, error) {
 // ScanEvent reads one row selected with EventColumns.
 func ScanEvent(scan func(dest ...any) error) (store.Event, error) {
 	var (
-		ev     store.Event
-		at     int64
-		action string
+		ev        store.Event
+		at        int64
+		action    string
+		leafIndex *int64
 	)
 	err := scan(&ev.Seq, &at, &ev.Actor, &ev.Source, &action, &ev.Serial, &ev.Fingerprint,
-		&ev.Identity, &ev.Profile, &ev.Outcome, &ev.Detail)
+		&ev.Identity, &ev.Profile, &ev.Outcome, &ev.Detail, &leafIndex, &ev.LeafHash)
 	if err != nil {
 		return store.Event{}, err
 	}
+	// Events recorded before the audit log existed have no leaf until the
+	// engine backfills them at open.
+	ev.LeafIndex = -1
+	if leafIndex != nil {
+		ev.LeafIndex = *leafIndex
+	}
 	ev.Time, ev.Action = FromMicros(at), store.Action(action)
 	return ev, nil
+}
+
+// CheckpointColumns is the column list ScanCheckpoint expects, in order.
+const CheckpointColumns = "size, root, note, at"
+
+// ScanCheckpoint reads one row selected with CheckpointColumns.
+func ScanCheckpoint(scan func(dest ...any) error) (store.Checkpoint, error) {
+	var (
+		c  store.Checkpoint
+		at int64
+	)
+	if err := scan(&c.Size, &c.Root, &c.Note, &at); err != nil {
+		return store.Checkpoint{}, err
+	}
+	c.Time = FromMicros(at)
+	return c, nil
 }

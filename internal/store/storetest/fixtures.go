@@ -109,7 +109,7 @@ func sameEvent(got, want store.Event) string {
 		return fmt.Sprintf("Time = %v, want %v", got.Time, want.Time)
 	}
 	got.Time, want.Time = time.Time{}, time.Time{}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		return fmt.Sprintf("got %+v\nwant %+v", got, want)
 	}
 	return ""

@@ -41,6 +41,12 @@ func Run(t *testing.T, open Opener) {
 		{"CloseDrainsQueue", testCloseDrains},
 		{"Cancellation", testCancellation},
 		{"ConcurrentIssuance", testConcurrentIssuance},
+		{"AuditLeaves", testAuditLeaves},
+		{"AuditLeavesTwoStores", testAuditTwoStores},
+		{"Checkpoints", testCheckpoints},
+		{"RevokeIdentity", testRevokeIdentity},
+		{"DenyAllow", testDenyAllow},
+		{"RevokedCertificates", testRevokedCertificates},
 		{"ACME", testACME},
 	}
 	for _, tc := range tests {

@@ -1,0 +1,183 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// The /v1/audit endpoints: thin translations to the authority's Audit*
+// methods. Only the log's public key is served without authentication.
+
+func (s *server) auditRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/audit/key", s.auditKey)
+	mux.HandleFunc("GET /v1/audit/checkpoint", s.auditCheckpoint)
+	mux.HandleFunc("GET /v1/audit/checkpoints", s.auditCheckpoints)
+	mux.HandleFunc("GET /v1/audit/leaves", s.auditLeaves)
+	mux.HandleFunc("GET /v1/audit/events", s.auditEvents)
+	mux.HandleFunc("GET /v1/audit/proof/{serial}", s.auditProof)
+	mux.HandleFunc("GET /v1/audit/consistency", s.auditConsistency)
+}
+
+func (s *server) auditKey(w http.ResponseWriter, r *http.Request) {
+	k, err := s.cfg.Authority.AuditKey()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.AuditKey{VerifierKey: k})
+}
+
+func (s *server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.cfg.Authority.AuditCheckpoint(r.Context(), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireCheckpoint(c))
+}
+
+func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	after, ok1 := queryInt(w, r, "after_size", 0, 1<<62)
+	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
+	if !ok1 || !ok2 {
+		return
+	}
+	cs, err := s.cfg.Authority.AuditCheckpoints(r.Context(), p, after, int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := client.AuditCheckpoints{Checkpoints: make([]client.AuditCheckpoint, 0, len(cs))}
+	for _, c := range cs {
+		out.Checkpoints = append(out.Checkpoints, wireCheckpoint(c))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	start, ok1 := queryInt(w, r, "start", 0, 1<<62)
+	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
+	if !ok1 || !ok2 {
+		return
+	}
+	evs, err := s.cfg.Authority.AuditLeaves(r.Context(), p, start, int(limit))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireEvents(evs))
+}
+
+func (s *server) auditEvents(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	after, ok1 := queryInt(w, r, "after_seq", 0, 1<<62)
+	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
+	if !ok1 || !ok2 {
+		return
+	}
+	f := store.EventFilter{AfterSeq: after, Limit: int(limit), Action: store.Action(q.Get("action")), Identity: q.Get("identity")}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("since %q is not an RFC 3339 time like 2026-11-23T10:00:00Z", v))
+			return
+		}
+		f.Since = t
+	}
+	evs, err := s.cfg.Authority.AuditEvents(r.Context(), p, f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireEvents(evs))
+}
+
+func (s *server) auditProof(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	serial, ok := pathSerial(w, r)
+	if !ok {
+		return
+	}
+	pr, err := s.cfg.Authority.AuditProof(r.Context(), p, serial)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.AuditProof{Event: wireEvent(pr.Event), Checkpoint: wireCheckpoint(pr.Checkpoint), Hashes: pr.Hashes})
+}
+
+func (s *server) auditConsistency(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	size1, ok1 := queryInt(w, r, "size1", 0, 1<<62)
+	size2, ok2 := queryInt(w, r, "size2", 0, 1<<62)
+	if !ok1 || !ok2 {
+		return
+	}
+	hashes, err := s.cfg.Authority.AuditConsistency(r.Context(), p, size1, size2)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, client.AuditConsistency{Size1: size1, Size2: size2, Hashes: hashes})
+}
+
+func queryInt(w http.ResponseWriter, r *http.Request, name string, lo, hi int64) (int64, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("%s %q must be a whole number from %d to %d", name, v, lo, hi))
+		return 0, false
+	}
+	return n, true
+}
+
+func wireCheckpoint(c store.Checkpoint) client.AuditCheckpoint {
+	return client.AuditCheckpoint{Size: c.Size, Note: string(c.Note), Time: c.Time}
+}
+
+// wireEvent shapes an event as the API sends it.
+func wireEvent(e store.Event) client.AuditEvent {
+	return client.AuditEvent{
+		Seq: e.Seq, LeafIndex: e.LeafIndex, LeafHash: e.LeafHash, Time: e.Time, Actor: e.Actor, Source: e.Source,
+		Action: string(e.Action), Serial: e.Serial, Fingerprint: e.Fingerprint, Identity: e.Identity,
+		Profile: e.Profile, Outcome: e.Outcome, Detail: e.Detail,
+	}
+}
+
+func wireEvents(evs []store.Event) client.AuditEvents {
+	out := client.AuditEvents{Events: make([]client.AuditEvent, 0, len(evs))}
+	for _, e := range evs {
+		out.Events = append(out.Events, wireEvent(e))
+	}
+	return out
+}

@@ -1,0 +1,5 @@
+package leaf
+
+import "time"
+
+func timeFromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }

@@ -1,0 +1,149 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// ReasonIdentityDenied is the Reason of the refusal of an identity on the
+// deny list.
+const ReasonIdentityDenied = "identity-denied"
+
+// checkDenied refuses an identity any of whose names is on the deny list.
+func (a *Authority) checkDenied(ctx context.Context, id identity.Identity) *Error {
+	names := append([]string{id.Primary()}, id.SANs()...)
+	for i, n := range names {
+		if i > 0 && n == names[0] {
+			continue
+		}
+		denied, err := a.store.IsDenied(ctx, n)
+		if err != nil {
+			return newError(KindInternal, err, "could not read the deny list; nothing was issued: %v", err)
+		}
+		if denied {
+			return &Error{Kind: KindForbidden, Reason: ReasonIdentityDenied,
+				Detail: fmt.Sprintf("identity %s is on the deny list and can be neither issued nor renewed: an admin lifts it with `mica identity allow %s`", n, n)}
+		}
+	}
+	return nil
+}
+
+func checkReason(reason int) error {
+	if reason < 0 || reason > 10 || reason == 7 {
+		return newError(KindInvalid, nil, "revocation reason %d is not an RFC 5280 CRLReason code", reason)
+	}
+	return nil
+}
+
+// RevokeByFingerprint revokes the certificate whose DER has this SHA-256
+// fingerprint (hex). Admins may revoke any certificate; a holder its own.
+func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, fingerprint string, reason int, source netip.Addr) (store.Certificate, error) {
+	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
+	if p.Record.Fingerprint != fingerprint {
+		if err := a.require(p, RoleAdmin, "revoke other certificates"); err != nil {
+			return store.Certificate{}, err
+		}
+	}
+	rec, err := a.store.CertificateByFingerprint(ctx, fingerprint)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return rec, newError(KindNotFound, err, "no certificate with SHA-256 fingerprint %s: list them with `mica cert list`", fingerprint)
+	case err != nil:
+		return rec, newError(KindInternal, err, "could not read the inventory: %v", err)
+	}
+	return a.Revoke(ctx, p, rec.Serial, reason, source)
+}
+
+// RevokeIdentity revokes every live certificate of an identity in one
+// transaction (admins only) and returns them, revoked.
+func (a *Authority) RevokeIdentity(ctx context.Context, p Principal, id string, reason int, source netip.Addr) ([]store.Certificate, error) {
+	if err := a.require(p, RoleAdmin, "revoke certificates by identity"); err != nil {
+		return nil, err
+	}
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
+	parsed, err := identity.Parse(id)
+	if err != nil {
+		return nil, newError(KindInvalid, err, "%v", err)
+	}
+	name, now := parsed.Primary(), a.now()
+	evs, err := a.store.RevokeIdentity(ctx, name, reason, now, store.Event{Time: now, Actor: p.Name, Source: addrString(source),
+		Action: store.ActionCertRevoked, Identity: name, Outcome: "ok", Detail: fmt.Sprintf("reason %d, all certificates of the identity", reason)})
+	if err != nil {
+		return nil, newError(KindInternal, err, "could not revoke: %v", err)
+	}
+	if len(evs) > 0 {
+		a.onRevoke()
+	}
+	out := make([]store.Certificate, 0, len(evs))
+	for _, ev := range evs {
+		rec, err := a.store.Certificate(ctx, ev.Serial)
+		if err != nil {
+			return nil, newError(KindInternal, err, "revoked, but could not read certificate %s back: %v", ev.Serial, err)
+		}
+		out = append(out, rec)
+	}
+	a.log.Info("certificates revoked by identity", "identity", name, "count", len(out))
+	return out, nil
+}
+
+// Deny puts an identity on the deny list (admins only): from then on no
+// door issues or renews it. Its live certificates stay valid until revoked
+// (RevokeIdentity), so an operator can choose to stop renewals only.
+func (a *Authority) Deny(ctx context.Context, p Principal, id, detail string, source netip.Addr) (store.Denial, error) {
+	return a.denyOrAllow(ctx, p, id, detail, source, false)
+}
+
+// Allow takes an identity off the deny list (admins only).
+func (a *Authority) Allow(ctx context.Context, p Principal, id, detail string, source netip.Addr) (store.Denial, error) {
+	return a.denyOrAllow(ctx, p, id, detail, source, true)
+}
+
+func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail string, source netip.Addr, allow bool) (store.Denial, error) {
+	verb, action, write := "deny", store.ActionIdentityDenied, a.store.Deny
+	if allow {
+		verb, action, write = "allow", store.ActionIdentityAllowed, a.store.Allow
+	}
+	if err := a.require(p, RoleAdmin, verb+" identities"); err != nil {
+		return store.Denial{}, err
+	}
+	if len(detail) > 1024 {
+		return store.Denial{}, newError(KindInvalid, nil, "the reason is %d bytes; keep it under 1024", len(detail))
+	}
+	parsed, err := identity.Parse(id)
+	if err != nil {
+		return store.Denial{}, newError(KindInvalid, err, "%v", err)
+	}
+	name := parsed.Primary()
+	ev := store.Event{Time: a.now(), Actor: p.Name, Source: addrString(source), Action: action, Identity: name, Outcome: "ok", Detail: detail}
+	err = write(ctx, name, &ev)
+	switch {
+	case errors.Is(err, store.ErrAlreadyDenied):
+		return store.Denial{}, newError(KindConflict, err, "identity %s is already denied", name)
+	case errors.Is(err, store.ErrNotFound):
+		return store.Denial{}, newError(KindNotFound, err, "identity %s is not denied", name)
+	case err != nil:
+		return store.Denial{}, newError(KindInternal, err, "could not change the deny list: %v", err)
+	}
+	a.onRevoke()
+	return store.Denial{Identity: name, Time: ev.Time, Actor: ev.Actor, Detail: detail, EventSeq: ev.Seq}, nil
+}
+
+// DeniedIdentities reads the deny list (auditors and up).
+func (a *Authority) DeniedIdentities(ctx context.Context, p Principal) ([]store.Denial, error) {
+	if err := a.require(p, RoleAuditor, "read the deny list"); err != nil {
+		return nil, err
+	}
+	list, err := a.store.DeniedIdentities(ctx)
+	if err != nil {
+		return nil, newError(KindInternal, err, "could not read the deny list: %v", err)
+	}
+	return list, nil
+}

@@ -1,0 +1,237 @@
+package crl
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Source streams the revoked, unexpired certificates of one issuer.
+type Source interface {
+	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error
+}
+
+// Config wires a Service for one issuing CA.
+type Config struct {
+	Source Source
+	Issuer *x509.Certificate
+	Signer crypto.Signer
+	// IssuerID is how the store names the issuer (its certificate's SHA-256
+	// fingerprint, hex).
+	IssuerID string
+	// Validity is nextUpdate − thisUpdate; default 24h. A new CRL is made
+	// after half of it at the latest, so relying parties that fetch on
+	// nextUpdate never hold an expired one.
+	Validity time.Duration
+	// Debounce is how long a change waits for more before the CRL is
+	// rebuilt, so a burst of revocations costs one build; default 200ms.
+	Debounce time.Duration
+	// Lint, when set, checks every CRL before it is published; a CRL that
+	// fails is not served (the previous one stays).
+	Lint   func(der []byte) error
+	Clock  func() time.Time
+	Logger *slog.Logger
+}
+
+// Published is one signed CRL.
+type Published struct {
+	DER        []byte
+	Number     *big.Int
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	Entries    int
+	ETag       string
+}
+
+// Service keeps the issuer's current CRL and regenerates it. Its methods
+// are safe for concurrent use; Run drives it.
+type Service struct {
+	cfg     Config
+	current atomic.Pointer[Published]
+	poke    chan struct{}
+}
+
+// New checks cfg and returns a Service with no CRL yet: call RunOnce or Run.
+func New(cfg Config) (*Service, error) {
+	if cfg.Source == nil || cfg.Issuer == nil || cfg.Signer == nil || cfg.IssuerID == "" {
+		return nil, errors.New("crl: Config needs Source, Issuer, Signer and IssuerID")
+	}
+	if cfg.Validity <= 0 {
+		cfg.Validity = 24 * time.Hour
+	}
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = 200 * time.Millisecond
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := signatureAlgorithm(cfg.Signer.Public()); err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, poke: make(chan struct{}, 1)}, nil
+}
+
+// Path is where an issuer's CRL is served, named by its subject key
+// identifier so that each CA generation has its own.
+func Path(issuer *x509.Certificate) string {
+	return "/crl/" + hex.EncodeToString(issuer.SubjectKeyId) + ".crl"
+}
+
+// Changed says the revocations changed; the CRL is rebuilt after the
+// debounce. It never blocks.
+func (s *Service) Changed() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Current is the CRL being served, nil before the first build.
+func (s *Service) Current() *Published { return s.current.Load() }
+
+// RunOnce builds, signs, lints and publishes a new CRL.
+func (s *Service) RunOnce(ctx context.Context) error {
+	now := s.cfg.Clock().UTC().Truncate(time.Second)
+	// Entries are collected first (about 40 bytes each) so that the
+	// database read is not held open while signing, and so that an error
+	// halfway leaves the old CRL in place.
+	var entries []Entry
+	err := s.cfg.Source.RevokedCertificates(ctx, s.cfg.IssuerID, now, func(r store.Revoked) error {
+		serial, err := serialBytes(r.Serial)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, Entry{Serial: serial, RevokedAt: r.RevokedAt, Reason: r.Reason})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("crl: reading revocations: %w", err)
+	}
+	// The CRL number must grow with every CRL, including across restarts
+	// and across servers sharing one database: microseconds since the epoch
+	// do, as long as clocks agree to better than the debounce.
+	number := big.NewInt(now.UnixMicro())
+	if prev := s.current.Load(); prev != nil && number.Cmp(prev.Number) <= 0 {
+		number = new(big.Int).Add(prev.Number, big.NewInt(1))
+	}
+	next := now.Add(s.cfg.Validity)
+	if next.After(s.cfg.Issuer.NotAfter) {
+		next = s.cfg.Issuer.NotAfter
+	}
+	der, err := Build(Params{Issuer: s.cfg.Issuer, Signer: s.cfg.Signer, Number: number, ThisUpdate: now, NextUpdate: next, Entries: len(entries)},
+		func(yield func(Entry) bool) {
+			for _, e := range entries {
+				if !yield(e) {
+					return
+				}
+			}
+		})
+	if err != nil {
+		return err
+	}
+	if s.cfg.Lint != nil {
+		if err := s.cfg.Lint(der); err != nil {
+			return fmt.Errorf("crl: the new CRL fails lint and is not published: %w", err)
+		}
+	}
+	s.current.Store(&Published{DER: der, Number: number, ThisUpdate: now, NextUpdate: next, Entries: len(entries),
+		ETag: `"` + number.Text(16) + `"`})
+	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "crl published", slog.Int("entries", len(entries)),
+		slog.String("number", number.String()), slog.Int("bytes", len(der)))
+	return nil
+}
+
+// Run builds the CRL now, then again after each change (debounced) and
+// before half its validity has passed, until ctx ends. A failed build is
+// logged and retried; the previous CRL keeps being served meanwhile.
+func (s *Service) Run(ctx context.Context) error {
+	retry := time.Duration(0)
+	for {
+		if err := s.RunOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.cfg.Logger.LogAttrs(ctx, slog.LevelError, "crl build failed", slog.String("error", err.Error()))
+			retry = min(max(2*retry, time.Second), time.Minute)
+		} else {
+			retry = 0
+		}
+		wait := s.cfg.Validity / 2
+		if cur := s.current.Load(); cur != nil {
+			wait = time.Until(cur.ThisUpdate.Add(s.cfg.Validity / 2))
+		}
+		if retry > 0 {
+			wait = min(wait, retry)
+		}
+		timer := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		case <-s.poke:
+			timer.Stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(s.cfg.Debounce):
+			}
+		}
+	}
+}
+
+func serialBytes(hexSerial string) ([]byte, error) {
+	if len(hexSerial)%2 == 1 {
+		hexSerial = "0" + hexSerial
+	}
+	b, err := hex.DecodeString(hexSerial)
+	if err != nil {
+		return nil, fmt.Errorf("crl: serial %q in the store is not hex: %w", hexSerial, err)
+	}
+	return b, nil
+}
+
+// Handler serves the current CRL (DER, application/pkix-crl) at Path with
+// ETag and Last-Modified, so relying parties and caches fetch it only when
+// it changed. It is public: a CRL is signed and says nothing secret.
+func (s *Service) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "crl: only GET and HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		cur := s.current.Load()
+		if cur == nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "crl: the first CRL is still being built; retry in a second", http.StatusServiceUnavailable)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/pkix-crl")
+		h.Set("ETag", cur.ETag)
+		// Caches may keep it until the next scheduled rebuild at most; a
+		// revocation in between reaches relying parties through OCSP and
+		// the push feed.
+		maxAge := max(int(time.Until(cur.ThisUpdate.Add(s.cfg.Validity/2)).Seconds()), 0)
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(min(maxAge, 300)))
+		h.Set("Expires", cur.NextUpdate.UTC().Format(http.TimeFormat))
+		// ServeContent handles If-None-Match, If-Modified-Since and Range.
+		http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
+	})
+}

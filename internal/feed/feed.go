@@ -1,0 +1,325 @@
+// Package feed is the server side of the revocation push feed: a Hub that
+// follows the store's revocation and deny list events in sequence order,
+// keeps the current set and a log of recent changes, and streams them to
+// subscribers as server-sent events (Handler), a snapshot first and then
+// each change as it commits.
+//
+// Sequence numbers are the store's event sequence numbers, which every
+// server sharing a database agrees on, so a subscriber may resume on any
+// server. With PostgreSQL the Hub learns of changes committed by other
+// servers through LISTEN/NOTIFY (the store's optional Listener ability);
+// changes made by this server arrive through Changed. A slow poll is the
+// safety net for both.
+//
+// The wire types and the subscriber live in the public package revocation.
+// Start with New and Run.
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/revocation"
+)
+
+// Source is what the Hub reads from the store.
+type Source interface {
+	LastEventSeq(ctx context.Context) (int64, error)
+	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error
+	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
+	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+}
+
+// Listener is the optional ability of a Source to say when another server
+// committed a change (PostgreSQL LISTEN/NOTIFY). ListenRevocations calls fn
+// after each, until ctx ends.
+type Listener interface {
+	ListenRevocations(ctx context.Context, fn func()) error
+}
+
+// Config wires a Hub.
+type Config struct {
+	Source Source
+	// Poll is the safety-net interval for catching up without a
+	// notification; default 5s.
+	Poll time.Duration
+	// MaxLog is how many recent changes are kept for resuming subscribers;
+	// one that is further behind gets a snapshot instead. Default 100,000.
+	MaxLog int
+	// OnEvent, when set, is called for each new change after it is applied
+	// (the CRL and OCSP caches hang here). It must not block for long.
+	OnEvent func(revocation.Event)
+	Clock   func() time.Time
+	Logger  *slog.Logger
+}
+
+var actions = []store.Action{store.ActionCertRevoked, store.ActionIdentityDenied, store.ActionIdentityAllowed}
+
+// Hub follows the store and fans changes out. Safe for concurrent use.
+type Hub struct {
+	cfg  Config
+	poke chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	ready   bool
+	base    int64 // the log holds every change after base
+	seq     int64
+	revoked map[string]revocation.Event
+	denied  map[string]bool
+	log     []revocation.Event
+	subs    map[*subscriber]struct{}
+}
+
+type subscriber struct {
+	ch      chan revocation.Event
+	dropped bool
+}
+
+// subscriberBuffer is how many changes a subscriber may lag behind before
+// it is dropped; it reconnects and resumes from the log.
+const subscriberBuffer = 4096
+
+// New returns a Hub; Run loads the current state and follows the store.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("feed: Config needs a Source")
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 5 * time.Second
+	}
+	if cfg.MaxLog <= 0 {
+		cfg.MaxLog = 100_000
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{cfg: cfg, poke: make(chan struct{}, 1), done: make(chan struct{}),
+		revoked: map[string]revocation.Event{}, denied: map[string]bool{}, subs: map[*subscriber]struct{}{}}, nil
+}
+
+// Changed says a change committed; the Hub catches up at once. It never
+// blocks.
+func (h *Hub) Changed() {
+	select {
+	case h.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Load reads the current state from the store. Run calls it; call it
+// first to serve snapshots before Run has started.
+func (h *Hub) Load(ctx context.Context) error {
+	// The sequence number is read before the state: changes committed in
+	// between are in the state and are also replayed after it, which is
+	// harmless because applying a change twice changes nothing.
+	seq, err := h.cfg.Source.LastEventSeq(ctx)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	revoked := map[string]revocation.Event{}
+	err = h.cfg.Source.RevokedCertificates(ctx, "", h.cfg.Clock(), func(r store.Revoked) error {
+		revoked[r.Serial] = revocation.Event{Kind: revocation.KindRevoked, Serial: r.Serial, Identity: r.Identity,
+			RevokedAt: r.RevokedAt, Reason: r.Reason, NotAfter: r.NotAfter}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	list, err := h.cfg.Source.DeniedIdentities(ctx)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	denied := map[string]bool{}
+	for _, d := range list {
+		denied[d.Identity] = true
+	}
+	h.mu.Lock()
+	h.ready, h.base, h.seq, h.revoked, h.denied, h.log = true, seq, seq, revoked, denied, nil
+	h.mu.Unlock()
+	return nil
+}
+
+// Run loads the state and follows the store until ctx ends; then every
+// open stream is ended.
+func (h *Hub) Run(ctx context.Context) error {
+	defer close(h.done)
+	h.mu.Lock()
+	ready := h.ready
+	h.mu.Unlock()
+	if !ready {
+		if err := h.Load(ctx); err != nil {
+			return err
+		}
+	}
+	if l, ok := h.cfg.Source.(Listener); ok {
+		go l.ListenRevocations(ctx, h.Changed)
+	}
+	t := time.NewTicker(h.cfg.Poll)
+	defer t.Stop()
+	for {
+		if err := h.CatchUp(ctx); err != nil && ctx.Err() == nil {
+			h.cfg.Logger.LogAttrs(ctx, slog.LevelError, "revocation feed cannot read the store; retrying", slog.String("error", err.Error()))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.poke:
+		case <-t.C:
+		}
+	}
+}
+
+// CatchUp applies every change committed after the Hub's sequence number.
+func (h *Hub) CatchUp(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		after := h.seq
+		h.mu.Unlock()
+		evs, err := h.cfg.Source.Events(ctx, store.EventFilter{AfterSeq: after, Actions: actions, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("feed: %w", err)
+		}
+		for _, ev := range evs {
+			e, err := h.toEvent(ctx, ev)
+			if err != nil {
+				return err
+			}
+			if h.apply(e) && h.cfg.OnEvent != nil {
+				h.cfg.OnEvent(e)
+			}
+		}
+		if len(evs) < 1000 {
+			return nil
+		}
+	}
+}
+
+func (h *Hub) toEvent(ctx context.Context, ev store.Event) (revocation.Event, error) {
+	e := revocation.Event{Seq: ev.Seq, Identity: ev.Identity}
+	switch ev.Action {
+	case store.ActionIdentityDenied:
+		e.Kind = revocation.KindDenied
+	case store.ActionIdentityAllowed:
+		e.Kind = revocation.KindAllowed
+	default:
+		// The event says which certificate; the record says how it was
+		// revoked and until when it matters.
+		rec, err := h.cfg.Source.Certificate(ctx, ev.Serial)
+		if err != nil {
+			return e, fmt.Errorf("feed: revoked certificate %s: %w", ev.Serial, err)
+		}
+		e.Kind, e.Serial, e.Identity, e.RevokedAt, e.Reason, e.NotAfter =
+			revocation.KindRevoked, rec.Serial, rec.Identity, rec.RevokedAt, rec.RevocationReason, rec.NotAfter
+	}
+	return e, nil
+}
+
+// apply applies e and sends it to every subscriber; false if it was
+// applied before.
+func (h *Hub) apply(e revocation.Event) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e.Seq <= h.seq {
+		return false
+	}
+	h.seq = e.Seq
+	switch e.Kind {
+	case revocation.KindRevoked:
+		h.revoked[e.Serial] = e
+	case revocation.KindDenied:
+		h.denied[e.Identity] = true
+	case revocation.KindAllowed:
+		delete(h.denied, e.Identity)
+	}
+	h.log = append(h.log, e)
+	if len(h.log) > h.cfg.MaxLog {
+		drop := len(h.log) - h.cfg.MaxLog
+		h.base = h.log[drop-1].Seq
+		h.log = append([]revocation.Event(nil), h.log[drop:]...)
+	}
+	for s := range h.subs {
+		select {
+		case s.ch <- e:
+		default:
+			// Too far behind: end its stream; it resumes from the log.
+			s.dropped = true
+			close(s.ch)
+			delete(h.subs, s)
+		}
+	}
+	return true
+}
+
+// Snapshot is the current state.
+func (h *Hub) Snapshot() revocation.Snapshot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.snapshotLocked()
+}
+
+func (h *Hub) snapshotLocked() revocation.Snapshot {
+	now := h.cfg.Clock()
+	snap := revocation.Snapshot{Seq: h.seq, Revoked: make([]revocation.Event, 0, len(h.revoked)), Denied: make([]string, 0, len(h.denied))}
+	for serial, e := range h.revoked {
+		if e.NotAfter.Before(now) {
+			delete(h.revoked, serial) // expired: no longer worth sending
+			continue
+		}
+		snap.Revoked = append(snap.Revoked, e)
+	}
+	for id := range h.denied {
+		snap.Denied = append(snap.Denied, id)
+	}
+	return snap
+}
+
+// subscribe registers a subscriber that has applied everything up to
+// since. It gets either the changes after since from the log, or (when
+// since is 0 or outside the log) a snapshot, and then every new change on
+// ch. Registering under the same lock that apply holds is what makes the
+// hand-over from backlog to live gap-free.
+func (h *Hub) subscribe(since int64) (snap *revocation.Snapshot, backlog []revocation.Event, s *subscriber, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ready {
+		return nil, nil, nil, errors.New("feed: not loaded yet; retry in a moment")
+	}
+	if since > 0 && since >= h.base && since <= h.seq {
+		for _, e := range h.log {
+			if e.Seq > since {
+				backlog = append(backlog, e)
+			}
+		}
+	} else {
+		sn := h.snapshotLocked()
+		snap = &sn
+	}
+	s = &subscriber{ch: make(chan revocation.Event, subscriberBuffer)}
+	h.subs[s] = struct{}{}
+	return snap, backlog, s, nil
+}
+
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !s.dropped {
+		delete(h.subs, s)
+	}
+}
+
+// Subscribers is how many streams are open.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

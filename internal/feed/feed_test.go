@@ -1,0 +1,189 @@
+package feed
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/sqlite"
+	"github.com/mica-pki/mica/internal/store/storetest"
+	"github.com/mica-pki/mica/revocation"
+)
+
+type env struct {
+	t     *testing.T
+	st    *sqlite.Store
+	hub   *Hub
+	url   string
+	tls   *tls.Config
+	certs []*store.Issuance
+}
+
+func newEnv(t *testing.T, maxLog int) *env {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "mica.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, st: st}
+	for i := range 40 {
+		iss := storetest.NewIssuance(i)
+		if err := st.RecordIssuance(ctx, iss); err != nil {
+			t.Fatal(err)
+		}
+		e.certs = append(e.certs, iss)
+	}
+	e.hub, err = New(Config{Source: st, MaxLog: maxLog, Poll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.hub.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go e.hub.Run(ctx)
+	srv := httptest.NewTLSServer(e.hub.Handler())
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	e.url, e.tls = srv.URL+"/v1/revocations/feed", &tls.Config{RootCAs: pool}
+	return e
+}
+
+func (e *env) revoke(i int) {
+	e.t.Helper()
+	c := e.certs[i].Certificate
+	now := time.Now()
+	if err := e.st.Revoke(context.Background(), c.Serial, i%6, now, &store.Event{Time: now, Action: store.ActionCertRevoked, Serial: c.Serial}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.hub.Changed()
+}
+
+func (e *env) deny(id string, allow bool) {
+	e.t.Helper()
+	ev := &store.Event{Time: time.Now(), Action: store.ActionIdentityDenied, Identity: id}
+	change := e.st.Deny
+	if allow {
+		ev.Action, change = store.ActionIdentityAllowed, e.st.Allow
+	}
+	if err := change(context.Background(), id, ev); err != nil {
+		e.t.Fatal(err)
+	}
+	e.hub.Changed()
+}
+
+// serverSet is the truth: the store's revoked, unexpired serials and its
+// deny list.
+func (e *env) serverSet() (serials, ids []string) {
+	e.t.Helper()
+	e.st.RevokedCertificates(context.Background(), "", time.Now(), func(r store.Revoked) error {
+		serials = append(serials, r.Serial)
+		return nil
+	})
+	list, _ := e.st.DeniedIdentities(context.Background())
+	for _, d := range list {
+		ids = append(ids, d.Identity)
+	}
+	slices.Sort(serials)
+	return serials, ids
+}
+
+// waitSame waits until the subscriber's set equals the server's; the
+// generous deadline only bounds a broken test, it is not a timing claim.
+func (e *env) waitSame(s *revocation.Subscriber) {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		serials, ids := e.serverSet()
+		gs, gi := s.Set().Serials(), s.Set().Identities()
+		if slices.Equal(serials, gs) && slices.Equal(ids, gi) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("subscriber set differs from the server's:\nserver %v %v\nsubscriber %v %v", serials, ids, gs, gi)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestResume(t *testing.T) {
+	tests := []struct {
+		name          string
+		maxLog        int
+		wantSnapshots int32 // snapshots the subscriber receives in all
+	}{
+		{"FromLog", 0, 1},       // resumes with exactly the missed changes
+		{"LogOverflowed", 2, 2}, // missed more than the log holds: a new snapshot
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.maxLog)
+			e.revoke(0)
+			var snapshots atomic.Int32
+			sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls,
+				OnSnapshot: func(revocation.Snapshot) { snapshots.Add(1) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { sub.Run(ctx); close(done) }()
+			e.waitSame(sub)
+			e.revoke(1)
+			e.deny("spiffe://example.test/denied/a", false)
+			e.waitSame(sub)
+			// Disconnect, miss changes, reconnect from the last sequence.
+			cancel()
+			<-done
+			last := sub.Set().Seq()
+			for i := 2; i < 9; i++ {
+				e.revoke(i)
+			}
+			e.deny("spiffe://example.test/denied/b", false)
+			e.deny("spiffe://example.test/denied/a", true)
+			if sub.Set().Seq() != last {
+				t.Fatal("the subscriber changed while disconnected")
+			}
+			ctx, cancel = context.WithCancel(context.Background())
+			defer cancel()
+			go sub.Run(ctx)
+			e.waitSame(sub)
+			e.revoke(9)
+			e.waitSame(sub)
+			if got := snapshots.Load(); got != tc.wantSnapshots {
+				t.Errorf("%d snapshots, want %d", got, tc.wantSnapshots)
+			}
+		})
+	}
+}
+
+func TestManySubscribers(t *testing.T) {
+	e := newEnv(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var subs []*revocation.Subscriber
+	for range 50 {
+		sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+		go sub.Run(ctx)
+	}
+	for i := range 20 {
+		e.revoke(i)
+	}
+	for i, s := range subs {
+		t.Run(fmt.Sprint(i), func(t *testing.T) { e.t = t; e.waitSame(s) })
+	}
+}

@@ -1,0 +1,99 @@
+package feed
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// keepAlive is how often an idle stream gets a comment line, so proxies
+// and the subscriber notice a dead connection.
+const keepAlive = 15 * time.Second
+
+// writeTimeout bounds each write: a subscriber that stops reading is cut
+// off instead of holding a goroutine forever.
+const writeTimeout = 30 * time.Second
+
+// Handler streams the feed as server-sent events: "snapshot" or the
+// backlog after ?since= (or Last-Event-ID), then each change as "revoked",
+// "denied" or "allowed", every one with its sequence number as the event
+// id. Authentication is the caller's: wrap it.
+func (h *Hub) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sinceText := r.URL.Query().Get("since")
+		if sinceText == "" {
+			sinceText = r.Header.Get("Last-Event-ID")
+		}
+		var since int64
+		if sinceText != "" {
+			var err error
+			if since, err = strconv.ParseInt(sinceText, 10, 64); err != nil || since < 0 {
+				http.Error(w, "feed: since must be the sequence number of the last change applied", http.StatusBadRequest)
+				return
+			}
+		}
+		snap, backlog, sub, err := h.subscribe(since)
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer h.unsubscribe(sub)
+		rc := http.NewResponseController(w)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		send := func(event string, id int64, v any) error {
+			data, err := json.Marshal(v)
+			if err != nil {
+				return err
+			}
+			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := fmt.Fprintf(w, "event: %s\nid: %d\ndata: %s\n\n", event, id, data); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+		if snap != nil {
+			if send("snapshot", snap.Seq, snap) != nil {
+				return
+			}
+		}
+		for _, e := range backlog {
+			if send(e.Kind, e.Seq, e) != nil {
+				return
+			}
+		}
+		if len(backlog) == 0 && snap == nil {
+			// Tell the subscriber the stream is live even when nothing
+			// changed since it last heard.
+			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			fmt.Fprint(w, ": resumed\n\n")
+			rc.Flush()
+		}
+		tick := time.NewTicker(keepAlive)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-h.done:
+				return
+			case e, ok := <-sub.ch:
+				if !ok {
+					return
+				}
+				if send(e.Kind, e.Seq, e) != nil {
+					return
+				}
+			case <-tick.C:
+				rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+				if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+					return
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,425 @@
+package ocsp
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Source reads a certificate's inventory record by serial (lower-case hex).
+type Source interface {
+	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+}
+
+// SignFunc signs a responder certificate template with the issuing CA,
+// linting it first; issuance.CheckAndSign fits.
+type SignFunc func(template, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer, rand io.Reader) (*x509.Certificate, error)
+
+// Config wires a Responder for one issuing CA.
+type Config struct {
+	Source Source
+	// Issuer and IssuerSigner are the CA the answers are about; it signs
+	// the responder's certificate.
+	Issuer       *x509.Certificate
+	IssuerSigner crypto.Signer
+	// IssuerID is how the store names the issuer (its certificate's SHA-256
+	// fingerprint, hex): certificates of other issuers are unknown here.
+	IssuerID string
+	// Sign makes the responder certificate; nil means x509.CreateCertificate
+	// without lint.
+	Sign SignFunc
+	// Validity is nextUpdate − thisUpdate of each response; default 1h.
+	Validity time.Duration
+	// ResponderLifetime is the responder certificate's; default 7 days,
+	// renewed at two thirds.
+	ResponderLifetime time.Duration
+	// MaxCached bounds the response cache; default 1,000,000.
+	MaxCached int
+	Clock     func() time.Time
+	Logger    *slog.Logger
+}
+
+// responderKey is the delegated signing identity.
+type responderKey struct {
+	signer  crypto.Signer
+	cert    *x509.Certificate
+	keyHash []byte // SHA-1 of the public key bits, the ResponderID byKey
+	certs   []byte // responder certificate then the issuer, DER, for the response's certs field
+}
+
+type cached struct {
+	der        []byte
+	serial     string
+	thisUpdate time.Time
+	nextUpdate time.Time
+	etag       string
+}
+
+// Responder answers OCSP requests for one issuer. Safe for concurrent use.
+type Responder struct {
+	cfg        Config
+	nameHashes map[crypto.Hash][]byte
+	keyHashes  map[crypto.Hash][]byte
+	key        atomic.Pointer[responderKey]
+
+	mu       sync.RWMutex
+	cache    map[string]*cached // by CertID DER
+	bySerial map[string][]string
+}
+
+// New checks cfg, has the issuer sign a responder certificate and returns
+// the Responder.
+func New(cfg Config) (*Responder, error) {
+	if cfg.Source == nil || cfg.Issuer == nil || cfg.IssuerSigner == nil || cfg.IssuerID == "" {
+		return nil, errors.New("ocsp: Config needs Source, Issuer, IssuerSigner and IssuerID")
+	}
+	if cfg.Validity <= 0 {
+		cfg.Validity = time.Hour
+	}
+	if cfg.ResponderLifetime <= 0 {
+		cfg.ResponderLifetime = 7 * 24 * time.Hour
+	}
+	if cfg.MaxCached <= 0 {
+		cfg.MaxCached = 1_000_000
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Sign == nil {
+		cfg.Sign = func(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer, rnd io.Reader) (*x509.Certificate, error) {
+			der, err := x509.CreateCertificate(rnd, tmpl, parent, pub, signer)
+			if err != nil {
+				return nil, err
+			}
+			return x509.ParseCertificate(der)
+		}
+	}
+	spkBits, err := publicKeyBits(cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	r := &Responder{cfg: cfg, nameHashes: map[crypto.Hash][]byte{}, keyHashes: map[crypto.Hash][]byte{},
+		cache: map[string]*cached{}, bySerial: map[string][]string{}}
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
+		r.nameHashes[h], r.keyHashes[h] = hashOf(h, cfg.Issuer.RawSubject), hashOf(h, spkBits)
+	}
+	if err := r.renewResponder(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ResponderCertificate is the delegated responder certificate in use.
+func (r *Responder) ResponderCertificate() *x509.Certificate { return r.key.Load().cert }
+
+func publicKeyBits(c *x509.Certificate) ([]byte, error) {
+	in := cryptobyte.String(c.RawSubjectPublicKeyInfo)
+	var spki cryptobyte.String
+	var bits asn1BitString
+	if !in.ReadASN1(&spki, cbasn1.SEQUENCE) || !spki.SkipASN1(cbasn1.SEQUENCE) || !spki.ReadASN1BitString(&bits.BitString) {
+		return nil, fmt.Errorf("ocsp: cannot read the public key of %q", c.Subject)
+	}
+	return bits.Bytes, nil
+}
+
+// renewResponder makes a new responder key and certificate and re-signs
+// every cached response with it.
+func (r *Responder) renewResponder() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("ocsp: generating the responder key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return fmt.Errorf("ocsp: %w", err)
+	}
+	ski := sha256.Sum256(pubDER)
+	serial := make([]byte, 16)
+	rand.Read(serial)
+	serial[0] &= 0x7f
+	now := r.cfg.Clock()
+	notAfter := now.Add(r.cfg.ResponderLifetime)
+	if notAfter.After(r.cfg.Issuer.NotAfter) {
+		notAfter = r.cfg.Issuer.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: new(big.Int).SetBytes(serial),
+		Subject:      pkix.Name{CommonName: "mica OCSP responder", Organization: r.cfg.Issuer.Subject.Organization},
+		NotBefore:    now.Add(-time.Minute), NotAfter: notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
+		BasicConstraintsValid: true,
+		SubjectKeyId:          ski[:20],
+		// id-pkix-ocsp-nocheck: relying parties need not check the
+		// responder's own revocation status (RFC 6960 4.2.2.2.1); its short
+		// life is the protection instead.
+		ExtraExtensions: []pkix.Extension{{Id: oidNoCheck, Value: []byte{0x05, 0x00}}},
+	}
+	cert, err := r.cfg.Sign(tmpl, r.cfg.Issuer, key.Public(), r.cfg.IssuerSigner, rand.Reader)
+	if err != nil {
+		return fmt.Errorf("ocsp: issuing the responder certificate: %w", err)
+	}
+	bits, err := publicKeyBits(cert)
+	if err != nil {
+		return err
+	}
+	kh := sha1.Sum(bits)
+	k := &responderKey{signer: key, cert: cert, keyHash: kh[:], certs: append(bytes.Clone(cert.Raw), r.cfg.Issuer.Raw...)}
+	r.key.Store(k)
+	r.cfg.Logger.Info("ocsp responder certificate issued", "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+	r.resignAll(context.Background(), func(*cached) bool { return true })
+	return nil
+}
+
+// Respond answers one DER-encoded OCSPRequest with a DER OCSPResponse.
+func (r *Responder) Respond(ctx context.Context, der []byte) []byte {
+	resp, _ := r.respond(ctx, der)
+	return resp
+}
+
+// respond is Respond; the second result, when not nil, says the answer may
+// be kept by HTTP caches (it has no nonce) and until when.
+func (r *Responder) respond(ctx context.Context, der []byte) (resp []byte, c *cached) {
+	req, err := parseRequest(der)
+	if err != nil {
+		return errorResponse(statusMalformedRequest), nil
+	}
+	if !bytes.Equal(req.nameHash, r.nameHashes[req.hash]) || !bytes.Equal(req.keyHash, r.keyHashes[req.hash]) {
+		// Not our issuer: RFC 6960 says unauthorized, unsigned.
+		return errorResponse(statusUnauthorized), nil
+	}
+	key := string(req.certID)
+	now := r.cfg.Clock()
+	if req.nonce == nil {
+		r.mu.RLock()
+		c := r.cache[key]
+		r.mu.RUnlock()
+		// Fresh enough: at most three quarters of its validity gone. Run
+		// re-signs at one half, so this is the path almost every request
+		// takes.
+		if c != nil && now.Before(c.nextUpdate.Add(-r.cfg.Validity/4)) {
+			return c.der, c
+		}
+	}
+	serial := req.serial.Text(16)
+	st, known, err := r.status(ctx, serial)
+	if err != nil {
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp status lookup failed", slog.String("error", err.Error()))
+		return errorResponse(statusTryLater), nil
+	}
+	entry, err := r.sign(req.certID, serial, st, req.nonce)
+	if err != nil {
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp signing failed", slog.String("error", err.Error()))
+		return errorResponse(statusInternalError), nil
+	}
+	if req.nonce != nil {
+		return entry.der, nil
+	}
+	// Only certificates this CA issued are cached, so random serials
+	// cannot grow the cache.
+	if known {
+		r.mu.Lock()
+		if _, ok := r.cache[key]; !ok && len(r.cache) < r.cfg.MaxCached {
+			r.bySerial[serial] = append(r.bySerial[serial], key)
+		}
+		if _, ok := r.cache[key]; ok || len(r.cache) < r.cfg.MaxCached {
+			r.cache[key] = entry
+		}
+		r.mu.Unlock()
+	}
+	return entry.der, entry
+}
+
+func (r *Responder) status(ctx context.Context, serial string) (status, bool, error) {
+	rec, err := r.cfg.Source.Certificate(ctx, serial)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status{kind: 2}, false, nil
+	case err != nil:
+		return status{}, false, err
+	case rec.Issuer != r.cfg.IssuerID:
+		return status{kind: 2}, false, nil
+	case rec.Status == store.StatusRevoked:
+		return status{kind: 1, revokedAt: rec.RevokedAt, reason: rec.RevocationReason}, true, nil
+	}
+	return status{kind: 0}, true, nil
+}
+
+func (r *Responder) sign(certID []byte, serial string, st status, nonce []byte) (*cached, error) {
+	now := r.cfg.Clock().UTC().Truncate(time.Second)
+	next := now.Add(r.cfg.Validity)
+	der, err := encodeResponse(r.key.Load(), certID, st, now, next, nonce)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return &cached{der: der, serial: serial, thisUpdate: now, nextUpdate: next, etag: `"` + hex.EncodeToString(sum[:16]) + `"`}, nil
+}
+
+// Changed re-signs the cached responses for serial (lower-case hex) from
+// its current status: called when it is revoked, so that the next request
+// is answered revoked, from the cache, at once.
+func (r *Responder) Changed(ctx context.Context, serial string) {
+	r.resignAll(ctx, func(c *cached) bool { return c.serial == serial }, serial)
+}
+
+// resignAll re-signs the cached responses that need says so about (only
+// those of serials, when given).
+func (r *Responder) resignAll(ctx context.Context, need func(*cached) bool, serials ...string) {
+	r.mu.RLock()
+	var keys []string
+	if len(serials) > 0 {
+		for _, s := range serials {
+			keys = append(keys, r.bySerial[s]...)
+		}
+	} else {
+		for k, c := range r.cache {
+			if need(c) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	r.mu.RUnlock()
+	for _, k := range keys {
+		r.mu.RLock()
+		c := r.cache[k]
+		r.mu.RUnlock()
+		if c == nil || !need(c) {
+			continue
+		}
+		st, _, err := r.status(ctx, c.serial)
+		if err != nil {
+			r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
+			continue
+		}
+		fresh, err := r.sign([]byte(k), c.serial, st, nil)
+		if err != nil {
+			r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
+			continue
+		}
+		r.mu.Lock()
+		r.cache[k] = fresh
+		r.mu.Unlock()
+	}
+}
+
+// Run re-signs cached responses before half their validity has passed and
+// renews the responder certificate at two thirds of its life, until ctx
+// ends.
+func (r *Responder) Run(ctx context.Context) error {
+	tick := max(r.cfg.Validity/8, time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := r.cfg.Clock()
+		cert := r.key.Load().cert
+		if now.After(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 2 / 3)) {
+			if err := r.renewResponder(); err != nil {
+				r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "renewing the ocsp responder certificate failed; retrying", slog.String("error", err.Error()))
+			}
+			continue
+		}
+		r.resignAll(ctx, func(c *cached) bool { return !now.Add(tick).Before(c.thisUpdate.Add(r.cfg.Validity / 2)) })
+	}
+}
+
+// maxRequestBytes bounds a request; one CertID with a nonce is ~120 bytes.
+const maxRequestBytes = 4096
+
+// Handler serves RFC 6960 appendix A: POST with an application/ocsp-request
+// body to the responder's URL, or GET with the base64 request appended to
+// it. Responses without a nonce carry RFC 5019 caching headers.
+func (r *Responder) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var der []byte
+		switch req.Method {
+		case http.MethodPost:
+			if ct := req.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/ocsp-request") {
+				http.Error(w, "ocsp: send the request as application/ocsp-request", http.StatusUnsupportedMediaType)
+				return
+			}
+			b, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxRequestBytes))
+			if err != nil {
+				http.Error(w, "ocsp: request body too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			der = b
+		case http.MethodGet, http.MethodHead:
+			p := req.URL.EscapedPath()
+			i := strings.LastIndex(p, "/ocsp/")
+			if i < 0 {
+				http.Error(w, "ocsp: GET needs the base64 request after /ocsp/", http.StatusBadRequest)
+				return
+			}
+			enc, err := url.PathUnescape(p[i+len("/ocsp/"):])
+			if err == nil {
+				der, err = base64.StdEncoding.DecodeString(enc)
+			}
+			if err != nil || len(der) > maxRequestBytes {
+				writeResponse(w, errorResponse(statusMalformedRequest), nil)
+				return
+			}
+		default:
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "ocsp: use GET or POST", http.StatusMethodNotAllowed)
+			return
+		}
+		resp, c := r.respond(req.Context(), der)
+		if c != nil && req.Method != http.MethodPost && req.Header.Get("If-None-Match") == c.etag {
+			w.Header().Set("ETag", c.etag)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		writeResponse(w, resp, c)
+	})
+}
+
+func writeResponse(w http.ResponseWriter, der []byte, c *cached) {
+	h := w.Header()
+	h.Set("Content-Type", "application/ocsp-response")
+	if c == nil {
+		h.Set("Cache-Control", "no-store")
+	} else {
+		maxAge := max(int(time.Until(c.nextUpdate).Seconds())/2, 0)
+		h.Set("Cache-Control", "max-age="+strconv.Itoa(maxAge)+", public, no-transform, must-revalidate")
+		h.Set("Last-Modified", c.thisUpdate.UTC().Format(http.TimeFormat))
+		h.Set("Expires", c.nextUpdate.UTC().Format(http.TimeFormat))
+		h.Set("ETag", c.etag)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(der)))
+	w.Write(der)
+}
