@@ -33,13 +33,13 @@ const busyTimeoutMS = 10000
 
 // Store is the SQLite engine. Its methods are safe for concurrent use.
 type Store struct {
-	path      string
-	writer    *sql.DB // exactly one connection: SQLite allows one writer
-	readers   *sql.DB
-	stmts     writeStmts
+	path    string
+	writer  *sql.DB // exactly one connection: SQLite allows one writer
+	readers *sql.DB
+	stmts   writeStmts
 	// isDenied is prepared once: it runs on every issuance, and preparing
 	// it per call cost more than the lookup itself.
-	isDenied *sql.Stmt
+	isDenied  *sql.Stmt
 	committer *groupcommit.Committer[sqlrec.Op]
 
 	closeOnce sync.Once
