@@ -23,6 +23,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/miekg/dns"
+	xacme "golang.org/x/crypto/acme"
 
 	"github.com/mica-pki/mica/client"
 )
@@ -208,6 +209,8 @@ func TestACME(t *testing.T) {
 	})
 	run("LegoDNS01", a.testLegoDNS)
 	run("Errors", a.testErrors)
+	run("AccountLifecycle", a.testAccountLifecycle)
+	run("BenchACME", a.testBenchACME)
 }
 
 func (a *acmeEnv) testCertbot(t *testing.T) {
@@ -466,3 +469,51 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// testAccountLifecycle drives account update, key rollover, order listing
+// and deactivation with golang.org/x/crypto/acme.
+func (a *acmeEnv) testAccountLifecycle(t *testing.T) {
+	ctx := context.Background()
+	oldKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c := &xacme.Client{Key: oldKey, DirectoryURL: a.directory,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: a.roots}}}}
+	if _, err := c.Register(ctx, &xacme.Account{Contact: []string{"mailto:ops@example.org"}}, xacme.AcceptTOS); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	if _, err := c.UpdateReg(ctx, &xacme.Account{Contact: []string{"mailto:team@example.org"}}); err != nil {
+		t.Fatalf("UpdateReg: %v", err)
+	}
+	if _, err := c.AuthorizeOrder(ctx, xacme.DomainIDs("list.acme.test")); err != nil {
+		t.Fatalf("AuthorizeOrder: %v", err)
+	}
+	if err := c.AccountKeyRollover(ctx, newKey); err != nil {
+		t.Fatalf("AccountKeyRollover: %v", err)
+	}
+	acct, err := c.GetReg(ctx, "")
+	if err != nil || len(acct.Contact) != 1 || acct.Contact[0] != "mailto:team@example.org" {
+		t.Fatalf("GetReg with the new key = %+v, %v", acct, err)
+	}
+	old := &xacme.Client{Key: oldKey, DirectoryURL: a.directory, HTTPClient: c.HTTPClient}
+	if _, err := old.GetReg(ctx, ""); err == nil {
+		t.Error("the old key still finds the account after a key rollover")
+	}
+	if err := c.DeactivateReg(ctx); err != nil {
+		t.Fatalf("DeactivateReg: %v", err)
+	}
+	if _, err := c.AuthorizeOrder(ctx, xacme.DomainIDs("list.acme.test")); err == nil {
+		t.Error("a deactivated account could still order")
+	}
+}
+
+// testBenchACME runs `mica bench acme` briefly: the figure is printed, never asserted.
+func (a *acmeEnv) testBenchACME(t *testing.T) {
+	out := a.micaOK("bench", "acme", "--concurrency", "2", "--duration", "1s", "--json")
+	var res struct {
+		Orders int `json:"orders"`
+		Errors int `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Orders == 0 || res.Errors != 0 {
+		t.Fatalf("bench acme: %v\n%s", err, out)
+	}
+}
