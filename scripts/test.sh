@@ -13,6 +13,8 @@ step "system packages"
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v certbot >/dev/null || need+=(certbot)
+command -v lego >/dev/null || need+=(lego)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -21,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
+echo "certbot: $(certbot --version 2>&1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -42,4 +45,4 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/...

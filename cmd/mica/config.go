@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/policy"
 )
@@ -32,6 +33,9 @@ type Config struct {
 	Database string `yaml:"database"`
 	// Admins maps SPIFFE IDs to roles: admin, operator or auditor.
 	Admins map[string]string `yaml:"admins"`
+	// ACME, when present, serves RFC 8555 under /acme/ on the API listener,
+	// issuing under the profile it names.
+	ACME *acme.Settings `yaml:"acme"`
 	// PublicURL is where relying parties reach the plain-HTTP revocation
 	// endpoints (CRL, OCSP); every certificate names it in its CRL
 	// distribution point and OCSP URL. Default http://127.0.0.1:8080.
@@ -99,6 +103,11 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	for id, role := range c.Admins {
 		if _, err := authority.ParseRole(role); err != nil {
 			return nil, fmt.Errorf("config %s: admins: %s: %v", name, id, err)
+		}
+	}
+	if c.ACME != nil {
+		if _, ok := c.Profiles[c.ACME.Profile]; !ok {
+			return nil, fmt.Errorf("config %s: acme: profile %q is not among the profiles: name one of them", name, c.ACME.Profile)
 		}
 	}
 	c.Profiles = withReservedProfiles(c.Profiles, c.ServerNames)

@@ -60,6 +60,7 @@ func commands() map[string]command {
 		"audit": {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
 		}},

@@ -111,7 +111,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	started := time.Now()
-	handler := api.New(api.Config{
+	var handler http.Handler = api.New(api.Config{
 		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
 		Ready: func(ctx context.Context) error {
 			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
@@ -122,6 +122,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
+	handler, err = withACME(p, cfg, handler, log)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler: handler,
 		TLSConfig: &tls.Config{

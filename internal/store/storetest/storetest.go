@@ -47,6 +47,7 @@ func Run(t *testing.T, open Opener) {
 		{"RevokeIdentity", testRevokeIdentity},
 		{"DenyAllow", testDenyAllow},
 		{"RevokedCertificates", testRevokedCertificates},
+		{"ACME", testACME},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })

@@ -1,0 +1,123 @@
+package authority
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"slices"
+
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// ACMEPrincipalPrefix begins the requester of every certificate issued to
+// an ACME account: "acme:" and the account's URL.
+const ACMEPrincipalPrefix = "acme:"
+
+// ACMERequest is an issuance whose identifiers the ACME door has validated
+// (RFC 8555 challenges). The account is the principal; the door has
+// authenticated it by its JWS signature.
+type ACMERequest struct {
+	Account  string // the account's URL
+	Profile  string // the profile the config names for ACME
+	Identity identity.Identity
+	CSR      []byte // DER; must name exactly Identity
+	Source   netip.Addr
+	// Replaces is the serial of a certificate this one renews, when the
+	// client says so (RFC 9773); it must have been issued to the same account.
+	Replaces string
+}
+
+// IssueACME runs the shared decide → lint → sign → record path for an ACME
+// order, with policy.MethodACME so that profiles and rules can tell this
+// door apart.
+func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (*Issued, error) {
+	actor := ACMEPrincipalPrefix + req.Account
+	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: req.Identity.Primary(), Profile: req.Profile}
+	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	csr, perr := parseCSR(req.CSR)
+	if perr != nil {
+		return refuse(perr.(*Error))
+	}
+	got, err := identity.FromCSR(csr)
+	if err != nil {
+		return refuse(newError(KindBadCSR, err, "%v", err))
+	}
+	// Order does not matter: ACME clients list names as they like.
+	if !slices.Equal(sortedSANs(got), sortedSANs(req.Identity)) {
+		return refuse(newError(KindBadCSR, nil, "the CSR names %s but the order is for %s: the CSR must name exactly the order's identifiers", got, req.Identity))
+	}
+	action, renewed, detail := store.ActionCertIssued, "", "issued to ACME account "+req.Account
+	if req.Replaces != "" {
+		if old, err := a.store.Certificate(ctx, req.Replaces); err == nil && old.Requester == actor {
+			action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
+		}
+	}
+	return a.issue(ctx, issueInput{
+		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
+			Method: policy.MethodACME, Requester: actor, Source: req.Source},
+		event: ev, action: action, renewedFrom: renewed, detail: detail,
+	})
+}
+
+// CheckIdentity says whether profile would allow id, so that a door can
+// refuse an order it could never fulfil before asking for challenges.
+func (a *Authority) CheckIdentity(profile string, id identity.Identity) error {
+	chk, ok := a.policy.(identityChecker)
+	if !ok {
+		return nil
+	}
+	if err := chk.CheckIdentity(profile, id); err != nil {
+		var denied *policy.DeniedError
+		if errors.As(err, &denied) {
+			return &Error{Kind: KindPolicyDenied, Reason: string(denied.Reason), Detail: denied.Detail, Err: err}
+		}
+		return newError(KindInvalid, err, "%v", err)
+	}
+	return nil
+}
+
+// ACMERevocation asks to revoke a certificate through the ACME door, which
+// has verified the request's signature either by the account that ordered
+// the certificate or by the certificate's own key.
+type ACMERevocation struct {
+	Account   string // the signing account's URL; empty when signed by the certificate key
+	ByCertKey bool   // the request was signed with the certificate's private key
+	CertDER   []byte // the certificate as the client sent it
+	Reason    int
+	Source    netip.Addr
+}
+
+// RevokeACME revokes a certificate that this server issued, if the
+// requester holds it: its key signed the request, or its account ordered it.
+func (a *Authority) RevokeACME(ctx context.Context, req ACMERevocation) (store.Certificate, error) {
+	cert, err := x509.ParseCertificate(req.CertDER)
+	if err != nil {
+		return store.Certificate{}, newError(KindInvalid, err, "the certificate to revoke cannot be parsed: send it DER-encoded")
+	}
+	rec, err := a.store.Certificate(ctx, SerialHex(cert))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return rec, newError(KindNotFound, err, "certificate %s was not issued by this server", SerialHex(cert))
+	case err != nil:
+		return rec, newError(KindInternal, err, "could not read the inventory: %v", err)
+	case rec.Fingerprint != Fingerprint(cert.Raw):
+		return rec, newError(KindNotFound, nil, "certificate %s does not match the one this server issued with that serial", rec.Serial)
+	}
+	actor := "acme-certificate-key:" + rec.Serial
+	if !req.ByCertKey {
+		actor = ACMEPrincipalPrefix + req.Account
+		if rec.Requester != actor {
+			return rec, newError(KindForbidden, nil, "account %s did not order certificate %s: revoke it with the account that did, or sign with the certificate's key", req.Account, rec.Serial)
+		}
+	}
+	return a.Revoke(ctx, Principal{Name: actor, Record: rec}, rec.Serial, req.Reason, req.Source)
+}
+
+func sortedSANs(id identity.Identity) []string {
+	s := id.SANs()
+	slices.Sort(s)
+	return s
+}
