@@ -16,12 +16,14 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/store/sqlrec"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
@@ -59,16 +61,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	s := &Store{path: path}
 	var err error
-	s.writer, err = openDB(path, "&_pragma=journal_mode(WAL)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate")
-	if err != nil {
-		return nil, err
-	}
-	s.writer.SetMaxOpenConns(1)
-	s.writer.SetMaxIdleConns(1)
-	s.writer.SetConnMaxLifetime(0)
-	s.writer.SetConnMaxIdleTime(0)
-	if err := s.checkWriter(ctx); err != nil {
-		s.writer.Close()
+	if err := s.openWriter(ctx); err != nil {
 		return nil, err
 	}
 	if err := applyMigrations(ctx, s.writer); err != nil {
@@ -119,6 +112,43 @@ func openDB(path, extra string) (*sql.DB, error) {
 
 // checkWriter confirms the pragmas took effect: a file on a filesystem
 // without WAL support would otherwise silently fall back.
+// openWriter opens the single writer connection and checks its pragmas.
+// Switching a new database to WAL takes an exclusive lock, and SQLite
+// answers a second process doing the same at the same moment with
+// SQLITE_BUSY without waiting; such a start is retried for a few seconds.
+func (s *Store) openWriter(ctx context.Context) error {
+	const attempts = 50
+	for i := 1; ; i++ {
+		w, err := openDB(s.path, "&_pragma=journal_mode(WAL)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate")
+		if err != nil {
+			return err
+		}
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxLifetime(0)
+		w.SetConnMaxIdleTime(0)
+		s.writer = w
+		err = s.checkWriter(ctx)
+		if err == nil {
+			return nil
+		}
+		w.Close()
+		if !isBusy(err) || i == attempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(i) * 10 * time.Millisecond):
+		}
+	}
+}
+
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
+}
+
 func (s *Store) checkWriter(ctx context.Context) error {
 	var mode string
 	if err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
