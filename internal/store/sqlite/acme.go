@@ -113,9 +113,10 @@ func (s *Store) oneACME(ctx context.Context, kind store.ACMEKind, col, val strin
 	if err != nil {
 		return store.ACMERecord{}, err
 	}
-	// Read on the writer: a record written a moment ago by this server
-	// must be visible to the client's next request.
-	row := s.writer.QueryRowContext(ctx, "SELECT id, parent, lookup, status, expires, data FROM "+t+" WHERE "+col+" = ?", val)
+	// A reader sees every committed write (WAL), and ACME writes commit
+	// before they return, so reads need not queue behind the committer on
+	// the single writer connection.
+	row := s.readers.QueryRowContext(ctx, "SELECT id, parent, lookup, status, expires, data FROM "+t+" WHERE "+col+" = ?", val)
 	r, err := scanACME(kind, row.Scan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("sqlite: ACME %s with %s %s: %w", kind, col, val, store.ErrNotFound)
@@ -135,7 +136,7 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.writer.QueryContext(ctx, "SELECT id, parent, lookup, status, expires, data FROM "+t+" WHERE parent = ? ORDER BY id LIMIT ?", parent, limit)
+	rows, err := s.readers.QueryContext(ctx, "SELECT id, parent, lookup, status, expires, data FROM "+t+" WHERE parent = ? ORDER BY id LIMIT ?", parent, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list ACME %s: %w", kind, err)
 	}
