@@ -96,6 +96,50 @@ func testACME(t *testing.T, open Opener) {
 		}
 	})
 
+	t.Run("Update", func(t *testing.T) {
+		up := store.ACMERecord{Kind: store.ACMEAuthorization, ID: "z1", Parent: "a1", Lookup: "z1-lookup", Status: "valid",
+			Expires: now.Add(2 * time.Hour), Data: []byte(`{"v":2}`)}
+		if err := s.UpdateACME(ctx, up, "pending"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ACMEByID(ctx, store.ACMEAuthorization, "z1")
+		if err != nil || got.Lookup != up.Lookup || got.Status != up.Status || !got.Expires.Equal(up.Expires) || string(got.Data) != string(up.Data) {
+			t.Errorf("after UpdateACME read %+v, %v; want %+v", got, err, up)
+		}
+		// Taking another record's lookup key is a conflict and changes nothing.
+		clash := acct
+		clash.ID, clash.Lookup = "a3", "thumb3"
+		if err := s.CreateACME(ctx, clash); err != nil {
+			t.Fatal(err)
+		}
+		clash.Lookup, clash.Status = "thumb1", "deactivated"
+		if err := s.UpdateACME(ctx, clash, "valid"); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("UpdateACME onto a taken lookup key = %v, want ErrConflict", err)
+		}
+		if got, err := s.ACMEByID(ctx, store.ACMEAccount, "a3"); err != nil || got.Lookup != "thumb3" || got.Status != "valid" {
+			t.Errorf("after a refused update read %+v, %v; want it unchanged", got, err)
+		}
+	})
+
+	t.Run("BadQueries", func(t *testing.T) {
+		if _, err := s.ACMEByLookup(ctx, store.ACMEOrder, ""); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ACMEByLookup with an empty key = %v, want ErrNotFound", err)
+		}
+		const bogus = store.ACMEKind("bogus")
+		if _, err := s.ACMEByID(ctx, bogus, "a1"); err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ACMEByID of an unknown kind = %v, want an error naming the kind", err)
+		}
+		if err := s.CreateACME(ctx, store.ACMERecord{Kind: bogus, ID: "x", Data: []byte(`{}`)}); err == nil {
+			t.Error("CreateACME of an unknown kind succeeded")
+		}
+		if err := s.UpdateACME(ctx, store.ACMERecord{Kind: bogus, ID: "x", Data: []byte(`{}`)}, "pending"); err == nil {
+			t.Error("UpdateACME of an unknown kind succeeded")
+		}
+		if _, err := s.ACMEChildren(ctx, bogus, "a1", 0); err == nil {
+			t.Error("ACMEChildren of an unknown kind succeeded")
+		}
+	})
+
 	t.Run("Children", func(t *testing.T) {
 		if err := s.CreateACME(ctx, store.ACMERecord{Kind: store.ACMEOrder, ID: "o2", Parent: "a1", Status: "pending", Data: []byte(`{}`)}); err != nil {
 			t.Fatal(err)
@@ -103,6 +147,9 @@ func testACME(t *testing.T, open Opener) {
 		got, err := s.ACMEChildren(ctx, store.ACMEOrder, "a1", 0)
 		if err != nil || len(got) != 2 || got[0].ID != "o1" || got[1].ID != "o2" {
 			t.Errorf("ACMEChildren = %+v, %v; want o1, o2", got, err)
+		}
+		if got, err := s.ACMEChildren(ctx, store.ACMEOrder, "a1", 1); err != nil || len(got) != 1 || got[0].ID != "o1" {
+			t.Errorf("ACMEChildren with limit 1 = %+v, %v; want o1", got, err)
 		}
 	})
 
