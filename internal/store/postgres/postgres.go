@@ -5,7 +5,8 @@
 // transactions take a second advisory lock so that events commit in
 // sequence order across servers. Writes are group-committed
 // (store/groupcommit) and each batch is sent to the server as one
-// pipeline. Start with Open.
+// pipeline (commit in write.go). The reads and everything else that is the
+// same SQL on SQLite live in store/sqlstore. Start with Open.
 package postgres
 
 import (
@@ -17,24 +18,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Advisory lock keys, fixed so that every mica server agrees on them.
-// The high half spells "mica".
-const (
-	migrationLockKey int64 = 0x6d696361<<32 | 1
-	eventLockKey     int64 = 0x6d696361<<32 | 2
-)
-
-// Store is the PostgreSQL engine. Its methods are safe for concurrent use.
+// Store is the PostgreSQL engine: the shared SQL of sqlstore.Store on a
+// pgx pool. Its methods are safe for concurrent use.
 type Store struct {
-	pool      *pgxpool.Pool
-	committer *groupcommit.Committer[sqlrec.Op]
+	*sqlstore.Store
+	pool *pgxpool.Pool
 
 	closeOnce sync.Once
 }
@@ -62,16 +56,21 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
-	if err := applyMigrations(ctx, pool); err != nil {
+	db := newPool(pool)
+	if err := sqlstore.Migrate(ctx, db, dialect, migrations, "migrations"); err != nil {
 		pool.Close()
 		return nil, err
 	}
-	if err := backfillLeaves(ctx, pool); err != nil {
+	if err := sqlstore.BackfillLeaves(ctx, db, dialect); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	s := &Store{pool: pool}
-	s.committer = groupcommit.New(groupcommit.Config{}, s.commit)
+	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: db, Write: db, Commit: s.commit})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -79,7 +78,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 // Calling it again does nothing.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.committer.Close()
+		s.StopWrites()
 		s.pool.Close()
 	})
 	return nil

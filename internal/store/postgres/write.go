@@ -3,11 +3,9 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
@@ -121,88 +119,6 @@ func eventArgs(e *sqlrec.EventRow) []any {
 	return []any{e.At, e.Actor, e.Source, e.Action, e.Serial, e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail}
 }
 
-// RecordIssuance implements store.Store. If ctx ends while the write is
-// queued or committing, it returns ctx.Err() and the write may still
-// commit: read the certificate back before retrying.
-func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
-	op, err := sqlrec.IssuanceOp(iss)
-	if err != nil {
-		return fmt.Errorf("postgres: record issuance: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
-	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
-	iss.Certificate.Status = store.StatusActive
-	return nil
-}
-
-// RecordEvent implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
-	op, err := sqlrec.EventOp(ev)
-	if err != nil {
-		return fmt.Errorf("postgres: record event: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
-}
-
-// Revoke implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
-	op, err := sqlrec.RevokeOp(serial, reason, at, ev)
-	if err != nil {
-		return fmt.Errorf("postgres: revoke: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
-}
-
-// RevokeIdentity implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
-	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: revoke identity: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	return sqlrec.RevokedEvents(ev, op.Revoked), nil
-}
-
-// Deny implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
-	return s.denyOrAllow(ctx, identity, false, ev)
-}
-
-// Allow implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
-	return s.denyOrAllow(ctx, identity, true, ev)
-}
-
-func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
-	op, err := sqlrec.DenyOp(identity, allow, ev)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
-}
-
 // commit writes one batch in one transaction, sent as one pipeline.
 //
 // Its first statement takes a transaction-level advisory lock shared by
@@ -221,7 +137,7 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	}
 	defer tx.Rollback(ctx)
 	b := &pgx.Batch{}
-	b.Queue("SELECT pg_advisory_xact_lock($1)", eventLockKey)
+	b.Queue(dialect.LockEvents)
 	notify := false
 	for _, it := range batch {
 		op := &it.Op
@@ -323,9 +239,9 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			case op.Token != nil && (used || !dup):
 				// Used before this statement, or taken by a concurrent
 				// transaction that committed while we waited on the conflict.
-				it.Err = fmt.Errorf("postgres: enrollment token %s: %w", op.Token.JTI, store.ErrTokenUsed)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedTokenUsed)
 			default:
-				it.Err = fmt.Errorf("postgres: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", op.Cert.Serial, op.Cert.Fingerprint)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedCertExists)
 			}
 		case sqlrec.KindEvent:
 			if err := br.QueryRow().Scan(&op.Seq, &op.LeafIndex); err != nil {
@@ -341,9 +257,9 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			case seq != nil && leafIndex != nil:
 				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case status == nil:
-				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
 			default:
-				it.Err = fmt.Errorf("postgres: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyRevoked)
 			}
 		case sqlrec.KindRevokeIdentity:
 			rows, err := br.Query()
@@ -372,9 +288,9 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			case seq != nil && leafIndex != nil:
 				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case op.Kind == sqlrec.KindDeny:
-				it.Err = fmt.Errorf("postgres: deny %s: %w", op.Identity, store.ErrAlreadyDenied)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyDenied)
 			default:
-				it.Err = fmt.Errorf("postgres: allow %s: it is not denied: %w", op.Identity, store.ErrNotFound)
+				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
 			}
 		}
 	}

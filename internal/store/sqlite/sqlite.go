@@ -2,7 +2,10 @@
 // file in WAL mode with synchronous=FULL, so every commit is durable. One
 // writer connection, fed by a group committer (store/groupcommit), writes
 // many callers' records per transaction and fsync; a pool of read-only
-// connections serves queries alongside it. Start with Open.
+// connections serves queries alongside it. The queries and everything else
+// that is the same SQL on PostgreSQL live in store/sqlstore; this package
+// keeps the connections, their pragmas and file modes, and the writing of
+// a batch (commit in write.go). Start with Open.
 package sqlite
 
 import (
@@ -19,8 +22,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
@@ -33,16 +35,16 @@ var migrations embed.FS
 // another process opening the same file before failing.
 const busyTimeoutMS = 10000
 
-// Store is the SQLite engine. Its methods are safe for concurrent use.
+// Store is the SQLite engine: the shared SQL of sqlstore.Store on a
+// single writer and a pool of readers. Its methods are safe for
+// concurrent use.
 type Store struct {
+	*sqlstore.Store
 	path    string
 	writer  *sql.DB // exactly one connection: SQLite allows one writer
 	readers *sql.DB
+	read    *conn // readers, with the statements sqlstore keeps prepared
 	stmts   writeStmts
-	// isDenied is prepared once: it runs on every issuance, and preparing
-	// it per call cost more than the lookup itself.
-	isDenied  *sql.Stmt
-	committer *groupcommit.Committer[sqlrec.Op]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -60,15 +62,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{path: path}
-	var err error
 	if err := s.openWriter(ctx); err != nil {
 		return nil, err
 	}
-	if err := applyMigrations(ctx, s.writer); err != nil {
+	write := newDB(s.writer)
+	if err := sqlstore.Migrate(ctx, write, dialect, migrations, "migrations"); err != nil {
 		s.writer.Close()
 		return nil, err
 	}
-	if err := backfillLeaves(ctx, s.writer); err != nil {
+	if err := sqlstore.BackfillLeaves(ctx, write, dialect); err != nil {
 		s.writer.Close()
 		return nil, err
 	}
@@ -82,20 +84,25 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.writer.Close()
 		return nil, err
 	}
+	var err error
 	s.readers, err = openDB(path, "&_pragma=query_only(1)")
 	if err != nil {
+		s.stmts.close()
 		s.writer.Close()
 		return nil, err
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.readers.SetMaxOpenConns(n)
 	s.readers.SetMaxIdleConns(n)
-	if s.isDenied, err = s.readers.PrepareContext(ctx, "SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"); err != nil {
+	s.read = &conn{q: s.readers}
+	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: s.read, Write: write, Commit: s.commit})
+	if err != nil {
+		s.read.close()
 		s.readers.Close()
+		s.stmts.close()
 		s.writer.Close()
-		return nil, fmt.Errorf("sqlite: preparing the deny-list lookup: %w", err)
+		return nil, err
 	}
-	s.committer = groupcommit.New(groupcommit.Config{}, s.commit)
 	return s, nil
 }
 
@@ -197,9 +204,9 @@ func chmodPrivate(path string) error {
 // Calling it again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.closeErr = s.committer.Close()
+		s.closeErr = s.StopWrites()
 		s.stmts.close()
-		s.closeErr = errors.Join(s.closeErr, s.isDenied.Close(), s.readers.Close(), s.writer.Close())
+		s.closeErr = errors.Join(s.closeErr, s.read.close(), s.readers.Close(), s.writer.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("sqlite: close %s: %w", s.path, s.closeErr)
 		}

@@ -5,9 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
-	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
@@ -60,52 +58,6 @@ func (w *writeStmts) close() {
 			(*st).Close()
 		}
 	}
-}
-
-// RecordIssuance implements store.Store. If ctx ends while the write is
-// queued or committing, it returns ctx.Err() and the write may still
-// commit: read the certificate back before retrying.
-func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
-	op, err := sqlrec.IssuanceOp(iss)
-	if err != nil {
-		return fmt.Errorf("sqlite: record issuance: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	iss.Event.Seq, iss.Certificate.EventSeq = op.Seq, op.Seq
-	iss.Event.LeafIndex, iss.Event.LeafHash = op.LeafIndex, op.Event.LeafHash
-	iss.Certificate.Status = store.StatusActive
-	return nil
-}
-
-// RecordEvent implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
-	op, err := sqlrec.EventOp(ev)
-	if err != nil {
-		return fmt.Errorf("sqlite: record event: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
-}
-
-// Revoke implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
-	op, err := sqlrec.RevokeOp(serial, reason, at, ev)
-	if err != nil {
-		return fmt.Errorf("sqlite: revoke: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
 }
 
 // commit writes one batch in one transaction on the writer connection.
@@ -168,7 +120,7 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			it.Err = fmt.Errorf("sqlite: enrollment token %s: %w", t.JTI, store.ErrTokenUsed)
+			it.Err = it.Op.Refuse(dialect.Name, sqlrec.RefusedTokenUsed)
 			return nil
 		}
 	}
@@ -184,7 +136,7 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 				return err
 			}
 		}
-		it.Err = fmt.Errorf("sqlite: certificate serial %s or fingerprint %s is already recorded: look it up before retrying, or issue with a fresh serial", c.Serial, c.Fingerprint)
+		it.Err = it.Op.Refuse(dialect.Name, sqlrec.RefusedCertExists)
 		return nil
 	}
 	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
@@ -228,12 +180,12 @@ func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.
 		err := w.status.QueryRowContext(ctx, op.Serial).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrNotFound)
+			it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
 			return nil
 		case err != nil:
 			return err
 		}
-		it.Err = fmt.Errorf("sqlite: revoke certificate %s: %w", op.Serial, store.ErrAlreadyRevoked)
+		it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyRevoked)
 		return nil
 	}
 	op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
@@ -287,7 +239,7 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			it.Err = fmt.Errorf("sqlite: allow %s: it is not denied: %w", op.Identity, store.ErrNotFound)
+			it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
 			return nil
 		}
 		op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
@@ -300,7 +252,7 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 		return err
 	}
 	if exists {
-		it.Err = fmt.Errorf("sqlite: deny %s: %w", op.Identity, store.ErrAlreadyDenied)
+		it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyDenied)
 		return nil
 	}
 	seq, leafIndex, err := w.event(ctx, &op.Event)
@@ -310,40 +262,4 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 	op.Seq, op.LeafIndex = seq, leafIndex
 	_, err = w.insertDenial.ExecContext(ctx, op.Identity, op.Event.At, op.Event.Actor, op.Event.Detail, seq)
 	return err
-}
-
-// RevokeIdentity implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
-	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: revoke identity: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return nil, err
-	}
-	return sqlrec.RevokedEvents(ev, op.Revoked), nil
-}
-
-// Deny implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
-	return s.denyOrAllow(ctx, identity, false, ev)
-}
-
-// Allow implements store.Store; ctx ending early is as for RecordIssuance.
-func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
-	return s.denyOrAllow(ctx, identity, true, ev)
-}
-
-func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
-	op, err := sqlrec.DenyOp(identity, allow, ev)
-	if err != nil {
-		return fmt.Errorf("sqlite: %w", err)
-	}
-	op, err = s.committer.Do(ctx, op)
-	if err != nil {
-		return err
-	}
-	ev.Seq, ev.LeafIndex, ev.LeafHash = op.Seq, op.LeafIndex, op.Event.LeafHash
-	return nil
 }

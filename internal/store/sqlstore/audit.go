@@ -1,0 +1,123 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/mica-pki/mica/internal/auditlog/leaf"
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+)
+
+// Leaves implements store.Store.
+func (s *Store) Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error) {
+	q, err := sqlrec.Leaves(start, limit, s.d.Placeholder)
+	if err != nil {
+		return nil, s.errorf("read audit leaves: %w", err)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanEvent)
+	if err != nil {
+		return nil, s.errorf("read audit leaves: %w", err)
+	}
+	return out, nil
+}
+
+// LeafHashes implements store.Store.
+func (s *Store) LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error) {
+	q, err := sqlrec.LeafHashes(start, limit, s.d.Placeholder)
+	if err != nil {
+		return nil, s.errorf("read audit leaf hashes: %w", err)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) ([]byte, error) {
+		var h []byte
+		err := scan(&h)
+		return h, err
+	})
+	if err != nil {
+		return nil, s.errorf("read audit leaf hashes: %w", err)
+	}
+	return out, nil
+}
+
+// EventBySeq implements store.Store.
+func (s *Store) EventBySeq(ctx context.Context, seq int64) (store.Event, error) {
+	ev, err := sqlrec.ScanEvent(s.read.QueryRow(ctx, s.stmt.eventBySeq, seq).Scan)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ev, s.errorf("event %d: %w", seq, store.ErrNotFound)
+	case err != nil:
+		return ev, s.errorf("read event %d: %w", seq, err)
+	}
+	return ev, nil
+}
+
+// AddCheckpoint implements store.Store. It goes straight to the database,
+// between batches: one small row every few seconds does not need group
+// commit.
+func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) error {
+	if _, err := s.write.Exec(ctx, s.stmt.addCheckpoint, c.Size, c.Root, c.Note, sqlrec.Micros(c.Time)); err != nil {
+		return s.errorf("store checkpoint of size %d: %w", c.Size, err)
+	}
+	return nil
+}
+
+// LatestCheckpoint implements store.Store.
+func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) {
+	c, err := sqlrec.ScanCheckpoint(s.read.QueryRow(ctx, sqlrec.LatestCheckpoint).Scan)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return c, s.errorf("no checkpoint yet: %w", store.ErrNotFound)
+	case err != nil:
+		return c, s.errorf("read the latest checkpoint: %w", err)
+	}
+	return c, nil
+}
+
+// Checkpoints implements store.Store.
+func (s *Store) Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error) {
+	q, err := sqlrec.Checkpoints(afterSize, limit, s.d.Placeholder)
+	if err != nil {
+		return nil, s.errorf("read checkpoints: %w", err)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanCheckpoint)
+	if err != nil {
+		return nil, s.errorf("read checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// BackfillLeaves gives events recorded before the audit log existed their
+// leaves, in seq order, ahead of any new event. Engines run it at open,
+// before the committer starts, under d.LockEvents so that no other server
+// appends meanwhile.
+func BackfillLeaves(ctx context.Context, db DB, d Dialect) error {
+	err := db.InTx(ctx, func(tx Conn) error {
+		if d.LockEvents != "" {
+			if _, err := tx.Exec(ctx, d.LockEvents); err != nil {
+				return err
+			}
+		}
+		todo, err := queryAll(ctx, tx, "SELECT "+sqlrec.EventColumns+" FROM events WHERE leaf_index IS NULL ORDER BY seq", nil, sqlrec.ScanEvent)
+		if err != nil || len(todo) == 0 {
+			return err
+		}
+		var next int64
+		if err := tx.QueryRow(ctx, sqlrec.NextLeafIndex).Scan(&next); err != nil {
+			return err
+		}
+		update := d.rebind("UPDATE events SET leaf_index = ?, leaf_hash = ? WHERE seq = ?")
+		for _, ev := range todo {
+			if _, err := tx.Exec(ctx, update, next, leaf.Hash(&ev), ev.Seq); err != nil {
+				return err
+			}
+			next++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: backfill audit leaves: %w", d.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+)
+
+// Row is one result row; *sql.Row and pgx.Row both fit.
+type Row interface {
+	// Scan reads the row's columns into dest. A query that found no row
+	// reports an error matching sql.ErrNoRows (pgx.ErrNoRows does).
+	Scan(dest ...any) error
+}
+
+// Rows iterates a result set; pgx.Rows fits as it is.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Conn runs statements on a connection pool or in a transaction. Query
+// and QueryRow take parameters in the dialect's placeholder style.
+type Conn interface {
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) Row
+	// Exec runs a statement and reports how many rows it changed.
+	Exec(ctx context.Context, query string, args ...any) (rowsAffected int64, err error)
+}
+
+// DB is a Conn that can also run a transaction.
+type DB interface {
+	Conn
+	// InTx runs fn in one transaction and commits it if fn returns nil;
+	// otherwise it rolls back and returns fn's error.
+	InTx(ctx context.Context, fn func(tx Conn) error) error
+}
+
+// Preparer is an optional ability of a Conn whose driver does not keep
+// prepared statements by itself (database/sql does not; pgx does). New
+// hands it the statements that run on every issuance, to prepare once;
+// the Conn then runs those through the prepared statement.
+type Preparer interface {
+	Prepare(ctx context.Context, query string) error
+}
+
+// scanFunc is the Scan method of a Row or Rows.
+type scanFunc = func(dest ...any) error
+
+// queryEach runs query on c and calls fn with every row's Scan.
+func queryEach(ctx context.Context, c Conn, query string, args []any, fn func(scan scanFunc) error) error {
+	rows, err := c.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := fn(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// queryAll runs query on c and reads every row with scan.
+func queryAll[T any](ctx context.Context, c Conn, query string, args []any, scan func(scanFunc) (T, error)) ([]T, error) {
+	var out []T
+	err := queryEach(ctx, c, query, args, func(sc scanFunc) error {
+		v, err := scan(sc)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// inTx runs fn in a transaction on db. Errors from fn are returned as they
+// are (they say what failed); errors of the transaction itself (begin,
+// commit) are prefixed with the engine's name and what.
+func inTx(ctx context.Context, db DB, d *Dialect, what string, fn func(tx Conn) error) error {
+	var fnErr error
+	err := db.InTx(ctx, func(tx Conn) error {
+		fnErr = fn(tx)
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		return fmt.Errorf("%s: %s: %w", d.Name, what, err)
+	}
+	return err
+}

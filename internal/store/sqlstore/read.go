@@ -1,0 +1,70 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+)
+
+// Certificate implements store.Store.
+func (s *Store) Certificate(ctx context.Context, serial string) (store.Certificate, error) {
+	return s.oneCert(ctx, s.stmt.certBySerial, "serial", serial)
+}
+
+// CertificateByFingerprint implements store.Store.
+func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error) {
+	return s.oneCert(ctx, s.stmt.certByFingerprint, "fingerprint", fingerprint)
+}
+
+func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Certificate, error) {
+	c, err := sqlrec.ScanCertificate(s.read.QueryRow(ctx, query, val).Scan)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.Certificate{}, s.errorf("certificate with %s %s: %w", col, val, store.ErrNotFound)
+	case err != nil:
+		return store.Certificate{}, s.errorf("read certificate with %s %s: %w", col, val, err)
+	}
+	return c, nil
+}
+
+// ListCertificates implements store.Store.
+func (s *Store) ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error) {
+	q, err := sqlrec.ListCertificates(f, s.d.Placeholder)
+	if err != nil {
+		return nil, s.errorf("list certificates: %w", err)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanCertificate)
+	if err != nil {
+		return nil, s.errorf("list certificates: %w", err)
+	}
+	return out, nil
+}
+
+// CountCertificates implements store.Store. Limit and Offset are ignored.
+func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, error) {
+	q, err := sqlrec.CountCertificates(f, s.d.Placeholder)
+	if err != nil {
+		return 0, s.errorf("count certificates: %w", err)
+	}
+	var n int
+	if err := s.read.QueryRow(ctx, q.SQL, q.Args...).Scan(&n); err != nil {
+		return 0, s.errorf("count certificates: %w", err)
+	}
+	return n, nil
+}
+
+// Events implements store.Store.
+func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	q, err := sqlrec.Events(f, s.d.Placeholder)
+	if err != nil {
+		return nil, s.errorf("list events: %w", err)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanEvent)
+	if err != nil {
+		return nil, s.errorf("list events: %w", err)
+	}
+	return out, nil
+}

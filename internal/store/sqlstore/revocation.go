@@ -1,0 +1,58 @@
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/sqlrec"
+)
+
+// IsDenied implements store.Store.
+func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
+	var denied bool
+	if err := s.read.QueryRow(ctx, s.stmt.isDenied, identity).Scan(&denied); err != nil {
+		return false, s.errorf("read the deny list: %w", err)
+	}
+	return denied, nil
+}
+
+// DeniedIdentities implements store.Store.
+func (s *Store) DeniedIdentities(ctx context.Context) ([]store.Denial, error) {
+	out, err := queryAll(ctx, s.read, s.stmt.deniedIdentities, nil, sqlrec.ScanDenial)
+	if err != nil {
+		return nil, s.errorf("read the deny list: %w", err)
+	}
+	return out, nil
+}
+
+// RevokedCertificates implements store.Store. An error from fn ends the
+// listing and is returned as it is.
+func (s *Store) RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error {
+	q := sqlrec.RevokedCertificates(issuer, sqlrec.Micros(validAt), s.d.Placeholder)
+	var fnErr error
+	err := queryEach(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) error {
+		r, err := sqlrec.ScanRevoked(scan)
+		if err != nil {
+			return err
+		}
+		fnErr = fn(r)
+		return fnErr
+	})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
+		return s.errorf("list revoked certificates: %w", err)
+	}
+	return nil
+}
+
+// LastEventSeq implements store.Store.
+func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
+		return 0, s.errorf("read the last event: %w", err)
+	}
+	return seq, nil
+}
