@@ -63,12 +63,12 @@ func (s *Store) errorf(format string, args ...any) error {
 
 // statements are the static statements, in the dialect's placeholders.
 type statements struct {
-	certBySerial, certByFingerprint     string
-	eventBySeq, lastEventSeq            string
-	addCheckpoint                       string
-	isDenied, deniedIdentities          string
-	addNonce, sweepNonces, useNonce     string
-	acme                                map[store.ACMEKind]acmeStatements
+	certBySerial, certByFingerprint string
+	eventBySeq, lastEventSeq        string
+	addCheckpoint                   string
+	isDenied, deniedIdentities      string
+	addNonce, sweepNonces, useNonce string
+	acme                            map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
