@@ -121,13 +121,8 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 	if limit <= 0 {
 		limit = sqlrec.DefaultLimit
 	}
-	out, err := queryAll(ctx, s.read, st.children, []any{parent, limit}, func(scan scanFunc) (store.ACMERecord, error) {
-		return scanACME(kind, scan)
-	})
-	if err != nil {
-		return nil, s.errorf("list ACME %s: %w", kind, err)
-	}
-	return out, nil
+	scan := func(scan scanFunc) (store.ACMERecord, error) { return scanACME(kind, scan) }
+	return list(ctx, s, "list ACME "+string(kind), scan, sqlrec.Query{SQL: st.children, Args: []any{parent, limit}}, nil)
 }
 
 func scanACME(kind store.ACMEKind, scan scanFunc) (store.ACMERecord, error) {

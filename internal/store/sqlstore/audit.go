@@ -14,31 +14,13 @@ import (
 // Leaves implements store.Store.
 func (s *Store) Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error) {
 	q, err := sqlrec.Leaves(start, limit, s.d.Placeholder)
-	if err != nil {
-		return nil, s.errorf("read audit leaves: %w", err)
-	}
-	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanEvent)
-	if err != nil {
-		return nil, s.errorf("read audit leaves: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "read audit leaves", sqlrec.ScanEvent, q, err)
 }
 
 // LeafHashes implements store.Store.
 func (s *Store) LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error) {
 	q, err := sqlrec.LeafHashes(start, limit, s.d.Placeholder)
-	if err != nil {
-		return nil, s.errorf("read audit leaf hashes: %w", err)
-	}
-	out, err := queryAll(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) ([]byte, error) {
-		var h []byte
-		err := scan(&h)
-		return h, err
-	})
-	if err != nil {
-		return nil, s.errorf("read audit leaf hashes: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "read audit leaf hashes", scanOne[[]byte], q, err)
 }
 
 // EventBySeq implements store.Store.
@@ -78,14 +60,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) 
 // Checkpoints implements store.Store.
 func (s *Store) Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error) {
 	q, err := sqlrec.Checkpoints(afterSize, limit, s.d.Placeholder)
-	if err != nil {
-		return nil, s.errorf("read checkpoints: %w", err)
-	}
-	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanCheckpoint)
-	if err != nil {
-		return nil, s.errorf("read checkpoints: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "read checkpoints", sqlrec.ScanCheckpoint, q, err)
 }
 
 // BackfillLeaves gives events recorded before the audit log existed their

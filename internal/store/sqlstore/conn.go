@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+
+	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // Row is one result row; *sql.Row and pgx.Row both fit.
@@ -76,6 +78,26 @@ func queryAll[T any](ctx context.Context, c Conn, query string, args []any, scan
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// scanOne reads a row of one column.
+func scanOne[T any](scan scanFunc) (T, error) {
+	var v T
+	err := scan(&v)
+	return v, err
+}
+
+// list runs q, or fails with buildErr from building it, on s's readers and
+// reads every row with scan; what names the listing in errors.
+func list[T any](ctx context.Context, s *Store, what string, scan func(scanFunc) (T, error), q sqlrec.Query, buildErr error) ([]T, error) {
+	if buildErr != nil {
+		return nil, s.errorf("%s: %w", what, buildErr)
+	}
+	out, err := queryAll(ctx, s.read, q.SQL, q.Args, scan)
+	if err != nil {
+		return nil, s.errorf("%s: %w", what, err)
 	}
 	return out, nil
 }

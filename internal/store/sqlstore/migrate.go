@@ -32,11 +32,7 @@ func Migrate(ctx context.Context, db DB, d Dialect, fsys fs.FS, dir string) erro
 		)`); err != nil {
 			return fmt.Errorf("%s: migrate: %w", d.Name, err)
 		}
-		applied, err := queryAll(ctx, tx, "SELECT version FROM schema_migrations", nil, func(scan scanFunc) (int, error) {
-			var v int
-			err := scan(&v)
-			return v, err
-		})
+		applied, err := queryAll(ctx, tx, "SELECT version FROM schema_migrations", nil, scanOne[int])
 		if err != nil {
 			return fmt.Errorf("%s: migrate: read applied versions: %w", d.Name, err)
 		}

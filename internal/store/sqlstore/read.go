@@ -33,14 +33,7 @@ func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Cert
 // ListCertificates implements store.Store.
 func (s *Store) ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error) {
 	q, err := sqlrec.ListCertificates(f, s.d.Placeholder)
-	if err != nil {
-		return nil, s.errorf("list certificates: %w", err)
-	}
-	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanCertificate)
-	if err != nil {
-		return nil, s.errorf("list certificates: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "list certificates", sqlrec.ScanCertificate, q, err)
 }
 
 // CountCertificates implements store.Store. Limit and Offset are ignored.
@@ -59,12 +52,5 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, err
 // Events implements store.Store.
 func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
 	q, err := sqlrec.Events(f, s.d.Placeholder)
-	if err != nil {
-		return nil, s.errorf("list events: %w", err)
-	}
-	out, err := queryAll(ctx, s.read, q.SQL, q.Args, sqlrec.ScanEvent)
-	if err != nil {
-		return nil, s.errorf("list events: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "list events", sqlrec.ScanEvent, q, err)
 }

@@ -19,11 +19,7 @@ func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
 
 // DeniedIdentities implements store.Store.
 func (s *Store) DeniedIdentities(ctx context.Context) ([]store.Denial, error) {
-	out, err := queryAll(ctx, s.read, s.stmt.deniedIdentities, nil, sqlrec.ScanDenial)
-	if err != nil {
-		return nil, s.errorf("read the deny list: %w", err)
-	}
-	return out, nil
+	return list(ctx, s, "read the deny list", sqlrec.ScanDenial, sqlrec.Query{SQL: s.stmt.deniedIdentities}, nil)
 }
 
 // RevokedCertificates implements store.Store. An error from fn ends the
