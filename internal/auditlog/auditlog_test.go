@@ -277,6 +277,16 @@ func TestConsistencyAfterManyEvents(t *testing.T) {
 	if err := VerifyConsistency(other, cur, p); err == nil {
 		t.Error("consistency proof accepted against a different old root")
 	}
+	if res := verifyStore(t, st, s.VerifierKey(), saved.Note, 10000); res.Leaves != 10037 || res.Covered != 10037 {
+		t.Errorf("verified %+v, want 10037 leaves all covered", res)
+	}
+}
+
+// verifyStore verifies the whole log kept in st, reading leaves page by
+// page, against every checkpoint stored there and saved (if not nil).
+func verifyStore(t *testing.T, st store.Store, vkey string, saved []byte, page int) Result {
+	t.Helper()
+	ctx := context.Background()
 	cps, err := st.Checkpoints(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -285,22 +295,22 @@ func TestConsistencyAfterManyEvents(t *testing.T) {
 	for _, c := range cps {
 		notes = append(notes, c.Note)
 	}
-	v, err := NewVerification(s.VerifierKey(), notes, saved.Note)
+	v, err := NewVerification(vkey, notes, saved)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for start := int64(0); ; {
-		page, err := st.Leaves(ctx, start, 10000)
+		leaves, err := st.Leaves(ctx, start, page)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range page {
-			if err := v.Add(&page[i]); err != nil {
+		for i := range leaves {
+			if err := v.Add(&leaves[i]); err != nil {
 				t.Fatal(err)
 			}
 		}
-		start += int64(len(page))
-		if len(page) < 10000 {
+		start += int64(len(leaves))
+		if len(leaves) < page {
 			break
 		}
 	}
@@ -308,9 +318,7 @@ func TestConsistencyAfterManyEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Leaves != 10037 || res.Covered != 10037 {
-		t.Errorf("verified %+v, want 10037 leaves all covered", res)
-	}
+	return res
 }
 
 type recorder struct {

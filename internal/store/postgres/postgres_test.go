@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/migrate"
 	"github.com/mica-pki/mica/internal/store/postgres/pgtest"
 	"github.com/mica-pki/mica/internal/store/storetest"
@@ -15,39 +14,10 @@ import (
 // cluster is the one PostgreSQL server of this test binary.
 var cluster pgtest.Cluster
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := cluster.Stop(); err != nil {
-		println("postgres: stop test cluster:", err.Error())
-		code = 1
-	}
-	os.Exit(code)
-}
-
-// opener gives each test its own database; calls for the same test open
-// that database again.
-func opener() storetest.Opener {
-	var mu sync.Mutex
-	urls := map[*testing.T]string{}
-	return func(t *testing.T) store.Store {
-		t.Helper()
-		mu.Lock()
-		url, ok := urls[t]
-		if !ok {
-			url = cluster.Database(t)
-			urls[t] = url
-		}
-		mu.Unlock()
-		s, err := Open(context.Background(), url)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		return s
-	}
-}
+func TestMain(m *testing.M) { os.Exit(cluster.Run(m)) }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, opener())
+	storetest.Run(t, storetest.PerTest(cluster.Database, Open))
 }
 
 func TestOpen(t *testing.T) {
@@ -106,13 +76,7 @@ func TestOpen(t *testing.T) {
 }
 
 func BenchmarkRecordIssuance(b *testing.B) {
-	storetest.BenchmarkRecordIssuance(b, func(b *testing.B) store.Store {
-		s, err := Open(context.Background(), cluster.Database(b))
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	})
+	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(cluster.Database, Open))
 }
 
 // embeddedMigrations is how many migrations this binary carries.

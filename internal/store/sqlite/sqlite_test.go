@@ -16,30 +16,11 @@ import (
 	"github.com/mica-pki/mica/internal/store/storetest"
 )
 
-// opener gives each test its own database file; calls for the same test
-// reopen that file.
-func opener() storetest.Opener {
-	var mu sync.Mutex
-	paths := map[*testing.T]string{}
-	return func(t *testing.T) store.Store {
-		t.Helper()
-		mu.Lock()
-		path, ok := paths[t]
-		if !ok {
-			path = filepath.Join(t.TempDir(), "mica.db")
-			paths[t] = path
-		}
-		mu.Unlock()
-		s, err := Open(context.Background(), path)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		return s
-	}
-}
+// newDatabase is a database file of its own for t.
+func newDatabase(t testing.TB) string { return filepath.Join(t.TempDir(), "mica.db") }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, opener())
+	storetest.Run(t, storetest.PerTest(newDatabase, Open))
 }
 
 func TestOpen(t *testing.T) {
@@ -156,13 +137,7 @@ func pragma(db *sql.DB) func(string) (string, error) {
 }
 
 func BenchmarkRecordIssuance(b *testing.B) {
-	storetest.BenchmarkRecordIssuance(b, func(b *testing.B) store.Store {
-		s, err := Open(context.Background(), filepath.Join(b.TempDir(), "mica.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		return s
-	})
+	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(newDatabase, Open))
 }
 
 // embeddedMigrations is how many migrations this binary carries.

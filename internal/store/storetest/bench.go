@@ -11,8 +11,8 @@ import (
 
 // BenchmarkRecordIssuance measures durable issuances per second with one
 // caller and with 64 concurrent callers, each row carrying DERSize bytes
-// of DER and a token. newStore must return a fresh, empty store.
-func BenchmarkRecordIssuance(b *testing.B, newStore func(b *testing.B) store.Store) {
+// of DER and a token. newStore must return a fresh, empty store (see Fresh).
+func BenchmarkRecordIssuance(b *testing.B, newStore func(testing.TB) store.Store) {
 	for _, callers := range []int{1, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			s := newStore(b)

@@ -3,7 +3,7 @@
 // (round trips, token replay, batch isolation, revocation, filters, event
 // order, durability across reopen, cancellation and concurrency) against a
 // real engine. Engines call Run from their tests and BenchmarkRecordIssuance
-// from their benchmarks.
+// from their benchmarks, with PerTest and Fresh to open their stores.
 package storetest
 
 import (
@@ -16,7 +16,8 @@ import (
 // call for a given t creates it empty; later calls with the same t open the
 // same database again (after the suite has closed the previous Store, or
 // alongside it, to act as a second server). The suite closes every Store
-// it opens; the engine's cleanup may then remove the database.
+// it opens; the engine's cleanup may then remove the database. PerTest
+// makes one from the engine's Open.
 type Opener func(t *testing.T) store.Store
 
 // Run runs the conformance suite, one subtest per promise.

@@ -9,17 +9,14 @@
 //
 //	var cluster pgtest.Cluster
 //
-//	func TestMain(m *testing.M) {
-//		code := m.Run()
-//		cluster.Stop()
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { os.Exit(cluster.Run(m)) }
 package pgtest
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"sync"
@@ -82,6 +79,17 @@ func (c *Cluster) Database(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Run runs the tests of m, then stops the cluster; it returns the exit
+// code for TestMain, failing when the cluster would not stop.
+func (c *Cluster) Run(m *testing.M) int {
+	code := m.Run()
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest: stop the test cluster:", err)
+		return max(code, 1)
+	}
+	return code
 }
 
 // Stop stops the cluster this Cluster started, if any, and removes its
