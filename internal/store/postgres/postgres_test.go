@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/mica-pki/mica/internal/store/migrate"
@@ -24,18 +23,7 @@ func TestOpen(t *testing.T) {
 	ctx := context.Background()
 	t.Run("ConcurrentMigrations", func(t *testing.T) {
 		url := cluster.Database(t)
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				s, err := Open(ctx, url)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				s.Close()
-			})
-		}
-		wg.Wait()
+		storetest.OpenTogether(t, 8, url, Open)
 		s, err := Open(ctx, url)
 		if err != nil {
 			t.Fatal(err)
@@ -45,8 +33,8 @@ func TestOpen(t *testing.T) {
 		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if want := embeddedMigrations(t); n != want {
-			t.Errorf("schema_migrations has %d rows, want %d (one per embedded migration)", n, want)
+		if embedded, err := migrate.Load(migrations, "migrations"); err != nil || n != len(embedded) {
+			t.Errorf("schema_migrations has %d rows, want one per embedded migration (%d, %v)", n, len(embedded), err)
 		}
 	})
 	t.Run("DurableCommits", func(t *testing.T) {
@@ -77,14 +65,4 @@ func TestOpen(t *testing.T) {
 
 func BenchmarkRecordIssuance(b *testing.B) {
 	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(cluster.Database, Open))
-}
-
-// embeddedMigrations is how many migrations this binary carries.
-func embeddedMigrations(t *testing.T) int {
-	t.Helper()
-	ms, err := migrate.Load(migrations, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ms)
 }

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,26 +99,14 @@ func TestOpen(t *testing.T) {
 			if err := s.writer.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if want := embeddedMigrations(t); n != want {
-				t.Errorf("schema_migrations has %d rows, want %d (one per embedded migration)", n, want)
+			if embedded, err := migrate.Load(migrations, "migrations"); err != nil || n != len(embedded) {
+				t.Errorf("schema_migrations has %d rows, want one per embedded migration (%d, %v)", n, len(embedded), err)
 			}
 			s.Close()
 		}
 	})
 	t.Run("ConcurrentOpen", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "mica.db")
-		var wg sync.WaitGroup
-		for range 4 {
-			wg.Go(func() {
-				s, err := Open(ctx, path)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				s.Close()
-			})
-		}
-		wg.Wait()
+		storetest.OpenTogether(t, 4, newDatabase(t), Open)
 	})
 	t.Run("BadPath", func(t *testing.T) {
 		if _, err := Open(ctx, "x.db?mode=memory"); err == nil {
@@ -138,16 +125,6 @@ func pragma(db *sql.DB) func(string) (string, error) {
 
 func BenchmarkRecordIssuance(b *testing.B) {
 	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(newDatabase, Open))
-}
-
-// embeddedMigrations is how many migrations this binary carries.
-func embeddedMigrations(t *testing.T) int {
-	t.Helper()
-	ms, err := migrate.Load(migrations, "migrations")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ms)
 }
 
 // TestBackfillLeaves opens a database whose events predate the audit log

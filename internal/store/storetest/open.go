@@ -51,3 +51,24 @@ func mustOpen[S store.Store](t testing.TB, open OpenFunc[S], dsn string) store.S
 	}
 	return s
 }
+
+// OpenTogether opens n stores on the database at dsn at once, as servers
+// starting together do, and closes them: every open must succeed, so
+// migrations must apply once and the others find nothing to do.
+func OpenTogether[S store.Store](t *testing.T, n int, dsn string, open OpenFunc[S]) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			s, err := open(context.Background(), dsn)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := s.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
