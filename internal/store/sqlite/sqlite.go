@@ -65,45 +65,54 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.openWriter(ctx); err != nil {
 		return nil, err
 	}
-	write := newDB(s.writer)
-	if err := sqlstore.Migrate(ctx, write, dialect, migrations, "migrations"); err != nil {
-		s.writer.Close()
+	if err := s.setUp(ctx); err != nil {
+		s.closeHandles()
 		return nil, err
 	}
+	return s, nil
+}
+
+// setUp migrates the database opened by openWriter, prepares the writer's
+// statements, opens the readers and starts the shared store on them.
+func (s *Store) setUp(ctx context.Context) error {
+	write := newDB(s.writer)
+	if err := sqlstore.Migrate(ctx, write, dialect, migrations, "migrations"); err != nil {
+		return err
+	}
 	if err := sqlstore.BackfillLeaves(ctx, write, dialect); err != nil {
-		s.writer.Close()
-		return nil, err
+		return err
 	}
 	// The -wal and -shm files exist now; SQLite copies the database file's
 	// mode onto them, but a file left by an earlier run may be looser.
-	if err := chmodPrivate(path); err != nil {
-		s.writer.Close()
-		return nil, err
+	if err := chmodPrivate(s.path); err != nil {
+		return err
 	}
 	if err := s.stmts.prepare(ctx, s.writer); err != nil {
-		s.writer.Close()
-		return nil, err
+		return err
 	}
 	var err error
-	s.readers, err = openDB(path, "&_pragma=query_only(1)")
-	if err != nil {
-		s.stmts.close()
-		s.writer.Close()
-		return nil, err
+	if s.readers, err = openDB(s.path, "&_pragma=query_only(1)"); err != nil {
+		return err
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.readers.SetMaxOpenConns(n)
 	s.readers.SetMaxIdleConns(n)
 	s.read = &conn{q: s.readers}
 	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: s.read, Write: write, Commit: s.commit})
-	if err != nil {
-		s.read.close()
-		s.readers.Close()
-		s.stmts.close()
-		s.writer.Close()
-		return nil, err
+	return err
+}
+
+// closeHandles closes the statements and connections that are open.
+func (s *Store) closeHandles() error {
+	s.stmts.close()
+	var errs []error
+	if s.read != nil {
+		errs = append(errs, s.read.close())
 	}
-	return s, nil
+	if s.readers != nil {
+		errs = append(errs, s.readers.Close())
+	}
+	return errors.Join(append(errs, s.writer.Close())...)
 }
 
 func openDB(path, extra string) (*sql.DB, error) {
@@ -117,8 +126,6 @@ func openDB(path, extra string) (*sql.DB, error) {
 	return db, nil
 }
 
-// checkWriter confirms the pragmas took effect: a file on a filesystem
-// without WAL support would otherwise silently fall back.
 // openWriter opens the single writer connection and checks its pragmas.
 // Switching a new database to WAL takes an exclusive lock, and SQLite
 // answers a second process doing the same at the same moment with
@@ -156,6 +163,8 @@ func isBusy(err error) bool {
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
+// checkWriter confirms the pragmas took effect: a file on a filesystem
+// without WAL support would otherwise silently fall back.
 func (s *Store) checkWriter(ctx context.Context) error {
 	var mode string
 	if err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
@@ -204,9 +213,7 @@ func chmodPrivate(path string) error {
 // Calling it again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.closeErr = s.StopWrites()
-		s.stmts.close()
-		s.closeErr = errors.Join(s.closeErr, s.read.close(), s.readers.Close(), s.writer.Close())
+		s.closeErr = errors.Join(s.StopWrites(), s.closeHandles())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("sqlite: close %s: %w", s.path, s.closeErr)
 		}
