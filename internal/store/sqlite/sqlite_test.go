@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +108,22 @@ func TestOpen(t *testing.T) {
 	})
 	t.Run("ConcurrentOpen", func(t *testing.T) {
 		storetest.OpenTogether(t, 4, newDatabase(t), Open)
+	})
+	t.Run("DenyLookupPrepared", func(t *testing.T) {
+		// database/sql would prepare and finalise it on every issuance.
+		s, err := Open(ctx, newDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for q := range s.read.prepared {
+			if !strings.Contains(q, "denied_identities") {
+				t.Errorf("unexpected prepared reader statement %q", q)
+			}
+		}
+		if len(s.read.prepared) != 1 {
+			t.Errorf("%d reader statements prepared, want the deny-list lookup", len(s.read.prepared))
+		}
 	})
 	t.Run("BadPath", func(t *testing.T) {
 		if _, err := Open(ctx, "x.db?mode=memory"); err == nil {
