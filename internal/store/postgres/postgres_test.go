@@ -66,3 +66,7 @@ func TestOpen(t *testing.T) {
 func BenchmarkRecordIssuance(b *testing.B) {
 	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(cluster.Database, Open))
 }
+
+func BenchmarkIsDenied(b *testing.B) {
+	storetest.BenchmarkIsDenied(b, storetest.Fresh(cluster.Database, Open))
+}

@@ -144,6 +144,10 @@ func BenchmarkRecordIssuance(b *testing.B) {
 	storetest.BenchmarkRecordIssuance(b, storetest.Fresh(newDatabase, Open))
 }
 
+func BenchmarkIsDenied(b *testing.B) {
+	storetest.BenchmarkIsDenied(b, storetest.Fresh(newDatabase, Open))
+}
+
 // TestBackfillLeaves opens a database whose events predate the audit log
 // (no leaf index, no hash): they become leaves 0.. in seq order.
 func TestBackfillLeaves(t *testing.T) {

@@ -50,3 +50,27 @@ func BenchmarkRecordIssuance(b *testing.B, newStore func(testing.TB) store.Store
 		})
 	}
 }
+
+// BenchmarkIsDenied measures the deny-list lookup that every issuance and
+// renewal makes, with 64 concurrent callers on a list of 100 identities.
+func BenchmarkIsDenied(b *testing.B, newStore func(testing.TB) store.Store) {
+	s := newStore(b)
+	b.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	for i := range 100 {
+		id := fmt.Sprintf("spiffe://example.test/denied/%d", i)
+		if err := s.Deny(ctx, id, &store.Event{Time: base, Actor: "admin", Action: store.ActionIdentityDenied, Identity: id, Outcome: "ok"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			if _, err := s.IsDenied(ctx, fmt.Sprintf("spiffe://example.test/denied/%d", i%200)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
