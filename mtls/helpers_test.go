@@ -15,6 +15,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/revocation"
 )
 
 // staticSource is a Source that never changes.
@@ -166,4 +167,29 @@ func eventually(t *testing.T, what string, f func() error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// gatherNames lists the metric names reg exports.
+func gatherNames(t *testing.T, reg *prometheus.Registry) map[string]bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = true
+	}
+	return out
+}
+
+// revocationSet is a revocation.Set changed by hand, as the feed would.
+type revocationSet struct {
+	revocation.Set
+	seq int64
+}
+
+func (s *revocationSet) revoke(c *x509.Certificate) {
+	s.seq++
+	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindRevoked, Serial: c.SerialNumber.Text(16), NotAfter: c.NotAfter})
 }
