@@ -111,11 +111,11 @@ func TestRevokedViaCRL(t *testing.T) {
 		cfg.ClientSessionCache = nil
 		return cfg
 	}
-	if _, err, res := srv.dial(t, client(good)); err != nil || res.err != nil {
+	if _, res, err := srv.dial(t, client(good)); err != nil || res.err != nil {
 		t.Fatalf("a certificate not on the CRL: client %v, server %v", err, res.err)
 	}
 	eventually(t, "the revoked certificate is refused once the CRL is held", func() error {
-		_, _, res := srv.dial(t, client(revoked))
+		_, res, _ := srv.dial(t, client(revoked))
 		if r := rejectReason(res.err); r != mtls.ReasonRevokedCRL {
 			return errString("server result " + errText(res.err))
 		}
@@ -124,7 +124,7 @@ func TestRevokedViaCRL(t *testing.T) {
 	if n := handshakes(t, reg, "server", mtls.ReasonRevokedCRL); n != 1 {
 		t.Errorf("mica_mtls_handshakes_total{reason=revoked_crl} = %v, want 1", n)
 	}
-	if _, err, res := srv.dial(t, client(good)); err != nil || res.err != nil {
+	if _, res, err := srv.dial(t, client(good)); err != nil || res.err != nil {
 		t.Fatalf("a certificate not on the CRL after the CRL arrived: client %v, server %v", err, res.err)
 	}
 	if !checker.Revoked(revoked.Cert) || checker.Revoked(good.Cert) {

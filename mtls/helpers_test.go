@@ -77,7 +77,7 @@ func serveTLS(t *testing.T, cfg *tls.Config) *tlsServer {
 // dial connects with cfg, reads the server's line and returns the client's
 // view and the server's result. clientErr is set when either side refused
 // (the client sees the server's refusal as an alert on its first read).
-func (s *tlsServer) dial(t *testing.T, cfg *tls.Config) (client tls.ConnectionState, clientErr error, server handshakeResult) {
+func (s *tlsServer) dial(t *testing.T, cfg *tls.Config) (client tls.ConnectionState, server handshakeResult, clientErr error) {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", s.addr, cfg)
 	if err == nil {
@@ -95,7 +95,7 @@ func (s *tlsServer) dial(t *testing.T, cfg *tls.Config) (client tls.ConnectionSt
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server reported no handshake")
 	}
-	return client, err, server
+	return client, server, err
 }
 
 // handshakes reads mica_mtls_handshakes_total for one side and reason.

@@ -91,7 +91,7 @@ func TestFileSourceHotReload(t *testing.T) {
 		return cfg
 	}
 	presented := func(cfg *tls.Config) (string, error) {
-		cs, err, res := srv.dial(t, cfg)
+		cs, res, err := srv.dial(t, cfg)
 		if err != nil {
 			return "", err
 		}
@@ -135,7 +135,7 @@ func TestFileSourceHotReload(t *testing.T) {
 	}
 
 	// A peer from a CA the bundle does not name yet, then does.
-	if _, err, res := srv.dial(t, clientOf(newCA)); rejectReason(res.err) != mtls.ReasonUnknownCA || err == nil {
+	if _, res, err := srv.dial(t, clientOf(newCA)); rejectReason(res.err) != mtls.ReasonUnknownCA || err == nil {
 		t.Fatalf("peer of a CA not in the bundle: server %v", res.err)
 	}
 	writeFiles(t, dir, fileContent{"bundle.pem", pemCerts(pki.Root, newCA.Root)})
@@ -200,7 +200,7 @@ func TestResumedHandshakeStillVerified(t *testing.T) {
 		Authorize: mtls.AuthorizeIDs("spiffe://example.org" + serverPath)})
 
 	for i, wantResumed := range []bool{false, true} {
-		cs, err, res := srv.dial(t, clientCfg)
+		cs, res, err := srv.dial(t, clientCfg)
 		if err != nil || res.err != nil {
 			t.Fatalf("handshake %d: client %v, server %v", i, err, res.err)
 		}
@@ -209,7 +209,7 @@ func TestResumedHandshakeStillVerified(t *testing.T) {
 		}
 	}
 	set.revoke(client.Cert)
-	_, err, res := srv.dial(t, clientCfg)
+	_, res, err := srv.dial(t, clientCfg)
 	if rejectReason(res.err) != mtls.ReasonRevokedFeed || err == nil {
 		t.Fatalf("resumed handshake of a revoked client: server %v, client %v", res.err, err)
 	}
@@ -268,7 +268,7 @@ func TestWorkloadSource(t *testing.T) {
 		Authorize: mtls.AuthorizeIDs(id.String())})
 	clientCfg.ClientSessionCache = nil
 	serial := func() (string, error) {
-		cs, err, res := srv.dial(t, clientCfg)
+		cs, res, err := srv.dial(t, clientCfg)
 		if err != nil || res.err != nil {
 			return "", errString("client " + errText(err) + ", server " + errText(res.err))
 		}

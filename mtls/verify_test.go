@@ -98,7 +98,7 @@ func TestServerRejects(t *testing.T) {
 				opts.Revocations = tt.set(leaf)
 			}
 			srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, opts))
-			_, clientErr, res := srv.dial(t, clientCfg)
+			_, res, clientErr := srv.dial(t, clientCfg)
 			if got := rejectReason(res.err); tt.reason == mtls.ReasonOK && res.err != nil || tt.reason != mtls.ReasonOK && got != tt.reason {
 				t.Fatalf("server handshake error %v (reason %q), want reason %q", res.err, got, tt.reason)
 			}
@@ -160,7 +160,7 @@ func TestClientRejects(t *testing.T) {
 			clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, client),
 				Authorize: mtls.AuthorizeIDs(allow), Revocations: set, Metrics: metrics})
 			clientCfg.ServerName = "not-the-servers-name.example" // identity, not host name, decides
-			_, err, _ := srv.dial(t, clientCfg)
+			_, _, err := srv.dial(t, clientCfg)
 			if got := rejectReason(err); tt.reason == mtls.ReasonOK && err != nil || tt.reason != mtls.ReasonOK && got != tt.reason {
 				t.Fatalf("client error %v (reason %q), want reason %q", err, got, tt.reason)
 			}
