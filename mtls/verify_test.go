@@ -10,6 +10,7 @@ import (
 	"errors"
 	"math/big"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,3 +223,53 @@ func twoURILeaf(t *testing.T, p *testpki.PKI) *testpki.Leaf {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// swapSource is a Source whose roots a test replaces.
+type swapSource struct {
+	cert  *tls.Certificate
+	roots atomic.Pointer[[]*x509.Certificate]
+}
+
+func (s *swapSource) Certificate() (*tls.Certificate, error) { return s.cert, nil }
+func (s *swapSource) Roots() []*x509.Certificate             { return *s.roots.Load() }
+
+// TestVerifiedChainsRejudged: a peer whose chain verified before (and is
+// remembered) is refused once its certificate expires or its root leaves
+// the bundle, on new and resumed connections alike.
+func TestVerifiedChainsRejudged(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	other := testpki.New(t, "example.org")
+	client := pki.Leaf(t, pki.ID(t, clientPath), testpki.WithTTL(time.Hour))
+	src := &swapSource{cert: ptr(pki.Leaf(t, pki.ID(t, serverPath), testpki.WithTTL(24*time.Hour)).TLS())}
+	src.roots.Store(&[]*x509.Certificate{pki.Root})
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, mtls.Options{Source: src, Now: now,
+		Authorize: mtls.AuthorizeTrustDomains("example.org")}))
+	for _, resume := range []bool{false, true} {
+		clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, client),
+			Authorize: mtls.AuthorizeIDs("spiffe://example.org" + serverPath)})
+		if !resume {
+			clientCfg.ClientSessionCache = nil
+		}
+		skew.Store(0)
+		src.roots.Store(&[]*x509.Certificate{pki.Root})
+		for range 2 {
+			if _, res, err := srv.dial(t, clientCfg); err != nil || res.err != nil {
+				t.Fatalf("resume %v: client %v, server %v", resume, err, res.err)
+			}
+		}
+		skew.Store(int64(2 * time.Hour))
+		if _, res, _ := srv.dial(t, clientCfg); rejectReason(res.err) != mtls.ReasonExpired {
+			t.Fatalf("resume %v: a remembered chain after its expiry: %v", resume, res.err)
+		}
+		skew.Store(0)
+		if _, res, err := srv.dial(t, clientCfg); err != nil || res.err != nil {
+			t.Fatalf("resume %v: back in time: client %v, server %v", resume, err, res.err)
+		}
+		src.roots.Store(&[]*x509.Certificate{other.Root})
+		if _, res, _ := srv.dial(t, clientCfg); rejectReason(res.err) != mtls.ReasonUnknownCA {
+			t.Fatalf("resume %v: a remembered chain after its root left the bundle: %v", resume, res.err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -42,8 +43,14 @@ type handshakeBench struct {
 	revoked            *revocation.Set
 	metrics            *prometheus.Registry
 
+	// peers are distinct client certificates (one key, many serials) for
+	// handshakes by clients the server has not seen recently.
+	peers    []tls.Certificate
+	peerNext atomic.Uint64
+
 	plainServer, plainClient *tls.Config
 	mtlsServer, mtlsClient   *tls.Config
+	mtlsClientOpts           mtls.Options
 }
 
 // handshakeSection is one more measurement made after the crypto/tls vs
@@ -62,7 +69,7 @@ func handshakeSections() []handshakeSection {
 
 // handshakeCase is one row of the comparison.
 type handshakeCase struct {
-	Kind       string  `json:"kind"`   // full or resumed
+	Kind       string  `json:"kind"`   // see handshakeKinds
 	Config     string  `json:"config"` // crypto/tls or mtls
 	Handshakes int     `json:"handshakes"`
 	Errors     int     `json:"errors"`
@@ -76,15 +83,24 @@ type handshakeCase struct {
 	lat []time.Duration
 }
 
+// handshakeKinds are the three situations compared:
+//   - full: a full handshake by a client the server has seen before (mtls
+//     remembers chains that verified; crypto/tls verifies every time);
+//   - full-new-peer: a full handshake by a client certificate the server
+//     has not seen recently, so mtls verifies the chain like crypto/tls;
+//   - resumed: a resumed session (crypto/tls only checks the stored chain's
+//     dates and root; mtls runs its whole verification again).
+var handshakeKinds = []string{"full", "full-new-peer", "resumed"}
+
 type handshakeBenchResult struct {
 	KeyType        string             `json:"key_type"`
 	Concurrency    int                `json:"concurrency"`
 	Rounds         int                `json:"rounds"`
 	RevokedSerials int                `json:"revoked_serials"`
+	Peers          int                `json:"new_peer_certificates"`
 	Cases          []*handshakeCase   `json:"cases"`
-	FullDiffPct    float64            `json:"full_difference_percent"`    // mtls vs crypto/tls, handshakes/s
-	ResumedDiffPct float64            `json:"resumed_difference_percent"` // same, resumed
-	MTLSVerified   map[string]float64 `json:"mtls_verified"`              // mica_mtls_handshakes_total by outcome
+	DiffPct        map[string]float64 `json:"difference_percent"` // by kind: mtls vs crypto/tls handshakes/s
+	MTLSVerified   map[string]float64 `json:"mtls_verified"`      // mica_mtls_handshakes_total by outcome
 	Sections       map[string]any     `json:"sections,omitempty"`
 	Note           string             `json:"note"`
 }
@@ -92,24 +108,25 @@ type handshakeBenchResult struct {
 func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "bench handshake")
 	concurrency := fs.Int("concurrency", 8, "handshakes in flight")
-	duration := fs.Duration("duration", 10*time.Second, "how long to measure each of the four cases, split over the rounds")
+	duration := fs.Duration("duration", 10*time.Second, "how long to measure each case, split over the rounds")
 	rounds := fs.Int("rounds", 5, "alternate crypto/tls and mtls this many times, so drift on a busy machine hits both alike")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured run of every case before measuring")
 	nRevoked := fs.Int("revoked", 10000, "serials in the revocation set the mtls configs consult")
-	keyType := fs.String("key-type", string(keys.Default), "algorithm of the CA and both certificates' keys")
+	nPeers := fs.Int("peers", 16384, "distinct client certificates for the full-new-peer case (more than mtls remembers)")
+	keyType := fs.String("key-type", string(keys.Default), "algorithm of the CA and the certificates' keys")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	if *concurrency < 1 || *duration <= 0 || *rounds < 1 || *nRevoked < 0 || *warmup < 0 {
-		return usageError("--concurrency and --rounds must be at least 1, --duration positive, --revoked and --warmup not negative")
+	if *concurrency < 1 || *duration <= 0 || *rounds < 1 || *nRevoked < 0 || *warmup < 0 || *nPeers < 1 {
+		return usageError("--concurrency, --rounds and --peers must be at least 1, --duration positive, --revoked and --warmup not negative")
 	}
 	alg, err := keys.ParseAlgorithm(*keyType)
 	if err != nil {
 		return usageError("%v", err)
 	}
 	tuneGC(env)
-	b, err := newHandshakeBench(alg, *nRevoked)
+	b, err := newHandshakeBench(alg, *nRevoked, *nPeers)
 	if err != nil {
 		return err
 	}
@@ -127,35 +144,24 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	defer stopMTLS()
 
 	res := handshakeBenchResult{KeyType: string(alg), Concurrency: *concurrency, Rounds: *rounds, RevokedSerials: *nRevoked,
+		Peers: *nPeers, DiffPct: map[string]float64{},
 		Note: "client and server in this process on loopback, sharing the CPUs; a handshake is timed from dial to the server's first byte, so the server's verification of the client is inside it"}
-	type pair struct{ plain, mtls *handshakeCase }
-	kinds := []string{"full", "resumed"}
-	cases := map[string]pair{}
-	for _, kind := range kinds {
-		p := pair{&handshakeCase{Kind: kind, Config: "crypto/tls"}, &handshakeCase{Kind: kind, Config: "mtls"}}
-		cases[kind] = p
-		res.Cases = append(res.Cases, p.plain, p.mtls)
-	}
-	// The configs used by the clients of each case; resumption needs a
-	// session cache, a full handshake none.
-	client := func(kind string, cfg *tls.Config) *tls.Config {
-		c := cfg.Clone()
-		c.ServerName = b.serverName
-		c.ClientSessionCache = nil
-		if kind == "resumed" {
-			c.ClientSessionCache = tls.NewLRUClientSessionCache(4 * *concurrency)
-		}
-		return c
-	}
 	type runner struct {
 		c    *handshakeCase
 		addr string
 		cfg  *tls.Config
 	}
-	runners := map[*handshakeCase]runner{}
-	for _, kind := range kinds {
-		runners[cases[kind].plain] = runner{cases[kind].plain, plainAddr, client(kind, b.plainClient)}
-		runners[cases[kind].mtls] = runner{cases[kind].mtls, mtlsAddr, client(kind, b.mtlsClient)}
+	type pair struct{ plain, mtls runner }
+	pairs := map[string]pair{}
+	for _, kind := range handshakeKinds {
+		plainCfg, mtlsCfg, err := b.clientConfigs(kind)
+		if err != nil {
+			return err
+		}
+		p := pair{runner{&handshakeCase{Kind: kind, Config: "crypto/tls"}, plainAddr, plainCfg},
+			runner{&handshakeCase{Kind: kind, Config: "mtls"}, mtlsAddr, mtlsCfg}}
+		pairs[kind] = p
+		res.Cases = append(res.Cases, p.plain.c, p.mtls.c)
 	}
 	run := func(r runner, d time.Duration, record bool) {
 		var resumed atomic.Int64
@@ -178,19 +184,18 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 			r.c.FirstError = firstErr.Error()
 		}
 	}
-	if *warmup > 0 {
-		for _, c := range res.Cases {
-			run(runners[c], *warmup/4, false)
-		}
-	}
-	for round := range *rounds {
-		for _, kind := range kinds {
-			order := []*handshakeCase{cases[kind].plain, cases[kind].mtls}
-			if round%2 == 1 {
+	for round := -1; round < *rounds; round++ {
+		for _, kind := range handshakeKinds {
+			order := []runner{pairs[kind].plain, pairs[kind].mtls}
+			if round%2 != 0 {
 				slices.Reverse(order)
 			}
-			for _, c := range order {
-				run(runners[c], b.slot, true)
+			for _, r := range order {
+				if round < 0 { // warm-up: session caches filled, code paged in
+					run(r, *warmup/time.Duration(2*len(handshakeKinds)), false)
+				} else {
+					run(r, b.slot, true)
+				}
 			}
 		}
 	}
@@ -203,8 +208,9 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 		c.PerSecond = float64(len(c.lat)) / c.Seconds
 		c.P50Ms, c.P99Ms = ms(percentile(c.lat, 0.50)), ms(percentile(c.lat, 0.99))
 	}
-	diff := func(p pair) float64 { return (p.mtls.PerSecond/p.plain.PerSecond - 1) * 100 }
-	res.FullDiffPct, res.ResumedDiffPct = diff(cases["full"]), diff(cases["resumed"])
+	for kind, p := range pairs {
+		res.DiffPct[kind] = (p.mtls.c.PerSecond/p.plain.c.PerSecond - 1) * 100
+	}
 	if res.MTLSVerified, err = verifiedCounts(b.metrics); err != nil {
 		return err
 	}
@@ -231,14 +237,15 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(w, "bench handshake: mutual TLS 1.3, %s keys, concurrency %d, %d rounds of %s per case\n",
 		res.KeyType, res.Concurrency, res.Rounds, b.slot)
 	fmt.Fprintf(w, "  crypto/tls: ClientCAs + RequireAndVerifyClientCert, RootCAs + host name\n")
-	fmt.Fprintf(w, "  mtls:       ServerConfig/ClientConfig, identity authorizer, revocation set of %d serials, metrics\n", res.RevokedSerials)
-	fmt.Fprintf(w, "  %-8s %-11s %12s %9s %9s %9s %7s\n", "", "", "handshakes/s", "p50 ms", "p99 ms", "resumed", "errors")
-	for _, kind := range kinds {
-		for _, c := range []*handshakeCase{cases[kind].plain, cases[kind].mtls} {
-			fmt.Fprintf(w, "  %-8s %-11s %12.0f %9.2f %9.2f %8.0f%% %7d\n", c.Kind, c.Config, c.PerSecond, c.P50Ms, c.P99Ms,
+	fmt.Fprintf(w, "  mtls:       ServerConfig/ClientConfig, identity authorizers, revocation set of %d serials, metrics\n", res.RevokedSerials)
+	fmt.Fprintf(w, "  %-14s %-11s %12s %9s %9s %8s %7s\n", "", "", "handshakes/s", "p50 ms", "p99 ms", "resumed", "errors")
+	for _, kind := range handshakeKinds {
+		for _, r := range []runner{pairs[kind].plain, pairs[kind].mtls} {
+			c := r.c
+			fmt.Fprintf(w, "  %-14s %-11s %12.0f %9.2f %9.2f %7.0f%% %7d\n", c.Kind, c.Config, c.PerSecond, c.P50Ms, c.P99Ms,
 				100*float64(c.Resumed)/float64(max(1, c.Handshakes)), c.Errors)
 		}
-		fmt.Fprintf(w, "  %-8s mtls vs crypto/tls: %+.1f%% handshakes/s (target within 5%%)\n", kind, diff(cases[kind]))
+		fmt.Fprintf(w, "  %-14s mtls vs crypto/tls: %+.1f%% handshakes/s (target: within 5%%)\n", kind, res.DiffPct[kind])
 	}
 	fmt.Fprintf(w, "  mtls verified %.0f handshakes (both sides), refused %.0f\n", res.MTLSVerified["accepted"], res.MTLSVerified["rejected"])
 	for _, c := range res.Cases {
@@ -253,9 +260,44 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+// clientConfigs returns the crypto/tls and mtls client configs of one
+// kind of handshake. Both name the server by its DNS name (crypto/tls
+// checks it; mtls checks the SPIFFE ID instead).
+func (b *handshakeBench) clientConfigs(kind string) (plain, mt *tls.Config, err error) {
+	plain = b.plainClient.Clone()
+	mt = b.mtlsClient.Clone()
+	if kind == "full-new-peer" {
+		plain.Certificates, plain.GetClientCertificate = nil, b.nextPeer
+		o := b.mtlsClientOpts
+		o.Source = peerSource{b}
+		if mt, err = mtls.ClientConfig(o); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, c := range []*tls.Config{plain, mt} {
+		c.ServerName = b.serverName
+		c.ClientSessionCache = nil
+		if kind == "resumed" {
+			c.ClientSessionCache = tls.NewLRUClientSessionCache(4 * b.concurrency)
+		}
+	}
+	return plain, mt, nil
+}
+
+// nextPeer hands out the new-peer certificates in turn.
+func (b *handshakeBench) nextPeer(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return &b.peers[b.peerNext.Add(1)%uint64(len(b.peers))], nil
+}
+
+// peerSource is the mtls Source of the new-peer case.
+type peerSource struct{ b *handshakeBench }
+
+func (s peerSource) Certificate() (*tls.Certificate, error) { return s.b.nextPeer(nil) }
+func (s peerSource) Roots() []*x509.Certificate             { return s.b.mtlsClientOpts.Source.Roots() }
+
 // newHandshakeBench makes a CA in memory, a server and a client credential,
 // the revocation set and both pairs of configs.
-func newHandshakeBench(alg keys.Algorithm, nRevoked int) (*handshakeBench, error) {
+func newHandshakeBench(alg keys.Algorithm, nRevoked, nPeers int) (*handshakeBench, error) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	rootKey, err := keys.Generate(alg, rand.Reader)
 	if err != nil {
@@ -339,10 +381,40 @@ func newHandshakeBench(alg keys.Algorithm, nRevoked int) (*handshakeBench, error
 	if b.mtlsServer, err = mtls.ServerConfig(opts(b.server, mtls.AuthorizePathPrefixes("spiffe://example.org/bench/"))); err != nil {
 		return nil, err
 	}
-	if b.mtlsClient, err = mtls.ClientConfig(opts(b.client, mtls.AuthorizeIDs(b.serverID))); err != nil {
+	b.mtlsClientOpts = opts(b.client, mtls.AuthorizeIDs(b.serverID))
+	if b.mtlsClient, err = mtls.ClientConfig(b.mtlsClientOpts); err != nil {
+		return nil, err
+	}
+	if b.peers, err = sameKeyCertificates(b.client, inter, intKey, nPeers); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// sameKeyCertificates signs n copies of base's certificate with fresh
+// serial numbers: as many distinct peers as wanted, for the price of a
+// signature each rather than a key and a full issuance each.
+func sameKeyCertificates(base tls.Certificate, issuer *x509.Certificate, issuerKey crypto.Signer, n int) ([]tls.Certificate, error) {
+	out := make([]tls.Certificate, n)
+	tmpl := *base.Leaf
+	pub := base.Leaf.PublicKey
+	for i := range out {
+		sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		if err != nil {
+			return nil, err
+		}
+		tmpl.SerialNumber = sn
+		der, err := x509.CreateCertificate(rand.Reader, &tmpl, issuer, pub, issuerKey)
+		if err != nil {
+			return nil, fmt.Errorf("bench handshake: signing peer certificates: %w", err)
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = tls.Certificate{Certificate: [][]byte{der, issuer.Raw}, PrivateKey: base.PrivateKey, Leaf: leaf}
+	}
+	return out, nil
 }
 
 // staticSource is an mtls.Source that never changes: in the benchmark the
