@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"net"
 	"testing"
@@ -153,4 +154,31 @@ func handshakeCount(t *testing.T, reg *prometheus.Registry, side, reason string)
 	}
 	t.Fatalf("no mica_mtls_handshakes_total{side=%q,reason=%q}", side, reason)
 	return 0
+}
+
+// TestBenchHandshakeRuns runs `mica bench handshake` briefly: every case
+// completes handshakes without errors, resumed cases resume, and the mtls
+// cases went through the package's verification. Figures are printed by
+// the command, never asserted.
+func TestBenchHandshakeRuns(t *testing.T) {
+	out := micaOK(t, nil, "bench", "handshake", "--concurrency", "2", "--duration", "600ms", "--rounds", "2",
+		"--warmup", "100ms", "--peers", "64", "--revoked", "1000", "--json")
+	var res handshakeBenchResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bench --json output is not JSON: %v\n%s", err, out)
+	}
+	if len(res.Cases) != 2*len(handshakeKinds) {
+		t.Fatalf("%d cases, want %d:\n%s", len(res.Cases), 2*len(handshakeKinds), out)
+	}
+	for _, c := range res.Cases {
+		if c.Handshakes == 0 || c.Errors != 0 || c.P99Ms < c.P50Ms {
+			t.Errorf("%s %s: %+v", c.Kind, c.Config, c)
+		}
+		if resumed := c.Kind == "resumed"; resumed != (c.Resumed > 0) || resumed && c.Resumed < c.Handshakes/2 {
+			t.Errorf("%s %s: %d of %d handshakes resumed", c.Kind, c.Config, c.Resumed, c.Handshakes)
+		}
+	}
+	if res.MTLSVerified["accepted"] == 0 || res.MTLSVerified["rejected"] != 0 {
+		t.Errorf("mtls verified %v", res.MTLSVerified)
+	}
 }
