@@ -27,10 +27,12 @@ type Options struct {
 	// CRL is the fallback for when the feed is absent or stale. It learns
 	// the CRL distribution points and issuers of verified peers and fetches
 	// in the background (run it with CRLChecker.Run).
-	CRL     *CRLChecker
+	CRL *CRLChecker
+	// Metrics counts the handshakes this config verifies.
 	Metrics *Metrics
 	// Now is the clock certificates are judged by; default time.Now.
-	Now    func() time.Time
+	Now func() time.Time
+	// Logger gets one Info line per refused peer; default: discarded.
 	Logger *slog.Logger
 }
 
