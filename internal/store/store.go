@@ -210,6 +210,11 @@ type Store interface {
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
+	// CertificatesByExpiry counts the live certificates (active, NotAfter
+	// after now) by profile and expiry window, in one aggregate query: the
+	// inventory gauges call it at most every few seconds, whatever its size.
+	// Only non-zero counts are returned.
+	CertificatesByExpiry(ctx context.Context, now time.Time) ([]ExpiryCount, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
 	// Leaves returns up to limit (0 means 1000, at most 10000) events with
