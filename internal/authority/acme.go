@@ -33,7 +33,10 @@ type ACMERequest struct {
 // IssueACME runs the shared decide → lint → sign → record path for an ACME
 // order, with policy.MethodACME so that profiles and rules can tell this
 // door apart.
-func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (*Issued, error) {
+func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.IssueACME", policy.MethodACME)
+	defer func() { tr.end(iss, err) }()
+	tr.profile = req.Profile
 	actor := ACMEPrincipalPrefix + req.Account
 	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: req.Identity.Primary(), Profile: req.Profile}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
