@@ -60,7 +60,7 @@ type Config struct {
 	// cheap.
 	Delivered func(latency time.Duration)
 	Clock     func() time.Time
-	Logger  *slog.Logger
+	Logger    *slog.Logger
 }
 
 var actions = []store.Action{store.ActionCertRevoked, store.ActionIdentityDenied, store.ActionIdentityAllowed}
