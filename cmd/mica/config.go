@@ -16,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/telemetry"
 )
 
 // Config is the config file (mica.yaml): profiles under version control, and
@@ -43,12 +44,19 @@ type Config struct {
 	// HTTPListen is the plain-HTTP listener for CRL and OCSP; default
 	// 127.0.0.1:8080, "off" for none.
 	HTTPListen string `yaml:"http_listen"`
+	// MetricsListen is the plain-HTTP /metrics listener (Prometheus);
+	// 127.0.0.1:9123 when absent, "off" or "" for none.
+	MetricsListen *string `yaml:"metrics_listen"`
+	// Tracing exports OpenTelemetry spans of the issuance pipeline over
+	// OTLP when it names an endpoint; off otherwise.
+	Tracing telemetry.TracingConfig `yaml:"tracing"`
 }
 
 const (
 	defaultListen     = "127.0.0.1:8443"
 	defaultHTTPListen = "127.0.0.1:8080"
 	defaultPublicURL  = "http://127.0.0.1:8080"
+	defaultMetrics    = "127.0.0.1:9123"
 	adminProfile      = authority.ReservedProfilePrefix + "admin"
 	serverProfile     = authority.ReservedProfilePrefix + "server"
 	adminPathPrefix   = "/mica/admin/"
@@ -88,6 +96,12 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	if c.HTTPListen == "" {
 		c.HTTPListen = defaultHTTPListen
+	}
+	if c.MetricsListen == nil {
+		c.MetricsListen = new(defaultMetrics)
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if len(c.ServerNames) == 0 {
 		c.ServerNames = []string{"localhost", "127.0.0.1"}
@@ -170,6 +184,10 @@ server_names: [localhost, 127.0.0.1]
 # database: postgres://user@host/mica   # default: SQLite in the data directory
 # public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
 # http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
+# metrics_listen: 127.0.0.1:9123        # Prometheus /metrics ("off" for none)
+# tracing:                              # OpenTelemetry traces of the issuance pipeline (off unless an endpoint is set)
+#   otlp_endpoint: http://127.0.0.1:4318
+#   sample_ratio: 0.1
 
 admins:
   %[2]s: admin

@@ -16,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/ocsp"
+	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -34,6 +35,10 @@ type revocationOutputs struct {
 // newRevocationOutputs wires the outputs for the running intermediate and
 // builds the first CRL, so that everything answers from the first request.
 func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*revocationOutputs, error) {
+	feedMetrics, err := telemetry.NewFeedMetrics(p.registry)
+	if err != nil {
+		return nil, err
+	}
 	issuerID := authority.Fingerprint(p.hierarchy.Intermediate.Raw)
 	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
 		IssuerID: issuerID, Lint: lintSmallCRL, Logger: log})
@@ -45,7 +50,7 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	if err != nil {
 		return nil, err
 	}
-	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, OnEvent: func(e revocation.Event) {
+	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, Delivered: feedMetrics.Delivered, OnEvent: func(e revocation.Event) {
 		if e.Kind == revocation.KindRevoked {
 			crlSvc.Changed()
 			resp.Changed(context.WithoutCancel(ctx), e.Serial)

@@ -39,12 +39,10 @@ type Sources struct {
 	Logger         *slog.Logger
 }
 
-// ServerMetrics is the server's state as gauges, read when scraped, plus
-// the revocation feed's delivery latency (FeedDelivered).
+// ServerMetrics is the server's state as gauges, read when scraped.
 type ServerMetrics struct {
 	src      Sources
 	profiles profileSet
-	delivery prometheus.Histogram
 
 	inventory, crlAge, crlNext, crlEntries, ocspCached, ocspAge,
 	feedSubs, feedLag, feedDropped, auditLeaves, auditCheckpointLeaves, auditCheckpointAge,
@@ -69,11 +67,6 @@ func NewServerMetrics(reg prometheus.Registerer, src Sources) (*ServerMetrics, e
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	m := &ServerMetrics{src: src, profiles: newProfileSet(src.Profiles),
-		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "mica_feed_delivery_seconds",
-			Help:    "Time from the revocation feed applying a change to writing it to one subscriber.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}),
 		inventory: d("mica_live_certificates",
 			"Live certificates (active, not expired) by profile and the window they expire within: 1h, 24h, 7d, 30d or more.",
 			"profile", "expires_within"),
@@ -95,16 +88,30 @@ func NewServerMetrics(reg prometheus.Registerer, src Sources) (*ServerMetrics, e
 		committed:          d("mica_store_committed_operations_total", "Writes carried by group-commit transactions (issuances, events)."),
 		commitSeconds:      d("mica_store_commit_seconds_total", "Time spent writing and committing group-commit transactions."),
 	}
-	for _, c := range []prometheus.Collector{m.delivery, m} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := reg.Register(m); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
 
-// FeedDelivered is the feed Hub's Delivered hook.
-func (m *ServerMetrics) FeedDelivered(latency time.Duration) { m.delivery.Observe(latency.Seconds()) }
+// FeedMetrics is the revocation feed's delivery latency.
+type FeedMetrics struct{ delivery prometheus.Histogram }
+
+// NewFeedMetrics registers the feed's delivery histogram with reg.
+func NewFeedMetrics(reg prometheus.Registerer) (*FeedMetrics, error) {
+	m := &FeedMetrics{delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "mica_feed_delivery_seconds",
+		Help:    "Time from the revocation feed applying a change to writing it to one subscriber.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})}
+	if err := reg.Register(m.delivery); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Delivered is the feed Hub's Delivered hook.
+func (m *FeedMetrics) Delivered(latency time.Duration) { m.delivery.Observe(latency.Seconds()) }
 
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {

@@ -314,14 +314,17 @@ func TestInventoryQueryIsCached(t *testing.T) {
 func TestServerGauges(t *testing.T) {
 	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	reg := prometheus.NewRegistry()
-	m, err := NewServerMetrics(reg, Sources{Clock: func() time.Time { return now },
+	if _, err := NewServerMetrics(reg, Sources{Clock: func() time.Time { return now },
 		CRL: func() (time.Time, time.Time, int, bool) { return now.Add(-time.Hour), now.Add(23 * time.Hour), 7, true },
 		CAs: map[string]*x509.Certificate{"root": {NotAfter: now.Add(10 * 24 * time.Hour)}},
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fm, err := NewFeedMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.FeedDelivered(3 * time.Millisecond)
+	fm.Delivered(3 * time.Millisecond)
 	got := scrapeText(t, reg)
 	for s, v := range map[string]float64{
 		"mica_crl_age_seconds": 3600, "mica_crl_next_update_seconds": 23 * 3600, "mica_crl_entries": 7,
