@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, then
-# formatting, vet, staticcheck, the tests on SQLite and PostgreSQL, and the
-# race detector on the concurrent packages.
+# formatting, vet, staticcheck, the Prometheus alert rules and their unit
+# tests, the tests on SQLite and PostgreSQL, and the race detector on the
+# concurrent packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v openssl >/dev/null || need+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v certbot >/dev/null || need+=(certbot)
 command -v lego >/dev/null || need+=(lego)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -24,6 +26,7 @@ fi
 echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
 echo "certbot: $(certbot --version 2>&1)"
+echo "promtool: $(promtool --version 2>&1 | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -38,6 +41,10 @@ go vet ./...
 step "staticcheck"
 go run "$STATICCHECK" ./...
 
+step "alert rules (promtool)"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+
 step "tests (SQLite and PostgreSQL)"
 go test -count=1 -timeout 15m ./...
 
@@ -45,4 +52,4 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./internal/telemetry/...
