@@ -204,7 +204,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	metricsAddr := orDefault(cfg.Metrics, defaultAgentMetrics)
 	ms, err := telemetry.Listen(metricsAddr, reg, log)
 	if err != nil {
-		return fmt.Errorf("%w (choose another with --metrics)", err)
+		return err
 	}
 	if ms != nil {
 		start("metrics", ms.Run)

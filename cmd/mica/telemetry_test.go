@@ -223,3 +223,43 @@ func scrapedValue(t *testing.T, url, sample string) float64 {
 	}
 	return -1
 }
+
+func TestTelemetryConfig(t *testing.T) {
+	base := "trust_domain: example.org\nprofiles:\n  service: {spiffe: [\"/**\"]}\n"
+	tests := []struct {
+		name, yaml, metrics, err string
+		tracing                  bool
+	}{
+		{"Defaults", "", defaultMetrics, "", false},
+		{"MetricsOff", "metrics_listen: \"off\"\n", "off", "", false},
+		{"MetricsEmptyIsOff", "metrics_listen: \"\"\n", "", "", false},
+		{"MetricsElsewhere", "metrics_listen: 0.0.0.0:9999\n", "0.0.0.0:9999", "", false},
+		{"Tracing", "tracing: {otlp_endpoint: \"http://127.0.0.1:4318\", sample_ratio: 0.25}\n", defaultMetrics, "", true},
+		{"BadRatio", "tracing: {otlp_endpoint: collector:4318, sample_ratio: 2}\n", "", "sample_ratio", false},
+		{"BadEndpoint", "tracing: {otlp_endpoint: \"ftp://collector\"}\n", "", "otlp_endpoint", false},
+		{"UnknownField", "tracing: {endpoint: collector:4318}\n", "", "endpoint", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig([]byte(base+tc.yaml), "mica.yaml")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one naming %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.metricsListen(""); got != tc.metrics {
+				t.Errorf("metrics listen = %q, want %q", got, tc.metrics)
+			}
+			if got := cfg.metricsListen("127.0.0.1:0"); got != "127.0.0.1:0" {
+				t.Errorf("the flag did not win: %q", got)
+			}
+			if on := cfg.Tracing.OTLPEndpoint != ""; on != tc.tracing {
+				t.Errorf("tracing on = %v, want %v", on, tc.tracing)
+			}
+		})
+	}
+}
