@@ -83,9 +83,9 @@ type serverProc struct {
 	httpURL string
 	// metricsURL is the Prometheus /metrics endpoint.
 	metricsURL string
-	cmd     *exec.Cmd
-	logs    *syncBuffer
-	done    chan struct{}
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+	done       chan struct{}
 }
 
 type syncBuffer struct {

@@ -3,19 +3,24 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mica-pki/mica/revocation"
 )
@@ -99,8 +104,10 @@ func shippedQueries(t *testing.T) map[string]string {
 	type datasource struct{ Type, UID string }
 	var dash struct {
 		SchemaVersion int
-		Templating    struct{ List []struct{ Name, Type, Query string } }
-		Panels        []struct {
+		Templating    struct {
+			List []struct{ Name, Type, Query string }
+		}
+		Panels []struct {
 			Type, Title string
 			Datasource  *datasource
 			Targets     []struct {
@@ -261,5 +268,106 @@ func TestTelemetryConfig(t *testing.T) {
 				t.Errorf("tracing on = %v, want %v", on, tc.tracing)
 			}
 		})
+	}
+}
+
+// otlpSpan is one span as an OTLP receiver got it.
+type otlpSpan struct {
+	name          string
+	trace, parent string
+	id            string
+	attrs         map[string]string
+}
+
+// otlpReceiver decodes OTLP/HTTP trace exports, as a collector would.
+func otlpReceiver(t *testing.T) (url string, spans func() []otlpSpan) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []otlpSpan
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req collectortrace.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "not an OTLP trace export", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					sp := otlpSpan{name: s.GetName(), trace: hex.EncodeToString(s.GetTraceId()), id: hex.EncodeToString(s.GetSpanId()),
+						parent: hex.EncodeToString(s.GetParentSpanId()), attrs: map[string]string{}}
+					for _, kv := range s.GetAttributes() {
+						sp.attrs[kv.GetKey()] = kv.GetValue().GetStringValue()
+					}
+					got = append(got, sp)
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []otlpSpan {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// TestServeTracing runs the real server with tracing on, exporting to a
+// receiver in this test: an enrollment over HTTPS is one trace, the HTTP
+// server span the parent of the authority's request span and that the
+// parent of the pipeline's steps, and no span carries the token.
+func TestServeTracing(t *testing.T) {
+	url, spans := otlpReceiver(t)
+	e := newTestEnvWith(t, "sqlite", "tracing:\n  otlp_endpoint: "+url+"\n  sample_ratio: 1\n")
+	tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", "spiffe://example.org/billing/traced", "--profile", "service"))
+	e.micaOK("cert", "issue", "--token", tok, "--out", t.TempDir())
+	var enroll otlpSpan
+	waitFor(t, "the enrollment's spans at the receiver", 30*time.Second, func() bool {
+		for _, s := range spans() {
+			if s.name == "authority.Enroll" {
+				enroll = s
+			}
+		}
+		return enroll.id != "" && len(spans()) > 0
+	})
+	// Spans are exported in batches; give the rest of this trace a moment.
+	var children []string
+	waitFor(t, "the pipeline's steps", 30*time.Second, func() bool {
+		children = nil
+		for _, s := range spans() {
+			if s.parent == enroll.id {
+				children = append(children, s.name)
+			}
+		}
+		return len(children) == 5
+	})
+	slices.Sort(children)
+	if want := []string{"authority.authenticate", "issuance.lint", "issuance.sign", "policy.decide", "store.commit"}; !slices.Equal(children, want) {
+		t.Errorf("children of authority.Enroll = %v, want %v", children, want)
+	}
+	// The HTTP span ends after the response is written, so it may come in
+	// a later batch.
+	waitFor(t, "the HTTP server span", 30*time.Second, func() bool {
+		return slices.ContainsFunc(spans(), func(s otlpSpan) bool { return s.id == enroll.parent })
+	})
+	var httpParent bool
+	for _, s := range spans() {
+		if s.id == enroll.parent && s.trace == enroll.trace && s.name == "POST /v1/certificates" {
+			httpParent = true
+		}
+		for k, v := range s.attrs {
+			if strings.Contains(v, tok) || strings.Contains(v, tok[:20]) {
+				t.Errorf("span %s attribute %s carries the token", s.name, k)
+			}
+		}
+	}
+	if !httpParent {
+		t.Errorf("authority.Enroll's parent is not the HTTP server span of its request (POST /v1/certificates)")
+	}
+	if enroll.attrs["mica.outcome"] != "issued" || enroll.attrs["mica.door"] != "token" || enroll.attrs["mica.profile"] != "service" {
+		t.Errorf("authority.Enroll attributes %v", enroll.attrs)
 	}
 }
