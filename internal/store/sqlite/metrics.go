@@ -18,18 +18,11 @@ func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) ([]stor
 		return nil, fmt.Errorf("sqlite: count certificates by expiry: %w", err)
 	}
 	defer rows.Close()
-	var out []store.ExpiryCount
-	for rows.Next() {
-		c, err := sqlrec.ScanExpiryCount(rows.Scan)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: count certificates by expiry: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	counts, err := sqlrec.ScanExpiryCounts(rows)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: count certificates by expiry: %w", err)
 	}
-	return out, nil
+	return counts, nil
 }
 
 // CommitStats are the group committer's running totals, for metrics.

@@ -32,13 +32,24 @@ func CertificatesByExpiry(now time.Time, ph Placeholder) Query {
 	return q
 }
 
-// ScanExpiryCount reads one row of CertificatesByExpiry.
-func ScanExpiryCount(scan func(dest ...any) error) (store.ExpiryCount, error) {
-	var c store.ExpiryCount
-	var w string
-	if err := scan(&c.Profile, &w, &c.Count); err != nil {
-		return c, err
+// Rows is what both engines' result sets (database/sql, pgx) offer.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanExpiryCounts reads the rows of CertificatesByExpiry.
+func ScanExpiryCounts(rows Rows) ([]store.ExpiryCount, error) {
+	var out []store.ExpiryCount
+	for rows.Next() {
+		var c store.ExpiryCount
+		var w string
+		if err := rows.Scan(&c.Profile, &w, &c.Count); err != nil {
+			return nil, err
+		}
+		c.Window = store.ExpiryWindow(w)
+		out = append(out, c)
 	}
-	c.Window = store.ExpiryWindow(w)
-	return c, nil
+	return out, rows.Err()
 }
