@@ -119,12 +119,22 @@ func Validate(ls []ListenerConfig) error {
 			return fmt.Errorf("%s: the name is used twice; give each listener its own", where)
 		}
 		names[l.Name] = true
-		if other, ok := addrs[l.Listen]; ok {
+		if other, ok := addrs[serverKey(l)]; ok {
 			return fmt.Errorf("%s: listen %s is also listener %q's; give each its own address", where, l.Listen, other)
 		}
-		addrs[l.Listen] = l.Name
+		addrs[serverKey(l)] = l.Name
 	}
 	return nil
+}
+
+// serverKey is what a running listener is known by across reloads: its
+// address as configured, so that a listener that keeps its address keeps its
+// socket even when renamed; port 0 (any free port) is told apart by name.
+func serverKey(c ListenerConfig) string {
+	if _, port, _ := net.SplitHostPort(c.Listen); port == "0" {
+		return c.Name + "@" + c.Listen
+	}
+	return c.Listen
 }
 
 func (c ListenerConfig) validate() error {

@@ -51,7 +51,7 @@ type Proxy struct {
 
 	mu       sync.Mutex // serializes Apply and Shutdown
 	closed   bool
-	servers  map[string]*server // by the configured listen address
+	servers  map[string]*server // by serverKey
 	current  []ListenerConfig
 	draining sync.WaitGroup
 	failed   chan error
@@ -132,7 +132,7 @@ func (p *Proxy) Apply(ls []ListenerConfig) error {
 		}
 	}
 	for _, c := range ls {
-		if p.servers[c.Listen] != nil {
+		if p.servers[serverKey(c)] != nil {
 			continue
 		}
 		ln, err := net.Listen("tcp", c.Listen)
@@ -140,36 +140,36 @@ func (p *Proxy) Apply(ls []ListenerConfig) error {
 			closeBound()
 			return fmt.Errorf("proxy: listener %q: cannot listen on %s: %w (is another process on it?)", c.Name, c.Listen, err)
 		}
-		bound[c.Listen] = ln
+		bound[serverKey(c)] = ln
 	}
 	// An address whose mode changed must be released before it is bound
 	// again: the one step here that can leave a listener down.
 	for _, c := range ls {
-		old := p.servers[c.Listen]
+		old := p.servers[serverKey(c)]
 		if old == nil || old.mode == c.Mode {
 			continue
 		}
 		p.drain(old)
-		delete(p.servers, c.Listen)
+		delete(p.servers, serverKey(c))
 		ln, err := net.Listen("tcp", c.Listen)
 		if err != nil {
 			closeBound()
 			return fmt.Errorf("proxy: listener %q: mode changed and %s could not be bound again: %w", c.Name, c.Listen, err)
 		}
-		bound[c.Listen] = ln
+		bound[serverKey(c)] = ln
 	}
 
 	next := make(map[string]*server, len(ls))
 	for i, c := range ls {
-		if s := p.servers[c.Listen]; s != nil {
+		if s := p.servers[serverKey(c)]; s != nil {
 			s.handler.Store(handlers[i])
-			next[c.Listen] = s
+			next[serverKey(c)] = s
 			p.log.Info("proxy: listener reloaded", slog.String("listener", c.Name), slog.String("mode", string(c.Mode)),
 				slog.String("address", s.ln.Addr().String()))
 			continue
 		}
-		s := p.start(c.Mode, bound[c.Listen], handlers[i])
-		next[c.Listen] = s
+		s := p.start(c.Mode, bound[serverKey(c)], handlers[i])
+		next[serverKey(c)] = s
 		p.log.Info("proxy: listener started", slog.String("listener", c.Name), slog.String("mode", string(c.Mode)),
 			slog.String("address", s.ln.Addr().String()))
 	}
@@ -212,7 +212,7 @@ func (p *Proxy) start(mode Mode, ln net.Listener, h *handler) *server {
 	serve := func() error { return s.srv.Serve(ln) }
 	if mode == Inbound {
 		s.srv.Protocols.SetHTTP2(true)
-		s.srv.TLSConfig = p.serverTLS
+		s.srv.TLSConfig = p.serverTLS.Clone() // net/http adds to it
 		serve = func() error { return s.srv.ServeTLS(ln, "", "") }
 	}
 	go func() {
@@ -257,7 +257,7 @@ func (p *Proxy) Listeners() []Listener {
 	defer p.mu.Unlock()
 	var out []Listener
 	for _, c := range p.current {
-		if s := p.servers[c.Listen]; s != nil {
+		if s := p.servers[serverKey(c)]; s != nil {
 			out = append(out, Listener{Name: c.Name, Mode: c.Mode, Addr: s.ln.Addr()})
 		}
 	}
