@@ -33,7 +33,7 @@ type staticSource struct {
 }
 
 func (s *staticSource) Certificate() (*tls.Certificate, error) { return &s.cert, nil }
-func (s *staticSource) Roots() []*x509.Certificate            { return s.roots }
+func (s *staticSource) Roots() []*x509.Certificate             { return s.roots }
 
 // world is a PKI, a backend that records what reaches it, and helpers to
 // make proxies and clients with identities of the PKI.
