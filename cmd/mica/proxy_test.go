@@ -458,4 +458,3 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
-
