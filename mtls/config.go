@@ -85,12 +85,13 @@ func ClientConfig(o Options) (*tls.Config, error) {
 
 // verifier judges the peer of one side's handshakes.
 type verifier struct {
-	o     Options
-	side  string
-	usage x509.ExtKeyUsage
-	now   func() time.Time
-	log   *slog.Logger
-	pools poolCache
+	o      Options
+	side   string
+	usage  x509.ExtKeyUsage
+	now    func() time.Time
+	log    *slog.Logger
+	pools  poolCache
+	chains chainCache
 }
 
 func newVerifier(o Options, side string, usage x509.ExtKeyUsage) (*verifier, error) {
@@ -131,34 +132,24 @@ func (v *verifier) check(certs []*x509.Certificate) *RejectError {
 		return reject(ReasonNoCertificate, identity.Identity{},
 			"the peer presented no certificate: give it a mica certificate (agent files or the Workload API)")
 	}
-	leaf := certs[0]
-	id, idErr := identity.FromCertificate(leaf)
 	roots := v.pools.get(v.o.Source.Roots())
 	if roots == nil {
+		id, _ := identity.FromCertificate(certs[0])
 		return reject(ReasonUnknownCA, id, "the trust bundle is empty: check bundle.pem or the Workload API")
 	}
-	opts := x509.VerifyOptions{Roots: roots, CurrentTime: v.now(), KeyUsages: []x509.ExtKeyUsage{v.usage}}
-	if len(certs) > 1 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, c := range certs[1:] {
-			opts.Intermediates.AddCert(c)
+	now := v.now()
+	key := chainKey(certs)
+	var chain []*x509.Certificate
+	var id identity.Identity
+	if e := v.chains.get(key, roots, now); e != nil {
+		chain, id = e.chain, e.id
+	} else {
+		var rej *RejectError
+		if chain, id, rej = v.verifyChain(certs, roots, now); rej != nil {
+			return rej
 		}
+		v.chains.put(key, roots, chain, id)
 	}
-	chains, err := leaf.Verify(opts)
-	if err != nil {
-		return classify(err, opts.CurrentTime, id)
-	}
-	if idErr != nil {
-		return &RejectError{Reason: ReasonBadCertificate, Err: idErr}
-	}
-	// Go lets a leaf without the extension pass for any usage; a mica
-	// certificate always names its usages, and one that does not is not
-	// meant for this.
-	if !hasUsage(leaf, v.usage) {
-		return reject(ReasonWrongEKU, id, "the certificate does not name the %s extended key usage: issue it under a profile with %s",
-			usageName(v.usage), usageName(v.usage))
-	}
-	chain := chains[0]
 	issued := chain[:len(chain)-1] // the root is trusted as configured, not revoked by a feed
 	if set := v.o.Revocations; set != nil {
 		for _, c := range issued {
@@ -182,6 +173,35 @@ func (v *verifier) check(certs []*x509.Certificate) *RejectError {
 		return &RejectError{Reason: ReasonUnauthorized, Identity: id, Err: err}
 	}
 	return nil
+}
+
+// verifyChain checks the peer's chain against roots at now, with the
+// side's usage, and reads the peer's identity.
+func (v *verifier) verifyChain(certs []*x509.Certificate, roots *x509.CertPool, now time.Time) ([]*x509.Certificate, identity.Identity, *RejectError) {
+	leaf := certs[0]
+	id, idErr := identity.FromCertificate(leaf)
+	opts := x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{v.usage}}
+	if len(certs) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range certs[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	chains, err := leaf.Verify(opts)
+	if err != nil {
+		return nil, id, classify(err, now, id)
+	}
+	if idErr != nil {
+		return nil, id, &RejectError{Reason: ReasonBadCertificate, Err: idErr}
+	}
+	// Go lets a leaf without the extension pass for any usage; a mica
+	// certificate always names its usages, and one that does not is not
+	// meant for this.
+	if !hasUsage(leaf, v.usage) {
+		return nil, id, reject(ReasonWrongEKU, id, "the certificate does not name the %s extended key usage: issue it under a profile with %s",
+			usageName(v.usage), usageName(v.usage))
+	}
+	return chains[0], id, nil
 }
 
 func deniedName(set *revocation.Set, id identity.Identity) (string, bool) {

@@ -303,9 +303,9 @@ func (c *CRLChecker) Revoked(cert *x509.Certificate) bool {
 	if len(sets) == 0 {
 		return false
 	}
-	serial := string(cert.SerialNumber.Bytes())
+	serial := cert.SerialNumber.Bytes()
 	for _, s := range sets {
-		if _, ok := s[serial]; ok {
+		if _, ok := s[string(serial)]; ok {
 			return true
 		}
 	}

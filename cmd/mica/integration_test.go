@@ -172,6 +172,7 @@ func TestIntegration(t *testing.T) {
 			run("RevokeVariants", e.testRevokeVariants)
 			run("DenyList", e.testDenyList)
 			run("FeedResumes", e.testFeedResumes)
+			run("MTLSRevokedClientRefused", e.testMTLSRevokedClient)
 			if engine == "postgres" {
 				run("FeedAcrossServers", e.testFeedAcrossServers)
 			}

@@ -64,6 +64,7 @@ func commands() map[string]command {
 			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
+			"handshake":  {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)
