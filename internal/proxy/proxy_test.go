@@ -38,12 +38,12 @@ func (s *staticSource) Roots() []*x509.Certificate             { return s.roots 
 // world is a PKI, a backend that records what reaches it, and helpers to
 // make proxies and clients with identities of the PKI.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	pki     *testpki.PKI
 	backend *recorder
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	return &world{t: t, pki: testpki.New(t, "example.org"), backend: newRecorder(t)}
 }
 
@@ -122,7 +122,7 @@ type recorder struct {
 	hold chan struct{}
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t testing.TB) *recorder {
 	r := &recorder{}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
