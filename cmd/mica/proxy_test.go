@@ -357,6 +357,37 @@ listeners:
 		}
 	})
 
+	t.Run("CredentialFromWorkloadAPI", func(t *testing.T) {
+		const wlID = "spiffe://example.org/billing/workload-gateway"
+		agent := e.startAgent(wlID, "1h")
+		wl := startProxy(t, fmt.Sprintf(`credentials: {workload_api: unix://%s}
+revocation: {feed: %s}
+metrics: 127.0.0.1:0
+listeners:
+  - {name: wl, mode: inbound, listen: 127.0.0.1:0, backend: %s, allow: {ids: [%s]}}
+`, agent.socket, e.server.url, backend.URL, workerID))
+		src, err := mtls.NewFileSource(worker, mtls.WithPollInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		tc, err := mtls.ClientConfig(mtls.Options{Source: src, Authorize: mtls.AuthorizeIDs(wlID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{TLSClientConfig: tc}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get("https://" + wl.listeners["wl"] + "/")
+		if err != nil {
+			t.Fatalf("a proxy whose SVID comes from the agent's Workload API: %v", err)
+		}
+		resp.Body.Close()
+		if h := backend.last(t); resp.StatusCode != 200 || h.Get("X-Mica-Peer-Id") != workerID ||
+			!strings.HasPrefix(h.Get("X-Forwarded-Client-Cert"), "By="+wlID+";") {
+			t.Errorf("%s; the backend saw %v", resp.Status, h)
+		}
+	})
+
 	t.Run("RevokedClientRefusedAtNextHandshake", func(t *testing.T) {
 		doomed := e.issue("spiffe://example.org/billing/doomed", "service")
 		cfg := gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID, legacyID, "spiffe://example.org/billing/doomed")
