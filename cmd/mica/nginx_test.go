@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
@@ -274,7 +273,7 @@ func (e *testEnv) rootCRL(t *testing.T) []byte {
 	}
 	now := time.Now()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour)}, root, k.(crypto.Signer))
+		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour)}, root, k)
 	if err != nil {
 		t.Fatal(err)
 	}
