@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,7 +254,7 @@ func (c *CRLChecker) fetch(ctx context.Context, s *crlSource) (*crlSource, error
 func (c *CRLChecker) trustedIssuer(crl *x509.RevocationList) (*x509.Certificate, error) {
 	learned := *c.issuers.Load()
 	roots := c.cfg.Roots()
-	cands := append(append(make([]*x509.Certificate, 0, len(roots)+len(learned)), roots...), slicesOf(learned)...)
+	cands := append(slices.Clip(roots), slices.Collect(maps.Values(learned))...) // Clip: never write into the caller's array
 	for _, cand := range cands {
 		sameKey := len(crl.AuthorityKeyId) > 0 && bytes.Equal(cand.SubjectKeyId, crl.AuthorityKeyId)
 		if !sameKey && !bytes.Equal(cand.RawSubject, crl.RawIssuer) {
@@ -265,14 +266,6 @@ func (c *CRLChecker) trustedIssuer(crl *x509.RevocationList) (*x509.Certificate,
 	}
 	return nil, fmt.Errorf("not signed by a trusted issuer (%d roots and %d intermediates of verified peers known); it is used once a peer of that issuer has been verified",
 		len(cands)-len(learned), len(learned))
-}
-
-func slicesOf(m map[string]*x509.Certificate) []*x509.Certificate {
-	out := make([]*x509.Certificate, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 func (c *CRLChecker) rebuildIndex() {
