@@ -54,6 +54,10 @@ profiles:
   web:
     dns: ["*.svc.example.org"]
     ext_key_usage: [serverAuth]
+  gateway:
+    spiffe: ["/gateway/*"]
+    dns: ["*.svc.example.org"]
+    ext_key_usage: [clientAuth, serverAuth]
 `
 
 // env is the environment for one test's commands.
