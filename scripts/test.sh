@@ -17,6 +17,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v certbot >/dev/null || need+=(certbot)
 command -v lego >/dev/null || need+=(lego)
 command -v promtool >/dev/null || need+=(prometheus)
+PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -27,6 +29,8 @@ echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
 echo "certbot: $(certbot --version 2>&1)"
 echo "promtool: $(promtool --version 2>&1 | head -1)"
+echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
+echo "curl: $(curl --version | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -52,4 +56,4 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./internal/telemetry/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... ./internal/telemetry/...

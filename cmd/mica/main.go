@@ -48,6 +48,7 @@ func commands() map[string]command {
 			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"agent": {summary: "on each host: enroll once, renew forever, serve the SPIFFE Workload API", run: runAgent},
+		"proxy": {summary: "mTLS gateway: verify clients and forward to a plain-HTTP backend, or forward local plain HTTP over mTLS", run: runProxy},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},
 			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
@@ -56,6 +57,7 @@ func commands() map[string]command {
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
+			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
 		}},
 		"audit": {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
@@ -63,6 +65,7 @@ func commands() map[string]command {
 			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
+			"handshake":  {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)
