@@ -87,6 +87,9 @@ type Config struct {
 	// feed) refresh at once instead of at their next scheduled pass. It
 	// must not block.
 	OnRevocation func()
+	// Guard, when set, applies rate limits and reports anomalies (package
+	// limits); unset means no limits.
+	Guard Guard
 }
 
 // Authority is the certificate lifecycle.
@@ -108,6 +111,7 @@ type Authority struct {
 	audit      AuditLog
 	authFailed AuthFailedFunc
 	onRevoke   func()
+	guard      Guard
 }
 
 // New checks cfg and returns an Authority.
@@ -121,7 +125,7 @@ func New(cfg Config) (*Authority, error) {
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
 		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
-		audit: cfg.Audit, authFailed: cfg.AuthFailed,
+		audit: cfg.Audit, authFailed: cfg.AuthFailed, guard: cfg.Guard,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -201,6 +205,13 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	if err != nil {
 		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
 	}
+	// The token's creator is accountable for what it enrolls, so the
+	// requester limits apply to the creator, however many tokens it made.
+	at := Attempt{Method: policy.MethodToken, Profile: claims.Profile, Identity: want.Primary(),
+		Requester: claims.Issuer, Source: req.Source, Actor: actor}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 	csr, err := parseCSR(req.CSR)
 	if err != nil {
 		return refuse(err.(*Error))
@@ -211,7 +222,7 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	iss, err := a.issue(ctx, issueInput{
 		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued,
+		event: ev, action: store.ActionCertIssued, attempt: at,
 		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
 		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
 	})
@@ -236,6 +247,11 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (*Issued, error
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	at := Attempt{Method: policy.MethodRenew, Profile: rec.Profile, Identity: rec.Identity, Requester: req.Peer.Name,
+		Source: req.Source, Lifetime: rec.NotAfter.Sub(rec.NotBefore), Actor: req.Peer.Name}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 
 	want, err := identity.FromCertificate(req.Peer.Certificate)
 	if err != nil {
@@ -251,7 +267,7 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (*Issued, error
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
-		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial,
+		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
 		detail: "renewed from " + rec.Serial,
 	})
 }
@@ -263,6 +279,9 @@ type issueInput struct {
 	detail      string
 	renewedFrom string
 	token       *store.TokenUse
+	// attempt is the request as the guard saw it at admission; zero for
+	// mica's own issuance, which no limit applies to.
+	attempt Attempt
 }
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
@@ -276,6 +295,11 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	// a renewal, not an internal one.
 	if err := a.checkDenied(ctx, dec.Identity); err != nil {
 		return nil, a.refused(ctx, in.event, err)
+	}
+	if in.attempt.Method != "" {
+		if err := a.unexpectedNetwork(ctx, in.attempt, dec); err != nil {
+			return nil, err
+		}
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)

@@ -104,11 +104,13 @@ type bucket struct {
 
 // Buckets are the token buckets of one limit.
 type Buckets struct {
-	limit   Limit
-	perNano float64 // tokens added per nanosecond
-	burst   float64
-	now     func() time.Time
-	cache   *lru.Cache[bucket]
+	limit Limit
+	// A bucket gains events tokens every per nanoseconds; kept apart (not
+	// as one rate) so that whole periods add whole tokens exactly.
+	events, per float64
+	burst       float64
+	now         func() time.Time
+	cache       *lru.Cache[bucket]
 }
 
 // New returns buckets for l holding at most maxKeys keys; clock may be nil
@@ -120,7 +122,7 @@ func New(l Limit, maxKeys int, clock func() time.Time) *Buckets {
 	l.Burst = max(l.Burst, 1)
 	b := &Buckets{limit: l, burst: float64(l.Burst), now: clock}
 	if !l.Rate.Unlimited() {
-		b.perNano = float64(l.Rate.Events) / float64(l.Rate.Per)
+		b.events, b.per = float64(l.Rate.Events), float64(l.Rate.Per)
 	}
 	b.cache = lru.New(maxKeys, func(bk *bucket) bool {
 		// A bucket that has refilled is a fresh bucket: forget it.
@@ -146,7 +148,7 @@ func (b *Buckets) Take(key string) (ok bool, retryAfter time.Duration) {
 			ok = true
 			return
 		}
-		retryAfter = time.Duration(math.Ceil((1 - bk.tokens) / b.perNano))
+		retryAfter = time.Duration(math.Ceil((1 - bk.tokens) * b.per / b.events))
 	})
 	return ok, retryAfter
 }
@@ -172,5 +174,5 @@ func (b *Buckets) level(bk *bucket, now int64) float64 {
 		return b.burst
 	}
 	elapsed := float64(max(now-bk.at, 0))
-	return min(bk.tokens+elapsed*b.perNano, b.burst)
+	return min(bk.tokens+elapsed*b.events/b.per, b.burst)
 }
