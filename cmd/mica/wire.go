@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
@@ -21,6 +23,7 @@ import (
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 
@@ -38,6 +41,11 @@ type parts struct {
 	minter    *token.Minter
 	audit     *auditlog.Log
 	failures  *auditlog.FailureCounter
+	// guard enforces the rate limits and reports anomalies; its Run
+	// writes the throttled events' summaries.
+	guard *limits.Guard
+	// metrics is the registry the parts' metrics are registered on.
+	metrics *prometheus.Registry
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
@@ -141,6 +149,12 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	failures := auditlog.NewFailureCounter(st, nil, log)
+	reg := prometheus.NewRegistry()
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		OnRevocation: rel.fire,
@@ -148,14 +162,14 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
-		Audit: alog, AuthFailed: failures.Record,
+		Audit: alog, AuthFailed: failures.Record, Guard: guard,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
-		audit: alog, failures: failures}, nil
+		audit: alog, failures: failures, guard: guard, metrics: reg}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.
