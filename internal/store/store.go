@@ -219,6 +219,9 @@ type Store interface {
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
+	// ExpiringReport groups the certificates at risk of expiring (see
+	// ExpiringFilter) by profile and owner, from one consistent snapshot.
+	ExpiringReport(ctx context.Context, f ExpiringFilter) (ExpiringReport, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
 	// Leaves returns up to limit (0 means 1000, at most 10000) events with

@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"DenyAllow", testDenyAllow},
 		{"RevokedCertificates", testRevokedCertificates},
 		{"ACME", testACME},
+		{"ExpiringReport", testExpiringReport},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
