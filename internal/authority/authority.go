@@ -45,6 +45,7 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error)
 	// The audit log's reads (see audit.go).
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
