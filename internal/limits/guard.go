@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,7 +65,8 @@ type Guard struct {
 	log     *slog.Logger
 	buckets map[*profileRules]*profileBuckets
 	storms  *lru.Cache[history]
-	bursts  *lru.Cache[window]
+	// Issuance counts per profile, and per requester in a profile.
+	profileBursts, requesterBursts *lru.Cache[window]
 	report  *reporter
 	metrics metrics
 }
@@ -100,7 +100,8 @@ func New(cfg Config) (*Guard, error) {
 		}
 	}
 	g.storms = lru.New(n, func(h *history) bool { return g.now().UnixNano() > h.until })
-	g.bursts = lru.New(n, func(w *window) bool { return g.now().UnixNano() > w.start+2*w.width })
+	passed := func(w *window) bool { return g.now().UnixNano() > w.start+2*w.width }
+	g.profileBursts, g.requesterBursts = lru.New(n, passed), lru.New(n, passed)
 	g.report = newReporter(cfg.Recorder, g.now, g.log)
 	var err error
 	if g.metrics, err = newMetrics(cfg.Registerer, cfg.Rules, g.TrackedKeys); err != nil {
@@ -129,7 +130,7 @@ func (g *Guard) Run(ctx context.Context) error {
 // TrackedKeys is how many keys the limits and detectors hold; each table
 // holds at most limits.max_keys.
 func (g *Guard) TrackedKeys() int {
-	n := g.storms.Len() + g.bursts.Len()
+	n := g.storms.Len() + g.profileBursts.Len() + g.requesterBursts.Len()
 	for _, b := range g.buckets {
 		n += b.identity.Keys() + b.requester.Keys() + b.source.Keys()
 	}
@@ -158,37 +159,24 @@ func (g *Guard) Admit(ctx context.Context, at authority.Attempt) error {
 // take takes a token from each of the request's buckets, or from none.
 func (g *Guard) take(ctx context.Context, at authority.Attempt, pr *profileRules, label string) error {
 	b := g.buckets[pr]
-	src := SourceKey(at.Source)
-	steps := [...]struct {
-		scope, key string
-		buckets    *ratelimit.Buckets
-	}{
-		{"identity", at.Identity, b.identity},
-		{"requester", at.Requester, b.requester},
-		{"source", src, b.source},
+	scopes := [...]string{"identity", "requester", "source"}
+	keys := [...]string{at.Identity, at.Requester, SourceKey(at.Source)}
+	i, wait := ratelimit.TakeAll(
+		ratelimit.Claim{Buckets: b.identity, Key: keys[0]},
+		ratelimit.Claim{Buckets: b.requester, Key: keys[1]},
+		ratelimit.Claim{Buckets: b.source, Key: keys[2]},
+	)
+	if i < 0 {
+		return nil
 	}
-	for i, s := range steps {
-		if s.key == "" {
-			continue
-		}
-		ok, wait := s.buckets.Take(s.key)
-		if ok {
-			continue
-		}
-		for _, done := range steps[:i] {
-			if done.key != "" {
-				done.buckets.Give(done.key)
-			}
-		}
-		g.metrics.rateLimited.WithLabelValues(s.scope, label).Inc()
-		wait = ceilSecond(wait)
-		detail := fmt.Sprintf("too many requests from %s %s for profile %q (limit %s): retry in %s; "+
-			"if this is a loop, fix the client; operators set limits.per_%s in mica.yaml",
-			s.scope, s.key, at.Profile, s.buckets.Limit(), wait, s.scope)
-		g.record(ctx, s.scope+"\x00"+s.key, at, store.ActionRateLimited, "refused", detail)
-		return &authority.Error{Kind: authority.KindRateLimited, Detail: detail, RetryAfter: wait}
-	}
-	return nil
+	scope, key, limit := scopes[i], keys[i], [...]*ratelimit.Buckets{b.identity, b.requester, b.source}[i].Limit()
+	g.metrics.rateLimited.WithLabelValues(scope, label).Inc()
+	wait = ceilSecond(wait)
+	detail := fmt.Sprintf("too many requests from %s %s for profile %q (limit %s): retry in %s; "+
+		"if this is a loop, fix the client; operators set limits.per_%s in mica.yaml",
+		scope, key, at.Profile, limit, wait, scope)
+	g.record(ctx, scope+"\x00"+key, at, store.ActionRateLimited, "refused", detail)
+	return &authority.Error{Kind: authority.KindRateLimited, Detail: detail, RetryAfter: wait}
 }
 
 // history is an identity's recent renewals, oldest first, at most the
@@ -265,26 +253,27 @@ func (g *Guard) checkBurst(ctx context.Context, at authority.Attempt, pr *profil
 		return nil
 	}
 	now, width := g.now().UnixNano(), int64(pr.burstWindow)
-	checks := [...]struct {
-		key, what string
-		limit     int
-	}{
-		{"profile\x00" + at.Profile, fmt.Sprintf("profile %q", at.Profile), pr.burstPerProfile},
-		{"requester\x00" + at.Profile + "\x00" + at.Requester, fmt.Sprintf("requester %s in profile %q", at.Requester, at.Profile), pr.burstPerRequester},
-	}
-	for _, c := range checks {
-		if c.limit == 0 || strings.HasSuffix(c.key, "\x00") {
-			continue // no requester to count
+	for _, perRequester := range [...]bool{false, true} {
+		counts, key, limit := g.profileBursts, at.Profile, pr.burstPerProfile
+		if perRequester {
+			if at.Requester == "" {
+				continue
+			}
+			counts, key, limit = g.requesterBursts, at.Profile+"\x00"+at.Requester, pr.burstPerRequester
 		}
 		var n float64
 		var remaining time.Duration
-		g.bursts.Do(c.key, func(w *window) { n, remaining = w.add(now, width) })
-		if n <= float64(c.limit) {
+		counts.Do(key, func(w *window) { n, remaining = w.add(now, width) })
+		if n <= float64(limit) {
 			continue
 		}
+		what := fmt.Sprintf("profile %q", at.Profile)
+		if perRequester {
+			what = fmt.Sprintf("requester %s in profile %q", at.Requester, at.Profile)
+		}
 		detail := fmt.Sprintf("issuance burst: %s asked for about %.0f certificates in the last %s (more than %d is a burst)",
-			c.what, n, pr.burstWindow, c.limit)
-		return g.anomaly(ctx, at, KindIssuanceBurst, pr.burst, label, c.key, detail, func() *authority.Error {
+			what, n, pr.burstWindow, limit)
+		return g.anomaly(ctx, at, KindIssuanceBurst, pr.burst, label, fmt.Sprint(perRequester, "\x00", key), detail, func() *authority.Error {
 			return &authority.Error{Kind: authority.KindRateLimited, Reason: ReasonIssuanceBurst, Detail: detail + "; refused until it subsides",
 				RetryAfter: ceilSecond(remaining)}
 		})

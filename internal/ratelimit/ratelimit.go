@@ -176,3 +176,45 @@ func (b *Buckets) level(bk *bucket, now int64) float64 {
 	elapsed := float64(max(now-bk.at, 0))
 	return min(bk.tokens+elapsed*b.events/b.per, b.burst)
 }
+
+// Claim is one token a request needs: from Buckets, for Key. A claim with
+// an empty Key is skipped (the request has no such key).
+type Claim struct {
+	Buckets *Buckets
+	Key     string
+}
+
+// TakeAll takes a token for every claim, or none: when a bucket is empty
+// it gives back the tokens it took and returns the index of the first
+// claim refused and the longest wait among the refused ones, so that a
+// caller that waits that long is not refused again by another of them.
+// refused is -1 when every token was taken.
+func TakeAll(claims ...Claim) (refused int, retryAfter time.Duration) {
+	var small [8]bool
+	took := small[:0]
+	if len(claims) > len(small) {
+		took = make([]bool, 0, len(claims))
+	}
+	refused = -1
+	for i, c := range claims {
+		ok := c.Key == ""
+		if !ok {
+			var wait time.Duration
+			if ok, wait = c.Buckets.Take(c.Key); !ok {
+				if refused < 0 {
+					refused = i
+				}
+				retryAfter = max(retryAfter, wait)
+			}
+		}
+		took = append(took, ok && c.Key != "")
+	}
+	if refused >= 0 {
+		for i, c := range claims {
+			if took[i] {
+				c.Buckets.Give(c.Key)
+			}
+		}
+	}
+	return refused, retryAfter
+}

@@ -151,3 +151,25 @@ func TestRefilledBucketsAreForgotten(t *testing.T) {
 		t.Fatalf("%d keys tracked, want 3: refilled buckets carry nothing and should be dropped", n)
 	}
 }
+
+func TestTakeAllIsAllOrNothing(t *testing.T) {
+	c := newClock()
+	slow := New(limit(1, time.Hour, 1), 100, c.now)
+	fast := New(limit(1, time.Minute, 1), 100, c.now)
+	if refused, _ := TakeAll(Claim{fast, "a"}, Claim{slow, "b"}, Claim{fast, ""}); refused != -1 {
+		t.Fatalf("first TakeAll refused claim %d", refused)
+	}
+	c.step(time.Minute) // a has refilled, b has not
+	refused, wait := TakeAll(Claim{fast, "a"}, Claim{slow, "b"})
+	if refused != 1 || wait != 59*time.Minute {
+		t.Fatalf("refused %d, wait %v; want claim 1, 59m", refused, wait)
+	}
+	if ok, _ := fast.Take("a"); !ok {
+		t.Fatal("a's token was not given back after b refused")
+	}
+	// Both empty: the longest wait wins.
+	refused, wait = TakeAll(Claim{fast, "a"}, Claim{slow, "b"})
+	if refused != 0 || wait != 59*time.Minute {
+		t.Fatalf("refused %d, wait %v; want claim 0 and the longer wait, 59m", refused, wait)
+	}
+}
