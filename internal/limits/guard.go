@@ -67,8 +67,8 @@ type Guard struct {
 	storms  *lru.Cache[history]
 	// Issuance counts per profile, and per requester in a profile.
 	profileBursts, requesterBursts *lru.Cache[window]
-	report  *reporter
-	metrics metrics
+	report                         *reporter
+	metrics                        metrics
 }
 
 var _ authority.Guard = (*Guard)(nil)
