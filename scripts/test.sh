@@ -45,4 +45,5 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... \
+  ./internal/limits/... ./internal/ratelimit/... ./internal/lru/...
