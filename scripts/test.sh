@@ -15,6 +15,8 @@ command -v openssl >/dev/null || need+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v certbot >/dev/null || need+=(certbot)
 command -v lego >/dev/null || need+=(lego)
+PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -24,6 +26,8 @@ fi
 echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
 echo "certbot: $(certbot --version 2>&1)"
+echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
+echo "curl: $(curl --version | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -45,5 +49,5 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... \
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... \
   ./internal/limits/... ./internal/ratelimit/... ./internal/lru/...

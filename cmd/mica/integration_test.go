@@ -54,6 +54,10 @@ profiles:
   web:
     dns: ["*.svc.example.org"]
     ext_key_usage: [serverAuth]
+  gateway:
+    spiffe: ["/gateway/*"]
+    dns: ["*.svc.example.org"]
+    ext_key_usage: [clientAuth, serverAuth]
 `
 
 // env is the environment for one test's commands.
@@ -174,6 +178,7 @@ func TestIntegration(t *testing.T) {
 			run("RevokeVariants", e.testRevokeVariants)
 			run("DenyList", e.testDenyList)
 			run("FeedResumes", e.testFeedResumes)
+			run("MTLSRevokedClientRefused", e.testMTLSRevokedClient)
 			if engine == "postgres" {
 				run("FeedAcrossServers", e.testFeedAcrossServers)
 			}

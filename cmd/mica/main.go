@@ -48,6 +48,7 @@ func commands() map[string]command {
 			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"agent": {summary: "on each host: enroll once, renew forever, serve the SPIFFE Workload API", run: runAgent},
+		"proxy": {summary: "mTLS gateway: verify clients and forward to a plain-HTTP backend, or forward local plain HTTP over mTLS", run: runProxy},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},
 			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
@@ -64,6 +65,7 @@ func commands() map[string]command {
 			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
+			"handshake":  {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)

@@ -1,0 +1,309 @@
+package mtls_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/testpki"
+	"github.com/mica-pki/mica/internal/workloadapi"
+	"github.com/mica-pki/mica/mtls"
+)
+
+func pemCerts(certs ...*x509.Certificate) []byte {
+	var b bytes.Buffer
+	for _, c := range certs {
+		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.Bytes()
+}
+
+func pemKey(t *testing.T, l *testpki.Leaf) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// writeFiles replaces the named files atomically, in the order given, the
+// way the agent does (certificates first, key last).
+func writeFiles(t *testing.T, dir string, files ...fileContent) {
+	t.Helper()
+	for _, f := range files {
+		perm := os.FileMode(0o644)
+		if f.name == "key.pem" {
+			perm = 0o600
+		}
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, perm); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type fileContent struct {
+	name string
+	data []byte
+}
+
+func credentialFiles(t *testing.T, l *testpki.Leaf, roots ...*x509.Certificate) []fileContent {
+	return []fileContent{{"cert.pem", pemCerts(l.Cert)}, {"chain.pem", pemCerts(l.Chain...)},
+		{"bundle.pem", pemCerts(roots...)}, {"key.pem", pemKey(t, l)}}
+}
+
+// TestFileSourceHotReload: a server built once presents a renewed
+// certificate, refuses a half-written one, and trusts a new CA as soon as
+// the bundle names it, without a restart.
+func TestFileSourceHotReload(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	newCA := testpki.New(t, "example.org")
+	dir := t.TempDir()
+	first := pki.Leaf(t, pki.ID(t, serverPath))
+	writeFiles(t, dir, credentialFiles(t, first, pki.Root)...)
+	src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+
+	metrics, reg := newMetrics(t)
+	srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, mtls.Options{Source: src, Metrics: metrics,
+		Authorize: mtls.AuthorizeTrustDomains("example.org")}))
+	clientOf := func(p *testpki.PKI) *tls.Config {
+		src := sourceOf(p, p.Leaf(t, p.ID(t, clientPath)))
+		src.roots = []*x509.Certificate{pki.Root} // the server's CA
+		cfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: src,
+			Authorize: mtls.AuthorizeIDs("spiffe://example.org" + serverPath)})
+		// No resumption: a resumed session shows the certificate of the
+		// session, and this test is about what a full handshake presents.
+		cfg.ClientSessionCache = nil
+		return cfg
+	}
+	presented := func(cfg *tls.Config) (string, error) {
+		cs, res, err := srv.dial(t, cfg)
+		if err != nil {
+			return "", err
+		}
+		if res.err != nil {
+			return "", res.err
+		}
+		return cs.PeerCertificates[0].SerialNumber.Text(16), nil
+	}
+	if got, err := presented(clientOf(pki)); err != nil || got != first.Cert.SerialNumber.Text(16) {
+		t.Fatalf("first handshake presented %s (%v), want %s", got, err, first.Cert.SerialNumber.Text(16))
+	}
+
+	renewed := pki.Leaf(t, pki.ID(t, serverPath))
+	writeFiles(t, dir, credentialFiles(t, renewed, pki.Root)...)
+	eventually(t, "the renewed certificate is presented", func() error {
+		got, err := presented(clientOf(pki))
+		if err != nil {
+			return err
+		}
+		if got != renewed.Cert.SerialNumber.Text(16) {
+			return errString("still presenting " + got)
+		}
+		return nil
+	})
+
+	// Half-written: a new certificate next to the old key.
+	half := pki.Leaf(t, pki.ID(t, serverPath))
+	writeFiles(t, dir, fileContent{"cert.pem", pemCerts(half.Cert)})
+	if err := src.Reload(); err == nil {
+		t.Fatal("Reload accepted a certificate with the wrong key")
+	}
+	if got, err := presented(clientOf(pki)); err != nil || got != renewed.Cert.SerialNumber.Text(16) {
+		t.Fatalf("after a mismatched write the server presented %s (%v), want the previous %s", got, err, renewed.Cert.SerialNumber.Text(16))
+	}
+	writeFiles(t, dir, fileContent{"key.pem", pemKey(t, half)})
+	if err := src.Reload(); err != nil {
+		t.Fatalf("the completed pair: %v", err)
+	}
+	if got, _ := presented(clientOf(pki)); got != half.Cert.SerialNumber.Text(16) {
+		t.Fatalf("after the key arrived the server presented %s, want %s", got, half.Cert.SerialNumber.Text(16))
+	}
+
+	// A peer from a CA the bundle does not name yet, then does.
+	if _, res, err := srv.dial(t, clientOf(newCA)); rejectReason(res.err) != mtls.ReasonUnknownCA || err == nil {
+		t.Fatalf("peer of a CA not in the bundle: server %v", res.err)
+	}
+	writeFiles(t, dir, fileContent{"bundle.pem", pemCerts(pki.Root, newCA.Root)})
+	eventually(t, "a peer of the new CA is accepted", func() error {
+		_, err := presented(clientOf(newCA))
+		return err
+	})
+	if n := handshakes(t, reg, "server", mtls.ReasonUnknownCA); n < 1 {
+		t.Errorf("unknown_ca count %v", n)
+	}
+	if _, err := presented(clientOf(pki)); err != nil {
+		t.Fatalf("the old CA's peers after the bundle change: %v", err)
+	}
+}
+
+func TestFileSourceMissing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := mtls.NewFileSource(dir); err == nil {
+		t.Fatal("a directory without a credential was accepted")
+	}
+	pki := testpki.New(t, "example.org")
+	l := pki.Leaf(t, pki.ID(t, serverPath))
+	other := pki.Leaf(t, pki.ID(t, serverPath))
+	writeFiles(t, dir, fileContent{"cert.pem", pemCerts(l.Cert)}, fileContent{"bundle.pem", pemCerts(pki.Root)},
+		fileContent{"key.pem", pemKey(t, other)})
+	if _, err := mtls.NewFileSource(dir); err == nil {
+		t.Fatal("a key that does not match the certificate was accepted")
+	}
+	// chain.pem is optional; other names work.
+	writeFiles(t, dir, fileContent{"svc.crt", pemCerts(l.Cert, pki.Intermediate)}, fileContent{"svc.key", pemKey(t, l)})
+	src, err := mtls.NewFileSource(dir, mtls.WithFileNames(mtls.FileNames{Cert: "svc.crt", Key: "svc.key"}), mtls.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	c, err := src.Certificate()
+	if err != nil || len(c.Certificate) != 2 || !c.Leaf.Equal(l.Cert) {
+		t.Fatalf("Certificate() = %d certificates, %v", len(c.Certificate), err)
+	}
+}
+
+// TestResumedHandshakeStillVerified: session tickets work (and are used),
+// and a resumed connection of a client revoked since is refused.
+func TestResumedHandshakeStillVerified(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	client := pki.Leaf(t, pki.ID(t, clientPath))
+	set := &revocationSet{}
+	metrics, reg := newMetrics(t)
+	cfg := mustConfig(t, mtls.ServerConfig, mtls.Options{Source: sourceOf(pki, pki.Leaf(t, pki.ID(t, serverPath))),
+		Authorize: mtls.AuthorizeTrustDomains("example.org"), Revocations: &set.Set, Metrics: metrics})
+	var mu sync.Mutex
+	var resumed []bool
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		mu.Lock()
+		resumed = append(resumed, cs.DidResume)
+		mu.Unlock()
+		return verify(cs)
+	}
+	srv := serveTLS(t, cfg)
+	clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, client),
+		Authorize: mtls.AuthorizeIDs("spiffe://example.org" + serverPath)})
+
+	for i, wantResumed := range []bool{false, true} {
+		cs, res, err := srv.dial(t, clientCfg)
+		if err != nil || res.err != nil {
+			t.Fatalf("handshake %d: client %v, server %v", i, err, res.err)
+		}
+		if cs.DidResume != wantResumed || res.state.DidResume != wantResumed {
+			t.Fatalf("handshake %d resumed: client %v server %v, want %v", i, cs.DidResume, res.state.DidResume, wantResumed)
+		}
+	}
+	set.revoke(client.Cert)
+	_, res, err := srv.dial(t, clientCfg)
+	if rejectReason(res.err) != mtls.ReasonRevokedFeed || err == nil {
+		t.Fatalf("resumed handshake of a revoked client: server %v, client %v", res.err, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(resumed) != 3 || !resumed[2] {
+		t.Fatalf("VerifyConnection saw resumptions %v, want the refusal on a resumed handshake", resumed)
+	}
+	if n := handshakes(t, reg, "server", mtls.ReasonRevokedFeed); n != 1 {
+		t.Errorf("revoked_feed count %v, want 1", n)
+	}
+}
+
+// TestWorkloadSource: the credential and bundle come from the real
+// Workload API server, and a rotation reaches the next handshake.
+func TestWorkloadSource(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	id := spiffeid.RequireFromString("spiffe://example.org" + serverPath)
+	agent := &snapshots{changed: make(chan struct{})}
+	svid := func() *testpki.Leaf {
+		l := pki.Leaf(t, pki.ID(t, serverPath))
+		agent.set(workloadapi.Snapshot{
+			SVIDs:       []workloadapi.X509SVID{{ID: id, Chain: append([]*x509.Certificate{l.Cert}, l.Chain...), Key: l.Key}},
+			TrustDomain: pki.TrustDomain, Roots: []*x509.Certificate{pki.Root}, JWTBundle: []byte(`{"keys":[]}`),
+		})
+		return l
+	}
+	first := svid()
+	api, err := workloadapi.New(workloadapi.Config{Snapshot: agent.snapshot,
+		FetchJWTSVID: func(context.Context, spiffeid.ID, []string) (string, error) { return "", errString("not used") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := workloadapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- api.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	src, err := mtls.NewWorkloadSource(wctx, "unix://"+sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if roots := src.Roots(); len(roots) != 1 || !roots[0].Equal(pki.Root) {
+		t.Fatalf("Roots() = %d certificates, want the root", len(roots))
+	}
+	srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, mtls.Options{Source: src, Authorize: mtls.AuthorizeTrustDomains("example.org")}))
+	clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, pki.Leaf(t, pki.ID(t, clientPath))),
+		Authorize: mtls.AuthorizeIDs(id.String())})
+	clientCfg.ClientSessionCache = nil
+	serial := func() (string, error) {
+		cs, res, err := srv.dial(t, clientCfg)
+		if err != nil || res.err != nil {
+			return "", errString("client " + errText(err) + ", server " + errText(res.err))
+		}
+		return cs.PeerCertificates[0].SerialNumber.Text(16), nil
+	}
+	if got, err := serial(); err != nil || got != first.Cert.SerialNumber.Text(16) {
+		t.Fatalf("presented %s (%v), want the SVID %s", got, err, first.Cert.SerialNumber.Text(16))
+	}
+	second := svid()
+	eventually(t, "the rotated SVID is presented", func() error {
+		got, err := serial()
+		if err == nil && got != second.Cert.SerialNumber.Text(16) {
+			err = errString("still " + got)
+		}
+		return err
+	})
+}
+
+// snapshots is the agent's side of the Workload API, set by hand.
+type snapshots struct {
+	mu      sync.Mutex
+	snap    workloadapi.Snapshot
+	changed chan struct{}
+}
+
+func (s *snapshots) snapshot() (workloadapi.Snapshot, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap, s.changed
+}
+
+func (s *snapshots) set(snap workloadapi.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snap = snap
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
