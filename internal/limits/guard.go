@@ -183,18 +183,20 @@ func (g *Guard) checkStorm(ctx context.Context, at authority.Attempt, pr *profil
 		for i < len(h.times) && h.times[i] <= now-life {
 			i++
 		}
-		h.times = h.times[i:]
-		storm = len(h.times) >= pr.maxRenewals
+		storm = len(h.times)-i >= pr.maxRenewals
 		if storm && pr.storm == ActionRefuse {
 			// Refused renewals are not counted, so the identity may renew
 			// again as soon as its oldest renewal leaves the window.
-			wait = time.Duration(h.times[0] + life - now)
+			wait = time.Duration(h.times[i] + life - now)
 			return
 		}
-		if len(h.times) >= pr.maxRenewals {
-			h.times = h.times[1:]
+		if len(h.times)-i >= pr.maxRenewals {
+			i++ // keep at most maxRenewals: the oldest makes room
 		}
-		h.times = append(h.times, now)
+		// Shift down in place rather than reslice, so the slice keeps its
+		// capacity and a renewal allocates nothing.
+		n := copy(h.times, h.times[i:])
+		h.times = append(h.times[:n], now)
 		h.until = now + life
 	})
 	if !storm {
