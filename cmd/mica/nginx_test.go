@@ -1,12 +1,12 @@
 package main
 
 import (
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"math/big"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/crl"
 )
 
 // toolPath finds a program the interop tests drive (also in /usr/sbin,
@@ -259,23 +259,34 @@ func curl(t *testing.T, bin, rootPEM, resolve, url, credDir string, extra ...str
 	return curlResult{code: status, body: string(out[:i]), stderr: errb.String()}
 }
 
-// rootCRL is the root's CRL, listing no intermediate. mica publishes CRLs
-// for the certificates its intermediate issues; nginx's ssl_crl checks every
-// level of the chain (OpenSSL's CRL_CHECK_ALL), so the relying party also
-// needs the root's, which an operator signs with the root key at the root
-// ceremony. The test signs it with the root key in the data directory.
+// rootCRL is the root's CRL, listing no intermediate. nginx's ssl_crl
+// checks every level of the chain (OpenSSL's CRL_CHECK_ALL), so the relying
+// party needs the root's CRL next to the intermediate's: it is signed with
+// `mica ca root-crl` (the root ceremony) and fetched from where the server
+// publishes it, as a relying party would.
 func (e *testEnv) rootCRL(t *testing.T) []byte {
 	t.Helper()
 	root := readCertFile(t, filepath.Join(e.dataDir, "ca", "root.pem"))
-	k, err := file.Load(filepath.Join(e.dataDir, "ca", "root.key"), []byte(testPassphrase))
+	path := e.server.httpURL + crl.Path(root)
+	if resp, err := http.Get(path); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET %s before any root CRL was signed: %v %v, want 404", path, resp, err)
+	}
+	e.micaOK("ca", "root-crl", "--validity", "720h")
+	resp, err := http.Get(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
-		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour)}, root, k)
+	defer resp.Body.Close()
+	der, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	rl, err := x509.ParseRevocationList(der)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := rl.CheckSignatureFrom(root); err != nil || len(rl.RevokedCertificateEntries) != 0 {
+		t.Fatalf("root CRL: signature %v, %d entries", err, len(rl.RevokedCertificateEntries))
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }

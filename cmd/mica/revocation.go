@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,7 @@ func (r *revocationOutputs) run(ctx context.Context, cancel context.CancelCauseF
 func (r *revocationOutputs) handler(p *parts) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+crl.Path(p.hierarchy.Intermediate), r.crl.Handler())
+	mux.Handle("GET "+crl.Path(p.hierarchy.Root), crl.StaticHandler(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	ocspHandler := r.ocsp.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
