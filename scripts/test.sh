@@ -56,4 +56,5 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... ./internal/telemetry/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... ./internal/telemetry/... \
+  ./internal/limits/... ./internal/ratelimit/... ./internal/lru/...

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -50,6 +53,14 @@ type Config struct {
 	// Tracing exports OpenTelemetry spans of the issuance pipeline over
 	// OTLP when it names an endpoint; off otherwise.
 	Tracing telemetry.TracingConfig `yaml:"tracing"`
+	// Limits are rate limits per identity, requester and source, and
+	// Anomalies what the anomaly detector alerts on or refuses; both
+	// server-wide with per-profile overrides (docs/limits.md).
+	Limits    limits.Limits    `yaml:"limits"`
+	Anomalies limits.Anomalies `yaml:"anomalies"`
+
+	// rules are Limits and Anomalies compiled at load.
+	rules *limits.Rules
 }
 
 const (
@@ -128,6 +139,11 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if err := c.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
+	rules, err := limits.Compile(c.Limits, c.Anomalies, slices.Sorted(maps.Keys(c.Profiles)))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	c.rules = rules
 	return &c, nil
 }
 
@@ -205,6 +221,18 @@ profiles:
     default_ttl: 24h
     max_ttl: 72h
     ext_key_usage: [serverAuth]
+    # expected_networks: ["10.0.0.0/8"]   # requests from elsewhere are an anomaly (alert or refuse)
+
+# Rate limits and anomaly detection, server-wide; override per profile under
+# profiles: (see docs/limits.md). These are the defaults:
+# limits:
+#   per_identity: {rate: 60/h, burst: 10}
+#   per_requester: {rate: off}
+#   per_source: {rate: off}
+# anomalies:
+#   renewal_storm: {action: alert, max_renewals_per_lifetime: 4}
+#   issuance_burst: {action: alert, window: 1m, per_profile: 1000, per_requester: 300}
+#   unexpected_network: {action: alert}
 `, trustDomain, adminID, defaultListen)
 }
 

@@ -92,6 +92,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer stopLoops()
 	loops.Go(func() { p.audit.Run(loopCtx) })
 	loops.Go(func() { p.failures.Run(loopCtx) })
+	loops.Go(func() { p.guard.Run(loopCtx) })
 
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {

@@ -25,9 +25,9 @@ import (
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
-
 	"github.com/mica-pki/mica/internal/store/postgres"
 	"github.com/mica-pki/mica/internal/store/sqlite"
 	"github.com/mica-pki/mica/internal/telemetry"
@@ -43,6 +43,9 @@ type parts struct {
 	minter    *token.Minter
 	audit     *auditlog.Log
 	failures  *auditlog.FailureCounter
+	// guard enforces the rate limits and reports anomalies; its Run
+	// writes the throttled events' summaries.
+	guard *limits.Guard
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
@@ -167,6 +170,11 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
@@ -179,13 +187,14 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			failures.Record(source, reason)
 			metrics.AuthFailed(source, reason)
 		},
+		Guard: guard,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
-		audit: alog, failures: failures, registry: reg, tracing: tracing}, nil
+		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.

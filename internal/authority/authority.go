@@ -49,6 +49,7 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error)
 	// The audit log's reads (see audit.go).
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
@@ -98,6 +99,9 @@ type Config struct {
 	// with authenticate, decide, lint, sign and commit as children. Unset
 	// means no tracing at no cost.
 	Tracer trace.Tracer
+	// Guard, when set, applies rate limits and reports anomalies (package
+	// limits); unset means no limits.
+	Guard Guard
 }
 
 // Authority is the certificate lifecycle.
@@ -121,6 +125,7 @@ type Authority struct {
 	onRevoke   func()
 	observer   Observer
 	tracer     trace.Tracer
+	guard      Guard
 }
 
 // New checks cfg and returns an Authority.
@@ -135,6 +140,7 @@ func New(cfg Config) (*Authority, error) {
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
 		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
+		guard:    cfg.Guard,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -222,6 +228,13 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 	if err != nil {
 		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
 	}
+	// The token's creator is accountable for what it enrolls, so the
+	// requester limits apply to the creator, however many tokens it made.
+	at := Attempt{Method: policy.MethodToken, Profile: claims.Profile, Identity: want.Primary(),
+		Requester: claims.Issuer, Source: req.Source, Actor: actor}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 	csr, err := parseCSR(req.CSR)
 	if err != nil {
 		return refuse(err.(*Error))
@@ -232,7 +245,7 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued,
+		event: ev, action: store.ActionCertIssued, attempt: at,
 		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
 		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
 	})
@@ -259,6 +272,11 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	at := Attempt{Method: policy.MethodRenew, Profile: rec.Profile, Identity: rec.Identity, Requester: req.Peer.Name,
+		Source: req.Source, Lifetime: rec.NotAfter.Sub(rec.NotBefore), Actor: req.Peer.Name}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 
 	want, err := identity.FromCertificate(req.Peer.Certificate)
 	if err != nil {
@@ -274,7 +292,7 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
-		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial,
+		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
 		detail: "renewed from " + rec.Serial,
 	})
 }
@@ -286,6 +304,9 @@ type issueInput struct {
 	detail      string
 	renewedFrom string
 	token       *store.TokenUse
+	// attempt is the request as the guard saw it at admission; zero for
+	// mica's own issuance, which no limit applies to.
+	attempt Attempt
 }
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
@@ -305,6 +326,11 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	})
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
+	}
+	if in.attempt.Method != "" {
+		if err := a.unexpectedNetwork(ctx, in.attempt, dec); err != nil {
+			return nil, err
+		}
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)

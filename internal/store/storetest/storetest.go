@@ -49,6 +49,7 @@ func Run(t *testing.T, open Opener) {
 		{"RevokedCertificates", testRevokedCertificates},
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
+		{"ExpiringReport", testExpiringReport},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
