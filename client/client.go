@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -235,6 +236,9 @@ func (c *Client) do(ctx context.Context, method, path, bearer string, in, out an
 			if err := json.Unmarshal(data, p); err != nil {
 				p.Detail = "unreadable problem document"
 			}
+		}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			p.RetryAfter = time.Duration(secs) * time.Second
 		}
 		return p
 	}

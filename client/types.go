@@ -103,6 +103,10 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// RetryAfter is the response's Retry-After: how long to wait before
+	// asking again (rate limits, slug "rate-limited" and the anomaly slugs
+	// "renewal-storm" and "issuance-burst"); zero when it had none.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // ProblemTypePrefix starts every problem type mica sends; the rest is a

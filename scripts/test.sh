@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, then
-# formatting, vet, staticcheck, the tests on SQLite and PostgreSQL, and the
-# race detector on the concurrent packages.
+# formatting, vet, staticcheck, the Prometheus alert rules and their unit
+# tests, the tests on SQLite and PostgreSQL, and the race detector on the
+# concurrent packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ command -v openssl >/dev/null || need+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v certbot >/dev/null || need+=(certbot)
 command -v lego >/dev/null || need+=(lego)
+command -v promtool >/dev/null || need+=(prometheus)
+PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -24,6 +28,9 @@ fi
 echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
 echo "certbot: $(certbot --version 2>&1)"
+echo "promtool: $(promtool --version 2>&1 | head -1)"
+echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
+echo "curl: $(curl --version | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -38,6 +45,10 @@ go vet ./...
 step "staticcheck"
 go run "$STATICCHECK" ./...
 
+step "alert rules (promtool)"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+
 step "tests (SQLite and PostgreSQL)"
 go test -count=1 -timeout 15m ./...
 
@@ -45,4 +56,5 @@ step "race detector on the concurrent packages"
 go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
-  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/...
+  ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... ./internal/telemetry/... \
+  ./internal/limits/... ./internal/ratelimit/... ./internal/lru/...

@@ -143,13 +143,6 @@ func (a *acmeEnv) run(t *testing.T, env []string, name string, args ...string) s
 	return string(out)
 }
 
-func needTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s is not installed (scripts/test.sh installs it)", name)
-	}
-}
-
 // verifyIssued checks a PEM certificate with openssl against the mica root,
 // finds it in `mica cert list`, and returns its serial.
 func (a *acmeEnv) verifyIssued(t *testing.T, certPath, chainPath, name string) string {
@@ -214,7 +207,7 @@ func TestACME(t *testing.T) {
 }
 
 func (a *acmeEnv) testCertbot(t *testing.T) {
-	needTool(t, "certbot")
+	toolPath(t, "certbot")
 	dir := t.TempDir()
 	env := []string{"REQUESTS_CA_BUNDLE=" + a.rootPEM}
 	common := []string{"--non-interactive", "--server", a.directory, "--config-dir", filepath.Join(dir, "config"),
@@ -250,7 +243,7 @@ func (a *acmeEnv) legoArgs(dir, name string, challenge ...string) []string {
 }
 
 func (a *acmeEnv) testLego(t *testing.T, name string, challenge ...string) {
-	needTool(t, "lego")
+	toolPath(t, "lego")
 	dir := t.TempDir()
 	env := []string{"LEGO_CA_CERTIFICATES=" + a.rootPEM}
 	args := a.legoArgs(dir, name, challenge...)
@@ -270,7 +263,7 @@ func (a *acmeEnv) testLego(t *testing.T, name string, challenge ...string) {
 }
 
 func (a *acmeEnv) testLegoDNS(t *testing.T) {
-	needTool(t, "lego")
+	toolPath(t, "lego")
 	script := filepath.Join(t.TempDir(), "dns-hook")
 	body := fmt.Sprintf("#!/bin/sh\nf=%q/$(echo \"$2\" | sed 's/\\.$//' | tr A-Z a-z)\ncase \"$1\" in present) echo \"$3\" >> \"$f\";; cleanup) rm -f \"$f\";; esac\n", a.dns.dir)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {

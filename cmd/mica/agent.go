@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,15 +15,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/agent"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 	"github.com/mica-pki/mica/internal/workloadapi"
 )
@@ -128,8 +124,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := telemetry.NewRegistry(version)
 	metrics, err := agent.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -207,23 +202,13 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		start("workload API", func(ctx context.Context) error { return wapi.Serve(ctx, ln) })
 	}
 	metricsAddr := orDefault(cfg.Metrics, defaultAgentMetrics)
-	if metricsAddr != "off" {
-		ln, err := net.Listen("tcp", metricsAddr)
-		if err != nil {
-			return fmt.Errorf("cannot listen for metrics on %s: %w (choose another with --metrics)", metricsAddr, err)
-		}
-		if host, _, _ := net.SplitHostPort(metricsAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
-			log.Warn("metrics are served beyond loopback", slog.String("address", metricsAddr))
-		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		start("metrics", func(ctx context.Context) error {
-			go func() { <-ctx.Done(); srv.Close() }()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		metricsAddr = ln.Addr().String()
+	ms, err := telemetry.Listen(metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	if ms != nil {
+		start("metrics", ms.Run)
+		metricsAddr = ms.Addr()
 	}
 	var names []string
 	for _, ag := range agents {

@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime/pprof"
@@ -20,6 +22,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 )
 
@@ -37,6 +40,7 @@ type benchResult struct {
 	P99Ms          float64 `json:"p99_ms"`
 	MaxMs          float64 `json:"max_ms"`
 	PeakRSSBytes   int64   `json:"server_peak_rss_bytes"`
+	TraceRatio     float64 `json:"trace_ratio"`
 	FirstError     string  `json:"first_error,omitempty"`
 	ClientWorkNote string  `json:"note"`
 }
@@ -58,6 +62,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	keyType := fs.String("key-type", string(keys.Default), "subject key algorithm")
 	asJSON := fs.Bool("json", false, "print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "in-process: write a CPU profile of the measured run to this file")
+	traceRatio := fs.Float64("trace-ratio", 0, "in-process: trace this share of issuances (0 to 1), exported over OTLP/HTTP to a discarding receiver on loopback; 0 is tracing off")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
@@ -80,12 +85,22 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	var minter *token.Minter
 	var peakRSS func() int64
 	if *server == "" {
-		p, cleanup, err := benchInProcess(ctx, *db)
+		var tracing telemetry.TracingConfig
+		if *traceRatio > 0 {
+			url, stop, err := discardOTLP()
+			if err != nil {
+				return err
+			}
+			defer stop()
+			tracing = telemetry.TracingConfig{OTLPEndpoint: url, SampleRatio: *traceRatio}
+		}
+		p, cleanup, err := benchInProcessTraced(ctx, *db, tracing)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
 		res.Mode, res.Store, minter = "in-process", storeName(*db, ""), p.minter
+		res.TraceRatio = *traceRatio
 		src := netip.MustParseAddr("127.0.0.1")
 		enroll = func(ctx context.Context, tok string, csr []byte) error {
 			_, err := p.authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: csr, Source: src})
@@ -180,6 +195,9 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(env.stdout, "  throughput  %.0f certificates/s\n", res.PerSecond)
 	fmt.Fprintf(env.stdout, "  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", res.P50Ms, res.P99Ms, res.MaxMs)
 	fmt.Fprintf(env.stdout, "  peak RSS    %.1f MiB (server)\n", float64(res.PeakRSSBytes)/(1<<20))
+	if res.TraceRatio > 0 {
+		fmt.Fprintf(env.stdout, "  tracing     %.0f%% of issuances, exported over OTLP/HTTP to loopback\n", res.TraceRatio*100)
+	}
 	if res.FirstError != "" {
 		fmt.Fprintf(env.stdout, "  first error %s\n", res.FirstError)
 	}
@@ -291,6 +309,11 @@ func csrPool(alg keys.Algorithm) ([][]byte, error) {
 // benchInProcess sets up a throwaway authority: a fresh data directory (so
 // the store starts empty and durable, exactly as in production) with its CA.
 func benchInProcess(ctx context.Context, dbURL string) (*parts, func(), error) {
+	return benchInProcessTraced(ctx, dbURL, telemetry.TracingConfig{})
+}
+
+// benchInProcessTraced is benchInProcess with tracing as tracing says.
+func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.TracingConfig) (*parts, func(), error) {
 	dir, err := os.MkdirTemp("", "mica-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -311,12 +334,30 @@ func benchInProcess(ctx context.Context, dbURL string) (*parts, func(), error) {
 		cleanup()
 		return nil, nil, err
 	}
+	cfg.Tracing = tracing
 	p, err := openParts(ctx, d, cfg, pass, dbURL, nil)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	return p, func() { p.Close(); cleanup() }, nil
+}
+
+// discardOTLP is an OTLP/HTTP receiver on loopback that reads each export
+// and answers success, so that tracing costs what it costs in production
+// (spans, batching, protobuf encoding, one HTTP request per batch) without
+// a collector.
+func discardOTLP() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	})}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 func loadMinter(d dataPaths, pass []byte) (*token.Minter, error) {

@@ -64,7 +64,7 @@ type handshakeSection struct {
 
 // handshakeSections are the further sections, in the order they run.
 func handshakeSections() []handshakeSection {
-	return nil
+	return []handshakeSection{proxyLatencySection()}
 }
 
 // handshakeCase is one row of the comparison.

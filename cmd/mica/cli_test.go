@@ -119,6 +119,12 @@ func TestPolicyCommands(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "spife") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Errorf("typo in config: exit %d, stderr %q; want exit 1 and one line naming the field", r.code, r.stderr)
 	}
+	limited := strings.Replace(testConfig, "%DB%", `""`, 1) + "limits:\n  profiles:\n    web:\n      per_source: {rate: 10/fortnight}\n"
+	os.WriteFile(bad, []byte(limited), 0o644)
+	r = mica(t, nil, "policy", "check", bad)
+	if r.code != 1 || !strings.Contains(r.stderr, "limits.profiles.web.per_source.rate") {
+		t.Errorf("bad rate limit: exit %d, stderr %q; want exit 1 naming limits.profiles.web.per_source.rate", r.code, r.stderr)
+	}
 }
 
 func TestBenchIssueRuns(t *testing.T) {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +17,9 @@ import (
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/telemetry"
 )
 
 // Config is the config file (mica.yaml): profiles under version control, and
@@ -43,12 +47,27 @@ type Config struct {
 	// HTTPListen is the plain-HTTP listener for CRL and OCSP; default
 	// 127.0.0.1:8080, "off" for none.
 	HTTPListen string `yaml:"http_listen"`
+	// MetricsListen is the plain-HTTP /metrics listener (Prometheus);
+	// 127.0.0.1:9123 when absent, "off" or "" for none.
+	MetricsListen *string `yaml:"metrics_listen"`
+	// Tracing exports OpenTelemetry spans of the issuance pipeline over
+	// OTLP when it names an endpoint; off otherwise.
+	Tracing telemetry.TracingConfig `yaml:"tracing"`
+	// Limits are rate limits per identity, requester and source, and
+	// Anomalies what the anomaly detector alerts on or refuses; both
+	// server-wide with per-profile overrides (docs/limits.md).
+	Limits    limits.Limits    `yaml:"limits"`
+	Anomalies limits.Anomalies `yaml:"anomalies"`
+
+	// rules are Limits and Anomalies compiled at load.
+	rules *limits.Rules
 }
 
 const (
 	defaultListen     = "127.0.0.1:8443"
 	defaultHTTPListen = "127.0.0.1:8080"
 	defaultPublicURL  = "http://127.0.0.1:8080"
+	defaultMetrics    = "127.0.0.1:9123"
 	adminProfile      = authority.ReservedProfilePrefix + "admin"
 	serverProfile     = authority.ReservedProfilePrefix + "server"
 	adminPathPrefix   = "/mica/admin/"
@@ -89,6 +108,12 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.HTTPListen == "" {
 		c.HTTPListen = defaultHTTPListen
 	}
+	if c.MetricsListen == nil {
+		c.MetricsListen = new(defaultMetrics)
+	}
+	if err := c.Tracing.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
 	if len(c.ServerNames) == 0 {
 		c.ServerNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -114,6 +139,11 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if err := c.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
+	rules, err := limits.Compile(c.Limits, c.Anomalies, slices.Sorted(maps.Keys(c.Profiles)))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	c.rules = rules
 	return &c, nil
 }
 
@@ -170,6 +200,10 @@ server_names: [localhost, 127.0.0.1]
 # database: postgres://user@host/mica   # default: SQLite in the data directory
 # public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
 # http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
+# metrics_listen: 127.0.0.1:9123        # Prometheus /metrics ("off" for none)
+# tracing:                              # OpenTelemetry traces of the issuance pipeline (off unless an endpoint is set)
+#   otlp_endpoint: http://127.0.0.1:4318
+#   sample_ratio: 0.1
 
 admins:
   %[2]s: admin
@@ -187,6 +221,18 @@ profiles:
     default_ttl: 24h
     max_ttl: 72h
     ext_key_usage: [serverAuth]
+    # expected_networks: ["10.0.0.0/8"]   # requests from elsewhere are an anomaly (alert or refuse)
+
+# Rate limits and anomaly detection, server-wide; override per profile under
+# profiles: (see docs/limits.md). These are the defaults:
+# limits:
+#   per_identity: {rate: 60/h, burst: 10}
+#   per_requester: {rate: off}
+#   per_source: {rate: off}
+# anomalies:
+#   renewal_storm: {action: alert, max_renewals_per_lifetime: 4}
+#   issuance_burst: {action: alert, window: 1m, per_profile: 1000, per_requester: 300}
+#   unexpected_network: {action: alert}
 `, trustDomain, adminID, defaultListen)
 }
 

@@ -54,6 +54,10 @@ profiles:
   web:
     dns: ["*.svc.example.org"]
     ext_key_usage: [serverAuth]
+  gateway:
+    spiffe: ["/gateway/*"]
+    dns: ["*.svc.example.org"]
+    ext_key_usage: [clientAuth, serverAuth]
 `
 
 // env is the environment for one test's commands.
@@ -75,6 +79,12 @@ func (e *testEnv) micaOK(args ...string) string  { e.t.Helper(); return micaOK(e
 // newTestEnv initialises a data directory on the engine and serves it.
 func newTestEnv(t *testing.T, engine string) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, engine, "")
+}
+
+// newTestEnvWith is newTestEnv with extra lines at the end of the config.
+func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: engine}
 	db := `""`
 	if engine == "postgres" {
@@ -85,7 +95,7 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.Replace(testConfig, "%DB%", db, 1)
+	cfg := strings.Replace(testConfig, "%DB%", db, 1) + extraConfig
 	if err := os.WriteFile(filepath.Join(e.dataDir, configFileName), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

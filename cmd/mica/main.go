@@ -48,6 +48,7 @@ func commands() map[string]command {
 			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"agent": {summary: "on each host: enroll once, renew forever, serve the SPIFFE Workload API", run: runAgent},
+		"proxy": {summary: "mTLS gateway: verify clients and forward to a plain-HTTP backend, or forward local plain HTTP over mTLS", run: runProxy},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
 			"check": {summary: "validate a config file", run: runPolicyCheck},
 			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
@@ -56,8 +57,10 @@ func commands() map[string]command {
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
+			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
 		}},
-		"audit": {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
+		"audit":  {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
+		"report": {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
 			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},

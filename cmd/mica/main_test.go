@@ -81,9 +81,11 @@ type serverProc struct {
 	url string
 	// httpURL is the plain-HTTP listener for CRL and OCSP.
 	httpURL string
-	cmd     *exec.Cmd
-	logs    *syncBuffer
-	done    chan struct{}
+	// metricsURL is the Prometheus /metrics endpoint.
+	metricsURL string
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+	done       chan struct{}
 }
 
 type syncBuffer struct {
@@ -106,12 +108,13 @@ func (s *syncBuffer) String() string {
 var (
 	servingLine    = regexp.MustCompile(`serving on (https://\S+)`)
 	revocationLine = regexp.MustCompile(`revocation \(CRL, OCSP\) on (http://\S+)`)
+	metricsLine    = regexp.MustCompile(`metrics on (http://\S+)`)
 )
 
 // startServe starts `mica serve` and waits until it prints its URL.
 func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(micaBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(micaBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -124,12 +127,16 @@ func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	}
 	urlc := make(chan string, 1)
 	httpc := make(chan string, 1)
+	metricsc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			s.logs.Write([]byte(sc.Text() + "\n"))
 			if m := revocationLine.FindStringSubmatch(sc.Text()); m != nil {
 				httpc <- m[1]
+			}
+			if m := metricsLine.FindStringSubmatch(sc.Text()); m != nil {
+				metricsc <- m[1]
 			}
 			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
 				urlc <- m[1]
@@ -139,9 +146,14 @@ func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	go func() { cmd.Wait(); close(s.done) }()
 	select {
 	case s.url = <-urlc:
-		// The revocation line is printed before the serving line.
+		// The revocation and metrics lines are printed before the
+		// serving line.
 		select {
 		case s.httpURL = <-httpc:
+		default:
+		}
+		select {
+		case s.metricsURL = <-metricsc:
 		default:
 		}
 	case <-s.done:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/ocsp"
+	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -34,6 +36,10 @@ type revocationOutputs struct {
 // newRevocationOutputs wires the outputs for the running intermediate and
 // builds the first CRL, so that everything answers from the first request.
 func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*revocationOutputs, error) {
+	feedMetrics, err := telemetry.NewFeedMetrics(p.registry)
+	if err != nil {
+		return nil, err
+	}
 	issuerID := authority.Fingerprint(p.hierarchy.Intermediate.Raw)
 	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
 		IssuerID: issuerID, Lint: lintSmallCRL, Logger: log})
@@ -45,7 +51,7 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	if err != nil {
 		return nil, err
 	}
-	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, OnEvent: func(e revocation.Event) {
+	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, Delivered: feedMetrics.Delivered, OnEvent: func(e revocation.Event) {
 		if e.Kind == revocation.KindRevoked {
 			crlSvc.Changed()
 			resp.Changed(context.WithoutCancel(ctx), e.Serial)
@@ -93,6 +99,7 @@ func (r *revocationOutputs) run(ctx context.Context, cancel context.CancelCauseF
 func (r *revocationOutputs) handler(p *parts) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+crl.Path(p.hierarchy.Intermediate), r.crl.Handler())
+	mux.Handle("GET "+crl.Path(p.hierarchy.Root), crl.StaticHandler(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	ocspHandler := r.ocsp.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

@@ -20,6 +20,7 @@ import (
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/telemetry"
 )
 
 func runServe(ctx context.Context, env *cliEnv, args []string) error {
@@ -28,6 +29,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	configPath := fs.String("config", "", "config file (default: mica.yaml in the data directory)")
 	listen := fs.String("listen", "", "address to serve on (default: the config's, else "+defaultListen+")")
 	httpListen := fs.String("http-listen", "", "plain-HTTP address for CRL and OCSP, or off (default: the config's, else "+defaultHTTPListen+")")
+	metricsListen := fs.String("metrics-listen", "", "plain-HTTP address for Prometheus /metrics, or off (default: the config's, else "+defaultMetrics+")")
 	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL (env MICA_DB; default: the config's, else SQLite in the data directory)")
 	passFile := fs.String("passphrase-file", "", "file holding the CA key passphrase (or set MICA_PASSPHRASE)")
 	dev := fs.Bool("dev", false, "first try: initialise the data directory if needed (passphrase kept in it) and serve")
@@ -90,6 +92,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer stopLoops()
 	loops.Go(func() { p.audit.Run(loopCtx) })
 	loops.Go(func() { p.failures.Run(loopCtx) })
+	loops.Go(func() { p.guard.Run(loopCtx) })
 
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
@@ -109,6 +112,17 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := registerServerMetrics(p, rev, certs, log); err != nil {
+		return err
+	}
+	metricsSrv, err := telemetry.Listen(cfg.metricsListen(*metricsListen), p.registry, log)
+	if err != nil {
+		return err
+	}
+	metricsErr := make(chan error, 1)
+	if metricsSrv != nil {
+		go func() { metricsErr <- metricsSrv.Run(runCtx) }()
+	}
 
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
@@ -127,7 +141,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler: handler,
+		Handler: traced(p, handler),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: certs.get,
@@ -156,6 +170,13 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		log.Info("revocation endpoints", slog.String("url", httpURL), slog.String("public_url", cfg.PublicURL))
 		fmt.Fprintf(env.stdout, "revocation (CRL, OCSP) on %s (certificates name %s)\n", httpURL, cfg.PublicURL)
 	}
+	if metricsSrv != nil {
+		log.Info("metrics", slog.String("url", "http://"+metricsSrv.Addr()+"/metrics"))
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", metricsSrv.Addr())
+	}
+	if p.tracing.Enabled() {
+		log.Info("tracing on", slog.String("otlp_endpoint", cfg.Tracing.OTLPEndpoint), slog.Float64("sample_ratio", cfg.Tracing.SampleRatio))
+	}
 	fmt.Fprintf(env.stdout, "mica %s serving on %s\n", version, url)
 	if *dev {
 		printDevNextSteps(env, d, url)
@@ -165,6 +186,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("server stopped: %w", err)
 	case err := <-httpErr:
 		return fmt.Errorf("CRL and OCSP listener stopped: %w", err)
+	case err := <-metricsErr:
+		if err != nil {
+			return err
+		}
 	case <-runCtx.Done():
 		if cause := context.Cause(runCtx); ctx.Err() == nil {
 			return fmt.Errorf("revocation outputs stopped: %w", cause)

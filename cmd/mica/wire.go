@@ -11,8 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
@@ -21,11 +25,12 @@ import (
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
+	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
-
 	"github.com/mica-pki/mica/internal/store/postgres"
 	"github.com/mica-pki/mica/internal/store/sqlite"
+	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 )
 
@@ -38,13 +43,26 @@ type parts struct {
 	minter    *token.Minter
 	audit     *auditlog.Log
 	failures  *auditlog.FailureCounter
+	// guard enforces the rate limits and reports anomalies; its Run
+	// writes the throttled events' summaries.
+	guard *limits.Guard
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
 	data        dataPaths
+	// registry holds this process's metrics; tracing is off unless the
+	// config names an OTLP endpoint.
+	registry *prometheus.Registry
+	tracing  *telemetry.Tracing
 }
 
-func (p *parts) Close() error { return p.store.Close() }
+// Close flushes buffered spans, then closes the store.
+func (p *parts) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.tracing.Shutdown(ctx)
+	return p.store.Close()
+}
 
 // relay is a hook set after construction: the authority needs it at New,
 // the feed that answers it is made later, and only by serve.
@@ -141,21 +159,42 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	failures := auditlog.NewFailureCounter(st, nil, log)
+	reg := telemetry.NewRegistry(version)
+	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	tracing, err := telemetry.NewTracing(ctx, cfg.Tracing, "mica", version)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
+		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
 		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
-		Audit: alog, AuthFailed: failures.Record,
+		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
+			failures.Record(source, reason)
+			metrics.AuthFailed(source, reason)
+		},
+		Guard: guard,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
-		audit: alog, failures: failures}, nil
+		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.

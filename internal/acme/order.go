@@ -251,9 +251,10 @@ func (s *Server) finalize(ctx context.Context, r *request) (*response, *problem)
 			prob = internal(err)
 		}
 		// A bad CSR leaves the order ready, so the client can send a good
-		// one; any other refusal ends the order.
+		// one, and a rate limit so it can finalize after Retry-After; any
+		// other refusal ends the order.
 		o.Status = statusInvalid
-		if prob.Type == errorNS+errBadCSR || prob.Type == errorNS+errBadPublicKey {
+		if prob.Type == errorNS+errBadCSR || prob.Type == errorNS+errBadPublicKey || prob.Type == errorNS+errRateLimited {
 			o.Status = statusReady
 		} else {
 			o.Error = prob

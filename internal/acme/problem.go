@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/policy"
@@ -99,6 +100,10 @@ func fromAuthority(err error) *problem {
 		return newProblem(errMalformed, http.StatusNotFound, "%s", e.Detail)
 	case authority.KindInvalid:
 		return malformed("%s", e.Detail)
+	case authority.KindRateLimited:
+		p := newProblem(errRateLimited, http.StatusTooManyRequests, "%s", e.Detail)
+		p.retryAfter = int((e.RetryAfter + time.Second - 1) / time.Second)
+		return p
 	}
 	return nil
 }

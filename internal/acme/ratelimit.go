@@ -2,73 +2,45 @@ package acme
 
 import (
 	"math"
-	"sync"
+	"slices"
 	"time"
+
+	"github.com/mica-pki/mica/internal/ratelimit"
 )
 
 // limiter holds token buckets for new orders, per account and per
-// identifier. It is per server process: with several replicas the limit is
-// per replica, which bounds abuse without a database write per request.
+// identifier (package ratelimit, bounded in memory). It is per server
+// process: with several replicas the limit is per replica, which bounds
+// abuse without a database write per request.
 type limiter struct {
-	mu        sync.Mutex
-	now       func() time.Time
-	perAcct   float64 // orders per hour
-	perIdent  float64
-	buckets   map[string]*bucket
-	lastSweep time.Time
+	perAcct, perIdent *ratelimit.Buckets
 }
 
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
+// maxLimiterKeys bounds how many accounts, and how many identifiers, the
+// limiter tracks; beyond it the least recently seen are forgotten.
+const maxLimiterKeys = 100_000
 
 func newLimiter(perAccount, perIdentifier int, now func() time.Time) *limiter {
-	return &limiter{now: now, perAcct: float64(perAccount), perIdent: float64(perIdentifier), buckets: map[string]*bucket{}}
+	hourly := func(n int) ratelimit.Limit {
+		return ratelimit.Limit{Rate: ratelimit.Rate{Events: n, Per: time.Hour}, Burst: n}
+	}
+	return &limiter{
+		perAcct:  ratelimit.New(hourly(perAccount), maxLimiterKeys, now),
+		perIdent: ratelimit.New(hourly(perIdentifier), maxLimiterKeys, now),
+	}
 }
 
 // allowOrder takes one token from the account's bucket and each
 // identifier's, or none and returns how many seconds to wait.
 func (l *limiter) allowOrder(account string, identifiers []string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if now.Sub(l.lastSweep) > time.Hour {
-		// Full buckets carry no information: forget them.
-		for k, b := range l.buckets {
-			if now.Sub(b.at) > time.Hour {
-				delete(l.buckets, k)
-			}
-		}
-		l.lastSweep = now
+	ids := slices.Clone(identifiers)
+	slices.Sort(ids)
+	claims := []ratelimit.Claim{{Buckets: l.perAcct, Key: account}}
+	for _, id := range slices.Compact(ids) {
+		claims = append(claims, ratelimit.Claim{Buckets: l.perIdent, Key: id})
 	}
-	keys := map[string]float64{"a:" + account: l.perAcct}
-	for _, id := range identifiers {
-		keys["i:"+id] = l.perIdent
-	}
-	wait := 0.0
-	for k, rate := range keys {
-		b := l.fill(k, rate, now)
-		if b.tokens < 1 {
-			wait = math.Max(wait, (1-b.tokens)/rate*3600)
-		}
-	}
-	if wait > 0 {
-		return int(math.Ceil(wait))
-	}
-	for k := range keys {
-		l.buckets[k].tokens--
+	if refused, wait := ratelimit.TakeAll(claims...); refused >= 0 {
+		return int(math.Ceil(wait.Seconds()))
 	}
 	return 0
-}
-
-func (l *limiter) fill(key string, rate float64, now time.Time) *bucket {
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{tokens: rate, at: now}
-		l.buckets[key] = b
-	}
-	b.tokens = math.Min(rate, b.tokens+now.Sub(b.at).Hours()*rate)
-	b.at = now
-	return b
 }

@@ -298,6 +298,9 @@ func (a *Agent) issue(ctx context.Context, enroll bool) error {
 			m.failures.WithLabelValues(id).Inc()
 		} else {
 			m.renewals.WithLabelValues(id).Inc()
+			// The failure count exists from the first certificate on, at
+			// zero, so that increase() in alerts sees the first failure.
+			m.failures.WithLabelValues(id)
 		}
 	}
 	return err

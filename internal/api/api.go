@@ -75,6 +75,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("POST /v1/jwt-svids", s.jwtSVID)
 	mux.HandleFunc("GET /v1/jwt-bundle", s.jwtBundle)
 	s.auditRoutes(mux)
+	s.reportRoutes(mux)
 	mux.HandleFunc("POST /v1/certificates/revoke", s.revokeMatching)
 	mux.HandleFunc("POST /v1/identities/deny", s.deny)
 	mux.HandleFunc("POST /v1/identities/allow", s.deny)

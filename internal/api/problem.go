@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
@@ -28,6 +30,7 @@ var statusOf = map[authority.Kind]int{
 	authority.KindCertExpired:      http.StatusUnauthorized,
 	authority.KindNotFound:         http.StatusNotFound,
 	authority.KindConflict:         http.StatusConflict,
+	authority.KindRateLimited:      http.StatusTooManyRequests,
 }
 
 var titleOf = map[authority.Kind]string{
@@ -46,6 +49,7 @@ var titleOf = map[authority.Kind]string{
 	authority.KindCertExpired:      "Certificate Expired",
 	authority.KindNotFound:         "Not Found",
 	authority.KindConflict:         "Conflict",
+	authority.KindRateLimited:      "Too Many Requests",
 }
 
 // fail writes err as a problem document. Internal errors are logged in full
@@ -60,6 +64,11 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	slug := e.Kind.String()
 	if e.Reason != "" {
 		slug = e.Reason
+	}
+	if e.RetryAfter > 0 {
+		// Whole seconds, rounded up: a client that waits exactly this long
+		// must not be refused again for being early.
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 	writeProblem(w, statusOf[e.Kind], slug, titleOf[e.Kind], e.Detail)
 }

@@ -389,3 +389,51 @@ func BenchmarkVerify1M(b *testing.B) {
 		}
 	}
 }
+
+func TestStatus(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "mica.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := t0
+	l, err := New(Config{Store: st, Signer: newSigner(t), Clock: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Status(); s != (Status{}) {
+		t.Errorf("Status of a new log = %+v, want zero", s)
+	}
+	record := func(n int) {
+		for i := range n {
+			ev := store.Event{Time: t0, Actor: "system", Action: store.ActionTokenCreated, Identity: fmt.Sprintf("spiffe://example.test/%d", i), Outcome: "ok"}
+			if err := st.RecordEvent(ctx, &ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	record(5)
+	if err := l.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Status(); s.Leaves != 5 || s.CheckpointSize != 5 || !s.CheckpointTime.Equal(t0) {
+		t.Errorf("after a checkpoint Status = %+v, want 5 leaves checkpointed at %v", s, t0)
+	}
+	// The log grows but the next round has not run: leaves are synced only
+	// by RunOnce, and the checkpoint is the old one.
+	record(3)
+	now = t0.Add(time.Minute)
+	if _, err := l.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Status(); s.Leaves != 8 || s.CheckpointSize != 5 {
+		t.Errorf("after growth Status = %+v, want 8 leaves and the checkpoint at 5", s)
+	}
+	if err := l.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Status(); s.Leaves != 8 || s.CheckpointSize != 8 || !s.CheckpointTime.Equal(now) {
+		t.Errorf("after the next round Status = %+v, want 8 checkpointed at %v", s, now)
+	}
+}

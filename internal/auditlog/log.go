@@ -46,8 +46,10 @@ type Log struct {
 	log      *slog.Logger
 
 	syncMu sync.Mutex   // one Sync at a time
-	mu     sync.RWMutex // guards tree
+	mu     sync.RWMutex // guards tree and latest
 	tree   tree
+	// latest is the newest checkpoint RunOnce saw or stored, for Status.
+	latest store.Checkpoint
 }
 
 // New returns a Log; its tree is filled from the store on first use.
@@ -114,8 +116,11 @@ func (l *Log) RunOnce(ctx context.Context) error {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("auditlog: %w", err)
-	case latest.Size >= size:
-		return nil
+	default:
+		l.noteCheckpoint(latest)
+		if latest.Size >= size {
+			return nil
+		}
 	}
 	if size == 0 {
 		return nil
@@ -130,10 +135,38 @@ func (l *Log) RunOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.store.AddCheckpoint(ctx, store.Checkpoint{Size: size, Root: root, Note: n, Time: l.now()}); err != nil {
+	c := store.Checkpoint{Size: size, Root: root, Note: n, Time: l.now()}
+	if err := l.store.AddCheckpoint(ctx, c); err != nil {
 		return fmt.Errorf("auditlog: %w", err)
 	}
+	l.noteCheckpoint(c)
 	return nil
+}
+
+func (l *Log) noteCheckpoint(c store.Checkpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.Size >= l.latest.Size {
+		l.latest = c
+	}
+}
+
+// Status is the log as metrics see it.
+type Status struct {
+	// Leaves is the size of the tree as of the last sync (every RunOnce).
+	Leaves int64
+	// CheckpointSize and CheckpointTime describe the newest checkpoint
+	// RunOnce saw or signed; zero before the first. Leaves beyond
+	// CheckpointSize for long mean checkpoints have stopped.
+	CheckpointSize int64
+	CheckpointTime time.Time
+}
+
+// Status reads the log's state from memory; it costs no store query.
+func (l *Log) Status() Status {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return Status{Leaves: l.tree.size(), CheckpointSize: l.latest.Size, CheckpointTime: l.latest.Time}
 }
 
 // Run signs checkpoints every interval until ctx ends. A failed round is

@@ -33,10 +33,29 @@ type ACMERequest struct {
 // IssueACME runs the shared decide → lint → sign → record path for an ACME
 // order, with policy.MethodACME so that profiles and rules can tell this
 // door apart.
-func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (*Issued, error) {
+func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.IssueACME", policy.MethodACME)
+	defer func() { tr.end(iss, err) }()
+	tr.profile = req.Profile
 	actor := ACMEPrincipalPrefix + req.Account
 	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: req.Identity.Primary(), Profile: req.Profile}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	// A renewal (RFC 9773) counts only when the same account ordered the
+	// certificate it replaces.
+	var old *store.Certificate
+	if req.Replaces != "" {
+		if rec, err := a.store.Certificate(ctx, req.Replaces); err == nil && rec.Requester == actor {
+			old = &rec
+		}
+	}
+	at := Attempt{Method: policy.MethodACME, Profile: req.Profile, Identity: req.Identity.Primary(),
+		Requester: actor, Source: req.Source, Actor: actor}
+	if old != nil {
+		at.Lifetime = old.NotAfter.Sub(old.NotBefore)
+	}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 	csr, perr := parseCSR(req.CSR)
 	if perr != nil {
 		return refuse(perr.(*Error))
@@ -50,15 +69,13 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (*Issued, er
 		return refuse(newError(KindBadCSR, nil, "the CSR names %s but the order is for %s: the CSR must name exactly the order's identifiers", got, req.Identity))
 	}
 	action, renewed, detail := store.ActionCertIssued, "", "issued to ACME account "+req.Account
-	if req.Replaces != "" {
-		if old, err := a.store.Certificate(ctx, req.Replaces); err == nil && old.Requester == actor {
-			action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
-		}
+	if old != nil {
+		action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
 	}
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
 			Method: policy.MethodACME, Requester: actor, Source: req.Source},
-		event: ev, action: action, renewedFrom: renewed, detail: detail,
+		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at,
 	})
 }
 

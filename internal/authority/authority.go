@@ -20,6 +20,8 @@ import (
 	"net/netip"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/policy"
@@ -32,9 +34,11 @@ type Policy interface {
 	Decide(req policy.Request) (policy.Decision, error)
 }
 
-// Issuer lints and signs a decided certificate.
+// Issuer lints and signs a decided certificate, in two steps so that each
+// can be traced: Prepare validates and lints, Sign signs what was linted.
 type Issuer interface {
-	Issue(req issuance.Request) (*x509.Certificate, error)
+	Prepare(req issuance.Request) (*issuance.Prepared, error)
+	Sign(p *issuance.Prepared) (*x509.Certificate, error)
 }
 
 // Store is the part of store.Store the authority uses.
@@ -45,6 +49,7 @@ type Store interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
+	ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error)
 	// The audit log's reads (see audit.go).
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error)
@@ -87,6 +92,16 @@ type Config struct {
 	// feed) refresh at once instead of at their next scheduled pass. It
 	// must not block.
 	OnRevocation func()
+	// Observer, when set, is told how every issuance and revocation ended
+	// (metrics).
+	Observer Observer
+	// Tracer, when set, traces the issuance pipeline: one span per request
+	// with authenticate, decide, lint, sign and commit as children. Unset
+	// means no tracing at no cost.
+	Tracer trace.Tracer
+	// Guard, when set, applies rate limits and reports anomalies (package
+	// limits); unset means no limits.
+	Guard Guard
 }
 
 // Authority is the certificate lifecycle.
@@ -108,6 +123,9 @@ type Authority struct {
 	audit      AuditLog
 	authFailed AuthFailedFunc
 	onRevoke   func()
+	observer   Observer
+	tracer     trace.Tracer
+	guard      Guard
 }
 
 // New checks cfg and returns an Authority.
@@ -121,7 +139,8 @@ func New(cfg Config) (*Authority, error) {
 		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
 		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
-		audit: cfg.Audit, authFailed: cfg.AuthFailed,
+		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
+		guard:    cfg.Guard,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -132,6 +151,9 @@ func New(cfg Config) (*Authority, error) {
 	}
 	if a.onRevoke == nil {
 		a.onRevoke = func() {}
+	}
+	if a.tracer == nil {
+		a.tracer = noopTracer
 	}
 	for _, r := range cfg.Roots {
 		a.rootPool.AddCert(r)
@@ -175,9 +197,13 @@ type EnrollRequest struct {
 }
 
 // Enroll issues a certificate for the identity a token is bound to.
-func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, error) {
+func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.Enroll", policy.MethodToken)
+	defer func() { tr.end(iss, err) }()
 	now := a.now()
-	claims, err := a.tokens.Verify(req.Token, now)
+	claims, err := step(ctx, a, spanAuthenticate, func(context.Context) (token.Claims, error) {
+		return a.tokens.Verify(req.Token, now)
+	})
 	if err != nil {
 		// Not recorded one by one: the caller is not authenticated, and
 		// a leaf per failure would let anyone grow the log. The AuthFailed
@@ -189,6 +215,7 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 		a.failedAuth(req.Source, kind.String())
 		return nil, newError(kind, err, "%v", err)
 	}
+	tr.profile = claims.Profile
 	actor := "token:" + claims.ID
 	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: claims.Identity, Profile: claims.Profile}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
@@ -201,6 +228,13 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	if err != nil {
 		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
 	}
+	// The token's creator is accountable for what it enrolls, so the
+	// requester limits apply to the creator, however many tokens it made.
+	at := Attempt{Method: policy.MethodToken, Profile: claims.Profile, Identity: want.Primary(),
+		Requester: claims.Issuer, Source: req.Source, Actor: actor}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 	csr, err := parseCSR(req.CSR)
 	if err != nil {
 		return refuse(err.(*Error))
@@ -208,14 +242,13 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (*Issued, err
 	if err := sameIdentity(want, csr, "the token is bound to"); err != nil {
 		return refuse(err)
 	}
-	iss, err := a.issue(ctx, issueInput{
+	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued,
+		event: ev, action: store.ActionCertIssued, attempt: at,
 		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
 		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
 	})
-	return iss, err
 }
 
 // RenewRequest is a renewal authenticated by the current certificate.
@@ -229,13 +262,21 @@ type RenewRequest struct {
 // Renew issues a new certificate with exactly the identity and profile of the
 // one that authenticated the request. The peer must come from Authenticate,
 // which already refused expired, revoked and foreign certificates.
-func (a *Authority) Renew(ctx context.Context, req RenewRequest) (*Issued, error) {
+func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.Renew", policy.MethodRenew)
+	defer func() { tr.end(iss, err) }()
 	rec := req.Peer.Record
+	tr.profile = rec.Profile
 	if rec.Serial == "" {
 		return nil, newError(KindUnauthenticated, nil, "renewal needs a client certificate issued by this server: pass --cert and --key")
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	at := Attempt{Method: policy.MethodRenew, Profile: rec.Profile, Identity: rec.Identity, Requester: req.Peer.Name,
+		Source: req.Source, Lifetime: rec.NotAfter.Sub(rec.NotBefore), Actor: req.Peer.Name}
+	if err := a.admit(ctx, at); err != nil {
+		return nil, err
+	}
 
 	want, err := identity.FromCertificate(req.Peer.Certificate)
 	if err != nil {
@@ -251,7 +292,7 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (*Issued, error
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
-		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial,
+		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
 		detail: "renewed from " + rec.Serial,
 	})
 }
@@ -263,19 +304,33 @@ type issueInput struct {
 	detail      string
 	renewedFrom string
 	token       *store.TokenUse
+	// attempt is the request as the guard saw it at admission; zero for
+	// mica's own issuance, which no limit applies to.
+	attempt Attempt
 }
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
 func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
-	dec, err := a.decide(in.req)
+	dec, err := step(ctx, a, spanDecide, func(ctx context.Context) (policy.Decision, error) {
+		dec, err := a.decide(in.req)
+		if err != nil {
+			return dec, err
+		}
+		// Checked here, on the path every door shares, so that a denied
+		// identity gets nothing from any of them: not a first certificate,
+		// not a renewal, not an internal one.
+		if err := a.checkDenied(ctx, dec.Identity); err != nil {
+			return dec, err
+		}
+		return dec, nil
+	})
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
 	}
-	// Checked here, on the path every door shares, so that a denied
-	// identity gets nothing from any of them: not a first certificate, not
-	// a renewal, not an internal one.
-	if err := a.checkDenied(ctx, dec.Identity); err != nil {
-		return nil, a.refused(ctx, in.event, err)
+	if in.attempt.Method != "" {
+		if err := a.unexpectedNetwork(ctx, in.attempt, dec); err != nil {
+			return nil, err
+		}
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
@@ -284,10 +339,16 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		// that clients keep working while the intermediate is being rotated.
 		notAfter = a.issuerCert.NotAfter
 	}
-	cert, err := a.issuer.Issue(issuance.Request{
-		PublicKey: in.req.PublicKey, Identity: dec.Identity,
-		NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
+	prepared, err := step(ctx, a, spanLint, func(context.Context) (*issuance.Prepared, error) {
+		return a.issuer.Prepare(issuance.Request{
+			PublicKey: in.req.PublicKey, Identity: dec.Identity,
+			NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
+		})
 	})
+	var cert *x509.Certificate
+	if err == nil {
+		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return a.issuer.Sign(prepared) })
+	}
 	if err != nil {
 		var lintErr *issuance.LintError
 		if errors.As(err, &lintErr) {
@@ -314,7 +375,9 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), in.action, "ok", in.detail
 	ev.Serial, ev.Fingerprint, ev.Identity, ev.Profile = rec.Serial, rec.Fingerprint, rec.Identity, rec.Profile
 	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token}
-	if err := a.store.RecordIssuance(ctx, iss); err != nil {
+	if _, err := step(ctx, a, spanCommit, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, a.store.RecordIssuance(ctx, iss)
+	}); err != nil {
 		if errors.Is(err, store.ErrTokenUsed) {
 			return nil, a.refused(ctx, in.event, newError(KindTokenReplayed, err,
 				"token %s was already used: tokens work once; ask an admin for a new one with `mica token create`", in.token.JTI))

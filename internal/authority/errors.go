@@ -3,6 +3,7 @@ package authority
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind classifies a refusal. Front doors translate kinds into their own
@@ -26,6 +27,7 @@ const (
 	KindCertExpired                  // presented certificate is expired or not yet valid
 	KindNotFound                     // no such record
 	KindConflict                     // the state does not allow it (e.g. already revoked)
+	KindRateLimited                  // too many requests: a rate limit or a storm; retry after RetryAfter
 )
 
 var kindNames = map[Kind]string{
@@ -44,6 +46,7 @@ var kindNames = map[Kind]string{
 	KindCertExpired:      "certificate-expired",
 	KindNotFound:         "not-found",
 	KindConflict:         "conflict",
+	KindRateLimited:      "rate-limited",
 }
 
 // String is the kind's stable slug, used in problem types, audit outcomes and
@@ -64,7 +67,10 @@ type Error struct {
 	// Detail is one sentence for the person at the other end: what was wrong
 	// and what to do. Never secrets or key material.
 	Detail string
-	Err    error
+	// RetryAfter, when positive, is how long the caller should wait before
+	// asking again (KindRateLimited).
+	RetryAfter time.Duration
+	Err        error
 }
 
 func (e *Error) Error() string { return "authority: " + e.Detail }

@@ -65,14 +65,14 @@ func (a *Authority) Authenticate(ctx context.Context, chain []*x509.Certificate)
 // AuthenticateFrom is Authenticate for a request from source, which is
 // named to the AuthFailed hook when authentication fails.
 func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
-	p, err := a.authenticate(ctx, chain)
+	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, chain, source) })
 	if err != nil && KindOf(err) != KindInternal {
 		a.failedAuth(source, err.(*Error).Outcome())
 	}
 	return p, err
 }
 
-func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
+func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
 	if len(chain) == 0 {
 		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
 	}
@@ -97,6 +97,7 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate)
 		Roots: a.rootPool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
+		a.reportForeignIssuer(ctx, chain, source)
 		return Principal{}, newError(KindUnauthenticated, err, "client certificate is not trusted by this server: %v", err)
 	}
 	rec, err := a.store.Certificate(ctx, SerialHex(leaf))
@@ -274,6 +275,9 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 		return rec, newError(KindInternal, err, "could not revoke: %v", err)
 	}
 	a.onRevoke()
+	if a.observer != nil {
+		a.observer.ObserveRevocations(reason, 1)
+	}
 	rec.Status, rec.RevokedAt, rec.RevocationReason = store.StatusRevoked, now, reason
 	return rec, nil
 }
@@ -282,7 +286,10 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 // admin credential at init, its own server certificate) under a reserved
 // profile. It runs the same decide → lint → sign → record path as any
 // request; only the authentication step is replaced by "system".
-func (a *Authority) IssueInternal(ctx context.Context, profile string, id identity.Identity, pub crypto.PublicKey, ttl time.Duration) (*Issued, error) {
+func (a *Authority) IssueInternal(ctx context.Context, profile string, id identity.Identity, pub crypto.PublicKey, ttl time.Duration) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.IssueInternal", policy.MethodInternal)
+	defer func() { tr.end(iss, err) }()
+	tr.profile = profile
 	if !strings.HasPrefix(profile, ReservedProfilePrefix) {
 		return nil, fmt.Errorf("authority: internal issuance is only for %s* profiles, not %q", ReservedProfilePrefix, profile)
 	}

@@ -81,6 +81,9 @@ func (a *Authority) RevokeIdentity(ctx context.Context, p Principal, id string, 
 	}
 	if len(evs) > 0 {
 		a.onRevoke()
+		if a.observer != nil {
+			a.observer.ObserveRevocations(reason, len(evs))
+		}
 	}
 	out := make([]store.Certificate, 0, len(evs))
 	for _, ev := range evs {

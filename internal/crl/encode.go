@@ -64,8 +64,11 @@ var (
 const entryBytes = 48
 
 // Build encodes the CRL with the entries entries yields, signs it with
-// p.Signer and returns its DER.
+// p.Signer and returns its DER. nil entries is an empty CRL.
 func Build(p Params, entries iter.Seq[Entry]) ([]byte, error) {
+	if entries == nil {
+		entries = func(func(Entry) bool) {}
+	}
 	if p.Issuer == nil || p.Signer == nil || p.Number == nil || p.Number.Sign() < 0 {
 		return nil, errors.New("crl: Params need the issuer, its signer and a non-negative CRL number")
 	}

@@ -55,8 +55,12 @@ type Config struct {
 	// OnEvent, when set, is called for each new change after it is applied
 	// (the CRL and OCSP caches hang here). It must not block for long.
 	OnEvent func(revocation.Event)
-	Clock   func() time.Time
-	Logger  *slog.Logger
+	// Delivered, when set, is told after each change is written to a
+	// subscriber how long after the Hub applied it (metrics). It must be
+	// cheap.
+	Delivered func(latency time.Duration)
+	Clock     func() time.Time
+	Logger    *slog.Logger
 }
 
 var actions = []store.Action{store.ActionCertRevoked, store.ActionIdentityDenied, store.ActionIdentityAllowed}
@@ -75,11 +79,19 @@ type Hub struct {
 	denied  map[string]bool
 	log     []revocation.Event
 	subs    map[*subscriber]struct{}
+	dropped int64 // subscribers cut off for lagging, since New
 }
 
 type subscriber struct {
-	ch      chan revocation.Event
+	ch      chan queued
 	dropped bool
+}
+
+// queued is a change waiting in a subscriber's buffer, with when the Hub
+// applied it.
+type queued struct {
+	revocation.Event
+	applied time.Time
 }
 
 // subscriberBuffer is how many changes a subscriber may lag behind before
@@ -242,6 +254,7 @@ func (h *Hub) apply(e revocation.Event) bool {
 		delete(h.denied, e.Identity)
 	}
 	h.log = append(h.log, e)
+	applied := time.Now()
 	if len(h.log) > h.cfg.MaxLog {
 		drop := len(h.log) - h.cfg.MaxLog
 		h.base = h.log[drop-1].Seq
@@ -249,9 +262,10 @@ func (h *Hub) apply(e revocation.Event) bool {
 	}
 	for s := range h.subs {
 		select {
-		case s.ch <- e:
+		case s.ch <- queued{e, applied}:
 		default:
 			// Too far behind: end its stream; it resumes from the log.
+			h.dropped++
 			s.dropped = true
 			close(s.ch)
 			delete(h.subs, s)
@@ -304,7 +318,7 @@ func (h *Hub) subscribe(since int64) (snap *revocation.Snapshot, backlog []revoc
 		sn := h.snapshotLocked()
 		snap = &sn
 	}
-	s = &subscriber{ch: make(chan revocation.Event, subscriberBuffer)}
+	s = &subscriber{ch: make(chan queued, subscriberBuffer)}
 	h.subs[s] = struct{}{}
 	return snap, backlog, s, nil
 }
@@ -322,4 +336,28 @@ func (h *Hub) Subscribers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.subs)
+}
+
+// Stats is the Hub's state as metrics see it.
+type Stats struct {
+	Subscribers int
+	// MaxLag is the most changes waiting in any one subscriber's buffer:
+	// how far the slowest open stream is behind the latest change. A
+	// subscriber is cut off (and Dropped grows) at 4096.
+	MaxLag int
+	// Seq is the sequence number of the latest change applied.
+	Seq int64
+	// Dropped counts subscribers cut off for lagging, since New.
+	Dropped int64
+}
+
+// Stats reads the Hub's state; cheap enough for every metrics scrape.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := Stats{Subscribers: len(h.subs), Seq: h.seq, Dropped: h.dropped}
+	for s := range h.subs {
+		st.MaxLag = max(st.MaxLag, len(s.ch))
+	}
+	return st
 }

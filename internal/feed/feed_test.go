@@ -187,3 +187,49 @@ func TestManySubscribers(t *testing.T) {
 		t.Run(fmt.Sprint(i), func(t *testing.T) { e.t = t; e.waitSame(s) })
 	}
 }
+
+// TestStats checks what the feed metrics read: open streams, the slowest
+// one's backlog, and delivery to a live subscriber.
+func TestStats(t *testing.T) {
+	e := newEnv(t, 0)
+	var delivered atomic.Int64
+	e.hub.cfg.Delivered = func(d time.Duration) {
+		if d >= 0 {
+			delivered.Add(1)
+		}
+	}
+	// A subscriber that reads nothing: its backlog is the lag.
+	_, _, stuck, err := e.hub.subscribe(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go live.Run(ctx)
+	deadline := time.Now().Add(20 * time.Second)
+	for e.hub.Stats().Subscribers != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 3 {
+		e.revoke(i)
+	}
+	e.waitSame(live)
+	st := e.hub.Stats()
+	if st.Subscribers != 2 || st.MaxLag != 3 || st.Seq == 0 || st.Dropped != 0 {
+		t.Errorf("Stats = %+v, want 2 subscribers, the slowest 3 changes behind", st)
+	}
+	for delivered.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := delivered.Load(); n != 3 {
+		t.Errorf("Delivered called %d times for 3 changes to the live subscriber", n)
+	}
+	e.hub.unsubscribe(stuck)
+	if st := e.hub.Stats(); st.Subscribers != 1 || st.MaxLag != 0 {
+		t.Errorf("after the stuck subscriber left, Stats = %+v", st)
+	}
+}

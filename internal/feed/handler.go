@@ -81,12 +81,15 @@ func (h *Hub) Handler() http.Handler {
 				return
 			case <-h.done:
 				return
-			case e, ok := <-sub.ch:
+			case q, ok := <-sub.ch:
 				if !ok {
 					return
 				}
-				if send(e.Kind, e.Seq, e) != nil {
+				if send(q.Kind, q.Seq, q.Event) != nil {
 					return
+				}
+				if h.cfg.Delivered != nil {
+					h.cfg.Delivered(time.Since(q.applied))
 				}
 			case <-tick.C:
 				rc.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -152,6 +152,21 @@ func (iss *Issuer) Chain() [][]byte { return [][]byte{iss.cert.Raw} }
 // [ErrIssuerNotValid], or are a [*LintError]; nothing is signed in any of
 // those cases.
 func (iss *Issuer) Issue(req Request) (*x509.Certificate, error) {
+	p, err := iss.Prepare(req)
+	if err != nil {
+		return nil, err
+	}
+	return iss.Sign(p)
+}
+
+// Prepared is a certificate that passed validation and lint and only waits
+// for the CA's signature: the check half of check-then-sign, split out so
+// that callers can time and trace the two halves apart.
+type Prepared struct{ tbs tbs }
+
+// Prepare validates req, builds the certificate and lints a to-be-signed
+// copy of it. Its refusals are those of Issue; nothing is signed.
+func (iss *Issuer) Prepare(req Request) (*Prepared, error) {
 	tmpl, err := iss.template(req)
 	if err != nil {
 		return nil, err
@@ -163,7 +178,15 @@ func (iss *Issuer) Issue(req Request) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sign(t, iss.signer, iss.rand)
+	return &Prepared{tbs: t}, nil
+}
+
+// Sign signs a prepared certificate with the CA's key, exactly as linted.
+func (iss *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
+	if p == nil {
+		return nil, errors.New("issuance: Sign needs a certificate from Prepare")
+	}
+	return sign(p.tbs, iss.signer, iss.rand)
 }
 
 func invalid(format string, args ...any) error {

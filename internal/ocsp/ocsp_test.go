@@ -139,6 +139,13 @@ func TestResponder(t *testing.T) {
 			}
 		})
 	}
+	t.Run("CacheStats", func(t *testing.T) {
+		// Good and Revoked were answered and cached (Unknown is never).
+		st := r.CacheStats()
+		if st.Responses != 2 || st.Oldest.IsZero() || time.Since(st.Oldest) > time.Hour || time.Since(st.Oldest) < 0 {
+			t.Errorf("CacheStats = %+v, want 2 responses produced just now", st)
+		}
+	})
 	t.Run("ForeignIssuerUnauthorized", func(t *testing.T) {
 		reqDER, _ := xocsp.CreateRequest(foreign.Cert, other.Intermediate, nil)
 		if got := r.Respond(context.Background(), reqDER); !bytes.Equal(got, errorResponse(statusUnauthorized)) {

@@ -423,3 +423,27 @@ func writeResponse(w http.ResponseWriter, der []byte, c *cached) {
 	h.Set("Content-Length", strconv.Itoa(len(der)))
 	w.Write(der)
 }
+
+// CacheStats is the response cache as metrics see it.
+type CacheStats struct {
+	Responses int
+	// Oldest is the production time (thisUpdate) of the stalest cached
+	// response; zero when the cache is empty. Run keeps it within half the
+	// validity, so an older one means re-signing has stopped.
+	Oldest time.Time
+}
+
+// CacheStats reads the cache. It walks every entry under a read lock (a
+// million take a few milliseconds), so call it at scrape intervals, not
+// per request.
+func (r *Responder) CacheStats() CacheStats {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	st := CacheStats{Responses: len(r.cache)}
+	for _, c := range r.cache {
+		if st.Oldest.IsZero() || c.thisUpdate.Before(st.Oldest) {
+			st.Oldest = c.thisUpdate
+		}
+	}
+	return st
+}

@@ -54,6 +54,12 @@ type ProfileConfig struct {
 	AllowWildcards bool `yaml:"allow_wildcards"`
 	// Networks, when set, lists the CIDRs a request must come from.
 	Networks []string `yaml:"networks"`
+	// ExpectedNetworks, when set, lists the CIDRs requests normally come
+	// from. Unlike Networks it refuses nothing by itself: a request from
+	// elsewhere is decided as usual and flagged (Decision.UnexpectedSource)
+	// so that the anomaly detector can alert on it, or refuse it where the
+	// config's anomalies section says so.
+	ExpectedNetworks []string `yaml:"expected_networks"`
 	// Rule is an optional CEL expression over `request` that must be true.
 	Rule string `yaml:"rule"`
 }

@@ -66,6 +66,7 @@ func TestValidateErrors(t *testing.T) {
 		{"bad dns", "profiles:\n  a:\n    dns: [\"*\"]\n", []string{`profile "a": dns: "*": the pattern has no fixed label`}},
 		{"bad ip", "profiles:\n  a:\n    ips: [10.0.0.1/8]\n", []string{`profile "a": ips: "10.0.0.1/8" has bits set`, "did you mean 10.0.0.0/8?"}},
 		{"bad network", "profiles:\n  a:\n    dns: [a.org]\n    networks: [lan]\n", []string{`profile "a": networks: "lan" is not an IP address or CIDR`}},
+		{"bad expected network", "profiles:\n  a:\n    dns: [a.org]\n    expected_networks: [office]\n", []string{`profile "a": expected_networks: "office" is not an IP address or CIDR`}},
 		{"negative max_ttl", "profiles:\n  a:\n    dns: [a.org]\n    max_ttl: -1h\n", []string{`profile "a": max_ttl: -1h0m0s is negative`}},
 		{"tiny max_ttl", "profiles:\n  a:\n    dns: [a.org]\n    max_ttl: 5ms\n", []string{`profile "a": max_ttl: 5ms is shorter than a second`}},
 		{"negative default_ttl", "profiles:\n  a:\n    dns: [a.org]\n    default_ttl: -1h\n", []string{`profile "a": default_ttl: -1h0m0s is negative`}},

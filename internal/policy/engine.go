@@ -33,6 +33,7 @@ type profile struct {
 	dns        []dnsPattern
 	ips        []netip.Prefix
 	networks   []netip.Prefix
+	expected   []netip.Prefix
 	keyTypes   []string
 	minRSABits int
 	eku        []x509.ExtKeyUsage
@@ -53,7 +54,10 @@ type ProfileInfo struct {
 	ExtKeyUsage    []string // clientAuth, serverAuth
 	AllowWildcards bool
 	Networks       []string
-	Rule           string
+	// ExpectedNetworks are where requests normally come from (see
+	// ProfileConfig.ExpectedNetworks).
+	ExpectedNetworks []string
+	Rule             string
 }
 
 // New validates cfg and compiles its globs, CIDRs and CEL rules once, so
@@ -157,6 +161,15 @@ func compileProfile(name string, pc ProfileConfig, td spiffeid.TrustDomain, have
 		p.networks = append(p.networks, pr)
 		p.info.Networks = append(p.info.Networks, pr.String())
 	}
+	for _, s := range pc.ExpectedNetworks {
+		pr, err := parsePrefix(s)
+		if err != nil {
+			fail("expected_networks", "%v", err)
+			continue
+		}
+		p.expected = append(p.expected, pr)
+		p.info.ExpectedNetworks = append(p.info.ExpectedNetworks, pr.String())
+	}
 
 	p.info.MaxTTL = pc.MaxTTL
 	switch {
@@ -250,6 +263,7 @@ func (e *Engine) Profile(name string) (ProfileInfo, bool) {
 	info.KeyTypes = slices.Clone(info.KeyTypes)
 	info.ExtKeyUsage = slices.Clone(info.ExtKeyUsage)
 	info.Networks = slices.Clone(info.Networks)
+	info.ExpectedNetworks = slices.Clone(info.ExpectedNetworks)
 	return info, true
 }
 
@@ -284,7 +298,8 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 			return Decision{}, err
 		}
 	}
-	return Decision{Profile: p.info.Name, Identity: id, TTL: ttl, ExtKeyUsage: slices.Clone(p.eku)}, nil
+	return Decision{Profile: p.info.Name, Identity: id, TTL: ttl, ExtKeyUsage: slices.Clone(p.eku),
+		UnexpectedSource: p.unexpectedSource(req.Source)}, nil
 }
 
 // CheckIdentity reports whether a profile would allow an identity, ignoring
@@ -453,6 +468,12 @@ func (p *profile) checkSource(src netip.Addr) error {
 		return p.deny(ReasonSourceNotAllowed, "source address %s is not allowed by profile %q (allowed networks: %s)", src.Unmap(), p.info.Name, nets)
 	}
 	return nil
+}
+
+// unexpectedSource reports a source outside the profile's expected
+// networks. An unknown source is unexpected too, as checkSource treats it.
+func (p *profile) unexpectedSource(src netip.Addr) bool {
+	return len(p.expected) > 0 && (!src.IsValid() || !containsAddr(p.expected, src))
 }
 
 func (p *profile) checkRule(req Request, id identity.Identity, ttl time.Duration, key keyInfo) error {

@@ -72,6 +72,7 @@ func testConfig() Config {
 			"wild":      {DNS: []string{"*.edge.example.org"}, AllowWildcards: true, ExtKeyUsage: []string{"serverAuth"}},
 			"strongrsa": {DNS: []string{"rsa.example.org"}, KeyTypes: []string{"rsa"}, MinRSABits: 3072},
 			"netted":    {DNS: []string{"n.example.org"}, Networks: []string{"10.0.0.0/8", "fd00::/8"}},
+			"watched":   {DNS: []string{"w.example.org"}, ExpectedNetworks: []string{"10.1.0.0/16", "fd00:1::/32"}},
 			"ruled": {
 				SPIFFE: []string{"/**"},
 				Rule:   `request.method == "renew" || request.spiffe_id.startsWith("spiffe://example.org/billing/")`,
@@ -157,6 +158,26 @@ func TestDecideAllow(t *testing.T) {
 			want: Decision{Profile: "netted", Identity: identity.Identity{DNS: []string{"n.example.org"}}, TTL: 24 * time.Hour, ExtKeyUsage: both},
 		},
 		{
+			name: "source inside expected networks",
+			req:  Request{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, PublicKey: mustKey(t, "ecdsa-p256"), Source: netip.MustParseAddr("::ffff:10.1.2.3")},
+			want: Decision{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, TTL: 24 * time.Hour, ExtKeyUsage: both},
+		},
+		{
+			name: "source outside expected networks is allowed and flagged",
+			req:  Request{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, PublicKey: mustKey(t, "ecdsa-p256"), Source: netip.MustParseAddr("10.2.0.1")},
+			want: Decision{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, TTL: 24 * time.Hour, ExtKeyUsage: both, UnexpectedSource: true},
+		},
+		{
+			name: "unknown source with expected networks is flagged",
+			req:  Request{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, PublicKey: mustKey(t, "ecdsa-p256")},
+			want: Decision{Profile: "watched", Identity: identity.Identity{DNS: []string{"w.example.org"}}, TTL: 24 * time.Hour, ExtKeyUsage: both, UnexpectedSource: true},
+		},
+		{
+			name: "no expected networks, nothing flagged",
+			req:  Request{Profile: "netted", Identity: identity.Identity{DNS: []string{"n.example.org"}}, PublicKey: mustKey(t, "ecdsa-p256"), Source: netip.MustParseAddr("10.9.9.9")},
+			want: Decision{Profile: "netted", Identity: identity.Identity{DNS: []string{"n.example.org"}}, TTL: 24 * time.Hour, ExtKeyUsage: both},
+		},
+		{
 			name: "rule true by method",
 			req:  Request{Profile: "ruled", Identity: identity.Identity{SPIFFE: sid("spiffe://example.org/other")}, PublicKey: mustKey(t, "ecdsa-p256"), Method: MethodRenew},
 			want: Decision{Profile: "ruled", Identity: identity.Identity{SPIFFE: sid("spiffe://example.org/other")}, TTL: 24 * time.Hour, ExtKeyUsage: both},
@@ -204,7 +225,7 @@ func TestDecideDeny(t *testing.T) {
 		wantDetail string // a substring of the detail
 	}{
 		{"unknown profile", Request{Profile: "nope", Identity: dns("api.example.org"), PublicKey: p256},
-			ReasonUnknownProfile, `profile "nope" does not exist (profiles: deep, erroring, looping, netted, ruled, service, strongrsa, wild)`},
+			ReasonUnknownProfile, `profile "nope" does not exist (profiles: deep, erroring, looping, netted, ruled, service, strongrsa, watched, wild)`},
 		{"no profile", Request{Identity: dns("api.example.org"), PublicKey: p256},
 			ReasonUnknownProfile, "names no profile"},
 		{"empty identity", Request{Profile: "service", PublicKey: p256},

@@ -38,6 +38,9 @@ type Decision struct {
 	Identity    identity.Identity
 	TTL         time.Duration
 	ExtKeyUsage []x509.ExtKeyUsage
+	// UnexpectedSource says the request came from outside the profile's
+	// expected networks: allowed, but an anomaly to report.
+	UnexpectedSource bool
 }
 
 // Reason says why a request was denied; stable strings, used in errors,

@@ -69,6 +69,15 @@ const (
 	// deny list and take it off again.
 	ActionIdentityDenied  Action = "identity.denied"
 	ActionIdentityAllowed Action = "identity.allowed"
+	// ActionRateLimited records requests refused by a rate limit, and the
+	// anomaly actions record what the anomaly detector saw. Both are
+	// throttled per key (the first at once, the rest as one summary a
+	// minute), so that a flood cannot bloat the log.
+	ActionRateLimited              Action = "rate.limited"
+	ActionAnomalyRenewalStorm      Action = "anomaly.renewal_storm"
+	ActionAnomalyIssuanceBurst     Action = "anomaly.issuance_burst"
+	ActionAnomalyUnexpectedNetwork Action = "anomaly.unexpected_network"
+	ActionAnomalyUnexpectedIssuer  Action = "anomaly.unexpected_issuer"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -210,6 +219,14 @@ type Store interface {
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
+	// CertificatesByExpiry counts the live certificates (active, NotAfter
+	// after now) by profile and expiry window, in one aggregate query: the
+	// inventory gauges call it at most every few seconds, whatever its size.
+	// Only non-zero counts are returned.
+	CertificatesByExpiry(ctx context.Context, now time.Time) ([]ExpiryCount, error)
+	// ExpiringReport groups the certificates at risk of expiring (see
+	// ExpiringFilter) by profile and owner, from one consistent snapshot.
+	ExpiringReport(ctx context.Context, f ExpiringFilter) (ExpiringReport, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
 	// Leaves returns up to limit (0 means 1000, at most 10000) events with

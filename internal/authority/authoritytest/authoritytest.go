@@ -56,11 +56,7 @@ func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	eng, err := policy.New(policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
-		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: 24 * time.Hour, DefaultTTL: time.Hour},
-		"mica-admin": {SPIFFE: []string{"/mica/admin/*"}, ExtKeyUsage: []string{"clientAuth"},
-			Rule: `request.method in ["internal", "token", "renew"]`},
-	}})
+	eng, err := policy.New(PolicyConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +83,16 @@ func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 	}
 	f.Admin = f.Principal(t, f.AdminIssued)
 	return f
+}
+
+// PolicyConfig is the fixture's policy, for a test that builds a variant
+// of it (NewWith, replacing Config.Policy).
+func PolicyConfig() policy.Config {
+	return policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
+		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: 24 * time.Hour, DefaultTTL: time.Hour},
+		"mica-admin": {SPIFFE: []string{"/mica/admin/*"}, ExtKeyUsage: []string{"clientAuth"},
+			Rule: `request.method in ["internal", "token", "renew"]`},
+	}}
 }
 
 // Principal authenticates an issued certificate.

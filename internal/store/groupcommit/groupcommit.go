@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ErrClosed is returned by Do after Close has begun.
@@ -56,6 +58,25 @@ type Committer[T any] struct {
 
 	wake    chan struct{} // capacity 1: a pending wake-up is never lost
 	stopped chan struct{} // closed when the committer goroutine exits
+
+	// Running totals for Stats, written only by the committer goroutine.
+	batches, items, commitNanos atomic.Int64
+}
+
+// Stats are running totals since New: how many transactions were
+// committed (or attempted), how many operations they carried, and the time
+// spent in the CommitFunc. Rates of these give the batch size and commit
+// time under load.
+type Stats struct {
+	Batches       int64
+	Items         int64
+	CommitSeconds float64
+}
+
+// Stats reads the running totals; cheap enough for every metrics scrape.
+func (c *Committer[T]) Stats() Stats {
+	return Stats{Batches: c.batches.Load(), Items: c.items.Load(),
+		CommitSeconds: time.Duration(c.commitNanos.Load()).Seconds()}
 }
 
 // New starts the committer goroutine. Close stops it.
@@ -173,7 +194,12 @@ func (c *Committer[T]) commitBatch(ctx context.Context, items []*Item[T]) {
 	if len(live) == 0 {
 		return
 	}
-	if err := c.commit(ctx, live); err != nil {
+	start := time.Now()
+	err := c.commit(ctx, live)
+	c.commitNanos.Add(int64(time.Since(start)))
+	c.batches.Add(1)
+	c.items.Add(int64(len(live)))
+	if err != nil {
 		for _, it := range live {
 			it.Err = err
 		}

@@ -129,3 +129,25 @@ func TestCancelledBeforeCommitIsDropped(t *testing.T) {
 		t.Fatalf("Do = %v, want context.Canceled", err)
 	}
 }
+
+func TestStats(t *testing.T) {
+	var batches int
+	c := New(Config{MaxBatch: 7}, func(_ context.Context, b []*Item[int]) error {
+		batches++ // only the committer goroutine calls this
+		return nil
+	})
+	var wg sync.WaitGroup
+	for op := range 50 {
+		wg.Go(func() {
+			if _, err := c.Do(context.Background(), op); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	c.Close()
+	st := c.Stats()
+	if st.Items != 50 || st.Batches != int64(batches) || st.Batches < 8 || st.CommitSeconds < 0 {
+		t.Errorf("Stats = %+v after 50 operations in %d batches of at most 7", st, batches)
+	}
+}

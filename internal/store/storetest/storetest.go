@@ -49,6 +49,8 @@ func Run(t *testing.T, open Opener) {
 		{"DenyAllow", testDenyAllow},
 		{"RevokedCertificates", testRevokedCertificates},
 		{"ACME", testACME},
+		{"CertificatesByExpiry", testCertificatesByExpiry},
+		{"ExpiringReport", testExpiringReport},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"crypto/x509"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/mica-pki/mica/internal/store/groupcommit"
+	"github.com/mica-pki/mica/internal/telemetry"
+)
+
+// profileNames are the configured profiles, mica's own included: the
+// values the metrics' profile label may take besides "other" and "none".
+func (c *Config) profileNames() []string { return slices.Sorted(maps.Keys(c.Profiles)) }
+
+// metricsListen is where /metrics is served: the flag, else the config.
+func (c *Config) metricsListen(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return *c.MetricsListen
+}
+
+// commitStatser is the optional ability of a store engine to report its
+// group committer's running totals.
+type commitStatser interface{ CommitStats() groupcommit.Stats }
+
+// registerServerMetrics wires the gauges read at scrape time: inventory,
+// CRL, OCSP, feed, audit log, CA and TLS certificate expiry, group commit.
+func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertificate, log *slog.Logger) error {
+	src := telemetry.Sources{
+		Inventory: p.store.CertificatesByExpiry,
+		CRL: func() (time.Time, time.Time, int, bool) {
+			c := rev.crl.Current()
+			if c == nil {
+				return time.Time{}, time.Time{}, 0, false
+			}
+			return c.ThisUpdate, c.NextUpdate, c.Entries, true
+		},
+		OCSP:     rev.ocsp.CacheStats,
+		Feed:     rev.hub.Stats,
+		Audit:    p.audit.Status,
+		CAs:      map[string]*x509.Certificate{"root": p.hierarchy.Root, "intermediate": p.hierarchy.Intermediate},
+		TLSCert:  func() *x509.Certificate { return certs.current.Load().Leaf },
+		Profiles: p.cfg.profileNames(),
+		Logger:   log,
+	}
+	if cs, ok := p.store.(commitStatser); ok {
+		src.Commits = cs.CommitStats
+	}
+	_, err := telemetry.NewServerMetrics(p.registry, src)
+	return err
+}
+
+// traced wraps the API in an OpenTelemetry HTTP server span when tracing
+// is on, so the authority's spans hang under the request and a caller's
+// trace context is continued; with tracing off the handler is unchanged.
+func traced(p *parts, h http.Handler) http.Handler {
+	if !p.tracing.Enabled() {
+		return h
+	}
+	return otelhttp.NewHandler(h, "mica.api",
+		otelhttp.WithTracerProvider(p.tracing.Provider()),
+		otelhttp.WithPropagators(p.tracing.Propagator()),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()))
+}

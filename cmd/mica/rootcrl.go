@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/issuance"
+)
+
+// RootCRLFile is where `mica ca root-crl` writes the root's CRL by default
+// and where `mica serve` looks for it to publish.
+const RootCRLFile = "root.crl"
+
+// revokedList collects repeated --revoke SERIAL[:reason] flags.
+type revokedList []crl.Entry
+
+func (l *revokedList) String() string { return fmt.Sprint(len(*l)) }
+
+func (l *revokedList) Set(v string) error {
+	serialHex, reasonName, _ := strings.Cut(v, ":")
+	serial, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(serialHex), "0x"), 16)
+	if !ok || serial.Sign() <= 0 {
+		return fmt.Errorf("%q is not a hexadecimal serial number (as `mica cert inspect` prints it)", serialHex)
+	}
+	reason, err := client.ReasonCode(reasonName)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, crl.Entry{Serial: serial.Bytes(), RevokedAt: time.Now(), Reason: reason})
+	return nil
+}
+
+// runCARootCRL signs the root's CRL at the root ceremony. The root signs
+// only intermediates, so its CRL lists the intermediates it withdrew — most
+// often none. Relying parties that check every level of a chain (OpenSSL's
+// CRL_CHECK_ALL, nginx's ssl_crl) need it next to the intermediate's CRL,
+// which the server publishes itself.
+func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "ca root-crl")
+	dataDir := fs.String("data-dir", envOr(env, "MICA_DATA_DIR", "mica-data"), "root data directory (holds ca/root.pem and ca/root.key)")
+	out := fs.String("out", "", "where to write the DER CRL (default ca/root.crl in the data directory, which `mica serve` publishes)")
+	validity := fs.Duration("validity", 180*24*time.Hour, "time until nextUpdate: sign the next one before then")
+	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
+	var revoked revokedList
+	fs.Var(&revoked, "revoke", "an intermediate's serial to list, as SERIAL or SERIAL:reason (repeatable; e.g. 1f2e…:cACompromise)")
+	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	if *validity < time.Hour || *validity > 366*24*time.Hour {
+		return usageError("--validity %s: choose between 1h and 366 days", *validity)
+	}
+	d := dataPaths{*dataDir}
+	pass, err := readPassphrase(env, *passFile, d)
+	if err != nil {
+		return err
+	}
+	root, rootKey, err := ca.LoadRoot(d.caDir(), pass)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	der, err := crl.Build(crl.Params{
+		Issuer: root, Signer: rootKey,
+		// Time-ordered like the server's CRL numbers, so each new root CRL
+		// supersedes the last without a counter to keep on the root machine.
+		Number:     big.NewInt(now.Unix()),
+		ThisUpdate: now, NextUpdate: now.Add(*validity), Entries: len(revoked),
+	}, slices.Values(revoked))
+	if err != nil {
+		return err
+	}
+	if err := issuance.LintCRL(der); err != nil {
+		return fmt.Errorf("the root CRL fails lint, nothing written: %w", err)
+	}
+	path := *out
+	if path == "" {
+		path = filepath.Join(d.caDir(), RootCRLFile)
+	}
+	if err := atomicfile.Create(path, der, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "wrote %s: root CRL listing %d intermediate(s), next update %s\n",
+		path, len(revoked), now.Add(*validity).Format(time.RFC3339))
+	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s; `mica serve` publishes it at %s on its plain-HTTP listener\n",
+		RootCRLFile, crl.Path(root))
+	return nil
+}
