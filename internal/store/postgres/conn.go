@@ -72,6 +72,17 @@ type pool struct {
 
 func newPool(p *pgxpool.Pool) pool { return pool{conn: conn{q: p}, pool: p} }
 
+// InSnapshot implements sqlstore.Reader with a read-only, repeatable-read
+// transaction.
+func (p pool) InSnapshot(ctx context.Context, fn func(tx sqlstore.Conn) error) error {
+	tx, err := p.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	return fn(conn{q: tx})
+}
+
 // InTx implements sqlstore.DB.
 func (p pool) InTx(ctx context.Context, fn func(tx sqlstore.Conn) error) error {
 	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return fn(conn{q: tx}) })

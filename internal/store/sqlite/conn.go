@@ -107,6 +107,18 @@ type db struct {
 
 func newDB(d *sql.DB) *db { return &db{conn: conn{q: d}, db: d} }
 
+// InSnapshot implements sqlstore.Reader. In WAL mode a transaction sees
+// the database as of its first read; it is rolled back, having written
+// nothing.
+func (d *db) InSnapshot(ctx context.Context, fn func(tx sqlstore.Conn) error) error {
+	tx, err := d.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&conn{q: tx})
+}
+
 // InTx implements sqlstore.DB. On the writer, transactions begin
 // IMMEDIATE (the connection's _txlock), taking the write lock at once.
 func (d *db) InTx(ctx context.Context, fn func(tx sqlstore.Conn) error) error {

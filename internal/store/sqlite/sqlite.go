@@ -43,7 +43,7 @@ type Store struct {
 	path    string
 	writer  *sql.DB // exactly one connection: SQLite allows one writer
 	readers *sql.DB
-	read    *conn // readers, with the statements sqlstore keeps prepared
+	read    *db // readers, with the statements sqlstore keeps prepared
 	stmts   writeStmts
 
 	closeOnce sync.Once
@@ -97,7 +97,7 @@ func (s *Store) setUp(ctx context.Context) error {
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.readers.SetMaxOpenConns(n)
 	s.readers.SetMaxIdleConns(n)
-	s.read = &conn{q: s.readers}
+	s.read = newDB(s.readers)
 	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: s.read, Write: write, Commit: s.commit})
 	return err
 }

@@ -32,24 +32,13 @@ func CertificatesByExpiry(now time.Time, ph Placeholder) Query {
 	return q
 }
 
-// Rows is what both engines' result sets (database/sql, pgx) offer.
-type Rows interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// ScanExpiryCounts reads the rows of CertificatesByExpiry.
-func ScanExpiryCounts(rows Rows) ([]store.ExpiryCount, error) {
-	var out []store.ExpiryCount
-	for rows.Next() {
-		var c store.ExpiryCount
-		var w string
-		if err := rows.Scan(&c.Profile, &w, &c.Count); err != nil {
-			return nil, err
-		}
-		c.Window = store.ExpiryWindow(w)
-		out = append(out, c)
+// ScanExpiryCount reads one row of CertificatesByExpiry.
+func ScanExpiryCount(scan func(dest ...any) error) (store.ExpiryCount, error) {
+	var c store.ExpiryCount
+	var w string
+	if err := scan(&c.Profile, &w, &c.Count); err != nil {
+		return store.ExpiryCount{}, err
 	}
-	return out, rows.Err()
+	c.Window = store.ExpiryWindow(w)
+	return c, nil
 }

@@ -39,6 +39,15 @@ type DB interface {
 	InTx(ctx context.Context, fn func(tx Conn) error) error
 }
 
+// Reader is a Conn that can also run queries on one snapshot of the
+// database, for a result made of several queries that must agree.
+type Reader interface {
+	Conn
+	// InSnapshot runs fn in a read-only transaction that sees one
+	// snapshot of the database, and ends it.
+	InSnapshot(ctx context.Context, fn func(tx Conn) error) error
+}
+
 // Preparer is an optional ability of a Conn whose driver does not keep
 // prepared statements by itself (database/sql does not; pgx does). New
 // hands it the statements that run on every issuance, to prepare once;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"time"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/sqlrec"
@@ -47,6 +48,44 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, err
 		return 0, s.errorf("count certificates: %w", err)
 	}
 	return n, nil
+}
+
+// CertificatesByExpiry implements store.Store.
+func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) ([]store.ExpiryCount, error) {
+	return list(ctx, s, "count certificates by expiry", sqlrec.ScanExpiryCount, sqlrec.CertificatesByExpiry(now, s.d.Placeholder), nil)
+}
+
+// ExpiringReport implements store.Store. Both of its queries read one
+// snapshot, so the groups' counts and the listed certificates agree.
+func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error) {
+	q, err := sqlrec.ExpiringReport(f, s.d.Placeholder)
+	if err != nil {
+		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
+	}
+	var (
+		groups []store.ExpiringGroup
+		total  int
+		certs  []store.Certificate
+	)
+	err = s.read.InSnapshot(ctx, func(tx Conn) error {
+		err := queryEach(ctx, tx, q.Groups.SQL, q.Groups.Args, func(scan scanFunc) error {
+			g, t, err := sqlrec.ScanExpiringGroup(scan)
+			if err != nil {
+				return err
+			}
+			groups, total = append(groups, g), t
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		certs, err = queryAll(ctx, tx, q.Certificates.SQL, q.Certificates.Args, sqlrec.ScanCertificate)
+		return err
+	})
+	if err != nil {
+		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
+	}
+	return sqlrec.AssembleExpiring(groups, total, certs), nil
 }
 
 // Events implements store.Store.

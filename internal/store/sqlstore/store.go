@@ -14,8 +14,8 @@ import (
 // the commit of a batch.
 type Store struct {
 	d         Dialect
-	read      Conn // queries
-	write     DB   // direct writes that need no group commit
+	read      Reader // queries
+	write     DB     // direct writes that need no group commit
 	committer *groupcommit.Committer[sqlrec.Op]
 	stmt      statements
 }
@@ -24,7 +24,7 @@ type Store struct {
 type Config struct {
 	Dialect Dialect
 	// Read serves queries. It may be a pool of read-only connections.
-	Read Conn
+	Read Reader
 	// Write takes the small writes that go straight to the database:
 	// ACME records, nonces, checkpoints.
 	Write DB
@@ -55,6 +55,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) StopWrites() error {
 	return s.committer.Close()
 }
+
+// CommitStats are the group committer's running totals, for metrics.
+func (s *Store) CommitStats() groupcommit.Stats { return s.committer.Stats() }
 
 // errorf formats an error prefixed with the engine's name.
 func (s *Store) errorf(format string, args ...any) error {
