@@ -166,7 +166,7 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	run := func(r runner, d time.Duration, record bool) {
 		var resumed atomic.Int64
 		start := time.Now()
-		lat, failed, firstErr := measureLoop(ctx, *concurrency, d, func(int) error {
+		lat, failed, firstErr := measureLoop(ctx, *concurrency, d, func(int, int) error {
 			didResume, err := handshakeOnce(r.addr, r.cfg)
 			if didResume {
 				resumed.Add(1)
@@ -474,46 +474,6 @@ func handshakeOnce(addr string, cfg *tls.Config) (resumed bool, err error) {
 		return false, fmt.Errorf("the server refused the handshake: %w", err)
 	}
 	return tc.ConnectionState().DidResume, nil
-}
-
-// measureLoop runs op in workers until d has passed and returns every
-// successful op's latency, the failures and the first error.
-func measureLoop(ctx context.Context, workers int, d time.Duration, op func(worker int) error) ([]time.Duration, int, error) {
-	deadline := time.Now().Add(d)
-	var (
-		mu       sync.Mutex
-		all      []time.Duration
-		failed   int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for w := range workers {
-		wg.Go(func() {
-			var lat []time.Duration
-			var nfail int
-			var werr error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				if err := op(w); err != nil {
-					nfail++
-					if werr == nil {
-						werr = err
-					}
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			failed += nfail
-			if firstErr == nil {
-				firstErr = werr
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return all, failed, firstErr
 }
 
 // verifiedCounts sums mica_mtls_handshakes_total by outcome: proof that

@@ -130,7 +130,7 @@ func benchProxyLatency(ctx context.Context, b *handshakeBench) (any, []string, e
 				d = min(b.slot, time.Second) // warm-up: connections open, code paged in
 			}
 			start := time.Now()
-			lat, failed, firstErr := measureLoop(ctx, b.concurrency, d, func(int) error { return get(c) })
+			lat, failed, firstErr := measureLoop(ctx, b.concurrency, d, func(int, int) error { return get(c) })
 			if firstErr != nil {
 				return nil, nil, fmt.Errorf("%s: %w", c.Path, firstErr)
 			}

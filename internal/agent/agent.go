@@ -271,7 +271,15 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			default:
 				a.log.LogAttrs(ctx, slog.LevelWarn, "renewal failed; retrying", attrs...)
 			}
-			wait := Backoff(attempt, time.Second, retryCap(leaf.NotAfter.Sub(leaf.NotBefore), a.cfg.MaxBackoff), a.rand())
+			limit := retryCap(leaf.NotAfter.Sub(leaf.NotBefore), a.cfg.MaxBackoff)
+			wait := Backoff(attempt, time.Second, limit, a.rand())
+			// A server that rate-limits says when to come back; asking
+			// sooner only earns another refusal. Its word is capped like our
+			// own backoff, so a misconfigured limit cannot park the agent
+			// past its certificate's renewal window.
+			if p := (*client.Problem)(nil); errors.As(err, &p) && p.RetryAfter > wait {
+				wait = min(p.RetryAfter, limit)
+			}
 			if !a.sleep(ctx, wait) {
 				return
 			}

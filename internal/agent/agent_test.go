@@ -31,6 +31,9 @@ type fakeServer struct {
 	mu   sync.Mutex
 	down bool
 	n    int
+	// retryAfter, when set, refuses every request as rate limited.
+	retryAfter time.Duration
+	refused    int
 }
 
 var errDown = errors.New("connection refused")
@@ -42,6 +45,10 @@ func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateRe
 	defer f.mu.Unlock()
 	if f.down {
 		return nil, errDown
+	}
+	if f.retryAfter > 0 {
+		f.refused++
+		return nil, &client.Problem{Type: client.ProblemTypePrefix + "rate-limited", Status: 429, RetryAfter: f.retryAfter}
 	}
 	f.n++
 	blk, _ := pem.Decode([]byte(req.CSR))
@@ -163,4 +170,40 @@ func TestStartLoadsFromDisk(t *testing.T) {
 	if err := c.Start(t.Context()); err == nil {
 		t.Error("Start without files or token succeeded")
 	}
+}
+
+// TestRetryAfterIsHonoured: a rate-limited agent comes back when the server
+// said (capped by its own backoff limit), instead of retrying from one
+// second up and earning a refusal each time.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &fakeServer{t: t, ca: testpki.New(t, "example.org"), ttl: 24 * time.Hour}
+		a, err := New(Config{Server: srv, Token: "tok", Files: Files{Dir: filepath.Join(t.TempDir(), "cred"), UID: -1, GID: -1},
+			Rand: func() float64 { return 0.5 }, MaxBackoff: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- a.Run(ctx) }()
+		synctest.Wait()
+
+		srv.mu.Lock()
+		srv.retryAfter = 7 * time.Minute
+		srv.mu.Unlock()
+		time.Sleep(16*time.Hour + time.Second) // past the renewal time at two thirds of the day
+		synctest.Wait()
+		time.Sleep(20 * time.Minute)
+		synctest.Wait()
+		srv.mu.Lock()
+		refused := srv.refused
+		srv.mu.Unlock()
+		// One refusal at the renewal time, then one every 7 minutes: 3 or 4
+		// in 20 minutes, not the dozen a 1s-doubling backoff would make.
+		if refused < 2 || refused > 4 {
+			t.Errorf("%d rate-limited attempts in 20 minutes with Retry-After 7m, want 3 or 4", refused)
+		}
+		cancel()
+		<-done
+	})
 }
