@@ -172,6 +172,14 @@ func TestVerificationDetectsTampering(t *testing.T) {
 			e[3].LeafIndex, e[12].LeafIndex = 3, 12
 			return e
 		}, 3, 0},
+		// A checkpoint at size 5 ends right after the moved leaf 4: the
+		// root alone could say only [0, 5); the order check at leaf 5
+		// names leaf 4.
+		{"SwapEndingAtCheckpoint", func(e []store.Event) []store.Event {
+			e[4], e[7] = e[7], e[4]
+			e[4].LeafIndex, e[7].LeafIndex = 4, 7
+			return e
+		}, 4, 0},
 		{"RewriteWithMatchingHash", func(e []store.Event) []store.Event {
 			e[13].Detail = "rewritten"
 			e[13].LeafHash = leaf.Hash(&e[13])

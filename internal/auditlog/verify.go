@@ -45,6 +45,11 @@ type Verification struct {
 	prevSeq  int64 // seq of leaf n-1
 	prev2Seq int64 // seq of leaf n-2
 	err      *TamperError
+	// mismatch is a checkpoint whose root did not match, held back for
+	// one more leaf: a leaf-level finding inside its range (a reordering
+	// shows at the leaf after the moved one) names the bad leaf exactly,
+	// where the root can only say "somewhere in [lastGood, size)".
+	mismatch *TamperError
 }
 
 // Result is what a successful verification covered.
@@ -88,6 +93,10 @@ func NewVerification(vkey string, checkpoints [][]byte, saved []byte) (*Verifica
 // contents, and, whenever the tree reaches a checkpoint's size, the root.
 func (v *Verification) Add(ev *store.Event) error {
 	if v.err != nil {
+		return v.err
+	}
+	if v.mismatch != nil && v.n > v.mismatch.Upto {
+		v.err = v.mismatch
 		return v.err
 	}
 	switch {
@@ -134,10 +143,17 @@ func (v *Verification) reach() error {
 			if v.next == v.savedAt {
 				what = "your saved checkpoint"
 			}
-			return v.fail(v.lastGood, c.Size, fmt.Sprintf("the recomputed root of the first %d leaves is %s, but the %s says %s: history was rewritten",
-				c.Size, hex.EncodeToString(root[:8]), what, hex.EncodeToString(c.Root[:8])))
+			if v.mismatch == nil {
+				v.mismatch = &TamperError{Index: v.lastGood, Upto: c.Size, Reason: fmt.Sprintf(
+					"the recomputed root of the first %d leaves is %s, but the %s says %s: history was rewritten",
+					c.Size, hex.EncodeToString(root[:8]), what, hex.EncodeToString(c.Root[:8]))}
+			}
+			v.next++
+			continue
 		}
-		v.lastGood = c.Size
+		if v.mismatch == nil {
+			v.lastGood = c.Size
+		}
 		v.next++
 	}
 	return nil
@@ -145,6 +161,9 @@ func (v *Verification) reach() error {
 
 func (v *Verification) fail(index, upto int64, reason string) error {
 	v.err = &TamperError{Index: index, Upto: upto, Reason: reason}
+	if v.mismatch != nil && index >= v.mismatch.Upto {
+		v.err = v.mismatch // the root's range comes first
+	}
 	return v.err
 }
 
@@ -152,6 +171,10 @@ func (v *Verification) fail(index, upto int64, reason string) error {
 // end) and returns what was verified.
 func (v *Verification) Finish() (Result, error) {
 	if v.err != nil {
+		return Result{}, v.err
+	}
+	if v.mismatch != nil {
+		v.err = v.mismatch
 		return Result{}, v.err
 	}
 	if v.next < len(v.cps) {
