@@ -24,9 +24,9 @@ type ExpiringReport struct {
 }
 
 // ExpiringGroup is the certificates at risk of one profile and owner. The
-// owner is the certificates' requester: the token (token:<jti>) that paid
-// for a first enrollment, the identity itself for an mTLS renewal, or
-// acme:<account URL> for ACME.
+// owner is Certificate.Owner: the admin who made the enrollment token
+// (kept through every renewal), acme:<account URL> for ACME, or system;
+// certificates recorded before owners were group by their requester.
 type ExpiringGroup struct {
 	Profile, Owner string
 	Count          int

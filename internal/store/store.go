@@ -35,12 +35,15 @@ type Certificate struct {
 	SANs        []string
 	Profile     string
 	Requester   string // authenticated principal that asked for it
-	SourceAddr  string // network address the request came from
-	NotBefore   time.Time
-	NotAfter    time.Time
-	Issuer      string // lower-case hex SHA-256 fingerprint of the issuing CA certificate
-	Status      Status
-	RevokedAt   time.Time // zero unless revoked
+	// Owner answers for the certificate: the admin who made the enrollment
+	// token (kept through renewals), the ACME account, or "system".
+	Owner      string
+	SourceAddr string // network address the request came from
+	NotBefore  time.Time
+	NotAfter   time.Time
+	Issuer     string // lower-case hex SHA-256 fingerprint of the issuing CA certificate
+	Status     Status
+	RevokedAt  time.Time // zero unless revoked
 	// RevocationReason is the RFC 5280 CRLReason code; meaningful only when revoked.
 	RevocationReason int
 	RenewedFrom      string // serial of the certificate that authenticated a renewal

@@ -52,7 +52,7 @@ const issueSQL = `WITH dup AS (
 ), cert AS (
 	INSERT INTO certificates (` + sqlrec.CertColumns + `)
 	SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, $18::bigint,
-		$19::bigint, $20::text, $21::text, $22::bigint, $23::integer, $24::text, $25::bytea, ev.seq
+		$19::bigint, $20::text, $21::text, $22::bigint, $23::integer, $24::text, $25::bytea, ev.seq, $29::text
 	FROM ev
 	RETURNING serial
 )
@@ -153,7 +153,7 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 			} else {
 				args = append(args, nil, nil)
 			}
-			b.Queue(issueSQL, append(args, op.Event.LeafHash)...)
+			b.Queue(issueSQL, append(args, op.Event.LeafHash, c.Owner)...)
 		case sqlrec.KindEvent:
 			b.Queue(insertEvent, append(args, op.Event.LeafHash)...)
 		case sqlrec.KindRevoke:

@@ -34,7 +34,7 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
 		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&w.nextLeaf, sqlrec.NextLeafIndex},
-		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
 		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
@@ -146,7 +146,7 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
 	_, err = w.insertCert.ExecContext(ctx, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile,
 		c.Requester, c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt,
-		c.Reason, c.RenewedFrom, c.DER, seq)
+		c.Reason, c.RenewedFrom, c.DER, seq, c.Owner)
 	return err
 }
 

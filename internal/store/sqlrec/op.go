@@ -64,6 +64,7 @@ type CertRow struct {
 	Reason                                                              int
 	RenewedFrom                                                         string
 	DER                                                                 []byte
+	Owner                                                               string
 }
 
 // EventRow is an events row without its sequence number and leaf index.
@@ -130,7 +131,7 @@ func IssuanceOp(iss *store.Issuance) (Op, error) {
 			SANs: string(sansJSON), Profile: c.Profile, Requester: c.Requester,
 			SourceAddr: c.SourceAddr, NotBefore: Micros(c.NotBefore), NotAfter: Micros(c.NotAfter),
 			Issuer: c.Issuer, Status: string(store.StatusActive), Reason: 0,
-			RenewedFrom: c.RenewedFrom, DER: bytes.Clone(c.DER),
+			RenewedFrom: c.RenewedFrom, DER: bytes.Clone(c.DER), Owner: c.Owner,
 		},
 		Event: ev,
 	}

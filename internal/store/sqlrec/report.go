@@ -17,7 +17,19 @@ type ExpiringQueries struct {
 // expiringColumns are CertColumns without the DER, which a report does
 // not need: NULL reads back as an empty DER.
 const expiringColumns = "c.serial, c.fingerprint, c.identity, c.sans, c.profile, c.requester, c.source_addr, " +
-	"c.not_before, c.not_after, c.issuer, c.status, c.revoked_at, c.revocation_reason, c.renewed_from, NULL, c.event_seq"
+	"c.not_before, c.not_after, c.issuer, c.status, c.revoked_at, c.revocation_reason, c.renewed_from, NULL, c.event_seq, c.owner"
+
+// ownerExpr is a certificate's owner, or its requester for certificates
+// recorded before owners were (migration 0005).
+const ownerExpr = "CASE WHEN c.owner <> '' THEN c.owner ELSE c.requester END"
+
+// OwnerOf is ownerExpr in Go.
+func OwnerOf(c store.Certificate) string {
+	if c.Owner != "" {
+		return c.Owner
+	}
+	return c.Requester
+}
 
 // ExpiringReport builds the queries of store.ExpiringReport. A certificate
 // is at risk when it is active, expires in (Now, Before], and no active
@@ -48,12 +60,12 @@ func ExpiringReport(f store.ExpiringFilter, ph Placeholder) (ExpiringQueries, er
 		return b
 	}
 	g := where()
-	groups := "SELECT c.profile, c.requester, count(*), min(c.not_after), CAST(sum(count(*)) OVER () AS BIGINT)" +
+	groups := "SELECT c.profile, " + ownerExpr + ", count(*), min(c.not_after), CAST(sum(count(*)) OVER () AS BIGINT)" +
 		" FROM certificates c" + g.where() +
-		fmt.Sprintf(" GROUP BY c.profile, c.requester ORDER BY c.profile, c.requester LIMIT %d", MaxLimit)
+		fmt.Sprintf(" GROUP BY c.profile, %s ORDER BY c.profile, %s LIMIT %d", ownerExpr, ownerExpr, MaxLimit)
 	c := where()
 	certs := "SELECT " + expiringColumns + " FROM certificates c" + c.where() +
-		fmt.Sprintf(" ORDER BY c.profile, c.requester, c.not_after, c.serial LIMIT %d", n)
+		fmt.Sprintf(" ORDER BY c.profile, %s, c.not_after, c.serial LIMIT %d", ownerExpr, n)
 	return ExpiringQueries{Groups: Query{SQL: groups, Args: g.args}, Certificates: Query{SQL: certs, Args: c.args}}, nil
 }
 
@@ -81,7 +93,7 @@ func AssembleExpiring(groups []store.ExpiringGroup, total int, certs []store.Cer
 	}
 	i := 0
 	for _, c := range certs {
-		for i < len(r.Groups) && (r.Groups[i].Profile != c.Profile || r.Groups[i].Owner != c.Requester) {
+		for i < len(r.Groups) && (r.Groups[i].Profile != c.Profile || r.Groups[i].Owner != OwnerOf(c)) {
 			i++
 		}
 		if i == len(r.Groups) {

@@ -9,7 +9,7 @@ import (
 
 // CertColumns is the column list ScanCertificate expects, in order.
 const CertColumns = "serial, fingerprint, identity, sans, profile, requester, source_addr, " +
-	"not_before, not_after, issuer, status, revoked_at, revocation_reason, renewed_from, der, event_seq"
+	"not_before, not_after, issuer, status, revoked_at, revocation_reason, renewed_from, der, event_seq, owner"
 
 // EventColumns is the column list ScanEvent expects, in order.
 const EventColumns = "seq, at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash"
@@ -26,7 +26,7 @@ func ScanCertificate(scan func(dest ...any) error) (store.Certificate, error) {
 	)
 	err := scan(&c.Serial, &c.Fingerprint, &c.Identity, &sans, &c.Profile, &c.Requester,
 		&c.SourceAddr, &notBefore, &notAfter, &c.Issuer, &status, &revokedAt, &reason,
-		&c.RenewedFrom, &c.DER, &c.EventSeq)
+		&c.RenewedFrom, &c.DER, &c.EventSeq, &c.Owner)
 	if err != nil {
 		return store.Certificate{}, err
 	}
