@@ -59,6 +59,7 @@ type Certificate struct {
 	SANs             []string   `json:"sans"`
 	Profile          string     `json:"profile"`
 	Requester        string     `json:"requester"`
+	Owner            string     `json:"owner,omitempty"` // who answers for it: token creator (kept through renewals), ACME account, system
 	SourceAddr       string     `json:"source_addr,omitempty"`
 	NotBefore        time.Time  `json:"not_before"`
 	NotAfter         time.Time  `json:"not_after"`

@@ -457,7 +457,7 @@ func describe(w io.Writer, chain []*x509.Certificate, rec *client.Certificate, n
 	case rec.Status == "revoked":
 		fmt.Fprintf(tw, "Status:\trevoked at %s (%s)\n", rec.RevokedAt.UTC().Format(time.RFC3339), rec.RevocationReason)
 	default:
-		fmt.Fprintf(tw, "Status:\t%s (profile %s, requested by %s)\n", displayStatus(*rec, now), rec.Profile, rec.Requester)
+		fmt.Fprintf(tw, "Status:\t%s (profile %s, requested by %s, owner %s)\n", displayStatus(*rec, now), rec.Profile, rec.Requester, rec.Owner)
 	}
 	return tw.Flush()
 }

@@ -496,7 +496,7 @@ func IssuedResponse(iss *authority.Issued) client.CertificateResponse {
 func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
 	out := client.Certificate{
 		Serial: c.Serial, Fingerprint: c.Fingerprint, Identity: c.Identity, SANs: c.SANs, Profile: c.Profile,
-		Requester: c.Requester, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		Requester: c.Requester, Owner: c.Owner, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 		Issuer: c.Issuer, Status: string(c.Status), RenewedFrom: c.RenewedFrom, EventSeq: c.EventSeq,
 	}
 	if c.Status == store.StatusRevoked {

@@ -75,7 +75,7 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
 			Method: policy.MethodACME, Requester: actor, Source: req.Source},
-		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at,
+		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor,
 	})
 }
 

@@ -245,7 +245,7 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued, attempt: at,
+		event: ev, action: store.ActionCertIssued, attempt: at, owner: claims.Issuer,
 		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
 		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
 	})
@@ -293,8 +293,17 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
 		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
-		detail: "renewed from " + rec.Serial,
+		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec),
 	})
+}
+
+// inheritedOwner is the owner a renewal keeps: the renewed certificate's,
+// or its requester for certificates recorded before owners were.
+func inheritedOwner(rec store.Certificate) string {
+	if rec.Owner != "" {
+		return rec.Owner
+	}
+	return rec.Requester
 }
 
 type issueInput struct {
@@ -304,6 +313,8 @@ type issueInput struct {
 	detail      string
 	renewedFrom string
 	token       *store.TokenUse
+	// owner answers for the certificate (store.Certificate.Owner).
+	owner string
 	// attempt is the request as the guard saw it at admission; zero for
 	// mica's own issuance, which no limit applies to.
 	attempt Attempt
@@ -369,6 +380,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		Issuer:      a.issuerFP,
 		Status:      store.StatusActive,
 		RenewedFrom: in.renewedFrom,
+		Owner:       in.owner,
 		DER:         cert.Raw,
 	}
 	ev := in.event

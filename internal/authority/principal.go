@@ -296,7 +296,7 @@ func (a *Authority) IssueInternal(ctx context.Context, profile string, id identi
 	return a.issue(ctx, issueInput{
 		req:   policy.Request{Profile: profile, Identity: id, TTL: ttl, PublicKey: pub, Method: policy.MethodInternal, Requester: "system"},
 		event: store.Event{Actor: "system", Identity: id.Primary(), Profile: profile}, action: store.ActionCertIssued,
-		detail: "issued by mica for its own use",
+		detail: "issued by mica for its own use", owner: "system",
 	})
 }
 
