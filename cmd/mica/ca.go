@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -72,11 +73,7 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 		return usageError("--trust-domain %q: %v", *td, err)
 	}
 	d := dataPaths{*dataDir}
-	pass, err := readPassphrase(env, *passFile, d)
-	if err != nil {
-		return err
-	}
-	root, rootKey, err := ca.LoadRoot(d.caDir(), pass)
+	root, rootKey, err := loadRootKey(env, d, *passFile)
 	if err != nil {
 		return err
 	}
@@ -144,4 +141,14 @@ func runCAImportIntermediate(_ context.Context, env *cliEnv, args []string) erro
 	fmt.Fprintf(env.stdout, "imported intermediate %q; finish with `mica init --data-dir %s` (keeps this CA), then `mica serve`\n",
 		inter.Subject.CommonName, d.dir)
 	return nil
+}
+
+// loadRootKey reads the root certificate and decrypts its key: only on the
+// root machine, for the ceremonies (signing an intermediate or the root CRL).
+func loadRootKey(env *cliEnv, d dataPaths, passFile string) (*x509.Certificate, crypto.Signer, error) {
+	pass, err := readPassphrase(env, passFile, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca.LoadRoot(d.caDir(), pass)
 }

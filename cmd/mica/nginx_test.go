@@ -271,6 +271,12 @@ func (e *testEnv) rootCRL(t *testing.T) []byte {
 	if resp, err := http.Get(path); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET %s before any root CRL was signed: %v %v, want 404", path, resp, err)
 	}
+	if r := e.mica("ca", "root-crl", "--revoke", "not-a-serial"); r.code != 2 || !strings.Contains(r.stderr, "hexadecimal serial") {
+		t.Fatalf("root-crl with a bad serial: exit %d, %q; want a usage error", r.code, r.stderr)
+	}
+	if resp, err := http.Get(path); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a refused root-crl published something: %v %v", resp, err)
+	}
 	e.micaOK("ca", "root-crl", "--validity", "720h")
 	resp, err := http.Get(path)
 	if err != nil {

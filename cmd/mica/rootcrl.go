@@ -11,7 +11,6 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/atomicfile"
-	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/issuance"
 )
@@ -59,11 +58,7 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 		return usageError("--validity %s: choose between 1h and 366 days", *validity)
 	}
 	d := dataPaths{*dataDir}
-	pass, err := readPassphrase(env, *passFile, d)
-	if err != nil {
-		return err
-	}
-	root, rootKey, err := ca.LoadRoot(d.caDir(), pass)
+	root, rootKey, err := loadRootKey(env, d, *passFile)
 	if err != nil {
 		return err
 	}
