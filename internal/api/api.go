@@ -65,21 +65,21 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
-	mux.HandleFunc("POST /v1/tokens", s.createToken)
+	mux.HandleFunc("POST /v1/tokens", s.authed(s.createToken))
 	mux.HandleFunc("POST /v1/certificates", s.enroll)
-	mux.HandleFunc("POST /v1/certificates/renew", s.renew)
-	mux.HandleFunc("GET /v1/certificates", s.listCertificates)
-	mux.HandleFunc("GET /v1/certificates/{serial}", s.getCertificate)
-	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.revoke)
-	mux.HandleFunc("GET /v1/server/stats", s.stats)
-	mux.HandleFunc("POST /v1/jwt-svids", s.jwtSVID)
+	mux.HandleFunc("POST /v1/certificates/renew", s.authed(s.renew))
+	mux.HandleFunc("GET /v1/certificates", s.authed(s.listCertificates))
+	mux.HandleFunc("GET /v1/certificates/{serial}", s.authed(s.getCertificate))
+	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.authed(s.revoke))
+	mux.HandleFunc("GET /v1/server/stats", s.authed(s.stats))
+	mux.HandleFunc("POST /v1/jwt-svids", s.authed(s.jwtSVID))
 	mux.HandleFunc("GET /v1/jwt-bundle", s.jwtBundle)
 	s.auditRoutes(mux)
 	s.reportRoutes(mux)
-	mux.HandleFunc("POST /v1/certificates/revoke", s.revokeMatching)
-	mux.HandleFunc("POST /v1/identities/deny", s.deny)
-	mux.HandleFunc("POST /v1/identities/allow", s.deny)
-	mux.HandleFunc("GET /v1/identities/denied", s.deniedIdentities)
+	mux.HandleFunc("POST /v1/certificates/revoke", s.authed(s.revokeMatching))
+	mux.HandleFunc("POST /v1/identities/deny", s.authed(s.deny))
+	mux.HandleFunc("POST /v1/identities/allow", s.authed(s.deny))
+	mux.HandleFunc("GET /v1/identities/denied", s.authed(s.deniedIdentities))
 	if cfg.Feed != nil {
 		mux.HandleFunc("GET /v1/revocations/feed", func(w http.ResponseWriter, r *http.Request) {
 			if _, ok := s.authenticate(w, r); ok {
@@ -121,11 +121,7 @@ func (s *server) bundle(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
-func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) createToken(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	var req client.TokenRequest
 	if !decode(w, r, &req) {
 		return
@@ -169,11 +165,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *server) renew(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) renew(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	s.issue(w, r, func(csr []byte, ttl time.Duration) (*authority.Issued, error) {
 		return s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
 	})
@@ -198,11 +190,7 @@ func (s *server) issue(w http.ResponseWriter, r *http.Request, call func(csr []b
 	writeJSON(w, http.StatusCreated, IssuedResponse(iss))
 }
 
-func (s *server) listCertificates(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	q := r.URL.Query()
 	f := store.Filter{Identity: q.Get("identity"), Profile: q.Get("profile")}
 	switch st := q.Get("status"); st {
@@ -243,11 +231,7 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *server) getCertificate(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	serial, ok := pathSerial(w, r)
 	if !ok {
 		return
@@ -260,11 +244,7 @@ func (s *server) getCertificate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inventoryRecord(rec, true))
 }
 
-func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) revoke(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	serial, ok := pathSerial(w, r)
 	if !ok {
 		return
@@ -286,11 +266,7 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inventoryRecord(rec, false))
 }
 
-func (s *server) revokeMatching(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) revokeMatching(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	var req client.RevokeMatchingRequest
 	if !decode(w, r, &req) {
 		return
@@ -326,11 +302,7 @@ func (s *server) revokeMatching(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *server) deny(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) deny(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	var req client.DenyRequest
 	if !decode(w, r, &req) {
 		return
@@ -351,11 +323,7 @@ func (s *server) deny(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, denialRecord(d))
 }
 
-func (s *server) deniedIdentities(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) deniedIdentities(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	list, err := s.cfg.Authority.DeniedIdentities(r.Context(), p)
 	if err != nil {
 		s.fail(w, r, err)
@@ -372,11 +340,7 @@ func denialRecord(d store.Denial) client.Denial {
 	return client.Denial{Identity: d.Identity, At: d.Time, Actor: d.Actor, Reason: d.Detail, EventSeq: d.EventSeq}
 }
 
-func (s *server) stats(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	if p.Role != authority.RoleAdmin {
 		writeProblem(w, http.StatusForbidden, "forbidden", "Forbidden", "server stats are for admins")
 		return
@@ -390,6 +354,19 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) {
 
 // authenticate hands the client certificate chain from the TLS handshake to
 // the authority, which judges it.
+// authedHandler serves callers who must present a credential; authed runs
+// it with the principal their client certificate authenticated, after
+// answering everyone else with the authority's refusal.
+type authedHandler func(w http.ResponseWriter, r *http.Request, p authority.Principal)
+
+func (s *server) authed(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p, ok := s.authenticate(w, r); ok {
+			h(w, r, p)
+		}
+	}
+}
+
 func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority.Principal, bool) {
 	var chain []*x509.Certificate
 	if r.TLS != nil {

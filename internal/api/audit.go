@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"github.com/mica-pki/mica/internal/authority"
 	"net/http"
 	"strconv"
 	"time"
@@ -15,12 +16,12 @@ import (
 
 func (s *server) auditRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/audit/key", s.auditKey)
-	mux.HandleFunc("GET /v1/audit/checkpoint", s.auditCheckpoint)
-	mux.HandleFunc("GET /v1/audit/checkpoints", s.auditCheckpoints)
-	mux.HandleFunc("GET /v1/audit/leaves", s.auditLeaves)
-	mux.HandleFunc("GET /v1/audit/events", s.auditEvents)
-	mux.HandleFunc("GET /v1/audit/proof/{serial}", s.auditProof)
-	mux.HandleFunc("GET /v1/audit/consistency", s.auditConsistency)
+	mux.HandleFunc("GET /v1/audit/checkpoint", s.authed(s.auditCheckpoint))
+	mux.HandleFunc("GET /v1/audit/checkpoints", s.authed(s.auditCheckpoints))
+	mux.HandleFunc("GET /v1/audit/leaves", s.authed(s.auditLeaves))
+	mux.HandleFunc("GET /v1/audit/events", s.authed(s.auditEvents))
+	mux.HandleFunc("GET /v1/audit/proof/{serial}", s.authed(s.auditProof))
+	mux.HandleFunc("GET /v1/audit/consistency", s.authed(s.auditConsistency))
 }
 
 func (s *server) auditKey(w http.ResponseWriter, r *http.Request) {
@@ -32,11 +33,7 @@ func (s *server) auditKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, client.AuditKey{VerifierKey: k})
 }
 
-func (s *server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditCheckpoint(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	c, err := s.cfg.Authority.AuditCheckpoint(r.Context(), p)
 	if err != nil {
 		s.fail(w, r, err)
@@ -45,11 +42,7 @@ func (s *server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wireCheckpoint(c))
 }
 
-func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	after, ok1 := queryInt(w, r, "after_size", 0, 1<<62)
 	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
 	if !ok1 || !ok2 {
@@ -67,11 +60,7 @@ func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	start, ok1 := queryInt(w, r, "start", 0, 1<<62)
 	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
 	if !ok1 || !ok2 {
@@ -85,11 +74,7 @@ func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wireEvents(evs))
 }
 
-func (s *server) auditEvents(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditEvents(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	q := r.URL.Query()
 	after, ok1 := queryInt(w, r, "after_seq", 0, 1<<62)
 	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
@@ -113,11 +98,7 @@ func (s *server) auditEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wireEvents(evs))
 }
 
-func (s *server) auditProof(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditProof(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	serial, ok := pathSerial(w, r)
 	if !ok {
 		return
@@ -130,11 +111,7 @@ func (s *server) auditProof(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, client.AuditProof{Event: wireEvent(pr.Event), Checkpoint: wireCheckpoint(pr.Checkpoint), Hashes: pr.Hashes})
 }
 
-func (s *server) auditConsistency(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) auditConsistency(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	size1, ok1 := queryInt(w, r, "size1", 0, 1<<62)
 	size2, ok2 := queryInt(w, r, "size2", 0, 1<<62)
 	if !ok1 || !ok2 {

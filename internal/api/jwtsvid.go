@@ -8,11 +8,7 @@ import (
 )
 
 // jwtSVID signs a JWT-SVID for the mTLS caller's own SPIFFE ID.
-func (s *server) jwtSVID(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) jwtSVID(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	var req client.JWTSVIDRequest
 	if !decode(w, r, &req) {
 		return

@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"github.com/mica-pki/mica/internal/authority"
 	"net/http"
 	"strconv"
 	"time"
@@ -15,16 +16,12 @@ import (
 const defaultReportWindow = "30d"
 
 func (s *server) reportRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/reports/expiring", s.expiringReport)
+	mux.HandleFunc("GET /v1/reports/expiring", s.authed(s.expiringReport))
 }
 
 // expiringReport answers GET /v1/reports/expiring?within=30d&profile=&limit=
 // (admins).
-func (s *server) expiringReport(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
+func (s *server) expiringReport(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	q := r.URL.Query()
 	within := q.Get("within")
 	if within == "" {
