@@ -5,7 +5,6 @@ import (
 	"sort"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3/lint"
 )
 
 // LintCRL runs the CRL lints of mica's chosen registry (the same sources
@@ -26,25 +25,9 @@ func LintCRL(der []byte) error {
 	}
 	var failures []LintFailure
 	for _, l := range lints {
-		res := l.Execute(crl, ls.config)
-		var status string
-		switch res.Status {
-		case lint.Warn:
-			status = "warn"
-		case lint.Error:
-			status = "error"
-		case lint.Fatal:
-			status = "fatal"
-		default:
-			continue
-		}
-		failures = append(failures, LintFailure{Lint: l.Name, Status: status, Details: res.Details})
+		failures = appendFailure(failures, l.Name, l.Execute(crl, ls.config))
 	}
-	if failures != nil {
-		sort.Slice(failures, func(i, j int) bool { return failures[i].Lint < failures[j].Lint })
-		return &LintError{Failures: failures}
-	}
-	return nil
+	return lintError(failures)
 }
 
 // CRLLintNames lists the CRL lints LintCRL runs, sorted.

@@ -171,25 +171,39 @@ func (ls *lintSet) lintDER(der []byte) ([]byte, error) {
 	}
 	var failures []LintFailure
 	for _, l := range lints {
-		res := l.Execute(zc, ls.config)
-		var status string
-		switch res.Status {
-		case lint.Warn:
-			status = "warn"
-		case lint.Error:
-			status = "error"
-		case lint.Fatal:
-			status = "fatal"
-		default:
-			continue
-		}
-		failures = append(failures, LintFailure{Lint: l.Name, Status: status, Details: res.Details})
+		failures = appendFailure(failures, l.Name, l.Execute(zc, ls.config))
 	}
-	if failures != nil {
-		sort.Slice(failures, func(i, j int) bool { return failures[i].Lint < failures[j].Lint })
-		return nil, &LintError{Failures: failures}
+	if err := lintError(failures); err != nil {
+		return nil, err
 	}
 	return zc.RawTBSCertificate, nil
+}
+
+// appendFailure adds res to failures unless the lint passed or did not
+// apply: a warning refuses like an error, since nothing reviews warnings
+// between lint and signature.
+func appendFailure(failures []LintFailure, name string, res *lint.LintResult) []LintFailure {
+	var status string
+	switch res.Status {
+	case lint.Warn:
+		status = "warn"
+	case lint.Error:
+		status = "error"
+	case lint.Fatal:
+		status = "fatal"
+	default:
+		return failures
+	}
+	return append(failures, LintFailure{Lint: name, Status: status, Details: res.Details})
+}
+
+// lintError is the [*LintError] for failures, sorted by lint name, or nil.
+func lintError(failures []LintFailure) error {
+	if failures == nil {
+		return nil
+	}
+	sort.Slice(failures, func(i, j int) bool { return failures[i].Lint < failures[j].Lint })
+	return &LintError{Failures: failures}
 }
 
 // Lint runs mica's lints on an already signed DER certificate. It returns
