@@ -101,27 +101,22 @@ func Parse(s string) (Identity, error) {
 	return id, nil
 }
 
-func (id *Identity) add(name string) error {
-	switch {
-	case strings.HasPrefix(strings.ToLower(name), "spiffe:"):
+func (id *Identity) add(text string) error {
+	n, err := ParseName(text)
+	if err != nil {
+		return err
+	}
+	switch n.kind {
+	case KindSPIFFE:
 		if !id.SPIFFE.IsZero() {
-			return fmt.Errorf("identity: more than one SPIFFE ID (%s and %s): an X509-SVID carries exactly one", id.SPIFFE, name)
+			return fmt.Errorf("identity: more than one SPIFFE ID (%s and %s): an X509-SVID carries exactly one", id.SPIFFE, text)
 		}
-		sid, err := spiffeid.FromString(name)
-		if err != nil {
-			return fmt.Errorf("identity: %q is not a valid SPIFFE ID: %w", name, err)
-		}
-		id.SPIFFE = sid
-	default:
-		if ip, err := netip.ParseAddr(name); err == nil {
-			id.IPs = append(id.IPs, ip.Unmap())
-			return nil
-		}
-		dns, err := NormalizeDNS(name)
-		if err != nil {
-			return err
-		}
-		id.DNS = append(id.DNS, dns)
+		id.SPIFFE, _ = n.SPIFFE()
+	case KindIP:
+		a, _ := n.IP()
+		id.IPs = append(id.IPs, a)
+	case KindDNS:
+		id.DNS = append(id.DNS, n.value)
 	}
 	return nil
 }
@@ -129,8 +124,16 @@ func (id *Identity) add(name string) error {
 // NormalizeDNS lower-cases a DNS name and checks that it is a syntactically
 // valid host name, allowing a leading "*." wildcard label (whether a wildcard
 // is permitted is policy's decision, not syntax's).
+//
+// Names are IDNA2008: U-labels ("bücher.example") are converted to A-labels
+// ("xn--bcher-kva.example"), and an A-label that does not decode to a valid
+// U-label ("xn--a") is refused.
 func NormalizeDNS(name string) (string, error) {
-	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	ascii, err := toASCII(name)
+	if err != nil {
+		return "", fmt.Errorf("identity: %q is not a valid DNS name: %v", name, err)
+	}
+	n := strings.ToLower(strings.TrimSuffix(ascii, "."))
 	if n == "" || len(n) > 253 {
 		return "", fmt.Errorf("identity: %q is not a valid DNS name: empty or longer than 253 characters", name)
 	}
@@ -146,6 +149,9 @@ func NormalizeDNS(name string) (string, error) {
 		}
 		if !ValidLabel(l) {
 			return "", fmt.Errorf("identity: %q is not a valid DNS name: label %q must be 1-63 letters, digits or hyphens, not starting or ending with a hyphen", name, l)
+		}
+		if err := checkIDNA(l); err != nil {
+			return "", fmt.Errorf("identity: %q is not a valid DNS name: %v", name, err)
 		}
 	}
 	return n, nil
@@ -181,11 +187,22 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 		}
 		id.SPIFFE = sid
 	}
-	id.DNS = append(id.DNS, cert.DNSNames...)
-	for _, ip := range cert.IPAddresses {
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			id.IPs = append(id.IPs, a.Unmap())
+	// A DNS SAN is read as a DNS name and must be one: text such as
+	// "127.0.0.1" or "spiffe://…" in a dNSName is refused here rather than
+	// carried on, where it could be mistaken for a name of another kind.
+	for _, d := range cert.DNSNames {
+		n, err := NormalizeDNS(d)
+		if err != nil {
+			return Identity{}, fmt.Errorf("identity: certificate DNS SAN %q is not a DNS name: %w", d, err)
 		}
+		id.DNS = append(id.DNS, n)
+	}
+	for _, ip := range cert.IPAddresses {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return Identity{}, fmt.Errorf("identity: certificate IP SAN of %d bytes is not an IP address", len(ip))
+		}
+		id.IPs = append(id.IPs, a.Unmap())
 	}
 	if id.IsZero() {
 		return Identity{}, ErrNoIdentity

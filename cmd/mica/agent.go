@@ -16,11 +16,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/agent"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 	"github.com/mica-pki/mica/internal/workloadapi"
@@ -311,9 +312,7 @@ func loadAgentConfig(path string) (agentConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("reading agent config: %w", err)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := strictyaml.Decode(data, &c); err != nil {
 		return c, fmt.Errorf("agent config %s: %w", path, err)
 	}
 	return c, nil
@@ -385,7 +384,7 @@ func (c agentConfig) bundleInterval() (time.Duration, error) {
 	if c.BundleInterval == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(c.BundleInterval)
+	d, err := duration.Parse(c.BundleInterval)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("bundle interval %q is not a positive duration like 5m", c.BundleInterval)
 	}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
-	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/auditlog"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -132,7 +132,7 @@ func runAuditSearch(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *since != "" {
-		if d, err := api.ParseDuration(*since); err == nil {
+		if d, err := duration.Parse(*since); err == nil {
 			f.Since = time.Now().Add(-d)
 		} else if t, err := time.Parse(time.RFC3339, *since); err == nil {
 			f.Since = t

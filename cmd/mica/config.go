@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,12 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
 
@@ -90,10 +89,8 @@ func loadConfig(path string) (*Config, error) {
 
 func parseConfig(data []byte, name string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config %s: %v (check field names; durations need a unit, like 24h)", name, err)
+	if err := strictyaml.Decode(data, &c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if c.Listen == "" {
 		c.Listen = defaultListen
@@ -157,14 +154,14 @@ func withReservedProfiles(profiles map[string]policy.ProfileConfig, serverNames 
 	}
 	out[adminProfile] = policy.ProfileConfig{
 		SPIFFE:      []string{adminPathPrefix + "*"},
-		DefaultTTL:  adminCertTTL,
-		MaxTTL:      3 * adminCertTTL,
+		DefaultTTL:  duration.Duration(adminCertTTL),
+		MaxTTL:      duration.Duration(3 * adminCertTTL),
 		ExtKeyUsage: []string{"clientAuth"},
 		Rule:        `request.method in ["internal", "token", "renew"]`,
 	}
 	server := policy.ProfileConfig{
-		DefaultTTL:  serverCertTTL,
-		MaxTTL:      serverCertTTL,
+		DefaultTTL:  duration.Duration(serverCertTTL),
+		MaxTTL:      duration.Duration(serverCertTTL),
 		ExtKeyUsage: []string{"serverAuth"},
 		Rule:        `request.method == "internal"`,
 	}

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -17,9 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.yaml.in/yaml/v3"
 
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/proxy"
+	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/mtls"
 	"github.com/mica-pki/mica/revocation"
@@ -35,7 +33,7 @@ type proxyConfig struct {
 	Metrics string `yaml:"metrics"`
 	// DrainTimeout bounds the wait for requests in flight at shutdown and
 	// on removed listeners; default 30s.
-	DrainTimeout time.Duration          `yaml:"drain_timeout"`
+	DrainTimeout duration.Duration      `yaml:"drain_timeout"`
 	Listeners    []proxy.ListenerConfig `yaml:"listeners"`
 }
 
@@ -53,8 +51,8 @@ type proxyRevocation struct {
 	FeedCredentials *proxyCredentials `yaml:"feed_credentials"`
 	// CRLURLs are fetched from the start, with the distribution points
 	// named in verified peers' certificates, every CRLInterval (default 1m).
-	CRLURLs     []string      `yaml:"crl_urls"`
-	CRLInterval time.Duration `yaml:"crl_interval"`
+	CRLURLs     []string          `yaml:"crl_urls"`
+	CRLInterval duration.Duration `yaml:"crl_interval"`
 	// Disabled says, explicitly, that revoked certificates are accepted
 	// until they expire.
 	Disabled bool `yaml:"disabled"`
@@ -70,10 +68,8 @@ const (
 
 func parseProxyConfig(data []byte, name string) (*proxyConfig, error) {
 	var c proxyConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("proxy config %s: %v (check field names; durations need a unit, like 30s)", name, err)
+	if err := strictyaml.Decode(data, &c); err != nil {
+		return nil, fmt.Errorf("proxy config %s: %w", name, err)
 	}
 	if err := c.Credentials.check("credentials"); err != nil {
 		return nil, fmt.Errorf("proxy config %s: %w", name, err)
@@ -173,7 +169,7 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g := newRunGroup(ctx)
-	opts := proxy.Options{Source: src, HandshakeMetrics: handshakes, Metrics: metrics, Logger: log, DrainTimeout: cfg.DrainTimeout}
+	opts := proxy.Options{Source: src, HandshakeMetrics: handshakes, Metrics: metrics, Logger: log, DrainTimeout: cfg.DrainTimeout.D()}
 	if cfg.Revocation.Feed != "" {
 		feedSrc := src
 		if fc := cfg.Revocation.FeedCredentials; fc != nil {
@@ -200,7 +196,7 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 		opts.Revocations = sub.Set()
 	}
 	if len(cfg.Revocation.CRLURLs) > 0 {
-		crl, err := mtls.NewCRLChecker(mtls.CRLConfig{URLs: cfg.Revocation.CRLURLs, Interval: cfg.Revocation.CRLInterval,
+		crl, err := mtls.NewCRLChecker(mtls.CRLConfig{URLs: cfg.Revocation.CRLURLs, Interval: cfg.Revocation.CRLInterval.D(),
 			Roots: src.Roots, Logger: log})
 		if err != nil {
 			return err

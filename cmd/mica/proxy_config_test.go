@@ -22,7 +22,7 @@ listeners:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Metrics != defaultProxyMetrics || cfg.Listeners[0].Mode != proxy.Inbound || cfg.Listeners[0].Timeout != 5*time.Second {
+	if cfg.Metrics != defaultProxyMetrics || cfg.Listeners[0].Mode != proxy.Inbound || cfg.Listeners[0].Timeout.D() != 5*time.Second {
 		t.Errorf("parsed %+v", cfg)
 	}
 	if u, host, err := feedURL(cfg.Revocation.Feed); u != "https://mica:8443/v1/revocations/feed" || host != "mica" || err != nil {
@@ -34,7 +34,7 @@ listeners:
 	}{
 		{"unknown field", "credentials: {dir: /x}\nrevocation: {disabled: true}\nlistner: []\n", "field listner not found"},
 		{"unknown listener field", "credentials: {dir: /x}\nrevocation: {disabled: true}\nlisteners: [{name: a, backnd: x}]\n", "field backnd not found"},
-		{"duration without unit", "credentials: {dir: /x}\nrevocation: {disabled: true}\ndrain_timeout: 30\n" + listeners, "durations need a unit"},
+		{"duration without unit", "credentials: {dir: /x}\nrevocation: {disabled: true}\ndrain_timeout: 30\n" + listeners, "write durations with a unit"},
 		{"no credentials", "revocation: {disabled: true}\n" + listeners, "exactly one of dir"},
 		{"two credentials", "credentials: {dir: /x, workload_api: unix:///s}\nrevocation: {disabled: true}\n" + listeners, "exactly one of dir"},
 		{"bad feed credentials", "credentials: {dir: /x}\nrevocation: {feed: https://m, feed_credentials: {}}\n" + listeners, "feed_credentials"},

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
-	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/duration"
 )
 
 func reportCommands() map[string]command {
@@ -32,7 +32,7 @@ func runReportExpiring(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	if d, err := api.ParseDuration(q.Within); err != nil || d <= 0 {
+	if d, err := duration.Parse(q.Within); err != nil || d <= 0 {
 		return usageError("--within %q is not a positive duration like 30d, 12h or 90m", q.Within)
 	}
 	if *output != "table" && *output != "json" && *output != "csv" {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -201,7 +202,7 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p auth
 		return
 	}
 	if v := q.Get("expiring_within"); v != "" {
-		d, err := ParseDuration(v)
+		d, err := duration.Parse(v)
 		if err != nil || d <= 0 {
 			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("expiring_within %q is not a positive duration like 7d or 36h", v))
 			return
@@ -398,25 +399,12 @@ func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {
 	if s == "" {
 		return 0, true
 	}
-	d, err := ParseDuration(s)
+	d, err := duration.Parse(s)
 	if len(s) > maxTTLLen || err != nil || d < 0 {
 		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("ttl %q is not a duration like 1h, 90m or 7d", s))
 		return 0, false
 	}
 	return d, true
-}
-
-// ParseDuration is time.ParseDuration that also takes whole days ("7d"),
-// since certificate lifetimes and expiry windows are talked about in days.
-func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 || n > 100000 {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
 }
 
 func pathSerial(w http.ResponseWriter, r *http.Request) (string, bool) {

@@ -2,10 +2,11 @@ package api
 
 import (
 	"fmt"
-	"github.com/mica-pki/mica/internal/authority"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/mica-pki/mica/internal/authority"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/store"

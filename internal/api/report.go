@@ -2,10 +2,12 @@ package api
 
 import (
 	"fmt"
-	"github.com/mica-pki/mica/internal/authority"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/duration"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/store"
@@ -27,7 +29,7 @@ func (s *server) expiringReport(w http.ResponseWriter, r *http.Request, p author
 	if within == "" {
 		within = defaultReportWindow
 	}
-	d, err := ParseDuration(within)
+	d, err := duration.Parse(within)
 	if err != nil || d <= 0 || len(within) > maxTTLLen {
 		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("within %q is not a positive duration like 30d, 12h or 90m", within))
 		return

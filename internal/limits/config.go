@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/ratelimit"
 )
 
@@ -64,10 +65,10 @@ type RenewalStorm struct {
 // IssuanceBurst flags issuance in a profile, or by one requester in it,
 // above a count per Window (a sliding window).
 type IssuanceBurst struct {
-	Action       string        `yaml:"action"`
-	Window       time.Duration `yaml:"window"`
-	PerProfile   int           `yaml:"per_profile"`
-	PerRequester int           `yaml:"per_requester"`
+	Action       string            `yaml:"action"`
+	Window       duration.Duration `yaml:"window"`
+	PerProfile   int               `yaml:"per_profile"`
+	PerRequester int               `yaml:"per_requester"`
 }
 
 // UnexpectedNetwork flags a request from outside the profile's
@@ -195,11 +196,11 @@ func (c *compiler) apply(base *profileRules, lpath string, l ProfileLimits, apat
 	if b := a.IssuanceBurst; b != nil {
 		c.action(&r.burst, apath+".issuance_burst.action", b.Action)
 		switch {
-		case b.Window == 0:
-		case b.Window < time.Second || b.Window > 24*time.Hour:
-			c.fail(apath+".issuance_burst.window", "%s is out of range: choose 1s to 24h, like 1m", b.Window)
+		case b.Window.D() == 0:
+		case b.Window.D() < time.Second || b.Window.D() > 24*time.Hour:
+			c.fail(apath+".issuance_burst.window", "%s is out of range: choose 1s to 24h, like 1m", b.Window.D())
 		default:
-			r.burstWindow = b.Window
+			r.burstWindow = b.Window.D()
 		}
 		c.count(&r.burstPerProfile, apath+".issuance_burst.per_profile", b.PerProfile, 1<<30)
 		c.count(&r.burstPerRequester, apath+".issuance_burst.per_requester", b.PerRequester, 1<<30)

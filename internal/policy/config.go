@@ -1,14 +1,11 @@
 package policy
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/mica-pki/mica/internal/duration"
+	"github.com/mica-pki/mica/internal/strictyaml"
 )
 
 // Config is the policy section of the operator's config file. It lives under
@@ -38,9 +35,9 @@ type ProfileConfig struct {
 	IPs []string `yaml:"ips"`
 	// DefaultTTL is the lifetime given when a request asks for none;
 	// MaxTTL when unset.
-	DefaultTTL time.Duration `yaml:"default_ttl"`
+	DefaultTTL duration.Duration `yaml:"default_ttl"`
 	// MaxTTL caps the lifetime; 24h when unset.
-	MaxTTL time.Duration `yaml:"max_ttl"`
+	MaxTTL duration.Duration `yaml:"max_ttl"`
 	// KeyTypes lists allowed subject key types: ecdsa-p256, ecdsa-p384,
 	// ecdsa-p521, ed25519, rsa. Default: ecdsa-p256, ecdsa-p384, ed25519.
 	KeyTypes []string `yaml:"key_types"`
@@ -75,27 +72,10 @@ const (
 // LoadConfig only parses; [New] (or [Config.Validate]) checks the content.
 func LoadConfig(data []byte) (Config, error) {
 	var c Config
-	if err := decodeStrict(data, &c); err != nil {
+	if err := strictyaml.Decode(data, &c); err != nil {
 		return Config{}, fmt.Errorf("policy: reading config: %w", err)
 	}
 	return c, nil
-}
-
-// decodeStrict decodes exactly one YAML document, refusing unknown fields.
-func decodeStrict(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return errors.New("the document is empty")
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return explainYAML(err)
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("more than one YAML document: keep only one (remove the extra ---)")
-	}
-	return nil
 }
 
 // Validate reports every problem in the config at once, each naming the
@@ -104,30 +84,4 @@ func decodeStrict(data []byte, v any) error {
 func (c Config) Validate() error {
 	_, err := compile(c)
 	return err
-}
-
-// yamlTypeNames turns Go type names in yaml's messages into the words an
-// operator knows the file by.
-var yamlTypeNames = strings.NewReplacer(
-	"in type policy.ProfileConfig", "in a profile",
-	"in type policy.Config", "at the top level",
-	"in type policy.TestFile", "at the top level",
-	"in type policy.TestCase", "in a test case",
-	"in type policy.TestRequest", "in a test request",
-)
-
-// explainYAML adds the likely fix to a yaml decoding error.
-func explainYAML(err error) error {
-	msg := yamlTypeNames.Replace(err.Error())
-	var hints []string
-	if strings.Contains(msg, "not found") {
-		hints = append(hints, "check the field's spelling against the documented format")
-	}
-	if strings.Contains(msg, "time.Duration") {
-		hints = append(hints, "write durations with a unit, like 24h or 90m")
-	}
-	if len(hints) > 0 {
-		msg += "\n  to fix: " + strings.Join(hints, "; ")
-	}
-	return errors.New(msg)
 }

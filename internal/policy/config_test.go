@@ -17,7 +17,7 @@ func TestLoadConfigExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := cfg.Profiles["service"]
-	if cfg.TrustDomain != "example.org" || svc.DefaultTTL != time.Hour || svc.MaxTTL != 24*time.Hour ||
+	if cfg.TrustDomain != "example.org" || svc.DefaultTTL.D() != time.Hour || svc.MaxTTL.D() != 24*time.Hour ||
 		svc.MinRSABits != 2048 || len(svc.Networks) != 1 || !strings.Contains(svc.Rule, "renew") {
 		t.Errorf("decoded %+v", cfg)
 	}
@@ -32,7 +32,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"misspelt field", "trust_domain: example.org\nprofiles:\n  a:\n    spife: [\"/x\"]\n", "field spife not found"},
 		{"misspelt top-level field", "trustdomain: example.org\n", "field trustdomain not found"},
 		{"duration without unit", "profiles:\n  a:\n    max_ttl: 3600\n", "write durations with a unit"},
-		{"bad duration", "profiles:\n  a:\n    max_ttl: 1 day\n", "time.Duration"},
+		{"bad duration", "profiles:\n  a:\n    max_ttl: 1 day\n", "write durations with a unit"},
 		{"two documents", "trust_domain: a.org\n---\ntrust_domain: b.org\n", "more than one YAML document"},
 		{"duplicate profile", "profiles:\n  a:\n    dns: [a.org]\n  a:\n    dns: [b.org]\n", "already defined"},
 	}
@@ -70,7 +70,7 @@ func TestValidateErrors(t *testing.T) {
 		{"negative max_ttl", "profiles:\n  a:\n    dns: [a.org]\n    max_ttl: -1h\n", []string{`profile "a": max_ttl: -1h0m0s is negative`}},
 		{"tiny max_ttl", "profiles:\n  a:\n    dns: [a.org]\n    max_ttl: 5ms\n", []string{`profile "a": max_ttl: 5ms is shorter than a second`}},
 		{"negative default_ttl", "profiles:\n  a:\n    dns: [a.org]\n    default_ttl: -1h\n", []string{`profile "a": default_ttl: -1h0m0s is negative`}},
-		{"default over max", "profiles:\n  a:\n    dns: [a.org]\n    default_ttl: 48h\n", []string{`profile "a": default_ttl: 48h is longer than max_ttl 24h: lower default_ttl or raise max_ttl`}},
+		{"default over max", "profiles:\n  a:\n    dns: [a.org]\n    default_ttl: 48h\n", []string{`profile "a": default_ttl: 2d is longer than max_ttl 24h: lower default_ttl or raise max_ttl`}},
 		{"unknown key type", "profiles:\n  a:\n    dns: [a.org]\n    key_types: [dsa]\n", []string{`profile "a": key_types: "dsa" is not a key type: use ecdsa-p256`}},
 		{"rsa with size", "profiles:\n  a:\n    dns: [a.org]\n    key_types: [rsa-2048]\n", []string{`key_types: "rsa-2048": write rsa and set the smallest size with min_rsa_bits`}},
 		{"duplicate key type", "profiles:\n  a:\n    dns: [a.org]\n    key_types: [ed25519, ed25519]\n", []string{`"ed25519" is listed twice`}},

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/duration"
 )
 
 // Engine decides requests against a compiled config. It is immutable once
@@ -171,23 +172,24 @@ func compileProfile(name string, pc ProfileConfig, td spiffeid.TrustDomain, have
 		p.info.ExpectedNetworks = append(p.info.ExpectedNetworks, pr.String())
 	}
 
-	p.info.MaxTTL = pc.MaxTTL
+	maxTTL, defaultTTL := pc.MaxTTL.D(), pc.DefaultTTL.D()
+	p.info.MaxTTL = maxTTL
 	switch {
-	case pc.MaxTTL < 0:
-		fail("max_ttl", "%s is negative: give a lifetime like 24h, or remove it for the default %s", pc.MaxTTL, fmtDuration(DefaultMaxTTL))
-	case pc.MaxTTL == 0:
+	case maxTTL < 0:
+		fail("max_ttl", "%s is negative: give a lifetime like 24h, or remove it for the default %s", maxTTL, duration.Format(DefaultMaxTTL))
+	case maxTTL == 0:
 		p.info.MaxTTL = DefaultMaxTTL
-	case pc.MaxTTL < time.Second:
-		fail("max_ttl", "%s is shorter than a second: write durations with a unit, like 24h", pc.MaxTTL)
+	case maxTTL < time.Second:
+		fail("max_ttl", "%s is shorter than a second: write durations with a unit, like 24h", maxTTL)
 	}
-	p.info.DefaultTTL = pc.DefaultTTL
+	p.info.DefaultTTL = defaultTTL
 	switch {
-	case pc.DefaultTTL < 0:
-		fail("default_ttl", "%s is negative: give a lifetime like 1h, or remove it to default to max_ttl", pc.DefaultTTL)
-	case pc.DefaultTTL == 0:
+	case defaultTTL < 0:
+		fail("default_ttl", "%s is negative: give a lifetime like 1h, or remove it to default to max_ttl", defaultTTL)
+	case defaultTTL == 0:
 		p.info.DefaultTTL = p.info.MaxTTL
-	case pc.DefaultTTL > p.info.MaxTTL && p.info.MaxTTL > 0:
-		fail("default_ttl", "%s is longer than max_ttl %s: lower default_ttl or raise max_ttl", fmtDuration(pc.DefaultTTL), fmtDuration(p.info.MaxTTL))
+	case defaultTTL > p.info.MaxTTL && p.info.MaxTTL > 0:
+		fail("default_ttl", "%s is longer than max_ttl %s: lower default_ttl or raise max_ttl", duration.Format(defaultTTL), duration.Format(p.info.MaxTTL))
 	}
 
 	keyTypes := pc.KeyTypes
@@ -423,12 +425,12 @@ func (p *profile) matchDNS(name string) bool {
 func (p *profile) checkTTL(ttl time.Duration) (time.Duration, error) {
 	switch {
 	case ttl < 0:
-		return 0, p.deny(ReasonInvalidRequest, "ttl %s is negative: ask for a positive lifetime, or none for the profile's default %s", ttl, fmtDuration(p.info.DefaultTTL))
+		return 0, p.deny(ReasonInvalidRequest, "ttl %s is negative: ask for a positive lifetime, or none for the profile's default %s", ttl, duration.Format(p.info.DefaultTTL))
 	case ttl == 0:
 		return p.info.DefaultTTL, nil
 	case ttl > p.info.MaxTTL:
 		return 0, p.deny(ReasonTTLTooLong, "ttl %s is longer than profile %q allows (max_ttl: %s): ask for %s or less",
-			fmtDuration(ttl), p.info.Name, fmtDuration(p.info.MaxTTL), fmtDuration(p.info.MaxTTL))
+			duration.Format(ttl), p.info.Name, duration.Format(p.info.MaxTTL), duration.Format(p.info.MaxTTL))
 	}
 	return ttl, nil
 }
@@ -521,18 +523,6 @@ func shorten(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > n {
 		return s[:n] + "…"
-	}
-	return s
-}
-
-// fmtDuration prints 24h rather than 24h0m0s, as an operator writes it.
-func fmtDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
 	}
 	return s
 }

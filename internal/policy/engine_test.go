@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/mica-pki/mica/internal/duration"
+
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -65,10 +67,10 @@ func testConfig() Config {
 				SPIFFE:     []string{"/billing/*", "/ns/*/sa/*"},
 				DNS:        []string{"*.svc.example.internal", "api.example.org"},
 				IPs:        []string{"10.0.0.0/8", "fd00::/8"},
-				DefaultTTL: time.Hour,
+				DefaultTTL: duration.Duration(time.Hour),
 				KeyTypes:   []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa"},
 			},
-			"deep":      {SPIFFE: []string{"/batch/**"}, MaxTTL: 2 * time.Hour},
+			"deep":      {SPIFFE: []string{"/batch/**"}, MaxTTL: duration.Duration(2 * time.Hour)},
 			"wild":      {DNS: []string{"*.edge.example.org"}, AllowWildcards: true, ExtKeyUsage: []string{"serverAuth"}},
 			"strongrsa": {DNS: []string{"rsa.example.org"}, KeyTypes: []string{"rsa"}, MinRSABits: 3072},
 			"netted":    {DNS: []string{"n.example.org"}, Networks: []string{"10.0.0.0/8", "fd00::/8"}},

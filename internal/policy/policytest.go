@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mica-pki/mica/internal/duration"
+	"github.com/mica-pki/mica/internal/strictyaml"
 )
 
 // TestFile is a file of sample requests with the answers the policy should
@@ -25,16 +27,16 @@ type TestCase struct {
 	// Reason, with deny, is the expected Reason; any reason when empty.
 	Reason Reason `yaml:"reason,omitempty"`
 	// TTL, with allow, is the expected decided TTL; not checked when zero.
-	TTL time.Duration `yaml:"ttl,omitempty"`
+	TTL duration.Duration `yaml:"ttl,omitempty"`
 }
 
 // TestRequest is a Request written as text.
 type TestRequest struct {
-	Profile  string        `yaml:"profile"`
-	SPIFFEID string        `yaml:"spiffe_id,omitempty"`
-	DNS      []string      `yaml:"dns,omitempty"`
-	IPs      []string      `yaml:"ips,omitempty"`
-	TTL      time.Duration `yaml:"ttl,omitempty"`
+	Profile  string            `yaml:"profile"`
+	SPIFFEID string            `yaml:"spiffe_id,omitempty"`
+	DNS      []string          `yaml:"dns,omitempty"`
+	IPs      []string          `yaml:"ips,omitempty"`
+	TTL      duration.Duration `yaml:"ttl,omitempty"`
 	// Key is a key kind: ecdsa-p256 (the default), ecdsa-p384, ecdsa-p521,
 	// ed25519, rsa-BITS (rsa-2048, rsa-1024, ...) or none.
 	Key       string `yaml:"key,omitempty"`
@@ -57,7 +59,7 @@ type TestResult struct {
 // that could never run, so a typo in the file is not a silent pass.
 func LoadTestCases(data []byte) ([]TestCase, error) {
 	var f TestFile
-	if err := decodeStrict(data, &f); err != nil {
+	if err := strictyaml.Decode(data, &f); err != nil {
 		return nil, fmt.Errorf("policy: reading test cases: %w", err)
 	}
 	if len(f.Cases) == 0 {
@@ -93,7 +95,7 @@ func (c TestCase) check() error {
 // Request builds the Request a test case describes. Names are passed on as
 // written (not normalized), so cases can probe how policy treats them.
 func (tr TestRequest) Request() (Request, error) {
-	r := Request{Profile: tr.Profile, TTL: tr.TTL, Method: tr.Method, Requester: tr.Requester}
+	r := Request{Profile: tr.Profile, TTL: tr.TTL.D(), Method: tr.Method, Requester: tr.Requester}
 	if tr.SPIFFEID != "" {
 		id, err := spiffeid.FromString(tr.SPIFFEID)
 		if err != nil {
@@ -162,8 +164,8 @@ func runTest(e *Engine, c TestCase) TestResult {
 		switch {
 		case err != nil:
 			res.Message = "want allow, got " + res.Got + ": " + err.Error()
-		case c.TTL != 0 && dec.TTL != c.TTL:
-			res.Message = fmt.Sprintf("want allow with ttl %s, got ttl %s", fmtDuration(c.TTL), fmtDuration(dec.TTL))
+		case c.TTL != 0 && dec.TTL != c.TTL.D():
+			res.Message = fmt.Sprintf("want allow with ttl %s, got ttl %s", c.TTL, duration.Format(dec.TTL))
 		default:
 			res.Pass = true
 		}

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/mica-pki/mica/internal/duration"
+
 	"os"
 	"strings"
 	"testing"
@@ -31,8 +33,8 @@ func TestRunTestsReportsFailures(t *testing.T) {
 		pass     bool
 		got, msg string
 	}{
-		{TestCase{Name: "allow as expected", Request: svc, Want: "allow", TTL: time.Hour}, true, "allow", ""},
-		{TestCase{Name: "wrong ttl", Request: svc, Want: "allow", TTL: 2 * time.Hour}, false, "allow", "want allow with ttl 2h, got ttl 1h"},
+		{TestCase{Name: "allow as expected", Request: svc, Want: "allow", TTL: duration.Duration(time.Hour)}, true, "allow", ""},
+		{TestCase{Name: "wrong ttl", Request: svc, Want: "allow", TTL: duration.Duration(2 * time.Hour)}, false, "allow", "want allow with ttl 2h, got ttl 1h"},
 		{TestCase{Name: "expected deny got allow", Request: svc, Want: "deny", Reason: ReasonRuleDenied}, false, "allow", "want deny (rule-denied), got allow"},
 		{TestCase{Name: "deny any reason", Request: TestRequest{Profile: "nope"}, Want: "deny"}, true, "deny (unknown-profile)", ""},
 		{TestCase{Name: "wrong reason", Request: TestRequest{Profile: "nope"}, Want: "deny", Reason: ReasonTTLTooLong}, false, "deny (unknown-profile)", "want deny (ttl-too-long), got deny (unknown-profile)"},

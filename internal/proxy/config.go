@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/duration"
 )
 
 // Mode is what a listener does.
@@ -60,7 +61,7 @@ type ListenerConfig struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// Timeout bounds the wait for the response headers from the backend or
 	// upstream; default 60s. Streaming bodies are not cut.
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout duration.Duration `yaml:"timeout"`
 }
 
 // Rule lists the identities allowed; a peer is allowed when any entry
@@ -95,7 +96,7 @@ func (c ListenerConfig) withDefaults() ListenerConfig {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+		c.Timeout = duration.Duration(DefaultTimeout)
 	}
 	return c
 }

@@ -88,7 +88,7 @@ func (p *Proxy) newHandler(c ListenerConfig, reuse map[string]*http.Transport) (
 	}
 	h.transport = reuse[h.key]
 	if h.transport == nil {
-		h.transport = newTransport(c.Timeout)
+		h.transport = newTransport(c.Timeout.D())
 		if c.Mode == Outbound {
 			tc, err := mtls.ClientConfig(mtls.Options{Source: p.o.Source, Authorize: c.Expect.authorizer(),
 				Revocations: p.o.Revocations, CRL: p.o.CRL, Metrics: p.o.HandshakeMetrics, Logger: p.log})

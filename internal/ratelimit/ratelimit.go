@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/lru"
 )
 
@@ -64,23 +65,11 @@ func ParseRate(s string) (Rate, error) {
 			return Rate{Events: events, Per: u.d}, nil
 		}
 	}
-	d, err := parsePeriod(per)
+	d, err := duration.Parse(per)
 	if err != nil || d < time.Second || d > 366*24*time.Hour {
 		return Rate{}, fmt.Errorf("ratelimit: %q: the period %q must be s, m, h, d or a duration from 1s to 366d, like 15m", s, per)
 	}
 	return Rate{Events: events, Per: d}, nil
-}
-
-// parsePeriod is time.ParseDuration that also takes whole days ("7d").
-func parsePeriod(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 || n > 366 {
-			return 0, fmt.Errorf("invalid period %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
 }
 
 // Limit is a rate and the burst a quiet key may spend at once.

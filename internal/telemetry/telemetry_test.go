@@ -24,6 +24,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 )
@@ -32,8 +33,8 @@ import (
 func testPolicy(t testing.TB) authority.Policy {
 	t.Helper()
 	eng, err := policy.New(policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
-		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: 24 * time.Hour, DefaultTTL: time.Hour},
-		"web":     {DNS: []string{"*.svc.example.org"}, MaxTTL: 72 * time.Hour, DefaultTTL: 48 * time.Hour, ExtKeyUsage: []string{"serverAuth", "clientAuth"}},
+		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: duration.Duration(24 * time.Hour), DefaultTTL: duration.Duration(time.Hour)},
+		"web":     {DNS: []string{"*.svc.example.org"}, MaxTTL: duration.Duration(72 * time.Hour), DefaultTTL: duration.Duration(48 * time.Hour), ExtKeyUsage: []string{"serverAuth", "clientAuth"}},
 		"mica-admin": {SPIFFE: []string{"/mica/admin/*"}, ExtKeyUsage: []string{"clientAuth"},
 			Rule: `request.method in ["internal", "token", "renew"]`},
 	}})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/sqlite"
@@ -89,7 +90,7 @@ func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 // of it (NewWith, replacing Config.Policy).
 func PolicyConfig() policy.Config {
 	return policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
-		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: 24 * time.Hour, DefaultTTL: time.Hour},
+		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: duration.Duration(24 * time.Hour), DefaultTTL: duration.Duration(time.Hour)},
 		"mica-admin": {SPIFFE: []string{"/mica/admin/*"}, ExtKeyUsage: []string{"clientAuth"},
 			Rule: `request.method in ["internal", "token", "renew"]`},
 	}}
