@@ -17,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/renewal"
 )
 
 // Server is the part of the mica API the agent needs; *client.Client
@@ -248,7 +249,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 	for {
 		s, _ := a.State()
 		leaf := s.Credential.Chain[0]
-		at := RenewAt(leaf.NotBefore, leaf.NotAfter, a.rand())
+		at := renewal.RenewAt(leaf.NotBefore, leaf.NotAfter, a.rand())
 		if !a.sleep(ctx, at.Sub(a.clock.Now())) {
 			return
 		}
@@ -266,13 +267,13 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			switch {
 			case now.After(leaf.NotAfter):
 				a.log.LogAttrs(ctx, slog.LevelError, "CERTIFICATE EXPIRED without renewal: services using it will fail; fix the server connection or enroll again with a new token", attrs...)
-			case ExpiringSoon(now, leaf.NotBefore, leaf.NotAfter):
+			case renewal.ExpiringSoon(now, leaf.NotBefore, leaf.NotAfter):
 				a.log.LogAttrs(ctx, slog.LevelError, "certificate expires soon and renewal keeps failing", attrs...)
 			default:
 				a.log.LogAttrs(ctx, slog.LevelWarn, "renewal failed; retrying", attrs...)
 			}
-			limit := retryCap(leaf.NotAfter.Sub(leaf.NotBefore), a.cfg.MaxBackoff)
-			wait := Backoff(attempt, time.Second, limit, a.rand())
+			limit := renewal.RetryCap(leaf.NotAfter.Sub(leaf.NotBefore), a.cfg.MaxBackoff)
+			wait := renewal.Backoff(attempt, time.Second, limit, a.rand())
 			// A server that rate-limits says when to come back; asking
 			// sooner only earns another refusal. Its word is capped like our
 			// own backoff, so a misconfigured limit cannot park the agent

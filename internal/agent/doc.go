@@ -4,8 +4,8 @@
 // backoff while the server is away, writes the key and certificates
 // atomically, runs reload hooks, and keeps the trust bundles current.
 //
-// Start reading at Agent.Run. The schedule (RenewAt, Backoff, ExpiringSoon)
-// is pure and lives in schedule.go; files in writer.go; hooks in hooks.go.
+// Start reading at Agent.Run. The schedule is package renewal's (RenewAt,
+// Backoff, ExpiringSoon); files are in writer.go; hooks in hooks.go.
 // The SPIFFE Workload API that serves the credential to workloads is a
 // separate adapter (internal/workloadapi) that reads Agent.State.
 package agent

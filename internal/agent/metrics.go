@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"github.com/mica-pki/mica/internal/renewal"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -68,7 +69,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(m.sinceRenewal, prometheus.GaugeValue, now.Sub(s.LastRenewal).Seconds(), id)
 		}
 		v := 0.0
-		if ExpiringSoon(now, leaf.NotBefore, leaf.NotAfter) {
+		if renewal.ExpiringSoon(now, leaf.NotBefore, leaf.NotAfter) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.expiring, prometheus.GaugeValue, v, id)

@@ -1,9 +1,11 @@
-package agent
+// Package renewal is the one renewal schedule of every certificate mica
+// keeps fresh (the agent's, the server's own TLS certificate, the OCSP
+// responder's, ACME ARI windows): pure functions of the certificate's
+// validity and a random number in [0, 1) that the caller injects, so tests
+// pin it.
+package renewal
 
 import "time"
-
-// The renewal schedule, as pure functions of the certificate's validity and
-// a random number in [0, 1) that the caller injects (so tests pin it).
 
 // renewFraction is where in a certificate's life renewal starts: at two
 // thirds, a third of the life is left for retries while the server is away.
@@ -51,9 +53,9 @@ func Backoff(attempt int, base, max time.Duration, r float64) time.Duration {
 	return d/2 + time.Duration(float64(d/2)*r)
 }
 
-// retryCap bounds the backoff for a certificate of the given lifetime: never
+// RetryCap bounds the backoff for a certificate of the given lifetime: never
 // more than a twelfth of its life (so a short-lived certificate still gets
 // several tries in its last third) nor more than limit.
-func retryCap(life, limit time.Duration) time.Duration {
+func RetryCap(life, limit time.Duration) time.Duration {
 	return max(min(limit, life/12), 50*time.Millisecond)
 }

@@ -1,4 +1,4 @@
-package agent
+package renewal
 
 import (
 	"testing"
@@ -88,8 +88,8 @@ func TestRetryCap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.life.String(), func(t *testing.T) {
-			if got := retryCap(tt.life, tt.limit); got != tt.want {
-				t.Errorf("retryCap(%s) = %s, want %s", tt.life, got, tt.want)
+			if got := RetryCap(tt.life, tt.limit); got != tt.want {
+				t.Errorf("RetryCap(%s) = %s, want %s", tt.life, got, tt.want)
 			}
 		})
 	}
