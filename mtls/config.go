@@ -159,7 +159,7 @@ func (v *verifier) check(certs []*x509.Certificate) *RejectError {
 				return reject(ReasonRevokedFeed, id, "certificate %s (serial %s) is revoked (revocation feed)", c.Subject, c.SerialNumber.Text(16))
 			}
 		}
-		if name, ok := deniedName(set, id); ok {
+		if name, ok := set.DeniedAny(id); ok {
 			return reject(ReasonDenied, id, "identity %s is on the deny list", name)
 		}
 	}
@@ -204,23 +204,6 @@ func (v *verifier) verifyChain(certs []*x509.Certificate, roots *x509.CertPool, 
 			usageName(v.usage), usageName(v.usage))
 	}
 	return chains[0], id, nil
-}
-
-func deniedName(set *revocation.Set, id identity.Identity) (string, bool) {
-	if !id.SPIFFE.IsZero() && set.Denied(id.SPIFFE.String()) {
-		return id.SPIFFE.String(), true
-	}
-	for _, d := range id.DNS {
-		if set.Denied(d) {
-			return d, true
-		}
-	}
-	for _, ip := range id.IPs {
-		if s := ip.String(); set.Denied(s) {
-			return s, true
-		}
-	}
-	return "", false
 }
 
 func hasUsage(c *x509.Certificate, u x509.ExtKeyUsage) bool {

@@ -3,6 +3,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
 )
@@ -580,5 +586,62 @@ func TestProxyErrorsArePrefixed(t *testing.T) {
 	}
 	if _, err := NewMetrics(nil); err == nil || !errors.Is(err, err) || !strings.HasPrefix(err.Error(), "proxy: ") {
 		t.Errorf("NewMetrics(nil): %v", err)
+	}
+}
+
+// craftedSource is a client credential signed by the world's intermediate
+// outside mica's issuance (which would refuse it), shaped by edit.
+func (w *world) craftedSource(edit func(*x509.Certificate)) *staticSource {
+	w.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	edit(tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, w.pki.Intermediate, key.Public(), w.pki.IntermediateKey)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return &staticSource{cert: tls.Certificate{Certificate: [][]byte{der, w.pki.Intermediate.Raw}, PrivateKey: key, Leaf: leaf},
+		roots: []*x509.Certificate{w.pki.Root}}
+}
+
+// TestRuleNamesKeepTheirKind: a rule's IP address or SPIFFE ID is matched
+// only with a SAN of that kind, over real connections through the proxy;
+// a DNS SAN that reads like either is refused at the handshake.
+func TestRuleNamesKeepTheirKind(t *testing.T) {
+	w := newWorld(t)
+	p, _ := w.proxy("/proxy", inbound("in", w.backend.URL, &Rule{IDs: []string{"127.0.0.1", "spiffe://example.org/admin"}}))
+	admin, _ := url.Parse("spiffe://example.org/admin")
+	tests := []struct {
+		name string
+		src  *staticSource
+		want int // 0: the handshake is refused
+	}{
+		{"IP SAN", w.craftedSource(func(c *x509.Certificate) { c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)} }), 200},
+		{"SPIFFE ID", w.craftedSource(func(c *x509.Certificate) { c.URIs = []*url.URL{admin} }), 200},
+		{"DNS SAN reading the IP", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"127.0.0.1"} }), 0},
+		{"DNS SAN reading the SPIFFE ID", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"spiffe://example.org/admin"} }), 0},
+		{"DNS SAN", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"admin.example.org"} }), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, body, _ := get(t, w.clientWith(tt.src, false), addrOf(p, "in"), "/", nil); code != tt.want {
+				t.Fatalf("status %d (%s), want %d", code, body, tt.want)
+			}
+		})
+	}
+	// The compiled rule itself, given identities no certificate can carry.
+	allow, _ := compileRules(inbound("in", "http://x", &Rule{IDs: []string{"127.0.0.1", "spiffe://example.org/admin"}})).forPath("/")
+	for _, id := range []identity.Identity{{DNS: []string{"127.0.0.1"}}, {DNS: []string{"spiffe://example.org/admin"}}} {
+		if err := allow(id, nil); err == nil {
+			t.Errorf("the rule allows %v", id.DNS)
+		}
 	}
 }
