@@ -32,10 +32,13 @@ type chainEntry struct {
 // maxCachedChains bounds the cache; only chains that verified get in.
 const maxCachedChains = 4096
 
-// chainKey identifies the certificates a peer presented, in order.
-func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
+// chainKey identifies the certificates a peer presented, in order, and the
+// usage they were verified for.
+func chainKey(certs []*x509.Certificate, usage x509.ExtKeyUsage) [sha256.Size]byte {
 	h := sha256.New()
 	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(usage))
+	h.Write(n[:])
 	for _, c := range certs {
 		binary.BigEndian.PutUint32(n[:], uint32(len(c.Raw)))
 		h.Write(n[:])

@@ -62,6 +62,7 @@ type CRLChecker struct {
 
 	wake        chan struct{}
 	fetchErrors atomic.Int64
+	changed     chan struct{} // closed when the index changes; guarded by mu
 }
 
 // crlSource is one CRL URL and what was last fetched from it.
@@ -281,8 +282,23 @@ func (c *CRLChecker) rebuildIndex() {
 		n := string(s.issuer.RawSubject)
 		idx.byName[n] = append(idx.byName[n], s.serials)
 	}
-	c.mu.Unlock()
 	c.index.Store(idx)
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
+	c.mu.Unlock()
+}
+
+// Changed returns a channel that is closed the next time the CRLs held
+// change.
+func (c *CRLChecker) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	return c.changed
 }
 
 // Revoked reports whether a CRL held from cert's issuer lists cert. It

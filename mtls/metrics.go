@@ -23,6 +23,8 @@ const (
 // config was built with.
 type Metrics struct {
 	handshakes map[string]map[Reason]prometheus.Counter
+	closed     *prometheus.CounterVec
+	refused    *prometheus.CounterVec
 	set        atomic.Pointer[revocation.Set]
 	crl        atomic.Pointer[CRLChecker]
 	now        func() time.Time
@@ -36,6 +38,8 @@ type Metrics struct {
 //	mica_mtls_revocations_seq       sequence number of the revocation feed's last change applied
 //	mica_mtls_crl_age_seconds       age of the oldest CRL held (since its thisUpdate)
 //	mica_mtls_crl_fetch_errors_total
+//	mica_mtls_connections_closed_total{reason}  live connections closed because their peer was refused later
+//	mica_mtls_requests_refused_total{reason}    requests refused by Verifier.Middleware
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("mtls: NewMetrics needs a prometheus.Registerer (prometheus.DefaultRegisterer or your own registry)")
@@ -46,6 +50,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}, []string{"side", "outcome", "reason"})
 	m := &Metrics{
 		handshakes: map[string]map[Reason]prometheus.Counter{},
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mica_mtls_connections_closed_total",
+			Help: "Live connections closed because their peer was revoked or denied after the handshake.",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mica_mtls_requests_refused_total",
+			Help: "HTTP requests refused by the mtls middleware because their client is refused now.",
+		}, []string{"reason"}),
 		now:        time.Now,
 		seqDesc: prometheus.NewDesc("mica_mtls_revocations_seq",
 			"Sequence number of the last revocation feed change applied to the set the handshakes consult.", nil, nil),
@@ -64,14 +76,29 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			m.handshakes[side][r] = vec.WithLabelValues(side, outcome, string(r))
 		}
 	}
-	if err := reg.Register(vec); err != nil {
-		return nil, errors.New("mtls: registering mica_mtls_handshakes_total: " + err.Error() + " (one Metrics per registry)")
-	}
-	if err := reg.Register(m); err != nil {
-		reg.Unregister(vec)
-		return nil, errors.New("mtls: registering the revocation gauges: " + err.Error())
+	var done []prometheus.Collector
+	for _, c := range []prometheus.Collector{vec, m.closed, m.refused, m} {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return nil, errors.New("mtls: registering the metrics: " + err.Error() + " (one Metrics per registry)")
+		}
+		done = append(done, c)
 	}
 	return m, nil
+}
+
+func (m *Metrics) connectionClosed(r Reason) {
+	if m != nil {
+		m.closed.WithLabelValues(string(r)).Inc()
+	}
+}
+
+func (m *Metrics) requestRefused(r Reason) {
+	if m != nil {
+		m.refused.WithLabelValues(string(r)).Inc()
+	}
 }
 
 func (m *Metrics) count(side string, r Reason) {

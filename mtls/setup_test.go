@@ -193,3 +193,8 @@ func (s *revocationSet) revoke(c *x509.Certificate) {
 	s.seq++
 	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindRevoked, Serial: c.SerialNumber.Text(16), NotAfter: c.NotAfter})
 }
+
+func (s *revocationSet) deny(name string) {
+	s.seq++
+	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindDenied, Identity: name})
+}

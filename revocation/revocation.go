@@ -56,6 +56,27 @@ type Set struct {
 	revoked map[string]Event
 	denied  map[string]bool        // the deny list as the feed wrote it
 	names   map[identity.Name]bool // the same, read as typed names
+	changed chan struct{}          // closed at the next change; nil until asked for
+}
+
+// Changed returns a channel that is closed at the next change of the set:
+// a Reset, or an Apply of a new event. Whoever keeps live connections
+// honest asks for it, looks at the set, then waits on it.
+func (s *Set) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// notifyLocked wakes whoever waits on Changed.
+func (s *Set) notifyLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }
 
 // Revoked reports whether the certificate with this serial (lower-case
@@ -145,6 +166,7 @@ func (s *Set) Reset(snap Snapshot) {
 	}
 	s.mu.Lock()
 	s.seq, s.revoked, s.denied, s.names = snap.Seq, revoked, denied, names
+	s.notifyLocked()
 	s.mu.Unlock()
 }
 
@@ -179,6 +201,7 @@ func (s *Set) Apply(e Event) bool {
 			delete(s.names, n)
 		}
 	}
+	s.notifyLocked()
 	return true
 }
 

@@ -103,3 +103,28 @@ func TestDeniedNamesKeepTheirKind(t *testing.T) {
 		t.Error("an allowed name is still denied")
 	}
 }
+
+// TestChanged: the channel closes on a change, not on an event seen before.
+func TestChanged(t *testing.T) {
+	var s Set
+	ch := s.Changed()
+	s.Apply(Event{Seq: 1, Kind: KindRevoked, Serial: "ab"})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not close on Apply")
+	}
+	ch = s.Changed()
+	s.Apply(Event{Seq: 1, Kind: KindRevoked, Serial: "cd"}) // a replay
+	select {
+	case <-ch:
+		t.Fatal("Changed closed on an event applied before")
+	default:
+	}
+	s.Reset(Snapshot{Seq: 5})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not close on Reset")
+	}
+}
