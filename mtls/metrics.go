@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "mica_mtls_requests_refused_total",
 			Help: "HTTP requests refused by the mtls middleware because their client is refused now.",
 		}, []string{"reason"}),
-		now:        time.Now,
+		now: time.Now,
 		seqDesc: prometheus.NewDesc("mica_mtls_revocations_seq",
 			"Sequence number of the last revocation feed change applied to the set the handshakes consult.", nil, nil),
 		crlAgeDesc: prometheus.NewDesc("mica_mtls_crl_age_seconds",
