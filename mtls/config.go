@@ -37,8 +37,9 @@ type Options struct {
 	// the CRL distribution points and issuers of verified peers and fetches
 	// in the background (run it with CRLChecker.Run).
 	CRL *CRLChecker
-	// Metrics counts the handshakes this config verifies.
-	Metrics *Metrics
+	// Metrics is told of the handshakes this config verifies
+	// (mtlsprom.New exports them to Prometheus).
+	Metrics Metrics
 	// Now is the clock certificates are judged by; default time.Now.
 	Now func() time.Time
 	// Logger gets one Info line per refused peer; default: discarded.

@@ -62,6 +62,7 @@ type CRLChecker struct {
 
 	wake        chan struct{}
 	fetchErrors atomic.Int64
+	invalid     atomic.Int64
 	changed     chan struct{} // closed when the index changes; guarded by mu
 }
 
@@ -229,13 +230,16 @@ func (c *CRLChecker) fetch(ctx context.Context, s *crlSource) (*crlSource, error
 	}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
+		c.invalid.Add(1)
 		return nil, fmt.Errorf("mtls: the CRL %s is not a DER CRL: %w", s.url, err)
 	}
 	issuer, err := c.trustedIssuer(crl)
 	if err != nil {
+		c.invalid.Add(1)
 		return nil, fmt.Errorf("mtls: the CRL %s: %w", s.url, err)
 	}
 	if s.number != nil && crl.Number != nil && crl.Number.Cmp(s.number) < 0 {
+		c.invalid.Add(1)
 		return nil, fmt.Errorf("mtls: the CRL %s went back from number %s to %s: keeping the newer one", s.url, s.number, crl.Number)
 	}
 	if !crl.NextUpdate.IsZero() && crl.NextUpdate.Before(c.cfg.Now()) {
@@ -404,16 +408,31 @@ func (c *CRLChecker) publishKnownLocked() {
 	c.known.Store(&known)
 }
 
-// oldestThisUpdate is the thisUpdate of the oldest CRL held, for the age
-// gauge.
-func (c *CRLChecker) oldestThisUpdate() (time.Time, bool) {
+// CRLStats is what a CRLChecker holds and has seen, for metrics.
+type CRLStats struct {
+	// Held is the number of CRLs held; OldestThisUpdate the thisUpdate of
+	// the oldest (zero when none is held).
+	Held             int
+	OldestThisUpdate time.Time
+	// FetchErrors counts failed fetches of any kind, Invalid the CRLs
+	// refused as invalid among them (and among those loaded from memory).
+	FetchErrors int64
+	Invalid     int64
+}
+
+// Stats reports what the checker holds.
+func (c *CRLChecker) Stats() CRLStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var oldest time.Time
+	st := CRLStats{FetchErrors: c.fetchErrors.Load(), Invalid: c.invalid.Load()}
 	for _, s := range c.sources {
-		if s.issuer != nil && (oldest.IsZero() || s.thisUpdate.Before(oldest)) {
-			oldest = s.thisUpdate
+		if s.issuer == nil {
+			continue
+		}
+		st.Held++
+		if st.OldestThisUpdate.IsZero() || s.thisUpdate.Before(st.OldestThisUpdate) {
+			st.OldestThisUpdate = s.thisUpdate
 		}
 	}
-	return oldest, !oldest.IsZero()
+	return st
 }

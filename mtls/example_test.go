@@ -10,6 +10,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/workload"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -65,7 +66,7 @@ func Example_server() {
 // only to the billing API, whatever host name it dials.
 func Example_client() {
 	ctx := context.Background()
-	src, err := mtls.NewWorkloadSource(ctx, "unix:///run/mica/agent.sock")
+	src, err := workload.NewSource(ctx, "unix:///run/mica/agent.sock")
 	if err != nil {
 		log.Fatal(err)
 	}

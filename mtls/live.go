@@ -133,8 +133,10 @@ func (v *Verifier) closeLive(lc *liveConn, rej *RejectError) {
 	if !lc.closed.CompareAndSwap(false, true) {
 		return
 	}
+	// Counted first, so that whoever sees the connection close sees it
+	// counted.
+	v.metrics.ConnectionClosed(rej.Reason)
 	lc.conn.NetConn().Close()
-	v.cfg.Metrics.connectionClosed(rej.Reason)
 	v.log.Info("mtls: live connection closed", slog.String("side", lc.side), slog.String("reason", string(rej.Reason)),
 		slog.String("identity", rej.Identity.String()), slog.String("remote", lc.conn.RemoteAddr().String()),
 		slog.String("error", rej.Err.Error()))
@@ -184,7 +186,7 @@ func (v *Verifier) VerifyRequest(r *http.Request) (Peer, error) {
 	}
 	p, rej := v.check(certs, x509.ExtKeyUsageClientAuth, v.cfg.Authorize)
 	if rej != nil {
-		v.cfg.Metrics.requestRefused(rej.Reason)
+		v.metrics.RequestRefused(rej.Reason)
 		v.log.Info("mtls: request refused", slog.String("reason", string(rej.Reason)),
 			slog.String("identity", rej.Identity.String()), slog.String("error", rej.Err.Error()))
 		return Peer{}, rej

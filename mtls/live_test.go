@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type liveServer struct {
 	reg    *prometheus.Registry
 	closed chan net.Conn
 	active chan net.Conn
+	mu     sync.Mutex
+	seen   map[net.Conn]bool
 }
 
 // serveLive starts the server and, unless run is false, the Verifier's Run.
@@ -38,7 +41,7 @@ func serveLive(t *testing.T, pki *testpki.PKI, set *revocationSet, run bool) *li
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &liveServer{v: v, reg: reg, closed: make(chan net.Conn, 16), active: make(chan net.Conn, 64)}
+	s := &liveServer{v: v, reg: reg, closed: make(chan net.Conn, 16), active: make(chan net.Conn, 64), seen: map[net.Conn]bool{}}
 	cfg := mustConfig(t, mtls.ServerConfig, mtls.Options{Source: src, Verifier: v})
 	srv := &http.Server{TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0),
 		Handler: v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -47,11 +50,20 @@ func serveLive(t *testing.T, pki *testpki.PKI, set *revocationSet, run bool) *li
 		})),
 		ConnState: func(c net.Conn, st http.ConnState) {
 			v.ConnState(c, st)
+			// Only connections that served a request are reported: a
+			// client may open and drop a spare one.
+			s.mu.Lock()
+			defer s.mu.Unlock()
 			switch st {
 			case http.StateActive:
-				s.active <- c
+				if !s.seen[c] {
+					s.seen[c] = true
+					s.active <- c
+				}
 			case http.StateClosed:
-				s.closed <- c
+				if s.seen[c] {
+					s.closed <- c
+				}
 			}
 		}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -206,12 +218,19 @@ func TestTransportClosesConnectionsToRevokedServers(t *testing.T) {
 		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
 			serverLeaf := pki.Leaf(t, pki.ID(t, serverPath))
 			closed := make(chan net.Conn, 4)
+			var mu sync.Mutex
+			served := map[net.Conn]bool{}
 			srv := &http.Server{TLSConfig: mustConfig(t, mtls.ServerConfig, mtls.Options{Source: sourceOf(pki, serverLeaf),
 				Authorize: mtls.AuthorizeTrustDomains("example.org")}),
 				ErrorLog: log.New(io.Discard, "", 0),
 				Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
 				ConnState: func(c net.Conn, st http.ConnState) {
-					if st == http.StateClosed {
+					mu.Lock()
+					defer mu.Unlock()
+					if st == http.StateActive {
+						served[c] = true
+					}
+					if st == http.StateClosed && served[c] {
 						closed <- c
 					}
 				}}

@@ -30,7 +30,7 @@ const (
 	ReasonDenied         Reason = "identity_denied"
 )
 
-// reasons lists every Reason, so metrics can start every series at zero.
+// reasons lists every Reason.
 var reasons = []Reason{ReasonOK, ReasonNoCertificate, ReasonBadCertificate, ReasonUnknownCA, ReasonExpired,
 	ReasonNotYetValid, ReasonWrongEKU, ReasonUnauthorized, ReasonRevokedFeed, ReasonRevokedCRL, ReasonDenied}
 

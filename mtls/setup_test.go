@@ -15,6 +15,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -123,10 +124,10 @@ func handshakes(t *testing.T, reg *prometheus.Registry, side string, reason mtls
 	return 0
 }
 
-func newMetrics(t *testing.T) (*mtls.Metrics, *prometheus.Registry) {
+func newMetrics(t *testing.T) (*mtlsprom.Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := mtls.NewMetrics(reg)
+	m, err := mtlsprom.New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,9 +35,9 @@ type VerifierConfig struct {
 	// the CRL distribution points and issuers of verified peers and fetches
 	// in the background (run it with CRLChecker.Run).
 	CRL *CRLChecker
-	// Metrics counts verifications, refused requests and closed
-	// connections.
-	Metrics *Metrics
+	// Metrics is told of verifications, refused requests and closed
+	// connections (mtlsprom.New exports them to Prometheus); nil: none.
+	Metrics Metrics
 	// Now is the clock certificates are judged by; default time.Now.
 	Now func() time.Time
 	// Logger gets one Info line per refused peer; default: discarded.
@@ -50,12 +50,13 @@ type VerifierConfig struct {
 // [Verifier.ConnState], [Verifier.Middleware]). It is safe for concurrent
 // use; one Verifier may serve any number of configs and connections.
 type Verifier struct {
-	cfg    VerifierConfig
-	now    func() time.Time
-	log    *slog.Logger
-	pools  poolCache
-	chains chainCache
-	live   liveConns
+	cfg     VerifierConfig
+	now     func() time.Time
+	log     *slog.Logger
+	metrics Metrics
+	pools   poolCache
+	chains  chainCache
+	live    liveConns
 }
 
 // NewVerifier checks cfg and returns a Verifier.
@@ -66,14 +67,19 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Authorize == nil {
 		return nil, errors.New("mtls: the Authorizer is required: say who may connect, e.g. mtls.AuthorizeTrustDomains(\"example.org\")")
 	}
-	v := &Verifier{cfg: cfg, now: cfg.Now, log: cfg.Logger}
+	v := &Verifier{cfg: cfg, now: cfg.Now, log: cfg.Logger, metrics: cfg.Metrics}
 	if v.now == nil {
 		v.now = time.Now
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
-	cfg.Metrics.watch(cfg.Revocations, cfg.CRL)
+	if v.metrics == nil {
+		v.metrics = nopMetrics{}
+	}
+	if w, ok := v.metrics.(RevocationWatcher); ok {
+		w.WatchRevocations(cfg.Revocations, cfg.CRL)
+	}
 	return v, nil
 }
 
@@ -82,10 +88,10 @@ func (v *Verifier) verifyConnection(side string, usage x509.ExtKeyUsage, authori
 	return func(cs tls.ConnectionState) error {
 		_, rej := v.check(cs.PeerCertificates, usage, authorize)
 		if rej == nil {
-			v.cfg.Metrics.count(side, ReasonOK)
+			v.metrics.Verified(side, ReasonOK)
 			return nil
 		}
-		v.cfg.Metrics.count(side, rej.Reason)
+		v.metrics.Verified(side, rej.Reason)
 		v.log.Info("mtls: peer refused", slog.String("side", side), slog.String("reason", string(rej.Reason)),
 			slog.String("identity", rej.Identity.String()), slog.Bool("resumed", cs.DidResume), slog.String("error", rej.Err.Error()))
 		return rej

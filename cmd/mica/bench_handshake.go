@@ -24,6 +24,7 @@ import (
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -370,7 +371,7 @@ func newHandshakeBench(alg keys.Algorithm, nRevoked, nPeers int) (*handshakeBenc
 		snap.Revoked = append(snap.Revoked, revocation.Event{Kind: revocation.KindRevoked, Serial: sn.Text(16)})
 	}
 	b.revoked.Reset(snap)
-	metrics, err := mtls.NewMetrics(b.metrics)
+	metrics, err := mtlsprom.New(b.metrics)
 	if err != nil {
 		return nil, err
 	}

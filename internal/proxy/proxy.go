@@ -28,7 +28,7 @@ type Options struct {
 	CRL         *mtls.CRLChecker
 	// HandshakeMetrics counts the handshakes; Metrics the requests. Both
 	// may be nil.
-	HandshakeMetrics *mtls.Metrics
+	HandshakeMetrics mtls.Metrics
 	Metrics          *Metrics
 	Logger           *slog.Logger
 	// DrainTimeout bounds how long a removed listener, or every listener

@@ -30,6 +30,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -76,7 +77,7 @@ func (w *world) proxyWith(path string, set *revocation.Set, ls ...ListenerConfig
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	hm, err := mtls.NewMetrics(reg)
+	hm, err := mtlsprom.New(reg)
 	if err != nil {
 		w.t.Fatal(err)
 	}
