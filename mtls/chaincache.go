@@ -33,11 +33,15 @@ type chainEntry struct {
 const maxCachedChains = 4096
 
 // chainKey identifies the certificates a peer presented, in order, and the
-// usage they were verified for.
-func chainKey(certs []*x509.Certificate, usage x509.ExtKeyUsage) [sha256.Size]byte {
+// usages they were verified for.
+func chainKey(certs []*x509.Certificate, usages []x509.ExtKeyUsage) [sha256.Size]byte {
 	h := sha256.New()
 	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(usage))
+	for _, u := range usages {
+		binary.BigEndian.PutUint32(n[:], uint32(u))
+		h.Write(n[:])
+	}
+	binary.BigEndian.PutUint32(n[:], 0xffffffff)
 	h.Write(n[:])
 	for _, c := range certs {
 		binary.BigEndian.PutUint32(n[:], uint32(len(c.Raw)))

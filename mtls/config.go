@@ -2,7 +2,6 @@ package mtls
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"log/slog"
 	"time"
@@ -88,7 +87,7 @@ func ServerConfig(o Options) (*tls.Config, error) {
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return o.Source.Certificate()
 		},
-		VerifyConnection: v.verifyConnection(sideServer, x509.ExtKeyUsageClientAuth, authorize),
+		VerifyConnection: v.verifyConnection(sideServer, authorize),
 		Time:             v.now,
 	}, nil
 }
@@ -112,7 +111,7 @@ func ClientConfig(o Options) (*tls.Config, error) {
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return o.Source.Certificate()
 		},
-		VerifyConnection:   v.verifyConnection(sideClient, x509.ExtKeyUsageServerAuth, authorize),
+		VerifyConnection:   v.verifyConnection(sideClient, authorize),
 		ClientSessionCache: tls.NewLRUClientSessionCache(0),
 		Time:               v.now,
 	}, nil

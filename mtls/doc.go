@@ -20,8 +20,12 @@
 //
 // Verification is done by a [Verifier], in tls.Config.VerifyConnection,
 // which Go calls on resumed handshakes too, so a session ticket never lets
-// a peer in that a full handshake would refuse now. A refusal is a
-// [*RejectError] with a [Reason]. A Verifier also keeps judging the
+// a peer in that a full handshake would refuse now; [Verifier.Verify] does
+// the same without a TLS connection. Beyond crypto/x509, a Verifier
+// enforces the RFC 5280 and CA/Browser Forum rules listed in
+// docs/verifier.md, can pin the issuing CAs ([SPKIPin]) and treats CRLs
+// as soft-fail or hard-fail ([CRLPolicy]). A refusal is a [*RejectError]
+// with a [Reason]. A Verifier also keeps judging the
 // connections it accepted: [Verifier.Run] closes those of peers revoked or
 // denied later, and [Verifier.Middleware] refuses their requests.
 //

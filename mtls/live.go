@@ -80,7 +80,7 @@ func (v *Verifier) Tracked() int { return int(v.live.n.Load()) }
 func (v *Verifier) sweep(prune bool) {
 	v.live.conns.Range(func(_, val any) bool {
 		lc := val.(*liveConn)
-		if rej := v.revoked(lc.chain, lc.id); rej != nil {
+		if rej := v.revoked(lc.chain, lc.id, false); rej != nil {
 			v.closeLive(lc, rej)
 		} else if prune && connClosed(lc.conn) {
 			v.untrack(lc.conn)
@@ -91,7 +91,7 @@ func (v *Verifier) sweep(prune bool) {
 
 // track starts watching a connection whose handshake completed, unless it
 // is watched already; a peer refused by now is closed at once.
-func (v *Verifier) track(c *tls.Conn, side string, usage x509.ExtKeyUsage) {
+func (v *Verifier) track(c *tls.Conn, side string) {
 	if _, ok := v.live.conns.Load(c); ok {
 		return
 	}
@@ -99,7 +99,7 @@ func (v *Verifier) track(c *tls.Conn, side string, usage x509.ExtKeyUsage) {
 	if !cs.HandshakeComplete {
 		return
 	}
-	p, rej := v.verifiedChain(cs.PeerCertificates, usage)
+	p, rej := v.verifiedChain(cs.PeerCertificates, v.usagesFor(side))
 	lc := &liveConn{conn: c, side: side, chain: p.chain, id: p.id}
 	if rej != nil {
 		// Not a connection of this Verifier's configs, or one whose chain
@@ -113,7 +113,7 @@ func (v *Verifier) track(c *tls.Conn, side string, usage x509.ExtKeyUsage) {
 	v.live.n.Add(1)
 	// Stored before this check, so a change after it wakes a sweep that
 	// sees the connection.
-	if rej := v.revoked(lc.chain, lc.id); rej != nil {
+	if rej := v.revoked(lc.chain, lc.id, false); rej != nil {
 		v.closeLive(lc, rej)
 	}
 }
@@ -167,7 +167,7 @@ func (v *Verifier) ConnState(c net.Conn, state http.ConnState) {
 	}
 	switch state {
 	case http.StateActive:
-		v.track(tc, sideServer, x509.ExtKeyUsageClientAuth)
+		v.track(tc, sideServer)
 	case http.StateClosed, http.StateHijacked:
 		v.untrack(tc)
 	}
@@ -184,15 +184,14 @@ func (v *Verifier) VerifyRequest(r *http.Request) (Peer, error) {
 	if r.TLS != nil {
 		certs = r.TLS.PeerCertificates
 	}
-	p, rej := v.check(certs, x509.ExtKeyUsageClientAuth, v.cfg.Authorize)
+	p, rej := v.check(certs, v.usagesFor(sideServer), v.cfg.Authorize)
 	if rej != nil {
 		v.metrics.RequestRefused(rej.Reason)
 		v.log.Info("mtls: request refused", slog.String("reason", string(rej.Reason)),
 			slog.String("identity", rej.Identity.String()), slog.String("error", rej.Err.Error()))
 		return Peer{}, rej
 	}
-	leaf := p.chain[0]
-	return Peer{Identity: p.id, Certificate: leaf, Serial: leaf.SerialNumber.Text(16), Fingerprint: fingerprint(leaf)}, nil
+	return p.peer(), nil
 }
 
 // Middleware refuses, with 403, every request whose client this Verifier
@@ -228,7 +227,7 @@ type trackingTransport struct {
 func (t *trackingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
 		if tc, ok := info.Conn.(*tls.Conn); ok {
-			t.v.track(tc, sideClient, x509.ExtKeyUsageServerAuth)
+			t.v.track(tc, sideClient)
 		}
 	}}
 	ctx := httptrace.WithClientTrace(r.Context(), trace)

@@ -199,3 +199,22 @@ func (s *revocationSet) deny(name string) {
 	s.seq++
 	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindDenied, Identity: name})
 }
+
+// metricSum adds up every series of a metric (counter or gauge).
+func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}

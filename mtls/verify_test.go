@@ -59,7 +59,7 @@ func TestServerRejects(t *testing.T) {
 		{name: "wrong EKU", leaf: func(t *testing.T) *testpki.Leaf {
 			return pki.Leaf(t, clientID, testpki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth))
 		}, reason: mtls.ReasonWrongEKU},
-		{name: "bad certificate", leaf: func(t *testing.T) *testpki.Leaf { return twoURILeaf(t, pki) }, reason: mtls.ReasonBadCertificate},
+		{name: "bad certificate", leaf: func(t *testing.T) *testpki.Leaf { return twoURILeaf(t, pki) }, reason: mtls.ReasonBadIdentity},
 		{name: "identity not authorized", leaf: func(t *testing.T) *testpki.Leaf { return pki.Leaf(t, pki.ID(t, "/billing/intruder")) },
 			reason: mtls.ReasonUnauthorized},
 		{name: "revoked via feed", leaf: func(t *testing.T) *testpki.Leaf { return pki.Leaf(t, clientID) },
@@ -118,7 +118,7 @@ func TestServerRejects(t *testing.T) {
 					t.Errorf("refused handshake also counted as accepted (%v)", n)
 				}
 				var rej *mtls.RejectError
-				if errors.As(res.err, &rej) && tt.leaf != nil && tt.reason != mtls.ReasonBadCertificate && rej.Identity.IsZero() {
+				if errors.As(res.err, &rej) && tt.leaf != nil && tt.reason != mtls.ReasonBadIdentity && rej.Identity.IsZero() {
 					t.Error("the RejectError does not name the peer's identity")
 				}
 			}
@@ -256,10 +256,10 @@ func TestNamesKeepTheirKind(t *testing.T) {
 		reason     mtls.Reason
 	}{
 		{"127.0.0.1", "IP SAN 127.0.0.1", mtls.ReasonOK},
-		{"127.0.0.1", "DNS SAN 127.0.0.1", mtls.ReasonBadCertificate},
+		{"127.0.0.1", "DNS SAN 127.0.0.1", mtls.ReasonBadIdentity},
 		{"127.0.0.1", "URI SAN spiffe://example.org/admin", mtls.ReasonUnauthorized},
 		{"spiffe://example.org/admin", "URI SAN spiffe://example.org/admin", mtls.ReasonOK},
-		{"spiffe://example.org/admin", "DNS SAN spiffe://example.org/admin", mtls.ReasonBadCertificate},
+		{"spiffe://example.org/admin", "DNS SAN spiffe://example.org/admin", mtls.ReasonBadIdentity},
 		{"spiffe://example.org/admin", "IP SAN 127.0.0.1", mtls.ReasonUnauthorized},
 		{"admin.example.org", "DNS SAN admin.example.org", mtls.ReasonOK},
 		{"admin.example.org", "URI SAN spiffe://example.org/admin", mtls.ReasonUnauthorized},

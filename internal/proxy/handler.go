@@ -306,5 +306,5 @@ func rejectReason(err error) mtls.Reason {
 	if errors.As(err, &rej) {
 		return rej.Reason
 	}
-	return mtls.ReasonBadCertificate
+	return mtls.ReasonBadChain
 }
