@@ -291,7 +291,6 @@ func (b *handshakeBench) nextPeer(*tls.CertificateRequestInfo) (*tls.Certificate
 	return &b.peers[b.peerNext.Add(1)%uint64(len(b.peers))], nil
 }
 
-
 // newHandshakeBench makes a CA in memory, a server and a client credential,
 // the revocation set and both pairs of configs.
 func newHandshakeBench(alg keys.Algorithm, nRevoked, nPeers int) (*handshakeBench, error) {
