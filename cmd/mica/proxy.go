@@ -182,7 +182,7 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 			defer closeFeedSrc()
 			feedSrc = s
 		}
-		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc)
+		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc, log)
 		if err != nil {
 			return err
 		}
@@ -258,7 +258,7 @@ func openSource(ctx context.Context, c proxyCredentials, log *slog.Logger) (mtls
 // src's credential; the server is judged by its certificate's names (it
 // must name the host in the URL) against src's trust bundle. ready closes
 // at the first snapshot.
-func newFeedSubscriber(server string, src mtls.Source) (*revocation.Subscriber, <-chan struct{}, error) {
+func newFeedSubscriber(server string, src mtls.Source, log *slog.Logger) (*revocation.Subscriber, <-chan struct{}, error) {
 	u, host, err := feedURL(server)
 	if err != nil {
 		return nil, nil, err
@@ -274,6 +274,8 @@ func newFeedSubscriber(server string, src mtls.Source) (*revocation.Subscriber, 
 			first = false
 			close(ready)
 		}
+	}, OnError: func(err error, retryIn time.Duration) {
+		log.Info("revocation feed connection ended; reconnecting", slog.String("error", err.Error()), slog.Duration("retry_in", retryIn))
 	}})
 	return sub, ready, err
 }
