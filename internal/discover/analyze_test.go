@@ -1,16 +1,10 @@
 package discover
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,76 +12,11 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/discover/discovertest"
 	"github.com/mica-pki/mica/internal/testpki"
 )
 
-var now = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-
-// ca is a certificate authority made by hand, for issuers that are not mica.
-type ca struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-type certSpec struct {
-	cn        string
-	dns       []string
-	ips       []string
-	isCA      bool
-	notBefore time.Time
-	notAfter  time.Time
-	key       crypto.Signer
-	sigAlg    x509.SignatureAlgorithm
-}
-
-func p256(t *testing.T) crypto.Signer {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// issue signs spec with parent (nil: self-signed) and returns it as a CA
-// in case it is one.
-func issue(t *testing.T, parent *ca, spec certSpec) *ca {
-	t.Helper()
-	if spec.key == nil {
-		spec.key = p256(t)
-	}
-	if spec.notBefore.IsZero() {
-		spec.notBefore, spec.notAfter = now.Add(-time.Hour), now.Add(30*24*time.Hour)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: spec.cn}, DNSNames: spec.dns,
-		NotBefore: spec.notBefore, NotAfter: spec.notAfter, SignatureAlgorithm: spec.sigAlg,
-		BasicConstraintsValid: true, IsCA: spec.isCA,
-	}
-	for _, ip := range spec.ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	if spec.isCA {
-		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	}
-	signer, issuerCert := spec.key, tmpl
-	if parent != nil {
-		signer, issuerCert = parent.key, parent.cert
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuerCert, spec.key.Public(), signer)
-	if err != nil {
-		t.Fatalf("making %s: %v", spec.cn, err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ca{cert: c, key: spec.key}
-}
+var now = time.Now()
 
 func TestAnalyze(t *testing.T) {
 	mica := testpki.New(t, "example.org", testpki.WithClock(func() time.Time { return now }))
@@ -98,22 +27,22 @@ func TestAnalyze(t *testing.T) {
 	micaWeb := mica.Leaf(t, dnsID, testpki.WithTTL(24*time.Hour))
 	micaSPIFFE := mica.Leaf(t, mica.ID(t, "/billing/api"))
 
-	otherRoot := issue(t, nil, certSpec{cn: "Other Root", isCA: true})
-	otherInter := issue(t, otherRoot, certSpec{cn: "Other Intermediate", isCA: true})
-	otherLeaf := issue(t, otherInter, certSpec{cn: "app.other.test", dns: []string{"app.other.test"}})
-	selfSigned := issue(t, nil, certSpec{cn: "forgotten", dns: []string{"forgotten.test"}})
-	expired := issue(t, otherInter, certSpec{cn: "old.other.test", dns: []string{"old.other.test"},
-		notBefore: now.Add(-60 * 24 * time.Hour), notAfter: now.Add(-24 * time.Hour)})
+	otherRoot := discovertest.Issue(t, nil, discovertest.Spec{CN: "Other Root", IsCA: true})
+	otherInter := discovertest.Issue(t, otherRoot, discovertest.Spec{CN: "Other Intermediate", IsCA: true})
+	otherLeaf := discovertest.Issue(t, otherInter, discovertest.Spec{CN: "app.other.test", DNS: []string{"app.other.test"}})
+	selfSigned := discovertest.Issue(t, nil, discovertest.Spec{CN: "forgotten", DNS: []string{"forgotten.test"}})
+	expired := discovertest.Issue(t, otherInter, discovertest.Spec{CN: "old.other.test", DNS: []string{"old.other.test"},
+		NotBefore: now.Add(-60 * 24 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
-	weak := issue(t, otherInter, certSpec{cn: "weak.other.test", dns: []string{"weak.other.test"}, key: rsa1024})
-	oldInter := issue(t, otherRoot, certSpec{cn: "Expired Intermediate", isCA: true,
-		notBefore: now.Add(-60 * 24 * time.Hour), notAfter: now.Add(-time.Hour)})
-	underOld := issue(t, oldInter, certSpec{cn: "b.other.test", dns: []string{"b.other.test"}})
+	weak := discovertest.Issue(t, otherInter, discovertest.Spec{CN: "weak.other.test", DNS: []string{"weak.other.test"}, Key: rsa1024})
+	oldInter := discovertest.Issue(t, otherRoot, discovertest.Spec{CN: "Expired Intermediate", IsCA: true,
+		NotBefore: now.Add(-60 * 24 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	underOld := discovertest.Issue(t, oldInter, discovertest.Spec{CN: "b.other.test", DNS: []string{"b.other.test"}})
 
-	a := NewAnalyzer(AnalyzerConfig{Roots: []*x509.Certificate{otherRoot.cert}, Mica: []*x509.Certificate{mica.Root, mica.Intermediate},
+	a := NewAnalyzer(AnalyzerConfig{Roots: []*x509.Certificate{otherRoot.Cert}, Mica: []*x509.Certificate{mica.Root, mica.Intermediate},
 		Clock: func() time.Time { return now }})
 	endpoint := func(host string, port int, sni string) Location {
 		return Location{Scheme: SchemeTLS, Host: host, Port: port, ServerName: sni}
@@ -142,23 +71,23 @@ func TestAnalyze(t *testing.T) {
 			Chain: []*x509.Certificate{micaSPIFFE.Cert, mica.Intermediate}},
 			ClassMica, nil, nil, ""},
 		{"external leaf with its chain", Sighting{Location: endpoint("app.other.test", 443, ""),
-			Chain: []*x509.Certificate{otherLeaf.cert, otherInter.cert}},
+			Chain: []*x509.Certificate{otherLeaf.Cert, otherInter.Cert}},
 			ClassExternal, nil, nil, ""},
 		{"external leaf, root presented too", Sighting{Location: endpoint("app.other.test", 443, ""),
-			Chain: []*x509.Certificate{otherLeaf.cert, otherInter.cert, otherRoot.cert}},
+			Chain: []*x509.Certificate{otherLeaf.Cert, otherInter.Cert, otherRoot.Cert}},
 			ClassExternal, nil, nil, ""},
 		{"external leaf without intermediate", Sighting{Location: endpoint("app.other.test", 443, ""),
-			Chain: []*x509.Certificate{otherLeaf.cert}},
+			Chain: []*x509.Certificate{otherLeaf.Cert}},
 			ClassExternal, nil, []Finding{MissingIntermediate}, "Other Intermediate"},
-		{"self-signed", Sighting{Location: endpoint("forgotten.test", 443, ""), Chain: []*x509.Certificate{selfSigned.cert}, TLSVersion: tls.VersionTLS11},
+		{"self-signed", Sighting{Location: endpoint("forgotten.test", 443, ""), Chain: []*x509.Certificate{selfSigned.Cert}, TLSVersion: tls.VersionTLS11},
 			ClassSelfSigned, []Finding{SelfSigned}, []Finding{OldTLS}, "TLS 1.1"},
-		{"expired", Sighting{Location: endpoint("old.other.test", 443, ""), Chain: []*x509.Certificate{expired.cert, otherInter.cert}},
+		{"expired", Sighting{Location: endpoint("old.other.test", 443, ""), Chain: []*x509.Certificate{expired.Cert, otherInter.Cert}},
 			ClassExternal, []Finding{Expired}, nil, ""},
-		{"weak key", Sighting{Location: endpoint("weak.other.test", 443, ""), Chain: []*x509.Certificate{weak.cert, otherInter.cert}},
+		{"weak key", Sighting{Location: endpoint("weak.other.test", 443, ""), Chain: []*x509.Certificate{weak.Cert, otherInter.Cert}},
 			ClassExternal, []Finding{WeakKey}, nil, "RSA-1024"},
-		{"expired intermediate", Sighting{Location: endpoint("b.other.test", 443, ""), Chain: []*x509.Certificate{underOld.cert, oldInter.cert}},
+		{"expired intermediate", Sighting{Location: endpoint("b.other.test", 443, ""), Chain: []*x509.Certificate{underOld.Cert, oldInter.Cert}},
 			ClassExternal, nil, []Finding{ChainExpired}, "Expired Intermediate"},
-		{"name mismatch by address", Sighting{Location: endpoint("192.0.2.7", 443, ""), Chain: []*x509.Certificate{otherLeaf.cert, otherInter.cert}},
+		{"name mismatch by address", Sighting{Location: endpoint("192.0.2.7", 443, ""), Chain: []*x509.Certificate{otherLeaf.Cert, otherInter.Cert}},
 			ClassExternal, nil, []Finding{NameMismatch}, "asked for 192.0.2.7"},
 		{"mica file on a host it names", Sighting{Location: file("/etc/tls/web.pem"), Chain: []*x509.Certificate{micaWeb.Cert},
 			HostNames: []identity.Name{mustName(t, "web.svc.example.org")}},
@@ -196,10 +125,10 @@ func TestWeakSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := issue(t, nil, certSpec{cn: "SHA1 Root", isCA: true, key: rootKey, sigAlg: x509.SHA1WithRSA})
-	leaf := issue(t, root, certSpec{cn: "sha1.test", dns: []string{"sha1.test"}, sigAlg: x509.SHA1WithRSA})
-	a := NewAnalyzer(AnalyzerConfig{Roots: []*x509.Certificate{root.cert}, Clock: func() time.Time { return now }})
-	got, err := a.Analyze(Sighting{Location: Location{Scheme: SchemeTLS, Host: "sha1.test", Port: 443}, Chain: []*x509.Certificate{leaf.cert}})
+	root := discovertest.Issue(t, nil, discovertest.Spec{CN: "SHA1 Root", IsCA: true, Key: rootKey, SigAlg: x509.SHA1WithRSA})
+	leaf := discovertest.Issue(t, root, discovertest.Spec{CN: "sha1.test", DNS: []string{"sha1.test"}, SigAlg: x509.SHA1WithRSA})
+	a := NewAnalyzer(AnalyzerConfig{Roots: []*x509.Certificate{root.Cert}, Clock: func() time.Time { return now }})
+	got, err := a.Analyze(Sighting{Location: Location{Scheme: SchemeTLS, Host: "sha1.test", Port: 443}, Chain: []*x509.Certificate{leaf.Cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
