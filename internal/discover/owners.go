@@ -3,11 +3,11 @@ package discover
 import (
 	"crypto/x509"
 	"fmt"
-	"net/netip"
 	"path"
 	"strings"
 
 	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/namematch"
 )
 
 // OwnerRule says who answers for the discovered certificates it matches.
@@ -34,19 +34,10 @@ type Owners struct{ rules []ownerRule }
 
 type ownerRule struct {
 	owner   string
-	names   []pattern
-	hosts   []pattern
+	names   []namematch.Pattern
+	hosts   []namematch.Pattern
 	paths   []string
 	issuers []string
-}
-
-// pattern is one name pattern of a given kind.
-type pattern struct {
-	kind   identity.Kind
-	exact  identity.Name
-	suffix string       // DNS: ".example.org" for "*.example.org"
-	prefix netip.Prefix // IP networks
-	spiffe string       // SPIFFE ID prefix
 }
 
 // CompileOwners checks the rules and compiles them.
@@ -57,17 +48,12 @@ func CompileOwners(rules []OwnerRule) (*Owners, error) {
 			return nil, fmt.Errorf("discover: owner rule %d has no owner: name the team or person who answers for what it matches", i+1)
 		}
 		cr := ownerRule{owner: r.Owner, issuers: r.Issuers}
-		for _, list := range []struct {
-			in  []string
-			out *[]pattern
-		}{{r.Names, &cr.names}, {r.Hosts, &cr.hosts}} {
-			for _, s := range list.in {
-				p, err := parsePattern(s)
-				if err != nil {
-					return nil, fmt.Errorf("discover: owner rule %d (%s): %w", i+1, r.Owner, err)
-				}
-				*list.out = append(*list.out, p)
-			}
+		var err error
+		if cr.names, err = namematch.ParseAll(r.Names); err != nil {
+			return nil, fmt.Errorf("discover: owner rule %d (%s): %w", i+1, r.Owner, err)
+		}
+		if cr.hosts, err = namematch.ParseAll(r.Hosts); err != nil {
+			return nil, fmt.Errorf("discover: owner rule %d (%s): %w", i+1, r.Owner, err)
 		}
 		for _, p := range r.Paths {
 			if !path.IsAbs(p) {
@@ -80,57 +66,6 @@ func CompileOwners(rules []OwnerRule) (*Owners, error) {
 	return o, nil
 }
 
-func parsePattern(s string) (pattern, error) {
-	switch {
-	case strings.HasPrefix(s, "spiffe://"):
-		return pattern{kind: identity.KindSPIFFE, spiffe: s}, nil
-	case strings.HasPrefix(s, "*."):
-		n, err := identity.DNSName(s[2:])
-		if err != nil {
-			return pattern{}, err
-		}
-		return pattern{kind: identity.KindDNS, suffix: "." + n.String()}, nil
-	case strings.Contains(s, "/"):
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return pattern{}, fmt.Errorf("%q is neither a network like 10.0.0.0/8 nor a name", s)
-		}
-		return pattern{kind: identity.KindIP, prefix: p.Masked()}, nil
-	}
-	n, err := identity.ParseName(s)
-	if err != nil {
-		return pattern{}, err
-	}
-	return pattern{kind: n.Kind(), exact: n}, nil
-}
-
-func (p pattern) match(n identity.Name) bool {
-	if n.Kind() != p.kind {
-		return false
-	}
-	switch {
-	case p.suffix != "":
-		return strings.HasSuffix(n.String(), p.suffix)
-	case p.prefix.IsValid():
-		a, _ := n.IP()
-		return p.prefix.Contains(a)
-	case p.spiffe != "":
-		return strings.HasPrefix(n.String(), p.spiffe)
-	}
-	return p.exact == n
-}
-
-func matchAny(patterns []pattern, names []identity.Name) bool {
-	for _, p := range patterns {
-		for _, n := range names {
-			if p.match(n) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // Owner is the owner the first matching rule names, or "" when none does.
 func (o *Owners) Owner(s Sighting, class Class) string {
 	if o == nil || len(s.Chain) == 0 {
@@ -138,10 +73,10 @@ func (o *Owners) Owner(s Sighting, class Class) string {
 	}
 	leaf := s.Chain[0]
 	for _, r := range o.rules {
-		if len(r.names) > 0 && !matchAny(r.names, certNames(leaf)) {
+		if len(r.names) > 0 && !namematch.Any(r.names, certNames(leaf)) {
 			continue
 		}
-		if len(r.hosts) > 0 && !matchAny(r.hosts, sightingHost(s)) {
+		if len(r.hosts) > 0 && !namematch.Any(r.hosts, sightingHost(s)) {
 			continue
 		}
 		if len(r.paths) > 0 && !underAny(s.Location, r.paths) {
