@@ -130,6 +130,12 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	for _, name := range eng.Profiles() {
+		info, _ := eng.Profile(name)
+		for _, c := range info.CoversReserved {
+			log.Warn("a profile pattern covers mica's reserved names; they are refused under it", "profile", name, "pattern", c)
+		}
+	}
 	// Every certificate says where its revocation status is published.
 	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
 		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
@@ -182,7 +188,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
+		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
 			failures.Record(source, reason)
 			metrics.AuthFailed(source, reason)

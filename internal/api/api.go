@@ -83,9 +83,15 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/identities/denied", s.authed(s.deniedIdentities))
 	if cfg.Feed != nil {
 		mux.HandleFunc("GET /v1/revocations/feed", func(w http.ResponseWriter, r *http.Request) {
-			if _, ok := s.authenticate(w, r); ok {
-				cfg.Feed.ServeHTTP(w, r)
+			p, ok := s.authenticate(w, r)
+			if !ok {
+				return
 			}
+			if err := authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			cfg.Feed.ServeHTTP(w, r)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -233,10 +239,7 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p auth
 }
 
 func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	rec, err := s.cfg.Authority.Certificate(r.Context(), p, serial)
 	if err != nil {
 		s.fail(w, r, err)
@@ -246,10 +249,7 @@ func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, p author
 }
 
 func (s *server) revoke(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	var req client.RevokeRequest
 	if !decode(w, r, &req) {
 		return
@@ -342,8 +342,8 @@ func denialRecord(d store.Denial) client.Denial {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	if p.Role != authority.RoleAdmin {
-		writeProblem(w, http.StatusForbidden, "forbidden", "Forbidden", "server stats are for admins")
+	if err := authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	var st client.Stats
@@ -405,15 +405,6 @@ func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {
 		return 0, false
 	}
 	return d, true
-}
-
-func pathSerial(w http.ResponseWriter, r *http.Request) (string, bool) {
-	serial := strings.ToLower(r.PathValue("serial"))
-	if len(serial) == 0 || len(serial) > 64 || strings.Trim(serial, "0123456789abcdef") != "" {
-		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("serial %q is not a hex serial number", r.PathValue("serial")))
-		return "", false
-	}
-	return serial, true
 }
 
 // decode reads one JSON object of bounded size, refusing unknown fields and

@@ -100,10 +100,7 @@ func (s *server) auditEvents(w http.ResponseWriter, r *http.Request, p authority
 }
 
 func (s *server) auditProof(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	pr, err := s.cfg.Authority.AuditProof(r.Context(), p, serial)
 	if err != nil {
 		s.fail(w, r, err)
