@@ -107,6 +107,9 @@ func redactURL(u string) string {
 
 // openParts loads the CA, token key, policy and store and wires the authority.
 func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	hier, err := ca.Load(d.caDir(), passphrase)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {

@@ -216,6 +216,11 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		if errors.As(err, &lintErr) {
 			return nil, a.refused(ctx, in.event, newError(KindLintFailed, err, "certificate refused before signing: %v", err))
 		}
+		if errors.Is(err, issuance.ErrInvalidRequest) {
+			// Policy decides first, so this is a request policy let
+			// through that the issuer cannot certify: the caller's to fix.
+			return nil, a.refused(ctx, in.event, newError(KindInvalid, err, "the certificate cannot be issued as asked: %v", err))
+		}
 		return nil, a.refused(ctx, in.event, newError(KindInternal, err, "signing failed: %v", err))
 	}
 	rec := store.Certificate{

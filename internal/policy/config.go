@@ -88,6 +88,10 @@ type ProfileConfig struct {
 const (
 	DefaultMaxTTL = 24 * time.Hour
 	MinRSABits    = 2048 // the floor: no profile may go below it
+	MaxRSABits    = 8192 // the ceiling: larger moduli only cost every verifier time
+	// MinTTL is the shortest lifetime anyone may ask for: X.509 times have
+	// a resolution of one second.
+	MinTTL = time.Second
 )
 
 // LoadConfig reads a policy config from YAML. Unknown fields are errors, so

@@ -453,6 +453,8 @@ func (p *profile) checkTTL(ttl time.Duration) (time.Duration, error) {
 		return 0, p.deny(ReasonInvalidRequest, "ttl %s is negative: ask for a positive lifetime, or none for the profile's default %s", ttl, duration.Format(p.info.DefaultTTL))
 	case ttl == 0:
 		return p.info.DefaultTTL, nil
+	case ttl < MinTTL:
+		return 0, p.deny(ReasonInvalidRequest, "ttl %s is under %s: certificate times are whole seconds, so ask for %s or more", ttl, MinTTL, MinTTL)
 	case ttl > p.info.MaxTTL:
 		return 0, p.deny(ReasonTTLTooLong, "ttl %s is longer than profile %q allows (max_ttl: %s): ask for %s or less",
 			duration.Format(ttl), p.info.Name, duration.Format(p.info.MaxTTL), duration.Format(p.info.MaxTTL))
@@ -464,6 +466,10 @@ func (p *profile) checkKey(req Request) (keyInfo, error) {
 	k, err := classifyKey(req.PublicKey)
 	if err != nil {
 		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "%v (profile %q allows: %s)", err, p.info.Name, p.allowedKeys())
+	}
+	if k.typ == KeyRSA && (k.bits > MaxRSABits || k.bits%8 != 0) {
+		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "key %s is not certified: use RSA of %d to %d bits in whole octets, or an ECDSA key (profile %q allows: %s)",
+			k, p.minRSABits, MaxRSABits, p.info.Name, p.allowedKeys())
 	}
 	if !slices.Contains(p.keyTypes, k.typ) || (k.typ == KeyRSA && k.bits < p.minRSABits) {
 		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "key %s is not allowed by profile %q (allowed: %s)", k, p.info.Name, p.allowedKeys())

@@ -48,9 +48,10 @@ func (p *profile) checkReserved(id identity.Identity) error {
 
 // checkReservedPatterns refuses, at load, a pattern of an ordinary profile
 // that names reserved names outright (a SPIFFE glob under /mica, a DNS
-// name or address that is one of the server's), and records broader
-// patterns that would cover them in ProfileInfo.CoversReserved, so that
-// `mica policy check` can say they are excluded.
+// name or address that is one of the server's), and records DNS and IP
+// patterns that would cover one of the server's names in
+// ProfileInfo.CoversReserved, so that `mica policy check` and start-up can
+// say they are excluded.
 func (p *profile) checkReservedPatterns() []error {
 	r := p.reserved
 	if r == nil || r.ProfilePrefix == "" {
@@ -60,14 +61,14 @@ func (p *profile) checkReservedPatterns() []error {
 	fail := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("policy: profile %q: %s: %s", p.info.Name, field, fmt.Sprintf(format, args...)))
 	}
+	// A SPIFFE glob that names the reserved namespace outright is an
+	// error. Wildcards ("/**", "/*/admin/*") never reach into it: the
+	// namespace is outside every ordinary profile by definition, so there
+	// is nothing to report for them.
 	reservedSeg := strings.TrimPrefix(r.SPIFFEPath, "/")
 	for i, g := range p.spiffe {
-		switch {
-		case reservedSeg == "":
-		case len(g.segs) > 0 && g.segs[0] == reservedSeg:
+		if reservedSeg != "" && len(g.segs) > 0 && g.segs[0] == reservedSeg {
 			fail("spiffe", "%q names mica's reserved namespace %s/**, which only mica's own profiles issue: remove it", p.info.SPIFFE[i], r.SPIFFEPath)
-		case len(g.segs) == 0 || g.segs[0] == "*":
-			p.info.CoversReserved = append(p.info.CoversReserved, fmt.Sprintf("spiffe %s covers the reserved spiffe://%s%s/**", p.info.SPIFFE[i], p.td.Name(), r.SPIFFEPath))
 		}
 	}
 	for _, n := range r.Names {
