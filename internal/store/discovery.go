@@ -66,12 +66,6 @@ type Sighting struct {
 	GoneAt    time.Time // zero while seen
 }
 
-// FileScope is a directory tree on a host that a finished file scan
-// covered completely.
-type FileScope struct {
-	Host, Dir string
-}
-
 // DiscoveryBatch is one report, written in one transaction.
 type DiscoveryBatch struct {
 	Reporter string
@@ -85,9 +79,10 @@ type DiscoveryBatch struct {
 	// Scanned are locations this report covers: a sighting at one of them
 	// by Reporter that is not among Sightings is gone.
 	Scanned []string
-	// Complete are file trees a scan finished: a sighting by Reporter
-	// under one of them that scan ScanID did not report is gone.
-	Complete []FileScope
+	// Complete are the locations of directories (file://host/dir) a scan
+	// finished: a sighting by Reporter at or under one of them that scan
+	// ScanID did not report is gone.
+	Complete []string
 }
 
 // DiscoveryResult says what a batch changed, for the events that record

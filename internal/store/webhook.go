@@ -76,12 +76,25 @@ type ExpiryCandidate struct {
 	NotAfter    time.Time
 }
 
+// NoticeFilter says which certificates are at risk: issued by mica
+// (active, not superseded by a newer certificate of the same identity) or
+// discovered (still seen, and not in the inventory), expiring within
+// Within of Now, with less than 1/LifeDivisor of their lifetime left (so
+// that a short-lived certificate that its agent renews on time is never
+// announced).
+type NoticeFilter struct {
+	Now         time.Time
+	Within      time.Duration
+	LifeDivisor int
+	Limit       int // 0 means 1000
+}
+
 // ExpiryNoticeStore remembers which certificates were announced as about
 // to expire, so that each is announced once.
 type ExpiryNoticeStore interface {
-	// ExpiringWithoutNotice lists the certificates expiring in (now,
-	// before] with no notice yet, soonest first, at most limit.
-	ExpiringWithoutNotice(ctx context.Context, now, before time.Time, limit int) ([]ExpiryCandidate, error)
+	// ExpiringWithoutNotice lists the certificates at risk that no notice
+	// named yet, soonest expiry first.
+	ExpiringWithoutNotice(ctx context.Context, f NoticeFilter) ([]ExpiryCandidate, error)
 	// AddExpiryNotice records the notice event seq for a certificate.
 	AddExpiryNotice(ctx context.Context, fingerprint string, seq int64, at time.Time) error
 }
