@@ -2,57 +2,81 @@ package webhook
 
 import (
 	"context"
-	"sync"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/store/sqlite"
+	"github.com/mica-pki/mica/internal/store/storetest"
 )
 
 // backend is the event log and the delivery state the tests deliver
-// from, kept in memory.
+// from: a real SQLite store in the test's directory.
 type backend struct {
-	mu     sync.Mutex
-	events []store.Event
-	certs  map[string]store.Certificate
-	states map[string]*store.WebhookState
-	dead   map[string][]store.DeadLetter
-	leases map[string]struct {
-		owner string
-		until time.Time
+	*sqlite.Store
+	t *testing.T
+}
+
+func newBackend(t *testing.T) *backend {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mica.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
+	return &backend{Store: s, t: t}
 }
 
-func newBackend(*testing.T) *backend {
-	return &backend{certs: map[string]store.Certificate{}, states: map[string]*store.WebhookState{}, dead: map[string][]store.DeadLetter{},
-		leases: map[string]struct {
-			owner string
-			until time.Time
-		}{}}
-}
-
-func (b *backend) nextSeq() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return int64(len(b.events)) + 1
-}
-
+// append records ev (at the current time unless set) and returns its
+// sequence number.
 func (b *backend) append(ev store.Event) int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ev.Seq, ev.LeafIndex = int64(len(b.events))+1, int64(len(b.events))
+	b.t.Helper()
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	b.events = append(b.events, ev)
+	if ev.Outcome == "" {
+		ev.Outcome = "ok"
+	}
+	if err := b.RecordEvent(context.Background(), &ev); err != nil {
+		b.t.Fatal(err)
+	}
 	return ev.Seq
 }
 
+// nextSeq is the sequence number the next event will get (SQLite's
+// AUTOINCREMENT leaves no gaps without a rollback).
+func (b *backend) nextSeq() int64 {
+	b.t.Helper()
+	last, err := b.LastEventSeq(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return last + 1
+}
+
+// issued records a certificate with serial, so that events naming it
+// carry its record.
+func (b *backend) issued(serial, owner string) {
+	b.t.Helper()
+	iss := storetest.NewIssuance(1)
+	iss.Certificate.Serial, iss.Certificate.Owner, iss.Event.Serial = serial, owner, serial
+	if err := b.RecordIssuance(context.Background(), iss); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
 func (b *backend) initialised(names ...string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	states, err := b.WebhookStates(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, s := range states {
+		have[s.Endpoint] = true
+	}
 	for _, n := range names {
-		if b.states[n] == nil {
+		if !have[n] {
 			return false
 		}
 	}
@@ -60,110 +84,25 @@ func (b *backend) initialised(names ...string) bool {
 }
 
 func (b *backend) state(name string) store.WebhookState {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return *b.states[name]
+	b.t.Helper()
+	states, err := b.WebhookStates(context.Background())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, s := range states {
+		if s.Endpoint == name {
+			return s
+		}
+	}
+	b.t.Fatalf("no state for %s", name)
+	return store.WebhookState{}
 }
 
 func (b *backend) deadLetters(name string) []store.DeadLetter {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]store.DeadLetter(nil), b.dead[name]...)
-}
-
-func (b *backend) releaseLeases() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	clear(b.leases)
-}
-
-func (b *backend) Events(_ context.Context, f store.EventFilter) ([]store.Event, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []store.Event
-	for _, ev := range b.events {
-		if ev.Seq > f.AfterSeq && len(out) < f.Limit {
-			out = append(out, ev)
-		}
+	b.t.Helper()
+	dl, err := b.DeadLetters(context.Background(), name, 0)
+	if err != nil {
+		b.t.Fatal(err)
 	}
-	return out, nil
-}
-
-func (b *backend) LastEventSeq(context.Context) (int64, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return int64(len(b.events)), nil
-}
-
-func (b *backend) Certificate(_ context.Context, serial string) (store.Certificate, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if c, ok := b.certs[serial]; ok {
-		return c, nil
-	}
-	return store.Certificate{}, store.ErrNotFound
-}
-
-func (b *backend) InitWebhook(_ context.Context, name string, cursor int64) (store.WebhookState, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.states[name] == nil {
-		b.states[name] = &store.WebhookState{Endpoint: name, Cursor: cursor}
-	}
-	return *b.states[name], nil
-}
-
-func (b *backend) WebhookStates(context.Context) ([]store.WebhookState, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []store.WebhookState
-	for _, s := range b.states {
-		out = append(out, *s)
-	}
-	return out, nil
-}
-
-func (b *backend) AdvanceWebhook(_ context.Context, name string, from, to int64, success time.Time) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.states[name]
-	if s == nil || s.Cursor != from {
-		return store.ErrConflict
-	}
-	s.Cursor = to
-	if !success.IsZero() {
-		s.LastSuccess, s.Failures = success, 0
-	}
-	return nil
-}
-
-func (b *backend) NoteWebhookFailure(_ context.Context, name string, at time.Time, errText string, failures int) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.states[name]
-	s.LastAttempt, s.LastError, s.Failures = at, errText, failures
-	return nil
-}
-
-func (b *backend) AddDeadLetter(_ context.Context, d store.DeadLetter) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.dead[d.Endpoint] = append(b.dead[d.Endpoint], d)
-	return nil
-}
-
-func (b *backend) DeadLetters(_ context.Context, name string, _ int) ([]store.DeadLetter, error) {
-	return b.deadLetters(name), nil
-}
-
-func (b *backend) TakeLease(_ context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	l, ok := b.leases[name]
-	if ok && l.owner != owner && now.Before(l.until) {
-		return false, nil
-	}
-	l.owner, l.until = owner, now.Add(ttl)
-	b.leases[name] = l
-	return true, nil
+	return dl
 }
