@@ -417,11 +417,11 @@ func (s *Store) DiscoveredExpiring(ctx context.Context, f store.ExpiringFilter) 
 
 func scanDiscovered(scan scanFunc) (store.DiscoveredCertificate, error) {
 	var (
-		c                                           store.DiscoveredCertificate
-		sans, findings                              string
+		c                                        store.DiscoveredCertificate
+		sans, findings                           string
 		notBefore, notAfter, firstSeen, lastSeen int64
-		goneAt                                      *int64
-		der                                         any
+		goneAt                                   *int64
+		der                                      any
 	)
 	err := scan(&c.Fingerprint, &c.Serial, &c.Subject, &c.Issuer, &c.Identity, &sans, &notBefore, &notAfter, &c.KeyType, &c.Class,
 		&findings, &c.Owner, &der, &firstSeen, &lastSeen, &goneAt)
