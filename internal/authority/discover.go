@@ -465,30 +465,46 @@ func (a *Authority) DiscoveredExpiring(ctx context.Context, p Principal, within 
 	return rep, nil
 }
 
-// WebhookStates reads every webhook endpoint's delivery state, and up to
+// WebhookReport is the webhook endpoints' delivery state.
+type WebhookReport struct {
+	States []store.WebhookState
+	// Dead holds each endpoint's most recent dead letters.
+	Dead map[string][]store.DeadLetter
+	// LastSeq is the log's last event, to measure each cursor's lag by.
+	LastSeq int64
+}
+
+// WebhookStates reads every webhook endpoint's delivery state, with up to
 // deadLetters of each one's dead letters (auditors and up).
-func (a *Authority) WebhookStates(ctx context.Context, p Principal, deadLetters int) ([]store.WebhookState, map[string][]store.DeadLetter, error) {
+func (a *Authority) WebhookStates(ctx context.Context, p Principal, deadLetters int) (WebhookReport, error) {
 	if err := a.authorizeDiscovery(p, ActWebhookRead); err != nil {
-		return nil, nil, err
+		return WebhookReport{}, err
 	}
 	ws, ok := a.store.(store.WebhookStore)
-	if !ok {
-		return nil, nil, newError(KindInternal, nil, "this store keeps no webhook state")
+	last, ok2 := a.store.(interface {
+		LastEventSeq(ctx context.Context) (int64, error)
+	})
+	if !ok || !ok2 {
+		return WebhookReport{}, newError(KindInternal, nil, "this store keeps no webhook state")
 	}
-	states, err := ws.WebhookStates(ctx)
-	if err != nil {
-		return nil, nil, newError(KindInternal, err, "could not read webhook state: %v", err)
+	var rep WebhookReport
+	var err error
+	if rep.LastSeq, err = last.LastEventSeq(ctx); err != nil {
+		return rep, newError(KindInternal, err, "could not read the event log: %v", err)
 	}
-	dead := map[string][]store.DeadLetter{}
+	if rep.States, err = ws.WebhookStates(ctx); err != nil {
+		return rep, newError(KindInternal, err, "could not read webhook state: %v", err)
+	}
+	rep.Dead = map[string][]store.DeadLetter{}
 	if deadLetters > 0 {
-		for _, st := range states {
+		for _, st := range rep.States {
 			if st.DeadLetters == 0 {
 				continue
 			}
-			if dead[st.Endpoint], err = ws.DeadLetters(ctx, st.Endpoint, deadLetters); err != nil {
-				return nil, nil, newError(KindInternal, err, "could not read dead letters: %v", err)
+			if rep.Dead[st.Endpoint], err = ws.DeadLetters(ctx, st.Endpoint, deadLetters); err != nil {
+				return rep, newError(KindInternal, err, "could not read dead letters: %v", err)
 			}
 		}
 	}
-	return states, dead, nil
+	return rep, nil
 }

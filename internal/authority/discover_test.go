@@ -79,7 +79,7 @@ func TestDiscoveryAuthorization(t *testing.T) {
 			case "read":
 				_, err = f.Authority.DiscoveredCertificates(ctx, p, store.DiscoveryFilter{})
 			case "webhooks":
-				_, _, err = f.Authority.WebhookStates(ctx, p, 0)
+				_, err = f.Authority.WebhookStates(ctx, p, 0)
 			}
 			if (err == nil) != want[who] {
 				t.Errorf("%s %s: %v, want allowed %v", who, name, err, want[who])
