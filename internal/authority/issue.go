@@ -146,8 +146,8 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	defer func() { tr.end(iss, err) }()
 	rec := req.Peer.Record
 	tr.profile = rec.Profile
-	if rec.Serial == "" {
-		return nil, newError(KindUnauthenticated, nil, "renewal needs a client certificate issued by this server: pass --cert and --key")
+	if err := Authorize(req.Peer, ActRenew, Resource{Serial: rec.Serial}); err != nil {
+		return nil, err
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
