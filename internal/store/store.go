@@ -256,5 +256,8 @@ type Store interface {
 	// > afterSize, smallest first.
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
 
+	// Governance keeps approvals, role grants and policy versions.
+	Governance
+
 	Close() error
 }
