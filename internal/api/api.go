@@ -455,6 +455,10 @@ func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
 		Requester: c.Requester, Owner: c.Owner, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 		Issuer: c.Issuer, Status: string(c.Status), RenewedFrom: c.RenewedFrom, EventSeq: c.EventSeq,
 	}
+	if !c.ChainStartedAt.IsZero() && c.ChainStartedAt.Unix() > 0 {
+		cs := c.ChainStartedAt
+		out.ChainStartedAt = &cs
+	}
 	if c.Status == store.StatusRevoked {
 		at := c.RevokedAt
 		out.RevokedAt, out.RevocationReason = &at, client.ReasonName(c.RevocationReason)

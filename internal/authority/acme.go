@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/policy"
@@ -69,13 +70,15 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 		return refuse(newError(KindBadCSR, nil, "the CSR names %s but the order is for %s: the CSR must name exactly the order's identifiers", got, req.Identity))
 	}
 	action, renewed, detail := store.ActionCertIssued, "", "issued to ACME account "+req.Account
+	var chainStart time.Time
 	if old != nil {
 		action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
+		chainStart = chainStartOf(*old)
 	}
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
 			Method: policy.MethodACME, Requester: actor, Source: req.Source},
-		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor,
+		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor, chainStart: chainStart,
 	})
 }
 

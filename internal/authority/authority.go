@@ -51,6 +51,7 @@ type Store interface {
 	EventBySeq(ctx context.Context, seq int64) (store.Event, error)
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error)
+	CertificateByToken(ctx context.Context, jti string) (store.Certificate, error)
 	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error)
 	Deny(ctx context.Context, identity string, ev *store.Event) error
 	Allow(ctx context.Context, identity string, ev *store.Event) error

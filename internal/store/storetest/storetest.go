@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
+		{"Governance", testGovernance},
 		{"Discovery", testDiscovery},
 		{"Webhooks", testWebhooks},
 		{"Leases", testLeases},
