@@ -62,11 +62,11 @@ func TestDiscoveryMetrics(t *testing.T) {
 	got := scrapeText(t, reg) // first: scraping adds the handler's own series
 	after10 := series(t, reg)
 	for k, v := range map[string]float64{
-		`mica_discovered_certificates{class="mica",expires_within="expired"}`:        3,
-		`mica_discovered_certificates{class="external",expires_within="24h"}`:        0,
-		`mica_discovered_certificates{class="external",expires_within="7d"}`:         0,
-		`mica_discovered_certificates{class="self-signed",expires_within="7d"}`:      3,
-		`mica_discovered_certificates_with_finding{finding="weak-key"}`:              5,
+		`mica_discovered_certificates{class="mica",expires_within="expired"}`:       3,
+		`mica_discovered_certificates{class="external",expires_within="24h"}`:       0,
+		`mica_discovered_certificates{class="external",expires_within="7d"}`:        0,
+		`mica_discovered_certificates{class="self-signed",expires_within="7d"}`:     3,
+		`mica_discovered_certificates_with_finding{finding="weak-key"}`:             5,
 		`mica_discovered_certificates_with_finding{finding="missing-intermediate"}`: 0,
 	} {
 		if got[k] != v {
