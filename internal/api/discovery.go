@@ -120,8 +120,11 @@ func discoveredRecord(c store.DiscoveredCertificate, now time.Time) client.Disco
 	out := client.DiscoveredCertificate{Fingerprint: c.Fingerprint, Serial: c.Serial, Subject: c.Subject, Issuer: c.Issuer, Identity: c.Identity,
 		SANs: c.SANs, NotBefore: c.NotBefore, NotAfter: c.NotAfter, KeyType: c.KeyType, Class: c.Class, Findings: c.Findings, Owner: c.Owner,
 		FirstSeen: c.FirstSeen, LastSeen: c.LastSeen, GoneAt: optionalTime(c.GoneAt)}
-	if now.After(c.NotAfter) {
+	switch {
+	case now.After(c.NotAfter):
 		out.Findings = append([]string{"expired"}, out.Findings...)
+	case now.Before(c.NotBefore):
+		out.Findings = append([]string{"not-yet-valid"}, out.Findings...)
 	}
 	if out.Findings == nil {
 		out.Findings = []string{}

@@ -242,7 +242,7 @@ func (a *Authority) judgeReport(ctx context.Context, p Principal, r DiscoveryRep
 		}
 		leaf := s.Chain[0]
 		fp := Fingerprint(leaf.Raw)
-		own := findingStrings(an.Certificate)
+		own := findingStrings(timeless(an.Certificate))
 		owner := a.discovery.owners.Owner(s, an.Class)
 		if an.Class == discover.ClassMica {
 			found, recOwner := a.inventoryFindings(ctx, fp)
@@ -266,7 +266,7 @@ func (a *Authority) judgeReport(ctx context.Context, p Principal, r DiscoveryRep
 		here := findingStrings(an.Here)
 		batch.Sightings = append(batch.Sightings, store.Sighting{Fingerprint: fp, Location: s.Location.String(), Findings: here,
 			Detail: sightingDetail(rs, an.Details)})
-		for _, f := range append(own, here...) {
+		for _, f := range append(findingStrings(an.Certificate), here...) {
 			sum.Findings[f]++
 		}
 	}
@@ -320,6 +320,12 @@ func (a *Authority) inventoryFindings(ctx context.Context, fingerprint string) (
 		return []string{string(discover.MicaRevoked)}, rec.Owner
 	}
 	return nil, rec.Owner
+}
+
+// timeless drops the findings that depend on when they are read (expired,
+// not yet valid): the inventory judges them when it is read.
+func timeless(fs []discover.Finding) []discover.Finding {
+	return slices.DeleteFunc(slices.Clone(fs), func(f discover.Finding) bool { return f == discover.Expired || f == discover.NotYetValid })
 }
 
 func findingStrings(fs []discover.Finding) []string {
