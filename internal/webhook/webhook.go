@@ -102,8 +102,9 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts at one
 	// event; defaults 1s and 5m.
 	MinBackoff, MaxBackoff time.Duration
-	// LeaseTTL is how long a server holds an endpoint without renewing;
-	// default 30s.
+	// LeaseTTL is how long a server holds an endpoint without renewing
+	// it (a third of it, while working): after a crash, another server,
+	// or the same one restarted, delivers again within it. Default 15s.
 	LeaseTTL   time.Duration
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -131,7 +132,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	setDefault(&cfg.Poll, time.Second)
 	setDefault(&cfg.MinBackoff, time.Second)
 	setDefault(&cfg.MaxBackoff, 5*time.Minute)
-	setDefault(&cfg.LeaseTTL, 30*time.Second)
+	setDefault(&cfg.LeaseTTL, 15*time.Second)
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 100
 	}
