@@ -264,7 +264,11 @@ func TestWebhookSlowReceiver(t *testing.T) {
 	}
 	e.server.stop(t, syscall.SIGTERM)
 	e.start()
-	waitFor(t, "the first delivery to the slow receiver", 60*time.Second, func() bool { return len(r.ids()) > 0 })
+	waitFor(t, "the slow receiver's endpoint to start", 60*time.Second, func() bool {
+		var hooks []client.WebhookStatus
+		json.Unmarshal([]byte(e.micaOK("webhook", "status", "--output", "json")), &hooks)
+		return len(hooks) == 1 && hooks[0].Cursor > 0
+	})
 	with := bench()
 	loadWith := load()
 	var hooks []client.WebhookStatus
