@@ -370,3 +370,25 @@ func TestDiscoverLoopbackNetwork(t *testing.T) {
 	}
 	t.Logf("interrupted after %d of 508 endpoints; the resumed scan probed the other %d", before, 508-before)
 }
+
+// TestAgentDiscovery: an agent whose profile the server lets report scans
+// its host's files and reports them over mTLS with its own certificate.
+func TestAgentDiscovery(t *testing.T) {
+	e := newTestEnvWith(t, "sqlite", "discovery:\n  agent_profiles: [service]\n")
+	dir := t.TempDir()
+	self := discovertest.Issue(t, nil, discovertest.Spec{CN: "on-agent-host.test", DNS: []string{"on-agent-host.test"}})
+	discovertest.WriteFile(t, filepath.Join(dir, "server.pem"), discovertest.PEM(self.Cert), 0o644)
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	discovertest.WriteFile(t, cfg, fmt.Appendf(nil, "discovery:\n  interval: 1h\n  paths: [%q]\n  host: agent-host.test\n", dir), 0o600)
+	const id = "spiffe://example.org/billing/agent-with-discovery"
+	tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", id, "--profile", "service"))
+	e.runAgent("--config", cfg, "--token", tok, "--out", filepath.Join(t.TempDir(), "cred"))
+	var c client.DiscoveredCertificate
+	waitFor(t, "the agent's report", 60*time.Second, func() bool {
+		c = e.discovered(t)["on-agent-host.test"]
+		return len(c.Sightings) == 1
+	})
+	if s := c.Sightings[0]; s.Reporter != id || s.Location != "file://agent-host.test"+filepath.Join(dir, "server.pem") || c.Class != "self-signed" {
+		t.Errorf("reported %+v, sighting %+v", c, s)
+	}
+}
