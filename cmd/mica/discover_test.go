@@ -246,11 +246,11 @@ func testDiscover(t *testing.T, engine string) {
 
 	// Metrics, by class and window and by finding.
 	for sample, want := range map[string]float64{
-		`mica_discovered_certificates{class="external",expires_within="30d"}`:         1,
-		`mica_discovered_certificates{class="external",expires_within="expired"}`:     1,
-		`mica_discovered_certificates{class="self-signed",expires_within="more"}`:     2,
-		`mica_discovered_certificates_with_finding{finding="missing-intermediate"}`:   1,
-		`mica_discovered_certificates_with_finding{finding="key-world-readable"}`:     1,
+		`mica_discovered_certificates{class="external",expires_within="30d"}`:        1,
+		`mica_discovered_certificates{class="external",expires_within="expired"}`:    1,
+		`mica_discovered_certificates{class="self-signed",expires_within="more"}`:    2,
+		`mica_discovered_certificates_with_finding{finding="missing-intermediate"}`:  1,
+		`mica_discovered_certificates_with_finding{finding="key-world-readable"}`:    1,
 		`mica_discovered_certificates_with_finding{finding="mica-not-in-inventory"}`: 0,
 	} {
 		if got := scrapedValue(t, e.server.metricsURL, sample); got != want {
