@@ -186,6 +186,21 @@ func TestReportDiscovery(t *testing.T) {
 	if n, err := f.Authority.FlushDiscoveryEvents(ctx); err != nil || n != 0 {
 		t.Errorf("flush after clean reports: %d, %v", n, err)
 	}
+	// A report recorded by a server that died before writing its events:
+	// the next start writes them.
+	lost := discovertest.Issue(t, nil, discovertest.Spec{CN: "lost.test", DNS: []string{"lost.test"}})
+	fp := authority.Fingerprint(lost.Cert.Raw)
+	if _, err := ds.RecordDiscovery(ctx, store.DiscoveryBatch{Reporter: "admin", At: clk.now(), Certificates: []store.DiscoveredCertificate{
+		{Fingerprint: fp, Identity: "lost.test", Class: "self-signed", NotAfter: lost.Cert.NotAfter, DER: lost.Cert.Raw}},
+		Sightings: []store.Sighting{{Fingerprint: fp, Location: "tls://10.0.0.8:443"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.Authority.FlushDiscoveryEvents(ctx); err != nil || n != 1 {
+		t.Errorf("flush after a lost event: %d, %v; want 1", n, err)
+	}
+	if evs := discoveredEvents(); evs[len(evs)-1].Identity != "lost.test" || evs[len(evs)-1].Actor != authority.SystemPrincipal {
+		t.Errorf("the flushed event: %+v", evs[len(evs)-1])
+	}
 
 	// Bad reports are refused whole and change nothing.
 	before := len(discoveredEvents())
@@ -208,7 +223,7 @@ func TestReportDiscovery(t *testing.T) {
 	if after := len(discoveredEvents()); after != before {
 		t.Errorf("refused reports recorded %d events", after-before)
 	}
-	if l, _ := f.Authority.DiscoveredCertificates(ctx, f.Admin, store.DiscoveryFilter{IncludeGone: true}); len(l) != 5 {
+	if l, _ := f.Authority.DiscoveredCertificates(ctx, f.Admin, store.DiscoveryFilter{IncludeGone: true}); len(l) != 6 {
 		t.Errorf("refused reports changed the inventory: %d certificates", len(l))
 	}
 	if _, err := f.Authority.DiscoveredCertificates(ctx, f.Admin, store.DiscoveryFilter{Finding: "bogus"}); authority.KindOf(err) != authority.KindInvalid {

@@ -193,17 +193,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return nil
 }
 
-// Changed says new events may be in the log; every endpoint reads it at
-// once instead of at its next poll. It never blocks.
-func (d *Dispatcher) Changed() {
-	for _, w := range d.workers {
-		select {
-		case w.poke <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // filter is an endpoint's compiled selection.
 type filter struct {
 	types      []string

@@ -156,7 +156,7 @@ func TestDeliversSignedCloudEvents(t *testing.T) {
 	ep.Identities = []string{"spiffe://example.org/billing/", "*.svc.example.org"}
 	e.b.append(store.Event{Action: store.ActionCACreated, Actor: "system"}) // before the endpoint existed: not sent
 	e.b.issued("0a", "admin")
-	d, _ := e.start(ep, endpoint("all", all))
+	e.start(ep, endpoint("all", all))
 	waitLeader(t, e, "cmdb", "all")
 
 	issued := e.b.append(store.Event{Action: store.ActionCertIssued, Actor: "admin", Serial: "0a", Identity: "spiffe://example.org/billing/api", Profile: "service", Outcome: "ok"})
@@ -165,7 +165,6 @@ func TestDeliversSignedCloudEvents(t *testing.T) {
 	e.b.append(store.Event{Action: store.ActionCertIssued, Identity: "billing.svc.example.org"})
 	refused := e.b.append(store.Event{Action: store.ActionIssuanceRefused, Identity: "web.svc.example.org", Outcome: "policy-denied"})
 	discovered := e.b.append(store.Event{Action: store.ActionCertDiscovered, Identity: "db.svc.example.org", Fingerprint: "ff"})
-	d.Changed()
 	r.waitFor(EventID(issued), EventID(issued+3), EventID(refused), EventID(discovered))
 	all.waitFor(EventID(issued), EventID(issued+1), EventID(issued+2), EventID(issued+3), EventID(refused), EventID(discovered))
 	r.checkSignatures()

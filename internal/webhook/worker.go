@@ -23,7 +23,6 @@ type worker struct {
 	ep     Endpoint
 	filter filter
 	client *http.Client
-	poke   chan struct{}
 	lease  string
 
 	mu         sync.Mutex
@@ -39,7 +38,7 @@ func newWorker(d *Dispatcher, ep Endpoint) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &worker{d: d, ep: ep, filter: f, client: httpClient(ep), poke: make(chan struct{}, 1), lease: "webhook:" + ep.Name}, nil
+	return &worker{d: d, ep: ep, filter: f, client: httpClient(ep), lease: "webhook:" + ep.Name}, nil
 }
 
 // errLeaseLost ends a batch when another server took the endpoint over.
@@ -63,7 +62,6 @@ func (w *worker) wait(ctx context.Context) {
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-	case <-w.poke:
 	case <-t.C:
 	}
 }
