@@ -173,12 +173,8 @@ func TestScanEndpoints(t *testing.T) {
 		if r.Outcome != outcome {
 			t.Errorf("%s: outcome %s (%v), want %s", r.Target.Location(), r.Outcome, r.Err, outcome)
 		}
-		var got []*x509.Certificate
-		for _, c := range r.Chain {
-			got = append(got, c)
-		}
-		if !slices.EqualFunc(got, chain, func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
-			t.Errorf("%s: chain of %d certificates, want %d", r.Target.Location(), len(got), len(chain))
+		if !slices.EqualFunc(r.Chain, chain, func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
+			t.Errorf("%s: chain of %d certificates, want %d", r.Target.Location(), len(r.Chain), len(chain))
 		}
 		if outcome.Definite() != (outcome != OutcomeTimeout && outcome != OutcomeError) {
 			t.Errorf("%s is definite: %v", outcome, outcome.Definite())

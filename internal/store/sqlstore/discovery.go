@@ -114,9 +114,9 @@ func (s *Store) RecordDiscovery(ctx context.Context, b store.DiscoveryBatch) (st
 func checkBatch(b store.DiscoveryBatch) error {
 	switch {
 	case b.Reporter == "":
-		return errors.New("Reporter is empty: every sighting is someone's")
+		return errors.New("the batch names no reporter: every sighting is someone's")
 	case b.At.IsZero():
-		return errors.New("At is zero: set it from the authority's clock")
+		return errors.New("the batch has no time: set At from the authority's clock")
 	}
 	known := map[string]bool{}
 	for _, c := range b.Certificates {
