@@ -75,7 +75,7 @@ func TestHTTPMetrics(t *testing.T) {
 	}
 	got := scrapeText(t, reg)
 	for sample, want := range map[string]float64{
-		`mica_http_requests_total{code="400",listener="api",route="POST /v1/certificates"}`:        3,
+		`mica_http_requests_total{code="400",listener="api",route="POST /v1/certificates"}`:         3,
 		`mica_http_requests_total{code="200",listener="api",route="GET /v1/certificates/{serial}"}`: 2,
 		`mica_http_requests_total{code="404",listener="api",route="other"}`:                         2,
 		`mica_http_request_duration_seconds_count{listener="api",route="POST /v1/certificates"}`:    3,
