@@ -42,7 +42,7 @@ type parts struct {
 	authority *authority.Authority
 	minter    *token.Minter
 	audit     *auditlog.Log
-	failures  *auditlog.FailureCounter
+	failures  *auditlog.Throttle // failed authentications
 	// guard enforces the rate limits and reports anomalies; its Run
 	// writes the throttled events' summaries.
 	guard *limits.Guard
@@ -158,7 +158,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	failures := auditlog.NewFailureCounter(st, nil, log)
+	failures := auditlog.NewThrottle(st, nil, log)
 	reg := telemetry.NewRegistry(version)
 	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
 	if err != nil {
@@ -184,7 +184,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
-			failures.Record(source, reason)
+			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)
 		},
 		Guard: guard,

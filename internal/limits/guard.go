@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/lru"
 	"github.com/mica-pki/mica/internal/ratelimit"
@@ -36,7 +37,7 @@ type Config struct {
 	Rules *Rules
 	// Recorder is where audit events go: the store, so that they are leaves
 	// of the audit log like every lifecycle event.
-	Recorder EventRecorder
+	Recorder auditlog.EventRecorder
 	// Registerer, when set, gets the guard's metrics.
 	Registerer prometheus.Registerer
 	Clock      func() time.Time
@@ -52,7 +53,7 @@ type Guard struct {
 	storms  *lru.Cache[history]
 	// Issuance counts per profile, and per requester in a profile.
 	profileBursts, requesterBursts *lru.Cache[window]
-	report                         *reporter
+	report                         *auditlog.Throttle
 	metrics                        metrics
 }
 
@@ -87,7 +88,7 @@ func New(cfg Config) (*Guard, error) {
 	g.storms = lru.New(n, func(h *history) bool { return g.now().UnixNano() > h.until })
 	passed := func(w *window) bool { return g.now().UnixNano() > w.start+2*w.width }
 	g.profileBursts, g.requesterBursts = lru.New(n, passed), lru.New(n, passed)
-	g.report = newReporter(cfg.Recorder, g.now, g.log)
+	g.report = auditlog.NewThrottle(cfg.Recorder, g.now, g.log)
 	var err error
 	if g.metrics, err = newMetrics(cfg.Registerer, cfg.Rules, g.TrackedKeys); err != nil {
 		return nil, err
@@ -324,7 +325,7 @@ func (g *Guard) record(ctx context.Context, key string, at authority.Attempt, ac
 	if at.Source.IsValid() {
 		src = at.Source.Unmap().String()
 	}
-	g.report.report(ctx, key, store.Event{Actor: at.Actor, Source: src, Action: action,
+	g.report.Report(ctx, key, "", store.Event{Actor: at.Actor, Source: src, Action: action,
 		Identity: at.Identity, Profile: at.Profile, Outcome: outcome, Detail: detail})
 }
 
