@@ -1,15 +1,14 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/problem"
 )
 
 // statusOf maps each authority error kind to its HTTP status. This table is
@@ -74,8 +73,5 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeProblem(w http.ResponseWriter, status int, slug, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + slug, Title: title, Status: status, Detail: detail})
+	problem.Write(w, status, slug, title, detail)
 }

@@ -123,14 +123,14 @@ func (a *Authority) RevokeACME(ctx context.Context, req ACMERevocation) (store.C
 	case rec.Fingerprint != Fingerprint(cert.Raw):
 		return rec, newError(KindNotFound, nil, "certificate %s does not match the one this server issued with that serial", rec.Serial)
 	}
-	actor := "acme-certificate-key:" + rec.Serial
-	if !req.ByCertKey {
-		actor = ACMEPrincipalPrefix + req.Account
-		if rec.Requester != actor {
-			return rec, newError(KindForbidden, nil, "account %s did not order certificate %s: revoke it with the account that did, or sign with the certificate's key", req.Account, rec.Serial)
-		}
+	p := Principal{Name: ACMEPrincipalPrefix + req.Account}
+	if req.ByCertKey {
+		p = Principal{Name: "acme-certificate-key:" + rec.Serial, CertKey: rec.Serial}
 	}
-	return a.Revoke(ctx, Principal{Name: actor, Record: rec}, rec.Serial, req.Reason, req.Source)
+	if err := Authorize(p, ActACMERevoke, Resource{Serial: rec.Serial, Requester: rec.Requester}); err != nil {
+		return rec, err
+	}
+	return a.revoke(ctx, p.Name, rec.Serial, req.Reason, req.Source)
 }
 
 func sortedSANs(id identity.Identity) []string {
