@@ -163,7 +163,7 @@ profiles:
     ext_key_usage: [clientAuth, serverAuth]
   server:
     dns: ["*.svc.%[1]s"]
-    ips: ["10.0.0.0/8"]         # the server's own names (server_names) are mica's: no profile issues them
+    ips: ["127.0.0.0/8", "10.0.0.0/8"]   # the server's own names (server_names) stay mica's: no profile issues them
     default_ttl: 24h
     max_ttl: 72h
     ext_key_usage: [serverAuth]

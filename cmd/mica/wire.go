@@ -136,7 +136,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	for _, name := range eng.Profiles() {
 		info, _ := eng.Profile(name)
 		for _, c := range info.CoversReserved {
-			log.Warn("a profile pattern covers mica's reserved names; they are refused under it", "profile", name, "pattern", c)
+			log.Info("a profile pattern covers one of the server's own names, which it will never issue", "profile", name, "pattern", c)
 		}
 	}
 	// Every certificate says where its revocation status is published.

@@ -1,8 +1,8 @@
 // Package store defines what mica keeps: certificate records, lifecycle
 // events and consumed enrollment tokens, and the Store interface that the
 // SQLite (store/sqlite, the embedded default) and PostgreSQL (store/postgres)
-// engines implement. Every engine passes the conformance suite in
-// store/storetest.
+// engines implement. Both run the SQL of store/sqlstore, and both pass the
+// conformance suite in store/storetest.
 //
 // Writes that matter for durability (an issued certificate together with its
 // lifecycle event) go through RecordIssuance, which engines group-commit: many

@@ -10,6 +10,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"net/url"
 	"path/filepath"
@@ -44,6 +45,8 @@ type Fixture struct {
 	Admin     authority.Principal
 	// Operator and Auditor hold mica-admin credentials with those roles.
 	Operator, Auditor authority.Principal
+	// OperatorCred and AuditorCred are their credentials, for mTLS tests.
+	OperatorCred, AuditorCred Cred
 	// AdminIssued is the admin's credential, for mTLS tests.
 	AdminIssued *authority.Issued
 	AdminKey    *ecdsa.PrivateKey
@@ -96,9 +99,45 @@ func NewOn(t testing.TB, st store.Store, adjust func(*authority.Config)) *Fixtur
 	f.AdminKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.AdminIssued = f.IssueInternal(t, authority.ProfileAdmin, AdminID, f.AdminKey)
 	f.Admin = f.Principal(t, f.AdminIssued)
-	f.Operator = f.Principal(t, f.IssueInternal(t, authority.ProfileAdmin, OperatorID, nil))
-	f.Auditor = f.Principal(t, f.IssueInternal(t, authority.ProfileAdmin, AuditorID, nil))
+	f.OperatorCred = f.IssueCred(t, authority.ProfileAdmin, OperatorID)
+	f.AuditorCred = f.IssueCred(t, authority.ProfileAdmin, AuditorID)
+	f.Operator = f.Principal(t, f.OperatorCred.Issued)
+	f.Auditor = f.Principal(t, f.AuditorCred.Issued)
 	return f
+}
+
+// Cred is an issued certificate and its key.
+type Cred struct {
+	Issued *authority.Issued
+	Key    crypto.Signer
+}
+
+// TLS is the credential as a TLS client certificate (leaf and chain).
+func (c Cred) TLS() *tls.Certificate {
+	out := &tls.Certificate{Certificate: [][]byte{c.Issued.Certificate.Raw}, PrivateKey: c.Key, Leaf: c.Issued.Certificate}
+	for _, ch := range c.Issued.Chain {
+		out.Certificate = append(out.Certificate, ch.Raw)
+	}
+	return out
+}
+
+// IssueCred issues name under a reserved profile with a fresh key.
+func (f *Fixture) IssueCred(t testing.TB, profile, name string) Cred {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return Cred{Issued: f.IssueInternal(t, profile, name, key), Key: key}
+}
+
+// EnrollCred enrolls name under profile with a fresh token and key.
+func (f *Fixture) EnrollCred(t testing.TB, profile, name string) Cred {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := f.Authority.Enroll(context.Background(), authority.EnrollRequest{
+		Token: f.Token(t, authority.TokenRequest{Identity: name, Profile: profile}), CSR: CSRWithKey(t, key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Cred{Issued: iss, Key: key}
 }
 
 // IssueInternal issues name under a reserved profile as mica does for
