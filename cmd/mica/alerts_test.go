@@ -293,3 +293,39 @@ anomalies:
 		prom.waitActive(t, "MicaTargetDown", map[string]string{"job": "mica-proxy"})
 	})
 }
+
+// TestRateLimitsAcrossReplicas runs two `mica serve` on one PostgreSQL
+// and enrolls through both in turn: a requester limit of three holds for
+// the pair, not for each server, and the refusal is counted where it
+// happened.
+func TestRateLimitsAcrossReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two servers on PostgreSQL")
+	}
+	e := newTestEnvWith(t, "postgres", `limits:
+  profiles:
+    web:
+      per_requester: {rate: 1/h, burst: 3}
+`)
+	second := startServe(t, e.env)
+	servers := []*serverProc{e.server, second}
+	for i := range 4 {
+		srv := servers[i%2]
+		tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", fmt.Sprintf("r%d.svc.example.org", i), "--profile", "web"))
+		r := e.mica("cert", "issue", "--server", srv.url, "--token", tok, "--out", t.TempDir())
+		if i < 3 && r.code != 0 {
+			t.Fatalf("enrollment %d through server %d refused: %s", i, i%2+1, r.stderr)
+		}
+		if i == 3 {
+			if r.code == 0 {
+				t.Fatal("a fourth enrollment by the same requester was admitted: each replica kept its own limit")
+			}
+			if !strings.Contains(r.stderr, "too many requests from requester") {
+				t.Errorf("the fourth enrollment failed, but not by the rate limit: %s", r.stderr)
+			}
+			if v := scrapedValue(t, srv.metricsURL, `mica_rate_limited_total{profile="web",scope="requester"}`); v != 1 {
+				t.Errorf("server %d counted %v requester refusals for web, want 1", i%2+1, v)
+			}
+		}
+	}
+}
