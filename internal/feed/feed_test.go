@@ -306,3 +306,30 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSubscriberConnectionHooks: a verifier learns when its stream opens
+// and when it is cut (the proxy's feed-connected metric and its log line
+// hang on these hooks).
+func TestSubscriberConnectionHooks(t *testing.T) {
+	e := newEnv(t, 0)
+	srv := httptest.NewUnstartedServer(e.hub.Handler())
+	srv.StartTLS()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	var connects, cuts atomic.Int32
+	sub, err := revocation.NewSubscriber(revocation.Config{URL: srv.URL + "/v1/revocations/feed", TLS: &tls.Config{RootCAs: pool},
+		OnConnect: func() { connects.Add(1) }, OnDisconnect: func(error) { cuts.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sub.Run(ctx)
+	waitUntil(t, "OnConnect", func() bool { return connects.Load() == 1 })
+	if n := cuts.Load(); n != 0 {
+		t.Fatalf("OnDisconnect called %d times on an open stream", n)
+	}
+	srv.CloseClientConnections()
+	srv.Close()
+	waitUntil(t, "OnDisconnect after the server went away", func() bool { return cuts.Load() >= 1 })
+}
