@@ -87,7 +87,7 @@ func New(cfg Config) http.Handler {
 			if !ok {
 				return
 			}
-			if err := authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
+			if err := s.cfg.Authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
 				s.fail(w, r, err)
 				return
 			}
@@ -334,7 +334,7 @@ func denialRecord(d store.Denial) client.Denial {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	if err := authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
+	if err := s.cfg.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -445,6 +445,10 @@ func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
 		Serial: c.Serial, Fingerprint: c.Fingerprint, Identity: c.Identity, SANs: c.SANs, Profile: c.Profile,
 		Requester: c.Requester, Owner: c.Owner, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 		Issuer: c.Issuer, Status: string(c.Status), RenewedFrom: c.RenewedFrom, EventSeq: c.EventSeq,
+	}
+	if !c.ChainStartedAt.IsZero() && c.ChainStartedAt.Unix() > 0 {
+		cs := c.ChainStartedAt
+		out.ChainStartedAt = &cs
 	}
 	if c.Status == store.StatusRevoked {
 		at := c.RevokedAt

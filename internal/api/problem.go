@@ -57,7 +57,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var e *authority.Error
 	if !errors.As(err, &e) || e.Kind == authority.KindInternal {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
-		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request; nothing was issued; see the server log")
+		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request: see the server log")
 		return
 	}
 	slug := e.Kind.String()

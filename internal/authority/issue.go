@@ -93,13 +93,41 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 	if err := sameIdentity(want, csr, "the token is bound to"); err != nil {
 		return refuse(err)
 	}
-	return a.issue(ctx, issueInput{
+	iss, err = a.issue(ctx, issueInput{
 		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
 			Method: policy.MethodToken, Requester: actor, Source: req.Source},
 		event: ev, action: store.ActionCertIssued, attempt: at, owner: claims.Issuer,
 		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
 		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
 	})
+	if KindOf(err) == KindTokenReplayed {
+		if again, ok := a.alreadyPaid(ctx, claims.ID, csr); ok {
+			return again, nil
+		}
+	}
+	return iss, err
+}
+
+// alreadyPaid answers a retried enrollment: when the certificate a token
+// paid for was committed but the response never reached the client, the
+// same token with the same public key gets that same certificate again
+// (while it is active), instead of a refusal that would strand the
+// machine. A different key is a replay and stays refused.
+func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.CertificateRequest) (*Issued, bool) {
+	rec, err := a.store.CertificateByToken(ctx, jti)
+	if err != nil || rec.Status != store.StatusActive || !a.now().Before(rec.NotAfter) {
+		return nil, false
+	}
+	cert, err := x509.ParseCertificate(rec.DER)
+	if err != nil {
+		return nil, false
+	}
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(csr.PublicKey) {
+		return nil, false
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate returned again for its token",
+		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity), slog.String("token", jti))
+	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, true
 }
 
 // RenewRequest is a renewal authenticated by the current certificate.
@@ -118,8 +146,8 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	defer func() { tr.end(iss, err) }()
 	rec := req.Peer.Record
 	tr.profile = rec.Profile
-	if rec.Serial == "" {
-		return nil, newError(KindUnauthenticated, nil, "renewal needs a client certificate issued by this server: pass --cert and --key")
+	if err := a.Authorize(req.Peer, ActRenew, Resource{Serial: rec.Serial}); err != nil {
+		return nil, err
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
 	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
@@ -140,12 +168,22 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
 		return refuse(err)
 	}
+	chainStart := chainStartOf(rec)
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
-			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
+			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source, ChainAge: a.now().Sub(chainStart)},
 		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
-		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec),
+		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec), chainStart: chainStart,
 	})
+}
+
+// chainStartOf is when a certificate's renewal chain began; certificates
+// recorded before chains were start theirs at their own NotBefore.
+func chainStartOf(rec store.Certificate) time.Time {
+	if rec.ChainStartedAt.IsZero() || rec.ChainStartedAt.Unix() <= 0 {
+		return rec.NotBefore
+	}
+	return rec.ChainStartedAt
 }
 
 // inheritedOwner is the owner a renewal keeps: the renewed certificate's,
@@ -166,6 +204,8 @@ type issueInput struct {
 	token       *store.TokenUse
 	// owner answers for the certificate (store.Certificate.Owner).
 	owner string
+	// chainStart is when the renewal chain began; zero starts one now.
+	chainStart time.Time
 	// attempt is the request as the guard saw it at admission; zero for
 	// mica's own issuance, which no limit applies to.
 	attempt Attempt
@@ -239,16 +279,30 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		Owner:       in.owner,
 		DER:         cert.Raw,
 	}
+	rec.ChainStartedAt = in.chainStart
+	if rec.ChainStartedAt.IsZero() {
+		rec.ChainStartedAt = cert.NotBefore
+	}
+	if in.token != nil {
+		rec.TokenJTI = in.token.JTI
+	}
 	ev := in.event
 	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), in.action, "ok", in.detail
 	ev.Serial, ev.Fingerprint, ev.Identity, ev.Profile = rec.Serial, rec.Fingerprint, rec.Identity, rec.Profile
 	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token}
 	if _, err := step(ctx, a, spanCommit, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, a.store.RecordIssuance(ctx, iss)
+		// The commit is waited for even when the client has gone (the
+		// store bounds the wait): a certificate queued for commit may be
+		// committed, so only its outcome says what to log and answer.
+		return struct{}{}, a.store.RecordIssuance(context.WithoutCancel(ctx), iss)
 	}); err != nil {
 		if errors.Is(err, store.ErrTokenUsed) {
 			return nil, a.refused(ctx, in.event, newError(KindTokenReplayed, err,
 				"token %s was already used: tokens work once; ask an admin for a new one with `mica token create`", in.token.JTI))
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, newError(KindInternal, err, "the store did not confirm the certificate in time, so it may yet be committed: "+
+				"a retry with the same token and key returns it if it was: %v", err)
 		}
 		return nil, newError(KindInternal, err, "could not record the certificate; nothing was issued: %v", err)
 	}
@@ -262,7 +316,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 
 // decide asks policy, translating its refusal into the authority's error.
 func (a *Authority) decide(req policy.Request) (policy.Decision, error) {
-	dec, err := a.policy.Decide(req)
+	dec, err := a.policy().Decide(req)
 	if err != nil {
 		var denied *policy.DeniedError
 		if errors.As(err, &denied) {

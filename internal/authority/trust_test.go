@@ -61,12 +61,12 @@ func TestRoleComesFromTheCredentialNotTheName(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := f.Principal(t, iss)
-	if p.Name != authoritytest.AdminID || p.Role != authority.RoleNone {
-		t.Fatalf("admin's name under profile wide authenticated as %q with role %q, want no role", p.Name, p.Role)
+	if p.Name != authoritytest.AdminID || len(p.Roles) != 0 {
+		t.Fatalf("admin's name under profile wide authenticated as %q with roles %q, want none", p.Name, p.Roles)
 	}
 	_, err = f.Authority.Deny(ctx, p, "spiffe://example.org/billing/x", "", netip.Addr{})
 	wantRefusal(t, "deny by the impostor", err, authority.KindForbidden, "")
-	wantRefusal(t, "stats by the impostor", authority.Authorize(p, authority.ActServerStats, authority.Resource{}), authority.KindForbidden, "")
+	wantRefusal(t, "stats by the impostor", f.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}), authority.KindForbidden, "")
 }
 
 // Hole 2: the API's own names (server_names) were issuable under ordinary
@@ -146,7 +146,7 @@ func TestAuthorizeMatrix(t *testing.T) {
 	for _, r := range rows {
 		for _, pr := range principals {
 			want := strings.Contains(" "+r.allow+" ", " "+pr.name+" ")
-			err := authority.Authorize(pr.p, r.act, r.res)
+			err := f.Authority.Authorize(pr.p, r.act, r.res)
 			if (err == nil) != want {
 				t.Errorf("%s %s %+v: err = %v, want allowed = %v", pr.name, r.act, r.res, err, want)
 			}
@@ -155,7 +155,7 @@ func TestAuthorizeMatrix(t *testing.T) {
 			}
 		}
 		// Nobody unauthenticated, ever.
-		if err := authority.Authorize(authority.Principal{}, r.act, r.res); err == nil {
+		if err := f.Authority.Authorize(authority.Principal{}, r.act, r.res); err == nil {
 			t.Errorf("unauthenticated caller allowed %s", r.act)
 		}
 	}
@@ -256,4 +256,64 @@ func mustParse(t *testing.T, s string) identity.Identity {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// Hole 6 end to end: an administrator's credential renews itself for 30
+// days from its enrollment token, then needs a new token.
+func TestAdminRenewalChainEndsThroughRenew(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	f := authoritytest.NewWith(t, func(c *authority.Config) { c.Clock = func() time.Time { return clock() } })
+	ctx := context.Background()
+	tok := f.Token(t, authority.TokenRequest{Identity: "spiffe://example.org/mica/admin/bob", Profile: authority.ProfileAdmin})
+	iss, err := f.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: authoritytest.CSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := iss.Record.ChainStartedAt
+	now = now.Add(20 * 24 * time.Hour)
+	renewed, err := f.Authority.Renew(ctx, authority.RenewRequest{Peer: f.Principal(t, iss), CSR: authoritytest.CSR(t)})
+	if err != nil {
+		t.Fatalf("renewal after 20 days: %v", err)
+	}
+	if !renewed.Record.ChainStartedAt.Equal(start) {
+		t.Fatalf("renewal chain start %v, want the enrollment's %v", renewed.Record.ChainStartedAt, start)
+	}
+	now = now.Add(11 * 24 * time.Hour)
+	_, err = f.Authority.Renew(ctx, authority.RenewRequest{Peer: f.Principal(t, renewed), CSR: authoritytest.CSR(t)})
+	wantRefusal(t, "renewal 31 days into the chain", err, authority.KindPolicyDenied, string(policy.ReasonRenewalChainEnded))
+	// Workload profiles have no cap unless they set one.
+	w := f.Issue(t, "spiffe://example.org/billing/api")
+	now = now.Add(10 * time.Minute)
+	if _, err := f.Authority.Renew(ctx, authority.RenewRequest{Peer: f.Principal(t, w), CSR: authoritytest.CSR(t)}); err != nil {
+		t.Fatalf("workload renewal: %v", err)
+	}
+}
+
+// A client whose response was lost retries with the same token and key and
+// gets the certificate it paid for; another key is still a replay.
+func TestRetryWithSameTokenAndKeyGetsTheSameCertificate(t *testing.T) {
+	f := authoritytest.New(t)
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok := f.Token(t, authority.TokenRequest{Identity: "spiffe://example.org/billing/api", Profile: "service"})
+	first, err := f.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: authoritytest.CSRWithKey(t, key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: authoritytest.CSRWithKey(t, key)})
+	if err != nil || again.Record.Serial != first.Record.Serial || !again.Certificate.Equal(first.Certificate) {
+		t.Fatalf("retry with the same key: %v, serial %v (want %s)", err, again, first.Record.Serial)
+	}
+	_, err = f.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: authoritytest.CSR(t)})
+	wantRefusal(t, "the token with another key", err, authority.KindTokenReplayed, "")
+	if n, _ := f.Store.CountCertificates(ctx, store.Filter{Profile: "service"}); n != 1 {
+		t.Fatalf("%d certificates for one token, want 1", n)
+	}
+	// Revoked, it is not handed out again.
+	if _, err := f.Authority.Revoke(ctx, f.Admin, first.Record.Serial, 1, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: authoritytest.CSRWithKey(t, key)})
+	wantRefusal(t, "retry after revocation", err, authority.KindTokenReplayed, "")
 }
