@@ -152,7 +152,18 @@ type Checkpoint struct {
 	Time time.Time
 }
 
+// DefaultTimeout bounds every store call (a query, a write and its wait
+// for the group commit, a batch's transaction) when the engine's Config
+// sets no other: a frozen database or a stalled disk then fails the call
+// with ErrTimeout instead of hanging its caller for the whole freeze.
+const DefaultTimeout = 5 * time.Second
+
 var (
+	// ErrTimeout is matched (errors.Is) by the error of a store call that
+	// the database did not answer within the store's timeout; the error
+	// also matches context.DeadlineExceeded. A write that timed out may
+	// still commit: read it back before retrying.
+	ErrTimeout = errors.New("store: the database did not answer in time")
 	// ErrNotFound is returned when no record matches.
 	ErrNotFound = errors.New("store: not found")
 	// ErrTokenUsed is returned by RecordIssuance when the token was consumed before.
@@ -184,7 +195,9 @@ type Revoked struct {
 	NotAfter  time.Time
 }
 
-// Store is what every engine provides. All methods are safe for concurrent use.
+// Store is what every engine provides. All methods are safe for concurrent
+// use, and each is bounded by the engine's timeout (DefaultTimeout unless
+// configured): past it the call returns an error matching ErrTimeout.
 type Store interface {
 	// RecordIssuance durably writes the certificate, its event and the token
 	// use in one transaction (possibly shared with other callers' issuances)

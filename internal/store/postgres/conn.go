@@ -27,6 +27,7 @@ var dialect = sqlstore.Dialect{
 	IsUniqueViolation: isUniqueViolation,
 	LockMigrations:    advisoryLock(migrationLockKey),
 	LockEvents:        advisoryLock(eventLockKey),
+	Unanswered:        "check that PostgreSQL is up and reachable and that its disk is not full or frozen",
 }
 
 // advisoryLock is a statement that holds the advisory lock key until its

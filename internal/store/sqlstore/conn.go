@@ -23,6 +23,10 @@ type Dialect struct {
 	// leaves, so that servers sharing the database take turns. They are
 	// empty for an engine whose single writer already serialises these.
 	LockMigrations, LockEvents string
+	// Unanswered says what to check when the database does not answer a
+	// call in time (see TimeoutError); it must name no host, user or
+	// path, as it may reach unauthenticated callers.
+	Unanswered string
 }
 
 // rebind rewrites a statement written with '?' placeholders into the
