@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -18,9 +19,12 @@ import (
 	"github.com/mica-pki/mica/internal/store"
 )
 
-// Source streams the revoked, unexpired certificates of one issuer.
+// Source numbers each new CRL and streams the revoked, unexpired
+// certificates it lists (store.Store.NumberCRL): numbers kept in the
+// database grow across restarts and replicas, and a larger number never
+// lists fewer revocations.
 type Source interface {
-	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error
+	NumberCRL(ctx context.Context, issuer string, thisUpdate time.Time, fn func(store.Revoked) error) (store.CRLNumber, error)
 }
 
 // Config wires a Service for one issuing CA.
@@ -52,7 +56,13 @@ type Published struct {
 	ThisUpdate time.Time
 	NextUpdate time.Time
 	Entries    int
-	ETag       string
+	// ETag is derived from DER, so it changes whenever the content does.
+	ETag string
+	// LastModified is ThisUpdate when this is the first CRL of its issuer
+	// dated in that second, by any server; zero otherwise, as HTTP's
+	// whole-second dates could not tell it from the other, and clients
+	// then revalidate with the ETag alone.
+	LastModified time.Time
 }
 
 // Service keeps the issuer's current CRL and regenerates it. Its methods
@@ -107,11 +117,12 @@ func (s *Service) Current() *Published { return s.current.Load() }
 // RunOnce builds, signs, lints and publishes a new CRL.
 func (s *Service) RunOnce(ctx context.Context) error {
 	now := s.cfg.Clock().UTC().Truncate(time.Second)
-	// Entries are collected first (about 40 bytes each) so that the
-	// database read is not held open while signing, and so that an error
-	// halfway leaves the old CRL in place.
+	// The CRL number and the entries come from the store together (see
+	// Source). Entries are collected first (about 40 bytes each) so that
+	// the database read is not held open while signing, and so that an
+	// error halfway leaves the old CRL in place; its number is then spent.
 	var entries []Entry
-	err := s.cfg.Source.RevokedCertificates(ctx, s.cfg.IssuerID, now, func(r store.Revoked) error {
+	n, err := s.cfg.Source.NumberCRL(ctx, s.cfg.IssuerID, now, func(r store.Revoked) error {
 		serial, err := serialBytes(r.Serial)
 		if err != nil {
 			return err
@@ -122,12 +133,10 @@ func (s *Service) RunOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("crl: reading revocations: %w", err)
 	}
-	// The CRL number must grow with every CRL, including across restarts
-	// and across servers sharing one database: microseconds since the epoch
-	// do, as long as clocks agree to better than the debounce.
-	number := big.NewInt(now.UnixMicro())
-	if prev := s.current.Load(); prev != nil && number.Cmp(prev.Number) <= 0 {
-		number = new(big.Int).Add(prev.Number, big.NewInt(1))
+	number := big.NewInt(n.Number)
+	var lastModified time.Time
+	if n.PreviousThisUpdate.Before(now) {
+		lastModified = now
 	}
 	next := now.Add(s.cfg.Validity)
 	if next.After(s.cfg.Issuer.NotAfter) {
@@ -149,8 +158,9 @@ func (s *Service) RunOnce(ctx context.Context) error {
 			return fmt.Errorf("crl: the new CRL fails lint and is not published: %w", err)
 		}
 	}
+	sum := sha256.Sum256(der)
 	s.current.Store(&Published{DER: der, Number: number, ThisUpdate: now, NextUpdate: next, Entries: len(entries),
-		ETag: `"` + number.Text(16) + `"`})
+		ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, LastModified: lastModified})
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "crl published", slog.Int("entries", len(entries)),
 		slog.String("number", number.String()), slog.Int("bytes", len(der)))
 	return nil
@@ -231,7 +241,9 @@ func (s *Service) Handler() http.Handler {
 		maxAge := max(int(time.Until(cur.ThisUpdate.Add(s.cfg.Validity/2)).Seconds()), 0)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(min(maxAge, 300)))
 		h.Set("Expires", cur.NextUpdate.UTC().Format(http.TimeFormat))
-		// ServeContent handles If-None-Match, If-Modified-Since and Range.
-		http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
+		// ServeContent handles If-None-Match, If-Modified-Since and Range;
+		// with a zero LastModified it sends no Last-Modified and ignores
+		// If-Modified-Since.
+		http.ServeContent(w, r, "", cur.LastModified, bytes.NewReader(cur.DER))
 	})
 }

@@ -79,6 +79,7 @@ type statements struct {
 	addCheckpoint, latestCheckpoint string
 	isDenied, deniedIdentities      string
 	addNonce, sweepNonces, useNonce string
+	numberCRL, countCRLNumbers      string
 	acme                            map[store.ACMEKind]acmeStatements
 }
 
@@ -101,7 +102,16 @@ func newStatements(d *Dialect) statements {
 		addNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
 		useNonce:         d.rebind("DELETE FROM acme_nonces WHERE nonce = ? AND expires >= ?"),
-		acme:             map[store.ACMEKind]acmeStatements{},
+		// The next number is one more than the last, or thisUpdate in
+		// microseconds if that is larger; thisUpdate keeps the latest.
+		numberCRL: d.rebind(`INSERT INTO crl_numbers (issuer, number, this_update, prior_this_update) VALUES (?, ?, ?, 0)
+ON CONFLICT (issuer) DO UPDATE SET
+	number = CASE WHEN crl_numbers.number + 1 > excluded.number THEN crl_numbers.number + 1 ELSE excluded.number END,
+	this_update = CASE WHEN crl_numbers.this_update > excluded.this_update THEN crl_numbers.this_update ELSE excluded.this_update END,
+	prior_this_update = crl_numbers.this_update
+RETURNING number, prior_this_update`),
+		countCRLNumbers: "SELECT count(*) FROM crl_numbers",
+		acme:            map[store.ACMEKind]acmeStatements{},
 	}
 	for _, k := range []store.ACMEKind{store.ACMEAccount, store.ACMEOrder, store.ACMEAuthorization, store.ACMEChallenge} {
 		t := store.ACMETable(k)
