@@ -22,6 +22,11 @@ func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string
 	return s.oneCert(ctx, s.stmt.certByFingerprint, "fingerprint", fingerprint)
 }
 
+// CertificateByToken implements store.Store.
+func (s *Store) CertificateByToken(ctx context.Context, jti string) (store.Certificate, error) {
+	return s.oneCert(ctx, s.stmt.certByToken, "token", jti)
+}
+
 func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Certificate, error) {
 	c, err := scanCertificate(s.read.QueryRow(ctx, query, val).Scan)
 	switch {

@@ -32,7 +32,7 @@ var certColumns = []Column{
 	{"profile", "text"}, {"requester", "text"}, {"source_addr", "text"},
 	{"not_before", "bigint"}, {"not_after", "bigint"}, {"issuer", "text"}, {"status", "text"},
 	{"revoked_at", "bigint"}, {"revocation_reason", "integer"}, {"renewed_from", "text"},
-	{"der", "bytea"}, {"owner", "text"},
+	{"der", "bytea"}, {"owner", "text"}, {"chain_started_at", "bigint"}, {"token_jti", "text"},
 	{"event_seq", "bigint"},
 }
 
@@ -50,12 +50,15 @@ type CertRow struct {
 	RenewedFrom                                                         string
 	DER                                                                 []byte
 	Owner                                                               string
+	ChainStartedAt                                                      int64
+	TokenJTI                                                            string
 }
 
 // Args are r's values in the order of CertColumns, without event_seq.
 func (r *CertRow) Args() []any {
 	return []any{r.Serial, r.Fingerprint, r.Identity, r.SANs, r.Profile, r.Requester, r.SourceAddr,
-		r.NotBefore, r.NotAfter, r.Issuer, r.Status, r.RevokedAt, r.Reason, r.RenewedFrom, r.DER, r.Owner}
+		r.NotBefore, r.NotAfter, r.Issuer, r.Status, r.RevokedAt, r.Reason, r.RenewedFrom, r.DER, r.Owner,
+		r.ChainStartedAt, r.TokenJTI}
 }
 
 // certRow encodes c as a new certificate: active, not revoked.
@@ -74,6 +77,7 @@ func certRow(c *store.Certificate) (CertRow, error) {
 		SourceAddr: c.SourceAddr, NotBefore: micros(c.NotBefore), NotAfter: micros(c.NotAfter),
 		Issuer: c.Issuer, Status: string(store.StatusActive), Reason: 0,
 		RenewedFrom: c.RenewedFrom, DER: bytes.Clone(c.DER), Owner: c.Owner,
+		ChainStartedAt: micros(c.ChainStartedAt), TokenJTI: c.TokenJTI,
 	}, nil
 }
 
@@ -85,10 +89,11 @@ func scanCertificate(scan scanFunc) (store.Certificate, error) {
 		notBefore, notAfter int64
 		revokedAt           *int64
 		reason              int64
+		chainStarted        int64
 	)
 	err := scan(&c.Serial, &c.Fingerprint, &c.Identity, &sans, &c.Profile, &c.Requester,
 		&c.SourceAddr, &notBefore, &notAfter, &c.Issuer, &status, &revokedAt, &reason,
-		&c.RenewedFrom, &c.DER, &c.Owner, &c.EventSeq)
+		&c.RenewedFrom, &c.DER, &c.Owner, &chainStarted, &c.TokenJTI, &c.EventSeq)
 	if err != nil {
 		return store.Certificate{}, err
 	}
@@ -99,6 +104,7 @@ func scanCertificate(scan scanFunc) (store.Certificate, error) {
 		c.SANs = nil
 	}
 	c.NotBefore, c.NotAfter = fromMicros(notBefore), fromMicros(notAfter)
+	c.ChainStartedAt = fromMicros(chainStarted)
 	c.Status = store.Status(status)
 	if revokedAt != nil {
 		c.RevokedAt = fromMicros(*revokedAt)

@@ -74,13 +74,13 @@ func (s *Store) errorf(format string, args ...any) error {
 // They are written once here with '?' placeholders and rewritten when the
 // store opens, not per call.
 type statements struct {
-	certBySerial, certByFingerprint string
-	eventBySeq, lastEventSeq        string
-	addCheckpoint, latestCheckpoint string
-	isDenied, deniedIdentities      string
-	addNonce, sweepNonces, useNonce string
-	numberCRL, countCRLNumbers      string
-	acme                            map[store.ACMEKind]acmeStatements
+	certBySerial, certByFingerprint, certByToken string
+	eventBySeq, lastEventSeq                     string
+	addCheckpoint, latestCheckpoint              string
+	isDenied, deniedIdentities                   string
+	addNonce, sweepNonces, useNonce              string
+	numberCRL, countCRLNumbers                   string
+	acme                                         map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
@@ -92,6 +92,7 @@ func newStatements(d *Dialect) statements {
 	st := statements{
 		certBySerial:      d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE serial = ?"),
 		certByFingerprint: d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE fingerprint = ?"),
+		certByToken:       d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE token_jti = ? AND token_jti <> ''"),
 		eventBySeq:        d.rebind("SELECT " + eventSelect + " FROM events WHERE seq = ?"),
 		lastEventSeq:      "SELECT coalesce(max(seq), 0) FROM events",
 		addCheckpoint: d.rebind("INSERT INTO checkpoints (" + checkpointSelect + ") VALUES (?, ?, ?, ?) " +

@@ -53,6 +53,7 @@ func Run(t *testing.T, open Opener) {
 		{"ExpiringReport", testExpiringReport},
 		{"CRLNumbers", testCRLNumbers},
 		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
+		{"Governance", testGovernance},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
