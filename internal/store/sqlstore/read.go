@@ -23,7 +23,9 @@ func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string
 }
 
 // CertificateByToken implements store.Store.
-func (s *Store) CertificateByToken(ctx context.Context, jti string) (store.Certificate, error) {
+func (s *Store) CertificateByToken(ctx context.Context, jti string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read the certificate of token "+jti, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certByToken, "token", jti)
 }
 
