@@ -87,7 +87,7 @@ func New(cfg Config) http.Handler {
 			if !ok {
 				return
 			}
-			if err := authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
+			if err := s.cfg.Authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
 				s.fail(w, r, err)
 				return
 			}
@@ -334,7 +334,7 @@ func denialRecord(d store.Denial) client.Denial {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	if err := authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
+	if err := s.cfg.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -46,10 +46,10 @@ func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, finger
 	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
 	rec, err := a.store.CertificateByFingerprint(ctx, fingerprint)
 	if err == nil {
-		if aerr := Authorize(p, ActCertRevoke, Resource{Serial: rec.Serial}); aerr != nil {
+		if aerr := a.Authorize(p, ActCertRevoke, Resource{Serial: rec.Serial}); aerr != nil {
 			return store.Certificate{}, aerr
 		}
-	} else if aerr := Authorize(p, ActCertRevoke, Resource{}); aerr != nil {
+	} else if aerr := a.Authorize(p, ActCertRevoke, Resource{}); aerr != nil {
 		// Say "forbidden" rather than whether the fingerprint exists.
 		return store.Certificate{}, aerr
 	}
@@ -65,7 +65,7 @@ func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, finger
 // RevokeIdentity revokes every live certificate of an identity in one
 // transaction (admins only) and returns them, revoked.
 func (a *Authority) RevokeIdentity(ctx context.Context, p Principal, id string, reason int, source netip.Addr) ([]store.Certificate, error) {
-	if err := Authorize(p, ActIdentityRevoke, Resource{}); err != nil {
+	if err := a.Authorize(p, ActIdentityRevoke, Resource{}); err != nil {
 		return nil, err
 	}
 	if err := checkReason(reason); err != nil {
@@ -116,7 +116,7 @@ func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail str
 	if allow {
 		action, write = store.ActionIdentityAllowed, a.store.Allow
 	}
-	if err := Authorize(p, ActIdentityDeny, Resource{}); err != nil {
+	if err := a.Authorize(p, ActIdentityDeny, Resource{}); err != nil {
 		return store.Denial{}, err
 	}
 	if len(detail) > 1024 {
@@ -145,7 +145,7 @@ func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail str
 
 // DeniedIdentities reads the deny list (auditors and up).
 func (a *Authority) DeniedIdentities(ctx context.Context, p Principal) ([]store.Denial, error) {
-	if err := Authorize(p, ActDenyListRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActDenyListRead, Resource{}); err != nil {
 		return nil, err
 	}
 	list, err := a.store.DeniedIdentities(ctx)
@@ -162,7 +162,7 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 	if err != nil {
 		return store.Certificate{}, err
 	}
-	if err := Authorize(p, ActCertRevoke, Resource{Serial: serial}); err != nil {
+	if err := a.Authorize(p, ActCertRevoke, Resource{Serial: serial}); err != nil {
 		return store.Certificate{}, err
 	}
 	return a.revoke(ctx, p.Name, serial, reason, source)

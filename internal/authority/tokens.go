@@ -41,7 +41,7 @@ const DefaultTokenTTL = 10 * time.Minute
 
 // CreateToken mints a one-time token bound to one identity and profile.
 func (a *Authority) CreateToken(ctx context.Context, p Principal, req TokenRequest) (Token, error) {
-	if err := Authorize(p, ActTokenCreate, Resource{Profile: req.Profile}); err != nil {
+	if err := a.Authorize(p, ActTokenCreate, Resource{Profile: req.Profile}); err != nil {
 		return Token{}, err
 	}
 	id, err := identity.Parse(req.Identity)
@@ -51,7 +51,7 @@ func (a *Authority) CreateToken(ctx context.Context, p Principal, req TokenReque
 	if req.Profile == "" {
 		return Token{}, newError(KindInvalid, nil, "a token needs a profile: pass --profile")
 	}
-	if chk, ok := a.policy.(identityChecker); ok {
+	if chk, ok := a.policy().(identityChecker); ok {
 		if err := chk.CheckIdentity(req.Profile, id); err != nil {
 			var denied *policy.DeniedError
 			if errors.As(err, &denied) {
