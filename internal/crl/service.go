@@ -58,11 +58,15 @@ type Published struct {
 	Entries    int
 	// ETag is derived from DER, so it changes whenever the content does.
 	ETag string
-	// LastModified is ThisUpdate when this is the first CRL of its issuer
-	// dated in that second, by any server; zero otherwise, as HTTP's
-	// whole-second dates could not tell it from the other, and clients
-	// then revalidate with the ETag alone.
-	LastModified time.Time
+	// SharesSecond is set when another CRL of the issuer, by any server,
+	// was dated in the same second or later before this one. HTTP dates
+	// have whole seconds and cannot tell the two apart, so
+	// If-Modified-Since is then never answered 304 (If-None-Match still
+	// is), and Run replaces the CRL by one in a second of its own soon.
+	SharesSecond bool
+	// clockBehind: the other CRL was dated in a later second (this
+	// server's clock is behind); a rebuild in a second would not help.
+	clockBehind bool
 }
 
 // Service keeps the issuer's current CRL and regenerates it. Its methods
@@ -134,10 +138,6 @@ func (s *Service) RunOnce(ctx context.Context) error {
 		return fmt.Errorf("crl: reading revocations: %w", err)
 	}
 	number := big.NewInt(n.Number)
-	var lastModified time.Time
-	if n.PreviousThisUpdate.Before(now) {
-		lastModified = now
-	}
 	next := now.Add(s.cfg.Validity)
 	if next.After(s.cfg.Issuer.NotAfter) {
 		next = s.cfg.Issuer.NotAfter
@@ -160,7 +160,8 @@ func (s *Service) RunOnce(ctx context.Context) error {
 	}
 	sum := sha256.Sum256(der)
 	s.current.Store(&Published{DER: der, Number: number, ThisUpdate: now, NextUpdate: next, Entries: len(entries),
-		ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, LastModified: lastModified})
+		ETag:         `"` + hex.EncodeToString(sum[:16]) + `"`,
+		SharesSecond: !n.PreviousThisUpdate.Before(now), clockBehind: n.PreviousThisUpdate.After(now)})
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "crl published", slog.Int("entries", len(entries)),
 		slog.String("number", number.String()), slog.Int("bytes", len(der)))
 	return nil
@@ -181,10 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 		} else {
 			retry = 0
 		}
-		wait := s.cfg.Validity / 2
-		if cur := s.current.Load(); cur != nil {
-			wait = time.Until(cur.ThisUpdate.Add(s.cfg.Validity / 2))
-		}
+		wait := s.nextWait(s.current.Load(), s.cfg.Clock())
 		if retry > 0 {
 			wait = min(wait, retry)
 		}
@@ -203,6 +201,21 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextWait is how long Run waits for the next scheduled build: until half
+// of cur's validity, or, for a CRL that shares its second with another,
+// until the next second, so that clients revalidating by date soon get
+// 304s again.
+func (s *Service) nextWait(cur *Published, now time.Time) time.Duration {
+	if cur == nil {
+		return s.cfg.Validity / 2
+	}
+	wait := cur.ThisUpdate.Add(s.cfg.Validity / 2).Sub(now)
+	if cur.SharesSecond && !cur.clockBehind {
+		wait = min(wait, cur.ThisUpdate.Add(time.Second).Sub(now))
+	}
+	return wait
 }
 
 func serialBytes(hexSerial string) ([]byte, error) {
@@ -241,9 +254,13 @@ func (s *Service) Handler() http.Handler {
 		maxAge := max(int(time.Until(cur.ThisUpdate.Add(s.cfg.Validity/2)).Seconds()), 0)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(min(maxAge, 300)))
 		h.Set("Expires", cur.NextUpdate.UTC().Format(http.TimeFormat))
+		h.Set("Last-Modified", cur.ThisUpdate.UTC().Format(http.TimeFormat))
 		// ServeContent handles If-None-Match, If-Modified-Since and Range;
-		// with a zero LastModified it sends no Last-Modified and ignores
-		// If-Modified-Since.
-		http.ServeContent(w, r, "", cur.LastModified, bytes.NewReader(cur.DER))
+		// given no time, it leaves If-Modified-Since unanswered.
+		modTime := cur.ThisUpdate
+		if cur.SharesSecond {
+			modTime = time.Time{}
+		}
+		http.ServeContent(w, r, "", modTime, bytes.NewReader(cur.DER))
 	})
 }
