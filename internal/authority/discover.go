@@ -19,16 +19,12 @@ import (
 // who may report and read discovered certificates, and how a report
 // becomes inventory rows and lifecycle events.
 //
-// Rows for the authorize table (authorize.go), written here until they are
-// folded in:
-//
-//	ActDiscoveryReport: PermDiscoveryReport (operator, admin); also a
-//	                    workload whose certificate was issued under one of
-//	                    the profiles the config lets report (agents'
-//	                    host certificates): discovery.agent_profiles
-//	ActDiscoveryRead:   PermInventoryRead (auditor and up)
-//	ActWebhookRead:     PermAuditRead (auditor and up): delivery state
-//	                    names events, never secrets
+// discoveryTable holds the rows for the authorize table (authorize.go),
+// kept here until they are folded in. Reporting is also open to workloads
+// whose certificate was issued under one of the config's
+// discovery.agent_profiles (agents on hosts), and, until discovery:report
+// is among the built-in roles' grants, to whoever may create tokens
+// (operators and admins).
 
 // Permissions and actions of discovery and webhooks.
 const (
@@ -39,34 +35,37 @@ const (
 	ActWebhookRead     Action = "webhook.read"
 )
 
-// discoveryRoles are the built-in roles that may report discoveries.
-var discoveryRoles = []Role{RoleOperator, RoleAdmin}
+var discoveryTable = map[Action]rule{
+	ActDiscoveryReport: {perm: PermDiscoveryReport, what: "report discovered certificates"},
+	ActDiscoveryRead:   {perm: PermInventoryRead, what: "read discovered certificates"},
+	// Delivery state names events, never secrets: who may read the
+	// audit log may read it.
+	ActWebhookRead: {perm: PermAuditRead, what: "read webhook delivery state"},
+}
 
 // authorizeDiscovery answers the discovery and webhook actions, as the
 // rows above say.
 func (a *Authority) authorizeDiscovery(p Principal, act Action) error {
-	if p.Record.Serial == "" {
-		return newError(KindUnauthenticated, nil, "discovery needs a client certificate issued by this server: pass --cert and --key")
+	r, ok := discoveryTable[act]
+	switch {
+	case !ok:
+		return newError(KindInternal, nil, "no authorization rule for %q", act)
+	case p.System():
+		return nil
+	case !p.authenticated():
+		return newError(KindUnauthenticated, nil, "%s needs a client certificate issued by this server: pass --cert and --key", r.what)
 	}
-	switch act {
-	case ActDiscoveryReport:
-		if slices.Contains(discoveryRoles, p.Role) || p.Role == RoleNone && a.discovery.reporters[p.Record.Profile] {
-			return nil
-		}
-		return forbidden(p, "report discovered certificates",
-			"it needs the operator role, or a certificate under a profile listed in the config's discovery.agent_profiles")
-	case ActDiscoveryRead:
-		if p.Role.Has(PermInventoryRead) {
-			return nil
-		}
-		return forbidden(p, "read discovered certificates", neededRole(PermInventoryRead))
-	case ActWebhookRead:
-		if p.Role.Has(PermAuditRead) {
-			return nil
-		}
-		return forbidden(p, "read webhook delivery state", neededRole(PermAuditRead))
+	m := a.access()
+	if m.allows(p.Roles, r.perm, false, Resource{}) {
+		return nil
 	}
-	return newError(KindInternal, nil, "no authorization rule for %q", act)
+	if act == ActDiscoveryReport {
+		if len(p.Roles) == 0 && a.discovery.reporters[p.Record.Profile] || m.allows(p.Roles, PermTokenCreate, false, Resource{}) {
+			return nil
+		}
+		return forbidden(p, r.what, "it needs the operator role, or a certificate under a profile listed in the config's discovery.agent_profiles")
+	}
+	return forbidden(p, r.what, m.hint(r.perm))
 }
 
 // DiscoveryConfig configures discovery.
@@ -456,7 +455,7 @@ func findingList() string {
 // expiring within `within`, by class and owner. Who may read it is who
 // may read the report.
 func (a *Authority) DiscoveredExpiring(ctx context.Context, p Principal, within time.Duration, limit int) (store.DiscoveredReport, error) {
-	if err := Authorize(p, ActReportRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActReportRead, Resource{}); err != nil {
 		return store.DiscoveredReport{}, err
 	}
 	ds, ok := a.store.(store.DiscoveryStore)
