@@ -376,7 +376,9 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		want string // problem slug
 	}{
 		{"token replay", func() error {
-			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
+			// With another key: the same token and key get the certificate
+			// they paid for again (a client whose response was lost).
+			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSR(t))})
 			return err
 		}, "token-replayed"},
 		{"expired token", func() error {
