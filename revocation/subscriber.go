@@ -25,9 +25,12 @@ type Config struct {
 	// OnSnapshot after each snapshot; neither may block for long.
 	OnEvent    func(Event)
 	OnSnapshot func(Snapshot)
-	// OnError, when set, is told why a connection failed or ended and how
-	// long Run waits before the next (to log it); it may not block.
-	OnError func(err error, retryIn time.Duration)
+	// OnConnect, when set, is called when a connection to the feed is
+	// accepted, and OnDisconnect whenever an attempt ends (refused,
+	// unreachable or cut) with why: a verifier's "feed connected" metric
+	// and its log line hang here. Neither may block.
+	OnConnect    func()
+	OnDisconnect func(error)
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
 }
@@ -77,11 +80,11 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if s.cfg.OnDisconnect != nil {
+			s.cfg.OnDisconnect(err)
+		}
 		if accepted {
 			backoff = firstBackoff
-		}
-		if s.cfg.OnError != nil {
-			s.cfg.OnError(err, backoff)
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -123,6 +126,9 @@ func (s *Subscriber) runOnce(ctx context.Context) (accepted bool, err error) {
 		return false, fmt.Errorf("revocation: the feed answered %s: check the subscriber's certificate", resp.Status)
 	}
 	accepted = true
+	if s.cfg.OnConnect != nil {
+		s.cfg.OnConnect()
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<30) // a snapshot is one line
 	var event string

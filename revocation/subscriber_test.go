@@ -95,13 +95,6 @@ func (f *feedServer) sinces() []int64 {
 
 func (f *feedServer) tlsConfig() *http.Transport { return f.Client().Transport.(*http.Transport) }
 
-// attempt is what OnError saw: when (the bubble's clock) and the wait
-// announced.
-type attempt struct {
-	at      time.Time
-	retryIn time.Duration
-}
-
 // TestSubscriberReconnectsAtOnceAfterDrops: a feed that drops the stream
 // after every change is rejoined after the first backoff step each time
 // (it used to grow to 10 s from the 8th drop on), resuming after the last
@@ -124,13 +117,13 @@ func TestSubscriberReconnectsAtOnceAfterDrops(t *testing.T) {
 	}
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
-		var attempts []attempt
+		var ends []time.Time // by the bubble's clock
 		applied := map[int64]int{}
 		all := make(chan struct{})
 		sub, err := revocation.NewSubscriber(revocation.Config{URL: f.URL + "/v1/revocations/feed", TLS: f.tlsConfig().TLSClientConfig,
-			OnError: func(_ error, retryIn time.Duration) {
+			OnDisconnect: func(error) {
 				mu.Lock()
-				attempts = append(attempts, attempt{time.Now(), retryIn})
+				ends = append(ends, time.Now())
 				mu.Unlock()
 			},
 			OnEvent: func(e revocation.Event) {
@@ -158,17 +151,14 @@ func TestSubscriberReconnectsAtOnceAfterDrops(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if len(attempts) != drops {
-			t.Fatalf("%d connections ended, want %d", len(attempts), drops)
+		if len(ends) != drops {
+			t.Fatalf("%d connections ended, want %d", len(ends), drops)
 		}
-		for i, a := range attempts {
-			if a.retryIn != 100*time.Millisecond {
-				t.Errorf("after drop %d the Subscriber waits %s, want 100ms", i+1, a.retryIn)
-			}
-			if i > 0 {
-				if gap := a.at.Sub(attempts[i-1].at); gap != 100*time.Millisecond {
-					t.Errorf("drop %d came %s after the previous one, want the 100ms wait", i+1, gap)
-				}
+		// The network takes no time on the bubble's clock: the gap
+		// between two drops is the Subscriber's wait.
+		for i := 1; i < len(ends); i++ {
+			if gap := ends[i].Sub(ends[i-1]); gap != 100*time.Millisecond {
+				t.Errorf("drop %d came %s after the previous one, want the first backoff step, 100ms", i+1, gap)
 			}
 		}
 		for seq, n := range applied {
@@ -203,14 +193,19 @@ func TestSubscriberBacksOffWhileRefused(t *testing.T) {
 	})
 	synctest.Test(t, func(t *testing.T) {
 		var mu sync.Mutex
-		var waits []time.Duration
-		seven := make(chan struct{})
+		var ends, connects []time.Time // by the bubble's clock
+		eighth := make(chan struct{})
 		sub, err := revocation.NewSubscriber(revocation.Config{URL: f.URL + "/v1/revocations/feed", TLS: f.tlsConfig().TLSClientConfig,
 			MaxBackoff: time.Second,
-			OnError: func(_ error, retryIn time.Duration) {
+			OnDisconnect: func(error) {
 				mu.Lock()
-				if waits = append(waits, retryIn); len(waits) == 7 {
-					close(seven)
+				ends = append(ends, time.Now())
+				mu.Unlock()
+			},
+			OnConnect: func() {
+				mu.Lock()
+				if connects = append(connects, time.Now()); len(connects) == 2 {
+					close(eighth)
 				}
 				mu.Unlock()
 			}})
@@ -220,20 +215,29 @@ func TestSubscriberBacksOffWhileRefused(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- sub.Run(ctx) }()
-		// Six refusals, then a connection that is accepted and dropped.
+		// Six refusals, a connection accepted and dropped, and the eighth,
+		// accepted and held.
 		select {
-		case <-seven:
+		case <-eighth:
 		case <-time.After(time.Hour): // the bubble's clock: only a broken Subscriber gets here
-			t.Fatal("fewer than 7 connections ended")
+			t.Fatal("no eighth connection")
 		}
 		cancel()
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
+		if len(ends) != 7 {
+			t.Fatalf("%d connections ended, want 7", len(ends))
+		}
+		var waits []time.Duration
+		for i := 1; i < len(ends); i++ {
+			waits = append(waits, ends[i].Sub(ends[i-1]))
+		}
+		waits = append(waits, connects[1].Sub(ends[6]))
 		ms := time.Millisecond
 		want := []time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, time.Second, time.Second, 100 * ms}
-		if !slices.Equal(waits[:7], want) {
-			t.Errorf("waits %v, want %v", waits, want)
+		if !slices.Equal(waits, want) {
+			t.Errorf("waits %v, want %v (doubling up to MaxBackoff, then the first step after an accepted connection)", waits, want)
 		}
 	})
 }

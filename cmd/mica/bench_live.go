@@ -151,7 +151,7 @@ func runBenchLiveRevocation(ctx context.Context, env *cliEnv, args []string) err
 	res := liveRevocationResult{Store: storeName(*db, ""), Connections: *conns, Clients: *clients, Revocations: *clients,
 		Note: "one revocation at a time through the in-process authority (SQLite or PostgreSQL), the push feed over loopback mTLS to a revocation.Subscriber, and an mtls server tracking its connections (Verifier.Run); latency is from the store's commit to the server closing each connection of the revoked certificate, as the client sees it"}
 	var lat []time.Duration
-	adminP := authority.Principal{Name: "bench", Role: authority.RoleAdmin}
+	adminP := authority.Principal{Name: authority.SystemPrincipal}
 	for ci, cred := range clientCreds {
 		if _, err := b.p.authority.Revoke(ctx, adminP, cred.serial, 1, netip.Addr{}); err != nil {
 			return err

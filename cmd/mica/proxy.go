@@ -182,7 +182,11 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 			defer closeFeedSrc()
 			feedSrc = s
 		}
-		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc, log)
+		feedMetrics, err := telemetry.NewFeedClientMetrics(reg, log)
+		if err != nil {
+			return err
+		}
+		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc, feedMetrics)
 		if err != nil {
 			return err
 		}
@@ -257,8 +261,8 @@ func openSource(ctx context.Context, c proxyCredentials, log *slog.Logger) (mtls
 // newFeedSubscriber follows the server's revocation feed over mTLS with
 // src's credential; the server is judged by its certificate's names (it
 // must name the host in the URL) against src's trust bundle. ready closes
-// at the first snapshot.
-func newFeedSubscriber(server string, src mtls.Source, log *slog.Logger) (*revocation.Subscriber, <-chan struct{}, error) {
+// at the first snapshot; m watches the connection.
+func newFeedSubscriber(server string, src mtls.Source, m *telemetry.FeedClientMetrics) (*revocation.Subscriber, <-chan struct{}, error) {
 	u, host, err := feedURL(server)
 	if err != nil {
 		return nil, nil, err
@@ -269,14 +273,13 @@ func newFeedSubscriber(server string, src mtls.Source, log *slog.Logger) (*revoc
 	}
 	ready := make(chan struct{})
 	first := true
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: u, TLS: tc, OnSnapshot: func(revocation.Snapshot) {
-		if first { // OnSnapshot is called from Run's one goroutine
-			first = false
-			close(ready)
-		}
-	}, OnError: func(err error, retryIn time.Duration) {
-		log.Info("revocation feed connection ended; reconnecting", slog.String("error", err.Error()), slog.Duration("retry_in", retryIn))
-	}})
+	sub, err := revocation.NewSubscriber(revocation.Config{URL: u, TLS: tc, OnConnect: m.Connected, OnDisconnect: m.Disconnected,
+		OnSnapshot: func(revocation.Snapshot) {
+			if first { // OnSnapshot is called from Run's one goroutine
+				first = false
+				close(ready)
+			}
+		}})
 	return sub, ready, err
 }
 
