@@ -1,0 +1,309 @@
+package credential
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mica-pki/mica/internal/atomicfile"
+)
+
+// Dir is a credential directory: the five files, switched together.
+type Dir struct {
+	// Path is the directory.
+	Path string
+	// Links are more paths that show files of the credential, for services
+	// that expect them elsewhere (Links.Key = "/etc/nginx/tls/key.pem").
+	// Each becomes a symbolic link through Path's ..data, so it switches
+	// with the rest. Empty fields make no link.
+	Links Files
+	// Owner, when set, owns the files written (the private key stays
+	// mode 0600), so a service running as another user can read its key.
+	Owner *Owner
+}
+
+// Owner is a numeric user and group; -1 leaves either unchanged.
+type Owner struct{ UID, GID int }
+
+// loadAttempts bounds how often Load resolves ..data again when the
+// version it resolved was removed under it by a concurrent Write.
+const loadAttempts = 8
+
+// Load reads the current credential. In a versioned directory it resolves
+// ..data once and reads every file from that version, so the key always
+// matches the certificate; a directory of plain files (older versions of
+// mica) is read file by file. No credential at all gives an error wrapping
+// fs.ErrNotExist.
+func (d Dir) Load() (*Credential, error) {
+	for attempt := 1; ; attempt++ {
+		ver, err := os.Readlink(d.dataLink())
+		if errors.Is(err, fs.ErrNotExist) {
+			return d.plainFiles().Read()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("credential: %w", err)
+		}
+		c, err := In(d.resolve(ver)).Read()
+		if errors.Is(err, fs.ErrNotExist) && attempt < loadAttempts {
+			continue // a Write switched and removed this version meanwhile
+		}
+		return c, err
+	}
+}
+
+// Write makes c the directory's credential: a new version with all five
+// files, each written and fsynced, then one rename of ..data, then the
+// links, then the old version removed. Readers see the previous credential
+// or c, never a mix, and so does whoever reads after a crash at any point.
+// A directory of plain files is adopted first (see the package comment).
+// Write is not safe for concurrent use on one directory.
+func (d Dir) Write(c *Credential) error {
+	files, err := c.files()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.Path, 0o755); err != nil {
+		return fmt.Errorf("credential: creating %s: %w", d.Path, err)
+	}
+	if err := d.adopt(); err != nil {
+		return err
+	}
+	return d.install(files)
+}
+
+// Repair finishes what a Write interrupted by a crash left undone: links
+// that are missing or point elsewhere, and versions and temporary files that
+// are no longer current. It changes nothing in a directory that needs
+// nothing, nor in a directory of plain files (the next Write adopts those).
+func (d Dir) Repair() error {
+	ver, err := os.Readlink(d.dataLink())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	if err := d.link(ver); err != nil {
+		return err
+	}
+	return d.tidy(ver)
+}
+
+// file is one file of a version.
+type file struct {
+	name string
+	data []byte
+	perm fs.FileMode
+}
+
+func (c *Credential) files() ([]file, error) {
+	if len(c.Chain) == 0 || c.Key == nil {
+		return nil, errors.New("credential: nothing to write: a credential needs a certificate and its key")
+	}
+	if _, err := New(c.Chain, c.Key, c.Roots); err != nil {
+		return nil, err
+	}
+	key, err := EncodePrivateKey(c.Key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, chain := EncodeCertificates(c.Chain[:1]), EncodeCertificates(c.Chain[1:])
+	return []file{
+		{KeyFile, key, 0o600},
+		{CertFile, leaf, 0o644},
+		{ChainFile, chain, 0o644},
+		{FullchainFile, append(append([]byte{}, leaf...), chain...), 0o644},
+		{BundleFile, EncodeCertificates(c.Roots), 0o644},
+	}, nil
+}
+
+// adopt turns a directory of plain files into a versioned one holding the
+// same bytes: a version with their content, ..data, then each name replaced
+// by a link. At every step each name reads as before.
+func (d Dir) adopt() error {
+	if _, err := os.Lstat(d.dataLink()); err == nil {
+		return nil
+	}
+	var files []file
+	plain := d.plainFiles()
+	for _, n := range names {
+		p := plain.path(n)
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		data, err := readFile(p, true)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{n, data, fi.Mode().Perm()})
+	}
+	if len(files) == 0 {
+		return nil // a new directory
+	}
+	return d.install(files)
+}
+
+// install writes files as a new version and switches to it.
+func (d Dir) install(files []file) error {
+	ver, err := d.writeVersion(files)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Symlink(ver, d.dataLink()); err != nil {
+		os.RemoveAll(filepath.Join(d.Path, ver))
+		return fmt.Errorf("credential: switching to the new version: %w", err)
+	}
+	step("switch " + DataLink)
+	if err := d.link(ver); err != nil {
+		return err
+	}
+	return d.tidy(ver)
+}
+
+// versionPrefix starts the name of every version directory; the time in it
+// is for people reading the directory, the random suffix makes it unique.
+const versionLayout = "..2006_01_02_15_04_05."
+
+func isVersion(name string) bool {
+	return len(name) > 2 && strings.HasPrefix(name, "..") && name[2] >= '0' && name[2] <= '9'
+}
+
+func (d Dir) writeVersion(files []file) (string, error) {
+	dir, err := os.MkdirTemp(d.Path, time.Now().UTC().Format(versionLayout)+"*")
+	if err != nil {
+		return "", fmt.Errorf("credential: cannot write in %s: %w", d.Path, err)
+	}
+	fail := func(err error) (string, error) {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	// Readable by the service's user; the key inside is 0600.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fail(fmt.Errorf("credential: %w", err))
+	}
+	if err := atomicfile.SyncDir(d.Path); err != nil {
+		return fail(err)
+	}
+	step("make version")
+	uid, gid := -1, -1
+	if d.Owner != nil {
+		uid, gid = d.Owner.UID, d.Owner.GID
+	}
+	for _, f := range files {
+		if err := atomicfile.WriteOwned(filepath.Join(dir, f.name), f.data, f.perm, uid, gid); err != nil {
+			return fail(fmt.Errorf("credential: %w", err))
+		}
+		step("write " + f.name)
+	}
+	return filepath.Base(dir), nil
+}
+
+// link points each name, in Path and in Links, through ..data, for the
+// files version ver holds. The key goes last, so that in a new directory
+// whoever finds the key by name finds every other file too.
+func (d Dir) link(ver string) error {
+	abs, err := filepath.Abs(d.Path)
+	if err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	for i := range names {
+		n := names[len(names)-1-i]
+		if _, err := os.Stat(filepath.Join(d.resolve(ver), n)); err != nil {
+			continue // adopted from a directory that lacked it
+		}
+		own := filepath.Join(d.Path, n)
+		if err := ensureLink(own, filepath.Join(DataLink, n)); err != nil {
+			return err
+		}
+		extra := d.Links.path(n)
+		if extra == "" {
+			continue
+		}
+		if extraAbs, err := filepath.Abs(extra); err == nil && extraAbs == filepath.Join(abs, n) {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(extra), 0o755); err != nil {
+			return fmt.Errorf("credential: creating the directory of %s: %w", extra, err)
+		}
+		if err := ensureLink(extra, filepath.Join(abs, DataLink, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensureLink(path, target string) error {
+	if cur, err := os.Readlink(path); err == nil && cur == target {
+		return nil
+	}
+	if err := atomicfile.Symlink(target, path); err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	step("link " + path)
+	return nil
+}
+
+// tidy removes every version but the current one, and the temporary files
+// and links a crashed write left.
+func (d Dir) tidy(current string) error {
+	entries, err := os.ReadDir(d.Path)
+	if err != nil {
+		return fmt.Errorf("credential: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == current || name == DataLink:
+		case isVersion(name) && e.IsDir():
+			if err := os.RemoveAll(filepath.Join(d.Path, name)); err != nil {
+				return fmt.Errorf("credential: removing the old version %s: %w", name, err)
+			}
+			step("remove " + name)
+		case atomicfile.IsTemp(name):
+			os.Remove(filepath.Join(d.Path, name))
+		}
+	}
+	return nil
+}
+
+func (d Dir) dataLink() string { return filepath.Join(d.Path, DataLink) }
+
+func (d Dir) resolve(ver string) string {
+	if filepath.IsAbs(ver) {
+		return ver
+	}
+	return filepath.Join(d.Path, ver)
+}
+
+// plainFiles is where a directory of plain files keeps each file: in Path,
+// or where Links says (older agents wrote a moved file only there).
+func (d Dir) plainFiles() Files {
+	f := In(d.Path)
+	for _, p := range []struct {
+		dst  *string
+		link string
+	}{
+		{&f.Key, d.Links.Key}, {&f.Cert, d.Links.Cert}, {&f.Chain, d.Links.Chain},
+		{&f.Fullchain, d.Links.Fullchain}, {&f.Bundle, d.Links.Bundle},
+	} {
+		if p.link != "" {
+			*p.dst = p.link
+		}
+	}
+	return f
+}
+
+// afterStep, when set, is called after each durable step of a write, with
+// its name. Tests set it to kill the process there (see crashpoint.go).
+var afterStep func(step string)
+
+func step(name string) {
+	if afterStep != nil {
+		afterStep(name)
+	}
+}
