@@ -267,7 +267,9 @@ func TestCrashAtEveryStep(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, 8},
-		{"plain files", func(t *testing.T, d credential.Dir, c *credential.Credential) { writePlain(t, credential.In(d.Path), c) }, 20},
+		{"plain files", func(t *testing.T, d credential.Dir, c *credential.Credential) {
+			writePlain(t, credential.In(d.Path), c)
+		}, 20},
 		{"plain files, moved key", func(t *testing.T, d credential.Dir, c *credential.Credential) {
 			f := credential.In(d.Path)
 			f.Key = d.Links.Key

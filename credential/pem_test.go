@@ -51,7 +51,9 @@ func TestParsePrivateKey(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	pkcs8, _ := credential.EncodePrivateKey(ec)
 	sec1, _ := x509.MarshalECPrivateKey(ec)
-	block := func(typ string, der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})) }
+	block := func(typ string, der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+	}
 	tests := []struct {
 		name string
 		in   string
