@@ -47,7 +47,7 @@ func (d Dir) Load() (*Credential, error) {
 		if err != nil {
 			return nil, fmt.Errorf("credential: %w", err)
 		}
-		c, err := In(d.resolve(ver)).Read()
+		c, err := In(d.resolve(ver)).read(true)
 		if errors.Is(err, fs.ErrNotExist) && attempt < loadAttempts {
 			continue // a Write switched and removed this version meanwhile
 		}
@@ -129,20 +129,25 @@ func (d Dir) adopt() error {
 		return nil
 	}
 	var files []file
+	found := false
 	plain := d.plainFiles()
 	for _, n := range names {
+		f := file{name: n, perm: 0o644}
+		if n == KeyFile {
+			f.perm = 0o600
+		}
 		p := plain.path(n)
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			if f.data, err = readFile(p, true); err != nil {
+				return err
+			}
+			f.perm, found = fi.Mode().Perm(), true
 		}
-		data, err := readFile(p, true)
-		if err != nil {
-			return err
-		}
-		files = append(files, file{n, data, fi.Mode().Perm()})
+		// A version holds all five files; one the old directory lacked
+		// is empty, which reads as none.
+		files = append(files, f)
 	}
-	if len(files) == 0 {
+	if !found {
 		return nil // a new directory
 	}
 	return d.install(files)
@@ -214,7 +219,7 @@ func (d Dir) link(ver string) error {
 	for i := range names {
 		n := names[len(names)-1-i]
 		if _, err := os.Stat(filepath.Join(d.resolve(ver), n)); err != nil {
-			continue // adopted from a directory that lacked it
+			continue // not in a version directory that was damaged by hand
 		}
 		own := filepath.Join(d.Path, n)
 		if err := ensureLink(own, filepath.Join(DataLink, n)); err != nil {

@@ -186,10 +186,12 @@ func TestReaderNeverSeesMismatch(t *testing.T) {
 	wg.Go(func() {
 		for !done.Load() {
 			reads.Add(1)
-			if _, err := d.Load(); err != nil {
-				if failures.Add(1) == 1 {
-					firstErr = err
-				}
+			c, err := d.Load()
+			if err == nil && (len(c.Chain) != 2 || len(c.Roots) != 1) {
+				err = fmt.Errorf("an incomplete credential: %d certificates, %d roots", len(c.Chain), len(c.Roots))
+			}
+			if err != nil && failures.Add(1) == 1 {
+				firstErr = err
 			}
 			// What a program that opens the names one by one gets, for
 			// the record (not a guarantee the layout can give).

@@ -67,6 +67,7 @@ func (f Files) path(name string) string {
 // Read reads the credential from the files, each opened once, and checks
 // that the key matches the certificate (ErrMismatch otherwise). Cert may
 // hold the intermediates itself; Chain is appended only when it does not.
+// An absent or empty Chain or Bundle means none.
 // A missing Key or Cert gives an error wrapping fs.ErrNotExist.
 //
 // The files are read one after another: when a writer that does not switch
@@ -74,6 +75,13 @@ func (f Files) path(name string) string {
 // ErrMismatch and succeed a moment later. Dir.Load does not have that
 // window.
 func (f Files) Read() (*Credential, error) {
+	return f.read(false)
+}
+
+// read is Read; complete says that Chain and Bundle must exist too (a
+// version directory always has all five files, empty for none), so that
+// their absence means the version was removed while it was being read.
+func (f Files) read(complete bool) (*Credential, error) {
 	certPEM, err := readFile(f.Cert, true)
 	if err != nil {
 		return nil, err
@@ -82,11 +90,11 @@ func (f Files) Read() (*Credential, error) {
 	if err != nil {
 		return nil, err
 	}
-	chainPEM, err := readFile(f.Chain, false)
+	chainPEM, err := readFile(f.Chain, complete)
 	if err != nil {
 		return nil, err
 	}
-	bundlePEM, err := readFile(f.Bundle, false)
+	bundlePEM, err := readFile(f.Bundle, complete)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +102,7 @@ func (f Files) Read() (*Credential, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (in %s)", err, f.Cert)
 	}
-	if len(chain) == 1 && chainPEM != nil {
+	if len(chain) == 1 && len(chainPEM) > 0 {
 		inter, err := ParseCertificates(chainPEM)
 		if err != nil {
 			return nil, fmt.Errorf("%w (in %s)", err, f.Chain)
@@ -106,7 +114,7 @@ func (f Files) Read() (*Credential, error) {
 		return nil, fmt.Errorf("%w (in %s)", err, f.Key)
 	}
 	var roots []*x509.Certificate
-	if bundlePEM != nil {
+	if len(bundlePEM) > 0 {
 		if roots, err = ParseCertificates(bundlePEM); err != nil {
 			return nil, fmt.Errorf("%w (in %s)", err, f.Bundle)
 		}
