@@ -16,6 +16,7 @@ type Metrics struct {
 	expiry       *prometheus.Desc
 	sinceRenewal *prometheus.Desc
 	expiring     *prometheus.Desc
+	blocked      *prometheus.Desc
 }
 
 // NewMetrics registers the agent's metrics with reg (a registry of the
@@ -37,6 +38,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Seconds since this agent last obtained a certificate (absent until it has).", []string{"identity"}, nil),
 		expiring: prometheus.NewDesc("mica_agent_certificate_expiring",
 			"1 when less than a sixth of the certificate's life is left without a renewal: alert on it.", []string{"identity"}, nil),
+		blocked: prometheus.NewDesc("mica_agent_blocked",
+			"1 when renewal cannot succeed without an admin, by reason (expired, revoked, unknown, denied, refused, token); the agent's log says what to do. Alert on it.",
+			[]string{"identity", "reason"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.renewals, m.failures, m.bundleUpdates, m} {
 		if err := reg.Register(c); err != nil {
@@ -54,12 +58,22 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.expiry
 	ch <- m.sinceRenewal
 	ch <- m.expiring
+	ch <- m.blocked
 }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range m.agents {
 		s, _ := a.State()
+		// Every reason exists at zero, so that a rule sees the change.
+		label := a.label()
+		for _, b := range Blocks {
+			v := 0.0
+			if s.Blocked == b {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.blocked, prometheus.GaugeValue, v, label, string(b))
+		}
 		if s.Credential == nil {
 			continue
 		}
