@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
@@ -420,7 +421,7 @@ identities:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if certs, _ := parseCertPEM(onDisk); len(certs) == 0 || !certs[0].Equal(before.Certificates[0]) {
+		if certs, _ := credential.ParseCertificates(onDisk); len(certs) == 0 || !certs[0].Equal(before.Certificates[0]) {
 			t.Error("the certificate on disk changed while the server was down")
 		}
 

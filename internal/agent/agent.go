@@ -699,3 +699,6 @@ func sameCerts(a, b []*x509.Certificate) bool {
 	}
 	return true
 }
+
+// Name is this agent's identity, or its directory before it has one.
+func (a *Agent) Name() string { return a.label() }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
@@ -397,14 +398,11 @@ func readCert(dir, name string) (*x509.Certificate, error) {
 	return parsePEMCert(data, p)
 }
 
+// parsePEMCert reads the first certificate of a PEM file.
 func parsePEMCert(data []byte, what string) (*x509.Certificate, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("ca: %s holds no PEM certificate", what)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("ca: parsing %s: %w", what, err)
+		return nil, fmt.Errorf("ca: %s holds no usable PEM certificate: %w", what, err)
 	}
-	return cert, nil
+	return certs[0], nil
 }
