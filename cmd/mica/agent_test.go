@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -39,8 +41,71 @@ type agentProc struct {
 	socket  string
 	metrics string
 	out     string
-	logs    *syncBuffer
+	logs    *logWatch
 	done    chan struct{}
+}
+
+// logWatch is an agent's stderr, kept whole for failure reports and
+// watched, so that tests wait on what the agent says (with a deadline)
+// instead of sleeping.
+type logWatch struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
+}
+
+func newLogWatch() *logWatch { return &logWatch{changed: make(chan struct{})} }
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	return w.b.Write(p)
+}
+
+func (w *logWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// count is how often substr occurs in the log, and a channel closed at the
+// next write.
+func (w *logWatch) count(substr string) (int, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Count(w.b.String(), substr), w.changed
+}
+
+// wait waits until substr occurs at least n times, or the process exits
+// (done), or limit passes; it reports whether substr arrived.
+func (w *logWatch) wait(substr string, n int, done <-chan struct{}, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		c, changed := w.count(substr)
+		if c >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-done:
+			c, _ := w.count(substr)
+			return c >= n
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// waitLog fails the test unless substr occurs at least n times in the
+// agent's log within limit.
+func (a *agentProc) waitLog(t *testing.T, substr string, n int, limit time.Duration) {
+	t.Helper()
+	if !a.logs.wait(substr, n, a.done, limit) {
+		t.Fatalf("the agent did not log %q %d times within %s:\n%s", substr, n, limit, a.logs.String())
+	}
 }
 
 var agentReadyLine = regexp.MustCompile(`mica agent ready: identity (\S+), socket (\S+), metrics (\S+)`)
@@ -59,10 +124,17 @@ func (e *testEnv) startAgent(id, ttl string) *agentProc {
 // runAgent starts `mica agent` with args and waits until it is ready.
 func (e *testEnv) runAgent(args ...string) *agentProc {
 	e.t.Helper()
+	return e.runAgentEnv(nil, args...)
+}
+
+// runAgentEnv is runAgent with env (KEY=VALUE) added to the agent's.
+func (e *testEnv) runAgentEnv(env []string, args ...string) *agentProc {
+	e.t.Helper()
 	dir := e.t.TempDir()
-	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: &syncBuffer{}, done: make(chan struct{})}
+	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: newLogWatch(), done: make(chan struct{})}
 	a.cmd = exec.Command(micaBin, append([]string{"agent", "--server", e.server.url,
 		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--bundle-interval", "2s"}, args...)...)
+	a.cmd.Env = append(os.Environ(), env...)
 	a.cmd.Stderr = a.logs
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
