@@ -272,11 +272,19 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	if err := a.enroll(ctx, tok); err != nil {
 		b := blockOf(err, true)
-		if b == "" || a.cfg.TokenFile == "" {
+		if b == "" {
 			return err
 		}
-		if s, _ := a.State(); b == BlockToken && s.Credential != nil {
-			b = BlockExpired // the token is spent; the expired certificate is what to fix
+		s, _ := a.State()
+		id := ""
+		if s.Credential != nil {
+			id = s.Credential.ID
+			if b == BlockToken {
+				b = BlockExpired // the token is spent; the expired certificate is what to fix
+			}
+		}
+		if a.cfg.TokenFile == "" {
+			return fmt.Errorf("agent: %s: %w", a.advice(b, id, err), err)
 		}
 		a.block(ctx, b, err)
 		return nil

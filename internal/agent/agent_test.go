@@ -35,17 +35,48 @@ type fakeServer struct {
 	// retryAfter, when set, refuses every request as rate limited.
 	retryAfter time.Duration
 	refused    int
+	// refuse, when set, answers requests with the problem it returns
+	// (nil: issue); enrolls and renews count the requests.
+	refuse          func(enroll bool, token string) *client.Problem
+	enrolls, renews int
+}
+
+func (f *fakeServer) counts() (enrolls, renews int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.enrolls, f.renews
+}
+
+func (f *fakeServer) setRefuse(r func(enroll bool, token string) *client.Problem) {
+	f.mu.Lock()
+	f.refuse = r
+	f.mu.Unlock()
+}
+
+// problem is the server's answer for a slug, as the API writes it.
+func problem(status int, slug string) *client.Problem {
+	return &client.Problem{Type: client.ProblemTypePrefix + slug, Status: status, Detail: slug}
 }
 
 var errDown = errors.New("connection refused")
 
 func (f *fakeServer) setDown(d bool) { f.mu.Lock(); f.down = d; f.mu.Unlock() }
 
-func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateResponse, error) {
+func (f *fakeServer) issue(req client.CertificateRequest, enroll bool, token string) (*client.CertificateResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if enroll {
+		f.enrolls++
+	} else {
+		f.renews++
+	}
 	if f.down {
 		return nil, errDown
+	}
+	if f.refuse != nil {
+		if p := f.refuse(enroll, token); p != nil {
+			return nil, p
+		}
 	}
 	if f.retryAfter > 0 {
 		f.refused++
@@ -72,11 +103,11 @@ func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateRe
 	}, nil
 }
 
-func (f *fakeServer) Enroll(_ context.Context, _ string, req client.CertificateRequest) (*client.CertificateResponse, error) {
-	return f.issue(req)
+func (f *fakeServer) Enroll(_ context.Context, token string, req client.CertificateRequest) (*client.CertificateResponse, error) {
+	return f.issue(req, true, token)
 }
 func (f *fakeServer) Renew(_ context.Context, req client.CertificateRequest) (*client.CertificateResponse, error) {
-	return f.issue(req)
+	return f.issue(req, false, "")
 }
 func (f *fakeServer) Bundle(context.Context) (*client.Bundle, error) {
 	return &client.Bundle{TrustDomain: "example.org", Roots: []string{string(credential.EncodeCertificates([]*x509.Certificate{f.ca.Root}))}}, nil
