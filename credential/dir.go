@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,11 +17,13 @@ import (
 type Dir struct {
 	// Path is the directory.
 	Path string
-	// Links are more paths that show files of the credential, for services
-	// that expect them elsewhere (Links.Key = "/etc/nginx/tls/key.pem").
-	// Each becomes a symbolic link through Path's ..data, so it switches
-	// with the rest. Empty fields make no link.
-	Links Files
+	// Copies are more paths that get a copy of one file each, for services
+	// that expect them elsewhere (Copies.Key = "/etc/nginx/tls/key.pem")
+	// and may not be able to enter Path. They are plain files, written
+	// after the switch, the key last, and refreshed by Repair: a service
+	// that reads them should do so when its reload hook runs. Empty fields
+	// make no copy.
+	Copies Files
 	// Owner, when set, owns the files written (the private key stays
 	// mode 0600), so a service running as another user can read its key.
 	Owner *Owner
@@ -76,8 +79,8 @@ func (d Dir) Write(c *Credential) error {
 }
 
 // Repair finishes what a Write interrupted by a crash left undone: links
-// that are missing or point elsewhere, and versions and temporary files that
-// are no longer current. It changes nothing in a directory that needs
+// that are missing or point elsewhere, copies that lag behind, and versions
+// and temporary files that are no longer current. It changes nothing in a directory that needs
 // nothing, nor in a directory of plain files (the next Write adopts those).
 func (d Dir) Repair() error {
 	ver, err := os.Readlink(d.dataLink())
@@ -88,6 +91,9 @@ func (d Dir) Repair() error {
 		return fmt.Errorf("credential: %w", err)
 	}
 	if err := d.link(ver); err != nil {
+		return err
+	}
+	if err := d.copy(ver); err != nil {
 		return err
 	}
 	return d.tidy(ver)
@@ -167,6 +173,9 @@ func (d Dir) install(files []file) error {
 	if err := d.link(ver); err != nil {
 		return err
 	}
+	if err := d.copy(ver); err != nil {
+		return err
+	}
 	return d.tidy(ver)
 }
 
@@ -208,36 +217,53 @@ func (d Dir) writeVersion(files []file) (string, error) {
 	return filepath.Base(dir), nil
 }
 
-// link points each name, in Path and in Links, through ..data, for the
-// files version ver holds. The key goes last, so that in a new directory
-// whoever finds the key by name finds every other file too.
+// link points each name in Path through ..data, for the files version ver
+// holds. The key goes last, so that in a new directory whoever finds the
+// key by name finds every other file too.
 func (d Dir) link(ver string) error {
-	abs, err := filepath.Abs(d.Path)
-	if err != nil {
-		return fmt.Errorf("credential: %w", err)
-	}
 	for i := range names {
 		n := names[len(names)-1-i]
 		if _, err := os.Stat(filepath.Join(d.resolve(ver), n)); err != nil {
 			continue // not in a version directory that was damaged by hand
 		}
-		own := filepath.Join(d.Path, n)
-		if err := ensureLink(own, filepath.Join(DataLink, n)); err != nil {
+		if err := ensureLink(filepath.Join(d.Path, n), filepath.Join(DataLink, n)); err != nil {
 			return err
 		}
-		extra := d.Links.path(n)
-		if extra == "" {
+	}
+	return nil
+}
+
+// copy brings each of Copies up to date with version ver, the key last.
+func (d Dir) copy(ver string) error {
+	uid, gid := -1, -1
+	if d.Owner != nil {
+		uid, gid = d.Owner.UID, d.Owner.GID
+	}
+	for i := range names {
+		n := names[len(names)-1-i]
+		dst := d.Copies.path(n)
+		if dst == "" {
 			continue
 		}
-		if extraAbs, err := filepath.Abs(extra); err == nil && extraAbs == filepath.Join(abs, n) {
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(extra), 0o755); err != nil {
-			return fmt.Errorf("credential: creating the directory of %s: %w", extra, err)
-		}
-		if err := ensureLink(extra, filepath.Join(abs, DataLink, n)); err != nil {
+		src := filepath.Join(d.resolve(ver), n)
+		data, err := readFile(src, true)
+		if err != nil {
 			return err
 		}
+		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
+			continue
+		}
+		perm := fs.FileMode(0o644)
+		if n == KeyFile {
+			perm = 0o600
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("credential: creating the directory of %s: %w", dst, err)
+		}
+		if err := atomicfile.WriteOwned(dst, data, perm, uid, gid); err != nil {
+			return fmt.Errorf("credential: %w", err)
+		}
+		step("copy " + dst)
 	}
 	return nil
 }
@@ -286,15 +312,15 @@ func (d Dir) resolve(ver string) string {
 }
 
 // plainFiles is where a directory of plain files keeps each file: in Path,
-// or where Links says (older agents wrote a moved file only there).
+// or where Copies says (older agents wrote a moved file only there).
 func (d Dir) plainFiles() Files {
 	f := In(d.Path)
 	for _, p := range []struct {
 		dst  *string
 		link string
 	}{
-		{&f.Key, d.Links.Key}, {&f.Cert, d.Links.Cert}, {&f.Chain, d.Links.Chain},
-		{&f.Fullchain, d.Links.Fullchain}, {&f.Bundle, d.Links.Bundle},
+		{&f.Key, d.Copies.Key}, {&f.Cert, d.Copies.Cert}, {&f.Chain, d.Copies.Chain},
+		{&f.Fullchain, d.Copies.Fullchain}, {&f.Bundle, d.Copies.Bundle},
 	} {
 		if p.link != "" {
 			*p.dst = p.link

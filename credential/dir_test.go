@@ -57,7 +57,7 @@ func versions(t *testing.T, dir string) []string {
 func TestWriteAndLoad(t *testing.T) {
 	pki := testpki.New(t, "example.org")
 	base := t.TempDir()
-	d := credential.Dir{Path: filepath.Join(base, "cred"), Links: credential.Files{Key: filepath.Join(base, "nginx", "tls.key")},
+	d := credential.Dir{Path: filepath.Join(base, "cred"), Copies: credential.Files{Key: filepath.Join(base, "nginx", "tls.key")},
 		Owner: &credential.Owner{UID: os.Getuid(), GID: os.Getgid()}}
 	first, second := newCredential(t, pki), newCredential(t, pki)
 	for i, c := range []*credential.Credential{first, second} {
@@ -73,8 +73,12 @@ func TestWriteAndLoad(t *testing.T) {
 		if err != nil || !sameCredential(named, c) {
 			t.Fatalf("write %d: reading by name: %v", i, err)
 		}
-		if k, err := os.ReadFile(d.Links.Key); err != nil || !strings.Contains(string(k), "PRIVATE KEY") {
-			t.Fatalf("the linked key: %v", err)
+		want, _ := credential.EncodePrivateKey(c.Key)
+		if k, err := os.ReadFile(d.Copies.Key); err != nil || string(k) != string(want) {
+			t.Fatalf("write %d: the copy of the key is not the key written (%v)", i, err)
+		}
+		if st, err := os.Lstat(d.Copies.Key); err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o600 {
+			t.Fatalf("write %d: the copy of the key is not a plain 0600 file: %v", i, st.Mode())
 		}
 		if vs := versions(t, d.Path); len(vs) != 1 {
 			t.Fatalf("write %d left versions %v, want only the current one", i, vs)
@@ -142,10 +146,10 @@ func writePlain(t *testing.T, files credential.Files, c *credential.Credential) 
 func TestAdoptsPlainDirectory(t *testing.T) {
 	pki := testpki.New(t, "example.org")
 	base := t.TempDir()
-	d := credential.Dir{Path: filepath.Join(base, "cred"), Links: credential.Files{Key: filepath.Join(base, "moved", "key.pem")}}
+	d := credential.Dir{Path: filepath.Join(base, "cred"), Copies: credential.Files{Key: filepath.Join(base, "moved", "key.pem")}}
 	old := newCredential(t, pki)
 	plain := credential.In(d.Path)
-	plain.Key = d.Links.Key
+	plain.Key = d.Copies.Key
 	writePlain(t, plain, old)
 	if got, err := d.Load(); err != nil || !sameCredential(got, old) {
 		t.Fatalf("Load of the plain directory: %v", err)
@@ -157,10 +161,12 @@ func TestAdoptsPlainDirectory(t *testing.T) {
 	if got, err := d.Load(); err != nil || !sameCredential(got, renewed) {
 		t.Fatalf("Load after the first write: %v", err)
 	}
-	for _, p := range []string{d.Links.Key, filepath.Join(d.Path, credential.CertFile)} {
-		if fi, err := os.Lstat(p); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
-			t.Errorf("%s is still a plain file after adoption (%v)", p, err)
-		}
+	if fi, err := os.Lstat(filepath.Join(d.Path, credential.CertFile)); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Errorf("cert.pem is still a plain file after adoption (%v)", err)
+	}
+	want, _ := credential.EncodePrivateKey(renewed.Key)
+	if k, err := os.ReadFile(d.Copies.Key); err != nil || string(k) != string(want) {
+		t.Errorf("the moved key was not brought up to date (%v)", err)
 	}
 	if vs := versions(t, d.Path); len(vs) != 1 {
 		t.Errorf("versions after adoption and one write: %v", vs)
@@ -243,7 +249,7 @@ func TestCrashHelperProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (credential.Dir{Path: dir, Links: credential.Files{Key: os.Getenv(crashEnvLink)}}).Write(next); err != nil {
+	if err := (credential.Dir{Path: dir, Copies: credential.Files{Key: os.Getenv(crashEnvLink)}}).Write(next); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -274,7 +280,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}, 20},
 		{"plain files, moved key", func(t *testing.T, d credential.Dir, c *credential.Credential) {
 			f := credential.In(d.Path)
-			f.Key = d.Links.Key
+			f.Key = d.Copies.Key
 			writePlain(t, f, c)
 		}, 21},
 	}
@@ -289,13 +295,13 @@ func TestCrashAtEveryStep(t *testing.T) {
 				base := t.TempDir()
 				d := credential.Dir{Path: filepath.Join(base, "cred")}
 				if strings.Contains(sc.name, "moved") {
-					d.Links.Key = filepath.Join(base, "moved", "key.pem")
+					d.Copies.Key = filepath.Join(base, "moved", "key.pem")
 				}
 				prev := newCredential(t, pki)
 				sc.prepare(t, d, prev)
 				cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelperProcess$")
 				cmd.Env = append(os.Environ(), crashEnvDir+"="+d.Path, crashEnvStep+"="+strconv.Itoa(n),
-					crashEnvFrom+"="+from.Path, crashEnvLink+"="+d.Links.Key)
+					crashEnvFrom+"="+from.Path, crashEnvLink+"="+d.Copies.Key)
 				out, err := cmd.CombinedOutput()
 				if err == nil {
 					if n-1 < sc.minSteps {
@@ -338,6 +344,12 @@ func checkAfterCrash(t *testing.T, d credential.Dir, prev, next *credential.Cred
 	}
 	if err := d.Repair(); err != nil {
 		t.Fatalf("repair after step %d: %v", n, err)
+	}
+	if got != nil && d.Copies.Key != "" {
+		want, _ := credential.EncodePrivateKey(got.Key)
+		if k, err := os.ReadFile(d.Copies.Key); err != nil || string(k) != string(want) {
+			t.Fatalf("after a crash at step %d and a repair, the copy of the key is not the current key (%v)", n, err)
+		}
 	}
 	if _, err := os.Lstat(filepath.Join(d.Path, credential.DataLink)); err == nil {
 		if named, err := credential.In(d.Path).Read(); err != nil || !sameCredential(named, got) {

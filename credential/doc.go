@@ -24,6 +24,11 @@
 // microseconds between its two opens; it should read through ..data once, or
 // check the pair and read again (as Load and mtls.FileSource do).
 //
+// Services that expect a file elsewhere (Dir.Copies, the agent's files:)
+// get a plain copy, written after the switch with the key last: they can
+// read it without entering the directory, and should do so when their
+// reload hook runs.
+//
 // Directories written by older versions of mica hold plain files. Load reads
 // them, and the first Write adopts them: their content moves into a version
 // of its own, each name becomes a link to it (readers see the same bytes

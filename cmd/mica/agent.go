@@ -387,7 +387,7 @@ func (c agentConfig) bundleInterval() (time.Duration, error) {
 // agentOptions checks one identity and turns it into the agent's Config
 // (without the server, token, logger and metrics, which need I/O).
 func (c agentIdentity) agentOptions() (agent.Config, error) {
-	out := agent.Config{TTL: c.TTL, TokenFile: c.TokenFile, Dir: credential.Dir{Path: c.Out, Links: credential.Files{
+	out := agent.Config{TTL: c.TTL, TokenFile: c.TokenFile, Dir: credential.Dir{Path: c.Out, Copies: credential.Files{
 		Key: c.Files.Key, Cert: c.Files.Cert, Chain: c.Files.Chain, Fullchain: c.Files.Fullchain, Bundle: c.Files.Bundle}}}
 	if c.KeyType != "" {
 		alg, err := keys.ParseAlgorithm(c.KeyType)
