@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 var _ store.ACMEStore = (*Store)(nil)
@@ -23,13 +22,6 @@ func (s *Store) acmeStatements(k store.ACMEKind) (acmeStatements, error) {
 		return st, s.errorf("unknown ACME record kind %q", k)
 	}
 	return st, nil
-}
-
-func expiresMicros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return sqlrec.Micros(t)
 }
 
 // CreateACME implements store.ACMEStore.
@@ -119,40 +111,28 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 		return nil, err
 	}
 	if limit <= 0 {
-		limit = sqlrec.DefaultLimit
+		limit = defaultLimit
 	}
 	scan := func(scan scanFunc) (store.ACMERecord, error) { return scanACME(kind, scan) }
-	return list(ctx, s, "list ACME "+string(kind), scan, sqlrec.Query{SQL: st.children, Args: []any{parent, limit}}, nil)
-}
-
-func scanACME(kind store.ACMEKind, scan scanFunc) (store.ACMERecord, error) {
-	r := store.ACMERecord{Kind: kind}
-	var exp int64
-	if err := scan(&r.ID, &r.Parent, &r.Lookup, &r.Status, &exp, &r.Data); err != nil {
-		return store.ACMERecord{}, err
-	}
-	if exp != 0 {
-		r.Expires = sqlrec.FromMicros(exp)
-	}
-	return r, nil
+	return list(ctx, s, "list ACME "+string(kind), scan, query{SQL: st.children, Args: []any{parent, limit}}, nil)
 }
 
 // AddACMENonce implements store.ACMEStore. Expired nonces are swept now
 // and then on the way, so the table stays the size of the nonces in flight.
 func (s *Store) AddACMENonce(ctx context.Context, nonce string, expires time.Time) error {
-	if _, err := s.write.Exec(ctx, s.stmt.addNonce, nonce, sqlrec.Micros(expires)); err != nil {
+	if _, err := s.write.Exec(ctx, s.stmt.addNonce, nonce, micros(expires)); err != nil {
 		return s.errorf("add ACME nonce: %w", err)
 	}
 	if nonce[len(nonce)-1]%64 == 0 {
 		// Best effort: a sweep that fails is retried by a later nonce.
-		s.write.Exec(ctx, s.stmt.sweepNonces, sqlrec.Micros(time.Now()))
+		s.write.Exec(ctx, s.stmt.sweepNonces, micros(time.Now()))
 	}
 	return nil
 }
 
 // UseACMENonce implements store.ACMEStore.
 func (s *Store) UseACMENonce(ctx context.Context, nonce string, now time.Time) error {
-	n, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, sqlrec.Micros(now))
+	n, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, micros(now))
 	if err != nil {
 		return s.errorf("use ACME nonce: %w", err)
 	}
