@@ -2,6 +2,7 @@ package credential
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -75,7 +76,10 @@ func (d Dir) Write(c *Credential) error {
 	if err := d.adopt(); err != nil {
 		return err
 	}
-	return d.install(files)
+	if err := d.install(files); err != nil {
+		return err
+	}
+	return d.dropPendingKey()
 }
 
 // Repair finishes what a Write interrupted by a crash left undone: links
@@ -97,6 +101,54 @@ func (d Dir) Repair() error {
 		return err
 	}
 	return d.tidy(ver)
+}
+
+// PendingKeyFile holds the key of an enrollment in progress (see
+// Dir.PendingKey); it is not part of any version.
+const PendingKeyFile = ".pending-key.pem"
+
+// PendingKey returns the key kept for an enrollment in progress, or makes
+// one with generate and keeps it (mode 0600, fsynced) before returning it.
+// An enrollment retried after a lost response or a crash then asks with
+// the same key, and the server answers a token it already took with the
+// certificate that token paid for, instead of refusing it as replayed.
+// Write removes the pending key once a credential is in place.
+func (d Dir) PendingKey(generate func() (crypto.Signer, error)) (crypto.Signer, error) {
+	p := filepath.Join(d.Path, PendingKeyFile)
+	if data, err := readFile(p, true); err == nil {
+		if key, err := ParsePrivateKey(data); err == nil {
+			return key, nil
+		}
+	}
+	key, err := generate()
+	if err != nil {
+		return nil, err
+	}
+	data, err := EncodePrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(d.Path, 0o755); err != nil {
+		return nil, fmt.Errorf("credential: creating %s: %w", d.Path, err)
+	}
+	if err := atomicfile.Write(p, data, 0o600); err != nil {
+		return nil, fmt.Errorf("credential: %w", err)
+	}
+	step("keep pending key")
+	return key, nil
+}
+
+// dropPendingKey removes the pending key once a credential is in place.
+func (d Dir) dropPendingKey() error {
+	err := os.Remove(filepath.Join(d.Path, PendingKeyFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("credential: %w", err)
+	}
+	step("remove pending key")
+	return nil
 }
 
 // file is one file of a version.

@@ -1,6 +1,10 @@
 package credential_test
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -365,5 +369,39 @@ func checkAfterCrash(t *testing.T, d credential.Dir, prev, next *credential.Cred
 	}
 	if vs := versions(t, d.Path); len(vs) != 1 {
 		t.Fatalf("after a crash at step %d and a write: versions %v", n, vs)
+	}
+}
+
+// TestPendingKey: the key of an enrollment in progress survives a restart
+// (a second call returns it) and is gone once a credential is written.
+func TestPendingKey(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	d := credential.Dir{Path: filepath.Join(t.TempDir(), "cred")}
+	made := 0
+	gen := func() (crypto.Signer, error) {
+		made++
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	first, err := d.PendingKey(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := d.PendingKey(gen)
+	if err != nil || made != 1 || !again.Public().(*ecdsa.PublicKey).Equal(first.Public()) {
+		t.Fatalf("the pending key was not kept: made %d keys (%v)", made, err)
+	}
+	if st, err := os.Stat(filepath.Join(d.Path, credential.PendingKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("pending key file: %v, %v", st, err)
+	}
+	l := pki.Leaf(t, pki.ID(t, "/billing/api"), testpki.WithKey(first))
+	c, err := credential.New(append([]*x509.Certificate{l.Cert}, l.Chain...), first, []*x509.Certificate{pki.Root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(d.Path, credential.PendingKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the pending key outlived the write: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/mtls"
 )
@@ -166,6 +167,42 @@ func (e *testEnv) testAgentCrashAtEveryStep(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "cred")
 	e.runAgent("--token", tok, "--out", out, "--ttl", "1h").stop()
 
+	t.Run("first enrollment", func(t *testing.T) {
+		const id = "spiffe://example.org/billing/crash-enroll"
+		for n := 1; ; n++ {
+			tok := strings.TrimSpace(e.micaOK("token", "create", "--identity", id+fmt.Sprint(n), "--profile", "service"))
+			out := filepath.Join(t.TempDir(), "cred")
+			crashing, ready := e.spawnAgent([]string{fmt.Sprintf("%s=%d", "MICA_TEST_CRASH_AT_STEP", n)}, "--token", tok, "--out", out)
+			select {
+			case <-ready:
+				crashing.stop()
+				if n-1 < 14 {
+					t.Fatalf("the enrollment wrote in %d steps, want at least 14", n-1)
+				}
+				t.Logf("the agent was killed after each of the %d write steps of its first enrollment and recovered each time", n-1)
+				return
+			case <-crashing.done:
+			case <-time.After(time.Minute):
+				t.Fatalf("step %d: the agent neither started nor crashed:\n%s", n, crashing.logs.String())
+			}
+			if !strings.Contains(crashing.logs.String(), "crash point") {
+				t.Fatalf("step %d: the agent exited without reaching its crash point:\n%s", n, crashing.logs.String())
+			}
+			// The same token: the server took it, and answers the same
+			// key with the certificate it paid for.
+			restarted := e.runAgent("--token", tok, "--out", out)
+			restarted.out = out
+			got, err := credential.Dir{Path: out}.Load()
+			if err != nil {
+				t.Fatalf("step %d: %v", n, err)
+			}
+			e.checkServedPair(t, restarted, got, n)
+			if certs, err := e.admin.ListCertificates(t.Context(), client.ListFilter{Identity: id + fmt.Sprint(n)}); err != nil || len(certs) != 1 {
+				t.Fatalf("step %d: %d certificates for one token (%v), want the one it paid for", n, len(certs), err)
+			}
+			restarted.stop()
+		}
+	})
 	for _, sc := range []struct {
 		name     string
 		plain    bool

@@ -130,6 +130,23 @@ func (e *testEnv) runAgent(args ...string) *agentProc {
 // runAgentEnv is runAgent with env (KEY=VALUE) added to the agent's.
 func (e *testEnv) runAgentEnv(env []string, args ...string) *agentProc {
 	e.t.Helper()
+	a, ready := e.spawnAgent(env, args...)
+	select {
+	case m := <-ready:
+		a.metrics = m[3]
+	case <-a.done:
+		e.t.Fatalf("mica agent exited before it was ready:\n%s", a.logs.String())
+	case <-time.After(60 * time.Second):
+		a.cmd.Process.Kill()
+		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
+	}
+	return a
+}
+
+// spawnAgent starts `mica agent` and returns at once, with a channel that
+// gets the ready line's fields.
+func (e *testEnv) spawnAgent(env []string, args ...string) (*agentProc, <-chan []string) {
+	e.t.Helper()
 	dir := e.t.TempDir()
 	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: newLogWatch(), done: make(chan struct{})}
 	a.cmd = exec.Command(micaBin, append([]string{"agent", "--server", e.server.url,
@@ -153,22 +170,14 @@ func (e *testEnv) runAgentEnv(env []string, args ...string) *agentProc {
 		}
 	}()
 	go func() { a.cmd.Wait(); close(a.done) }()
-	select {
-	case m := <-ready:
-		a.metrics = m[3]
-	case <-a.done:
-		e.t.Fatalf("mica agent exited before it was ready:\n%s", a.logs.String())
-	case <-time.After(60 * time.Second):
-		a.cmd.Process.Kill()
-		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
-	}
-	e.t.Cleanup(func() {
+	t := e.t
+	t.Cleanup(func() {
 		a.stop()
-		if e.t.Failed() {
-			e.t.Logf("agent %v log:\n%s", a.cmd.Args[1:], a.logs.String())
+		if t.Failed() {
+			t.Logf("agent %v log:\n%s", a.cmd.Args[1:], a.logs.String())
 		}
 	})
-	return a
+	return a, ready
 }
 
 func (a *agentProc) stop() {

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -549,7 +550,17 @@ func (a *Agent) issue(ctx context.Context, token string) error {
 }
 
 func (a *Agent) issueOnce(ctx context.Context, token string) error {
-	key, err := keys.Generate(a.cfg.KeyType, rand.Reader)
+	generate := func() (crypto.Signer, error) { return keys.Generate(a.cfg.KeyType, rand.Reader) }
+	var key crypto.Signer
+	var err error
+	if token != "" {
+		// An enrollment asks with the key kept on disk, so that a retry
+		// after a lost response or a crash gets the certificate the token
+		// already paid for instead of "token already used".
+		key, err = a.cfg.Dir.PendingKey(generate)
+	} else {
+		key, err = generate()
+	}
 	if err != nil {
 		return fmt.Errorf("agent: making a key: %w", err)
 	}

@@ -24,6 +24,9 @@ const (
 	// BlockUnknown: the server does not know or trust the certificate (a
 	// re-initialised CA, another server). A new token enrolls again.
 	BlockUnknown Block = "unknown"
+	// BlockChainEnded: the profile's max_renewal_chain has passed since
+	// the identity first enrolled. A new token starts a new chain.
+	BlockChainEnded Block = "chain-ended"
 	// BlockDenied: the identity is on the server's deny list. Retried
 	// slowly, since an admin may allow it again; a new token also works
 	// once it is allowed.
@@ -37,7 +40,7 @@ const (
 )
 
 // Blocks lists every Block, for metrics that exist at zero.
-var Blocks = []Block{BlockExpired, BlockRevoked, BlockUnknown, BlockDenied, BlockRefused, BlockToken}
+var Blocks = []Block{BlockExpired, BlockRevoked, BlockUnknown, BlockChainEnded, BlockDenied, BlockRefused, BlockToken}
 
 // retriesSlowly reports whether the agent still asks the server, at its
 // longest backoff, while blocked so: an admin can lift these on the server.
@@ -56,6 +59,8 @@ func blockOf(err error, enrolling bool) Block {
 		return BlockExpired
 	case "certificate-revoked":
 		return BlockRevoked
+	case "renewal-chain-ended":
+		return BlockChainEnded
 	case "identity-denied":
 		return BlockDenied
 	case "token-replayed", "token-expired", "token-invalid":
@@ -86,6 +91,8 @@ func (a *Agent) advice(b Block, id string, cause error) string {
 		return fmt.Sprintf("the certificate of %s was revoked and cannot be renewed: if the host is trusted again, make a token with %s and %s", id, mint, newToken)
 	case BlockUnknown:
 		return fmt.Sprintf("the server does not accept the certificate of %s (%v): was the CA re-initialised? make a token with %s and %s", id, cause, mint, newToken)
+	case BlockChainEnded:
+		return fmt.Sprintf("%s has renewed for as long as its profile's max_renewal_chain allows: a new token starts a new chain: make one with %s and %s", id, mint, newToken)
 	case BlockDenied:
 		return fmt.Sprintf("%s is on the server's deny list: an admin must run `mica identity allow %s`; the agent retries every %s, and enrolls again when given a new token (%s)", id, id, a.slowRetry(), newToken)
 	case BlockRefused:

@@ -37,6 +37,7 @@ func TestBlockOf(t *testing.T) {
 		{"deny list", problem(http.StatusForbidden, "identity-denied"), false, BlockDenied},
 		{"deny list at enrollment", problem(http.StatusForbidden, "identity-denied"), true, BlockDenied},
 		{"policy", problem(http.StatusForbidden, "ttl-too-long"), false, BlockRefused},
+		{"renewal chain ended", problem(http.StatusForbidden, "renewal-chain-ended"), false, BlockChainEnded},
 		{"token used", problem(http.StatusForbidden, "token-replayed"), true, BlockToken},
 		{"token expired", problem(http.StatusUnauthorized, "token-expired"), true, BlockToken},
 		{"token invalid", problem(http.StatusUnauthorized, "token-invalid"), true, BlockToken},

@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		expiring: prometheus.NewDesc("mica_agent_certificate_expiring",
 			"1 when less than a sixth of the certificate's life is left without a renewal: alert on it.", []string{"identity"}, nil),
 		blocked: prometheus.NewDesc("mica_agent_blocked",
-			"1 when renewal cannot succeed without an admin, by reason (expired, revoked, unknown, denied, refused, token); the agent's log says what to do. Alert on it.",
+			"1 when renewal cannot succeed without an admin, by reason (expired, revoked, unknown, chain-ended, denied, refused, token); the agent's log says what to do. Alert on it.",
 			[]string{"identity", "reason"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.renewals, m.failures, m.bundleUpdates, m} {

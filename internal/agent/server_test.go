@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -165,4 +166,62 @@ func TestBlocksFromTheRealServer(t *testing.T) {
 			}
 		}
 	})
+}
+
+// losingServer passes requests to the real client and loses the first
+// enrollment's response, as a cut connection would.
+type losingServer struct {
+	*client.Client
+	lost atomic.Pointer[client.CertificateResponse]
+}
+
+func (l *losingServer) Enroll(ctx context.Context, token string, req client.CertificateRequest) (*client.CertificateResponse, error) {
+	resp, err := l.Client.Enroll(ctx, token, req)
+	if err == nil && l.lost.CompareAndSwap(nil, resp) {
+		return nil, errDown
+	}
+	return resp, err
+}
+
+// TestLostEnrollmentResponse: an enrollment whose response was lost is
+// retried, by a restarted agent, with the key kept on disk and the same
+// token, and gets the certificate the token paid for, not "token already
+// used".
+func TestLostEnrollmentResponse(t *testing.T) {
+	s := serveReal(t)
+	id := "spiffe://example.org/billing/lost"
+	tok := s.token(t, id)
+	dir := credential.Dir{Path: filepath.Join(t.TempDir(), "cred")}
+	var a *Agent
+	c, err := client.Bootstrap(t.Context(), client.Config{Server: s.url,
+		GetCertificate: func() (*tls.Certificate, error) { return a.TLSCertificate() }}, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := &losingServer{Client: c}
+	if a, err = New(Config{Server: srv, Token: tok, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(t.Context()); err == nil {
+		t.Fatal("the first start enrolled although its response was lost")
+	}
+	lost := srv.lost.Load()
+	if lost == nil {
+		t.Fatal("no enrollment reached the server")
+	}
+	// A new process: same directory, same token.
+	if a, err = New(Config{Server: srv, Token: tok, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatalf("the retried enrollment: %v", err)
+	}
+	st, _ := a.State()
+	if got := authority.SerialHex(st.Credential.Leaf()); got != lost.Serial {
+		t.Fatalf("the retry got certificate %s, want %s, the one the token paid for", got, lost.Serial)
+	}
+	if _, err := os.Stat(filepath.Join(dir.Path, credential.PendingKeyFile)); !os.IsNotExist(err) {
+		t.Errorf("the pending key is still on disk: %v", err)
+	}
 }
