@@ -160,9 +160,14 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
 	go func() {
-		for range usr1 {
-			for _, ag := range agents {
-				ag.RenewNow()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				for _, ag := range agents {
+					ag.RenewNow()
+				}
 			}
 		}
 	}()
