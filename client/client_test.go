@@ -222,8 +222,14 @@ func TestEnrollRenewRevoke(t *testing.T) {
 	if err != nil || len(chain) != 2 || resp.Serial != chain[0].SerialNumber.Text(16) || resp.LeafIndex < 0 {
 		t.Fatalf("enrollment response: %+v, %v", resp, err)
 	}
-	if _, err := anon.Enroll(ctx, tok, req); slug(err) != "token-replayed" {
-		t.Fatalf("second use of a token: %v, want token-replayed", err)
+	// A retry with the same token and key (the response was lost) gets the
+	// same certificate; another key is a replay.
+	if again, err := anon.Enroll(ctx, tok, req); err != nil || again.Serial != resp.Serial {
+		t.Fatalf("retried enrollment with the same key: %+v, %v; want certificate %s again", again, err, resp.Serial)
+	}
+	_, other := csr(t)
+	if _, err := anon.Enroll(ctx, tok, other); slug(err) != "token-replayed" {
+		t.Fatalf("second use of a token with another key: %v, want token-replayed", err)
 	}
 	if _, err := anon.Renew(ctx, req); slug(err) != "unauthenticated" {
 		t.Fatalf("renewal without a certificate: %v, want unauthenticated", err)
