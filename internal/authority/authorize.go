@@ -42,12 +42,13 @@ const (
 	PermApprovalDecide      Permission = "approval:decide"       // approve or reject others' requests
 	PermRoleGrant           Permission = "role:grant"            // grant roles for a time, revoke grants
 	PermApprovalRead        Permission = "approval:read"         // see every request (requesters see their own)
+	PermBreakGlass          Permission = "role:break-glass"      // grant oneself a role at once, briefly, with an alert
 )
 
 // Permissions lists every permission, for config validation and docs.
 var Permissions = []Permission{PermTokenCreate, PermTokenCreateReserved, PermInventoryRead, PermCertRevoke,
 	PermIdentityDeny, PermAuditRead, PermReportRead, PermServerStats, PermPolicyPropose, PermPolicyApprove,
-	PermCARotate, PermApprovalDecide, PermRoleGrant, PermApprovalRead}
+	PermCARotate, PermApprovalDecide, PermRoleGrant, PermApprovalRead, PermBreakGlass}
 
 // Role names a set of grants. The built-in roles are ranked (auditor ⊂
 // operator ⊂ admin); a policy may define more.
@@ -114,6 +115,7 @@ const (
 	ActPolicyRead       Action = "policy.read"       // versions and documents
 	ActCARotate         Action = "ca.rotate"         // force a rotation step
 	ActRoleGrant        Action = "role.grant"        // Resource.Identity, Resource.Role
+	ActBreakGlass       Action = "role.break-glass"  // a grant to oneself, at once
 	ActApprovalDecide   Action = "approval.decide"   // Resource.Role: the approvers' role
 	ActApprovalRead     Action = "approval.read"     // Resource.Requester: own requests need nothing
 	ActACMERevoke       Action = "acme.revoke"       // Resource.Serial, by the ordering account or the certificate's key
@@ -173,6 +175,7 @@ var table = map[Action]rule{
 	ActPolicyRead:     {perm: PermAuditRead, what: "read the policy versions"},
 	ActCARotate:       {perm: PermCARotate, what: "rotate the CA"},
 	ActRoleGrant:      {perm: PermRoleGrant, what: "grant roles"},
+	ActBreakGlass:     {perm: PermBreakGlass, what: "break the glass"},
 	ActApprovalDecide: {perm: PermApprovalDecide, what: "decide approval requests"},
 	ActApprovalRead:   {perm: PermApprovalRead, ownReq: true, what: "read approval requests"},
 }
