@@ -3,8 +3,9 @@
 // admins, create tokens and read the inventory.
 //
 // Start with New, or with Bootstrap on a machine that has only a token: it
-// finds the server's root from the token's pin. Every method returns *Problem when the server refused the
-// request, with a stable Slug to branch on.
+// finds the server's root from the token's pin. Every method returns
+// *Problem when the server refused the request, with a stable Slug to
+// branch on.
 package client
 
 import (
