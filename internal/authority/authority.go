@@ -110,6 +110,8 @@ type Config struct {
 	// Guard, when set, applies rate limits and reports anomalies (package
 	// limits); unset means no limits.
 	Guard Guard
+	// Discovery configures discovered certificates (discover.go).
+	Discovery DiscoveryConfig
 }
 
 // Authority is the certificate lifecycle.
@@ -138,6 +140,7 @@ type Authority struct {
 	observer      Observer
 	tracer        trace.Tracer
 	guard         Guard
+	discovery     *discovery
 }
 
 // New checks cfg and returns an Authority.
@@ -176,6 +179,7 @@ func New(cfg Config) (*Authority, error) {
 		a.rootPool.AddCert(r)
 	}
 	a.interPool.AddCert(cfg.IssuerCert)
+	a.discovery = newDiscovery(a, cfg.Discovery)
 	if cfg.JWTKey != nil {
 		s, err := newJWTSigner(cfg.JWTKey)
 		if err != nil {
