@@ -70,6 +70,7 @@ func commands() map[string]command {
 			"revoke-live": {summary: "revocation of live connections: commit → kept-alive mTLS connections closed, p50/p99", run: runBenchLiveRevocation},
 			"ocsp":        {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
 			"handshake":   {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
+			"scale":       {summary: "a million live certificates: expiry report, list pages, CRL, OCSP, feed snapshot, start-up, audit verify, metrics", run: runBenchScale},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)
