@@ -141,16 +141,36 @@ type TokenUse struct {
 	ExpiresAt time.Time // after this the row may be purged: the token is dead anyway
 }
 
-// Filter selects certificates. Zero fields select everything.
+// Filter selects certificates, listed in the inventory's order: NotAfter,
+// then Serial. Zero fields select everything.
 type Filter struct {
 	Identity      string
 	Profile       string
+	Owner         string    // Certificate.Owner
 	Status        Status    // active and expired are judged at Now
 	Now           time.Time // required when Status is active or expired
 	ExpiresBefore time.Time // NotAfter strictly before this
-	Limit         int       // 0 means the engine's default (1000)
-	Offset        int
+	// After, when set, lists only what comes after it in the inventory's
+	// order: the page after one that ended there. A page read this way
+	// costs its own rows however deep it is; Offset reads and skips every
+	// row before it, so it is for shallow pages only.
+	After  Position
+	Limit  int // 0 means the engine's default (1000)
+	Offset int
 }
+
+// Position is a place in the inventory's order, the last certificate of a
+// page: its NotAfter and Serial.
+type Position struct {
+	NotAfter time.Time
+	Serial   string
+}
+
+// PositionOf is c's place in the inventory's order.
+func PositionOf(c Certificate) Position { return Position{NotAfter: c.NotAfter, Serial: c.Serial} }
+
+// IsZero reports whether p is the start of the inventory.
+func (p Position) IsZero() bool { return p.NotAfter.IsZero() && p.Serial == "" }
 
 // EventFilter selects events, oldest first.
 type EventFilter struct {

@@ -14,7 +14,7 @@ import (
 const (
 	// defaultLimit applies when a filter's Limit is zero.
 	defaultLimit = 1000
-	// maxLimit caps any Limit; page with Offset or AfterSeq beyond it.
+	// maxLimit caps any Limit; page with After (or AfterSeq) beyond it.
 	maxLimit = 10000
 )
 
@@ -63,6 +63,9 @@ func certWhere(f store.Filter, d *Dialect) (*builder, error) {
 	if f.Profile != "" {
 		b.cond("profile = %s", f.Profile)
 	}
+	if f.Owner != "" {
+		b.cond("owner = %s", f.Owner)
+	}
 	switch f.Status {
 	case "":
 	case store.StatusActive, store.StatusExpired:
@@ -89,13 +92,25 @@ func certWhere(f store.Filter, d *Dialect) (*builder, error) {
 	return b, nil
 }
 
+// after adds the keyset condition of f.After: the rows after it in the
+// order (not_after, serial), which every list index ends with, so that
+// the page starts with a search rather than a count of rows to skip.
+func after(b *builder, p store.Position) {
+	if p.IsZero() {
+		return
+	}
+	b.args = append(b.args, micros(p.NotAfter), p.Serial)
+	b.conds = append(b.conds, fmt.Sprintf("(not_after, serial) > (%s, %s)", b.ph(len(b.args)-1), b.ph(len(b.args))))
+}
+
 // listCertificates selects certificates matching f, ordered by NotAfter
-// then serial, limited and offset as f says.
+// then serial, after f.After, limited and offset as f says.
 func listCertificates(f store.Filter, d *Dialect) (query, error) {
 	b, err := certWhere(f, d)
 	if err != nil {
 		return query{}, err
 	}
+	after(b, f.After)
 	n, err := limit(f.Limit)
 	if err != nil {
 		return query{}, err
@@ -105,8 +120,8 @@ func listCertificates(f store.Filter, d *Dialect) (query, error) {
 	return query{SQL: sql, Args: b.args}, nil
 }
 
-// countCertificates counts every certificate matching f; Limit and Offset
-// are ignored so the count can size pagination.
+// countCertificates counts every certificate matching f; After, Limit and
+// Offset are ignored so the count can size pagination.
 func countCertificates(f store.Filter, d *Dialect) (query, error) {
 	b, err := certWhere(f, d)
 	if err != nil {

@@ -13,10 +13,12 @@ import (
 // This file holds the two aggregate reads over the inventory: the expiry
 // gauges (CertificatesByExpiry) and the expiry report (ExpiringReport).
 
-// CertificatesByExpiry implements store.Store: live certificates grouped
+// CertificatesByExpiry implements store.Store: live certificates counted
 // by profile and by the first expiry window their NotAfter falls in, in
-// one query that scans the (status, not_after) index range of live
-// certificates once.
+// one pass over the certificates_live index in profile order, one row per
+// profile with a count per window (no sort of a million certificates by
+// window). The lower bound is +not_after for the reason expiringQueries
+// gives.
 func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) (_ []store.ExpiryCount, err error) {
 	ctx, end := s.call(ctx, "count certificates by expiry", false)
 	defer end(&err)
@@ -25,28 +27,44 @@ func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) (_ []st
 		q.Args = append(q.Args, v)
 		return s.d.Placeholder(len(q.Args))
 	}
-	var cases strings.Builder
-	for _, w := range store.ExpiryWindows {
-		if w.Within == 0 {
-			fmt.Fprintf(&cases, " ELSE '%s'", w.Window)
-			continue
-		}
-		fmt.Fprintf(&cases, " WHEN not_after < %s THEN '%s'", arg(micros(now.Add(w.Within))), w.Window)
+	var sums strings.Builder
+	for _, w := range store.ExpiryWindows[:len(store.ExpiryWindows)-1] {
+		fmt.Fprintf(&sums, ", sum(CASE WHEN not_after < %s THEN 1 ELSE 0 END)", arg(micros(now.Add(w.Within))))
 	}
-	q.SQL = "SELECT profile, CASE" + cases.String() + " END AS expires_within, COUNT(*) FROM certificates" +
-		" WHERE status = 'active' AND not_after >= " + arg(micros(now)) +
-		" GROUP BY profile, expires_within"
-	return list(ctx, s, "count certificates by expiry", scanExpiryCount, q, nil)
+	q.SQL = "SELECT profile, count(*)" + sums.String() + " FROM certificates" +
+		" WHERE status = 'active' AND +not_after >= " + arg(micros(now)) + " GROUP BY profile ORDER BY profile"
+	rows, err := list(ctx, s, "count certificates by expiry", scanProfileExpiry, q, nil)
+	var out []store.ExpiryCount
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out, err
 }
 
-func scanExpiryCount(scan scanFunc) (store.ExpiryCount, error) {
-	var c store.ExpiryCount
-	var w string
-	if err := scan(&c.Profile, &w, &c.Count); err != nil {
-		return store.ExpiryCount{}, err
+// scanProfileExpiry reads one profile's row: its live certificates, then
+// how many expire before each window's end (cumulative), and returns the
+// non-zero count of each window.
+func scanProfileExpiry(scan scanFunc) ([]store.ExpiryCount, error) {
+	var profile string
+	var all int64
+	cum := make([]int64, len(store.ExpiryWindows)-1)
+	dest := []any{&profile, &all}
+	for i := range cum {
+		dest = append(dest, &cum[i])
 	}
-	c.Window = store.ExpiryWindow(w)
-	return c, nil
+	if err := scan(dest...); err != nil {
+		return nil, err
+	}
+	cum = append(cum, all)
+	var out []store.ExpiryCount
+	prev := int64(0)
+	for i, w := range store.ExpiryWindows {
+		if n := cum[i] - prev; n > 0 {
+			out = append(out, store.ExpiryCount{Profile: profile, Window: w.Window, Count: n})
+		}
+		prev = cum[i]
+	}
+	return out, nil
 }
 
 // ExpiringReport implements store.Store. Both of its queries read one
@@ -84,26 +102,22 @@ func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (_ s
 	return assembleExpiring(groups, total, certs), nil
 }
 
-// ownerExpr is a certificate's owner, or its requester for certificates
-// recorded before owners were (migration 0005).
-const ownerExpr = "CASE WHEN c.owner <> '' THEN c.owner ELSE c.requester END"
-
-// ownerOf is ownerExpr in Go.
-func ownerOf(c store.Certificate) string {
-	if c.Owner != "" {
-		return c.Owner
-	}
-	return c.Requester
-}
-
 // expiringQueries builds the two queries of the expiry report, to run in
 // one read transaction: the groups (complete, with counts and earliest
 // expiry) and the certificates they list (limited, without DER).
 //
 // A certificate is at risk when it is active, expires in (Now, Before],
 // and no active certificate of the same identity that is still valid was
-// recorded after it. The main scan uses the (status, not_after) index and
-// the supersession check the (identity, not_after) index.
+// recorded after it: its superseded_until (the latest expiry among those,
+// kept by the schema's triggers, migration 0016) is not after Now. So
+// each certificate is judged from its own row, and both queries read the
+// certificates_live index (profile, owner, not_after, superseded_until of
+// the active certificates) in the order they group and list by: the groups
+// in one pass over it with no sort, the listed certificates up to the
+// limit. The expiry bounds are written +c.not_after, which keeps SQLite's
+// planner from trading that order for a range over the not_after index
+// and a sort of every certificate in the window; PostgreSQL reads it as
+// the column.
 func expiringQueries(f store.ExpiringFilter, d *Dialect) (groups, certs query, err error) {
 	switch {
 	case f.Now.IsZero() || f.Before.IsZero():
@@ -118,23 +132,22 @@ func expiringQueries(f store.ExpiringFilter, d *Dialect) (groups, certs query, e
 	where := func() *builder {
 		b := &builder{ph: d.Placeholder}
 		b.conds = append(b.conds, "c.status = 'active'")
-		b.cond("c.not_after > %s", micros(f.Now))
-		b.cond("c.not_after <= %s", micros(f.Before))
 		if f.Profile != "" {
 			b.cond("c.profile = %s", f.Profile)
 		}
-		b.cond("NOT EXISTS (SELECT 1 FROM certificates n WHERE n.identity = c.identity AND n.status = 'active'"+
-			" AND n.not_after > %s AND n.event_seq > c.event_seq)", micros(f.Now))
+		b.cond("+c.not_after > %s", micros(f.Now))
+		b.cond("+c.not_after <= %s", micros(f.Before))
+		b.cond("c.superseded_until <= %s", micros(f.Now))
 		return b
 	}
 	g := where()
-	groups.SQL = "SELECT c.profile, " + ownerExpr + ", count(*), min(c.not_after), CAST(sum(count(*)) OVER () AS BIGINT)" +
+	groups.SQL = "SELECT c.profile, c.owner, count(*), min(c.not_after), CAST(sum(count(*)) OVER () AS BIGINT)" +
 		" FROM certificates c" + g.where() +
-		fmt.Sprintf(" GROUP BY c.profile, %s ORDER BY c.profile, %s LIMIT %d", ownerExpr, ownerExpr, maxLimit)
+		fmt.Sprintf(" GROUP BY c.profile, c.owner ORDER BY c.profile, c.owner LIMIT %d", maxLimit)
 	groups.Args = g.args
 	c := where()
 	certs.SQL = "SELECT " + certSelect("c.", true) + " FROM certificates c" + c.where() +
-		fmt.Sprintf(" ORDER BY c.profile, %s, c.not_after, c.serial LIMIT %d", ownerExpr, n)
+		fmt.Sprintf(" ORDER BY c.profile, c.owner, c.not_after, c.serial LIMIT %d", n)
 	certs.Args = c.args
 	return groups, certs, nil
 }
@@ -163,7 +176,7 @@ func assembleExpiring(groups []store.ExpiringGroup, total int, certs []store.Cer
 	}
 	i := 0
 	for _, c := range certs {
-		for i < len(r.Groups) && (r.Groups[i].Profile != c.Profile || r.Groups[i].Owner != ownerOf(c)) {
+		for i < len(r.Groups) && (r.Groups[i].Profile != c.Profile || r.Groups[i].Owner != c.Owner) {
 			i++
 		}
 		if i == len(r.Groups) {

@@ -153,9 +153,9 @@ func (s *Store) ExpiringWithoutNotice(ctx context.Context, f store.NoticeFilter)
 		return fmt.Sprintf("%[1]s.not_after > ? AND %[1]s.not_after <= ? AND %[2]d * (%[1]s.not_after - ?) < %[1]s.not_after - %[1]s.not_before"+
 			" AND NOT EXISTS (SELECT 1 FROM expiry_notices x WHERE x.fingerprint = %[1]s.fingerprint)", t, f.LifeDivisor)
 	}
-	q := s.d.rebind("SELECT c.fingerprint, c.serial, c.identity, c.profile, 0, " + ownerExpr + ", c.not_after FROM certificates c" +
-		" WHERE c.status = 'active' AND " + atRisk("c") +
-		" AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.identity = c.identity AND n.status = 'active' AND n.not_after > ? AND n.event_seq > c.event_seq)" +
+	// Superseded as in ExpiringReport: read from the row (migration 0016).
+	q := s.d.rebind("SELECT c.fingerprint, c.serial, c.identity, c.profile, 0, c.owner, c.not_after FROM certificates c" +
+		" WHERE c.status = 'active' AND " + atRisk("c") + " AND c.superseded_until <= ?" +
 		" UNION ALL SELECT d.fingerprint, d.serial, d.identity, '', 1, d.owner, d.not_after FROM discovered_certificates d" +
 		" WHERE d.gone_at IS NULL AND " + atRisk("d") +
 		" AND NOT EXISTS (SELECT 1 FROM certificates i WHERE i.fingerprint = d.fingerprint)" +

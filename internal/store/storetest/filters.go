@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,8 @@ func model(certs []store.Certificate, f store.Filter) []string {
 		switch {
 		case f.Identity != "" && c.Identity != f.Identity,
 			f.Profile != "" && c.Profile != f.Profile,
+			f.Owner != "" && c.Owner != f.Owner,
+			!f.After.IsZero() && !positionAfter(c, f.After),
 			f.Status == store.StatusActive && (c.Status != store.StatusActive || c.NotAfter.Before(f.Now)),
 			f.Status == store.StatusExpired && (c.Status != store.StatusActive || !c.NotAfter.Before(f.Now)),
 			f.Status == store.StatusRevoked && c.Status != store.StatusRevoked,
@@ -44,6 +47,14 @@ func model(certs []store.Certificate, f store.Filter) []string {
 	return serials
 }
 
+// positionAfter reports whether c comes after p in the inventory's order.
+func positionAfter(c store.Certificate, p store.Position) bool {
+	if c := c.NotAfter.Compare(p.NotAfter); c != 0 {
+		return c > 0
+	}
+	return c.Serial > p.Serial
+}
+
 func serialsOf(cs []store.Certificate) []string {
 	out := []string{}
 	for _, c := range cs {
@@ -62,6 +73,7 @@ func testFilters(t *testing.T, open Opener) {
 	isss := make([]*store.Issuance, 60)
 	for i := range isss {
 		isss[i] = NewIssuance(i % 20)
+		isss[i].Certificate.Owner = fmt.Sprintf("spiffe://example.test/mica/admin/owner-%d", i%4)
 	}
 	for i, err := range recordAll(s, isss) {
 		if err != nil {
@@ -102,6 +114,12 @@ func testFilters(t *testing.T, open Opener) {
 		{"Offset", store.Filter{Offset: 13}},
 		{"LimitOffset", store.Filter{Limit: 9, Offset: 20}},
 		{"OffsetPastEnd", store.Filter{Offset: 100}},
+		{"Owner", store.Filter{Owner: isss[2].Certificate.Owner}},
+		{"OwnerProfileActive", store.Filter{Owner: isss[2].Certificate.Owner, Profile: prof, Status: store.StatusActive, Now: now}},
+		{"After", store.Filter{After: store.PositionOf(isss[17].Certificate)}},
+		{"AfterSharedNotAfter", store.Filter{After: store.Position{NotAfter: isss[17].Certificate.NotAfter}}},
+		{"AfterRevoked", store.Filter{Status: store.StatusRevoked, After: store.PositionOf(isss[25].Certificate), Limit: 4}},
+		{"AfterIdentity", store.Filter{Identity: id, After: store.PositionOf(isss[23].Certificate)}},
 		{"ActiveLimitOffset", store.Filter{Status: store.StatusActive, Now: now, Limit: 5, Offset: 3}},
 	}
 	for _, tc := range tests {
@@ -115,13 +133,37 @@ func testFilters(t *testing.T, open Opener) {
 				t.Errorf("ListCertificates = %v\nwant %v", serialsOf(got), want)
 			}
 			all := tc.f
-			all.Limit, all.Offset = 0, 0
+			all.Limit, all.Offset, all.After = 0, 0, store.Position{}
 			n, err := s.CountCertificates(ctx, tc.f)
 			if err != nil {
 				t.Fatalf("CountCertificates: %v", err)
 			}
 			if wantN := len(model(certs, all)); n != wantN {
-				t.Errorf("CountCertificates = %d, want %d (Limit and Offset do not apply)", n, wantN)
+				t.Errorf("CountCertificates = %d, want %d (After, Limit and Offset do not apply)", n, wantN)
+			}
+		})
+	}
+	// Paging with After, one page after another, lists every certificate
+	// once and in order, whatever the filter.
+	for _, f := range []store.Filter{{}, {Profile: prof}, {Owner: isss[1].Certificate.Owner}, {Status: store.StatusActive, Now: now},
+		{Status: store.StatusRevoked}, {Status: store.StatusExpired, Now: now}, {ExpiresBefore: base.Add(30 * time.Hour)}} {
+		t.Run("Pages", func(t *testing.T) {
+			var got []string
+			f.Limit = 7
+			for range 20 {
+				page, err := s.ListCertificates(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, serialsOf(page)...)
+				if len(page) < f.Limit {
+					break
+				}
+				f.After = store.PositionOf(page[len(page)-1])
+			}
+			f.Limit, f.After = 1000, store.Position{}
+			if want := model(certs, f); !slices.Equal(got, want) {
+				t.Errorf("pages of 7 with %+v list %v\nwant %v", f, got, want)
 			}
 		})
 	}

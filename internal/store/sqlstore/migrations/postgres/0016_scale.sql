@@ -1,0 +1,62 @@
+-- A million live certificates: every list page and report is read from an
+-- index in the order it is wanted, and the expiry report needs no search
+-- per certificate.
+
+-- Owner is always set: certificates recorded before 0005 answer to their
+-- requester, as the expiry report already showed them, so the column can
+-- be filtered and indexed as it is.
+UPDATE certificates SET owner = requester WHERE owner = '';
+
+-- The inventory pages by (not_after, serial) after at most one filter;
+-- each filter's index ends with that order, so a page reads its rows and
+-- no more.
+DROP INDEX certificates_identity;
+CREATE INDEX certificates_identity ON certificates (identity, not_after, serial);
+DROP INDEX certificates_profile;
+CREATE INDEX certificates_profile ON certificates (profile, not_after, serial);
+CREATE INDEX certificates_owner ON certificates (owner, not_after, serial);
+-- The (status, not_after) index goes: it matched every query on status
+-- equally well, so planners chose it where an identity search was meant
+-- (the expiry report turned quadratic). Revoked certificates have an index
+-- of their own, in the inventory's order and covering what the CRL and
+-- the revocation feed read, so that those read no certificate rows.
+DROP INDEX certificates_status;
+CREATE INDEX certificates_revoked ON certificates (not_after, serial, issuer, identity, revoked_at, revocation_reason) WHERE status = 'revoked';
+
+-- superseded_until: the latest not_after among the active certificates of
+-- the same identity recorded after this one (0 when none). A certificate
+-- is superseded at a time t exactly when superseded_until > t: the expiry
+-- report reads that from the row instead of searching for successors.
+-- Triggers keep it: an issuance raises it on its identity's live
+-- predecessors; a revocation recomputes it for the predecessors of the
+-- revoked certificate. Rows that expired before the change are left alone:
+-- no later report can list them.
+ALTER TABLE certificates ADD COLUMN superseded_until BIGINT NOT NULL DEFAULT 0;
+UPDATE certificates SET superseded_until = coalesce((SELECT max(n.not_after) FROM certificates n
+    WHERE n.identity = certificates.identity AND n.status = 'active' AND n.event_seq > certificates.event_seq), 0)
+WHERE status = 'active';
+-- The live certificates as the expiry report and the inventory gauges
+-- group them, covering both.
+CREATE INDEX certificates_live ON certificates (profile, owner, not_after, superseded_until) WHERE status = 'active';
+-- engine's own: begin
+CREATE FUNCTION certificates_supersede() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE certificates SET superseded_until = NEW.not_after
+    WHERE identity = NEW.identity AND not_after > NEW.not_before AND status = 'active'
+      AND event_seq < NEW.event_seq AND superseded_until < NEW.not_after;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER certificates_supersede AFTER INSERT ON certificates
+FOR EACH ROW WHEN (NEW.status = 'active') EXECUTE FUNCTION certificates_supersede();
+CREATE FUNCTION certificates_unsupersede() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE certificates c SET superseded_until = coalesce((SELECT max(n.not_after) FROM certificates n
+        WHERE n.identity = c.identity AND n.not_after > NEW.revoked_at AND n.status = 'active'
+          AND n.event_seq > c.event_seq), 0)
+    WHERE c.identity = NEW.identity AND c.not_after > NEW.revoked_at AND c.status = 'active'
+      AND c.event_seq < NEW.event_seq AND c.superseded_until <= NEW.not_after;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER certificates_unsupersede AFTER UPDATE OF status ON certificates
+FOR EACH ROW WHEN (OLD.status = 'active' AND NEW.status <> 'active') EXECUTE FUNCTION certificates_unsupersede();
+-- engine's own: end
