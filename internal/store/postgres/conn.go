@@ -28,7 +28,10 @@ var dialect = sqlstore.Dialect{
 	LockMigrations:    advisoryLock(migrationLockKey),
 	LockEvents:        advisoryLock(eventLockKey),
 	OnePool:           true,
-	Unanswered:        "check that PostgreSQL is up and reachable and that its disk is not full or frozen",
+	Explain: func(ctx context.Context, c sqlstore.Conn, query string, args []any) ([]string, error) {
+		return sqlstore.ExplainLines(ctx, c, "EXPLAIN ", query, args)
+	},
+	Unanswered: "check that PostgreSQL is up and reachable and that its disk is not full or frozen",
 }
 
 // advisoryLock is a statement that holds the advisory lock key until its

@@ -70,3 +70,7 @@ func BenchmarkRecordIssuance(b *testing.B) {
 func BenchmarkIsDenied(b *testing.B) {
 	storetest.BenchmarkIsDenied(b, storetest.Fresh(cluster.Database, Open))
 }
+
+func BenchmarkRenewal(b *testing.B) {
+	storetest.BenchmarkRenewal(b, storetest.Fresh(cluster.Database, Open))
+}

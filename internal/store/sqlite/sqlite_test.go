@@ -185,3 +185,7 @@ func TestBackfillLeaves(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkRenewal(b *testing.B) {
+	storetest.BenchmarkRenewal(b, storetest.Fresh(newDatabase, Open))
+}

@@ -28,6 +28,15 @@ type Dialect struct {
 	// while it waits for another, so that concurrent callers cannot take
 	// every connection and wait for each other.
 	OnePool bool
+	// NotIndexed is written before a column in a condition that the
+	// planner must not answer from an index on that column (SQLite: "+"),
+	// so that it keeps a plan reading another index in the order a query
+	// groups or lists by. Empty for a planner that weighs the choice from
+	// statistics (PostgreSQL).
+	NotIndexed string
+	// Explain returns how the engine means to run query (see Plans), one
+	// step a line.
+	Explain func(ctx context.Context, c Conn, query string, args []any) ([]string, error)
 	// Unanswered says what to check when the database does not answer a
 	// call in time (see TimeoutError); it must name no host, user or
 	// path, as it may reach unauthenticated callers.

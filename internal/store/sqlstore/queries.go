@@ -55,7 +55,17 @@ func limit(n int) (int, error) {
 	}
 }
 
-func certWhere(f store.Filter, d *Dialect) (*builder, error) {
+// certWhere builds the conditions of f; paged adds f.After's.
+func certWhere(f store.Filter, d *Dialect, paged bool) (*builder, error) {
+	// Past a position at or after Now, the active filter's lower bound
+	// follows from the position's, and before Now the position's from the
+	// bound: only one of them is written, as SQLite seeks the index with
+	// one lower bound and filters by the other, which would read every
+	// row from the first live certificate to the page.
+	activeFrom := f.Status == store.StatusActive && paged && !f.After.IsZero()
+	if activeFrom && f.After.NotAfter.Before(f.Now) {
+		paged = false
+	}
 	b := &builder{ph: d.Placeholder}
 	if f.Identity != "" {
 		b.cond("identity = %s", f.Identity)
@@ -74,7 +84,9 @@ func certWhere(f store.Filter, d *Dialect) (*builder, error) {
 		}
 		b.conds = append(b.conds, "status = 'active'")
 		if f.Status == store.StatusActive {
-			b.cond("not_after >= %s", micros(f.Now))
+			if !activeFrom || !paged {
+				b.cond("not_after >= %s", micros(f.Now))
+			}
 		} else {
 			b.cond("not_after < %s", micros(f.Now))
 		}
@@ -88,6 +100,9 @@ func certWhere(f store.Filter, d *Dialect) (*builder, error) {
 	}
 	if f.Offset < 0 {
 		return nil, errors.New("filter offset is negative")
+	}
+	if paged {
+		after(b, f.After)
 	}
 	return b, nil
 }
@@ -106,11 +121,10 @@ func after(b *builder, p store.Position) {
 // listCertificates selects certificates matching f, ordered by NotAfter
 // then serial, after f.After, limited and offset as f says.
 func listCertificates(f store.Filter, d *Dialect) (query, error) {
-	b, err := certWhere(f, d)
+	b, err := certWhere(f, d, true)
 	if err != nil {
 		return query{}, err
 	}
-	after(b, f.After)
 	n, err := limit(f.Limit)
 	if err != nil {
 		return query{}, err
@@ -123,7 +137,7 @@ func listCertificates(f store.Filter, d *Dialect) (query, error) {
 // countCertificates counts every certificate matching f; After, Limit and
 // Offset are ignored so the count can size pagination.
 func countCertificates(f store.Filter, d *Dialect) (query, error) {
-	b, err := certWhere(f, d)
+	b, err := certWhere(f, d, false)
 	if err != nil {
 		return query{}, err
 	}

@@ -17,28 +17,33 @@ import (
 // by profile and by the first expiry window their NotAfter falls in, in
 // one pass over the certificates_live index in profile order, one row per
 // profile with a count per window (no sort of a million certificates by
-// window). The lower bound is +not_after for the reason expiringQueries
-// gives.
+// window). The lower bound is written with Dialect.NotIndexed for the
+// reason expiringQueries gives.
 func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) (_ []store.ExpiryCount, err error) {
 	ctx, end := s.call(ctx, "count certificates by expiry", false)
 	defer end(&err)
+	rows, err := list(ctx, s, "count certificates by expiry", scanProfileExpiry, expiryCounts(now, &s.d), nil)
+	var out []store.ExpiryCount
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out, err
+}
+
+// expiryCounts is CertificatesByExpiry's query.
+func expiryCounts(now time.Time, d *Dialect) query {
 	var q query
 	arg := func(v any) string {
 		q.Args = append(q.Args, v)
-		return s.d.Placeholder(len(q.Args))
+		return d.Placeholder(len(q.Args))
 	}
 	var sums strings.Builder
 	for _, w := range store.ExpiryWindows[:len(store.ExpiryWindows)-1] {
 		fmt.Fprintf(&sums, ", sum(CASE WHEN not_after < %s THEN 1 ELSE 0 END)", arg(micros(now.Add(w.Within))))
 	}
 	q.SQL = "SELECT profile, count(*)" + sums.String() + " FROM certificates" +
-		" WHERE status = 'active' AND +not_after >= " + arg(micros(now)) + " GROUP BY profile ORDER BY profile"
-	rows, err := list(ctx, s, "count certificates by expiry", scanProfileExpiry, q, nil)
-	var out []store.ExpiryCount
-	for _, r := range rows {
-		out = append(out, r...)
-	}
-	return out, err
+		" WHERE status = 'active' AND " + d.NotIndexed + "not_after >= " + arg(micros(now)) + " GROUP BY profile ORDER BY profile"
+	return q
 }
 
 // scanProfileExpiry reads one profile's row: its live certificates, then
@@ -114,10 +119,10 @@ func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (_ s
 // certificates_live index (profile, owner, not_after, superseded_until of
 // the active certificates) in the order they group and list by: the groups
 // in one pass over it with no sort, the listed certificates up to the
-// limit. The expiry bounds are written +c.not_after, which keeps SQLite's
-// planner from trading that order for a range over the not_after index
-// and a sort of every certificate in the window; PostgreSQL reads it as
-// the column.
+// limit. The expiry bounds are written with Dialect.NotIndexed, which
+// keeps SQLite's planner, which has no statistics, from trading that order
+// for a range over the not_after index and a sort of every certificate in
+// the window (reading each row, DER and all).
 func expiringQueries(f store.ExpiringFilter, d *Dialect) (groups, certs query, err error) {
 	switch {
 	case f.Now.IsZero() || f.Before.IsZero():
@@ -135,8 +140,8 @@ func expiringQueries(f store.ExpiringFilter, d *Dialect) (groups, certs query, e
 		if f.Profile != "" {
 			b.cond("c.profile = %s", f.Profile)
 		}
-		b.cond("+c.not_after > %s", micros(f.Now))
-		b.cond("+c.not_after <= %s", micros(f.Before))
+		b.cond(d.NotIndexed+"c.not_after > %s", micros(f.Now))
+		b.cond(d.NotIndexed+"c.not_after <= %s", micros(f.Before))
 		b.cond("c.superseded_until <= %s", micros(f.Now))
 		return b
 	}

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -140,27 +141,13 @@ func (s *Store) TakeLease(ctx context.Context, name, owner string, now time.Time
 // certificates mica issued that are at risk (as in ExpiringReport) and the
 // discovered ones still seen and not in the inventory, whose remaining
 // life is within f.Within and under 1/f.LifeDivisor of their lifetime.
-func (s *Store) ExpiringWithoutNotice(ctx context.Context, f store.NoticeFilter) ([]store.ExpiryCandidate, error) {
-	if f.Now.IsZero() || f.Within <= 0 || f.LifeDivisor < 1 {
-		return nil, s.errorf("expiry notices: the filter needs Now, a positive Within and a LifeDivisor of at least 1")
-	}
-	n, err := limit(f.Limit)
+func (s *Store) ExpiringWithoutNotice(ctx context.Context, f store.NoticeFilter) (_ []store.ExpiryCandidate, err error) {
+	ctx, end := s.call(ctx, "expiry notices", false)
+	defer end(&err)
+	q, err := noticesQuery(f, &s.d)
 	if err != nil {
 		return nil, s.errorf("expiry notices: %w", err)
 	}
-	now, before := micros(f.Now), micros(f.Now.Add(f.Within))
-	atRisk := func(t string) string {
-		return fmt.Sprintf("%[1]s.not_after > ? AND %[1]s.not_after <= ? AND %[2]d * (%[1]s.not_after - ?) < %[1]s.not_after - %[1]s.not_before"+
-			" AND NOT EXISTS (SELECT 1 FROM expiry_notices x WHERE x.fingerprint = %[1]s.fingerprint)", t, f.LifeDivisor)
-	}
-	// Superseded as in ExpiringReport: read from the row (migration 0016).
-	q := s.d.rebind("SELECT c.fingerprint, c.serial, c.identity, c.profile, 0, c.owner, c.not_after FROM certificates c" +
-		" WHERE c.status = 'active' AND " + atRisk("c") + " AND c.superseded_until <= ?" +
-		" UNION ALL SELECT d.fingerprint, d.serial, d.identity, '', 1, d.owner, d.not_after FROM discovered_certificates d" +
-		" WHERE d.gone_at IS NULL AND " + atRisk("d") +
-		" AND NOT EXISTS (SELECT 1 FROM certificates i WHERE i.fingerprint = d.fingerprint)" +
-		fmt.Sprintf(" ORDER BY 7, 1 LIMIT %d", n))
-	args := []any{now, before, now, now, now, before, now}
 	return list(ctx, s, "expiry notices", func(scan scanFunc) (store.ExpiryCandidate, error) {
 		var c store.ExpiryCandidate
 		var discovered int
@@ -168,7 +155,31 @@ func (s *Store) ExpiringWithoutNotice(ctx context.Context, f store.NoticeFilter)
 		err := scan(&c.Fingerprint, &c.Serial, &c.Identity, &c.Profile, &discovered, &c.Owner, &notAfter)
 		c.Discovered, c.NotAfter = discovered == 1, fromMicros(notAfter)
 		return c, err
-	}, query{SQL: q, Args: args}, nil)
+	}, q, nil)
+}
+
+// noticesQuery is ExpiringWithoutNotice's query.
+func noticesQuery(f store.NoticeFilter, d *Dialect) (query, error) {
+	if f.Now.IsZero() || f.Within <= 0 || f.LifeDivisor < 1 {
+		return query{}, errors.New("the filter needs Now, a positive Within and a LifeDivisor of at least 1")
+	}
+	n, err := limit(f.Limit)
+	if err != nil {
+		return query{}, err
+	}
+	now, before := micros(f.Now), micros(f.Now.Add(f.Within))
+	atRisk := func(t string) string {
+		return fmt.Sprintf("%[1]s.not_after > ? AND %[1]s.not_after <= ? AND %[2]d * (%[1]s.not_after - ?) < %[1]s.not_after - %[1]s.not_before"+
+			" AND NOT EXISTS (SELECT 1 FROM expiry_notices x WHERE x.fingerprint = %[1]s.fingerprint)", t, f.LifeDivisor)
+	}
+	// Superseded as in ExpiringReport: read from the row (migration 0016).
+	q := d.rebind("SELECT c.fingerprint, c.serial, c.identity, c.profile, 0, c.owner, c.not_after FROM certificates c" +
+		" WHERE c.status = 'active' AND " + atRisk("c") + " AND c.superseded_until <= ?" +
+		" UNION ALL SELECT d.fingerprint, d.serial, d.identity, '', 1, d.owner, d.not_after FROM discovered_certificates d" +
+		" WHERE d.gone_at IS NULL AND " + atRisk("d") +
+		" AND NOT EXISTS (SELECT 1 FROM certificates i WHERE i.fingerprint = d.fingerprint)" +
+		fmt.Sprintf(" ORDER BY 7, 1 LIMIT %d", n))
+	return query{SQL: q, Args: []any{now, before, now, now, now, before, now}}, nil
 }
 
 // AddExpiryNotice implements store.ExpiryNoticeStore; a second notice for

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/mica-pki/mica/internal/store"
 )
@@ -49,6 +50,47 @@ func BenchmarkRecordIssuance(b *testing.B, newStore func(testing.TB) store.Store
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
 		})
 	}
+}
+
+// BenchmarkRenewal measures durable renewals per second with 64
+// concurrent callers: each records a certificate of an identity that has
+// one live certificate already, as an agent's renewal does (the store then
+// marks the predecessor superseded, migration 0016). newStore must return
+// a fresh, empty store.
+func BenchmarkRenewal(b *testing.B, newStore func(testing.TB) store.Store) {
+	s := newStore(b)
+	b.Cleanup(func() { s.Close() })
+	firsts := make([]*store.Issuance, b.N)
+	renewals := make(chan *store.Issuance, b.N)
+	for i := range firsts {
+		first := NewIssuance(i)
+		id := fmt.Sprintf("spiffe://example.test/renewing/%d", i)
+		first.Certificate.Identity, first.Event.Identity = id, id
+		firsts[i] = first
+		renewal := NewIssuance(i)
+		renewal.Certificate.Identity, renewal.Event.Identity = id, id
+		renewal.Certificate.NotAfter = first.Certificate.NotAfter.Add(time.Hour)
+		renewal.Certificate.RenewedFrom = first.Certificate.Serial
+		renewals <- renewal
+	}
+	close(renewals)
+	for i, err := range recordAll(s, firsts) {
+		if err != nil {
+			b.Fatalf("record certificate %d: %v", i, err)
+		}
+	}
+	b.ResetTimer()
+	b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.RecordIssuance(context.Background(), <-renewals); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "renewals/s")
 }
 
 // BenchmarkIsDenied measures the deny-list lookup that every issuance and

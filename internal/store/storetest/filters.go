@@ -120,6 +120,8 @@ func testFilters(t *testing.T, open Opener) {
 		{"AfterSharedNotAfter", store.Filter{After: store.Position{NotAfter: isss[17].Certificate.NotAfter}}},
 		{"AfterRevoked", store.Filter{Status: store.StatusRevoked, After: store.PositionOf(isss[25].Certificate), Limit: 4}},
 		{"AfterIdentity", store.Filter{Identity: id, After: store.PositionOf(isss[23].Certificate)}},
+		{"ActiveAfterEarlier", store.Filter{Status: store.StatusActive, Now: now, After: store.PositionOf(isss[2].Certificate)}},
+		{"ActiveAfterLater", store.Filter{Status: store.StatusActive, Now: now, After: store.PositionOf(isss[12].Certificate)}},
 		{"ActiveLimitOffset", store.Filter{Status: store.StatusActive, Now: now, Limit: 5, Offset: 3}},
 	}
 	for _, tc := range tests {

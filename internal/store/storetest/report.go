@@ -57,6 +57,13 @@ func testExpiringReport(t *testing.T, open Opener) {
 	supersededG := cert("spiffe://example.test/g", "service", ops, 90*time.Minute)
 	atRiskG := cert("spiffe://example.test/g", "service", ops, 7*time.Hour)
 	revoke(cert("spiffe://example.test/g", "service", ops, 30*time.Hour))
+	// svc/h: the second certificate outlives the first, a third outlives
+	// both, then the second is revoked: the first stays superseded (by the
+	// third), the third is at risk.
+	supersededH := cert("spiffe://example.test/h", "service", ops, 8*time.Hour)
+	secondH := cert("spiffe://example.test/h", "service", ops, 20*time.Hour)
+	atRiskH := cert("spiffe://example.test/h", "service", ops, 40*time.Hour)
+	revoke(secondH)
 	// Another profile, two owners.
 	w1 := cert("web1.example.test", "web", ci, 30*time.Hour)
 	w2 := cert("web2.example.test", "web", ci, 10*time.Hour)
@@ -72,12 +79,12 @@ func testExpiringReport(t *testing.T, open Opener) {
 		serials        []string
 	}
 	want := []group{
-		{"service", ops, renewedA.Certificate.NotAfter, []string{renewedA.Certificate.Serial, atRiskE.Certificate.Serial, atRiskF.Certificate.Serial, atRiskG.Certificate.Serial}},
+		{"service", ops, renewedA.Certificate.NotAfter, []string{renewedA.Certificate.Serial, atRiskE.Certificate.Serial, atRiskF.Certificate.Serial, atRiskG.Certificate.Serial, atRiskH.Certificate.Serial}},
 		{"web", ci, w2.Certificate.NotAfter, []string{w2.Certificate.Serial, w1.Certificate.Serial}},
 		{"web", ops, w3.Certificate.NotAfter, []string{w3.Certificate.Serial}},
 	}
-	if rep.Total != 7 || rep.Listed != 7 || len(rep.Groups) != len(want) {
-		t.Fatalf("report: total %d, listed %d, %d groups; want 7, 7, %d\n%s", rep.Total, rep.Listed, len(rep.Groups), len(want), describe(rep))
+	if rep.Total != 8 || rep.Listed != 8 || len(rep.Groups) != len(want) {
+		t.Fatalf("report: total %d, listed %d, %d groups; want 8, 8, %d\n%s", rep.Total, rep.Listed, len(rep.Groups), len(want), describe(rep))
 	}
 	for i, w := range want {
 		g := rep.Groups[i]
@@ -99,7 +106,7 @@ func testExpiringReport(t *testing.T, open Opener) {
 	}
 	for _, g := range rep.Groups {
 		for _, c := range g.Certificates {
-			if c.Serial == superseded.Certificate.Serial || c.Serial == supersededG.Certificate.Serial {
+			if c.Serial == superseded.Certificate.Serial || c.Serial == supersededG.Certificate.Serial || c.Serial == supersededH.Certificate.Serial {
 				t.Errorf("superseded certificate %s is listed", c.Serial)
 			}
 		}
@@ -113,7 +120,7 @@ func testExpiringReport(t *testing.T, open Opener) {
 	})
 	t.Run("limit cuts the list, not the groups", func(t *testing.T) {
 		rep, err := s.ExpiringReport(ctx, store.ExpiringFilter{Now: now, Before: now.Add(48 * time.Hour), Limit: 2})
-		if err != nil || rep.Total != 7 || rep.Listed != 2 || len(rep.Groups) != 3 || rep.Groups[2].Count != 1 || len(rep.Groups[2].Certificates) != 0 {
+		if err != nil || rep.Total != 8 || rep.Listed != 2 || len(rep.Groups) != 3 || rep.Groups[2].Count != 1 || len(rep.Groups[2].Certificates) != 0 {
 			t.Fatalf("limit 2: %v\n%s", err, describe(rep))
 		}
 	})

@@ -23,14 +23,17 @@ CREATE INDEX certificates_owner ON certificates (owner, not_after, serial);
 DROP INDEX certificates_status;
 CREATE INDEX certificates_revoked ON certificates (not_after, serial, issuer, identity, revoked_at, revocation_reason) WHERE status = 'revoked';
 
--- superseded_until: the latest not_after among the active certificates of
--- the same identity recorded after this one (0 when none). A certificate
--- is superseded at a time t exactly when superseded_until > t: the expiry
--- report reads that from the row instead of searching for successors.
--- Triggers keep it: an issuance raises it on its identity's live
--- predecessors; a revocation recomputes it for the predecessors of the
--- revoked certificate. Rows that expired before the change are left alone:
--- no later report can list them.
+-- superseded_until: the not_after of an active certificate of the same
+-- identity recorded after this one (0 when none), the latest of them until
+-- one outlives this certificate. A certificate is superseded at a time t
+-- exactly when superseded_until > t: the expiry report reads that from the
+-- row instead of searching for successors. Triggers keep it: an issuance
+-- raises it on its identity's live predecessors that are not yet
+-- superseded for the rest of their life (superseded_until < not_after,
+-- kept in an index of their own, so that an identity shared by many
+-- machines costs one row or a few, not one per machine); a revocation
+-- recomputes it where it came from the revoked certificate. Rows that
+-- expired before the change are left alone: no later report lists them.
 ALTER TABLE certificates ADD COLUMN superseded_until BIGINT NOT NULL DEFAULT 0;
 UPDATE certificates SET superseded_until = coalesce((SELECT max(n.not_after) FROM certificates n
     WHERE n.identity = certificates.identity AND n.status = 'active' AND n.event_seq > certificates.event_seq), 0)
@@ -38,13 +41,14 @@ WHERE status = 'active';
 -- The live certificates as the expiry report and the inventory gauges
 -- group them, covering both.
 CREATE INDEX certificates_live ON certificates (profile, owner, not_after, superseded_until) WHERE status = 'active';
+CREATE INDEX certificates_unsuperseded ON certificates (identity, not_after) WHERE status = 'active' AND superseded_until < not_after;
 -- engine's own: begin
 CREATE TRIGGER certificates_supersede AFTER INSERT ON certificates
 WHEN NEW.status = 'active'
 BEGIN
     UPDATE certificates SET superseded_until = NEW.not_after
-    WHERE identity = NEW.identity AND not_after > NEW.not_before AND status = 'active'
-      AND event_seq < NEW.event_seq AND superseded_until < NEW.not_after;
+    WHERE identity = NEW.identity AND status = 'active' AND superseded_until < not_after
+      AND not_after > NEW.not_before AND event_seq < NEW.event_seq AND superseded_until < NEW.not_after;
 END;
 CREATE TRIGGER certificates_unsupersede AFTER UPDATE OF status ON certificates
 WHEN OLD.status = 'active' AND NEW.status <> 'active'
@@ -53,6 +57,7 @@ BEGIN
         WHERE n.identity = certificates.identity AND n.not_after > NEW.revoked_at AND n.status = 'active'
           AND n.event_seq > certificates.event_seq), 0)
     WHERE identity = NEW.identity AND not_after > NEW.revoked_at AND status = 'active'
-      AND event_seq < NEW.event_seq AND superseded_until <= NEW.not_after;
+      AND event_seq < NEW.event_seq AND superseded_until = NEW.not_after;
 END;
 -- engine's own: end
+CREATE INDEX certificates_status ON certificates (status, not_after);
