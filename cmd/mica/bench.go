@@ -342,7 +342,7 @@ func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.T
 		return nil, nil, err
 	}
 	cfg.Tracing = tracing
-	p, err := openParts(ctx, d, cfg, pass, dbURL, nil)
+	p, err := openParts(ctx, d, cfg, pass, dbURL, nil, nil)
 	if err != nil {
 		cleanup()
 		return nil, nil, err

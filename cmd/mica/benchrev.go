@@ -49,9 +49,10 @@ func newRevBench(ctx context.Context, db string) (*revBench, error) {
 		cleanup()
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancelCause(ctx)
-	wg := rev.run(runCtx, cancel)
-	return &revBench{p: p, rev: rev, ctx: runCtx, cleanup: func() { cancel(nil); wg.Wait(); cleanup() }}, nil
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { rev.run(runCtx); close(done) }()
+	return &revBench{p: p, rev: rev, ctx: runCtx, cleanup: func() { cancel(); <-done; cleanup() }}, nil
 }
 
 // enroll issues n certificates through the authority, as machines would.
@@ -249,11 +250,14 @@ func runBenchOCSP(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer b.cleanup()
-	srv, url, _, err := serveHTTP("127.0.0.1:0", b.rev.handler(b.p), slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	srv := revocationServer(b.rev.handler(b.p), slog.New(slog.DiscardHandler))
+	go srv.Serve(ln)
 	defer srv.Close()
+	url := "http://" + ln.Addr().String()
 	certs, err := b.enroll(ctx, *n)
 	if err != nil {
 		return err

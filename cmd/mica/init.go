@@ -139,7 +139,7 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := openParts(ctx, o.data, cfg, o.passphrase, o.dbURL, nil)
+	p, err := openParts(ctx, o.data, cfg, o.passphrase, o.dbURL, nil, nil)
 	if err != nil {
 		return err
 	}

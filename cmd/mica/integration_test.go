@@ -85,6 +85,15 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 // newTestEnvWith is newTestEnv with extra lines at the end of the config.
 func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 	t.Helper()
+	e := initTestEnv(t, engine, extraConfig)
+	e.start()
+	return e
+}
+
+// initTestEnv initialises a data directory on the engine, with extra lines
+// at the end of the config, and serves nothing yet.
+func initTestEnv(t *testing.T, engine, extraConfig string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: engine}
 	db := `""`
 	if engine == "postgres" {
@@ -100,7 +109,6 @@ func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 		t.Fatal(err)
 	}
 	e.micaOK("init", "--trust-domain", "example.org")
-	e.start()
 	return e
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,9 +12,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/identity"
@@ -74,7 +77,18 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := openParts(ctx, d, cfg, pass, *db, log)
+
+	// Every listener is bound before anything else happens: a port that
+	// is taken ends the start here, before mica issues its own
+	// certificate, records an event or starts a loop.
+	lns, err := bindListeners(cfg.Listen, cfg.HTTPListen, cfg.metricsListen(*metricsListen), log)
+	if err != nil {
+		return err
+	}
+	defer lns.close()
+
+	reg := telemetry.NewRegistry(version)
+	p, err := openParts(ctx, d, cfg, pass, *db, log, reg)
 	if err != nil {
 		return err
 	}
@@ -83,45 +97,16 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Sprintf("config %s sha256:%s, %d profiles", *configPath, configHash(cfgData), len(cfg.Profiles))); err != nil {
 		return err
 	}
-
-	// The audit loops stop with ctx and are waited for before the store
-	// closes, so the last checkpoint and failure counts are written.
-	var loops sync.WaitGroup
-	defer loops.Wait()
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	defer stopLoops()
-	loops.Go(func() { p.audit.Run(loopCtx) })
-	loops.Go(func() { p.failures.Run(loopCtx) })
-	loops.Go(func() { p.guard.Run(loopCtx) })
-
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
 		return err
 	}
-	go certs.rotate(ctx)
-
 	rev, err := newRevocationOutputs(ctx, p, log)
-	if err != nil {
-		return err
-	}
-	runCtx, stopRuns := context.WithCancelCause(ctx)
-	defer stopRuns(nil)
-	runs := rev.run(runCtx, stopRuns)
-	defer runs.Wait()
-	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, rev.handler(p), log)
 	if err != nil {
 		return err
 	}
 	if err := registerServerMetrics(p, rev, certs, log); err != nil {
 		return err
-	}
-	metricsSrv, err := telemetry.Listen(cfg.metricsListen(*metricsListen), p.registry, log)
-	if err != nil {
-		return err
-	}
-	metricsErr := make(chan error, 1)
-	if metricsSrv != nil {
-		go func() { metricsErr <- metricsSrv.Run(runCtx) }()
 	}
 
 	started := time.Now()
@@ -140,7 +125,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
+	apiSrv := &http.Server{
 		Handler: traced(p, handler),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
@@ -157,22 +142,26 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
+	servers := []namedServer{{"API", apiSrv, func() error { return apiSrv.ServeTLS(lns.api, "", "") }}}
+	if lns.http != nil {
+		httpSrv := revocationServer(rev.handler(p), log)
+		servers = append(servers, namedServer{"CRL and OCSP listener", httpSrv, func() error { return httpSrv.Serve(lns.http) }})
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	if lns.metrics != nil {
+		metricsSrv := metricsServer(reg, log)
+		servers = append(servers, namedServer{"metrics listener", metricsSrv, func() error { return metricsSrv.Serve(lns.metrics) }})
+	}
 
-	url := "https://" + ln.Addr().String()
+	url := "https://" + lns.api.Addr().String()
 	log.Info("mica serving", slog.String("url", url), slog.String("data_dir", d.dir), slog.String("store", storeName(*db, cfg.Database)))
-	if httpURL != "" {
+	if lns.http != nil {
+		httpURL := "http://" + lns.http.Addr().String()
 		log.Info("revocation endpoints", slog.String("url", httpURL), slog.String("public_url", cfg.PublicURL))
 		fmt.Fprintf(env.stdout, "revocation (CRL, OCSP) on %s (certificates name %s)\n", httpURL, cfg.PublicURL)
 	}
-	if metricsSrv != nil {
-		log.Info("metrics", slog.String("url", "http://"+metricsSrv.Addr()+"/metrics"))
-		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", metricsSrv.Addr())
+	if lns.metrics != nil {
+		log.Info("metrics", slog.String("url", "http://"+lns.metrics.Addr().String()+"/metrics"))
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", lns.metrics.Addr())
 	}
 	if p.tracing.Enabled() {
 		log.Info("tracing on", slog.String("otlp_endpoint", cfg.Tracing.OTLPEndpoint), slog.Float64("sample_ratio", cfg.Tracing.SampleRatio))
@@ -181,34 +170,121 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if *dev {
 		printDevNextSteps(env, d, url)
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("server stopped: %w", err)
-	case err := <-httpErr:
-		return fmt.Errorf("CRL and OCSP listener stopped: %w", err)
-	case err := <-metricsErr:
-		if err != nil {
-			return err
-		}
-	case <-runCtx.Done():
-		if cause := context.Cause(runCtx); ctx.Err() == nil {
-			return fmt.Errorf("revocation outputs stopped: %w", cause)
-		}
+
+	// Everything runs in one group: the first part to fail stops the
+	// rest, and a signal stops them all. The loops that write to the store
+	// (audit checkpoints, failure counts, limit summaries) are waited for
+	// before the store closes, so their last writes land.
+	g, gctx := errgroup.WithContext(ctx)
+	loop := func(name string, run func(context.Context) error) {
+		g.Go(func() error {
+			err := run(gctx)
+			if gctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s stopped: %w", name, orStopped(err))
+		})
 	}
-	log.Info("shutting down: draining requests")
-	// Ending the feed's loop ends its open streams, which would otherwise
-	// hold Shutdown until its timeout.
-	stopRuns(nil)
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if httpSrv != nil {
-		httpSrv.Shutdown(shutCtx)
+	loop("audit checkpoints", p.audit.Run)
+	loop("failed-authentication counter", p.failures.Run)
+	loop("rate limits", p.guard.Run)
+	loop("server certificate renewal", certs.rotate)
+	loop("revocation outputs", rev.run)
+	for _, s := range servers {
+		g.Go(func() error {
+			if err := s.serve(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s stopped: %w", s.name, err)
+			}
+			return nil
+		})
 	}
-	if err := srv.Shutdown(shutCtx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("shutting down: draining requests")
+		}
+		// The feed's open streams end with the hub's loop, which gctx
+		// ends, so they do not hold Shutdown until its timeout.
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		var errs []error
+		for _, s := range servers {
+			if err := s.srv.Shutdown(shutCtx); err != nil {
+				errs = append(errs, fmt.Errorf("graceful shutdown of the %s: %w", s.name, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// orStopped names a loop that returned without an error before it was
+// asked to stop.
+func orStopped(err error) error {
+	if err == nil {
+		return errors.New("returned early")
+	}
+	return err
+}
+
+// namedServer is one of serve's HTTP servers, with the name its errors
+// carry and how it serves on its bound listener.
+type namedServer struct {
+	name  string
+	srv   *http.Server
+	serve func() error
+}
+
+// listeners are serve's sockets; http and metrics are nil when off.
+type listeners struct {
+	api, http, metrics net.Listener
+}
+
+// bindListeners binds the API, CRL/OCSP and metrics addresses, or none of
+// them: a taken port closes what was bound and says which flag moves it.
+func bindListeners(apiAddr, httpAddr, metricsAddr string, log *slog.Logger) (_ *listeners, err error) {
+	l := &listeners{}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	if l.api, err = net.Listen("tcp", apiAddr); err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", apiAddr, err)
+	}
+	if httpAddr != "off" {
+		if l.http, err = net.Listen("tcp", httpAddr); err != nil {
+			return nil, fmt.Errorf("cannot listen on %s for CRL and OCSP: %w (choose another with --http-listen, or off)", httpAddr, err)
+		}
+	}
+	if !telemetry.Disabled(metricsAddr) {
+		if l.metrics, err = net.Listen("tcp", metricsAddr); err != nil {
+			return nil, fmt.Errorf("cannot listen on %s for metrics: %w (choose another with --metrics-listen, or off)", metricsAddr, err)
+		}
+		if host, _, _ := net.SplitHostPort(metricsAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+			log.Warn("metrics are served beyond loopback", slog.String("address", metricsAddr))
+		}
+	}
+	return l, nil
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.api, l.http, l.metrics} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// metricsServer serves the registry at /metrics.
+func metricsServer(reg *prometheus.Registry, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: telemetry.Handler(reg, log), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 func printDevNextSteps(env *cliEnv, d dataPaths, url string) {
@@ -285,20 +361,20 @@ func (s *serverCertificate) renew(ctx context.Context) error {
 	return nil
 }
 
-func (s *serverCertificate) rotate(ctx context.Context) {
+func (s *serverCertificate) rotate(ctx context.Context) error {
 	for {
 		leaf := s.current.Load().Leaf
 		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(wait):
 		}
 		if err := s.renew(ctx); err != nil {
 			s.log.Error("renewing the server certificate failed; retrying in a minute", slog.String("error", err.Error()))
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-time.After(time.Minute):
 			}
 		}

@@ -106,7 +106,8 @@ func redactURL(u string) string {
 }
 
 // openParts loads the CA, token key, policy and store and wires the authority.
-func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+// A nil registry gets a fresh one.
+func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger, reg *prometheus.Registry) (*parts, error) {
 	hier, err := ca.Load(d.caDir(), passphrase)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
@@ -159,7 +160,9 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	failures := auditlog.NewFailureCounter(st, nil, log)
-	reg := telemetry.NewRegistry(version)
+	if reg == nil {
+		reg = telemetry.NewRegistry(version)
+	}
 	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
 	if err != nil {
 		st.Close()
