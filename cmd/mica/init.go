@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -111,16 +110,10 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	case fileExists(o.data.adminDir()):
 		return fmt.Errorf("%s is already initialised: serve it with `mica serve --data-dir %s`", o.data.dir, o.data.dir)
 	}
-	if !fileExists(o.data.tokenKey()) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return err
-		}
-		if err := file.Write(o.data.tokenKey(), priv, o.passphrase); err != nil {
-			return err
-		}
+	if _, _, err := file.LoadOrCreate(o.data.tokenKey(), o.passphrase, keys.Ed25519); err != nil {
+		return err
 	}
-	if _, err := ensureAuditKey(o.data, o.passphrase); err != nil {
+	if _, err := loadOrCreateAuditKey(o.data, o.passphrase); err != nil {
 		return err
 	}
 	// An imported intermediate (offline root) names its trust domain in its

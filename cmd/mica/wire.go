@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -144,7 +143,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	auditKey, err := ensureAuditKey(d, passphrase)
+	auditKey, err := loadOrCreateAuditKey(d, passphrase)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -217,45 +216,21 @@ func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
 // creating it on first use so that data directories made before JWT-SVIDs
 // existed gain one on their next start.
 func loadOrCreateJWTKey(d dataPaths, passphrase []byte) (crypto.Signer, error) {
-	if !fileExists(d.jwtKey()) {
-		k, err := keys.Generate(keys.ECDSAP256, rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		// Write refuses to replace a file, so two servers starting on one
-		// data directory cannot each install a different key.
-		if err := file.Write(d.jwtKey(), k, passphrase); err != nil && !errors.Is(err, file.ErrExists) {
-			return nil, err
-		}
-	}
-	return file.Load(d.jwtKey(), passphrase)
+	k, _, err := file.LoadOrCreate(d.jwtKey(), passphrase, keys.ECDSAP256)
+	return k, err
 }
 
 // auditOrigin names the audit log in its checkpoints and its key.
 func auditOrigin(trustDomain string) string { return trustDomain + "/mica/audit" }
 
-// ensureAuditKey loads the Ed25519 key that signs audit checkpoints,
-// creating it (encrypted like the CA keys) in a data directory made before
-// the audit log existed.
-func ensureAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
-	if !fileExists(d.auditKey()) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		if err := file.Write(d.auditKey(), priv, passphrase); err != nil {
-			return nil, err
-		}
-	}
-	k, err := file.Load(d.auditKey(), passphrase)
+// loadOrCreateAuditKey loads the Ed25519 key that signs audit checkpoints,
+// creating it in a data directory made before the audit log existed.
+func loadOrCreateAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
+	k, _, err := file.LoadOrCreate(d.auditKey(), passphrase, keys.Ed25519)
 	if err != nil {
 		return nil, err
 	}
-	ed, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s is not an Ed25519 key; the audit log key is Ed25519", d.auditKey())
-	}
-	return ed, nil
+	return k.(ed25519.PrivateKey), nil
 }
 
 // readPassphrase finds the CA passphrase: --passphrase-file, then the
