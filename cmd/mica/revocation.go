@@ -41,7 +41,7 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	}
 	issuerID := authority.Fingerprint(p.hierarchy.Intermediate.Raw)
 	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
-		IssuerID: issuerID, Lint: lintSmallCRL, Logger: log})
+		IssuerID: issuerID, Lint: issuance.LintCRL, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -67,16 +67,6 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	}
 	p.revocations.set(hub.Changed)
 	return &revocationOutputs{hub: hub, crl: crlSvc, ocsp: resp}, nil
-}
-
-// lintSmallCRL lints CRLs of up to 100,000 entries before they are
-// published. Beyond that zlint's parse of the whole list costs more than a
-// rebuild; the encoder's tests lint its output at every size that matters.
-func lintSmallCRL(der []byte) error {
-	if len(der) > 100_000*48 {
-		return nil
-	}
-	return issuance.LintCRL(der)
 }
 
 // run runs the hub, the CRL schedule and the OCSP re-signer until ctx ends

@@ -3,6 +3,7 @@ package crl
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -80,5 +81,31 @@ func TestService(t *testing.T) {
 				t.Errorf("%s: %s → %d, want %d", tc.header, tc.value, rec.Code, tc.want)
 			}
 		})
+	}
+}
+
+// TestLintMaxEntries: CRLs up to the limit are linted before publication,
+// larger ones are published without the linter's whole-list parse.
+func TestLintMaxEntries(t *testing.T) {
+	pki := testpki.New(t, "example.org", testpki.WithClock(clock))
+	var src fakeSource
+	linted := 0
+	lint := func(der []byte) error { linted++; return issuance.LintCRL(der) }
+	s, err := New(Config{Source: &src, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: "me", Clock: clock,
+		Lint: lint, LintMaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{1, 2, 3, 3} { // entries 0, 1, 2, 3
+		if err := s.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if linted != want {
+			t.Errorf("CRL with %d entries: %d lint runs so far, want %d", i, linted, want)
+		}
+		src = append(src, store.Revoked{Serial: fmt.Sprintf("%x", 0x100+i), Issuer: "me", RevokedAt: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	}
+	if d, _ := New(Config{Source: src, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: "me"}); d.cfg.LintMaxEntries != DefaultLintMaxEntries {
+		t.Errorf("default LintMaxEntries = %d, want %d", d.cfg.LintMaxEntries, DefaultLintMaxEntries)
 	}
 }
