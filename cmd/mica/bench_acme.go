@@ -85,7 +85,7 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	apiLn, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: certs.get})
+	apiLn, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: certs.GetCertificate})
 	if err != nil {
 		return err
 	}

@@ -205,7 +205,7 @@ func serveBenchAPI(b *revBench) (string, func(), error) {
 	}
 	srv := &http.Server{
 		Handler:   api.New(api.Config{Authority: b.p.authority, TrustDomain: "example.org", Logger: log, Feed: b.rev.hub.Handler()}),
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: certs.get, ClientAuth: tls.RequestClientCert},
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: certs.GetCertificate, ClientAuth: tls.RequestClientCert},
 		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +20,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -129,7 +128,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		Handler: traced(p, handler),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
-			GetCertificate: certs.get,
+			GetCertificate: certs.GetCertificate,
 			// The client certificate is requested, not verified here: the
 			// authority judges it, so that an expired or revoked one gets a
 			// specific answer instead of a bare handshake failure.
@@ -188,7 +187,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loop("audit checkpoints", p.audit.Run)
 	loop("failed-authentication counter", p.failures.Run)
 	loop("rate limits", p.guard.Run)
-	loop("server certificate renewal", certs.rotate)
+	loop("server certificate renewal", certs.Run)
 	loop("revocation outputs", rev.run)
 	for _, s := range servers {
 		g.Go(func() error {
@@ -318,67 +317,14 @@ func newLogger(env *cliEnv, format string) (*slog.Logger, error) {
 	return nil, usageError("--log-format must be text or json, not %q", format)
 }
 
-// serverCertificate is the API's own TLS certificate, issued by mica's
-// intermediate through the authority (so it is linted and recorded like any
-// other) and renewed in memory at two thirds of its life.
-type serverCertificate struct {
-	p       *parts
-	id      identity.Identity
-	current atomic.Pointer[tls.Certificate]
-	log     *slog.Logger
-}
-
-func newServerCertificate(ctx context.Context, p *parts, names []string, log *slog.Logger) (*serverCertificate, error) {
+// newServerCertificate issues the API's own TLS certificate for the
+// configured server names; Run renews it.
+func newServerCertificate(ctx context.Context, p *parts, names []string, log *slog.Logger) (*servercert.Certificate, error) {
 	id, err := identity.Parse(strings.Join(names, ","))
 	if err != nil {
 		return nil, fmt.Errorf("server_names: %w", err)
 	}
-	s := &serverCertificate{p: p, id: id, log: log}
-	if err := s.renew(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *serverCertificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.current.Load(), nil
-}
-
-func (s *serverCertificate) renew(ctx context.Context) error {
-	key, err := keys.Generate(keys.Default, rand.Reader)
-	if err != nil {
-		return err
-	}
-	iss, err := s.p.authority.IssueInternal(ctx, serverProfile, s.id, key.Public(), 0)
-	if err != nil {
-		return fmt.Errorf("issuing the server's own certificate: %w", err)
-	}
-	c := &tls.Certificate{PrivateKey: key, Leaf: iss.Certificate, Certificate: [][]byte{iss.Certificate.Raw}}
-	for _, ch := range iss.Chain {
-		c.Certificate = append(c.Certificate, ch.Raw)
-	}
-	s.current.Store(c)
-	return nil
-}
-
-func (s *serverCertificate) rotate(ctx context.Context) error {
-	for {
-		leaf := s.current.Load().Leaf
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		if err := s.renew(ctx); err != nil {
-			s.log.Error("renewing the server certificate failed; retrying in a minute", slog.String("error", err.Error()))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Minute):
-			}
-		}
-	}
+	return servercert.New(ctx, servercert.Config{Issuer: p.authority, Profile: serverProfile, Identity: id, Logger: log})
 }
 
 // processMemory reads this process's resident and peak resident memory
