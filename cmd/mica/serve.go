@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/procmem"
 	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
@@ -116,7 +116,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		},
 		Stats: func() client.Stats {
-			rss, peak := processMemory()
+			rss, peak := procmem.Read()
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
@@ -325,30 +325,4 @@ func newServerCertificate(ctx context.Context, p *parts, names []string, log *sl
 		return nil, fmt.Errorf("server_names: %w", err)
 	}
 	return servercert.New(ctx, servercert.Config{Issuer: p.authority, Profile: serverProfile, Identity: id, Logger: log})
-}
-
-// processMemory reads this process's resident and peak resident memory
-// (VmRSS, VmHWM) from /proc; zero where that is not available.
-func processMemory() (rss, peak int64) {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		name, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "VmRSS":
-			rss = kb << 10
-		case "VmHWM":
-			peak = kb << 10
-		}
-	}
-	return rss, peak
 }
