@@ -94,7 +94,13 @@ func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 // at the end of the config, and serves nothing yet.
 func initTestEnv(t *testing.T, engine, extraConfig string) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: engine}
+	return initTestEnvAt(t, engine, extraConfig, filepath.Join(t.TempDir(), "data"))
+}
+
+// initTestEnvAt is initTestEnv with the data directory at dataDir.
+func initTestEnvAt(t *testing.T, engine, extraConfig, dataDir string) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, root: t, dataDir: dataDir, engine: engine}
 	db := `""`
 	if engine == "postgres" {
 		db = pgCluster.Database(t)

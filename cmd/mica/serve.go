@@ -18,6 +18,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/health"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/procmem"
 	"github.com/mica-pki/mica/internal/servercert"
@@ -111,10 +112,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
 		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
-		Ready: func(ctx context.Context) error {
-			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
+		Ready: (&health.Checker{Dir: d.dir, Logger: log, Ping: func(ctx context.Context) error {
+			_, err := p.store.LastEventSeq(ctx)
 			return err
-		},
+		}}).Check,
 		Stats: func() client.Stats {
 			rss, peak := procmem.Read()
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
