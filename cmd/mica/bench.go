@@ -234,7 +234,7 @@ func openBenchServer(ctx context.Context, opts bench.Options) (_ *bench.Server, 
 		return nil, err
 	}
 	cfg.Tracing = telemetry.TracingConfig{OTLPEndpoint: opts.OTLPEndpoint, SampleRatio: opts.SampleRatio}
-	p, err := openParts(ctx, d, cfg, pass, opts.DB, nil, nil)
+	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: opts.DB})
 	if err != nil {
 		return nil, err
 	}

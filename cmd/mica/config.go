@@ -188,13 +188,17 @@ func (c *Config) roles() map[string]authority.Role {
 
 // defaultConfig is what `mica init` writes: a starting point to edit and put
 // under version control.
-func defaultConfig(trustDomain, adminID string) string {
+func defaultConfig(trustDomain, adminID, dbURL string) string {
+	database := "# database: postgres://user@host/mica   # default: SQLite in the data directory"
+	if dbURL != "" {
+		database = fmt.Sprintf("database: %q   # this CA's records live here; the server refuses any other", dbURL)
+	}
 	return fmt.Sprintf(`# mica config: profiles say who may obtain which identities, for how long,
 # with which keys and usages. Check changes with `+"`mica policy check`"+`.
 trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
-# database: postgres://user@host/mica   # default: SQLite in the data directory
+%[4]s
 # public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
 # http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
 # metrics_listen: 127.0.0.1:9123        # Prometheus /metrics ("off" for none)
@@ -230,7 +234,7 @@ profiles:
 #   renewal_storm: {action: alert, max_renewals_per_lifetime: 4}
 #   issuance_burst: {action: alert, window: 1m, per_profile: 1000, per_requester: 300}
 #   unexpected_network: {action: alert}
-`, trustDomain, adminID, defaultListen)
+`, trustDomain, adminID, defaultListen, database)
 }
 
 // dataPaths are the files in a data directory.

@@ -88,7 +88,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer lns.close()
 
 	reg := telemetry.NewRegistry(version)
-	p, err := openParts(ctx, d, cfg, pass, *db, log, reg)
+	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: *db, log: log, registry: reg})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,4 +93,60 @@ func TestServePortTaken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDatabaseBelongsToOneCA walks the README's PostgreSQL path: init --db
+// records the database in mica.yaml, serve finds it without --db, and a
+// database is refused to every CA but its own, with a message that says
+// what to do and nothing left behind.
+func TestDatabaseBelongsToOneCA(t *testing.T) {
+	env := []string{"MICA_PASSPHRASE=" + testPassphrase}
+	pg := pgCluster.Database(t)
+	a := filepath.Join(t.TempDir(), "a")
+	micaOK(t, env, "init", "--data-dir", a, "--db", pg)
+	cfg, err := os.ReadFile(filepath.Join(a, configFileName))
+	if err != nil || !strings.Contains(string(cfg), "database: \""+pg+"\"") {
+		t.Fatalf("init --db did not record the database in mica.yaml (%v):\n%s", err, cfg)
+	}
+	srv := startServe(t, append(env, "MICA_DATA_DIR="+a))
+	// The admin credential init made is in that database, so admin calls
+	// work only if serve opened it (an empty SQLite one is refused).
+	micaOK(t, append(env, "MICA_DATA_DIR="+a, "MICA_SERVER="+srv.url), "cert", "list")
+	srv.stop(t, syscall.SIGTERM)
+
+	serveArgs := []string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "off"}
+	t.Run("another CA's init", func(t *testing.T) {
+		b := filepath.Join(t.TempDir(), "b")
+		r := micaWithin(t, time.Minute, env, "init", "--data-dir", b, "--db", pg)
+		if r.code != 1 || !strings.Contains(r.stderr, "belongs to another CA") {
+			t.Fatalf("init of a second CA on the first one's database: exit %d, %s", r.code, r.stderr)
+		}
+		if fileExists(b) {
+			t.Errorf("the refused init left %s behind", b)
+		}
+	})
+	t.Run("a SQLite CA served on another database", func(t *testing.T) {
+		c := filepath.Join(t.TempDir(), "c")
+		micaOK(t, env, "init", "--data-dir", c)
+		r := micaWithin(t, time.Minute, env, append(serveArgs, "--data-dir", c, "--db", pg)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "belongs to another CA") {
+			t.Errorf("serve on another CA's database: exit %d, %s", r.code, r.stderr)
+		}
+		empty := pgCluster.Database(t)
+		r = micaWithin(t, time.Minute, env, append(serveArgs, "--data-dir", c, "--db", empty)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "holds nothing of the CA") || strings.Contains(r.stdout, "serving on") {
+			t.Errorf("serve on an empty database: exit %d, %s", r.code, r.stderr)
+		}
+		// The refusal bound nothing: a new CA can still be made on it.
+		micaOK(t, env, "init", "--data-dir", filepath.Join(t.TempDir(), "d"), "--db", empty)
+	})
+	t.Run("init --db against a config that names another", func(t *testing.T) {
+		e := filepath.Join(t.TempDir(), "e")
+		os.MkdirAll(e, 0o700)
+		os.WriteFile(filepath.Join(e, configFileName), []byte(strings.Replace(testConfig, "%DB%", `""`, 1)), 0o644)
+		r := micaWithin(t, time.Minute, env, "init", "--data-dir", e, "--db", pgCluster.Database(t))
+		if r.code != 2 || !strings.Contains(r.stderr, "set database: in it") {
+			t.Errorf("init --db with a SQLite config: exit %d, %s", r.code, r.stderr)
+		}
+	})
 }

@@ -104,9 +104,23 @@ func redactURL(u string) string {
 	return u
 }
 
-// openParts loads the CA, token key, policy and store and wires the authority.
-// A nil registry gets a fresh one.
-func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger, reg *prometheus.Registry) (*parts, error) {
+// openOptions are what openParts needs besides the data directory, the
+// config and the passphrase.
+type openOptions struct {
+	// dbURL overrides the config's database (--db, MICA_DB).
+	dbURL string
+	// create lets an empty database be bound to this CA (init); serve
+	// refuses a database that holds nothing of its CA.
+	create bool
+	log    *slog.Logger
+	// registry receives the metrics; nil makes one.
+	registry *prometheus.Registry
+}
+
+// openParts loads the CA, token key, policy and store and wires the
+// authority. The store is checked to belong to this data directory's CA
+// before anything is created or written.
+func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, o openOptions) (_ *parts, err error) {
 	hier, err := ca.Load(d.caDir(), passphrase)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
@@ -115,10 +129,6 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	edKey, err := loadTokenKey(d, passphrase)
-	if err != nil {
-		return nil, err
-	}
-	jwtKey, err := loadOrCreateJWTKey(d, passphrase)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +146,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	dbURL := o.dbURL
 	if dbURL == "" {
 		dbURL = cfg.Database
 	}
@@ -143,38 +154,46 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	if err := st.BindCA(ctx, store.CABinding{Root: authority.Fingerprint(hier.Root.Raw),
+		Issuer: authority.Fingerprint(hier.Intermediate.Raw), Create: o.create}); err != nil {
+		return nil, foreignDatabase(err, d, dbURL)
+	}
+	jwtKey, err := loadOrCreateJWTKey(d, passphrase)
+	if err != nil {
+		return nil, err
+	}
 	auditKey, err := loadOrCreateAuditKey(d, passphrase)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	signer, err := auditlog.NewSigner(auditOrigin(cfg.TrustDomain), auditKey)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: log})
+	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: o.log})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	failures := auditlog.NewFailureCounter(st, nil, log)
+	failures := auditlog.NewFailureCounter(st, nil, o.log)
+	reg := o.registry
 	if reg == nil {
 		reg = telemetry.NewRegistry(version)
 	}
 	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	tracing, err := telemetry.NewTracing(ctx, cfg.Tracing, "mica", version)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
-	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log})
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: o.log})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	rel := &relay{}
@@ -184,7 +203,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
+		Admins: cfg.roles(), Logger: o.log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
 			failures.Record(source, reason)
 			metrics.AuthFailed(source, reason)
@@ -192,11 +211,31 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Guard: guard,
 	})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
+}
+
+// foreignDatabase explains a database that is not this CA's, and what to
+// do about it.
+func foreignDatabase(err error, d dataPaths, dbURL string) error {
+	where := "the SQLite database " + d.database()
+	if dbURL != "" {
+		where = "the database " + redactURL(dbURL)
+	}
+	var foreign *store.ForeignCAError
+	switch {
+	case errors.As(err, &foreign):
+		return fmt.Errorf("%s belongs to another CA, not to the one in %s (root sha256 %s): "+
+			"give this CA the database it was initialised with (database: in %s, or --db), "+
+			"or give a new CA an empty database: %w", where, d.dir, foreign.Want, d.config(), err)
+	case errors.Is(err, store.ErrNoCA):
+		return fmt.Errorf("%s holds nothing of the CA in %s: its certificates, admins and audit log are in the database "+
+			"it was initialised with (database: in %s); serve that one, or make a new CA on this database with "+
+			"`mica init --data-dir NEW-DIR --db …`: %w", where, d.dir, d.config(), err)
+	}
+	return err
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.

@@ -51,6 +51,9 @@ func Run(t *testing.T, open Opener) {
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
+		{"BindCA", testBindCA},
+		{"BindCALegacy", testBindCALegacy},
+		{"BindCARace", testBindCARace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
