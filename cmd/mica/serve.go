@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	configPath := fs.String("config", "", "config file (default: mica.yaml in the data directory)")
 	listen := fs.String("listen", "", "address to serve on (default: the config's, else "+defaultListen+")")
 	httpListen := fs.String("http-listen", "", "plain-HTTP address for CRL and OCSP, or off (default: the config's, else "+defaultHTTPListen+")")
+	publicURL := fs.String("public-url", "", "where relying parties reach the CRL and OCSP listener, named in every certificate (default: the config's public_url, else http://<http-listen>)")
 	metricsListen := fs.String("metrics-listen", "", "plain-HTTP address for Prometheus /metrics, or off (default: the config's, else "+defaultMetrics+")")
 	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL (env MICA_DB; default: the config's, else SQLite in the data directory)")
 	passFile := fs.String("passphrase-file", "", "file holding the CA key passphrase (or set MICA_PASSPHRASE)")
@@ -86,6 +88,13 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer lns.close()
+	httpAddr := "off"
+	if lns.http != nil {
+		httpAddr = boundAddr(cfg.HTTPListen, lns.http.Addr())
+	}
+	if err := cfg.settlePublicURL(*publicURL, httpAddr); err != nil {
+		return err
+	}
 
 	reg := telemetry.NewRegistry(version)
 	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: *db, log: log, registry: reg})
@@ -270,6 +279,16 @@ func bindListeners(apiAddr, httpAddr, metricsAddr string, log *slog.Logger) (_ *
 		}
 	}
 	return l, nil
+}
+
+// boundAddr is the address asked for, with the port the listener got: the
+// host stays as the operator wrote it (a name stays a name).
+func boundAddr(asked string, got net.Addr) string {
+	host, _, err := net.SplitHostPort(asked)
+	if err != nil {
+		return got.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(got.(*net.TCPAddr).Port))
 }
 
 func (l *listeners) close() {

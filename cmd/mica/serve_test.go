@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,4 +150,37 @@ func TestDatabaseBelongsToOneCA(t *testing.T) {
 			t.Errorf("init --db with a SQLite config: exit %d, %s", r.code, r.stderr)
 		}
 	})
+}
+
+// TestPublicURL: certificates name where the CRL and OCSP listener really
+// is — its own address when nothing else is said, --public-url when it is —
+// and a listener on every address must be named.
+func TestPublicURL(t *testing.T) {
+	e := newTestEnv(t, "sqlite") // --http-listen 127.0.0.1:0
+	leaf := readLeaf(t, e.issue("spiffe://example.org/billing/a", "service"))
+	if want := e.server.httpURL + "/crl/"; len(leaf.CRLDistributionPoints) != 1 || !strings.HasPrefix(leaf.CRLDistributionPoints[0], want) {
+		t.Errorf("CRL distribution points %v, want one under %s (where the listener is)", leaf.CRLDistributionPoints, want)
+	}
+	if want := e.server.httpURL + "/ocsp"; len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != want {
+		t.Errorf("OCSP servers %v, want %s", leaf.OCSPServer, want)
+	}
+	resp, err := http.Get(leaf.CRLDistributionPoints[0])
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the CRL the certificate names: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	e.server.stop(t, syscall.SIGTERM)
+
+	e.server = startServe(t, e.env, "--public-url", "http://crl.example.test:9999/")
+	e.env = append(e.env, "MICA_SERVER="+e.server.url)
+	leaf = readLeaf(t, e.issue("spiffe://example.org/billing/b", "service"))
+	if len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != "http://crl.example.test:9999/ocsp" {
+		t.Errorf("with --public-url: OCSP servers %v", leaf.OCSPServer)
+	}
+	e.server.stop(t, syscall.SIGTERM)
+
+	r := micaWithin(t, time.Minute, e.env, "serve", "--listen", "127.0.0.1:0", "--http-listen", "0.0.0.0:0", "--metrics-listen", "off")
+	if r.code != 1 || !strings.Contains(r.stderr, "--public-url") {
+		t.Errorf("--http-listen on every address without --public-url: exit %d, %s", r.code, r.stderr)
+	}
 }

@@ -140,6 +140,11 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	if cfg.PublicURL == "" {
+		if err := cfg.settlePublicURL("", cfg.HTTPListen); err != nil {
+			return nil, err
+		}
+	}
 	// Every certificate says where its revocation status is published.
 	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
 		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
