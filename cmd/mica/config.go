@@ -148,6 +148,14 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	return &c, nil
 }
 
+// publicURLAsGiven is public_url as the file says it, "" for derived.
+func (c *Config) publicURLAsGiven() string {
+	if c.publicURLGiven {
+		return c.PublicURL
+	}
+	return ""
+}
+
 // checkPublicURL accepts an http(s) URL with a host and no query, and
 // drops a trailing slash.
 func checkPublicURL(s string) (string, error) {

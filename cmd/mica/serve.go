@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +71,12 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads the config (below); caught from here on, so that it
+	// never kills a server that is starting.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	startedAs := restartOnly(cfg)
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
@@ -106,6 +114,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Sprintf("config %s sha256:%s, %d profiles", *configPath, configHash(cfgData), len(cfg.Profiles))); err != nil {
 		return err
 	}
+	reload := newReloader(*configPath, cfgData, startedAs, p, log)
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
 		return err
@@ -198,6 +207,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loop("failed-authentication counter", p.failures.Run)
 	loop("rate limits", p.guard.Run)
 	loop("server certificate renewal", certs.Run)
+	loop("config reload", func(ctx context.Context) error { return reload.run(ctx, hup) })
 	loop("revocation outputs", rev.run)
 	for _, s := range servers {
 		g.Go(func() error {

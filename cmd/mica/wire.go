@@ -39,9 +39,11 @@ type parts struct {
 	hierarchy *ca.Hierarchy
 	store     store.Store
 	authority *authority.Authority
-	minter    *token.Minter
-	audit     *auditlog.Log
-	failures  *auditlog.FailureCounter
+	// policy is the authority's policy, swapped whole by a config reload.
+	policy   *policy.Live
+	minter   *token.Minter
+	audit    *auditlog.Log
+	failures *auditlog.FailureCounter
 	// guard enforces the rate limits and reports anomalies; its Run
 	// writes the throttled events' summaries.
 	guard *limits.Guard
@@ -202,10 +204,11 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	rel := &relay{}
+	live := policy.NewLive(eng)
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
-		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
+		Store:        st, Policy: live, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.roles(), Logger: o.log, JWTKey: jwtKey,
@@ -218,7 +221,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, policy: live, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
 }
 
