@@ -108,6 +108,24 @@ func TestPolicyCommands(t *testing.T) {
 	if !strings.Contains(out, "2 passed, 0 failed") {
 		t.Errorf("policy test output:\n%s", out)
 	}
+	// As the docs spell them: --cases, and --config (default: the data
+	// directory's mica.yaml), and check with --config or no file at all.
+	if out := micaOK(t, nil, "policy", "test", "--config", cfg, "--cases", cases); !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("policy test --cases:\n%s", out)
+	}
+	dataEnv := []string{"MICA_DATA_DIR=" + filepath.Dir(cfg)}
+	if out := micaOK(t, dataEnv, "policy", "test", "--cases", cases); !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("policy test with the data directory's config:\n%s", out)
+	}
+	if out := micaOK(t, nil, "policy", "check", "--config", cfg); !strings.Contains(out, "ok (") {
+		t.Errorf("policy check --config:\n%s", out)
+	}
+	if out := micaOK(t, dataEnv, "policy", "check"); !strings.Contains(out, "ok (") {
+		t.Errorf("policy check of the data directory's config:\n%s", out)
+	}
+	if r := mica(t, nil, "policy", "check", "--config", cfg, cases); r.code != 2 {
+		t.Errorf("policy check with two different files: exit %d, %s", r.code, r.stderr)
+	}
 	os.WriteFile(cases, []byte(`cases:
   - name: wrongly expected
     request: {profile: service, spiffe_id: spiffe://example.org/payments/api}

@@ -248,7 +248,7 @@ func defaultConfig(trustDomain, adminID, dbURL string) string {
 		database = fmt.Sprintf("database: %q   # this CA's records live here; the server refuses any other", dbURL)
 	}
 	return fmt.Sprintf(`# mica config: profiles say who may obtain which identities, for how long,
-# with which keys and usages. Check changes with `+"`mica policy check`"+`.
+# with which keys and usages. Check changes with `+"`mica policy check mica.yaml`"+`.
 trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
