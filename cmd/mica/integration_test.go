@@ -85,7 +85,14 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 // newTestEnvWith is newTestEnv with extra lines at the end of the config.
 func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 	t.Helper()
-	e := initTestEnv(t, engine, extraConfig)
+	return newTestEnvFrom(t, engine, testConfig+extraConfig)
+}
+
+// newTestEnvFrom is newTestEnv with another config, where %DB% stands for
+// the engine's database.
+func newTestEnvFrom(t *testing.T, engine, config string) *testEnv {
+	t.Helper()
+	e := initTestEnvFrom(t, engine, config, filepath.Join(t.TempDir(), "data"))
 	e.start()
 	return e
 }
@@ -100,6 +107,13 @@ func initTestEnv(t *testing.T, engine, extraConfig string) *testEnv {
 // initTestEnvAt is initTestEnv with the data directory at dataDir.
 func initTestEnvAt(t *testing.T, engine, extraConfig, dataDir string) *testEnv {
 	t.Helper()
+	return initTestEnvFrom(t, engine, testConfig+extraConfig, dataDir)
+}
+
+// initTestEnvFrom initialises dataDir with config, where %DB% stands for
+// the engine's database.
+func initTestEnvFrom(t *testing.T, engine, config, dataDir string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, root: t, dataDir: dataDir, engine: engine}
 	db := `""`
 	if engine == "postgres" {
@@ -110,7 +124,7 @@ func initTestEnvAt(t *testing.T, engine, extraConfig, dataDir string) *testEnv {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.Replace(testConfig, "%DB%", db, 1) + extraConfig
+	cfg := strings.Replace(config, "%DB%", db, 1)
 	if err := os.WriteFile(filepath.Join(e.dataDir, configFileName), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +397,9 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		want string // problem slug
 	}{
 		{"token replay", func() error {
-			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
+			// With another key: the same token and key get the certificate
+			// they paid for again (a client whose response was lost).
+			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSR(t))})
 			return err
 		}, "token-replayed"},
 		{"expired token", func() error {

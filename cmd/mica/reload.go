@@ -46,6 +46,7 @@ func restartOnly(c *Config) map[string]any {
 		"listen": c.Listen, "http_listen": c.HTTPListen, "metrics_listen": *c.MetricsListen,
 		"public_url": c.publicURLAsGiven(), "database": c.Database, "admins": c.Admins, "acme": c.ACME,
 		"tracing": c.Tracing, "limits": c.Limits, "anomalies": c.Anomalies,
+		"discovery": c.Discovery, "webhooks": c.Webhooks,
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/health"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/procmem"
@@ -115,11 +117,26 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	reload := newReloader(*configPath, cfgData, startedAs, p, log)
+	// Loops that start with the rest once everything is wired.
+	type namedRun struct {
+		name string
+		run  func(context.Context) error
+	}
+	var eventLoops []namedRun
+	if err := startEventLoops(ctx, func(name string, run func(context.Context) error) {
+		eventLoops = append(eventLoops, namedRun{name, run})
+	}, p, log); err != nil {
+		return err
+	}
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
 		return err
 	}
 	rev, err := newRevocationOutputs(ctx, p, log)
+	if err != nil {
+		return err
+	}
+	httpMetrics, err := telemetry.NewHTTPMetrics(p.registry)
 	if err != nil {
 		return err
 	}
@@ -129,7 +146,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
-		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
+		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(), Webhooks: p.webhooks,
 		Ready: (&health.Checker{Dir: d.dir, Logger: log, Ping: func(ctx context.Context) error {
 			_, err := p.store.LastEventSeq(ctx)
 			return err
@@ -144,7 +161,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	apiSrv := &http.Server{
-		Handler: traced(p, handler),
+		Handler: traced(p, httpMetrics.Wrap("api", handler)),
+		// The feed's lag counts what a subscriber has not read from its
+		// connection.
+		ConnContext: feed.ConnContext,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: certs.GetCertificate,
@@ -162,7 +182,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	servers := []namedServer{{"API", apiSrv, func() error { return apiSrv.ServeTLS(lns.api, "", "") }}}
 	if lns.http != nil {
-		httpSrv := revocationServer(rev.handler(p), log)
+		httpSrv := revocationServer(httpMetrics.Wrap("revocation", rev.handler(p)), log)
 		servers = append(servers, namedServer{"CRL and OCSP listener", httpSrv, func() error { return httpSrv.Serve(lns.http) }})
 	}
 	if lns.metrics != nil {
@@ -209,6 +229,9 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loop("server certificate renewal", certs.Run)
 	loop("config reload", func(ctx context.Context) error { return reload.run(ctx, hup) })
 	loop("revocation outputs", rev.run)
+	for _, l := range eventLoops {
+		loop(l.name, l.run)
+	}
 	for _, s := range servers {
 		g.Go(func() error {
 			if err := s.serve(); !errors.Is(err, http.ErrServerClosed) {
@@ -354,5 +377,5 @@ func newServerCertificate(ctx context.Context, p *parts, names []string, log *sl
 	if err != nil {
 		return nil, fmt.Errorf("server_names: %w", err)
 	}
-	return servercert.New(ctx, servercert.Config{Issuer: p.authority, Profile: serverProfile, Identity: id, Logger: log})
+	return servercert.New(ctx, servercert.Config{Issuer: p.authority, Profile: authority.ProfileServer, Identity: id, Logger: log})
 }

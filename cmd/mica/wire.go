@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
@@ -26,6 +27,8 @@ import (
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/ratelimit"
+	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/postgres"
 	"github.com/mica-pki/mica/internal/store/sqlite"
@@ -43,10 +46,13 @@ type parts struct {
 	policy   *policy.Live
 	minter   *token.Minter
 	audit    *auditlog.Log
-	failures *auditlog.FailureCounter
+	failures *auditlog.Throttle // failed authentications
 	// guard enforces the rate limits and reports anomalies; its Run
 	// writes the throttled events' summaries.
 	guard *limits.Guard
+	// sharedLimits keeps rate-limit buckets in PostgreSQL so that limits
+	// hold across replicas; nil on SQLite (one server, buckets in memory).
+	sharedLimits *pgbuckets.Backend
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
@@ -55,6 +61,9 @@ type parts struct {
 	// config names an OTLP endpoint.
 	registry *prometheus.Registry
 	tracing  *telemetry.Tracing
+	// webhooks are the configured webhook endpoints as the API shows
+	// them; set by serve.
+	webhooks []api.WebhookEndpoint
 }
 
 // Close flushes buffered spans, then closes the store.
@@ -62,7 +71,19 @@ func (p *parts) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p.tracing.Shutdown(ctx)
+	if p.sharedLimits != nil {
+		p.sharedLimits.Close()
+	}
 	return p.store.Close()
+}
+
+// rateLimitBackend is where the limits' buckets are shared, nil when they
+// are this process's.
+func (p *parts) rateLimitBackend() ratelimit.Backend {
+	if p.sharedLimits == nil {
+		return nil
+	}
+	return p.sharedLimits
 }
 
 // relay is a hook set after construction: the authority needs it at New,
@@ -81,7 +102,7 @@ func (r *relay) fire() {
 // otherwise the embedded SQLite file in the data directory.
 func openStore(ctx context.Context, dbURL string, d dataPaths) (store.Store, error) {
 	switch {
-	case strings.HasPrefix(dbURL, "postgres://"), strings.HasPrefix(dbURL, "postgresql://"):
+	case isPostgres(dbURL):
 		return postgres.Open(ctx, dbURL)
 	case dbURL == "", strings.HasPrefix(dbURL, "sqlite:"):
 		path := strings.TrimPrefix(dbURL, "sqlite:")
@@ -91,6 +112,10 @@ func openStore(ctx context.Context, dbURL string, d dataPaths) (store.Store, err
 		return sqlite.Open(ctx, path)
 	}
 	return nil, usageError("--db %q: use a postgres:// URL, or leave it empty for the embedded SQLite store", redactURL(dbURL))
+}
+
+func isPostgres(dbURL string) bool {
+	return strings.HasPrefix(dbURL, "postgres://") || strings.HasPrefix(dbURL, "postgresql://")
 }
 
 // redactURL hides a password in a database URL before it is printed.
@@ -123,6 +148,10 @@ type openOptions struct {
 // authority. The store is checked to belong to this data directory's CA
 // before anything is created or written.
 func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, o openOptions) (_ *parts, err error) {
+	log := o.log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	hier, err := ca.Load(d.caDir(), passphrase)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
@@ -141,6 +170,12 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	eng, err := policy.New(cfg.Config)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range eng.Profiles() {
+		info, _ := eng.Profile(name)
+		for _, c := range info.CoversReserved {
+			log.Info("a profile pattern covers one of the server's own names, which it will never issue", "profile", name, "pattern", c)
+		}
 	}
 	if cfg.PublicURL == "" {
 		if err := cfg.settlePublicURL("", cfg.HTTPListen); err != nil {
@@ -182,11 +217,11 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: o.log})
+	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	failures := auditlog.NewFailureCounter(st, nil, o.log)
+	failures := auditlog.NewThrottle(st, nil, log)
 	reg := o.registry
 	if reg == nil {
 		reg = telemetry.NewRegistry(version)
@@ -199,7 +234,29 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: o.log})
+	// With PostgreSQL several replicas may serve: their rate limits share
+	// buckets in the database (one statement per request, no fsync).
+	var shared *pgbuckets.Backend
+	var sharedBackend ratelimit.Backend
+	if isPostgres(dbURL) {
+		if shared, err = pgbuckets.Open(ctx, dbURL); err == nil {
+			err = shared.Check(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		sharedBackend = shared
+		defer func() {
+			if err != nil {
+				shared.Close()
+			}
+		}()
+	}
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log, Shared: sharedBackend})
+	if err != nil {
+		return nil, err
+	}
+	disc, err := cfg.discoveryConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -211,18 +268,19 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store:        st, Policy: live, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.roles(), Logger: o.log, JWTKey: jwtKey,
+		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
-			failures.Record(source, reason)
+			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)
 		},
-		Guard: guard,
+		Guard:     guard,
+		Discovery: disc,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, policy: live, minter: minter, revocations: rel, data: d,
-		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
+		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
 }
 
 // foreignDatabase explains a database that is not this CA's, and what to

@@ -1,15 +1,14 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/problem"
 )
 
 // statusOf maps each authority error kind to its HTTP status. This table is
@@ -31,6 +30,7 @@ var statusOf = map[authority.Kind]int{
 	authority.KindNotFound:         http.StatusNotFound,
 	authority.KindConflict:         http.StatusConflict,
 	authority.KindRateLimited:      http.StatusTooManyRequests,
+	authority.KindApprovalPending:  http.StatusAccepted,
 }
 
 var titleOf = map[authority.Kind]string{
@@ -50,15 +50,19 @@ var titleOf = map[authority.Kind]string{
 	authority.KindNotFound:         "Not Found",
 	authority.KindConflict:         "Conflict",
 	authority.KindRateLimited:      "Too Many Requests",
+	authority.KindApprovalPending:  "Held For Approval",
 }
 
 // fail writes err as a problem document. Internal errors are logged in full
 // and answered without detail: their text is for operators, not callers.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if pending(w, err) {
+		return // not a refusal: held for approvers
+	}
 	var e *authority.Error
 	if !errors.As(err, &e) || e.Kind == authority.KindInternal {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
-		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request; nothing was issued; see the server log")
+		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request: see the server log")
 		return
 	}
 	slug := e.Kind.String()
@@ -74,8 +78,5 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeProblem(w http.ResponseWriter, status int, slug, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + slug, Title: title, Status: status, Detail: detail})
+	problem.Write(w, status, slug, title, detail)
 }

@@ -29,7 +29,7 @@ import (
 )
 
 // benchAdmin revokes in the benchmarks.
-var benchAdmin = authority.Principal{Name: "bench", Role: authority.RoleAdmin}
+var benchAdmin = authority.Principal{Name: authority.SystemPrincipal}
 
 // enroll issues n certificates through the authority, as machines would.
 func enroll(ctx context.Context, s *Server, n int) ([]*authority.Issued, error) {

@@ -1,8 +1,8 @@
 // Package store defines what mica keeps: certificate records, lifecycle
 // events and consumed enrollment tokens, and the Store interface that the
 // SQLite (store/sqlite, the embedded default) and PostgreSQL (store/postgres)
-// engines implement. Every engine passes the conformance suite in
-// store/storetest.
+// engines implement. Both run the SQL of store/sqlstore, and both pass the
+// conformance suite in store/storetest.
 //
 // Writes that matter for durability (an issued certificate together with its
 // lifecycle event) go through RecordIssuance, which engines group-commit: many
@@ -37,7 +37,13 @@ type Certificate struct {
 	Requester   string // authenticated principal that asked for it
 	// Owner answers for the certificate: the admin who made the enrollment
 	// token (kept through renewals), the ACME account, or "system".
-	Owner      string
+	Owner string
+	// ChainStartedAt is when the renewal chain began: the first
+	// enrollment's time, kept through renewals (migration 0006).
+	ChainStartedAt time.Time
+	// TokenJTI is the one-time token that paid for the certificate; empty
+	// for renewals, ACME and mica's own.
+	TokenJTI   string
 	SourceAddr string // network address the request came from
 	NotBefore  time.Time
 	NotAfter   time.Time
@@ -81,6 +87,21 @@ const (
 	ActionAnomalyIssuanceBurst     Action = "anomaly.issuance_burst"
 	ActionAnomalyUnexpectedNetwork Action = "anomaly.unexpected_network"
 	ActionAnomalyUnexpectedIssuer  Action = "anomaly.unexpected_issuer"
+	// Governance: every step of an approval request, role grants (a
+	// break-glass grant is its own action, for alerts), policy versions.
+	ActionApprovalRequested Action = "approval.requested"
+	ActionApprovalVoted     Action = "approval.voted"
+	ActionApprovalApproved  Action = "approval.approved"
+	ActionApprovalRejected  Action = "approval.rejected"
+	ActionApprovalExecuted  Action = "approval.executed"
+	ActionApprovalFailed    Action = "approval.failed"
+	ActionApprovalExpired   Action = "approval.expired"
+	ActionRoleGranted       Action = "role.granted"
+	ActionRoleBreakGlass    Action = "role.break_glass"
+	ActionRoleRevoked       Action = "role.revoked"
+	ActionPolicyProposed    Action = "policy.proposed"
+	ActionPolicyActivated   Action = "policy.activated"
+	ActionPolicyRejected    Action = "policy.rejected"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -152,7 +173,18 @@ type Checkpoint struct {
 	Time time.Time
 }
 
+// DefaultTimeout bounds every store call (a query, a write and its wait
+// for the group commit, a batch's transaction) when the engine's Config
+// sets no other: a frozen database or a stalled disk then fails the call
+// with ErrTimeout instead of hanging its caller for the whole freeze.
+const DefaultTimeout = 5 * time.Second
+
 var (
+	// ErrTimeout is matched (errors.Is) by the error of a store call that
+	// the database did not answer within the store's timeout; the error
+	// also matches context.DeadlineExceeded. A write that timed out may
+	// still commit: read it back before retrying.
+	ErrTimeout = errors.New("store: the database did not answer in time")
 	// ErrNotFound is returned when no record matches.
 	ErrNotFound = errors.New("store: not found")
 	// ErrTokenUsed is returned by RecordIssuance when the token was consumed before.
@@ -184,7 +216,21 @@ type Revoked struct {
 	NotAfter  time.Time
 }
 
-// Store is what every engine provides. All methods are safe for concurrent use.
+// CRLNumber is what NumberCRL hands out for a new CRL.
+type CRLNumber struct {
+	// Number is the CRL number (RFC 5280 5.2.3).
+	Number int64
+	// PreviousThisUpdate is the latest thisUpdate handed out for the
+	// issuer before this number, zero for its first CRL. A CRL whose
+	// thisUpdate is not after it shares its second with another CRL of
+	// the issuer, so HTTP's whole-second Last-Modified cannot tell them
+	// apart.
+	PreviousThisUpdate time.Time
+}
+
+// Store is what every engine provides. All methods are safe for concurrent
+// use, and each is bounded by the engine's timeout (DefaultTimeout unless
+// configured): past it the call returns an error matching ErrTimeout.
 type Store interface {
 	// RecordIssuance durably writes the certificate, its event and the token
 	// use in one transaction (possibly shared with other callers' issuances)
@@ -215,11 +261,26 @@ type Store interface {
 	// (every issuer when empty) that has not expired at validAt, streaming
 	// so that a million entries need no million-element slice.
 	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(Revoked) error) error
+	// NumberCRL hands out the number of a new CRL of issuer dated
+	// thisUpdate and calls fn for every revocation it must list (the
+	// revoked certificates of issuer not expired at thisUpdate, as
+	// RevokedCertificates streams them). The number is larger than every
+	// number handed out for issuer before, by any server sharing the
+	// database, and at least thisUpdate in microseconds since the epoch,
+	// so that it stays above numbers made from the clock by earlier
+	// versions. Where several servers share the database, the number and
+	// the listing come from one transaction, so a CRL with a larger number
+	// lists every revocation that one with a smaller number lists (unless
+	// it expired). An error from fn ends the listing and is returned as
+	// it is; the number is then spent.
+	NumberCRL(ctx context.Context, issuer string, thisUpdate time.Time, fn func(Revoked) error) (CRLNumber, error)
 	// LastEventSeq is the highest event sequence number committed, 0 if none.
 	LastEventSeq(ctx context.Context) (int64, error)
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
+	// CertificateByToken reads the certificate a one-time token paid for.
+	CertificateByToken(ctx context.Context, jti string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
 	// CertificatesByExpiry counts the live certificates (active, NotAfter
@@ -254,6 +315,9 @@ type Store interface {
 	// *ForeignCAError for another CA's database, ErrNoCA for an empty one
 	// without b.Create. Servers binding one database at once agree.
 	BindCA(ctx context.Context, b CABinding) error
+
+	// Governance keeps approvals, role grants and policy versions.
+	Governance
 
 	Close() error
 }

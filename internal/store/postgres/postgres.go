@@ -3,26 +3,24 @@
 // share one database: schema migrations are serialized by an advisory
 // lock, event sequence numbers come from the database, and batch
 // transactions take a second advisory lock so that events commit in
-// sequence order across servers. Writes are group-committed
-// (store/groupcommit) and each batch is sent to the server as one
-// pipeline (commit in write.go). The reads and everything else that is the
-// same SQL on SQLite live in store/sqlstore. Start with Open.
+// sequence order across servers. The schema, the statements and every
+// read live in store/sqlstore; this package keeps only what is
+// PostgreSQL's own: the pool and its settings, the writing of a batch as
+// one pipeline (commit in write.go), and LISTEN/NOTIFY for revocations
+// (revocation.go). Start with Open.
 package postgres
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
-
-//go:embed migrations/*.sql
-var migrations embed.FS
 
 // Store is the PostgreSQL engine: the shared SQL of sqlstore.Store on a
 // pgx pool. Its methods are safe for concurrent use.
@@ -35,10 +33,30 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Config says which database to open and how.
+type Config struct {
+	// URL is a postgres:// URL or a key=value connection string.
+	URL string
+	// Timeout bounds every call of the store (a query, a write and its
+	// wait for the group commit, a batch's transaction) and the first
+	// connection at open. Zero means store.DefaultTimeout.
+	Timeout time.Duration
+}
+
 // Open connects to the database at url (a postgres:// URL or key=value
-// connection string) and applies any pending schema migrations.
+// connection string) and applies any pending schema migrations. It is
+// OpenConfig with the default settings.
 func Open(ctx context.Context, url string) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	return OpenConfig(ctx, Config{URL: url})
+}
+
+// OpenConfig opens the database cfg names, as Open does.
+func OpenConfig(ctx context.Context, c Config) (*Store, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = store.DefaultTimeout
+	}
+	cfg, err := pgxpool.ParseConfig(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse connection string: %w", err)
 	}
@@ -52,21 +70,27 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	// A server that accepts the connection and then says nothing (frozen,
+	// or its disk stalled) must not hang the start.
+	pingCtx, cancel := context.WithTimeout(ctx, timeout)
+	err = pool.Ping(pingCtx)
+	cancel()
+	switch {
+	case err != nil && ctx.Err() == nil && pingCtx.Err() != nil:
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect to %s:%d: the server did not answer within %s: %s",
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, timeout, dialect.Unanswered)
+	case err != nil:
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	db := newPool(pool)
-	if err := sqlstore.Migrate(ctx, db, dialect, migrations, "migrations"); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	if err := sqlstore.BackfillLeaves(ctx, db, dialect); err != nil {
+	if err := sqlstore.Migrate(ctx, db, dialect); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	s := &Store{pool: pool}
-	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: db, Write: db, Commit: s.commit})
+	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: db, Write: db, Commit: s.commit, Timeout: timeout})
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -10,7 +10,9 @@ import (
 )
 
 // BindCA implements store.Store, in one transaction on the writer.
-func (s *Store) BindCA(ctx context.Context, b store.CABinding) error {
+func (s *Store) BindCA(ctx context.Context, b store.CABinding) (err error) {
+	ctx, end := s.call(ctx, "bind the database to its CA", true)
+	defer end(&err)
 	if b.Root == "" {
 		return s.errorf("bind CA: no root fingerprint given")
 	}

@@ -4,24 +4,33 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // Certificate implements store.Store.
-func (s *Store) Certificate(ctx context.Context, serial string) (store.Certificate, error) {
+func (s *Store) Certificate(ctx context.Context, serial string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate "+serial, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certBySerial, "serial", serial)
 }
 
 // CertificateByFingerprint implements store.Store.
-func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error) {
+func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate with fingerprint "+fingerprint, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certByFingerprint, "fingerprint", fingerprint)
 }
 
+// CertificateByToken implements store.Store.
+func (s *Store) CertificateByToken(ctx context.Context, jti string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read the certificate of token "+jti, false)
+	defer end(&err)
+	return s.oneCert(ctx, s.stmt.certByToken, "token", jti)
+}
+
 func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Certificate, error) {
-	c, err := sqlrec.ScanCertificate(s.read.QueryRow(ctx, query, val).Scan)
+	c, err := scanCertificate(s.read.QueryRow(ctx, query, val).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Certificate{}, s.errorf("certificate with %s %s: %w", col, val, store.ErrNotFound)
@@ -32,14 +41,18 @@ func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Cert
 }
 
 // ListCertificates implements store.Store.
-func (s *Store) ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error) {
-	q, err := sqlrec.ListCertificates(f, s.d.Placeholder)
-	return list(ctx, s, "list certificates", sqlrec.ScanCertificate, q, err)
+func (s *Store) ListCertificates(ctx context.Context, f store.Filter) (_ []store.Certificate, err error) {
+	ctx, end := s.call(ctx, "list certificates", false)
+	defer end(&err)
+	q, err := listCertificates(f, &s.d)
+	return list(ctx, s, "list certificates", scanCertificate, q, err)
 }
 
 // CountCertificates implements store.Store. Limit and Offset are ignored.
-func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, error) {
-	q, err := sqlrec.CountCertificates(f, s.d.Placeholder)
+func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (_ int, err error) {
+	ctx, end := s.call(ctx, "count certificates", false)
+	defer end(&err)
+	q, err := countCertificates(f, &s.d)
 	if err != nil {
 		return 0, s.errorf("count certificates: %w", err)
 	}
@@ -50,46 +63,21 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, err
 	return n, nil
 }
 
-// CertificatesByExpiry implements store.Store.
-func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) ([]store.ExpiryCount, error) {
-	return list(ctx, s, "count certificates by expiry", sqlrec.ScanExpiryCount, sqlrec.CertificatesByExpiry(now, s.d.Placeholder), nil)
-}
-
-// ExpiringReport implements store.Store. Both of its queries read one
-// snapshot, so the groups' counts and the listed certificates agree.
-func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error) {
-	q, err := sqlrec.ExpiringReport(f, s.d.Placeholder)
-	if err != nil {
-		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
-	}
-	var (
-		groups []store.ExpiringGroup
-		total  int
-		certs  []store.Certificate
-	)
-	err = s.read.InSnapshot(ctx, func(tx Conn) error {
-		err := queryEach(ctx, tx, q.Groups.SQL, q.Groups.Args, func(scan scanFunc) error {
-			g, t, err := sqlrec.ScanExpiringGroup(scan)
-			if err != nil {
-				return err
-			}
-			groups, total = append(groups, g), t
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		certs, err = queryAll(ctx, tx, q.Certificates.SQL, q.Certificates.Args, sqlrec.ScanCertificate)
-		return err
-	})
-	if err != nil {
-		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
-	}
-	return sqlrec.AssembleExpiring(groups, total, certs), nil
-}
-
 // Events implements store.Store.
-func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
-	q, err := sqlrec.Events(f, s.d.Placeholder)
-	return list(ctx, s, "list events", sqlrec.ScanEvent, q, err)
+func (s *Store) Events(ctx context.Context, f store.EventFilter) (_ []store.Event, err error) {
+	ctx, end := s.call(ctx, "list events", false)
+	defer end(&err)
+	q, err := events(f, &s.d)
+	return list(ctx, s, "list events", scanEvent, q, err)
+}
+
+// LastEventSeq implements store.Store.
+func (s *Store) LastEventSeq(ctx context.Context) (_ int64, err error) {
+	ctx, end := s.call(ctx, "read the last event", false)
+	defer end(&err)
+	var seq int64
+	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
+		return 0, s.errorf("read the last event: %w", err)
+	}
+	return seq, nil
 }

@@ -5,11 +5,12 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // IsDenied implements store.Store.
-func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
+func (s *Store) IsDenied(ctx context.Context, identity string) (_ bool, err error) {
+	ctx, end := s.call(ctx, "read the deny list", false)
+	defer end(&err)
 	var denied bool
 	if err := s.read.QueryRow(ctx, s.stmt.isDenied, identity).Scan(&denied); err != nil {
 		return false, s.errorf("read the deny list: %w", err)
@@ -18,37 +19,45 @@ func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
 }
 
 // DeniedIdentities implements store.Store.
-func (s *Store) DeniedIdentities(ctx context.Context) ([]store.Denial, error) {
-	return list(ctx, s, "read the deny list", sqlrec.ScanDenial, sqlrec.Query{SQL: s.stmt.deniedIdentities}, nil)
+func (s *Store) DeniedIdentities(ctx context.Context) (_ []store.Denial, err error) {
+	ctx, end := s.call(ctx, "read the deny list", false)
+	defer end(&err)
+	return list(ctx, s, "read the deny list", scanDenial, query{SQL: s.stmt.deniedIdentities}, nil)
 }
 
 // RevokedCertificates implements store.Store. An error from fn ends the
-// listing and is returned as it is.
+// listing and is returned as it is. The listing may take longer than the
+// store's timeout in all, as long as the database hands over each row
+// within it (time spent in fn does not count).
 func (s *Store) RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error {
-	q := sqlrec.RevokedCertificates(issuer, sqlrec.Micros(validAt), s.d.Placeholder)
 	var fnErr error
-	err := queryEach(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) error {
-		r, err := sqlrec.ScanRevoked(scan)
-		if err != nil {
-			return err
-		}
+	err := s.listRevoked(ctx, issuer, validAt, func(r store.Revoked) error {
 		fnErr = fn(r)
 		return fnErr
 	})
-	switch {
-	case fnErr != nil:
+	if fnErr != nil {
 		return fnErr
-	case err != nil:
+	}
+	return err
+}
+
+func (s *Store) listRevoked(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) (err error) {
+	ctx, next, end := s.stream(ctx, "list revoked certificates")
+	defer end(&err)
+	q := revokedCertificates(issuer, micros(validAt), &s.d)
+	err = queryEach(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) error {
+		r, err := scanRevoked(scan)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+		next()
+		return nil
+	})
+	if err != nil {
 		return s.errorf("list revoked certificates: %w", err)
 	}
 	return nil
-}
-
-// LastEventSeq implements store.Store.
-func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
-		return 0, s.errorf("read the last event: %w", err)
-	}
-	return seq, nil
 }

@@ -3,21 +3,21 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
-// Store implements the methods of store.Store and store.ACMEStore that are
-// the same SQL on every engine. An engine embeds it and adds Close and
-// the commit of a batch.
+// Store implements store.Store and store.ACMEStore but for Close, on any
+// engine. An engine embeds it and adds Close and the commit of a batch.
 type Store struct {
 	d         Dialect
 	read      Reader // queries
 	write     DB     // direct writes that need no group commit
-	committer *groupcommit.Committer[sqlrec.Op]
+	committer *groupcommit.Committer[Op]
 	stmt      statements
+	timeout   time.Duration
 }
 
 // Config is what an engine hands New.
@@ -30,15 +30,21 @@ type Config struct {
 	Write DB
 	// Commit writes one batch of queued operations in one transaction
 	// (see package groupcommit); it is the engine's own.
-	Commit groupcommit.CommitFunc[sqlrec.Op]
+	Commit groupcommit.CommitFunc[Op]
+	// Timeout bounds every call: a read, a write and its wait for the
+	// group commit, and each batch's transaction. Zero means
+	// store.DefaultTimeout.
+	Timeout time.Duration
 }
 
 // New prepares the statements in the engine's dialect and starts the
-// group committer. The engine opens its connections and applies
-// migrations (Migrate, BackfillLeaves) before, and calls StopWrites
-// before closing them.
+// group committer. The engine opens its connections and runs Migrate
+// before, and calls StopWrites before closing them.
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	s := &Store{d: cfg.Dialect, read: cfg.Read, write: cfg.Write, stmt: newStatements(&cfg.Dialect)}
+	s := &Store{d: cfg.Dialect, read: cfg.Read, write: cfg.Write, stmt: newStatements(&cfg.Dialect), timeout: cfg.Timeout}
+	if s.timeout <= 0 {
+		s.timeout = store.DefaultTimeout
+	}
 	if p, ok := cfg.Read.(Preparer); ok {
 		// The deny list is read on every issuance; preparing it per call
 		// cost more than the lookup itself.
@@ -46,7 +52,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%s: prepare the deny-list lookup: %w", s.d.Name, err)
 		}
 	}
-	s.committer = groupcommit.New(groupcommit.Config{}, cfg.Commit)
+	s.committer = groupcommit.New(groupcommit.Config{Timeout: s.timeout}, cfg.Commit)
 	return s, nil
 }
 
@@ -64,14 +70,17 @@ func (s *Store) errorf(format string, args ...any) error {
 	return fmt.Errorf(s.d.Name+": "+format, args...)
 }
 
-// statements are the static statements, in the dialect's placeholders.
+// statements are the fixed statements, in the dialect's placeholders.
+// They are written once here with '?' placeholders and rewritten when the
+// store opens, not per call.
 type statements struct {
-	certBySerial, certByFingerprint string
-	eventBySeq, lastEventSeq        string
-	addCheckpoint                   string
-	isDenied, deniedIdentities      string
-	addNonce, sweepNonces, useNonce string
-	acme                            map[store.ACMEKind]acmeStatements
+	certBySerial, certByFingerprint, certByToken string
+	eventBySeq, lastEventSeq                     string
+	addCheckpoint, latestCheckpoint              string
+	isDenied, deniedIdentities                   string
+	addNonce, sweepNonces, useNonce              string
+	numberCRL, countCRLNumbers                   string
+	acme                                         map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
@@ -81,30 +90,40 @@ type acmeStatements struct {
 
 func newStatements(d *Dialect) statements {
 	st := statements{
-		certBySerial:      d.rebind("SELECT " + sqlrec.CertColumns + " FROM certificates WHERE serial = ?"),
-		certByFingerprint: d.rebind("SELECT " + sqlrec.CertColumns + " FROM certificates WHERE fingerprint = ?"),
-		eventBySeq:        d.rebind("SELECT " + sqlrec.EventColumns + " FROM events WHERE seq = ?"),
+		certBySerial:      d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE serial = ?"),
+		certByFingerprint: d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE fingerprint = ?"),
+		certByToken:       d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE token_jti = ? AND token_jti <> ''"),
+		eventBySeq:        d.rebind("SELECT " + eventSelect + " FROM events WHERE seq = ?"),
 		lastEventSeq:      "SELECT coalesce(max(seq), 0) FROM events",
-		addCheckpoint: d.rebind("INSERT INTO checkpoints (" + sqlrec.CheckpointColumns + ") VALUES (?, ?, ?, ?) " +
+		addCheckpoint: d.rebind("INSERT INTO checkpoints (" + checkpointSelect + ") VALUES (?, ?, ?, ?) " +
 			"ON CONFLICT (size) DO NOTHING"),
+		latestCheckpoint: "SELECT " + checkpointSelect + " FROM checkpoints ORDER BY size DESC LIMIT 1",
 		isDenied:         d.rebind("SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"),
-		deniedIdentities: "SELECT " + sqlrec.DenialColumns + " FROM denied_identities ORDER BY identity",
+		deniedIdentities: "SELECT " + denialSelect + " FROM denied_identities ORDER BY identity",
 		addNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
 		useNonce:         d.rebind("DELETE FROM acme_nonces WHERE nonce = ? AND expires >= ?"),
-		acme:             map[store.ACMEKind]acmeStatements{},
+		// The next number is one more than the last, or thisUpdate in
+		// microseconds if that is larger; thisUpdate keeps the latest.
+		numberCRL: d.rebind(`INSERT INTO crl_numbers (issuer, number, this_update, prior_this_update) VALUES (?, ?, ?, 0)
+ON CONFLICT (issuer) DO UPDATE SET
+	number = CASE WHEN crl_numbers.number + 1 > excluded.number THEN crl_numbers.number + 1 ELSE excluded.number END,
+	this_update = CASE WHEN crl_numbers.this_update > excluded.this_update THEN crl_numbers.this_update ELSE excluded.this_update END,
+	prior_this_update = crl_numbers.this_update
+RETURNING number, prior_this_update`),
+		countCRLNumbers: "SELECT count(*) FROM crl_numbers",
+		acme:            map[store.ACMEKind]acmeStatements{},
 	}
-	const cols = "id, parent, lookup, status, expires, data"
 	for _, k := range []store.ACMEKind{store.ACMEAccount, store.ACMEOrder, store.ACMEAuthorization, store.ACMEChallenge} {
 		t := store.ACMETable(k)
 		st.acme[k] = acmeStatements{
-			insert:   d.rebind("INSERT INTO " + t + " (" + cols + ") VALUES (?, ?, ?, ?, ?, ?)"),
+			insert:   d.rebind("INSERT INTO " + t + " (" + acmeSelect + ") VALUES (?, ?, ?, ?, ?, ?)"),
 			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ?"),
 			status:   d.rebind("SELECT status FROM " + t + " WHERE id = ?"),
-			byID:     d.rebind("SELECT " + cols + " FROM " + t + " WHERE id = ?"),
-			byLookup: d.rebind("SELECT " + cols + " FROM " + t + " WHERE lookup = ?"),
+			byID:     d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE id = ?"),
+			byLookup: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE lookup = ?"),
 			// The ACME door makes IDs that sort in creation order.
-			children: d.rebind("SELECT " + cols + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
+			children: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
 		}
 	}
 	return st

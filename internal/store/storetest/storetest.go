@@ -54,6 +54,13 @@ func Run(t *testing.T, open Opener) {
 		{"BindCA", testBindCA},
 		{"BindCALegacy", testBindCALegacy},
 		{"BindCARace", testBindCARace},
+		{"CRLNumbers", testCRLNumbers},
+		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
+		{"Governance", testGovernance},
+		{"Discovery", testDiscovery},
+		{"Webhooks", testWebhooks},
+		{"Leases", testLeases},
+		{"ExpiryNotices", testExpiryNotices},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
