@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
@@ -18,6 +19,8 @@ type Store struct {
 	write     DB     // direct writes that need no group commit
 	committer *groupcommit.Committer[sqlrec.Op]
 	stmt      statements
+	// nonceUses counts UseACMENonce calls, to sweep every nonceSweepEvery.
+	nonceUses atomic.Uint64
 }
 
 // Config is what an engine hands New.
@@ -70,13 +73,15 @@ type statements struct {
 	eventBySeq, lastEventSeq        string
 	addCheckpoint                   string
 	isDenied, deniedIdentities      string
-	addNonce, sweepNonces, useNonce string
+	useNonce, sweepNonces           string
+	addNonceKey, nonceKey           string
+	sweepNonceKeys                  string
 	acme                            map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
 type acmeStatements struct {
-	insert, update, status, byID, byLookup, children string
+	insert, update, status, byID, byLookup, children, byStatus string
 }
 
 func newStatements(d *Dialect) statements {
@@ -89,9 +94,11 @@ func newStatements(d *Dialect) statements {
 			"ON CONFLICT (size) DO NOTHING"),
 		isDenied:         d.rebind("SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"),
 		deniedIdentities: "SELECT " + sqlrec.DenialColumns + " FROM denied_identities ORDER BY identity",
-		addNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
+		useNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
-		useNonce:         d.rebind("DELETE FROM acme_nonces WHERE nonce = ? AND expires >= ?"),
+		addNonceKey:      d.rebind("INSERT INTO acme_nonce_keys (epoch, secret) VALUES (?, ?) ON CONFLICT (epoch) DO NOTHING"),
+		nonceKey:         d.rebind("SELECT secret FROM acme_nonce_keys WHERE epoch = ?"),
+		sweepNonceKeys:   d.rebind("DELETE FROM acme_nonce_keys WHERE epoch < ?"),
 		acme:             map[store.ACMEKind]acmeStatements{},
 	}
 	const cols = "id, parent, lookup, status, expires, data"
@@ -99,12 +106,13 @@ func newStatements(d *Dialect) statements {
 		t := store.ACMETable(k)
 		st.acme[k] = acmeStatements{
 			insert:   d.rebind("INSERT INTO " + t + " (" + cols + ") VALUES (?, ?, ?, ?, ?, ?)"),
-			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ?"),
-			status:   d.rebind("SELECT status FROM " + t + " WHERE id = ?"),
+			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ? AND lookup = ?"),
+			status:   d.rebind("SELECT status, lookup FROM " + t + " WHERE id = ?"),
 			byID:     d.rebind("SELECT " + cols + " FROM " + t + " WHERE id = ?"),
 			byLookup: d.rebind("SELECT " + cols + " FROM " + t + " WHERE lookup = ?"),
 			// The ACME door makes IDs that sort in creation order.
 			children: d.rebind("SELECT " + cols + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
+			byStatus: d.rebind("SELECT " + cols + " FROM " + t + " WHERE status = ? ORDER BY id LIMIT ?"),
 		}
 	}
 	return st
