@@ -124,7 +124,7 @@ func (s *Server) challenge(ctx context.Context, r *request) (*response, *problem
 		}()
 		select {
 		case <-done:
-		case <-time.After(validationWait):
+		case <-time.After(s.validationWait):
 		case <-ctx.Done():
 		}
 	}

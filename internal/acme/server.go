@@ -65,6 +65,9 @@ type Server struct {
 	nonces   *nonces
 	limits   *limiter
 	validate *validator
+	// validationWait is how long a challenge response waits for its
+	// validation: the constant, but for tests that must not poll.
+	validationWait time.Duration
 }
 
 // Prefix is where the ACME door is mounted on the API listener.
@@ -101,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 	s.nonces = newNonces(s.store, s.now, s.rand)
 	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now)
 	s.validate = newValidator(set)
+	s.validationWait = validationWait
 	return s, nil
 }
 
