@@ -280,7 +280,7 @@ func (s *Server) finalizeFailed(ctx context.Context, o *order, err error) *probl
 	prob := fromAuthority(err)
 	if prob == nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "acme: finalize failed", slog.String("order", o.ID), slog.String("error", err.Error()))
-		if serr := s.settle(ctx, o); serr != nil {
+		if _, serr := s.settle(ctx, o); serr != nil {
 			s.log.LogAttrs(ctx, slog.LevelError, "acme: settling a failed finalize", slog.String("order", o.ID), slog.String("error", serr.Error()))
 		}
 		return internal(err)

@@ -45,7 +45,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // RunOnce settles every order processing for longer than stuckAfter and
-// says how many it settled.
+// says how many it settled (not counting those another server settled
+// first).
 func (s *Server) RunOnce(ctx context.Context) (int, error) {
 	recs, err := s.store.ACMEByStatus(ctx, store.ACMEOrder, statusProcessing, 0)
 	if err != nil {
@@ -62,8 +63,11 @@ func (s *Server) RunOnce(ctx context.Context) (int, error) {
 		if o.Status != statusProcessing || s.now().Sub(o.ProcessingSince) < stuckAfter {
 			continue
 		}
-		if err := s.settle(ctx, o); err != nil {
+		won, err := s.settle(ctx, o)
+		if err != nil {
 			errs = append(errs, err)
+		}
+		if !won {
 			continue
 		}
 		settled++
@@ -78,11 +82,11 @@ func (s *Server) RunOnce(ctx context.Context) (int, error) {
 // committed, else back to ready (invalid once the order has expired) with
 // an error saying what happened. It is compare-and-swap from processing,
 // so of several servers settling one order one wins, and the others leave
-// it be.
-func (s *Server) settle(ctx context.Context, o *order) error {
+// it be; won says whether this call settled it.
+func (s *Server) settle(ctx context.Context, o *order) (won bool, err error) {
 	leaf, rec, err := s.issuedFor(ctx, o)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch {
 	case leaf != nil:
@@ -99,9 +103,9 @@ func (s *Server) settle(ctx context.Context, o *order) error {
 	}
 	err = s.update(ctx, o.record(), statusProcessing)
 	if errors.Is(err, store.ErrConflict) {
-		return nil // settled by someone else
+		return false, nil // settled by someone else
 	}
-	return err
+	return err == nil, err
 }
 
 // issuedFor finds the certificate issued for a processing order, if its
