@@ -53,14 +53,7 @@ const testURL = "https://ca.test/acme/"
 func engines(t *testing.T, f func(t *testing.T, e *engine)) {
 	t.Run("sqlite", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "mica.db")
-		f(t, &engine{name: "sqlite", sqlitePath: path, open: func(t *testing.T) testStore {
-			st, err := sqlite.Open(context.Background(), path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}})
+		f(t, &engine{name: "sqlite", sqlitePath: path, open: func(t *testing.T) testStore { return openSQLite(t, path) }})
 	})
 	t.Run("postgres", func(t *testing.T) {
 		if testing.Short() {
@@ -76,6 +69,16 @@ func engines(t *testing.T, f func(t *testing.T, e *engine)) {
 			return st
 		}})
 	})
+}
+
+func openSQLite(t *testing.T, path string) testStore {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // engine opens stores on one test database: each open is one server

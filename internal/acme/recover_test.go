@@ -247,14 +247,7 @@ func (a *cancellingAuthority) IssueACME(ctx context.Context, req authority.ACMER
 // it on the tick after stuckAfter.
 func TestRunSettlesAtStartAndPeriodically(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mica.db")
-	e := &engine{name: "sqlite", sqlitePath: path, open: func(t *testing.T) testStore {
-		st, err := sqlite.Open(context.Background(), path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}}
+	e := &engine{name: "sqlite", sqlitePath: path, open: func(t *testing.T) testStore { return openSQLite(t, path) }}
 	v := newEnv(t, e)
 	c := v.client()
 	c.register()
