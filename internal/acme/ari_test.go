@@ -48,4 +48,3 @@ func TestRenewalInfo(t *testing.T) {
 		}
 	})
 }
-
