@@ -53,13 +53,16 @@ type CertificateResponse struct {
 
 // Certificate is an inventory record (GET /v1/certificates…).
 type Certificate struct {
-	Serial           string     `json:"serial"`
-	Fingerprint      string     `json:"fingerprint_sha256"`
-	Identity         string     `json:"identity"`
-	SANs             []string   `json:"sans"`
-	Profile          string     `json:"profile"`
-	Requester        string     `json:"requester"`
-	Owner            string     `json:"owner,omitempty"` // who answers for it: token creator (kept through renewals), ACME account, system
+	Serial      string   `json:"serial"`
+	Fingerprint string   `json:"fingerprint_sha256"`
+	Identity    string   `json:"identity"`
+	SANs        []string `json:"sans"`
+	Profile     string   `json:"profile"`
+	Requester   string   `json:"requester"`
+	Owner       string   `json:"owner,omitempty"` // who answers for it: token creator (kept through renewals), ACME account, system
+	// ChainStartedAt is when its renewal chain began (the first enrollment);
+	// a profile's max_renewal_chain counts from it.
+	ChainStartedAt   *time.Time `json:"chain_started_at,omitempty"`
 	SourceAddr       string     `json:"source_addr,omitempty"`
 	NotBefore        time.Time  `json:"not_before"`
 	NotAfter         time.Time  `json:"not_after"`

@@ -61,7 +61,9 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 
 	// The http-01 responder: what a client's web server would serve.
 	var answers sync.Map
-	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	// The order is for 127.0.0.2, not 127.0.0.1: the server's own names
+	// (server_names) are reserved and never issued to an ACME account.
+	httpLn, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		return err
 	}
@@ -113,13 +115,13 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		if csrs[i], err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, key); err != nil {
+		if csrs[i], err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 2)}}, key); err != nil {
 			return err
 		}
 	}
 
 	order := func(ctx context.Context, c *xacme.Client, csr []byte) error {
-		o, err := c.AuthorizeOrder(ctx, xacme.IPIDs("127.0.0.1"))
+		o, err := c.AuthorizeOrder(ctx, xacme.IPIDs("127.0.0.2"))
 		if err != nil {
 			return err
 		}

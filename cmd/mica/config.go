@@ -4,17 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
-	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/strictyaml"
@@ -60,6 +57,8 @@ type Config struct {
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
+	// admins is the admins section, checked at load.
+	admins map[string]authority.Role
 }
 
 const (
@@ -67,11 +66,6 @@ const (
 	defaultHTTPListen = "127.0.0.1:8080"
 	defaultPublicURL  = "http://127.0.0.1:8080"
 	defaultMetrics    = "127.0.0.1:9123"
-	adminProfile      = authority.ReservedProfilePrefix + "admin"
-	serverProfile     = authority.ReservedProfilePrefix + "server"
-	adminPathPrefix   = "/mica/admin/"
-	adminCertTTL      = 30 * 24 * time.Hour
-	serverCertTTL     = 7 * 24 * time.Hour
 	configFileName    = "mica.yaml"
 	passphraseEnv     = "MICA_PASSPHRASE"
 	devPassphraseFile = "passphrase"
@@ -117,22 +111,19 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.TrustDomain == "" {
 		return nil, fmt.Errorf("config %s: trust_domain is required (e.g. trust_domain: example.org)", name)
 	}
-	for p := range c.Profiles {
-		if strings.HasPrefix(p, authority.ReservedProfilePrefix) {
-			return nil, fmt.Errorf("config %s: profile %q: names starting with %q are reserved for mica itself; rename it", name, p, authority.ReservedProfilePrefix)
-		}
+	admins, err := authority.ParseAdmins(c.Admins, c.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
-	for id, role := range c.Admins {
-		if _, err := authority.ParseRole(role); err != nil {
-			return nil, fmt.Errorf("config %s: admins: %s: %v", name, id, err)
-		}
-	}
+	c.admins = admins
 	if c.ACME != nil {
 		if _, ok := c.Profiles[c.ACME.Profile]; !ok {
 			return nil, fmt.Errorf("config %s: acme: profile %q is not among the profiles: name one of them", name, c.ACME.Profile)
 		}
 	}
-	c.Profiles = withReservedProfiles(c.Profiles, c.ServerNames)
+	if c.Config, err = authority.WithReserved(c.Config, c.ServerNames); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
 	if err := c.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -142,48 +133,6 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	c.rules = rules
 	return &c, nil
-}
-
-// withReservedProfiles adds the profiles mica issues its own certificates
-// under. They go through the same policy engine as every other profile, so
-// lint, key and TTL rules bind them too.
-func withReservedProfiles(profiles map[string]policy.ProfileConfig, serverNames []string) map[string]policy.ProfileConfig {
-	out := make(map[string]policy.ProfileConfig, len(profiles)+2)
-	for k, v := range profiles {
-		out[k] = v
-	}
-	out[adminProfile] = policy.ProfileConfig{
-		SPIFFE:      []string{adminPathPrefix + "*"},
-		DefaultTTL:  duration.Duration(adminCertTTL),
-		MaxTTL:      duration.Duration(3 * adminCertTTL),
-		ExtKeyUsage: []string{"clientAuth"},
-		Rule:        `request.method in ["internal", "token", "renew"]`,
-	}
-	server := policy.ProfileConfig{
-		DefaultTTL:  duration.Duration(serverCertTTL),
-		MaxTTL:      duration.Duration(serverCertTTL),
-		ExtKeyUsage: []string{"serverAuth"},
-		Rule:        `request.method == "internal"`,
-	}
-	for _, n := range serverNames {
-		if _, err := netip.ParseAddr(n); err == nil {
-			server.IPs = append(server.IPs, n)
-		} else {
-			server.DNS = append(server.DNS, n)
-		}
-	}
-	out[serverProfile] = server
-	return out
-}
-
-// roles turns the admins section into the authority's map.
-func (c *Config) roles() map[string]authority.Role {
-	out := make(map[string]authority.Role, len(c.Admins))
-	for id, r := range c.Admins {
-		role, _ := authority.ParseRole(r) // validated at load
-		out[id] = role
-	}
-	return out
 }
 
 // defaultConfig is what `mica init` writes: a starting point to edit and put
@@ -214,7 +163,7 @@ profiles:
     ext_key_usage: [clientAuth, serverAuth]
   server:
     dns: ["*.svc.%[1]s"]
-    ips: ["127.0.0.0/8", "10.0.0.0/8"]
+    ips: ["127.0.0.0/8", "10.0.0.0/8"]   # the server's own names (server_names) stay mica's: no profile issues them
     default_ttl: 24h
     max_ttl: 72h
     ext_key_usage: [serverAuth]

@@ -129,7 +129,7 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	if uris := hier.Intermediate.PermittedURIDomains; len(uris) == 1 {
 		trustDomain = uris[0]
 	}
-	adminID := fmt.Sprintf("spiffe://%s%s%s", trustDomain, adminPathPrefix, o.adminName)
+	adminID := fmt.Sprintf("spiffe://%s%s%s", trustDomain, authority.AdminPathPrefix, o.adminName)
 	if !fileExists(o.data.config()) {
 		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID)), 0o644); err != nil {
 			return err
@@ -167,7 +167,7 @@ func issueAdminCredential(ctx context.Context, p *parts, adminID, dir string) er
 	if err != nil {
 		return err
 	}
-	iss, err := p.authority.IssueInternal(ctx, adminProfile, id, key.Public(), 0)
+	iss, err := p.authority.IssueInternal(ctx, authority.ProfileAdmin, id, key.Public(), 0)
 	if err != nil {
 		return err
 	}

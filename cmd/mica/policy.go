@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/policy"
 )
 
@@ -28,7 +29,13 @@ func runPolicyCheck(_ context.Context, env *cliEnv, args []string) error {
 	for _, name := range eng.Profiles() {
 		p, _ := eng.Profile(name)
 		fmt.Fprintf(env.stdout, "profile %-14s ttl %s (max %s)  spiffe %v  dns %v  ips %v  usage %v\n",
-			name, p.DefaultTTL, p.MaxTTL, p.SPIFFE, p.DNS, p.IPs, p.ExtKeyUsage)
+			name, duration.Format(p.DefaultTTL), duration.Format(p.MaxTTL), p.SPIFFE, p.DNS, p.IPs, p.ExtKeyUsage)
+		if p.MaxRenewalChain > 0 {
+			fmt.Fprintf(env.stdout, "  renewals for %s from the first enrollment, then a new token\n", duration.Format(p.MaxRenewalChain))
+		}
+		for _, c := range p.CoversReserved {
+			fmt.Fprintf(env.stdout, "  note: %s; mica's reserved names are refused under this profile all the same\n", c)
+		}
 	}
 	fmt.Fprintf(env.stdout, "%s: ok (%d profiles, %d admins)\n", fs.Arg(0), len(eng.Profiles()), len(cfg.Admins))
 	return nil

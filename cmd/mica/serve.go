@@ -18,6 +18,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
@@ -277,7 +278,7 @@ func (s *serverCertificate) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	iss, err := s.p.authority.IssueInternal(ctx, serverProfile, s.id, key.Public(), 0)
+	iss, err := s.p.authority.IssueInternal(ctx, authority.ProfileServer, s.id, key.Public(), 0)
 	if err != nil {
 		return fmt.Errorf("issuing the server's own certificate: %w", err)
 	}

@@ -107,6 +107,9 @@ func redactURL(u string) string {
 
 // openParts loads the CA, token key, policy and store and wires the authority.
 func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	hier, err := ca.Load(d.caDir(), passphrase)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
@@ -129,6 +132,12 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	eng, err := policy.New(cfg.Config)
 	if err != nil {
 		return nil, err
+	}
+	for _, name := range eng.Profiles() {
+		info, _ := eng.Profile(name)
+		for _, c := range info.CoversReserved {
+			log.Info("a profile pattern covers one of the server's own names, which it will never issue", "profile", name, "pattern", c)
+		}
 	}
 	// Every certificate says where its revocation status is published.
 	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
@@ -182,7 +191,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.roles(), Logger: log, JWTKey: jwtKey,
+		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
 			failures.Record(source, reason)
 			metrics.AuthFailed(source, reason)

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/strictjson"
 )
 
 // Limits on what a request may carry. A CSR is a few hundred bytes; RSA-4096
@@ -83,9 +83,15 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/identities/denied", s.authed(s.deniedIdentities))
 	if cfg.Feed != nil {
 		mux.HandleFunc("GET /v1/revocations/feed", func(w http.ResponseWriter, r *http.Request) {
-			if _, ok := s.authenticate(w, r); ok {
-				cfg.Feed.ServeHTTP(w, r)
+			p, ok := s.authenticate(w, r)
+			if !ok {
+				return
 			}
+			if err := s.cfg.Authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			cfg.Feed.ServeHTTP(w, r)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -192,32 +198,24 @@ func (s *server) issue(w http.ResponseWriter, r *http.Request, call func(csr []b
 }
 
 func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	q := r.URL.Query()
-	f := store.Filter{Identity: q.Get("identity"), Profile: q.Get("profile")}
-	switch st := q.Get("status"); st {
+	q := newQuery(r)
+	f := store.Filter{Identity: q.v.Get("identity"), Profile: q.v.Get("profile"),
+		Limit: int(q.int("limit", 0, maxListLimit)), Offset: int(q.int("offset", 0, 1<<31))}
+	switch st := q.v.Get("status"); st {
 	case "", "active", "revoked", "expired":
 		f.Status = store.Status(st)
 	default:
-		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("status %q is not one of active, revoked, expired", st))
-		return
+		q.errs = append(q.errs, fmt.Sprintf("status %q is not one of active, revoked, expired", st))
 	}
-	if v := q.Get("expiring_within"); v != "" {
+	if v := q.v.Get("expiring_within"); v != "" {
 		d, err := duration.Parse(v)
 		if err != nil || d <= 0 {
-			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("expiring_within %q is not a positive duration like 7d or 36h", v))
-			return
+			q.errs = append(q.errs, fmt.Sprintf("expiring_within %q is not a positive duration like 7d or 36h", v))
 		}
 		f.ExpiresBefore = time.Now().Add(d)
 	}
-	for name, dst := range map[string]*int{"limit": &f.Limit, "offset": &f.Offset} {
-		if v := q.Get(name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > maxListLimit && name == "limit" {
-				writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("%s %q must be a whole number (limit at most %d)", name, v, maxListLimit))
-				return
-			}
-			*dst = n
-		}
+	if q.fail(w) {
+		return
 	}
 	certs, err := s.cfg.Authority.ListCertificates(r.Context(), p, f)
 	if err != nil {
@@ -225,7 +223,7 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p auth
 		return
 	}
 	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(certs))}
-	withPEM := q.Get("pem") == "true"
+	withPEM := q.v.Get("pem") == "true"
 	for _, c := range certs {
 		out.Certificates = append(out.Certificates, inventoryRecord(c, withPEM))
 	}
@@ -233,10 +231,7 @@ func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p auth
 }
 
 func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	rec, err := s.cfg.Authority.Certificate(r.Context(), p, serial)
 	if err != nil {
 		s.fail(w, r, err)
@@ -246,10 +241,7 @@ func (s *server) getCertificate(w http.ResponseWriter, r *http.Request, p author
 }
 
 func (s *server) revoke(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	var req client.RevokeRequest
 	if !decode(w, r, &req) {
 		return
@@ -342,8 +334,8 @@ func denialRecord(d store.Denial) client.Denial {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	if p.Role != authority.RoleAdmin {
-		writeProblem(w, http.StatusForbidden, "forbidden", "Forbidden", "server stats are for admins")
+	if err := s.cfg.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	var st client.Stats
@@ -407,27 +399,17 @@ func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {
 	return d, true
 }
 
-func pathSerial(w http.ResponseWriter, r *http.Request) (string, bool) {
-	serial := strings.ToLower(r.PathValue("serial"))
-	if len(serial) == 0 || len(serial) > 64 || strings.Trim(serial, "0123456789abcdef") != "" {
-		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("serial %q is not a hex serial number", r.PathValue("serial")))
-		return "", false
-	}
-	return serial, true
-}
-
-// decode reads one JSON object of bounded size, refusing unknown fields and
-// trailing data, so that a typo is an error rather than silently ignored.
+// decode reads one JSON object of bounded size strictly (package
+// strictjson: no unknown field, no key twice, no trailing data), so that a
+// typo is an error rather than silently ignored.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send the body as application/json")
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON object")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err == nil {
+		err = strictjson.Unmarshal(body, v)
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -464,6 +446,10 @@ func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
 		Requester: c.Requester, Owner: c.Owner, SourceAddr: c.SourceAddr, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 		Issuer: c.Issuer, Status: string(c.Status), RenewedFrom: c.RenewedFrom, EventSeq: c.EventSeq,
 	}
+	if !c.ChainStartedAt.IsZero() && c.ChainStartedAt.Unix() > 0 {
+		cs := c.ChainStartedAt
+		out.ChainStartedAt = &cs
+	}
 	if c.Status == store.StatusRevoked {
 		at := c.RevokedAt
 		out.RevokedAt, out.RevocationReason = &at, client.ReasonName(c.RevocationReason)
@@ -490,7 +476,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	json.NewEncoder(w).Encode(v)
 }

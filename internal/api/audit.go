@@ -3,7 +3,6 @@ package api
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/mica-pki/mica/internal/authority"
@@ -44,9 +43,9 @@ func (s *server) auditCheckpoint(w http.ResponseWriter, r *http.Request, p autho
 }
 
 func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	after, ok1 := queryInt(w, r, "after_size", 0, 1<<62)
-	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
-	if !ok1 || !ok2 {
+	q := newQuery(r)
+	after, limit := q.int("after_size", 0, 1<<62), q.int("limit", 0, maxListLimit)
+	if q.fail(w) {
 		return
 	}
 	cs, err := s.cfg.Authority.AuditCheckpoints(r.Context(), p, after, int(limit))
@@ -62,9 +61,9 @@ func (s *server) auditCheckpoints(w http.ResponseWriter, r *http.Request, p auth
 }
 
 func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	start, ok1 := queryInt(w, r, "start", 0, 1<<62)
-	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
-	if !ok1 || !ok2 {
+	q := newQuery(r)
+	start, limit := q.int("start", 0, 1<<62), q.int("limit", 0, maxListLimit)
+	if q.fail(w) {
 		return
 	}
 	evs, err := s.cfg.Authority.AuditLeaves(r.Context(), p, start, int(limit))
@@ -76,20 +75,18 @@ func (s *server) auditLeaves(w http.ResponseWriter, r *http.Request, p authority
 }
 
 func (s *server) auditEvents(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	q := r.URL.Query()
-	after, ok1 := queryInt(w, r, "after_seq", 0, 1<<62)
-	limit, ok2 := queryInt(w, r, "limit", 0, maxListLimit)
-	if !ok1 || !ok2 {
-		return
-	}
-	f := store.EventFilter{AfterSeq: after, Limit: int(limit), Action: store.Action(q.Get("action")), Identity: q.Get("identity")}
-	if v := q.Get("since"); v != "" {
+	q := newQuery(r)
+	f := store.EventFilter{AfterSeq: q.int("after_seq", 0, 1<<62), Limit: int(q.int("limit", 0, maxListLimit)),
+		Action: store.Action(q.v.Get("action")), Identity: q.v.Get("identity")}
+	if v := q.v.Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("since %q is not an RFC 3339 time like 2026-11-23T10:00:00Z", v))
-			return
+			q.errs = append(q.errs, fmt.Sprintf("since %q is not an RFC 3339 time like 2026-11-23T10:00:00Z", v))
 		}
 		f.Since = t
+	}
+	if q.fail(w) {
+		return
 	}
 	evs, err := s.cfg.Authority.AuditEvents(r.Context(), p, f)
 	if err != nil {
@@ -100,10 +97,7 @@ func (s *server) auditEvents(w http.ResponseWriter, r *http.Request, p authority
 }
 
 func (s *server) auditProof(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	serial, ok := pathSerial(w, r)
-	if !ok {
-		return
-	}
+	serial := r.PathValue("serial")
 	pr, err := s.cfg.Authority.AuditProof(r.Context(), p, serial)
 	if err != nil {
 		s.fail(w, r, err)
@@ -113,9 +107,9 @@ func (s *server) auditProof(w http.ResponseWriter, r *http.Request, p authority.
 }
 
 func (s *server) auditConsistency(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	size1, ok1 := queryInt(w, r, "size1", 0, 1<<62)
-	size2, ok2 := queryInt(w, r, "size2", 0, 1<<62)
-	if !ok1 || !ok2 {
+	q := newQuery(r)
+	size1, size2 := q.int("size1", 0, 1<<62), q.int("size2", 0, 1<<62)
+	if q.fail(w) {
 		return
 	}
 	hashes, err := s.cfg.Authority.AuditConsistency(r.Context(), p, size1, size2)
@@ -124,19 +118,6 @@ func (s *server) auditConsistency(w http.ResponseWriter, r *http.Request, p auth
 		return
 	}
 	writeJSON(w, http.StatusOK, client.AuditConsistency{Size1: size1, Size2: size2, Hashes: hashes})
-}
-
-func queryInt(w http.ResponseWriter, r *http.Request, name string, lo, hi int64) (int64, bool) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return 0, true
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < lo || n > hi {
-		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", fmt.Sprintf("%s %q must be a whole number from %d to %d", name, v, lo, hi))
-		return 0, false
-	}
-	return n, true
 }
 
 func wireCheckpoint(c store.Checkpoint) client.AuditCheckpoint {

@@ -1,15 +1,14 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/problem"
 )
 
 // statusOf maps each authority error kind to its HTTP status. This table is
@@ -58,7 +57,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var e *authority.Error
 	if !errors.As(err, &e) || e.Kind == authority.KindInternal {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
-		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request; nothing was issued; see the server log")
+		writeProblem(w, http.StatusInternalServerError, "internal", "Internal Error", "the server failed to handle the request: see the server log")
 		return
 	}
 	slug := e.Kind.String()
@@ -74,8 +73,5 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeProblem(w http.ResponseWriter, status int, slug, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(client.Problem{Type: client.ProblemTypePrefix + slug, Title: title, Status: status, Detail: detail})
+	problem.Write(w, status, slug, title, detail)
 }

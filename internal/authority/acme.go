@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/policy"
@@ -79,20 +80,22 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 		return refuse(newError(KindBadCSR, nil, "the CSR names %s but the order is for %s: the CSR must name exactly the order's identifiers", got, req.Identity))
 	}
 	action, renewed, detail := store.ActionCertIssued, "", "issued to ACME account "+req.Account
+	var chainStart time.Time
 	if old != nil {
 		action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
+		chainStart = chainStartOf(*old)
 	}
 	return a.issue(ctx, issueInput{
 		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
 			Method: policy.MethodACME, Requester: actor, Source: req.Source},
-		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor,
+		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor, chainStart: chainStart,
 	})
 }
 
 // CheckIdentity says whether profile would allow id, so that a door can
 // refuse an order it could never fulfil before asking for challenges.
 func (a *Authority) CheckIdentity(profile string, id identity.Identity) error {
-	chk, ok := a.policy.(identityChecker)
+	chk, ok := a.policy().(identityChecker)
 	if !ok {
 		return nil
 	}
@@ -133,14 +136,14 @@ func (a *Authority) RevokeACME(ctx context.Context, req ACMERevocation) (store.C
 	case rec.Fingerprint != Fingerprint(cert.Raw):
 		return rec, newError(KindNotFound, nil, "certificate %s does not match the one this server issued with that serial", rec.Serial)
 	}
-	actor := "acme-certificate-key:" + rec.Serial
-	if !req.ByCertKey {
-		actor = ACMEPrincipalPrefix + req.Account
-		if rec.Requester != actor {
-			return rec, newError(KindForbidden, nil, "account %s did not order certificate %s: revoke it with the account that did, or sign with the certificate's key", req.Account, rec.Serial)
-		}
+	p := Principal{Name: ACMEPrincipalPrefix + req.Account}
+	if req.ByCertKey {
+		p = Principal{Name: "acme-certificate-key:" + rec.Serial, CertKey: rec.Serial}
 	}
-	return a.Revoke(ctx, Principal{Name: actor, Record: rec}, rec.Serial, req.Reason, req.Source)
+	if err := a.Authorize(p, ActACMERevoke, Resource{Serial: rec.Serial, Requester: rec.Requester}); err != nil {
+		return rec, err
+	}
+	return a.revoke(ctx, p.Name, rec.Serial, req.Reason, req.Source)
 }
 
 func sortedSANs(id identity.Identity) []string {

@@ -11,18 +11,14 @@ package authority
 import (
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
@@ -56,11 +52,14 @@ type Store interface {
 	EventBySeq(ctx context.Context, seq int64) (store.Event, error)
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error)
+	CertificateByToken(ctx context.Context, jti string) (store.Certificate, error)
 	RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error)
 	Deny(ctx context.Context, identity string, ev *store.Event) error
 	Allow(ctx context.Context, identity string, ev *store.Event) error
 	IsDenied(ctx context.Context, identity string) (bool, error)
 	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
+	// Approvals, role grants and policy versions.
+	store.Governance
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -75,7 +74,11 @@ type Config struct {
 	// Minter and Tokens mint and verify enrollment tokens.
 	Minter *token.Minter
 	Tokens *token.Verifier
-	// Admins maps principal identities (SPIFFE IDs) to roles.
+	// Access is the governance part of the policy (roles, approvals); when
+	// nil, Admins with the built-in roles and no approvals.
+	Access *AccessModel
+	// Admins maps administrators' SPIFFE IDs to a built-in role; used
+	// only when Access is nil.
 	Admins map[string]Role
 	// JWTKey, when set, signs JWT-SVIDs (ECDSA P-256); see MintJWTSVID.
 	JWTKey crypto.Signer
@@ -106,26 +109,26 @@ type Config struct {
 
 // Authority is the certificate lifecycle.
 type Authority struct {
-	store      Store
-	policy     Policy
-	issuer     Issuer
-	issuerCert *x509.Certificate
-	issuerFP   string
-	roots      []*x509.Certificate
-	rootPool   *x509.CertPool
-	interPool  *x509.CertPool
-	minter     *token.Minter
-	tokens     *token.Verifier
-	admins     map[string]Role
-	jwt        *jwtSigner
-	now        func() time.Time
-	log        *slog.Logger
-	audit      AuditLog
-	authFailed AuthFailedFunc
-	onRevoke   func()
-	observer   Observer
-	tracer     trace.Tracer
-	guard      Guard
+	store       Store
+	issuer      Issuer
+	issuerCert  *x509.Certificate
+	issuerFP    string
+	roots       []*x509.Certificate
+	rootPool    *x509.CertPool
+	interPool   *x509.CertPool
+	minter      *token.Minter
+	tokens      *token.Verifier
+	accessModel atomic.Pointer[AccessModel]
+	pol         atomic.Pointer[policyBox]
+	jwt         *jwtSigner
+	now         func() time.Time
+	log         *slog.Logger
+	audit       AuditLog
+	authFailed  AuthFailedFunc
+	onRevoke    func()
+	observer    Observer
+	tracer      trace.Tracer
+	guard       Guard
 }
 
 // New checks cfg and returns an Authority.
@@ -136,9 +139,9 @@ func New(cfg Config) (*Authority, error) {
 		return nil, errors.New("authority: Store, Policy, Issuer, IssuerCert, Roots, Minter and Tokens are all required")
 	}
 	a := &Authority{
-		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
+		store: cfg.Store, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
+		now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
 		guard:    cfg.Guard,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
@@ -146,6 +149,11 @@ func New(cfg Config) (*Authority, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.SetPolicy(cfg.Policy)
+	if cfg.Access == nil {
+		cfg.Access = DefaultAccess(cfg.Admins)
+	}
+	a.SetAccess(cfg.Access)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -169,312 +177,15 @@ func New(cfg Config) (*Authority, error) {
 	return a, nil
 }
 
-// maxBackdate is how far NotBefore is set in the past, so that a relying
-// party whose clock runs a little behind still accepts a fresh certificate.
-// The lifetime (NotAfter − NotBefore) stays exactly the decided TTL, so the
-// backdate is at most a tenth of it: a very short-lived certificate must not
-// be born nearly expired.
-const maxBackdate = time.Minute
+// policyBox lets an interface value live in an atomic.Pointer.
+type policyBox struct{ Policy }
 
-func backdate(ttl time.Duration) time.Duration { return min(maxBackdate, ttl/10) }
+// SetPolicy replaces the policy for every request that starts from now on;
+// a request in flight finishes under the policy it started with.
+func (a *Authority) SetPolicy(p Policy) { a.pol.Store(&policyBox{p}) }
 
-// Issued is a certificate that has been durably recorded.
-type Issued struct {
-	Certificate *x509.Certificate
-	Chain       []*x509.Certificate // intermediates, leaf's issuer first
-	Roots       []*x509.Certificate
-	Record      store.Certificate
-	// LeafIndex is the issuance event's position in the audit log.
-	LeafIndex int64
-}
+// SetAccess replaces the governance part (roles, approvals) the same way.
+func (a *Authority) SetAccess(m *AccessModel) { a.accessModel.Store(m) }
 
-// EnrollRequest is a first enrollment paid for with a one-time token.
-type EnrollRequest struct {
-	Token  string
-	CSR    []byte // DER
-	TTL    time.Duration
-	Source netip.Addr
-}
-
-// Enroll issues a certificate for the identity a token is bound to.
-func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued, err error) {
-	ctx, tr := a.track(ctx, "authority.Enroll", policy.MethodToken)
-	defer func() { tr.end(iss, err) }()
-	now := a.now()
-	claims, err := step(ctx, a, spanAuthenticate, func(context.Context) (token.Claims, error) {
-		return a.tokens.Verify(req.Token, now)
-	})
-	if err != nil {
-		// Not recorded one by one: the caller is not authenticated, and
-		// a leaf per failure would let anyone grow the log. The AuthFailed
-		// hook aggregates them instead.
-		kind := KindTokenInvalid
-		if errors.Is(err, token.ErrExpired) || errors.Is(err, token.ErrNotYet) {
-			kind = KindTokenExpired
-		}
-		a.failedAuth(req.Source, kind.String())
-		return nil, newError(kind, err, "%v", err)
-	}
-	tr.profile = claims.Profile
-	actor := "token:" + claims.ID
-	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: claims.Identity, Profile: claims.Profile}
-	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
-
-	if claims.Network.IsValid() && !claims.Network.Contains(req.Source.Unmap()) {
-		return refuse(&Error{Kind: KindForbidden, Reason: string(policy.ReasonSourceNotAllowed),
-			Detail: fmt.Sprintf("token may only be used from %s, not from %s", claims.Network, addrString(req.Source))})
-	}
-	want, err := identity.Parse(claims.Identity)
-	if err != nil {
-		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
-	}
-	// The token's creator is accountable for what it enrolls, so the
-	// requester limits apply to the creator, however many tokens it made.
-	at := Attempt{Method: policy.MethodToken, Profile: claims.Profile, Identity: want.Primary(),
-		Requester: claims.Issuer, Source: req.Source, Actor: actor}
-	if err := a.admit(ctx, at); err != nil {
-		return nil, err
-	}
-	csr, err := parseCSR(req.CSR)
-	if err != nil {
-		return refuse(err.(*Error))
-	}
-	if err := sameIdentity(want, csr, "the token is bound to"); err != nil {
-		return refuse(err)
-	}
-	return a.issue(ctx, issueInput{
-		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
-			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued, attempt: at, owner: claims.Issuer,
-		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
-		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
-	})
-}
-
-// RenewRequest is a renewal authenticated by the current certificate.
-type RenewRequest struct {
-	Peer   Principal
-	CSR    []byte // DER
-	TTL    time.Duration
-	Source netip.Addr
-}
-
-// Renew issues a new certificate with exactly the identity and profile of the
-// one that authenticated the request. The peer must come from Authenticate,
-// which already refused expired, revoked and foreign certificates.
-func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, err error) {
-	ctx, tr := a.track(ctx, "authority.Renew", policy.MethodRenew)
-	defer func() { tr.end(iss, err) }()
-	rec := req.Peer.Record
-	tr.profile = rec.Profile
-	if rec.Serial == "" {
-		return nil, newError(KindUnauthenticated, nil, "renewal needs a client certificate issued by this server: pass --cert and --key")
-	}
-	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
-	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
-	at := Attempt{Method: policy.MethodRenew, Profile: rec.Profile, Identity: rec.Identity, Requester: req.Peer.Name,
-		Source: req.Source, Lifetime: rec.NotAfter.Sub(rec.NotBefore), Actor: req.Peer.Name}
-	if err := a.admit(ctx, at); err != nil {
-		return nil, err
-	}
-
-	want, err := identity.FromCertificate(req.Peer.Certificate)
-	if err != nil {
-		return refuse(newError(KindInvalid, err, "current certificate carries no usable identity: %v", err))
-	}
-	csr, perr := parseCSR(req.CSR)
-	if perr != nil {
-		return refuse(perr.(*Error))
-	}
-	if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
-		return refuse(err)
-	}
-	return a.issue(ctx, issueInput{
-		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
-			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source},
-		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
-		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec),
-	})
-}
-
-// inheritedOwner is the owner a renewal keeps: the renewed certificate's,
-// or its requester for certificates recorded before owners were.
-func inheritedOwner(rec store.Certificate) string {
-	if rec.Owner != "" {
-		return rec.Owner
-	}
-	return rec.Requester
-}
-
-type issueInput struct {
-	req         policy.Request
-	event       store.Event
-	action      store.Action
-	detail      string
-	renewedFrom string
-	token       *store.TokenUse
-	// owner answers for the certificate (store.Certificate.Owner).
-	owner string
-	// attempt is the request as the guard saw it at admission; zero for
-	// mica's own issuance, which no limit applies to.
-	attempt Attempt
-}
-
-// issue is the shared tail of every issuance: decide → lint and sign → record.
-func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
-	dec, err := step(ctx, a, spanDecide, func(ctx context.Context) (policy.Decision, error) {
-		dec, err := a.decide(in.req)
-		if err != nil {
-			return dec, err
-		}
-		// Checked here, on the path every door shares, so that a denied
-		// identity gets nothing from any of them: not a first certificate,
-		// not a renewal, not an internal one.
-		if err := a.checkDenied(ctx, dec.Identity); err != nil {
-			return dec, err
-		}
-		return dec, nil
-	})
-	if err != nil {
-		return nil, a.refused(ctx, in.event, err.(*Error))
-	}
-	if in.attempt.Method != "" {
-		if err := a.unexpectedNetwork(ctx, in.attempt, dec); err != nil {
-			return nil, err
-		}
-	}
-	notBefore := a.now().Add(-backdate(dec.TTL))
-	notAfter := notBefore.Add(dec.TTL)
-	if notAfter.After(a.issuerCert.NotAfter) {
-		// A leaf cannot outlive its issuer; shorten it rather than refuse so
-		// that clients keep working while the intermediate is being rotated.
-		notAfter = a.issuerCert.NotAfter
-	}
-	prepared, err := step(ctx, a, spanLint, func(context.Context) (*issuance.Prepared, error) {
-		return a.issuer.Prepare(issuance.Request{
-			PublicKey: in.req.PublicKey, Identity: dec.Identity,
-			NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
-		})
-	})
-	var cert *x509.Certificate
-	if err == nil {
-		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return a.issuer.Sign(prepared) })
-	}
-	if err != nil {
-		var lintErr *issuance.LintError
-		if errors.As(err, &lintErr) {
-			return nil, a.refused(ctx, in.event, newError(KindLintFailed, err, "certificate refused before signing: %v", err))
-		}
-		return nil, a.refused(ctx, in.event, newError(KindInternal, err, "signing failed: %v", err))
-	}
-	rec := store.Certificate{
-		Serial:      SerialHex(cert),
-		Fingerprint: Fingerprint(cert.Raw),
-		Identity:    dec.Identity.Primary(),
-		SANs:        dec.Identity.SANs(),
-		Profile:     dec.Profile,
-		Requester:   in.req.Requester,
-		SourceAddr:  addrString(in.req.Source),
-		NotBefore:   cert.NotBefore,
-		NotAfter:    cert.NotAfter,
-		Issuer:      a.issuerFP,
-		Status:      store.StatusActive,
-		RenewedFrom: in.renewedFrom,
-		Owner:       in.owner,
-		DER:         cert.Raw,
-	}
-	ev := in.event
-	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), in.action, "ok", in.detail
-	ev.Serial, ev.Fingerprint, ev.Identity, ev.Profile = rec.Serial, rec.Fingerprint, rec.Identity, rec.Profile
-	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token}
-	if _, err := step(ctx, a, spanCommit, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, a.store.RecordIssuance(ctx, iss)
-	}); err != nil {
-		if errors.Is(err, store.ErrTokenUsed) {
-			return nil, a.refused(ctx, in.event, newError(KindTokenReplayed, err,
-				"token %s was already used: tokens work once; ask an admin for a new one with `mica token create`", in.token.JTI))
-		}
-		return nil, newError(KindInternal, err, "could not record the certificate; nothing was issued: %v", err)
-	}
-	rec.EventSeq = iss.Event.Seq
-	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
-		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
-		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
-		slog.Time("not_after", rec.NotAfter))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
-}
-
-// decide asks policy, translating its refusal into the authority's error.
-func (a *Authority) decide(req policy.Request) (policy.Decision, error) {
-	dec, err := a.policy.Decide(req)
-	if err != nil {
-		var denied *policy.DeniedError
-		if errors.As(err, &denied) {
-			return dec, &Error{Kind: KindPolicyDenied, Reason: string(denied.Reason), Detail: denied.Detail, Err: err}
-		}
-		return dec, newError(KindInternal, err, "policy evaluation failed: %v", err)
-	}
-	return dec, nil
-}
-
-// refused records an authenticated request's refusal and returns e. A
-// failure to record is logged, not returned: the caller's answer is the
-// refusal either way.
-func (a *Authority) refused(ctx context.Context, ev store.Event, e *Error) error {
-	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), store.ActionIssuanceRefused, e.Outcome(), e.Detail
-	if err := a.store.RecordEvent(context.WithoutCancel(ctx), &ev); err != nil {
-		a.log.LogAttrs(ctx, slog.LevelError, "could not record refusal", slog.String("error", err.Error()))
-	}
-	a.log.LogAttrs(ctx, slog.LevelWarn, "issuance refused",
-		slog.String("actor", ev.Actor), slog.String("identity", ev.Identity), slog.String("outcome", ev.Outcome))
-	return e
-}
-
-func parseCSR(der []byte) (*x509.CertificateRequest, error) {
-	if len(der) == 0 {
-		return nil, newError(KindBadCSR, nil, "no certificate signing request was sent")
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return nil, newError(KindBadCSR, err, "the certificate signing request cannot be parsed: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, newError(KindBadCSR, err, "the CSR's signature does not match its public key: sign it with the private key it names")
-	}
-	return csr, nil
-}
-
-// sameIdentity accepts a CSR that names no identity (the credential supplies
-// it) or exactly the credential's identity, and nothing else.
-func sameIdentity(want identity.Identity, csr *x509.CertificateRequest, what string) *Error {
-	if len(csr.URIs) == 0 && len(csr.DNSNames) == 0 && len(csr.IPAddresses) == 0 && len(csr.EmailAddresses) == 0 {
-		return nil
-	}
-	if len(csr.EmailAddresses) > 0 {
-		return newError(KindBadCSR, nil, "the CSR asks for e-mail addresses; mica issues only SPIFFE IDs, DNS names and IPs")
-	}
-	got, err := identity.FromCSR(csr)
-	if err != nil {
-		return newError(KindBadCSR, err, "%v", err)
-	}
-	if !got.Equal(want) {
-		return newError(KindIdentityMismatch, nil, "the CSR asks for %s but %s %s: leave the names out of the CSR or ask for exactly those", got, what, want)
-	}
-	return nil
-}
-
-// Fingerprint is the lower-case hex SHA-256 of der.
-func Fingerprint(der []byte) string {
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:])
-}
-
-// SerialHex is how mica writes a serial number: lower-case hex.
-func SerialHex(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
-
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.Unmap().String()
-}
+func (a *Authority) policy() Policy       { return a.pol.Load().Policy }
+func (a *Authority) access() *AccessModel { return a.accessModel.Load() }

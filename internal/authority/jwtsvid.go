@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/mica-pki/mica/identity"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -66,6 +67,9 @@ func newJWTSigner(key crypto.Signer) (*jwtSigner, error) {
 // is short and capped, and the token never outlives the certificate that
 // asked for it.
 func (a *Authority) MintJWTSVID(ctx context.Context, p Principal, req JWTSVIDRequest) (JWTSVID, error) {
+	if err := a.Authorize(p, ActJWTSVID, Resource{}); err != nil {
+		return JWTSVID{}, err
+	}
 	if a.jwt == nil {
 		return JWTSVID{}, newError(KindInternal, nil, "no JWT-SVID key is configured")
 	}
@@ -76,6 +80,11 @@ func (a *Authority) MintJWTSVID(ctx context.Context, p Principal, req JWTSVIDReq
 	if err != nil {
 		return JWTSVID{}, newError(KindForbidden, err, "the client certificate's URI is not a SPIFFE ID: %v", err)
 	}
+	// The deny list holds at every door: a denied identity gets no
+	// JWT-SVID, even while its X509-SVID is still valid.
+	if err := a.checkDenied(ctx, identity.Identity{SPIFFE: id}); err != nil {
+		return JWTSVID{}, err
+	}
 	switch {
 	case len(req.Audience) == 0:
 		return JWTSVID{}, newError(KindInvalid, nil, "a JWT-SVID needs at least one audience: name the service that will check it")
@@ -83,6 +92,8 @@ func (a *Authority) MintJWTSVID(ctx context.Context, p Principal, req JWTSVIDReq
 		return JWTSVID{}, newError(KindInvalid, nil, "at most %d audiences per JWT-SVID", maxAudiences)
 	case req.TTL < 0 || req.TTL > MaxJWTSVIDTTL:
 		return JWTSVID{}, newError(KindInvalid, nil, "JWT-SVID lifetime %s is outside (0, %s]: ask for a shorter one and fetch again", req.TTL, MaxJWTSVIDTTL)
+	case req.TTL != 0 && req.TTL < time.Second:
+		return JWTSVID{}, newError(KindInvalid, nil, "JWT-SVID lifetime %s is under a second, which its whole-second expiry cannot carry: ask for 1s or more", req.TTL)
 	}
 	for _, aud := range req.Audience {
 		if aud == "" || len(aud) > maxAudienceLen {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/mica-pki/mica/internal/problem"
 )
 
 // keepAlive is how often an idle stream gets a comment line, so proxies
@@ -30,14 +32,15 @@ func (h *Hub) Handler() http.Handler {
 		if sinceText != "" {
 			var err error
 			if since, err = strconv.ParseInt(sinceText, 10, 64); err != nil || since < 0 {
-				http.Error(w, "feed: since must be the sequence number of the last change applied", http.StatusBadRequest)
+				problem.Write(w, http.StatusBadRequest, "invalid-request", "Invalid Request",
+					"since must be the sequence number of the last change applied, a whole number (or leave it out for a snapshot)")
 				return
 			}
 		}
 		snap, backlog, sub, err := h.subscribe(since)
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			problem.Write(w, http.StatusServiceUnavailable, "not-ready", "Not Ready", err.Error())
 			return
 		}
 		defer h.unsubscribe(sub)

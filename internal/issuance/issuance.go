@@ -12,7 +12,11 @@ package issuance
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
@@ -189,13 +193,47 @@ func (iss *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	return sign(p.tbs, iss.signer, iss.rand)
 }
 
+// maxRSABits bounds the RSA keys mica certifies: larger moduli only cost
+// every verifier time and no profile needs them.
+const maxRSABits = 8192
+
+// checkSubjectKey accepts every key type a profile may allow (policy's
+// key_types): ECDSA P-256, P-384 and P-521, Ed25519, and RSA of 2048 to 8192
+// bits in whole octets. Which of them a request may use is policy's
+// decision; this only refuses what mica cannot certify soundly. It reports
+// whether the key is RSA (which takes keyEncipherment).
+func checkSubjectKey(pub crypto.PublicKey) (isRSA bool, err error) {
+	switch k := pub.(type) {
+	case nil:
+		return false, errors.New("no public key")
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+			return false, nil
+		}
+		return false, fmt.Errorf("ECDSA curve %s is not certified: use P-256, P-384 or P-521", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return false, nil
+	case *rsa.PublicKey:
+		bits := k.N.BitLen()
+		if bits < policyMinRSABits || bits > maxRSABits || bits%8 != 0 {
+			return true, fmt.Errorf("%d-bit RSA is not certified: use 2048 to %d bits in whole octets, or an ECDSA key", bits, maxRSABits)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("public key type %T is not certified: use ECDSA, Ed25519 or RSA", pub)
+}
+
+// policyMinRSABits is the RSA floor every profile keeps (policy.MinRSABits).
+const policyMinRSABits = 2048
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidRequest}, args...)...)
 }
 
 // template validates req and builds the certificate template.
 func (iss *Issuer) template(req Request) (*x509.Certificate, error) {
-	alg, err := keys.AlgorithmOf(req.PublicKey)
+	isRSA, err := checkSubjectKey(req.PublicKey)
 	if err != nil {
 		return nil, invalid("public key: %v", err)
 	}
@@ -245,7 +283,7 @@ func (iss *Issuer) template(req Request) (*x509.Certificate, error) {
 		return nil, invalid("public key: %v", err)
 	}
 	ku := x509.KeyUsageDigitalSignature
-	if alg == keys.RSA3072 {
+	if isRSA {
 		// RSA key exchange in TLS 1.2 needs it; ECDSA and Ed25519 keys must
 		// not have it (RFC 8813).
 		ku |= x509.KeyUsageKeyEncipherment

@@ -230,8 +230,8 @@ func TestLintFailureRefusesBeforeSigning(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	p := testpki.New(t, "example.org", testpki.WithPermittedDNSDomains("example.org"))
 	good := newKey(t, keys.ECDSAP256).Public()
-	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
-	rsa2048, _ := rsa.GenerateKey(rand.Reader, 2048)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
 	now := time.Now()
 	id := p.ID(t, "/web")
 	base := func() issuance.Request {
@@ -247,8 +247,8 @@ func TestRefusals(t *testing.T) {
 		{"NotAfter before NotBefore", func(r *issuance.Request) { r.NotAfter = r.NotBefore.Add(-time.Second) }, "is not after NotBefore"},
 		{"zero times", func(r *issuance.Request) { r.NotBefore = time.Time{} }, "must both be set"},
 		{"already expired", func(r *issuance.Request) { r.NotBefore, r.NotAfter = now.Add(-50*time.Minute), now.Add(-time.Minute) }, "in the past"},
-		{"P-521 key", func(r *issuance.Request) { r.PublicKey = p521.Public() }, "P-521"},
-		{"RSA-2048 key", func(r *issuance.Request) { r.PublicKey = rsa2048.Public() }, "2048-bit RSA"},
+		{"P-224 key", func(r *issuance.Request) { r.PublicKey = p224.Public() }, "P-224"},
+		{"RSA-1024 key", func(r *issuance.Request) { r.PublicKey = rsa1024.Public() }, "1024-bit RSA"},
 		{"no key", func(r *issuance.Request) { r.PublicKey = nil }, "no public key"},
 		{"issuer's own key", func(r *issuance.Request) { r.PublicKey = p.Intermediate.PublicKey }, "issuing CA's own key"},
 		{"no identity", func(r *issuance.Request) { r.Identity = identity.Identity{} }, "no SPIFFE ID"},
@@ -407,5 +407,31 @@ func TestLintNames(t *testing.T) {
 	}
 	if len(names) < 100 {
 		t.Errorf("only %d lints selected; the RFC and community sources have far more", len(names))
+	}
+}
+
+// Every key type a profile may allow (policy's key_types) is one the issuer
+// certifies, lint included: a request policy accepts never ends in a 500.
+func TestCertifiesEveryKeyTypePolicyOffers(t *testing.T) {
+	p := testpki.New(t, "example.org")
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	rsa2048, _ := rsa.GenerateKey(rand.Reader, 2048)
+	rsa4096, _ := rsa.GenerateKey(rand.Reader, 4096)
+	now := time.Now()
+	for name, pub := range map[string]crypto.PublicKey{
+		"ecdsa-p256": newKey(t, keys.ECDSAP256).Public(), "ecdsa-p384": newKey(t, keys.ECDSAP384).Public(),
+		"ecdsa-p521": p521.Public(), "ed25519": newKey(t, keys.Ed25519).Public(),
+		"rsa-2048": rsa2048.Public(), "rsa-4096": rsa4096.Public(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			cert, err := p.Issuer.Issue(issuance.Request{PublicKey: pub, Identity: p.ID(t, "/k"),
+				NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), ExtKeyUsage: serverEKU})
+			if err != nil {
+				t.Fatalf("%s key refused: %v", name, err)
+			}
+			if _, isRSA := pub.(*rsa.PublicKey); isRSA != (cert.KeyUsage&x509.KeyUsageKeyEncipherment != 0) {
+				t.Errorf("keyEncipherment = %v for %s", !isRSA, name)
+			}
+		})
 	}
 }

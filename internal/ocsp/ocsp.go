@@ -24,6 +24,7 @@ import (
 	"crypto/sha512"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
 	"time"
 
@@ -142,14 +143,41 @@ func parseRequest(der []byte) (*request, error) {
 				return nil, errMalformed
 			}
 			if id.Equal(oidNonce) {
-				if len(ext) > 128 {
-					return nil, errors.New("ocsp: the nonce is longer than RFC 8954's 32 octets allow")
+				if err := checkNonce(body); err != nil {
+					return nil, err
 				}
 				r.nonce = bytes.Clone(ext)
 			}
 		}
 	}
 	return r, nil
+}
+
+// maxNonce is RFC 8954's bound on a nonce's length.
+const maxNonce = 32
+
+// checkNonce reads the rest of a nonce extension (after its extnID:
+// critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING holding the nonce
+// as an OCTET STRING) and refuses, as RFC 8954 §2.1 requires, a nonce of
+// zero or more than 32 octets.
+func checkNonce(rest cryptobyte.String) error {
+	if rest.PeekASN1Tag(cbasn1.BOOLEAN) {
+		var critical bool
+		if !rest.ReadASN1Boolean(&critical) {
+			return errMalformed
+		}
+	}
+	var value, nonce cryptobyte.String
+	if !rest.ReadASN1(&value, cbasn1.OCTET_STRING) || !rest.Empty() {
+		return errMalformed
+	}
+	if !value.ReadASN1(&nonce, cbasn1.OCTET_STRING) || !value.Empty() {
+		return errMalformed
+	}
+	if len(nonce) == 0 || len(nonce) > maxNonce {
+		return fmt.Errorf("%w: the nonce is %d octets; RFC 8954 allows 1 to %d", errMalformed, len(nonce), maxNonce)
+	}
+	return nil
 }
 
 // status is a certificate's answer.

@@ -168,6 +168,17 @@ func TestResponder(t *testing.T) {
 			t.Error("the response does not carry the request's nonce")
 		}
 	})
+	t.Run("NonceLength", func(t *testing.T) {
+		reqDER, _ := xocsp.CreateRequest(good.Cert, pki.Intermediate, nil)
+		for _, n := range []int{0, 33, 100} {
+			if got := r.Respond(context.Background(), withNonce(t, reqDER, bytes.Repeat([]byte{7}, n))); !bytes.Equal(got, errorResponse(statusMalformedRequest)) {
+				t.Errorf("a %d-octet nonce: got %x, want malformedRequest (RFC 8954)", n, got)
+			}
+		}
+		if got := r.Respond(context.Background(), withNonce(t, reqDER, bytes.Repeat([]byte{7}, 32))); bytes.Equal(got, errorResponse(statusMalformedRequest)) {
+			t.Error("a 32-octet nonce was refused")
+		}
+	})
 	t.Run("CachedThenRevoked", func(t *testing.T) {
 		reqDER, _ := xocsp.CreateRequest(good.Cert, pki.Intermediate, nil)
 		first := r.Respond(context.Background(), reqDER)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mica-pki/mica/identity"
+
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/strictyaml"
 )
@@ -17,6 +19,23 @@ type Config struct {
 	TrustDomain string `yaml:"trust_domain"`
 	// Profiles by name. A request names exactly one.
 	Profiles map[string]ProfileConfig `yaml:"profiles"`
+	// Reserved are the names that belong to mica itself; not read from
+	// the file (the authority fills it in).
+	Reserved Reserved `yaml:"-"`
+}
+
+// Reserved names belong to mica itself (its administrators, its own server
+// certificate): only profiles whose name starts with ProfilePrefix may
+// issue them. Every other profile refuses them at issuance, and a pattern
+// that names them outright is a config error.
+type Reserved struct {
+	// SPIFFEPath: SPIFFE IDs at or below this path ("/mica") of the trust
+	// domain are reserved.
+	SPIFFEPath string
+	// Names are reserved DNS names and IP addresses (the server's names).
+	Names []identity.Name
+	// ProfilePrefix marks the profiles that may issue reserved names.
+	ProfilePrefix string
 }
 
 // ProfileConfig says who may obtain which identities, for how long, with
@@ -57,6 +76,10 @@ type ProfileConfig struct {
 	// so that the anomaly detector can alert on it, or refuse it where the
 	// config's anomalies section says so.
 	ExpectedNetworks []string `yaml:"expected_networks"`
+	// MaxRenewalChain, when set, caps how long a certificate may be renewed
+	// from the token (or ACME order) that first enrolled it: past it, a
+	// renewal is refused and a new token is needed.
+	MaxRenewalChain duration.Duration `yaml:"max_renewal_chain"`
 	// Rule is an optional CEL expression over `request` that must be true.
 	Rule string `yaml:"rule"`
 }
@@ -65,6 +88,10 @@ type ProfileConfig struct {
 const (
 	DefaultMaxTTL = 24 * time.Hour
 	MinRSABits    = 2048 // the floor: no profile may go below it
+	MaxRSABits    = 8192 // the ceiling: larger moduli only cost every verifier time
+	// MinTTL is the shortest lifetime anyone may ask for: X.509 times have
+	// a resolution of one second.
+	MinTTL = time.Second
 )
 
 // LoadConfig reads a policy config from YAML. Unknown fields are errors, so

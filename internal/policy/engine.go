@@ -39,6 +39,10 @@ type profile struct {
 	minRSABits int
 	eku        []x509.ExtKeyUsage
 	rule       cel.Program // nil when the profile has no rule
+	// reserved is the config's reserved names; mayReserve says this
+	// profile is one of mica's own and may issue them.
+	reserved   *Reserved
+	mayReserve bool
 }
 
 // ProfileInfo is a profile as the engine applies it, defaults filled in,
@@ -59,6 +63,11 @@ type ProfileInfo struct {
 	// ProfileConfig.ExpectedNetworks).
 	ExpectedNetworks []string
 	Rule             string
+	// MaxRenewalChain caps a renewal chain's age (0: no cap).
+	MaxRenewalChain time.Duration
+	// CoversReserved lists reserved names that a pattern of this profile
+	// would cover; the profile refuses them at issuance all the same.
+	CoversReserved []string
 }
 
 // New validates cfg and compiles its globs, CIDRs and CEL rules once, so
@@ -101,6 +110,11 @@ func compile(cfg Config) (*Engine, error) {
 	sort.Strings(e.names)
 	for _, name := range e.names {
 		p, perrs := compileProfile(name, cfg.Profiles[name], td, cfg.TrustDomain != "", env)
+		p.reserved = &cfg.Reserved
+		p.mayReserve = cfg.Reserved.ProfilePrefix != "" && strings.HasPrefix(name, cfg.Reserved.ProfilePrefix)
+		if !p.mayReserve {
+			perrs = append(perrs, p.checkReservedPatterns()...)
+		}
 		errs = append(errs, perrs...)
 		e.profiles[name] = p
 	}
@@ -118,7 +132,11 @@ func compileProfile(name string, pc ProfileConfig, td spiffeid.TrustDomain, have
 	if !profileNameRE.MatchString(name) {
 		fail("name", "use 1-63 lower-case letters, digits, '-' and '_', starting with a letter or digit")
 	}
-	p := &profile{td: td, info: ProfileInfo{Name: name, AllowWildcards: pc.AllowWildcards, Rule: pc.Rule}}
+	p := &profile{td: td, info: ProfileInfo{Name: name, AllowWildcards: pc.AllowWildcards, Rule: pc.Rule,
+		MaxRenewalChain: pc.MaxRenewalChain.D()}}
+	if pc.MaxRenewalChain < 0 {
+		fail("max_renewal_chain", "%s is negative: give a span like 30d, or remove it for no cap", pc.MaxRenewalChain)
+	}
 
 	if len(pc.SPIFFE) > 0 && !haveTD {
 		fail("spiffe", "the profile allows SPIFFE IDs but the config has no trust_domain: set trust_domain at the top level, like trust_domain: example.org")
@@ -266,6 +284,7 @@ func (e *Engine) Profile(name string) (ProfileInfo, bool) {
 	info.ExtKeyUsage = slices.Clone(info.ExtKeyUsage)
 	info.Networks = slices.Clone(info.Networks)
 	info.ExpectedNetworks = slices.Clone(info.ExpectedNetworks)
+	info.CoversReserved = slices.Clone(info.CoversReserved)
 	return info, true
 }
 
@@ -286,6 +305,9 @@ func (e *Engine) Decide(req Request) (Decision, error) {
 	}
 	ttl, err := p.checkTTL(req.TTL)
 	if err != nil {
+		return Decision{}, err
+	}
+	if err := p.checkRenewalChain(req); err != nil {
 		return Decision{}, err
 	}
 	key, err := p.checkKey(req)
@@ -369,6 +391,9 @@ func (p *profile) checkIdentity(in identity.Identity) (identity.Identity, error)
 		out.IPs = append(out.IPs, a)
 	}
 
+	if err := p.checkReserved(out); err != nil {
+		return identity.Identity{}, err
+	}
 	// Wildcards first: a wildcard name that also fails a pattern is refused
 	// for being a wildcard, which is the fix the requester needs.
 	if !p.info.AllowWildcards {
@@ -428,6 +453,8 @@ func (p *profile) checkTTL(ttl time.Duration) (time.Duration, error) {
 		return 0, p.deny(ReasonInvalidRequest, "ttl %s is negative: ask for a positive lifetime, or none for the profile's default %s", ttl, duration.Format(p.info.DefaultTTL))
 	case ttl == 0:
 		return p.info.DefaultTTL, nil
+	case ttl < MinTTL:
+		return 0, p.deny(ReasonInvalidRequest, "ttl %s is under %s: certificate times are whole seconds, so ask for %s or more", ttl, MinTTL, MinTTL)
 	case ttl > p.info.MaxTTL:
 		return 0, p.deny(ReasonTTLTooLong, "ttl %s is longer than profile %q allows (max_ttl: %s): ask for %s or less",
 			duration.Format(ttl), p.info.Name, duration.Format(p.info.MaxTTL), duration.Format(p.info.MaxTTL))
@@ -439,6 +466,10 @@ func (p *profile) checkKey(req Request) (keyInfo, error) {
 	k, err := classifyKey(req.PublicKey)
 	if err != nil {
 		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "%v (profile %q allows: %s)", err, p.info.Name, p.allowedKeys())
+	}
+	if k.typ == KeyRSA && (k.bits > MaxRSABits || k.bits%8 != 0) {
+		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "key %s is not certified: use RSA of %d to %d bits in whole octets, or an ECDSA key (profile %q allows: %s)",
+			k, p.minRSABits, MaxRSABits, p.info.Name, p.allowedKeys())
 	}
 	if !slices.Contains(p.keyTypes, k.typ) || (k.typ == KeyRSA && k.bits < p.minRSABits) {
 		return keyInfo{}, p.deny(ReasonKeyNotAllowed, "key %s is not allowed by profile %q (allowed: %s)", k, p.info.Name, p.allowedKeys())

@@ -29,6 +29,9 @@ type Request struct {
 	Method    Method
 	Requester string     // authenticated principal
 	Source    netip.Addr // zero when unknown
+	// ChainAge is, for a renewal, how long ago the renewal chain began
+	// (the first enrollment of the certificate being renewed).
+	ChainAge time.Duration
 }
 
 // Decision is what the authority may issue: the request, checked and
@@ -55,7 +58,13 @@ const (
 	ReasonKeyNotAllowed      Reason = "key-not-allowed"
 	ReasonRuleDenied         Reason = "rule-denied"
 	ReasonSourceNotAllowed   Reason = "source-not-allowed"
-	ReasonInvalidIdentity    Reason = "invalid-identity"
+	// ReasonReservedName is a name that belongs to mica itself asked for
+	// under an ordinary profile.
+	ReasonReservedName Reason = "reserved-name"
+	// ReasonRenewalChainEnded is a renewal past the profile's
+	// max_renewal_chain: a new token is needed.
+	ReasonRenewalChainEnded Reason = "renewal-chain-ended"
+	ReasonInvalidIdentity   Reason = "invalid-identity"
 	// ReasonInvalidRequest is a request that is malformed apart from its
 	// identity, such as a negative TTL.
 	ReasonInvalidRequest Reason = "invalid-request"

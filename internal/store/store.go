@@ -1,8 +1,8 @@
 // Package store defines what mica keeps: certificate records, lifecycle
 // events and consumed enrollment tokens, and the Store interface that the
 // SQLite (store/sqlite, the embedded default) and PostgreSQL (store/postgres)
-// engines implement. Every engine passes the conformance suite in
-// store/storetest.
+// engines implement. Both run the SQL of store/sqlstore, and both pass the
+// conformance suite in store/storetest.
 //
 // Writes that matter for durability (an issued certificate together with its
 // lifecycle event) go through RecordIssuance, which engines group-commit: many
@@ -37,7 +37,13 @@ type Certificate struct {
 	Requester   string // authenticated principal that asked for it
 	// Owner answers for the certificate: the admin who made the enrollment
 	// token (kept through renewals), the ACME account, or "system".
-	Owner      string
+	Owner string
+	// ChainStartedAt is when the renewal chain began: the first
+	// enrollment's time, kept through renewals (migration 0006).
+	ChainStartedAt time.Time
+	// TokenJTI is the one-time token that paid for the certificate; empty
+	// for renewals, ACME and mica's own.
+	TokenJTI   string
 	SourceAddr string // network address the request came from
 	NotBefore  time.Time
 	NotAfter   time.Time
@@ -220,6 +226,8 @@ type Store interface {
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
+	// CertificateByToken reads the certificate a one-time token paid for.
+	CertificateByToken(ctx context.Context, jti string) (Certificate, error)
 	ListCertificates(ctx context.Context, f Filter) ([]Certificate, error)
 	CountCertificates(ctx context.Context, f Filter) (int, error)
 	// CertificatesByExpiry counts the live certificates (active, NotAfter
@@ -247,6 +255,9 @@ type Store interface {
 	// Checkpoints returns up to limit (0 means 1000) checkpoints with Size
 	// > afterSize, smallest first.
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
+
+	// Governance keeps approvals, role grants and policy versions.
+	Governance
 
 	Close() error
 }

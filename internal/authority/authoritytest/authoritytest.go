@@ -10,6 +10,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"net/url"
 	"path/filepath"
@@ -26,8 +27,15 @@ import (
 	"github.com/mica-pki/mica/internal/token"
 )
 
-// AdminID is the fixture's admin.
-const AdminID = "spiffe://example.org/mica/admin/root"
+// The fixture's administrators, one per built-in role.
+const (
+	AdminID    = "spiffe://example.org/mica/admin/root"
+	OperatorID = "spiffe://example.org/mica/admin/op"
+	AuditorID  = "spiffe://example.org/mica/admin/aud"
+)
+
+// ServerNames are the fixture server's own names (reserved).
+var ServerNames = []string{"localhost", "127.0.0.1"}
 
 // Fixture is a wired authority and what it was built from.
 type Fixture struct {
@@ -35,6 +43,10 @@ type Fixture struct {
 	Store     store.Store
 	PKI       *testpki.PKI
 	Admin     authority.Principal
+	// Operator and Auditor hold mica-admin credentials with those roles.
+	Operator, Auditor authority.Principal
+	// OperatorCred and AuditorCred are their credentials, for mTLS tests.
+	OperatorCred, AuditorCred Cred
 	// AdminIssued is the admin's credential, for mTLS tests.
 	AdminIssued *authority.Issued
 	AdminKey    *ecdsa.PrivateKey
@@ -51,12 +63,18 @@ func New(t testing.TB) *Fixture {
 // the audit log) before it is built.
 func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 	t.Helper()
-	pki := testpki.New(t, "example.org")
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mica.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return NewOn(t, st, adjust)
+}
+
+// NewOn is NewWith on a store the test opened (PostgreSQL, say).
+func NewOn(t testing.TB, st store.Store, adjust func(*authority.Config)) *Fixture {
+	t.Helper()
+	pki := testpki.New(t, "example.org")
 	eng, err := policy.New(PolicyConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +85,8 @@ func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 	f := &Fixture{Store: st, PKI: pki}
 	cfg := authority.Config{
 		Store: st, Policy: eng, Issuer: pki.Issuer, IssuerCert: pki.Intermediate, Roots: []*x509.Certificate{pki.Root},
-		Minter: minter, Tokens: token.NewVerifier(pub), Admins: map[string]authority.Role{AdminID: authority.RoleAdmin},
+		Minter: minter, Tokens: token.NewVerifier(pub),
+		Admins: map[string]authority.Role{AdminID: authority.RoleAdmin, OperatorID: authority.RoleOperator, AuditorID: authority.RoleAuditor},
 		JWTKey: jwtKey,
 	}
 	if adjust != nil {
@@ -78,22 +97,82 @@ func NewWith(t testing.TB, adjust func(*authority.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	f.AdminKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	id, _ := identity.Parse(AdminID)
-	if f.AdminIssued, err = f.Authority.IssueInternal(context.Background(), "mica-admin", id, f.AdminKey.Public(), 0); err != nil {
-		t.Fatal(err)
-	}
+	f.AdminIssued = f.IssueInternal(t, authority.ProfileAdmin, AdminID, f.AdminKey)
 	f.Admin = f.Principal(t, f.AdminIssued)
+	f.OperatorCred = f.IssueCred(t, authority.ProfileAdmin, OperatorID)
+	f.AuditorCred = f.IssueCred(t, authority.ProfileAdmin, AuditorID)
+	f.Operator = f.Principal(t, f.OperatorCred.Issued)
+	f.Auditor = f.Principal(t, f.AuditorCred.Issued)
 	return f
 }
 
+// Cred is an issued certificate and its key.
+type Cred struct {
+	Issued *authority.Issued
+	Key    crypto.Signer
+}
+
+// TLS is the credential as a TLS client certificate (leaf and chain).
+func (c Cred) TLS() *tls.Certificate {
+	out := &tls.Certificate{Certificate: [][]byte{c.Issued.Certificate.Raw}, PrivateKey: c.Key, Leaf: c.Issued.Certificate}
+	for _, ch := range c.Issued.Chain {
+		out.Certificate = append(out.Certificate, ch.Raw)
+	}
+	return out
+}
+
+// IssueCred issues name under a reserved profile with a fresh key.
+func (f *Fixture) IssueCred(t testing.TB, profile, name string) Cred {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return Cred{Issued: f.IssueInternal(t, profile, name, key), Key: key}
+}
+
+// EnrollCred enrolls name under profile with a fresh token and key.
+func (f *Fixture) EnrollCred(t testing.TB, profile, name string) Cred {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	iss, err := f.Authority.Enroll(context.Background(), authority.EnrollRequest{
+		Token: f.Token(t, authority.TokenRequest{Identity: name, Profile: profile}), CSR: CSRWithKey(t, key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Cred{Issued: iss, Key: key}
+}
+
+// IssueInternal issues name under a reserved profile as mica does for
+// itself, with key (a fresh P-256 key when nil).
+func (f *Fixture) IssueInternal(t testing.TB, profile, name string, key crypto.Signer) *authority.Issued {
+	t.Helper()
+	if key == nil {
+		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	id, err := identity.Parse(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := f.Authority.IssueInternal(context.Background(), profile, id, key.Public(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
+}
+
 // PolicyConfig is the fixture's policy, for a test that builds a variant
-// of it (NewWith, replacing Config.Policy).
+// of it (NewWith, replacing Config.Policy): "service" allows
+// spiffe://example.org/billing/*; "wide" allows every SPIFFE ID, *.example.org
+// and 127.0.0.0/8, as broad as `mica init`'s starting config; mica's
+// reserved profiles and names are added as in production.
 func PolicyConfig() policy.Config {
-	return policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
+	cfg, err := authority.WithReserved(policy.Config{TrustDomain: "example.org", Profiles: map[string]policy.ProfileConfig{
 		"service": {SPIFFE: []string{"/billing/*"}, MaxTTL: duration.Duration(24 * time.Hour), DefaultTTL: duration.Duration(time.Hour)},
-		"mica-admin": {SPIFFE: []string{"/mica/admin/*"}, ExtKeyUsage: []string{"clientAuth"},
-			Rule: `request.method in ["internal", "token", "renew"]`},
-	}}
+		"wide": {SPIFFE: []string{"/**"}, DNS: []string{"*.example.org", "localhost.example.org"}, IPs: []string{"127.0.0.0/8"},
+			KeyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa"}},
+	}}, ServerNames)
+	if err != nil {
+		panic(err)
+	}
+	return cfg
 }
 
 // Principal authenticates an issued certificate.

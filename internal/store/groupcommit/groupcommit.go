@@ -6,6 +6,11 @@
 //
 // Start with New and Committer.Do; the engine supplies the CommitFunc that
 // writes one batch.
+//
+// It is a package of its own, apart from store/sqlstore, because it knows
+// nothing of SQL or of mica's records: it is generic over the operation
+// type, is tested on its own with plain Go values, and its Stats are read
+// by the metrics without importing the store.
 package groupcommit
 
 import (

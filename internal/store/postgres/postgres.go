@@ -3,15 +3,15 @@
 // share one database: schema migrations are serialized by an advisory
 // lock, event sequence numbers come from the database, and batch
 // transactions take a second advisory lock so that events commit in
-// sequence order across servers. Writes are group-committed
-// (store/groupcommit) and each batch is sent to the server as one
-// pipeline (commit in write.go). The reads and everything else that is the
-// same SQL on SQLite live in store/sqlstore. Start with Open.
+// sequence order across servers. The schema, the statements and every
+// read live in store/sqlstore; this package keeps only what is
+// PostgreSQL's own: the pool and its settings, the writing of a batch as
+// one pipeline (commit in write.go), and LISTEN/NOTIFY for revocations
+// (revocation.go). Start with Open.
 package postgres
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"sync"
 
@@ -20,9 +20,6 @@ import (
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
-
-//go:embed migrations/*.sql
-var migrations embed.FS
 
 // Store is the PostgreSQL engine: the shared SQL of sqlstore.Store on a
 // pgx pool. Its methods are safe for concurrent use.
@@ -57,11 +54,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	db := newPool(pool)
-	if err := sqlstore.Migrate(ctx, db, dialect, migrations, "migrations"); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	if err := sqlstore.BackfillLeaves(ctx, db, dialect); err != nil {
+	if err := sqlstore.Migrate(ctx, db, dialect); err != nil {
 		pool.Close()
 		return nil, err
 	}

@@ -5,8 +5,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/mica-pki/mica/internal/store/migrate"
 	"github.com/mica-pki/mica/internal/store/postgres/pgtest"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 	"github.com/mica-pki/mica/internal/store/storetest"
 )
 
@@ -33,7 +33,7 @@ func TestOpen(t *testing.T) {
 		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if embedded, err := migrate.Load(migrations, "migrations"); err != nil || n != len(embedded) {
+		if embedded, err := sqlstore.Migrations(dialect.Name); err != nil || n != len(embedded) {
 			t.Errorf("schema_migrations has %d rows, want one per embedded migration (%d, %v)", n, len(embedded), err)
 		}
 	})

@@ -3,121 +3,197 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
 
 // Each write is one statement whose data-modifying CTEs decide and write
 // together, so a whole batch goes to the server as a single pipeline with
 // no round trip per item. Parameters carry casts because PostgreSQL cannot
-// infer types through INSERT ... SELECT.
+// infer types through INSERT ... SELECT. The statements are built from
+// the column lists of package sqlstore, so that a new column needs no
+// change here.
+//
+// Every statement but revokeIdentitySQL starts with the event's values
+// ($1 to $nEvent, in the order of sqlstore.EventColumns) and its leaf hash.
 
-const eventValues = `$1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text`
-
-// eventColumns and nextLeaf append the event's audit leaf: its index is
-// max+1, read in the statement's snapshot, which includes the rows this
-// batch wrote before; the batch's advisory lock keeps every other server
-// out until commit, so indexes are contiguous and never fork. The leaf
-// hash is the statement's last parameter.
-const (
-	eventColumns = `at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash`
-	nextLeaf     = `(` + sqlrec.NextLeafIndexExpr + `)`
+var (
+	eventCols = sqlstore.EventColumns()
+	certCols  = sqlstore.CertColumns()
+	nEvent    = len(eventCols)
+	// leafHash is the parameter of the event's leaf hash.
+	leafHash = param(nEvent+1, "bytea")
 )
 
-const insertEvent = `INSERT INTO events (` + eventColumns + `)
-VALUES (` + eventValues + `, ` + nextLeaf + `, $11::bytea) RETURNING seq, leaf_index`
+// param is the n-th parameter cast to typ.
+func param(n int, typ string) string { return fmt.Sprintf("$%d::%s", n, typ) }
 
-// issueSQL writes one issuance unless its token was used before ($26 and
-// the conflict) or its serial or fingerprint is already recorded (dup).
-// The token is consumed only together with the certificate, so a refused
-// item leaves nothing behind. All CTEs share one snapshot, which includes
-// rows written earlier in the same batch transaction.
-const issueSQL = `WITH dup AS (
-	SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = $11::text OR fingerprint = $12::text) AS d
+// params are the parameters first, first+1, … cast to the columns' types.
+func params(first int, cols []sqlstore.Column) string {
+	ps := make([]string, len(cols))
+	for i, c := range cols {
+		ps[i] = param(first+i, c.Type)
+	}
+	return strings.Join(ps, ", ")
+}
+
+// paramOf is the parameter holding column name of cols, whose values
+// start at parameter first.
+func paramOf(first int, cols []sqlstore.Column, name string) string {
+	for i, c := range cols {
+		if c.Name == name {
+			return param(first+i, c.Type)
+		}
+	}
+	panic("postgres: no column " + name + " among " + sqlstore.Names(cols))
+}
+
+// eventParam is the parameter holding the event's column name.
+func eventParam(name string) string { return paramOf(1, eventCols, name) }
+
+// eventValues are the event's parameters; eventInsert the columns they go
+// to with its audit leaf, and nextLeaf that leaf's index: max+1, read in
+// the statement's snapshot, which includes the rows this batch wrote
+// before. The batch's advisory lock keeps every other server out until
+// commit, so indexes are contiguous and never fork.
+var (
+	eventValues = params(1, eventCols)
+	eventInsert = sqlstore.Names(eventCols) + ", leaf_index, leaf_hash"
+	nextLeaf    = "(" + sqlstore.NextLeafIndexExpr + ")"
+)
+
+var insertEvent = `INSERT INTO events (` + eventInsert + `)
+VALUES (` + eventValues + `, ` + nextLeaf + `, ` + leafHash + `) RETURNING seq, leaf_index`
+
+// issueSQL writes one issuance unless its token was used before (the
+// conflict) or its serial or fingerprint is already recorded (dup). The
+// token is consumed only together with the certificate, so a refused item
+// leaves nothing behind. All CTEs share one snapshot, which includes rows
+// written earlier in the same batch transaction. After the event come the
+// token's jti and expiry (NULL without a token), then the certificate's
+// values in the order of sqlstore.CertColumns but event_seq, which is the
+// event's.
+var issueSQL = func() string {
+	jti, expires := param(nEvent+2, "text"), param(nEvent+3, "bigint")
+	first := nEvent + 4
+	serial, fingerprint := paramOf(first, certCols, "serial"), paramOf(first, certCols, "fingerprint")
+	return `WITH dup AS (
+	SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ` + serial + ` OR fingerprint = ` + fingerprint + `) AS d
 ), used AS (
-	SELECT $26::text IS NOT NULL AND EXISTS (SELECT 1 FROM used_tokens WHERE jti = $26::text) AS u
+	SELECT ` + jti + ` IS NOT NULL AND EXISTS (SELECT 1 FROM used_tokens WHERE jti = ` + jti + `) AS u
 ), tok AS (
 	INSERT INTO used_tokens (jti, expires_at, used_at)
-	SELECT $26::text, $27::bigint, $1::bigint FROM dup WHERE $26::text IS NOT NULL AND NOT dup.d
+	SELECT ` + jti + `, ` + expires + `, ` + eventParam("at") + ` FROM dup WHERE ` + jti + ` IS NOT NULL AND NOT dup.d
 	ON CONFLICT DO NOTHING
 	RETURNING jti
 ), ev AS (
-	INSERT INTO events (` + eventColumns + `)
-	SELECT ` + eventValues + `, ` + nextLeaf + `, $28::bytea FROM dup
-	WHERE NOT dup.d AND ($26::text IS NULL OR EXISTS (SELECT 1 FROM tok))
+	INSERT INTO events (` + eventInsert + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, ` + leafHash + ` FROM dup
+	WHERE NOT dup.d AND (` + jti + ` IS NULL OR EXISTS (SELECT 1 FROM tok))
 	RETURNING seq, leaf_index
 ), cert AS (
-	INSERT INTO certificates (` + sqlrec.CertColumns + `)
-	SELECT $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text, $18::bigint,
-		$19::bigint, $20::text, $21::text, $22::bigint, $23::integer, $24::text, $25::bytea, ev.seq, $29::text
+	INSERT INTO certificates (` + sqlstore.Names(certCols) + `)
+	SELECT ` + params(first, certCols[:len(certCols)-1]) + `, ev.seq
 	FROM ev
 	RETURNING serial
 )
 SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
+}()
 
 // revokeSQL revokes an active certificate and records the event; when
 // nothing was revoked, the status read from the statement's snapshot says
-// whether the certificate is missing or already revoked.
-const revokeSQL = `WITH upd AS (
-	UPDATE certificates SET status = 'revoked', revoked_at = $12::bigint, revocation_reason = $13::integer
-	WHERE serial = $11::text AND status = 'active'
+// whether the certificate is missing or already revoked. After the event
+// come the serial, the revocation time and the reason.
+var revokeSQL = func() string {
+	serial := param(nEvent+2, "text")
+	return `WITH upd AS (
+	UPDATE certificates SET status = 'revoked', revoked_at = ` + param(nEvent+3, "bigint") + `, revocation_reason = ` + param(nEvent+4, "integer") + `
+	WHERE serial = ` + serial + ` AND status = 'active'
 	RETURNING serial
 ), ev AS (
-	INSERT INTO events (` + eventColumns + `)
-	SELECT ` + eventValues + `, ` + nextLeaf + `, $14::bytea FROM upd
+	INSERT INTO events (` + eventInsert + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, ` + leafHash + ` FROM upd
 	RETURNING seq, leaf_index
 )
-SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = $11::text), (SELECT leaf_index FROM ev)`
+SELECT (SELECT seq FROM ev), (SELECT status FROM certificates WHERE serial = ` + serial + `), (SELECT leaf_index FROM ev)`
+}()
 
 // revokeIdentitySQL revokes every live certificate of an identity and
-// records one event per certificate. It has its own parameter numbering:
-// $1 at, $2 actor, $3 source, $4 action, $5 identity, $6 outcome,
-// $7 detail, $8 revocation time, $9 reason.
-const revokeIdentitySQL = `WITH upd AS (
-	UPDATE certificates SET status = 'revoked', revoked_at = $8::bigint, revocation_reason = $9::integer
-	WHERE identity = $5::text AND status = 'active' AND not_after >= $8::bigint
+// records one event per certificate, whose serial, fingerprint and
+// profile are the certificate's. Its parameters are the event's other
+// values (revokeIdentityArgs), then the identity, the revocation time and
+// the reason; the events have no leaf hash yet (see
+// hashRevokedIdentities).
+var revokeIdentitySQL, revokeIdentityArgs = func() (string, func(e *sqlstore.EventRow) []any) {
+	var (
+		values []string
+		keep   []int // positions in EventRow.Args that are parameters
+	)
+	for i, c := range eventCols {
+		switch c.Name {
+		case "serial", "fingerprint", "profile":
+			values = append(values, "u."+c.Name)
+		default:
+			keep = append(keep, i)
+			values = append(values, param(len(keep), c.Type))
+		}
+	}
+	n := len(keep)
+	identity, at, reason := param(n+1, "text"), param(n+2, "bigint"), param(n+3, "integer")
+	sql := `WITH upd AS (
+	UPDATE certificates SET status = 'revoked', revoked_at = ` + at + `, revocation_reason = ` + reason + `
+	WHERE identity = ` + identity + ` AND status = 'active' AND not_after >= ` + at + `
 	RETURNING serial, fingerprint, profile
 ), ev AS (
-	INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index)
-	SELECT $1::bigint, $2::text, $3::text, $4::text, u.serial, u.fingerprint, $5::text, u.profile, $6::text, $7::text,
-		` + nextLeaf + ` + u.n - 1
+	INSERT INTO events (` + sqlstore.Names(eventCols) + `, leaf_index)
+	SELECT ` + strings.Join(values, ", ") + `, ` + nextLeaf + ` + u.n - 1
 	FROM (SELECT *, row_number() OVER (ORDER BY serial) AS n FROM upd) u
 	ORDER BY u.n
 	RETURNING seq, serial, fingerprint, profile, leaf_index
 )
 SELECT serial, fingerprint, profile, seq, leaf_index FROM ev ORDER BY seq`
+	args := func(e *sqlstore.EventRow) []any {
+		all := e.Args()
+		out := make([]any, 0, len(keep)+3)
+		for _, i := range keep {
+			out = append(out, all[i])
+		}
+		return out
+	}
+	return sql, args
+}()
 
-// denySQL adds $11 to the deny list with its event, or nothing when it is
-// there already (seq NULL).
-const denySQL = `WITH ev AS (
-	INSERT INTO events (` + eventColumns + `)
-	SELECT ` + eventValues + `, ` + nextLeaf + `, $12::bytea
-	WHERE NOT EXISTS (SELECT 1 FROM denied_identities WHERE identity = $11::text)
+// denySQL adds the identity after the event to the deny list with its
+// event, or nothing when it is there already (seq NULL).
+var denySQL = func() string {
+	identity := param(nEvent+2, "text")
+	return `WITH ev AS (
+	INSERT INTO events (` + eventInsert + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, ` + leafHash + `
+	WHERE NOT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ` + identity + `)
 	RETURNING seq, leaf_index
 ), ins AS (
 	INSERT INTO denied_identities (identity, at, actor, detail, event_seq)
-	SELECT $11::text, $1::bigint, $2::text, $10::text, ev.seq FROM ev
+	SELECT ` + identity + `, ` + eventParam("at") + `, ` + eventParam("actor") + `, ` + eventParam("detail") + `, ev.seq FROM ev
 	RETURNING identity
 )
 SELECT (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
+}()
 
-// allowSQL takes $11 off the deny list with its event, or nothing when it
-// was not there (seq NULL).
-const allowSQL = `WITH del AS (
-	DELETE FROM denied_identities WHERE identity = $11::text RETURNING identity
+// allowSQL takes the identity after the event off the deny list with its
+// event, or nothing when it was not there (seq NULL).
+var allowSQL = `WITH del AS (
+	DELETE FROM denied_identities WHERE identity = ` + param(nEvent+2, "text") + ` RETURNING identity
 ), ev AS (
-	INSERT INTO events (` + eventColumns + `)
-	SELECT ` + eventValues + `, ` + nextLeaf + `, $12::bytea FROM del
+	INSERT INTO events (` + eventInsert + `)
+	SELECT ` + eventValues + `, ` + nextLeaf + `, ` + leafHash + ` FROM del
 	RETURNING seq, leaf_index
 )
 SELECT (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
-
-func eventArgs(e *sqlrec.EventRow) []any {
-	return []any{e.At, e.Actor, e.Source, e.Action, e.Serial, e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail}
-}
 
 // commit writes one batch in one transaction, sent as one pipeline.
 //
@@ -130,7 +206,7 @@ func eventArgs(e *sqlrec.EventRow) []any {
 // commit order the same. It also serializes batches across servers, which
 // costs little: each server's batch is one transaction and one round trip,
 // and the batches themselves grow to absorb the wait.
-func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]) error {
+func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.Op]) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin batch of %d, nothing was committed: %w", len(batch), err)
@@ -141,34 +217,32 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	notify := false
 	for _, it := range batch {
 		op := &it.Op
-		args := eventArgs(&op.Event)
+		args := op.Event.Args()
 		switch op.Kind {
-		case sqlrec.KindIssuance:
-			c := &op.Cert
-			args = append(args, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile, c.Requester,
-				c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt, c.Reason,
-				c.RenewedFrom, c.DER)
+		case sqlstore.KindIssuance:
+			args = append(args, op.Event.LeafHash)
 			if t := op.Token; t != nil {
 				args = append(args, t.JTI, t.ExpiresAt)
 			} else {
 				args = append(args, nil, nil)
 			}
-			b.Queue(issueSQL, append(args, op.Event.LeafHash, c.Owner)...)
-		case sqlrec.KindEvent:
+			b.Queue(issueSQL, append(args, op.Cert.Args()...)...)
+		case sqlstore.KindEvent:
 			b.Queue(insertEvent, append(args, op.Event.LeafHash)...)
-		case sqlrec.KindRevoke:
-			b.Queue(revokeSQL, append(args, op.Serial, op.RevokedAt, op.Reason, op.Event.LeafHash)...)
-		case sqlrec.KindRevokeIdentity:
-			e := &op.Event
-			b.Queue(revokeIdentitySQL, e.At, e.Actor, e.Source, e.Action, op.Identity, e.Outcome, e.Detail, op.RevokedAt, op.Reason)
-		case sqlrec.KindDeny:
-			b.Queue(denySQL, append(args, op.Identity, op.Event.LeafHash)...)
-		case sqlrec.KindAllow:
-			b.Queue(allowSQL, append(args, op.Identity, op.Event.LeafHash)...)
+		case sqlstore.KindRevoke:
+			b.Queue(revokeSQL, append(args, op.Event.LeafHash, op.Serial, op.RevokedAt, op.Reason)...)
+		case sqlstore.KindRevokeIdentity:
+			b.Queue(revokeIdentitySQL, append(revokeIdentityArgs(&op.Event), op.Identity, op.RevokedAt, op.Reason)...)
+		case sqlstore.KindDeny:
+			b.Queue(denySQL, append(args, op.Event.LeafHash, op.Identity)...)
+		case sqlstore.KindAllow:
+			b.Queue(allowSQL, append(args, op.Event.LeafHash, op.Identity)...)
+		case sqlstore.KindGuarded:
+			// Written after the pipeline, one savepoint each (guarded).
 		default:
 			return fmt.Errorf("postgres: unknown operation kind %d", op.Kind)
 		}
-		notify = notify || sqlrec.RevocationKind(op.Kind)
+		notify = notify || sqlstore.RevocationKind(op.Kind)
 	}
 	if notify {
 		// Delivered by PostgreSQL at commit, to every server listening.
@@ -185,6 +259,14 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	if err := hashRevokedIdentities(ctx, tx, batch); err != nil {
 		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
 	}
+	for _, it := range batch {
+		if it.Op.Kind != sqlstore.KindGuarded {
+			continue
+		}
+		if err := guarded(ctx, tx, it); err != nil {
+			return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit batch of %d, nothing was committed: %w", len(batch), err)
 	}
@@ -195,19 +277,16 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 // revocation wrote, one per certificate: which certificates those are is
 // only known inside the transaction, so their hashes are made here, before
 // commit, in one more round trip for the rare batch that has any.
-func hashRevokedIdentities(ctx context.Context, tx pgx.Tx, batch []*groupcommit.Item[sqlrec.Op]) error {
+func hashRevokedIdentities(ctx context.Context, tx pgx.Tx, batch []*groupcommit.Item[sqlstore.Op]) error {
 	b := &pgx.Batch{}
 	for _, it := range batch {
 		op := &it.Op
-		if op.Kind != sqlrec.KindRevokeIdentity {
+		if op.Kind != sqlstore.KindRevokeIdentity {
 			continue
 		}
 		for i := range op.Revoked {
 			r := &op.Revoked[i]
-			ev := op.Event
-			ev.Serial, ev.Fingerprint, ev.Profile = r.Serial, r.Fingerprint, r.Profile
-			ev.Rehash()
-			r.LeafHash = ev.LeafHash
+			r.LeafHash = op.Event.ForCertificate(r.Serial, r.Fingerprint, r.Profile).LeafHash
 			b.Queue("UPDATE events SET leaf_hash = $1 WHERE seq = $2", r.LeafHash, r.Seq)
 		}
 	}
@@ -220,14 +299,46 @@ func hashRevokedIdentities(ctx context.Context, tx pgx.Tx, batch []*groupcommit.
 	return nil
 }
 
-func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], notify bool) error {
+// guarded writes a KindGuarded item inside a savepoint of the batch's
+// transaction, after the pipeline and under its advisory lock, so that its
+// event takes the next leaf index like any other. A statement that fails,
+// or changes other than the rows it expects, rolls the item back alone.
+func guarded(ctx context.Context, tx pgx.Tx, it *groupcommit.Item[sqlstore.Op]) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	op := &it.Op
+	for _, g := range op.Guards {
+		tag, err := sp.Exec(ctx, g.SQL, g.Args...)
+		if err != nil || g.Want >= 0 && tag.RowsAffected() != g.Want {
+			if rerr := sp.Rollback(ctx); rerr != nil {
+				return rerr
+			}
+			if err != nil {
+				it.Err = fmt.Errorf("postgres: %s: %w", op.What, err)
+			} else {
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedConflict)
+			}
+			return nil
+		}
+	}
+	if err := sp.QueryRow(ctx, insertEvent, append(op.Event.Args(), op.Event.LeafHash)...).Scan(&op.Seq, &op.LeafIndex); err != nil {
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
+func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlstore.Op], notify bool) error {
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("take the event order lock: %w", err)
 	}
 	for _, it := range batch {
 		op := &it.Op
 		switch op.Kind {
-		case sqlrec.KindIssuance:
+		case sqlstore.KindGuarded:
+			continue // not in the pipeline
+		case sqlstore.KindIssuance:
 			var used, dup bool
 			var seq, leafIndex *int64
 			if err := br.QueryRow().Scan(&used, &dup, &seq, &leafIndex); err != nil {
@@ -239,15 +350,15 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			case op.Token != nil && (used || !dup):
 				// Used before this statement, or taken by a concurrent
 				// transaction that committed while we waited on the conflict.
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedTokenUsed)
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedTokenUsed)
 			default:
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedCertExists)
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedCertExists)
 			}
-		case sqlrec.KindEvent:
+		case sqlstore.KindEvent:
 			if err := br.QueryRow().Scan(&op.Seq, &op.LeafIndex); err != nil {
 				return err
 			}
-		case sqlrec.KindRevoke:
+		case sqlstore.KindRevoke:
 			var seq, leafIndex *int64
 			var status *string
 			if err := br.QueryRow().Scan(&seq, &status, &leafIndex); err != nil {
@@ -257,18 +368,18 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			case seq != nil && leafIndex != nil:
 				op.Seq, op.LeafIndex = *seq, *leafIndex
 			case status == nil:
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedNotFound)
 			default:
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyRevoked)
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedAlreadyRevoked)
 			}
-		case sqlrec.KindRevokeIdentity:
+		case sqlstore.KindRevokeIdentity:
 			rows, err := br.Query()
 			if err != nil {
 				return err
 			}
 			op.Revoked = op.Revoked[:0]
 			for rows.Next() {
-				var r sqlrec.RevokedRow
+				var r sqlstore.RevokedRow
 				if err := rows.Scan(&r.Serial, &r.Fingerprint, &r.Profile, &r.Seq, &r.LeafIndex); err != nil {
 					rows.Close()
 					return err
@@ -279,7 +390,7 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			if err := rows.Err(); err != nil {
 				return err
 			}
-		case sqlrec.KindDeny, sqlrec.KindAllow:
+		case sqlstore.KindDeny, sqlstore.KindAllow:
 			var seq, leafIndex *int64
 			if err := br.QueryRow().Scan(&seq, &leafIndex); err != nil {
 				return err
@@ -287,10 +398,10 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlrec.Op], noti
 			switch {
 			case seq != nil && leafIndex != nil:
 				op.Seq, op.LeafIndex = *seq, *leafIndex
-			case op.Kind == sqlrec.KindDeny:
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyDenied)
+			case op.Kind == sqlstore.KindDeny:
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedAlreadyDenied)
 			default:
-				it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedNotFound)
 			}
 		}
 	}

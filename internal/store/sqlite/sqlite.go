@@ -2,16 +2,16 @@
 // file in WAL mode with synchronous=FULL, so every commit is durable. One
 // writer connection, fed by a group committer (store/groupcommit), writes
 // many callers' records per transaction and fsync; a pool of read-only
-// connections serves queries alongside it. The queries and everything else
-// that is the same SQL on PostgreSQL live in store/sqlstore; this package
-// keeps the connections, their pragmas and file modes, and the writing of
-// a batch (commit in write.go). Start with Open.
+// connections serves queries alongside it. The schema, the statements and
+// every read live in store/sqlstore; this package keeps only what is
+// SQLite's own: the connections, their pragmas and file modes, and the
+// writing of a batch on the single writer (commit in write.go). Start
+// with Open.
 package sqlite
 
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"os"
@@ -27,9 +27,6 @@ import (
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
-
-//go:embed migrations/*.sql
-var migrations embed.FS
 
 // busyTimeoutMS bounds how long a connection waits for a lock held by
 // another process opening the same file before failing.
@@ -76,10 +73,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // statements, opens the readers and starts the shared store on them.
 func (s *Store) setUp(ctx context.Context) error {
 	write := newDB(s.writer)
-	if err := sqlstore.Migrate(ctx, write, dialect, migrations, "migrations"); err != nil {
-		return err
-	}
-	if err := sqlstore.BackfillLeaves(ctx, write, dialect); err != nil {
+	if err := sqlstore.Migrate(ctx, write, dialect); err != nil {
 		return err
 	}
 	// The -wal and -shm files exist now; SQLite copies the database file's

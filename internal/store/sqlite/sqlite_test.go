@@ -12,7 +12,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/migrate"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 	"github.com/mica-pki/mica/internal/store/storetest"
 )
 
@@ -100,7 +100,7 @@ func TestOpen(t *testing.T) {
 			if err := s.writer.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if embedded, err := migrate.Load(migrations, "migrations"); err != nil || n != len(embedded) {
+			if embedded, err := sqlstore.Migrations(dialect.Name); err != nil || n != len(embedded) {
 				t.Errorf("schema_migrations has %d rows, want one per embedded migration (%d, %v)", n, len(embedded), err)
 			}
 			s.Close()

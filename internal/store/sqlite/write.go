@@ -5,9 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
+	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
 
 // writeStmts are prepared once on the single writer connection.
@@ -32,9 +33,9 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
 		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
-		{&w.insertEvent, "INSERT INTO events (at, actor, source, action, serial, fingerprint, identity, profile, outcome, detail, leaf_index, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
-		{&w.nextLeaf, sqlrec.NextLeafIndex},
-		{&w.insertCert, "INSERT INTO certificates (" + sqlrec.CertColumns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&w.insertEvent, insert("events", append(sqlstore.EventColumns(), sqlstore.Column{Name: "leaf_index"}, sqlstore.Column{Name: "leaf_hash"}))},
+		{&w.nextLeaf, sqlstore.NextLeafIndex},
+		{&w.insertCert, insert("certificates", sqlstore.CertColumns())},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
 		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
@@ -52,6 +53,11 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+// insert is an INSERT of one row into cols of table.
+func insert(table string, cols []sqlstore.Column) string {
+	return "INSERT INTO " + table + " (" + sqlstore.Names(cols) + ") VALUES (" + strings.Repeat("?, ", len(cols)-1) + "?)"
+}
+
 func (w *writeStmts) close() {
 	for _, st := range w.all() {
 		if *st != nil {
@@ -61,7 +67,7 @@ func (w *writeStmts) close() {
 }
 
 // commit writes one batch in one transaction on the writer connection.
-func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]) error {
+func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.Op]) error {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin batch: %w", err)
@@ -80,16 +86,18 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 	for _, it := range batch {
 		var err error
 		switch it.Op.Kind {
-		case sqlrec.KindIssuance:
+		case sqlstore.KindIssuance:
 			err = st.issue(ctx, it)
-		case sqlrec.KindEvent:
+		case sqlstore.KindEvent:
 			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
-		case sqlrec.KindRevoke:
+		case sqlstore.KindRevoke:
 			err = st.revokeOne(ctx, it)
-		case sqlrec.KindRevokeIdentity:
+		case sqlstore.KindRevokeIdentity:
 			err = st.revokeIdentity(ctx, it)
-		case sqlrec.KindDeny, sqlrec.KindAllow:
+		case sqlstore.KindDeny, sqlstore.KindAllow:
 			err = st.denyOrAllow(ctx, it)
+		case sqlstore.KindGuarded:
+			err = st.guarded(ctx, tx, it)
 		default:
 			err = fmt.Errorf("unknown operation kind %d", it.Op.Kind)
 		}
@@ -107,7 +115,7 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlrec.Op]
 // the item alone must fail: the token is checked first, then the
 // certificate's uniqueness, and only then are the event and certificate
 // written.
-func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	c := &it.Op.Cert
 	t := it.Op.Token
 	if t != nil {
@@ -120,7 +128,7 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			it.Err = it.Op.Refuse(dialect.Name, sqlrec.RefusedTokenUsed)
+			it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedTokenUsed)
 			return nil
 		}
 	}
@@ -136,7 +144,7 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 				return err
 			}
 		}
-		it.Err = it.Op.Refuse(dialect.Name, sqlrec.RefusedCertExists)
+		it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedCertExists)
 		return nil
 	}
 	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
@@ -144,15 +152,12 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlrec.Op])
 		return err
 	}
 	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
-	_, err = w.insertCert.ExecContext(ctx, c.Serial, c.Fingerprint, c.Identity, c.SANs, c.Profile,
-		c.Requester, c.SourceAddr, c.NotBefore, c.NotAfter, c.Issuer, c.Status, c.RevokedAt,
-		c.Reason, c.RenewedFrom, c.DER, seq, c.Owner)
+	_, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...)
 	return err
 }
 
-func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (seq, leafIndex int64, err error) {
-	res, err := w.insertEvent.ExecContext(ctx, e.At, e.Actor, e.Source, e.Action, e.Serial,
-		e.Fingerprint, e.Identity, e.Profile, e.Outcome, e.Detail, w.leaf, e.LeafHash)
+func (w *writeStmts) event(ctx context.Context, e *sqlstore.EventRow) (seq, leafIndex int64, err error) {
+	res, err := w.insertEvent.ExecContext(ctx, append(e.Args(), w.leaf, e.LeafHash)...)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -165,7 +170,7 @@ func (w *writeStmts) event(ctx context.Context, e *sqlrec.EventRow) (seq, leafIn
 	return seq, w.leaf - 1, nil
 }
 
-func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	op := &it.Op
 	res, err := w.revoke.ExecContext(ctx, op.RevokedAt, op.Reason, op.Serial)
 	if err != nil {
@@ -180,27 +185,27 @@ func (w *writeStmts) revokeOne(ctx context.Context, it *groupcommit.Item[sqlrec.
 		err := w.status.QueryRowContext(ctx, op.Serial).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
+			it.Err = op.Refuse(&dialect, sqlstore.RefusedNotFound)
 			return nil
 		case err != nil:
 			return err
 		}
-		it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyRevoked)
+		it.Err = op.Refuse(&dialect, sqlstore.RefusedAlreadyRevoked)
 		return nil
 	}
 	op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
 	return err
 }
 
-func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	op := &it.Op
 	rows, err := w.liveOfIdentity.QueryContext(ctx, op.Identity, op.RevokedAt)
 	if err != nil {
 		return err
 	}
-	var live []sqlrec.RevokedRow
+	var live []sqlstore.RevokedRow
 	for rows.Next() {
-		var r sqlrec.RevokedRow
+		var r sqlstore.RevokedRow
 		if err := rows.Scan(&r.Serial, &r.Fingerprint, &r.Profile); err != nil {
 			rows.Close()
 			return err
@@ -216,10 +221,8 @@ func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sq
 		if _, err := w.revoke.ExecContext(ctx, op.RevokedAt, op.Reason, r.Serial); err != nil {
 			return err
 		}
-		ev := op.Event
-		ev.Serial, ev.Fingerprint, ev.Profile = r.Serial, r.Fingerprint, r.Profile
 		// Each certificate's event differs, so its leaf hash is made here.
-		ev.Rehash()
+		ev := op.Event.ForCertificate(r.Serial, r.Fingerprint, r.Profile)
 		if r.Seq, r.LeafIndex, err = w.event(ctx, &ev); err != nil {
 			return err
 		}
@@ -229,9 +232,9 @@ func (w *writeStmts) revokeIdentity(ctx context.Context, it *groupcommit.Item[sq
 	return nil
 }
 
-func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlrec.Op]) error {
+func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	op := &it.Op
-	if op.Kind == sqlrec.KindAllow {
+	if op.Kind == sqlstore.KindAllow {
 		res, err := w.deleteDenial.ExecContext(ctx, op.Identity)
 		if err != nil {
 			return err
@@ -239,7 +242,7 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			it.Err = op.Refuse(dialect.Name, sqlrec.RefusedNotFound)
+			it.Err = op.Refuse(&dialect, sqlstore.RefusedNotFound)
 			return nil
 		}
 		op.Seq, op.LeafIndex, err = w.event(ctx, &op.Event)
@@ -252,7 +255,7 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 		return err
 	}
 	if exists {
-		it.Err = op.Refuse(dialect.Name, sqlrec.RefusedAlreadyDenied)
+		it.Err = op.Refuse(&dialect, sqlstore.RefusedAlreadyDenied)
 		return nil
 	}
 	seq, leafIndex, err := w.event(ctx, &op.Event)
@@ -261,5 +264,42 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlre
 	}
 	op.Seq, op.LeafIndex = seq, leafIndex
 	_, err = w.insertDenial.ExecContext(ctx, op.Identity, op.Event.At, op.Event.Actor, op.Event.Detail, seq)
+	return err
+}
+
+// guarded writes a KindGuarded item inside a savepoint, so that the item
+// can fail alone: a statement that fails, or changes other than the rows
+// it expects, rolls the item back and the batch goes on.
+func (w *writeStmts) guarded(ctx context.Context, tx *sql.Tx, it *groupcommit.Item[sqlstore.Op]) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT guarded"); err != nil {
+		return err
+	}
+	fail := func(itemErr error) error {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO guarded"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE guarded"); err != nil {
+			return err
+		}
+		it.Err = itemErr
+		return nil
+	}
+	for _, g := range it.Op.Guards {
+		res, err := tx.ExecContext(ctx, g.SQL, g.Args...)
+		if err != nil {
+			return fail(fmt.Errorf("sqlite: %s: %w", it.Op.What, err))
+		}
+		if g.Want >= 0 {
+			if n, err := res.RowsAffected(); err != nil || n != g.Want {
+				return fail(it.Op.Refuse(&dialect, sqlstore.RefusedConflict))
+			}
+		}
+	}
+	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
+	if err != nil {
+		return err
+	}
+	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
+	_, err = tx.ExecContext(ctx, "RELEASE guarded")
 	return err
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 var _ store.ACMEStore = (*Store)(nil)
@@ -23,13 +22,6 @@ func (s *Store) acmeStatements(k store.ACMEKind) (acmeStatements, error) {
 		return st, s.errorf("unknown ACME record kind %q", k)
 	}
 	return st, nil
-}
-
-func expiresMicros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return sqlrec.Micros(t)
 }
 
 // CreateACME implements store.ACMEStore.
@@ -122,22 +114,10 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 		return nil, err
 	}
 	if limit <= 0 {
-		limit = sqlrec.DefaultLimit
+		limit = defaultLimit
 	}
 	scan := func(scan scanFunc) (store.ACMERecord, error) { return scanACME(kind, scan) }
-	return list(ctx, s, "list ACME "+string(kind), scan, sqlrec.Query{SQL: st.children, Args: []any{parent, limit}}, nil)
-}
-
-func scanACME(kind store.ACMEKind, scan scanFunc) (store.ACMERecord, error) {
-	r := store.ACMERecord{Kind: kind}
-	var exp int64
-	if err := scan(&r.ID, &r.Parent, &r.Lookup, &r.Status, &exp, &r.Data); err != nil {
-		return store.ACMERecord{}, err
-	}
-	if exp != 0 {
-		r.Expires = sqlrec.FromMicros(exp)
-	}
-	return r, nil
+	return list(ctx, s, "list ACME "+string(kind), scan, query{SQL: st.children, Args: []any{parent, limit}}, nil)
 }
 
 // ACMEByStatus implements store.ACMEStore.
@@ -147,10 +127,10 @@ func (s *Store) ACMEByStatus(ctx context.Context, kind store.ACMEKind, status st
 		return nil, err
 	}
 	if limit <= 0 {
-		limit = sqlrec.DefaultLimit
+		limit = defaultLimit
 	}
 	scan := func(scan scanFunc) (store.ACMERecord, error) { return scanACME(kind, scan) }
-	return list(ctx, s, "list ACME "+string(kind)+" by status", scan, sqlrec.Query{SQL: st.byStatus, Args: []any{status, limit}}, nil)
+	return list(ctx, s, "list ACME "+string(kind)+" by status", scan, query{SQL: st.byStatus, Args: []any{status, limit}}, nil)
 }
 
 // nonceSweepEvery is how many nonce uses pass between sweeps of the
@@ -162,7 +142,7 @@ const nonceSweepEvery = 64
 // nonceSweepEvery uses, so the table stays the size of the nonces used in
 // one lifetime.
 func (s *Store) UseACMENonce(ctx context.Context, nonce string, expires, now time.Time) error {
-	_, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, sqlrec.Micros(expires))
+	_, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, micros(expires))
 	switch {
 	case s.d.IsUniqueViolation(err):
 		return s.errorf("ACME nonce used before: %w", store.ErrConflict)
@@ -171,7 +151,7 @@ func (s *Store) UseACMENonce(ctx context.Context, nonce string, expires, now tim
 	}
 	if s.nonceUses.Add(1)%nonceSweepEvery == 0 {
 		// Best effort: a sweep that fails is retried by a later nonce.
-		s.write.Exec(ctx, s.stmt.sweepNonces, sqlrec.Micros(now))
+		s.write.Exec(ctx, s.stmt.sweepNonces, micros(now))
 	}
 	return nil
 }

@@ -8,24 +8,23 @@ import (
 
 	"github.com/mica-pki/mica/internal/auditlog/leaf"
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // Leaves implements store.Store.
 func (s *Store) Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error) {
-	q, err := sqlrec.Leaves(start, limit, s.d.Placeholder)
-	return list(ctx, s, "read audit leaves", sqlrec.ScanEvent, q, err)
+	q, err := leafQuery(eventSelect, start, limit, &s.d)
+	return list(ctx, s, "read audit leaves", scanEvent, q, err)
 }
 
 // LeafHashes implements store.Store.
 func (s *Store) LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error) {
-	q, err := sqlrec.LeafHashes(start, limit, s.d.Placeholder)
+	q, err := leafQuery("leaf_hash", start, limit, &s.d)
 	return list(ctx, s, "read audit leaf hashes", scanOne[[]byte], q, err)
 }
 
 // EventBySeq implements store.Store.
 func (s *Store) EventBySeq(ctx context.Context, seq int64) (store.Event, error) {
-	ev, err := sqlrec.ScanEvent(s.read.QueryRow(ctx, s.stmt.eventBySeq, seq).Scan)
+	ev, err := scanEvent(s.read.QueryRow(ctx, s.stmt.eventBySeq, seq).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return ev, s.errorf("event %d: %w", seq, store.ErrNotFound)
@@ -39,7 +38,7 @@ func (s *Store) EventBySeq(ctx context.Context, seq int64) (store.Event, error) 
 // between batches: one small row every few seconds does not need group
 // commit.
 func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) error {
-	if _, err := s.write.Exec(ctx, s.stmt.addCheckpoint, c.Size, c.Root, c.Note, sqlrec.Micros(c.Time)); err != nil {
+	if _, err := s.write.Exec(ctx, s.stmt.addCheckpoint, c.Size, c.Root, c.Note, micros(c.Time)); err != nil {
 		return s.errorf("store checkpoint of size %d: %w", c.Size, err)
 	}
 	return nil
@@ -47,7 +46,7 @@ func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) error {
 
 // LatestCheckpoint implements store.Store.
 func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) {
-	c, err := sqlrec.ScanCheckpoint(s.read.QueryRow(ctx, sqlrec.LatestCheckpoint).Scan)
+	c, err := scanCheckpoint(s.read.QueryRow(ctx, s.stmt.latestCheckpoint).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return c, s.errorf("no checkpoint yet: %w", store.ErrNotFound)
@@ -59,27 +58,27 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) 
 
 // Checkpoints implements store.Store.
 func (s *Store) Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error) {
-	q, err := sqlrec.Checkpoints(afterSize, limit, s.d.Placeholder)
-	return list(ctx, s, "read checkpoints", sqlrec.ScanCheckpoint, q, err)
+	q, err := checkpoints(afterSize, limit, &s.d)
+	return list(ctx, s, "read checkpoints", scanCheckpoint, q, err)
 }
 
-// BackfillLeaves gives events recorded before the audit log existed their
-// leaves, in seq order, ahead of any new event. Engines run it at open,
-// before the committer starts, under d.LockEvents so that no other server
-// appends meanwhile.
-func BackfillLeaves(ctx context.Context, db DB, d Dialect) error {
+// backfillLeaves gives events recorded before the audit log existed their
+// leaves, in seq order, ahead of any new event. Open runs it before the
+// committer starts, under d.LockEvents so that no other server appends
+// meanwhile.
+func backfillLeaves(ctx context.Context, db DB, d *Dialect) error {
 	err := db.InTx(ctx, func(tx Conn) error {
 		if d.LockEvents != "" {
 			if _, err := tx.Exec(ctx, d.LockEvents); err != nil {
 				return err
 			}
 		}
-		todo, err := queryAll(ctx, tx, "SELECT "+sqlrec.EventColumns+" FROM events WHERE leaf_index IS NULL ORDER BY seq", nil, sqlrec.ScanEvent)
+		todo, err := queryAll(ctx, tx, "SELECT "+eventSelect+" FROM events WHERE leaf_index IS NULL ORDER BY seq", nil, scanEvent)
 		if err != nil || len(todo) == 0 {
 			return err
 		}
 		var next int64
-		if err := tx.QueryRow(ctx, sqlrec.NextLeafIndex).Scan(&next); err != nil {
+		if err := tx.QueryRow(ctx, NextLeafIndex).Scan(&next); err != nil {
 			return err
 		}
 		update := d.rebind("UPDATE events SET leaf_index = ?, leaf_hash = ? WHERE seq = ?")

@@ -3,9 +3,49 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-
-	"github.com/mica-pki/mica/internal/store/sqlrec"
+	"strings"
 )
+
+// This file is how the shared code talks to an engine: the Dialect of
+// its SQL, and the small Conn, DB and Reader interfaces over its driver.
+
+// Dialect is what the shared code needs to know about an engine's SQL.
+type Dialect struct {
+	// Name is the engine's name ("sqlite", "postgres"): the first word of
+	// every error, so that an operator knows which database said it.
+	Name string
+	// Placeholder renders the n-th (1-based) query parameter.
+	Placeholder func(n int) string
+	// IsUniqueViolation reports whether err is a unique constraint failing.
+	IsUniqueViolation func(err error) bool
+	// LockMigrations and LockEvents, when set, are run first in the
+	// transaction that applies migrations, and in one that appends audit
+	// leaves, so that servers sharing the database take turns. They are
+	// empty for an engine whose single writer already serialises these.
+	LockMigrations, LockEvents string
+}
+
+// rebind rewrites a statement written with '?' placeholders into the
+// dialect's style. Statements in this package have no '?' inside
+// literals, so every '?' is a parameter.
+func (d *Dialect) rebind(query string) string {
+	if d.Placeholder(1) == "?" {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for {
+		i := strings.IndexByte(query, '?')
+		if i < 0 {
+			b.WriteString(query)
+			return b.String()
+		}
+		n++
+		b.WriteString(query[:i])
+		b.WriteString(d.Placeholder(n))
+		query = query[i+1:]
+	}
+}
 
 // Row is one result row; *sql.Row and pgx.Row both fit.
 type Row interface {
@@ -91,16 +131,9 @@ func queryAll[T any](ctx context.Context, c Conn, query string, args []any, scan
 	return out, nil
 }
 
-// scanOne reads a row of one column.
-func scanOne[T any](scan scanFunc) (T, error) {
-	var v T
-	err := scan(&v)
-	return v, err
-}
-
 // list runs q, or fails with buildErr from building it, on s's readers and
 // reads every row with scan; what names the listing in errors.
-func list[T any](ctx context.Context, s *Store, what string, scan func(scanFunc) (T, error), q sqlrec.Query, buildErr error) ([]T, error) {
+func list[T any](ctx context.Context, s *Store, what string, scan func(scanFunc) (T, error), q query, buildErr error) ([]T, error) {
 	if buildErr != nil {
 		return nil, s.errorf("%s: %w", what, buildErr)
 	}

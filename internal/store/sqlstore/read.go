@@ -4,10 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // Certificate implements store.Store.
@@ -20,8 +18,13 @@ func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string
 	return s.oneCert(ctx, s.stmt.certByFingerprint, "fingerprint", fingerprint)
 }
 
+// CertificateByToken implements store.Store.
+func (s *Store) CertificateByToken(ctx context.Context, jti string) (store.Certificate, error) {
+	return s.oneCert(ctx, s.stmt.certByToken, "token", jti)
+}
+
 func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Certificate, error) {
-	c, err := sqlrec.ScanCertificate(s.read.QueryRow(ctx, query, val).Scan)
+	c, err := scanCertificate(s.read.QueryRow(ctx, query, val).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Certificate{}, s.errorf("certificate with %s %s: %w", col, val, store.ErrNotFound)
@@ -33,13 +36,13 @@ func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Cert
 
 // ListCertificates implements store.Store.
 func (s *Store) ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error) {
-	q, err := sqlrec.ListCertificates(f, s.d.Placeholder)
-	return list(ctx, s, "list certificates", sqlrec.ScanCertificate, q, err)
+	q, err := listCertificates(f, &s.d)
+	return list(ctx, s, "list certificates", scanCertificate, q, err)
 }
 
 // CountCertificates implements store.Store. Limit and Offset are ignored.
 func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, error) {
-	q, err := sqlrec.CountCertificates(f, s.d.Placeholder)
+	q, err := countCertificates(f, &s.d)
 	if err != nil {
 		return 0, s.errorf("count certificates: %w", err)
 	}
@@ -50,46 +53,17 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, err
 	return n, nil
 }
 
-// CertificatesByExpiry implements store.Store.
-func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) ([]store.ExpiryCount, error) {
-	return list(ctx, s, "count certificates by expiry", sqlrec.ScanExpiryCount, sqlrec.CertificatesByExpiry(now, s.d.Placeholder), nil)
-}
-
-// ExpiringReport implements store.Store. Both of its queries read one
-// snapshot, so the groups' counts and the listed certificates agree.
-func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error) {
-	q, err := sqlrec.ExpiringReport(f, s.d.Placeholder)
-	if err != nil {
-		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
-	}
-	var (
-		groups []store.ExpiringGroup
-		total  int
-		certs  []store.Certificate
-	)
-	err = s.read.InSnapshot(ctx, func(tx Conn) error {
-		err := queryEach(ctx, tx, q.Groups.SQL, q.Groups.Args, func(scan scanFunc) error {
-			g, t, err := sqlrec.ScanExpiringGroup(scan)
-			if err != nil {
-				return err
-			}
-			groups, total = append(groups, g), t
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		certs, err = queryAll(ctx, tx, q.Certificates.SQL, q.Certificates.Args, sqlrec.ScanCertificate)
-		return err
-	})
-	if err != nil {
-		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)
-	}
-	return sqlrec.AssembleExpiring(groups, total, certs), nil
-}
-
 // Events implements store.Store.
 func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
-	q, err := sqlrec.Events(f, s.d.Placeholder)
-	return list(ctx, s, "list events", sqlrec.ScanEvent, q, err)
+	q, err := events(f, &s.d)
+	return list(ctx, s, "list events", scanEvent, q, err)
+}
+
+// LastEventSeq implements store.Store.
+func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
+		return 0, s.errorf("read the last event: %w", err)
+	}
+	return seq, nil
 }

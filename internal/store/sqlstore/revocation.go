@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // IsDenied implements store.Store.
@@ -19,16 +18,16 @@ func (s *Store) IsDenied(ctx context.Context, identity string) (bool, error) {
 
 // DeniedIdentities implements store.Store.
 func (s *Store) DeniedIdentities(ctx context.Context) ([]store.Denial, error) {
-	return list(ctx, s, "read the deny list", sqlrec.ScanDenial, sqlrec.Query{SQL: s.stmt.deniedIdentities}, nil)
+	return list(ctx, s, "read the deny list", scanDenial, query{SQL: s.stmt.deniedIdentities}, nil)
 }
 
 // RevokedCertificates implements store.Store. An error from fn ends the
 // listing and is returned as it is.
 func (s *Store) RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error {
-	q := sqlrec.RevokedCertificates(issuer, sqlrec.Micros(validAt), s.d.Placeholder)
+	q := revokedCertificates(issuer, micros(validAt), &s.d)
 	var fnErr error
 	err := queryEach(ctx, s.read, q.SQL, q.Args, func(scan scanFunc) error {
-		r, err := sqlrec.ScanRevoked(scan)
+		r, err := scanRevoked(scan)
 		if err != nil {
 			return err
 		}
@@ -42,13 +41,4 @@ func (s *Store) RevokedCertificates(ctx context.Context, issuer string, validAt 
 		return s.errorf("list revoked certificates: %w", err)
 	}
 	return nil
-}
-
-// LastEventSeq implements store.Store.
-func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
-	var seq int64
-	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
-		return 0, s.errorf("read the last event: %w", err)
-	}
-	return seq, nil
 }

@@ -7,17 +7,15 @@ import (
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
-// Store implements the methods of store.Store and store.ACMEStore that are
-// the same SQL on every engine. An engine embeds it and adds Close and
-// the commit of a batch.
+// Store implements store.Store and store.ACMEStore but for Close, on any
+// engine. An engine embeds it and adds Close and the commit of a batch.
 type Store struct {
 	d         Dialect
 	read      Reader // queries
 	write     DB     // direct writes that need no group commit
-	committer *groupcommit.Committer[sqlrec.Op]
+	committer *groupcommit.Committer[Op]
 	stmt      statements
 	// nonceUses counts UseACMENonce calls, to sweep every nonceSweepEvery.
 	nonceUses atomic.Uint64
@@ -33,13 +31,12 @@ type Config struct {
 	Write DB
 	// Commit writes one batch of queued operations in one transaction
 	// (see package groupcommit); it is the engine's own.
-	Commit groupcommit.CommitFunc[sqlrec.Op]
+	Commit groupcommit.CommitFunc[Op]
 }
 
 // New prepares the statements in the engine's dialect and starts the
-// group committer. The engine opens its connections and applies
-// migrations (Migrate, BackfillLeaves) before, and calls StopWrites
-// before closing them.
+// group committer. The engine opens its connections and runs Migrate
+// before, and calls StopWrites before closing them.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{d: cfg.Dialect, read: cfg.Read, write: cfg.Write, stmt: newStatements(&cfg.Dialect)}
 	if p, ok := cfg.Read.(Preparer); ok {
@@ -67,16 +64,17 @@ func (s *Store) errorf(format string, args ...any) error {
 	return fmt.Errorf(s.d.Name+": "+format, args...)
 }
 
-// statements are the static statements, in the dialect's placeholders.
+// statements are the fixed statements, in the dialect's placeholders.
+// They are written once here with '?' placeholders and rewritten when the
+// store opens, not per call.
 type statements struct {
-	certBySerial, certByFingerprint string
-	eventBySeq, lastEventSeq        string
-	addCheckpoint                   string
-	isDenied, deniedIdentities      string
-	useNonce, sweepNonces           string
-	addNonceKey, nonceKey           string
-	sweepNonceKeys                  string
-	acme                            map[store.ACMEKind]acmeStatements
+	certBySerial, certByFingerprint, certByToken string
+	eventBySeq, lastEventSeq                     string
+	addCheckpoint, latestCheckpoint              string
+	isDenied, deniedIdentities                   string
+	useNonce, sweepNonces                        string
+	addNonceKey, nonceKey, sweepNonceKeys        string
+	acme                                         map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
@@ -86,14 +84,16 @@ type acmeStatements struct {
 
 func newStatements(d *Dialect) statements {
 	st := statements{
-		certBySerial:      d.rebind("SELECT " + sqlrec.CertColumns + " FROM certificates WHERE serial = ?"),
-		certByFingerprint: d.rebind("SELECT " + sqlrec.CertColumns + " FROM certificates WHERE fingerprint = ?"),
-		eventBySeq:        d.rebind("SELECT " + sqlrec.EventColumns + " FROM events WHERE seq = ?"),
+		certBySerial:      d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE serial = ?"),
+		certByFingerprint: d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE fingerprint = ?"),
+		certByToken:       d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE token_jti = ? AND token_jti <> ''"),
+		eventBySeq:        d.rebind("SELECT " + eventSelect + " FROM events WHERE seq = ?"),
 		lastEventSeq:      "SELECT coalesce(max(seq), 0) FROM events",
-		addCheckpoint: d.rebind("INSERT INTO checkpoints (" + sqlrec.CheckpointColumns + ") VALUES (?, ?, ?, ?) " +
+		addCheckpoint: d.rebind("INSERT INTO checkpoints (" + checkpointSelect + ") VALUES (?, ?, ?, ?) " +
 			"ON CONFLICT (size) DO NOTHING"),
+		latestCheckpoint: "SELECT " + checkpointSelect + " FROM checkpoints ORDER BY size DESC LIMIT 1",
 		isDenied:         d.rebind("SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"),
-		deniedIdentities: "SELECT " + sqlrec.DenialColumns + " FROM denied_identities ORDER BY identity",
+		deniedIdentities: "SELECT " + denialSelect + " FROM denied_identities ORDER BY identity",
 		useNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
 		addNonceKey:      d.rebind("INSERT INTO acme_nonce_keys (epoch, secret) VALUES (?, ?) ON CONFLICT (epoch) DO NOTHING"),
@@ -101,18 +101,17 @@ func newStatements(d *Dialect) statements {
 		sweepNonceKeys:   d.rebind("DELETE FROM acme_nonce_keys WHERE epoch < ?"),
 		acme:             map[store.ACMEKind]acmeStatements{},
 	}
-	const cols = "id, parent, lookup, status, expires, data"
 	for _, k := range []store.ACMEKind{store.ACMEAccount, store.ACMEOrder, store.ACMEAuthorization, store.ACMEChallenge} {
 		t := store.ACMETable(k)
 		st.acme[k] = acmeStatements{
-			insert:   d.rebind("INSERT INTO " + t + " (" + cols + ") VALUES (?, ?, ?, ?, ?, ?)"),
+			insert:   d.rebind("INSERT INTO " + t + " (" + acmeSelect + ") VALUES (?, ?, ?, ?, ?, ?)"),
 			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ? AND lookup = ?"),
 			status:   d.rebind("SELECT status, lookup FROM " + t + " WHERE id = ?"),
-			byID:     d.rebind("SELECT " + cols + " FROM " + t + " WHERE id = ?"),
-			byLookup: d.rebind("SELECT " + cols + " FROM " + t + " WHERE lookup = ?"),
+			byID:     d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE id = ?"),
+			byLookup: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE lookup = ?"),
 			// The ACME door makes IDs that sort in creation order.
-			children: d.rebind("SELECT " + cols + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
-			byStatus: d.rebind("SELECT " + cols + " FROM " + t + " WHERE status = ? ORDER BY id LIMIT ?"),
+			children: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
+			byStatus: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE status = ? ORDER BY id LIMIT ?"),
 		}
 	}
 	return st

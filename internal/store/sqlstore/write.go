@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/sqlrec"
 )
 
 // The writes below validate and encode in the caller's goroutine, queue
@@ -16,7 +15,7 @@ import (
 
 // RecordIssuance implements store.Store.
 func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
-	op, err := sqlrec.IssuanceOp(iss)
+	op, err := issuanceOp(iss)
 	if err != nil {
 		return s.errorf("record issuance: %w", err)
 	}
@@ -32,7 +31,7 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 
 // RecordEvent implements store.Store.
 func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
-	op, err := sqlrec.EventOp(ev)
+	op, err := eventOp(ev)
 	if err != nil {
 		return s.errorf("record event: %w", err)
 	}
@@ -41,7 +40,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 
 // Revoke implements store.Store.
 func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
-	op, err := sqlrec.RevokeOp(serial, reason, at, ev)
+	op, err := revokeOp(serial, reason, at, ev)
 	if err != nil {
 		return s.errorf("revoke: %w", err)
 	}
@@ -50,7 +49,7 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 
 // RevokeIdentity implements store.Store.
 func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
-	op, err := sqlrec.RevokeIdentityOp(identity, reason, at, &ev)
+	op, err := revokeIdentityOp(identity, reason, at, &ev)
 	if err != nil {
 		return nil, s.errorf("revoke identity: %w", err)
 	}
@@ -58,7 +57,7 @@ func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int,
 	if err != nil {
 		return nil, err
 	}
-	return sqlrec.RevokedEvents(ev, op.Revoked), nil
+	return revokedEvents(ev, op.Revoked), nil
 }
 
 // Deny implements store.Store.
@@ -72,7 +71,7 @@ func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) err
 }
 
 func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev *store.Event) error {
-	op, err := sqlrec.DenyOp(identity, allow, ev)
+	op, err := denyOp(identity, allow, ev)
 	if err != nil {
 		return s.errorf("%w", err)
 	}
@@ -81,7 +80,7 @@ func (s *Store) denyOrAllow(ctx context.Context, identity string, allow bool, ev
 
 // do commits op, whose one event is ev, and fills in ev's sequence number
 // and audit leaf.
-func (s *Store) do(ctx context.Context, op sqlrec.Op, ev *store.Event) error {
+func (s *Store) do(ctx context.Context, op Op, ev *store.Event) error {
 	op, err := s.committer.Do(ctx, op)
 	if err != nil {
 		return err

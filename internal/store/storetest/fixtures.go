@@ -46,6 +46,8 @@ func NewIssuance(i int) *store.Issuance {
 		Status:      store.StatusActive,
 		RenewedFrom: "",
 		DER:         der,
+		// Chains start before the certificate: a renewal's.
+		ChainStartedAt: base.Add(-48 * time.Hour),
 	}
 	return &store.Issuance{
 		Certificate: c,
@@ -59,6 +61,7 @@ func NewIssuance(i int) *store.Issuance {
 
 func withToken(iss *store.Issuance, jti string) *store.Issuance {
 	iss.Token = &store.TokenUse{JTI: jti, ExpiresAt: base.Add(10 * time.Minute)}
+	iss.Certificate.TokenJTI = jti
 	return iss
 }
 
@@ -89,8 +92,10 @@ func sameCert(got, want store.Certificate) string {
 		return fmt.Sprintf("SANs = %q, want %q", got.SANs, want.SANs)
 	}
 	got.SANs, want.SANs = nil, nil
-	if !got.RevokedAt.Equal(want.RevokedAt) || !got.NotBefore.Equal(want.NotBefore) || !got.NotAfter.Equal(want.NotAfter) {
-		return fmt.Sprintf("times = %v %v %v, want %v %v %v", got.NotBefore, got.NotAfter, got.RevokedAt, want.NotBefore, want.NotAfter, want.RevokedAt)
+	if !got.RevokedAt.Equal(want.RevokedAt) || !got.NotBefore.Equal(want.NotBefore) || !got.NotAfter.Equal(want.NotAfter) ||
+		!got.ChainStartedAt.Equal(want.ChainStartedAt) {
+		return fmt.Sprintf("times = %v %v %v %v, want %v %v %v %v", got.NotBefore, got.NotAfter, got.RevokedAt, got.ChainStartedAt,
+			want.NotBefore, want.NotAfter, want.RevokedAt, want.ChainStartedAt)
 	}
 	if got.NotAfter.Location() != time.UTC || got.NotBefore.Location() != time.UTC {
 		return "times are not in UTC"
@@ -98,6 +103,7 @@ func sameCert(got, want store.Certificate) string {
 	got.RevokedAt, want.RevokedAt = time.Time{}, time.Time{}
 	got.NotBefore, want.NotBefore = time.Time{}, time.Time{}
 	got.NotAfter, want.NotAfter = time.Time{}, time.Time{}
+	got.ChainStartedAt, want.ChainStartedAt = time.Time{}, time.Time{}
 	if !reflect.DeepEqual(got, want) {
 		return fmt.Sprintf("got %+v\nwant %+v", got, want)
 	}

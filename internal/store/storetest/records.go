@@ -50,6 +50,12 @@ func testRoundTrip(t *testing.T, open Opener) {
 				{"CertificateByFingerprint", func() (store.Certificate, error) {
 					return s.CertificateByFingerprint(ctx, iss.Certificate.Fingerprint)
 				}},
+				{"CertificateByToken", func() (store.Certificate, error) {
+					if iss.Certificate.TokenJTI == "" { // only WithToken has one
+						return s.Certificate(ctx, iss.Certificate.Serial)
+					}
+					return s.CertificateByToken(ctx, iss.Certificate.TokenJTI)
+				}},
 			} {
 				got, err := lookup.get()
 				if err != nil {
@@ -86,6 +92,8 @@ func testNotFound(t *testing.T, open Opener) {
 	}{
 		{"Certificate", func() error { _, err := s.Certificate(ctx, "00ff"); return err }},
 		{"CertificateByFingerprint", func() error { _, err := s.CertificateByFingerprint(ctx, "00ff"); return err }},
+		{"CertificateByToken", func() error { _, err := s.CertificateByToken(ctx, "no-such-token"); return err }},
+		{"CertificateByToken empty", func() error { _, err := s.CertificateByToken(ctx, ""); return err }},
 		{"Revoke", func() error { return s.Revoke(ctx, "00ff", 1, base, newEvent(store.ActionCertRevoked, "")) }},
 	}
 	for _, tc := range tests {

@@ -16,13 +16,12 @@ import (
 const ReasonIdentityDenied = "identity-denied"
 
 // checkDenied refuses an identity any of whose names is on the deny list.
+// The list holds names in canonical text, whose kind the text says without
+// ambiguity (a DNS name can be neither an address nor a spiffe:// URI), so
+// a name matches only an entry of its own kind.
 func (a *Authority) checkDenied(ctx context.Context, id identity.Identity) *Error {
-	names := append([]string{id.Primary()}, id.SANs()...)
-	for i, n := range names {
-		if i > 0 && n == names[0] {
-			continue
-		}
-		denied, err := a.store.IsDenied(ctx, n)
+	for _, n := range id.Names() {
+		denied, err := a.store.IsDenied(ctx, n.String())
 		if err != nil {
 			return newError(KindInternal, err, "could not read the deny list; nothing was issued: %v", err)
 		}
@@ -45,12 +44,15 @@ func checkReason(reason int) error {
 // fingerprint (hex). Admins may revoke any certificate; a holder its own.
 func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, fingerprint string, reason int, source netip.Addr) (store.Certificate, error) {
 	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
-	if p.Record.Fingerprint != fingerprint {
-		if err := a.require(p, RoleAdmin, "revoke other certificates"); err != nil {
-			return store.Certificate{}, err
-		}
-	}
 	rec, err := a.store.CertificateByFingerprint(ctx, fingerprint)
+	if err == nil {
+		if aerr := a.Authorize(p, ActCertRevoke, Resource{Serial: rec.Serial}); aerr != nil {
+			return store.Certificate{}, aerr
+		}
+	} else if aerr := a.Authorize(p, ActCertRevoke, Resource{}); aerr != nil {
+		// Say "forbidden" rather than whether the fingerprint exists.
+		return store.Certificate{}, aerr
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return rec, newError(KindNotFound, err, "no certificate with SHA-256 fingerprint %s: list them with `mica cert list`", fingerprint)
@@ -63,7 +65,7 @@ func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, finger
 // RevokeIdentity revokes every live certificate of an identity in one
 // transaction (admins only) and returns them, revoked.
 func (a *Authority) RevokeIdentity(ctx context.Context, p Principal, id string, reason int, source netip.Addr) ([]store.Certificate, error) {
-	if err := a.require(p, RoleAdmin, "revoke certificates by identity"); err != nil {
+	if err := a.Authorize(p, ActIdentityRevoke, Resource{}); err != nil {
 		return nil, err
 	}
 	if err := checkReason(reason); err != nil {
@@ -110,21 +112,23 @@ func (a *Authority) Allow(ctx context.Context, p Principal, id, detail string, s
 }
 
 func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail string, source netip.Addr, allow bool) (store.Denial, error) {
-	verb, action, write := "deny", store.ActionIdentityDenied, a.store.Deny
+	action, write := store.ActionIdentityDenied, a.store.Deny
 	if allow {
-		verb, action, write = "allow", store.ActionIdentityAllowed, a.store.Allow
+		action, write = store.ActionIdentityAllowed, a.store.Allow
 	}
-	if err := a.require(p, RoleAdmin, verb+" identities"); err != nil {
+	if err := a.Authorize(p, ActIdentityDeny, Resource{}); err != nil {
 		return store.Denial{}, err
 	}
 	if len(detail) > 1024 {
 		return store.Denial{}, newError(KindInvalid, nil, "the reason is %d bytes; keep it under 1024", len(detail))
 	}
-	parsed, err := identity.Parse(id)
+	// One name, of the kind its text says: the deny list is per name, so
+	// "a,b" would silently deny only one of them.
+	n, err := identity.ParseName(strings.TrimSpace(id))
 	if err != nil {
-		return store.Denial{}, newError(KindInvalid, err, "%v", err)
+		return store.Denial{}, newError(KindInvalid, err, "%v: name one SPIFFE ID, DNS name or IP address", err)
 	}
-	name := parsed.Primary()
+	name := n.String()
 	ev := store.Event{Time: a.now(), Actor: p.Name, Source: addrString(source), Action: action, Identity: name, Outcome: "ok", Detail: detail}
 	err = write(ctx, name, &ev)
 	switch {
@@ -141,7 +145,7 @@ func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail str
 
 // DeniedIdentities reads the deny list (auditors and up).
 func (a *Authority) DeniedIdentities(ctx context.Context, p Principal) ([]store.Denial, error) {
-	if err := a.require(p, RoleAuditor, "read the deny list"); err != nil {
+	if err := a.Authorize(p, ActDenyListRead, Resource{}); err != nil {
 		return nil, err
 	}
 	list, err := a.store.DeniedIdentities(ctx)
@@ -149,4 +153,48 @@ func (a *Authority) DeniedIdentities(ctx context.Context, p Principal) ([]store.
 		return nil, newError(KindInternal, err, "could not read the deny list: %v", err)
 	}
 	return list, nil
+}
+
+// Revoke marks a certificate revoked. Admins may revoke any certificate; a
+// holder may revoke its own.
+func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reason int, source netip.Addr) (store.Certificate, error) {
+	serial, err := ParseSerial(serial)
+	if err != nil {
+		return store.Certificate{}, err
+	}
+	if err := a.Authorize(p, ActCertRevoke, Resource{Serial: serial}); err != nil {
+		return store.Certificate{}, err
+	}
+	return a.revoke(ctx, p.Name, serial, reason, source)
+}
+
+// revoke is the shared tail of every authorized revocation of one
+// certificate (REST, ACME): record the status and its event in one
+// transaction, then poke the revocation outputs.
+func (a *Authority) revoke(ctx context.Context, actor, serial string, reason int, source netip.Addr) (store.Certificate, error) {
+	if err := checkReason(reason); err != nil {
+		return store.Certificate{}, err
+	}
+	now := a.now()
+	ev := store.Event{Time: now, Actor: actor, Source: addrString(source), Action: store.ActionCertRevoked,
+		Serial: serial, Outcome: "ok", Detail: fmt.Sprintf("reason %d", reason)}
+	rec, err := a.store.Certificate(ctx, serial)
+	if err == nil {
+		ev.Fingerprint, ev.Identity, ev.Profile = rec.Fingerprint, rec.Identity, rec.Profile
+		err = a.store.Revoke(ctx, serial, reason, now, &ev)
+	}
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return rec, newError(KindNotFound, err, "no certificate with serial %s", serial)
+	case errors.Is(err, store.ErrAlreadyRevoked):
+		return rec, newError(KindConflict, err, "certificate %s is already revoked", serial)
+	case err != nil:
+		return rec, newError(KindInternal, err, "could not revoke: %v", err)
+	}
+	a.onRevoke()
+	if a.observer != nil {
+		a.observer.ObserveRevocations(reason, 1)
+	}
+	rec.Status, rec.RevokedAt, rec.RevocationReason = store.StatusRevoked, now, reason
+	return rec, nil
 }

@@ -1,0 +1,142 @@
+package authority
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// SystemPrincipal is mica acting for itself (its own certificates, CA
+// events); no request can authenticate as it.
+const SystemPrincipal = "system"
+
+// Principal is an authenticated caller.
+type Principal struct {
+	Name string // the certificate's primary identity, or acme:<account>, or "system"
+	// Roles are granted only to an active certificate issued under the
+	// reserved admin profile: those the policy's admins section gives its
+	// SPIFFE ID and those granted to it for a time (rolesOf). Every other
+	// caller has none.
+	Roles       []Role
+	Certificate *x509.Certificate
+	Record      store.Certificate // the inventory record of Certificate
+	// CertKey is the serial of a certificate whose own key signed the
+	// request (ACME revocation), proving possession of that certificate.
+	CertKey string
+	// Approval, when set, is the approval request this principal is
+	// carrying out: the requester, rebuilt to run what others approved.
+	Approval string
+}
+
+// System reports whether p is mica itself.
+func (p Principal) System() bool { return p.Name == SystemPrincipal && p.Certificate == nil }
+
+// authenticated reports whether p proved who it is: a certificate in the
+// inventory, or an approved request being carried out.
+func (p Principal) authenticated() bool { return p.Record.Serial != "" || p.Approval != "" }
+
+// Authenticate checks a client certificate chain (leaf first, as presented
+// in the TLS handshake) against mica's roots at the current time, requires
+// the clientAuth usage, and requires the leaf to be an active certificate in
+// the inventory. The TLS layer only requests the certificate; judging it here
+// gives every door the same rules and a specific error for each failure.
+func (a *Authority) Authenticate(ctx context.Context, chain []*x509.Certificate) (Principal, error) {
+	return a.AuthenticateFrom(ctx, chain, netip.Addr{})
+}
+
+// AuthenticateFrom is Authenticate for a request from source, which is
+// named to the AuthFailed hook when authentication fails.
+func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, chain, source) })
+	if err != nil && KindOf(err) != KindInternal {
+		a.failedAuth(source, err.(*Error).Outcome())
+	}
+	return p, err
+}
+
+func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	if len(chain) == 0 {
+		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
+	}
+	leaf, now := chain[0], a.now()
+	if now.After(leaf.NotAfter) {
+		return Principal{}, newError(KindCertExpired, nil,
+			"client certificate %s expired %s ago and cannot renew: enroll again with a token from `mica token create`",
+			SerialHex(leaf), now.Sub(leaf.NotAfter).Round(time.Second))
+	}
+	if now.Before(leaf.NotBefore) {
+		return Principal{}, newError(KindCertExpired, nil, "client certificate %s is not valid until %s: check this machine's clock",
+			SerialHex(leaf), leaf.NotBefore.Format(time.RFC3339))
+	}
+	inter := a.interPool
+	if len(chain) > 1 {
+		inter = a.interPool.Clone()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: a.rootPool, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		a.reportForeignIssuer(ctx, chain, source)
+		return Principal{}, newError(KindUnauthenticated, err, "client certificate is not trusted by this server: %v", err)
+	}
+	rec, err := a.store.Certificate(ctx, SerialHex(leaf))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Principal{}, newError(KindUnauthenticated, err, "client certificate %s is not in this server's inventory", SerialHex(leaf))
+	case err != nil:
+		return Principal{}, newError(KindInternal, err, "could not look up the client certificate: %v", err)
+	case rec.Fingerprint != Fingerprint(leaf.Raw):
+		return Principal{}, newError(KindUnauthenticated, nil, "client certificate %s does not match the inventory record", rec.Serial)
+	case rec.Status == store.StatusRevoked:
+		return Principal{}, newError(KindCertRevoked, nil,
+			"client certificate %s was revoked at %s and cannot be used or renewed: enroll again with a new token",
+			rec.Serial, rec.RevokedAt.Format(time.RFC3339))
+	}
+	id, err := identity.FromCertificate(leaf)
+	if err != nil {
+		return Principal{}, newError(KindUnauthenticated, err, "client certificate carries no usable identity: %v", err)
+	}
+	roles, err := a.rolesOf(ctx, id, rec)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Name: id.Primary(), Roles: roles, Certificate: leaf, Record: rec}, nil
+}
+
+// rolesOf is the roles a certificate carries: those the policy's admins
+// section gives its SPIFFE ID and those granted to it now, and only when
+// the certificate was issued under the reserved admin profile. A
+// certificate of any other profile carries no role whatever its name, so
+// an operator who could mint a token for an admin's name under an ordinary
+// profile gains nothing by it (and the policy refuses reserved names
+// outside reserved profiles anyway).
+func (a *Authority) rolesOf(ctx context.Context, id identity.Identity, rec store.Certificate) ([]Role, error) {
+	if rec.Profile != ProfileAdmin || rec.Status != store.StatusActive || id.SPIFFE.IsZero() {
+		return nil, nil
+	}
+	return a.rolesNow(ctx, id.SPIFFE.String())
+}
+
+// rolesNow is the roles an administrator's SPIFFE ID holds now.
+func (a *Authority) rolesNow(ctx context.Context, name string) ([]Role, error) {
+	roles := slices.Clone(a.access().admins[name])
+	grants, err := a.store.Grants(ctx, name, a.now())
+	if err != nil {
+		return nil, newError(KindInternal, err, "could not read the role grants: %v", err)
+	}
+	for _, g := range grants {
+		if r := Role(g.Role); a.access().HasRole(r) && !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
+}
