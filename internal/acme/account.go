@@ -14,6 +14,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/strictjson"
 )
 
 type newAccountPayload struct {
@@ -100,7 +101,7 @@ func (s *Server) checkEAB(raw json.RawMessage, r *request) (string, *problem) {
 	}
 	if ph, err := base64.RawURLEncoding.DecodeString(flat.Protected); err != nil {
 		return "", malformed("the external account binding's protected header is not base64url")
-	} else if err := checkJSON(ph); err != nil {
+	} else if err := strictjson.Check(ph); err != nil {
 		return "", malformed("the external account binding's protected header is not acceptable JSON: %v", err)
 	}
 	jws, err := jose.ParseSignedJSON(string(raw), []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512})
@@ -122,7 +123,7 @@ func (s *Server) checkEAB(raw json.RawMessage, r *request) (string, *problem) {
 	if err != nil {
 		return "", unauthorized("the external account binding's HMAC does not verify with key %q", h.KeyID)
 	}
-	if err := checkJSON(payload); err != nil {
+	if err := strictjson.Check(payload); err != nil {
 		return "", malformed("the external account binding's payload is not acceptable JSON: %v", err)
 	}
 	var bound jose.JSONWebKey

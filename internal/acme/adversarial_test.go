@@ -108,7 +108,7 @@ func TestHostileJWS(t *testing.T) {
 			f["payload"] = b64s(`{"identifiers":[{"type":"dns","value":"y.acme.test"}]}`)
 			return mustJSON(t, f)
 		}
-		nested := strings.Repeat(`{"a":`, maxJSONDepth+2) + "1" + strings.Repeat("}", maxJSONDepth+2)
+		nested := strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100)
 
 		tests := []struct {
 			name   string

@@ -9,6 +9,8 @@ import (
 	"net/http"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mica-pki/mica/internal/strictjson"
 )
 
 // signatureAlgorithms are the JWS algorithms accepted for account and
@@ -44,11 +46,11 @@ type protectedHeader struct {
 }
 
 // parseProtected reads the protected header by exact member names, as the
-// JWS library does, after checkJSON has refused duplicates; crit and b64
+// JWS library does, after strictjson.Check has refused duplicates; crit and b64
 // (RFC 7797 unencoded payloads) are refused: ACME uses neither.
 func parseProtected(raw []byte) (protectedHeader, *problem) {
 	var h protectedHeader
-	if err := checkJSON(raw); err != nil {
+	if err := strictjson.Check(raw); err != nil {
 		return h, malformed("the JWS protected header is not acceptable JSON: %v", err)
 	}
 	var m map[string]json.RawMessage
@@ -84,7 +86,7 @@ type signedRequest struct {
 // key change, which must carry none. It verifies nothing: that needs the
 // key, which for kid comes from the store.
 func parseJWS(body []byte, needNonce bool) (*signedRequest, *problem) {
-	if err := checkJSON(body); err != nil {
+	if err := strictjson.Check(body); err != nil {
 		return nil, malformed("the request body is not acceptable JSON: %v", err)
 	}
 	var f flatJWS
@@ -163,7 +165,7 @@ func (r *signedRequest) verify(key *jose.JSONWebKey) ([]byte, *problem) {
 		return nil, malformed("the JWS signature does not verify with the %s: sign with that key", keyName(r))
 	}
 	if len(payload) > 0 {
-		if err := checkJSON(payload); err != nil {
+		if err := strictjson.Check(payload); err != nil {
 			return nil, malformed("the JWS payload is not acceptable JSON: %v", err)
 		}
 	}
