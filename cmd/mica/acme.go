@@ -26,7 +26,8 @@ func withACME(p *parts, cfg *Config, api http.Handler, apiAddr net.Addr, log *sl
 	if set.URL == "" {
 		set.URL = defaultACMEURL(cfg.ServerNames, apiAddr)
 	}
-	srv, err := acme.New(acme.Config{Authority: p.authority, Store: st, Settings: set, Logger: log})
+	srv, err := acme.New(acme.Config{Authority: p.authority, Store: st, Settings: set, Logger: log,
+		SharedLimits: p.rateLimitBackend()})
 	if err != nil {
 		return nil, nil, err
 	}

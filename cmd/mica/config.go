@@ -12,6 +12,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/strictyaml"
@@ -54,11 +55,20 @@ type Config struct {
 	// server-wide with per-profile overrides (docs/limits.md).
 	Limits    limits.Limits    `yaml:"limits"`
 	Anomalies limits.Anomalies `yaml:"anomalies"`
+	// Discovery configures discovered certificates and Webhooks the
+	// receivers of lifecycle events (config_discovery.go, docs/discovery.md).
+	Discovery DiscoveryConfig `yaml:"discovery"`
+	Webhooks  []WebhookConfig `yaml:"webhooks"`
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
 	// admins is the admins section, checked at load.
 	admins map[string]authority.Role
+	// owners are the discovery owner rules, compiled at load.
+	owners *discover.Owners
+	// path is the file the config was read from; paths in it are
+	// relative to its directory.
+	path string
 }
 
 const (
@@ -82,7 +92,7 @@ func loadConfig(path string) (*Config, error) {
 }
 
 func parseConfig(data []byte, name string) (*Config, error) {
-	var c Config
+	c := Config{path: name}
 	if err := strictyaml.Decode(data, &c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -132,6 +142,9 @@ func parseConfig(data []byte, name string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	c.rules = rules
+	if err := c.checkDiscovery(name); err != nil {
+		return nil, err
+	}
 	return &c, nil
 }
 

@@ -43,6 +43,7 @@ func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertif
 			}
 			return c.ThisUpdate, c.NextUpdate, c.Entries, true
 		},
+		RootCRL:  rev.rootCRL.Current,
 		OCSP:     rev.ocsp.CacheStats,
 		Feed:     rev.hub.Stats,
 		Audit:    p.audit.Status,
@@ -54,8 +55,10 @@ func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertif
 	if cs, ok := p.store.(commitStatser); ok {
 		src.Commits = cs.CommitStats
 	}
-	_, err := telemetry.NewServerMetrics(p.registry, src)
-	return err
+	if _, err := telemetry.NewServerMetrics(p.registry, src); err != nil {
+		return err
+	}
+	return registerDiscoveryMetrics(p, log)
 }
 
 // traced wraps the API in an OpenTelemetry HTTP server span when tracing

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/crl"
 )
 
@@ -176,6 +177,13 @@ func (n *nginxProc) errorLog() string {
 // retrying when another process takes the port first.
 func startNginx(t *testing.T, bin, dir string, as unprivileged) *nginxProc {
 	t.Helper()
+	return startNginxWith(t, bin, dir, as, nginxConf)
+}
+
+// startNginxWith is startNginx with another config, written with the same
+// placeholders: %[1]s the prefix directory, %[2]d the port.
+func startNginxWith(t *testing.T, bin, dir string, as unprivileged, conf string) *nginxProc {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +191,7 @@ func startNginx(t *testing.T, bin, dir string, as unprivileged) *nginxProc {
 	n := &nginxProc{bin: bin, dir: dir, conf: filepath.Join(dir, "nginx.conf"), as: as}
 	for range 3 {
 		n.port = freeLoopbackPort(t)
-		as.write(t, n.conf, fmt.Appendf(nil, nginxConf, dir, n.port))
+		as.write(t, n.conf, fmt.Appendf(nil, conf, dir, n.port))
 		n.cmd = as.command(bin, n.args("-g", "daemon off;")...)
 		n.done = make(chan struct{})
 		if err := n.cmd.Start(); err != nil {
@@ -303,7 +311,7 @@ func readCertFile(t *testing.T, path string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCertPEM(data)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
 		t.Fatal(err)
 	}

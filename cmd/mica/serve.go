@@ -19,6 +19,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
@@ -94,6 +95,9 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loops.Go(func() { p.audit.Run(loopCtx) })
 	loops.Go(func() { p.failures.Run(loopCtx) })
 	loops.Go(func() { p.guard.Run(loopCtx) })
+	if err := startEventLoops(ctx, loopCtx, &loops, p, log); err != nil {
+		return err
+	}
 
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
@@ -109,7 +113,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer stopRuns(nil)
 	runs := rev.run(runCtx, stopRuns)
 	defer runs.Wait()
-	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, rev.handler(p), log)
+	httpMetrics, err := telemetry.NewHTTPMetrics(p.registry)
+	if err != nil {
+		return err
+	}
+	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, httpMetrics.Wrap("revocation", rev.handler(p)), log)
 	if err != nil {
 		return err
 	}
@@ -127,7 +135,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
-		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
+		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(), Webhooks: p.webhooks,
 		Ready: func(ctx context.Context) error {
 			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
 			return err
@@ -150,7 +158,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		loops.Go(func() { door.Run(loopCtx) })
 	}
 	srv := &http.Server{
-		Handler: traced(p, handler),
+		Handler: traced(p, httpMetrics.Wrap("api", handler)),
+		// The feed's lag counts what a subscriber has not read from its
+		// connection.
+		ConnContext: feed.ConnContext,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: certs.get,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -50,6 +51,10 @@ type Config struct {
 	Logger    *slog.Logger
 	Clock     func() time.Time
 	Rand      io.Reader
+	// SharedLimits, when set, keeps the order rate limits where every
+	// replica takes from them (ratelimit/pgbuckets); otherwise they are
+	// this process's.
+	SharedLimits ratelimit.Backend
 }
 
 // Server is the ACME door; its Handler serves everything under Prefix.
@@ -102,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 		s.rand = rand.Reader
 	}
 	s.nonces = newNonces(s.store, s.now, s.rand)
-	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now)
+	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now, cfg.SharedLimits)
 	s.validate = newValidator(set)
 	s.validationWait = validationWait
 	return s, nil

@@ -16,6 +16,9 @@ type Metrics struct {
 	expiry       *prometheus.Desc
 	sinceRenewal *prometheus.Desc
 	expiring     *prometheus.Desc
+	blocked      *prometheus.Desc
+	notBefore    *prometheus.Desc
+	notAfter     *prometheus.Desc
 }
 
 // NewMetrics registers the agent's metrics with reg (a registry of the
@@ -37,6 +40,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Seconds since this agent last obtained a certificate (absent until it has).", []string{"identity"}, nil),
 		expiring: prometheus.NewDesc("mica_agent_certificate_expiring",
 			"1 when less than a sixth of the certificate's life is left without a renewal: alert on it.", []string{"identity"}, nil),
+		blocked: prometheus.NewDesc("mica_agent_blocked",
+			"1 when renewal cannot succeed without an admin, by reason (expired, revoked, unknown, chain-ended, denied, refused, token); the agent's log says what to do. Alert on it.",
+			[]string{"identity", "reason"}, nil),
+		// The validity as timestamps lets an alert compute the fraction of
+		// the lifetime left at evaluation time, which works for a 5-minute
+		// certificate as for a 90-day one.
+		notBefore: prometheus.NewDesc("mica_agent_certificate_not_before_timestamp_seconds",
+			"The current certificate's notBefore, in seconds since the epoch.", []string{"identity"}, nil),
+		notAfter: prometheus.NewDesc("mica_agent_certificate_not_after_timestamp_seconds",
+			"The current certificate's notAfter, in seconds since the epoch.", []string{"identity"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.renewals, m.failures, m.bundleUpdates, m} {
 		if err := reg.Register(c); err != nil {
@@ -54,12 +67,24 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.expiry
 	ch <- m.sinceRenewal
 	ch <- m.expiring
+	ch <- m.blocked
+	ch <- m.notBefore
+	ch <- m.notAfter
 }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range m.agents {
 		s, _ := a.State()
+		// Every reason exists at zero, so that a rule sees the change.
+		label := a.label()
+		for _, b := range Blocks {
+			v := 0.0
+			if s.Blocked == b {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.blocked, prometheus.GaugeValue, v, label, string(b))
+		}
 		if s.Credential == nil {
 			continue
 		}
@@ -73,5 +98,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.expiring, prometheus.GaugeValue, v, id)
+		ch <- prometheus.MustNewConstMetric(m.notBefore, prometheus.GaugeValue, float64(leaf.NotBefore.Unix()), id)
+		ch <- prometheus.MustNewConstMetric(m.notAfter, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), id)
 	}
 }

@@ -102,9 +102,16 @@ type Config struct {
 	// with authenticate, decide, lint, sign and commit as children. Unset
 	// means no tracing at no cost.
 	Tracer trace.Tracer
+	// CompilePolicy, when set, compiles policy documents (policy versions
+	// in the database); without it the policy cannot change at run time.
+	CompilePolicy PolicyCompiler
+	// Rotate, when set, forces CA rotation steps.
+	Rotate RotateFunc
 	// Guard, when set, applies rate limits and reports anomalies (package
 	// limits); unset means no limits.
 	Guard Guard
+	// Discovery configures discovered certificates (discover.go).
+	Discovery DiscoveryConfig
 }
 
 // Authority is the certificate lifecycle.
@@ -119,16 +126,21 @@ type Authority struct {
 	minter      *token.Minter
 	tokens      *token.Verifier
 	accessModel atomic.Pointer[AccessModel]
-	pol         atomic.Pointer[policyBox]
-	jwt         *jwtSigner
-	now         func() time.Time
-	log         *slog.Logger
-	audit       AuditLog
-	authFailed  AuthFailedFunc
-	onRevoke    func()
-	observer    Observer
-	tracer      trace.Tracer
-	guard       Guard
+	// policyVersion is the database version applied (0: the config's).
+	policyVersion atomic.Int64
+	compile       PolicyCompiler
+	rotate        RotateFunc
+	pol           atomic.Pointer[policyBox]
+	jwt           *jwtSigner
+	now           func() time.Time
+	log           *slog.Logger
+	audit         AuditLog
+	authFailed    AuthFailedFunc
+	onRevoke      func()
+	observer      Observer
+	tracer        trace.Tracer
+	guard         Guard
+	discovery     *discovery
 }
 
 // New checks cfg and returns an Authority.
@@ -143,7 +155,7 @@ func New(cfg Config) (*Authority, error) {
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
 		now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
-		guard:    cfg.Guard,
+		guard: cfg.Guard, compile: cfg.CompilePolicy, rotate: cfg.Rotate,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
@@ -167,6 +179,7 @@ func New(cfg Config) (*Authority, error) {
 		a.rootPool.AddCert(r)
 	}
 	a.interPool.AddCert(cfg.IssuerCert)
+	a.discovery = newDiscovery(a, cfg.Discovery)
 	if cfg.JWTKey != nil {
 		s, err := newJWTSigner(cfg.JWTKey)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/policy"
 )
 
 // IssuanceMetrics counts what the authority reports: it is the
@@ -18,6 +19,7 @@ type IssuanceMetrics struct {
 	refusals     *prometheus.CounterVec
 	revocations  *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
+	breakGlass   prometheus.Counter
 }
 
 var _ authority.Observer = (*IssuanceMetrics)(nil)
@@ -52,13 +54,27 @@ func NewIssuanceMetrics(reg prometheus.Registerer, profiles []string) (*Issuance
 			Name: "mica_authentication_failures_total",
 			Help: "Failed authentications (bad tokens, unknown, expired or revoked client certificates) by reason.",
 		}, []string{"reason"}),
+		breakGlass: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mica_break_glass_total",
+			Help: "Break-glass role grants: an administrator gave itself a role without approvals, in an emergency.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.refusals, m.revocations, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.refusals, m.revocations, m.authFailures, m.breakGlass} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	// Every reason starts at zero, so that rate() sees the first one.
+	// Every door × profile × outcome starts at zero, as does every
+	// revocation reason: increase() and rate() cannot see a series' first
+	// sample, so a counter born at 1 would hide the first renewal of a
+	// profile from the alerts and leave the error ratio empty.
+	for _, door := range doors {
+		for _, profile := range m.profiles.labels() {
+			for _, outcome := range outcomes {
+				m.requests.WithLabelValues(door, profile, outcome)
+			}
+		}
+	}
 	for _, r := range revocationReasons {
 		if r != "" {
 			m.revocations.WithLabelValues(r)
@@ -66,6 +82,12 @@ func NewIssuanceMetrics(reg prometheus.Registerer, profiles []string) (*Issuance
 	}
 	return m, nil
 }
+
+// doors and outcomes are every value of the door and outcome labels.
+var (
+	doors    = []string{string(policy.MethodToken), string(policy.MethodRenew), string(policy.MethodACME), string(policy.MethodInternal)}
+	outcomes = []string{authority.OutcomeIssued, authority.OutcomeRefused, authority.OutcomeError}
+)
 
 // ObserveIssuance implements authority.Observer.
 func (m *IssuanceMetrics) ObserveIssuance(r authority.IssuanceResult) {
@@ -81,6 +103,10 @@ func (m *IssuanceMetrics) ObserveIssuance(r authority.IssuanceResult) {
 func (m *IssuanceMetrics) ObserveRevocations(reason, count int) {
 	m.revocations.WithLabelValues(revocationReason(reason)).Add(float64(count))
 }
+
+// ObserveBreakGlass implements authority.BreakGlassObserver. The role is
+// not a label: the audit log says who and which.
+func (m *IssuanceMetrics) ObserveBreakGlass(string) { m.breakGlass.Inc() }
 
 // AuthFailed counts a failed authentication; it has the shape of
 // authority.AuthFailedFunc. The source address is not a label.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
@@ -25,7 +26,9 @@ func (s *Store) acmeStatements(k store.ACMEKind) (acmeStatements, error) {
 }
 
 // CreateACME implements store.ACMEStore.
-func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) error {
+func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) (err error) {
+	ctx, end := s.call(ctx, "create ACME records", true)
+	defer end(&err)
 	return inTx(ctx, s.write, &s.d, "create ACME records", func(tx Conn) error {
 		for _, r := range recs {
 			st, err := s.acmeStatements(r.Kind)
@@ -47,7 +50,9 @@ func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) error 
 // UpdateACME implements store.ACMEStore. The update is one statement that
 // changes the record only while its status is fromStatus and its lookup
 // fromLookup; when it changed nothing, the row read afterwards says why.
-func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus, fromLookup string) error {
+func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus, fromLookup string) (err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("update ACME %s %s", r.Kind, r.ID), true)
+	defer end(&err)
 	st, err := s.acmeStatements(r.Kind)
 	if err != nil {
 		return err
@@ -76,7 +81,9 @@ func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus, 
 }
 
 // ACMEByID implements store.ACMEStore.
-func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (store.ACMERecord, error) {
+func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (_ store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read ACME %s %s", kind, id), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return store.ACMERecord{}, err
@@ -85,7 +92,9 @@ func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (s
 }
 
 // ACMEByLookup implements store.ACMEStore.
-func (s *Store) ACMEByLookup(ctx context.Context, kind store.ACMEKind, lookup string) (store.ACMERecord, error) {
+func (s *Store) ACMEByLookup(ctx context.Context, kind store.ACMEKind, lookup string) (_ store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read ACME %s by lookup key", kind), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return store.ACMERecord{}, err
@@ -108,7 +117,9 @@ func (s *Store) oneACME(ctx context.Context, kind store.ACMEKind, query, col, va
 }
 
 // ACMEChildren implements store.ACMEStore.
-func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent string, limit int) ([]store.ACMERecord, error) {
+func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent string, limit int) (_ []store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, "list ACME "+string(kind), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return nil, err
@@ -121,7 +132,9 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 }
 
 // ACMEByStatus implements store.ACMEStore.
-func (s *Store) ACMEByStatus(ctx context.Context, kind store.ACMEKind, status string, limit int) ([]store.ACMERecord, error) {
+func (s *Store) ACMEByStatus(ctx context.Context, kind store.ACMEKind, status string, limit int) (_ []store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, "list ACME "+string(kind)+" by status", false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return nil, err
@@ -141,8 +154,10 @@ const nonceSweepEvery = 64
 // replay guard across servers. Expired records are swept every
 // nonceSweepEvery uses, so the table stays the size of the nonces used in
 // one lifetime.
-func (s *Store) UseACMENonce(ctx context.Context, nonce string, expires, now time.Time) error {
-	_, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, micros(expires))
+func (s *Store) UseACMENonce(ctx context.Context, nonce string, expires, now time.Time) (err error) {
+	ctx, end := s.call(ctx, "use ACME nonce", true)
+	defer end(&err)
+	_, err = s.write.Exec(ctx, s.stmt.useNonce, nonce, micros(expires))
 	switch {
 	case s.d.IsUniqueViolation(err):
 		return s.errorf("ACME nonce used before: %w", store.ErrConflict)
@@ -158,9 +173,10 @@ func (s *Store) UseACMENonce(ctx context.Context, nonce string, expires, now tim
 
 // ACMENonceKey implements store.ACMEStore: insert-if-absent, then read
 // back whichever key won, in one transaction.
-func (s *Store) ACMENonceKey(ctx context.Context, epoch int64, fresh []byte) ([]byte, error) {
-	var key []byte
-	err := inTx(ctx, s.write, &s.d, "ACME nonce key", func(tx Conn) error {
+func (s *Store) ACMENonceKey(ctx context.Context, epoch int64, fresh []byte) (key []byte, err error) {
+	ctx, end := s.call(ctx, "ACME nonce key", true)
+	defer end(&err)
+	err = inTx(ctx, s.write, &s.d, "ACME nonce key", func(tx Conn) error {
 		n, err := tx.Exec(ctx, s.stmt.addNonceKey, epoch, fresh)
 		if err != nil {
 			return s.errorf("store the ACME nonce key of epoch %d: %w", epoch, err)

@@ -51,7 +51,13 @@ func Run(t *testing.T, open Opener) {
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
+		{"CRLNumbers", testCRLNumbers},
+		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
 		{"Governance", testGovernance},
+		{"Discovery", testDiscovery},
+		{"Webhooks", testWebhooks},
+		{"Leases", testLeases},
+		{"ExpiryNotices", testExpiryNotices},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
