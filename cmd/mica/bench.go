@@ -8,13 +8,17 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/mica-pki/mica/internal/acme"
+	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 )
@@ -199,11 +203,43 @@ func printBench(env *cliEnv, asJSON bool, res any, text func(io.Writer)) error {
 	return nil
 }
 
-// openBenchServer wires a throwaway in-process server for the benchmarks:
-// a fresh data directory (so the store starts empty and durable, exactly
-// as in production) with its CA, the parts `mica serve` opens, and, when
-// asked, the revocation outputs running.
-func openBenchServer(ctx context.Context, opts bench.Options) (_ *bench.Server, err error) {
+// revBench is a throwaway in-process server with its parts in view, for
+// the benchmarks still in this package (revoke-live); the rest measure it
+// as a bench.Server (openBenchServer).
+type revBench struct {
+	p       *parts
+	rev     *revocationOutputs // nil unless asked for
+	certs   *servercert.Certificate
+	cleanup func()
+}
+
+// newRevBench is openInProcess with the revocation outputs running.
+func newRevBench(ctx context.Context, db string) (*revBench, error) {
+	return openInProcess(ctx, bench.Options{DB: db, Revocation: true})
+}
+
+// serveBenchAPI serves the REST API with the feed over TLS on loopback.
+func serveBenchAPI(b *revBench) (string, func(), error) {
+	log := slog.New(slog.DiscardHandler)
+	srv := &http.Server{
+		Handler:           api.New(api.Config{Authority: b.p.authority, TrustDomain: "example.org", Logger: log, Feed: b.rev.hub.Handler()}),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: b.certs.GetCertificate, ClientAuth: tls.RequestClientCert},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go srv.ServeTLS(ln, "", "")
+	return "https://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// openInProcess wires a throwaway in-process server for the benchmarks: a
+// fresh data directory (so the store starts empty and durable, exactly as
+// in production) with its CA, the parts `mica serve` opens, its own TLS
+// certificate, and, when asked, the revocation outputs running.
+func openInProcess(ctx context.Context, opts bench.Options) (_ *revBench, err error) {
 	dir, err := os.MkdirTemp("", "mica-bench-")
 	if err != nil {
 		return nil, err
@@ -240,31 +276,42 @@ func openBenchServer(ctx context.Context, opts bench.Options) (_ *bench.Server, 
 	}
 	closers = append(closers, func() { p.Close() })
 	log := slog.New(slog.DiscardHandler)
-	certs, err := newServerCertificate(ctx, p, []string{"localhost", "127.0.0.1"}, log)
-	if err != nil {
+	rb := &revBench{p: p, cleanup: cleanup}
+	if rb.certs, err = newServerCertificate(ctx, p, []string{"localhost", "127.0.0.1"}, log); err != nil {
 		return nil, err
 	}
-	admin, err := tls.LoadX509KeyPair(filepath.Join(d.adminDir(), fullchainFile), filepath.Join(d.adminDir(), keyFile))
-	if err != nil {
-		return nil, err
-	}
-	acmeStore, _ := p.store.(acme.Store)
-	s := &bench.Server{Authority: p.authority, Minter: p.minter, ACME: acmeStore, Root: p.hierarchy.Root,
-		Intermediate: p.hierarchy.Intermediate, GetCertificate: certs.GetCertificate, Admin: admin,
-		OCSPPath: ocspPath, Store: storeName(opts.DB, ""), OnRevocation: func(func()) {}}
 	if opts.Revocation {
-		rev, err := newRevocationOutputs(ctx, p, log)
-		if err != nil {
+		if rb.rev, err = newRevocationOutputs(ctx, p, log); err != nil {
 			return nil, err
 		}
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { rev.run(runCtx); close(done) }()
+		go func() { rb.rev.run(runCtx); close(done) }()
 		closers = append(closers, func() { cancel(); <-done })
-		s.Feed, s.Revocations = rev.hub.Handler(), rev.handler(p)
-		s.OnRevocation = func(fn func()) { p.revocations.set(func() { fn(); rev.hub.Changed() }) }
 	}
-	s.Close = cleanup
+	return rb, nil
+}
+
+// openBenchServer is openInProcess as the bench package measures it.
+func openBenchServer(ctx context.Context, opts bench.Options) (*bench.Server, error) {
+	rb, err := openInProcess(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	p := rb.p
+	admin, err := tls.LoadX509KeyPair(filepath.Join(p.data.adminDir(), fullchainFile), filepath.Join(p.data.adminDir(), keyFile))
+	if err != nil {
+		rb.cleanup()
+		return nil, err
+	}
+	acmeStore, _ := p.store.(acme.Store)
+	s := &bench.Server{Authority: p.authority, Minter: p.minter, ACME: acmeStore, Root: p.hierarchy.Root,
+		Intermediate: p.hierarchy.Intermediate, GetCertificate: rb.certs.GetCertificate, Admin: admin,
+		OCSPPath: ocspPath, Store: storeName(opts.DB, ""), OnRevocation: func(func()) {}, Close: rb.cleanup}
+	if rb.rev != nil {
+		s.Feed, s.Revocations = rb.rev.hub.Handler(), rb.rev.handler(p)
+		s.OnRevocation = func(fn func()) { p.revocations.set(func() { fn(); rb.rev.hub.Changed() }) }
+	}
 	return s, nil
 }
 

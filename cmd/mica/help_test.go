@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mica-pki/mica/credential"
 )
 
 // leaves lists every runnable command path, e.g. ["cert", "revoke"].
@@ -164,7 +166,7 @@ func readPEMCert(t *testing.T, path string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCertPEM(data)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,20 +9,22 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 )
 
 // reloader applies the config file again when serve gets SIGHUP. The file
 // is read and validated exactly as at start-up; a file that does not
-// validate changes nothing. The profiles (the policy) are swapped whole, so
-// a request decides on the old policy or the new one, never a mix, and the
-// reload is an audit event. Settings read only at start are named when
+// validate changes nothing. The profiles (the policy) are swapped whole
+// (authority.SetPolicy, an atomic pointer), so a request decides on the old
+// policy or the new one, never a mix, and the reload is an audit event. Settings read only at start are named when
 // they changed, for a restart to apply; trust_domain and server_names,
 // which the profiles are built from, refuse the reload until then.
 type reloader struct {
 	path string
-	live *policy.Live
+	// apply puts a new policy in force for every later request.
+	apply func(authority.Policy)
 	// started holds the start-up values of the restart-only settings, as
 	// the file said them (before flags).
 	started map[string]any
@@ -31,10 +33,10 @@ type reloader struct {
 	log     *slog.Logger
 }
 
-// newReloader reloads path into p's policy; data is the file serve started
+// newReloader reloads path into p's authority; data is the file serve started
 // with and started its restart-only settings (restartOnly, before flags).
 func newReloader(path string, data []byte, started map[string]any, p *parts, log *slog.Logger) *reloader {
-	return &reloader{path: path, live: p.policy, started: started, hash: configHash(data),
+	return &reloader{path: path, apply: p.authority.SetPolicy, started: started, hash: configHash(data),
 		record: p.authority.RecordSystemEvent, log: log}
 }
 
@@ -108,7 +110,7 @@ func (r *reloader) reload(ctx context.Context) error {
 	if err := r.record(ctx, store.ActionPolicyLoaded, detail); err != nil {
 		return err
 	}
-	r.live.Swap(eng)
+	r.apply(eng)
 	r.hash = hash
 	attrs := []any{slog.String("config", r.path), slog.String("sha256", hash), slog.Int("profiles", len(cfg.Profiles))}
 	if len(pending) > 0 {

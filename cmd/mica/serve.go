@@ -156,9 +156,12 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
-	handler, err = withACME(p, cfg, handler, log)
+	handler, door, err := withACME(p, cfg, handler, lns.api.Addr(), log)
 	if err != nil {
 		return err
+	}
+	if door != nil {
+		eventLoops = append(eventLoops, namedRun{"ACME order recovery", door.Run})
 	}
 	apiSrv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),

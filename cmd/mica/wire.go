@@ -42,11 +42,9 @@ type parts struct {
 	hierarchy *ca.Hierarchy
 	store     store.Store
 	authority *authority.Authority
-	// policy is the authority's policy, swapped whole by a config reload.
-	policy   *policy.Live
-	minter   *token.Minter
-	audit    *auditlog.Log
-	failures *auditlog.Throttle // failed authentications
+	minter    *token.Minter
+	audit     *auditlog.Log
+	failures  *auditlog.Throttle // failed authentications
 	// guard enforces the rate limits and reports anomalies; its Run
 	// writes the throttled events' summaries.
 	guard *limits.Guard
@@ -261,11 +259,10 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	rel := &relay{}
-	live := policy.NewLive(eng)
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
-		Store:        st, Policy: live, Issuer: iss, IssuerCert: hier.Intermediate,
+		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
@@ -279,7 +276,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, policy: live, minter: minter, revocations: rel, data: d,
+	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
 }
 

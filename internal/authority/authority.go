@@ -25,10 +25,7 @@ import (
 	"github.com/mica-pki/mica/internal/token"
 )
 
-// Policy decides what may be issued. A running server's policy may be
-// replaced between calls (policy.Live, swapped on a config reload); each
-// call decides with one whole policy, and the authority asks once per
-// request, so no request sees two.
+// Policy decides what may be issued.
 type Policy interface {
 	Decide(req policy.Request) (policy.Decision, error)
 }

@@ -59,17 +59,19 @@ func ACME(ctx context.Context, s *Server, concurrency int, d time.Duration) (ACM
 		}
 		http.NotFound(w, r)
 	}))
+	ln, url, err := listenLoopback()
+	if err != nil {
+		return res, err
+	}
+	defer ln.Close()
 	srv, err := acme.New(acme.Config{Authority: s.Authority, Store: s.ACME, Settings: acme.Settings{
-		Profile: "server", HTTP01Port: httpLn.Addr().(*net.TCPAddr).Port,
+		Profile: "server", URL: url + acme.Prefix, HTTP01Port: httpLn.Addr().(*net.TCPAddr).Port,
 		OrdersPerAccountPerHour: 1 << 30, OrdersPerIdentifierPerHour: 1 << 30,
 	}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return res, err
 	}
-	url, stop, err := serveTLS(s, srv.Handler())
-	if err != nil {
-		return res, err
-	}
+	stop := serveTLSOn(s, ln, srv.Handler())
 	defer stop()
 
 	roots := x509.NewCertPool()

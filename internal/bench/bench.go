@@ -202,12 +202,27 @@ func DiscardOTLP() (url string, stop func(), err error) {
 // serveTLS serves h over TLS 1.3 on a loopback port with s's certificate,
 // asking for (not verifying) client certificates as `mica serve` does.
 func serveTLS(s *Server, h http.Handler) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, url, err := listenLoopback()
 	if err != nil {
 		return "", nil, err
 	}
+	return url, serveTLSOn(s, ln, h), nil
+}
+
+// listenLoopback binds a loopback port for serveTLSOn and says its URL, for
+// a handler that must know its own URL before it serves.
+func listenLoopback() (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	return ln, "https://" + ln.Addr().String(), nil
+}
+
+// serveTLSOn is serveTLS on a bound listener; it returns stop.
+func serveTLSOn(s *Server, ln net.Listener, h http.Handler) (stop func()) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: s.GetCertificate, ClientAuth: tls.RequestClientCert}}
 	go srv.ServeTLS(ln, "", "")
-	return "https://" + ln.Addr().String(), func() { srv.Close() }, nil
+	return func() { srv.Close() }
 }
