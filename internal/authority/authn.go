@@ -40,7 +40,9 @@ type Principal struct {
 // policy (on SIGHUP): it may propose and activate policy versions and
 // nothing else, and the policy's approval rules hold for it as for anyone,
 // so a shell on one server does not bypass the approvers.
-func ConfigFile(path string) Principal { return Principal{Name: "config file " + path, configFile: true} }
+func ConfigFile(path string) Principal {
+	return Principal{Name: "config file " + path, configFile: true}
+}
 
 // System reports whether p is mica itself.
 func (p Principal) System() bool { return p.Name == SystemPrincipal && p.Certificate == nil }
