@@ -423,7 +423,7 @@ func (r *proxyReloader) reload(why string, force bool) {
 	}
 	r.metrics.Reloaded(nil)
 	if !reflect.DeepEqual(cfg.restartOnly(), r.running) {
-		r.log.Warn("proxy config: credentials, revocation, metrics and drain_timeout change only at restart; the listeners were reloaded")
+		r.log.Warn("proxy config: credentials, revocation, pinned_cas, metrics and drain_timeout change only at restart; the listeners were reloaded")
 	}
 	var names []string
 	for _, l := range r.p.Listeners() {
