@@ -64,7 +64,7 @@ func runBenchScale(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := openParts(ctx, d, cfg, pass, *db, nil)
+	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: *db})
 	if err != nil {
 		return err
 	}

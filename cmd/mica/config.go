@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,7 +24,13 @@ import (
 // the few server settings. Every zero value is safe: it means the documented
 // default.
 type Config struct {
-	policy.Config `yaml:",inline"`
+	// TrustDomain is the SPIFFE trust domain of every identity mica issues.
+	TrustDomain string `yaml:"trust_domain"`
+	// PolicyDocument is the policy: profiles, admins, roles, approvals
+	// (docs/governance.md). It is versioned in the database; this file's
+	// copy is the first version, and a proposal (`mica policy propose`,
+	// SIGHUP) after that.
+	authority.PolicyDocument `yaml:",inline"`
 	// Listen is the API's address; 127.0.0.1:8443 by default.
 	Listen string `yaml:"listen"`
 	// ServerNames are the DNS names and IPs in the server's own certificate;
@@ -32,14 +39,12 @@ type Config struct {
 	// Database is empty for the embedded SQLite store in the data directory,
 	// or a postgres:// URL.
 	Database string `yaml:"database"`
-	// Admins maps SPIFFE IDs to roles: admin, operator or auditor.
-	Admins map[string]string `yaml:"admins"`
 	// ACME, when present, serves RFC 8555 under /acme/ on the API listener,
 	// issuing under the profile it names.
 	ACME *acme.Settings `yaml:"acme"`
 	// PublicURL is where relying parties reach the plain-HTTP revocation
 	// endpoints (CRL, OCSP); every certificate names it in its CRL
-	// distribution point and OCSP URL. Default http://127.0.0.1:8080.
+	// distribution point and OCSP URL. Default: http://<http_listen>.
 	PublicURL string `yaml:"public_url"`
 	// HTTPListen is the plain-HTTP listener for CRL and OCSP; default
 	// 127.0.0.1:8080, "off" for none.
@@ -62,8 +67,13 @@ type Config struct {
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
-	// admins is the admins section, checked at load.
-	admins map[string]authority.Role
+	// publicURLGiven says public_url was in the file; otherwise
+	// settlePublicURL derives it from the plain-HTTP listener.
+	publicURLGiven bool
+	// policy is PolicyDocument compiled at load (with mica's reserved
+	// profiles and names), and doc its canonical text.
+	policy authority.CompiledPolicy
+	doc    []byte
 	// owners are the discovery owner rules, compiled at load.
 	owners *discover.Owners
 	// path is the file the config was read from; paths in it are
@@ -99,12 +109,12 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
-	if c.PublicURL == "" {
-		c.PublicURL = defaultPublicURL
-	}
-	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
-	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("config %s: public_url %q must be an http:// URL such as %s (where relying parties fetch CRLs and ask OCSP)", name, c.PublicURL, defaultPublicURL)
+	if c.PublicURL != "" {
+		u, err := checkPublicURL(c.PublicURL)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: public_url: %w", name, err)
+		}
+		c.PublicURL, c.publicURLGiven = u, true
 	}
 	if c.HTTPListen == "" {
 		c.HTTPListen = defaultHTTPListen
@@ -121,23 +131,19 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.TrustDomain == "" {
 		return nil, fmt.Errorf("config %s: trust_domain is required (e.g. trust_domain: example.org)", name)
 	}
-	admins, err := authority.ParseAdmins(c.Admins, c.TrustDomain)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
-	}
-	c.admins = admins
 	if c.ACME != nil {
 		if _, ok := c.Profiles[c.ACME.Profile]; !ok {
 			return nil, fmt.Errorf("config %s: acme: profile %q is not among the profiles: name one of them", name, c.ACME.Profile)
 		}
 	}
-	if c.Config, err = authority.WithReserved(c.Config, c.ServerNames); err != nil {
+	var err error
+	if c.policy, err = c.PolicyDocument.Compile(c.TrustDomain, c.ServerNames); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
-	if err := c.Config.Validate(); err != nil {
+	if c.doc, err = c.PolicyDocument.Marshal(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
-	rules, err := limits.Compile(c.Limits, c.Anomalies, slices.Sorted(maps.Keys(c.Profiles)))
+	rules, err := limits.Compile(c.Limits, c.Anomalies, c.profileNames())
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -148,16 +154,89 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	return &c, nil
 }
 
+// profileNames are every profile the policy applies, mica's own included:
+// also the values the metrics' profile label may take besides "other" and
+// "none".
+func (c *Config) profileNames() []string {
+	return slices.Sorted(maps.Keys(c.profiles()))
+}
+
+// profiles are the policy's profiles with mica's reserved ones.
+func (c *Config) profiles() map[string]policy.ProfileConfig {
+	cfg, err := authority.WithReserved(policy.Config{TrustDomain: c.TrustDomain, Profiles: c.Profiles}, c.ServerNames)
+	if err != nil {
+		return c.Profiles // compiled at load, so this does not happen
+	}
+	return cfg.Profiles
+}
+
+// engine is the file's compiled policy engine.
+func (c *Config) engine() *policy.Engine { return c.policy.Policy.(*policy.Engine) }
+
+// publicURLAsGiven is public_url as the file says it, "" for derived.
+func (c *Config) publicURLAsGiven() string {
+	if c.publicURLGiven {
+		return c.PublicURL
+	}
+	return ""
+}
+
+// checkPublicURL accepts an http(s) URL with a host and no query, and
+// drops a trailing slash.
+func checkPublicURL(s string) (string, error) {
+	s = strings.TrimSuffix(s, "/")
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return "", fmt.Errorf("%q must be an http:// URL such as %s (where relying parties fetch CRLs and ask OCSP)", s, defaultPublicURL)
+	}
+	return s, nil
+}
+
+// settlePublicURL decides the URL every certificate names for its CRL and
+// OCSP: --public-url, else public_url, else the plain-HTTP listener's own
+// address httpAddr (as bound, so a port 0 becomes the real port), so that
+// moving the listener moves what certificates say. A listener on every
+// address cannot be named; then the URL must be given.
+func (c *Config) settlePublicURL(flag, httpAddr string) error {
+	switch {
+	case flag != "":
+		u, err := checkPublicURL(flag)
+		if err != nil {
+			return usageError("--public-url: %v", err)
+		}
+		c.PublicURL = u
+		return nil
+	case c.publicURLGiven:
+		return nil
+	case httpAddr == "off":
+		c.PublicURL = defaultPublicURL
+		return nil
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return fmt.Errorf("http_listen %q: %v: use host:port, or off", httpAddr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return fmt.Errorf("the CRL and OCSP listener %s takes every address, so certificates cannot name it from that: "+
+			"say where relying parties reach it with --public-url or public_url: (e.g. http://ca.example.org:%s)", httpAddr, port)
+	}
+	c.PublicURL = "http://" + net.JoinHostPort(host, port)
+	return nil
+}
+
 // defaultConfig is what `mica init` writes: a starting point to edit and put
 // under version control.
-func defaultConfig(trustDomain, adminID string) string {
+func defaultConfig(trustDomain, adminID, dbURL string) string {
+	database := "# database: postgres://user@host/mica   # default: SQLite in the data directory"
+	if dbURL != "" {
+		database = fmt.Sprintf("database: %q   # this CA's records live here; the server refuses any other", dbURL)
+	}
 	return fmt.Sprintf(`# mica config: profiles say who may obtain which identities, for how long,
-# with which keys and usages. Check changes with `+"`mica policy check`"+`.
+# with which keys and usages. Check changes with `+"`mica policy check mica.yaml`"+`.
 trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
-# database: postgres://user@host/mica   # default: SQLite in the data directory
-# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
+%[4]s
+# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate (default http://<http_listen>)
 # http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
 # metrics_listen: 127.0.0.1:9123        # Prometheus /metrics ("off" for none)
 # tracing:                              # OpenTelemetry traces of the issuance pipeline (off unless an endpoint is set)
@@ -165,7 +244,16 @@ server_names: [localhost, 127.0.0.1]
 #   sample_ratio: 0.1
 
 admins:
-  %[2]s: admin
+  %[2]s: admin                  # one role, or several: [operator, security]
+
+# Custom roles, approvals by several people and separation of duties
+# (docs/governance.md). The policy (profiles, admins, roles, approvals) is
+# versioned in the database: change it with `+"`mica policy propose mica.yaml`"+`
+# or SIGHUP, and every server applies it within seconds.
+# roles:
+#   security: {permissions: [approval:decide, approval:read, audit:read]}
+# approvals:
+#   - {action: policy.change, required: 1, approvers: admin}
 
 profiles:
   service:
@@ -192,7 +280,7 @@ profiles:
 #   renewal_storm: {action: alert, max_renewals_per_lifetime: 4}
 #   issuance_burst: {action: alert, window: 1m, per_profile: 1000, per_requester: 300}
 #   unexpected_network: {action: alert}
-`, trustDomain, adminID, defaultListen)
+`, trustDomain, adminID, defaultListen, database)
 }
 
 // dataPaths are the files in a data directory.

@@ -172,13 +172,17 @@ func (s *serverProc) memory() (rss, peak int64) {
 	return rss, peak
 }
 
-// loadAverage is the 1-minute load average, 0 where /proc does not say.
-func loadAverage() float64 {
+// loadAverage1 is the 1-minute load average, 0 where /proc does not say.
+func loadAverage1() float64 {
 	data, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return 0
 	}
-	f, _ := strconv.ParseFloat(strings.Fields(string(data))[0], 64)
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(fields[0], 64)
 	return f
 }
 
@@ -246,7 +250,7 @@ func median(ds []time.Duration) time.Duration {
 func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
 
 func (r *ScaleResult) add(f Figure) {
-	f.Load1 = loadAverage()
+	f.Load1 = loadAverage1()
 	r.Figures = append(r.Figures, f)
 }
 

@@ -29,7 +29,7 @@ import (
 // Scale loads the fleet (unless the store holds it already), starts the
 // server on it and measures every figure; see ScaleConfig.
 func Scale(ctx context.Context, cfg ScaleConfig) (*ScaleResult, error) {
-	res := &ScaleResult{Engine: cfg.Engine, Live: cfg.Load.Live, Revoked: cfg.Load.Revoked, LoadBefore: loadAverage(),
+	res := &ScaleResult{Engine: cfg.Engine, Live: cfg.Load.Live, Revoked: cfg.Load.Revoked, LoadBefore: loadAverage1(),
 		Note: "figures are from one run on a shared machine and are noisy: compare with a baseline measured in the same run; " +
 			"the load average (1 min) is read when each figure is taken"}
 	now := time.Now()

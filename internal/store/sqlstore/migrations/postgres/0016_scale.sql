@@ -64,4 +64,3 @@ END $$;
 CREATE TRIGGER certificates_unsupersede AFTER UPDATE OF status ON certificates
 FOR EACH ROW WHEN (OLD.status = 'active' AND NEW.status <> 'active') EXECUTE FUNCTION certificates_unsupersede();
 -- engine's own: end
-CREATE INDEX certificates_status ON certificates (status, not_after);

@@ -60,4 +60,3 @@ BEGIN
       AND event_seq < NEW.event_seq AND superseded_until = NEW.not_after;
 END;
 -- engine's own: end
-CREATE INDEX certificates_status ON certificates (status, not_after);
