@@ -82,6 +82,7 @@ func Scale(ctx context.Context, cfg ScaleConfig) (*ScaleResult, error) {
 	}
 	res.add(f)
 
+	measureStore(ctx, &cfg, res)
 	measureReport(ctx, &cfg, srv, res)
 	measureList(ctx, &cfg, srv, c, res)
 	measureCRL(ctx, &cfg, res)
@@ -169,7 +170,7 @@ func measureReport(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *
 	cfg.logf("mica report expiring")
 	var ds []time.Duration
 	var failure string
-	for range 3 {
+	for range 7 {
 		d, _, err := runCLI(ctx, cfg, srv.api, "report", "expiring", "--within", "30d")
 		if err != nil {
 			failure = err.Error()
@@ -177,13 +178,76 @@ func measureReport(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *
 		}
 		ds = append(ds, d)
 	}
-	f := Figure{Name: "expiry report", Command: "mica report expiring --within 30d (end to end, median of 3)", Target: "< 1 s"}
+	f := Figure{Name: "expiry report", Command: "mica report expiring --within 30d (end to end, its own process, 7 runs)", Target: "< 1 s (p50)"}
 	if failure != "" {
 		f.Value, f.Note = "failed", failure
 	} else {
-		f.Value, f.OK = fmt.Sprintf("%.0f ms", Ms(median(ds))), median(ds) < time.Second
+		slices.Sort(ds)
+		f.Value = fmt.Sprintf("p50 %.0f ms, max %.0f ms", Ms(Percentile(ds, 0.5)), Ms(ds[len(ds)-1]))
+		f.OK = Percentile(ds, 0.5) < time.Second
 	}
 	res.add(f)
+}
+
+// measureStore times the inventory's heavy queries straight on the store,
+// each under the store's own deadline (store.DefaultTimeout): what the
+// server's report, gauges, expiry notices and CRL builder wait for.
+func measureStore(ctx context.Context, cfg *ScaleConfig, res *ScaleResult) {
+	cfg.logf("store queries")
+	now := time.Now()
+	notices, _ := cfg.Store.(store.ExpiryNoticeStore)
+	queries := []struct {
+		name string
+		run  func(ctx context.Context) error
+	}{
+		{"expiry report (30d, limit 1000)", func(ctx context.Context) error {
+			_, err := cfg.Store.ExpiringReport(ctx, store.ExpiringFilter{Now: now, Before: now.Add(30 * 24 * time.Hour), Limit: 1000})
+			return err
+		}},
+		{"inventory gauges (certificates by expiry)", func(ctx context.Context) error {
+			_, err := cfg.Store.CertificatesByExpiry(ctx, now)
+			return err
+		}},
+		{"expiry notices (7d, limit 100)", func(ctx context.Context) error {
+			if notices == nil {
+				return errors.New("the store keeps no expiry notices")
+			}
+			_, err := notices.ExpiringWithoutNotice(ctx, store.NoticeFilter{Now: now, Within: 7 * 24 * time.Hour, LifeDivisor: 3, Limit: 100})
+			return err
+		}},
+		{"revoked list (every issuer)", func(ctx context.Context) error {
+			return cfg.Store.RevokedCertificates(ctx, "", now, func(store.Revoked) error { return nil })
+		}},
+		{"count active", func(ctx context.Context) error {
+			_, err := cfg.Store.CountCertificates(ctx, store.Filter{Status: store.StatusActive, Now: now})
+			return err
+		}},
+	}
+	const runs = 20
+	for _, q := range queries {
+		var ds []time.Duration
+		var failure error
+		for range runs {
+			qctx, cancel := context.WithTimeout(ctx, store.DefaultTimeout)
+			t0 := time.Now()
+			err := q.run(qctx)
+			ds = append(ds, time.Since(t0))
+			cancel()
+			if err != nil {
+				failure = err
+				break
+			}
+		}
+		f := Figure{Name: "store: " + q.name, Command: fmt.Sprintf("store call in this process, %d runs", runs), Target: "< 5 s (store.DefaultTimeout)"}
+		if failure != nil {
+			f.Value, f.Note = "failed", failure.Error()
+		} else {
+			slices.Sort(ds)
+			p99 := Percentile(ds, 0.99)
+			f.Value, f.OK = fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", Ms(Percentile(ds, 0.5)), Ms(p99)), p99 < store.DefaultTimeout
+		}
+		res.add(f)
+	}
 }
 
 // listCase is one filter of the inventory list.
@@ -210,39 +274,54 @@ func measureList(ctx context.Context, cfg *ScaleConfig, srv *serverProc, c *clie
 		{"expiring within 24h", client.ListFilter{ExpiringWithin: "24h"}},
 		{"profile + revoked", client.ListFilter{Profile: "web", Status: "revoked"}},
 	}
-	const pages, pageSize = 5, 1000
+	// Each filter's first pages are read rounds times over and the deep
+	// page as often, so that a percentile has samples behind it.
+	const pages, pageSize, rounds = 5, 1000, 4
 	for _, lc := range cases {
-		var worst time.Duration
+		var ds, deep []time.Duration
 		var rows int
 		var failure error
 		f := lc.f
 		f.Limit = pageSize
-		for p := range pages {
-			f.Offset = p * pageSize
+	read:
+		for r := range rounds {
+			for p := range pages {
+				f.Offset = p * pageSize
+				t0 := time.Now()
+				got, err := c.ListCertificates(ctx, f)
+				d := time.Since(t0)
+				if err != nil {
+					failure = err
+					break read
+				}
+				ds = append(ds, d)
+				if r == 0 {
+					rows += len(got)
+				}
+				if len(got) < pageSize {
+					break
+				}
+			}
+			// A deep page: half a million rows in, where offset paging
+			// reads every row before it.
+			f.Offset = 500_000
 			t0 := time.Now()
-			got, err := c.ListCertificates(ctx, f)
-			d := time.Since(t0)
-			if err != nil {
+			if _, err := c.ListCertificates(ctx, f); err != nil {
 				failure = err
 				break
 			}
-			worst, rows = max(worst, d), rows+len(got)
-			if len(got) < pageSize {
-				break
-			}
+			deep = append(deep, time.Since(t0))
 		}
-		// A deep page: half a million rows in, where offset paging reads
-		// every row before it.
-		f.Offset = 500_000
-		t0 := time.Now()
-		_, derr := c.ListCertificates(ctx, f)
-		deep := time.Since(t0)
-		fig := Figure{Name: "cert list: " + lc.name, Command: "GET /v1/certificates (" + describeFilter(lc.f) + "), pages of 1000", Target: "< 100 ms a page"}
+		fig := Figure{Name: "cert list: " + lc.name, Command: "GET /v1/certificates (" + describeFilter(lc.f) + "), pages of 1000", Target: "< 100 ms a page (p99)"}
 		if failure != nil {
 			fig.Value, fig.Note = "failed", failure.Error()
 		} else {
-			fig.Value = fmt.Sprintf("worst of first %d pages %.0f ms (%d rows); page at offset 500000 %.0f ms", pages, Ms(worst), rows, Ms(deep))
-			fig.OK = worst < 100*time.Millisecond && deep < 100*time.Millisecond && derr == nil
+			slices.Sort(ds)
+			slices.Sort(deep)
+			p99, deep99 := Percentile(ds, 0.99), Percentile(deep, 0.99)
+			fig.Value = fmt.Sprintf("first %d pages (%d rows) p50 %.0f ms, p99 %.0f ms over %d reads; page at offset 500000 p50 %.0f ms, p99 %.0f ms",
+				pages, rows, Ms(Percentile(ds, 0.5)), Ms(p99), len(ds), Ms(Percentile(deep, 0.5)), Ms(deep99))
+			fig.OK = p99 < 100*time.Millisecond && deep99 < 100*time.Millisecond
 		}
 		res.add(fig)
 	}
