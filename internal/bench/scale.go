@@ -260,9 +260,6 @@ func (cfg *ScaleConfig) logf(format string, args ...any) {
 	}
 }
 
-// errSkip marks a figure that could not be measured.
-var errSkip = errors.New("bench: not measured")
-
 // table prints aligned columns.
 type table struct {
 	w    io.Writer
