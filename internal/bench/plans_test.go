@@ -65,6 +65,9 @@ func TestPlansAtScale(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range plans {
+			if want := sqliteIndex[p.Name]; engine == "sqlite" && want != "" && !strings.Contains(strings.Join(p.Lines, "\n"), want) {
+				t.Errorf("%s: does not read %s\n%s", p.Name, want, strings.Join(p.Lines, "\n"))
+			}
 			if err := judge(engine, p); err != nil {
 				t.Errorf("%s: %v\n%s\n%s", p.Name, err, p.SQL, strings.Join(p.Lines, "\n"))
 			} else if testing.Verbose() {
@@ -72,6 +75,14 @@ func TestPlansAtScale(t *testing.T) {
 			}
 		}
 	})
+}
+
+// sqliteIndex names the index a SQLite plan must read where another index
+// would pass judge but cost more: a page of live certificates at a deep
+// offset skips its rows in the partial index of the live ones, where the
+// not_after index would read every row skipped to see its status.
+var sqliteIndex = map[string]string{
+	"list active": "certificates_active",
 }
 
 // sampleOf picks an identity, profile, owner and serial from st.
