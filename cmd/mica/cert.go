@@ -242,9 +242,7 @@ func leafSerial(c *tls.Certificate) string {
 }
 
 func runCertList(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "cert list")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "cert list")
 	var f client.ListFilter
 	source := fs.String("source", "issued", "issued (mica's inventory) or discovered (found deployed by `mica discover` and agents)")
 	fs.StringVar(&f.Identity, "identity", "", "only this identity")
@@ -259,20 +257,17 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.BoolVar(&df.IncludeGone, "include-gone", false, "also certificates no longer seen anywhere (discovered)")
 	fs.BoolVar(&df.Sightings, "sightings", false, "list where each was seen (discovered)")
 	output := fs.String("output", "table", "table, json or csv")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	if *output != "table" && *output != "json" && *output != "csv" {
 		return usageError("--output must be table, json or csv, not %q", *output)
 	}
 	if *source != "issued" && *source != "discovered" {
 		return usageError("--source must be issued or discovered, not %q", *source)
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	if *source == "discovered" {
 		if f.Profile != "" || f.Status != "" {
 			return usageError("--profile and --status are for issued certificates; discovered ones have --class, --finding and --owner")
@@ -347,15 +342,15 @@ func humanDuration(d time.Duration) string {
 }
 
 func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "cert revoke")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "cert revoke")
 	reason := fs.String("reason", "", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …")
 	fp := fs.String("fingerprint", "", "revoke the certificate with this SHA-256 fingerprint (hex) instead of a serial")
 	ident := fs.String("identity", "", "revoke every live certificate of this identity, in one transaction")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	chosen := fs.NArg()
 	if *fp != "" {
 		chosen++
@@ -369,11 +364,6 @@ func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
 	if _, err := client.ReasonCode(*reason); err != nil {
 		return usageError("%v", err)
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	var recs []client.Certificate
 	if fs.NArg() == 1 {
 		rec, err := c.Revoke(ctx, fs.Arg(0), *reason)
