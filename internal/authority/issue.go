@@ -304,7 +304,10 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 			return nil, newError(KindInternal, err, "the store did not confirm the certificate in time, so it may yet be committed: "+
 				"a retry with the same token and key returns it if it was: %v", err)
 		}
-		return nil, newError(KindInternal, err, "could not record the certificate; nothing was issued: %v", err)
+		// A failed commit may still have committed (a connection lost
+		// during COMMIT), so say only what the client can do.
+		return nil, newError(KindInternal, err, "could not record the certificate: %v; "+
+			"a retry with the same token and key returns it if it was recorded, or issues it if not", err)
 	}
 	rec.EventSeq = iss.Event.Seq
 	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
