@@ -132,10 +132,14 @@ func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.Certi
 
 // RenewRequest is a renewal authenticated by the current certificate.
 type RenewRequest struct {
-	Peer   Principal
-	CSR    []byte // DER
-	TTL    time.Duration
-	Source netip.Addr
+	Peer Principal
+	CSR  []byte // DER; nil when KeepKey
+	// KeepKey certifies the current certificate's key again, without a
+	// CSR: the TLS handshake that authenticated Peer proved possession of
+	// it, as a CSR's signature would.
+	KeepKey bool
+	TTL     time.Duration
+	Source  netip.Addr
 }
 
 // Renew issues a new certificate with exactly the identity and profile of the
@@ -161,16 +165,28 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	if err != nil {
 		return refuse(newError(KindInvalid, err, "current certificate carries no usable identity: %v", err))
 	}
-	csr, perr := parseCSR(req.CSR)
-	if perr != nil {
-		return refuse(perr.(*Error))
-	}
-	if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
-		return refuse(err)
+	var pub crypto.PublicKey
+	switch {
+	case req.KeepKey && (req.Peer.Certificate == nil || req.Peer.Approval != "" || SerialHex(req.Peer.Certificate) != rec.Serial):
+		// Only a handshake with the certificate proves its key is held.
+		return refuse(newError(KindBadCSR, nil, "only a renewal authenticated with the certificate itself can keep its key: send a CSR"))
+	case req.KeepKey && len(req.CSR) > 0:
+		return refuse(newError(KindBadCSR, nil, "a renewal that keeps its key sends no CSR: send either one or the other"))
+	case !req.KeepKey:
+		csr, perr := parseCSR(req.CSR)
+		if perr != nil {
+			return refuse(perr.(*Error))
+		}
+		if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
+			return refuse(err)
+		}
+		pub = csr.PublicKey
+	default:
+		pub = req.Peer.Certificate.PublicKey
 	}
 	chainStart := chainStartOf(rec)
 	return a.issue(ctx, issueInput{
-		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
+		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: pub,
 			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source, ChainAge: a.now().Sub(chainStart)},
 		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
 		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec), chainStart: chainStart,

@@ -278,6 +278,10 @@ type Store interface {
 	LastEventSeq(ctx context.Context) (int64, error)
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
+	// CertificateWithoutDER is Certificate without the DER (DER is nil):
+	// the lookup that authenticates a client on every request, which has
+	// the certificate in hand already.
+	CertificateWithoutDER(ctx context.Context, serial string) (Certificate, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	// CertificateByToken reads the certificate a one-time token paid for.
 	CertificateByToken(ctx context.Context, jti string) (Certificate, error)

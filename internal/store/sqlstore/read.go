@@ -15,6 +15,13 @@ func (s *Store) Certificate(ctx context.Context, serial string) (_ store.Certifi
 	return s.oneCert(ctx, s.stmt.certBySerial, "serial", serial)
 }
 
+// CertificateWithoutDER implements store.Store.
+func (s *Store) CertificateWithoutDER(ctx context.Context, serial string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate "+serial, false)
+	defer end(&err)
+	return s.oneCert(ctx, s.stmt.certBySerialNoDER, "serial", serial)
+}
+
 // CertificateByFingerprint implements store.Store.
 func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (_ store.Certificate, err error) {
 	ctx, end := s.call(ctx, "read certificate with fingerprint "+fingerprint, false)

@@ -65,6 +65,18 @@ func testRoundTrip(t *testing.T, open Opener) {
 					t.Errorf("%s round trip: %s", lookup.name, d)
 				}
 			}
+			got, err := s.CertificateWithoutDER(ctx, iss.Certificate.Serial)
+			if err != nil {
+				t.Fatalf("CertificateWithoutDER: %v", err)
+			}
+			if got.DER != nil {
+				t.Errorf("CertificateWithoutDER read %d bytes of DER, want none", len(got.DER))
+			}
+			want := iss.Certificate
+			want.DER = nil
+			if d := sameCert(got, want); d != "" {
+				t.Errorf("CertificateWithoutDER round trip: %s", d)
+			}
 			evs, err := s.Events(ctx, store.EventFilter{})
 			if err != nil {
 				t.Fatalf("Events: %v", err)
