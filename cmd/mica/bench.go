@@ -336,6 +336,10 @@ func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.T
 		cleanup()
 		return nil, nil, err
 	}
+	if err := appendBenchLimits(d); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
 	cfg, err := loadConfig(d.config())
 	if err != nil {
 		cleanup()

@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"net/http"
 	"os"
@@ -317,10 +316,6 @@ func (e *testEnv) testRenew(t *testing.T) {
 	if !bytes.Equal(keyAfter, keyReused) {
 		t.Error("--reuse-key replaced the key")
 	}
-}
-
-func csrPEM(der []byte) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
 
 // mint signs a token with the server's own token key, for refusals that the

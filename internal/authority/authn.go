@@ -57,26 +57,30 @@ func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certific
 	return a.AuthenticateConn(ctx, nil, chain, source)
 }
 
-// ConnMemo remembers the chain a client connection presented once the
-// authority has verified it, so that the connection's later requests skip
-// building and checking the path: a TLS connection's peer certificates do
-// not change for its whole life. What can change is checked on every
-// request all the same: the time against every certificate of the chain,
-// the trust anchors, and the leaf's status in the inventory. A door keeps
+// ConnMemo remembers what the authority learnt from a client connection's
+// first request: that its chain verified, and the leaf's inventory record.
+// A TLS connection's peer certificates do not change for its whole life,
+// so later requests on it skip building and checking the path and reading
+// the whole record. What can change is checked on every request all the
+// same: the time against every certificate of the path, the trust anchors,
+// and the leaf's status in the inventory (revoked or not). A door keeps
 // one per connection (the REST API: http.Server.ConnContext); the zero
 // value is ready, and it is safe for concurrent use.
 type ConnMemo struct {
 	verified atomic.Pointer[verifiedChain]
 }
 
-// verifiedChain is a chain that verified: the certificates as presented,
-// the roots it verified against, the window in which every certificate of
-// the path is valid, and the leaf's identity.
+// verifiedChain is a chain that verified and whose leaf is in the
+// inventory: the certificates as presented, the roots it verified
+// against, the window in which every certificate of the path is valid,
+// the leaf's identity and its record as first read. It is not changed
+// once made.
 type verifiedChain struct {
 	presented           []*x509.Certificate
 	roots               *x509.CertPool
 	notBefore, notAfter time.Time
 	id                  identity.Identity
+	record              store.Certificate
 }
 
 // lookup returns what m remembers about chain if it was verified against
@@ -93,7 +97,7 @@ func (m *ConnMemo) lookup(chain []*x509.Certificate, roots *x509.CertPool, now t
 }
 
 // AuthenticateConn is AuthenticateFrom for a request on a connection whose
-// memo is m (nil: verify the chain every time).
+// memo is m (nil: verify the chain and read the record every time).
 func (a *Authority) AuthenticateConn(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
 	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, m, chain, source) })
 	if err != nil && KindOf(err) != KindInternal {
@@ -116,26 +120,33 @@ func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509
 		return Principal{}, newError(KindCertExpired, nil, "client certificate %s is not valid until %s: check this machine's clock",
 			SerialHex(leaf), leaf.NotBefore.Format(time.RFC3339))
 	}
+	var rec store.Certificate
 	v := m.lookup(chain, a.rootPool, now)
-	if v == nil {
+	if v != nil {
+		st, err := a.store.CertificateStatus(ctx, v.record.Serial)
+		if err != nil {
+			return Principal{}, lookupError(v.record.Serial, err)
+		}
+		rec = v.record
+		rec.Status, rec.RevokedAt, rec.RevocationReason = st.Status, st.RevokedAt, st.RevocationReason
+	} else {
 		var err error
 		if v, err = a.verifyChain(ctx, chain, source, now); err != nil {
 			return Principal{}, err
 		}
+		serial := SerialHex(leaf)
+		if rec, err = a.store.CertificateWithoutDER(ctx, serial); err != nil {
+			return Principal{}, lookupError(serial, err)
+		}
+		if rec.Fingerprint != Fingerprint(leaf.Raw) {
+			return Principal{}, newError(KindUnauthenticated, nil, "client certificate %s does not match the inventory record", rec.Serial)
+		}
+		v.record = rec
 		if m != nil {
 			m.verified.Store(v)
 		}
 	}
-	serial := SerialHex(leaf)
-	rec, err := a.store.CertificateWithoutDER(ctx, serial)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return Principal{}, newError(KindUnauthenticated, err, "client certificate %s is not in this server's inventory", serial)
-	case err != nil:
-		return Principal{}, newError(KindInternal, err, "could not look up the client certificate: %v", err)
-	case rec.Fingerprint != Fingerprint(leaf.Raw):
-		return Principal{}, newError(KindUnauthenticated, nil, "client certificate %s does not match the inventory record", rec.Serial)
-	case rec.Status == store.StatusRevoked:
+	if rec.Status == store.StatusRevoked {
 		return Principal{}, newError(KindCertRevoked, nil,
 			"client certificate %s was revoked at %s and cannot be used or renewed: enroll again with a new token",
 			rec.Serial, rec.RevokedAt.Format(time.RFC3339))
@@ -145,6 +156,15 @@ func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509
 		return Principal{}, err
 	}
 	return Principal{Name: v.id.Primary(), Roles: roles, Certificate: leaf, Record: rec}, nil
+}
+
+// lookupError is the refusal for a client certificate whose record could
+// not be read.
+func lookupError(serial string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return newError(KindUnauthenticated, err, "client certificate %s is not in this server's inventory", serial)
+	}
+	return newError(KindInternal, err, "could not look up the client certificate: %v", err)
 }
 
 // verifyChain builds and checks a path from chain's leaf to one of mica's

@@ -117,19 +117,21 @@ func TestOpen(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		var deny, cert int
+		var deny, cert, status int
 		for q := range s.read.prepared {
 			switch {
 			case strings.Contains(q, "denied_identities"):
 				deny++
+			case strings.HasPrefix(q, "SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ?"):
+				status++
 			case strings.Contains(q, "FROM certificates WHERE serial = ?") && strings.Contains(q, "NULL"):
 				cert++ // without the DER
 			default:
 				t.Errorf("unexpected prepared reader statement %q", q)
 			}
 		}
-		if deny != 1 || cert != 1 {
-			t.Errorf("prepared: %d deny-list and %d certificate lookups, want one of each", deny, cert)
+		if deny != 1 || cert != 1 || status != 1 {
+			t.Errorf("prepared: %d deny-list, %d certificate and %d status lookups, want one of each", deny, cert, status)
 		}
 	})
 	t.Run("BadPath", func(t *testing.T) {

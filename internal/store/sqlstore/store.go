@@ -52,7 +52,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// The deny list is read on every issuance and the client's
 		// certificate on every authenticated request; preparing them per
 		// call cost more than the lookups themselves.
-		for _, q := range []string{s.stmt.isDenied, s.stmt.certBySerialNoDER} {
+		for _, q := range []string{s.stmt.isDenied, s.stmt.certBySerialNoDER, s.stmt.certStatus} {
 			if err := p.Prepare(ctx, q); err != nil {
 				return nil, fmt.Errorf("%s: prepare %q: %w", s.d.Name, q, err)
 			}
@@ -81,7 +81,7 @@ func (s *Store) errorf(format string, args ...any) error {
 // store opens, not per call.
 type statements struct {
 	certBySerial, certByFingerprint, certByToken string
-	certBySerialNoDER                            string
+	certBySerialNoDER, certStatus                string
 	eventBySeq, lastEventSeq                     string
 	addCheckpoint, latestCheckpoint              string
 	isDenied, deniedIdentities                   string
@@ -100,6 +100,7 @@ func newStatements(d *Dialect) statements {
 	st := statements{
 		certBySerial:      d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE serial = ?"),
 		certBySerialNoDER: d.rebind("SELECT " + certSelect("", true) + " FROM certificates WHERE serial = ?"),
+		certStatus:        d.rebind("SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ?"),
 		certByFingerprint: d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE fingerprint = ?"),
 		certByToken:       d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE token_jti = ? AND token_jti <> ''"),
 		eventBySeq:        d.rebind("SELECT " + eventSelect + " FROM events WHERE seq = ?"),

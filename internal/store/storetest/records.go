@@ -106,6 +106,8 @@ func testNotFound(t *testing.T, open Opener) {
 		{"CertificateByFingerprint", func() error { _, err := s.CertificateByFingerprint(ctx, "00ff"); return err }},
 		{"CertificateByToken", func() error { _, err := s.CertificateByToken(ctx, "no-such-token"); return err }},
 		{"CertificateByToken empty", func() error { _, err := s.CertificateByToken(ctx, ""); return err }},
+		{"CertificateWithoutDER", func() error { _, err := s.CertificateWithoutDER(ctx, "00ff"); return err }},
+		{"CertificateStatus", func() error { _, err := s.CertificateStatus(ctx, "00ff"); return err }},
 		{"Revoke", func() error { return s.Revoke(ctx, "00ff", 1, base, newEvent(store.ActionCertRevoked, "")) }},
 	}
 	for _, tc := range tests {
