@@ -230,7 +230,7 @@ func benchRenew(ctx context.Context, t renewTarget, workers int, d, warmup time.
 		if err != nil {
 			return res, err
 		}
-		res.ServerCPUMs = float64((end-serverStart).Microseconds()) / 1000 / float64(n)
+		res.ServerCPUMs = float64((end - serverStart).Microseconds()) / 1000 / float64(n)
 	}
 	switch {
 	case t.mode == "in-process" && n > 0:
