@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"os"
@@ -337,6 +338,10 @@ func (e *testEnv) testRenew(t *testing.T) {
 	if !bytes.Equal(keyAfter, keyReused) {
 		t.Error("--reuse-key replaced the key")
 	}
+}
+
+func csrPEM(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }
 
 // mint signs a token with the server's own token key, for refusals that the
