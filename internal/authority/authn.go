@@ -27,6 +27,9 @@ type Principal struct {
 	Roles       []Role
 	Certificate *x509.Certificate
 	Record      store.Certificate // the inventory record of Certificate
+	// Token is the ID of the enrollment token that authenticated the
+	// request (Enroll): it binds the identity and profile, once.
+	Token string
 	// CertKey is the serial of a certificate whose own key signed the
 	// request (ACME revocation), proving possession of that certificate.
 	CertKey string
