@@ -214,9 +214,9 @@ func ProcessPeakRSS(pid int) int64 {
 	return 0
 }
 
-// LoadAverage is the machine's 1, 5 and 15 minute load averages from
-// /proc/loadavg: a figure measured on a shared machine means little
-// without it.
+// LoadAverage is the machine's 1, 5 and 15 minute load averages, as uptime
+// shows them: a figure measured on a shared machine means little without
+// it.
 func LoadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -226,5 +226,5 @@ func LoadAverage() string {
 	if len(f) < 3 {
 		return "unknown"
 	}
-	return strings.Join(f[:3], " ")
+	return strings.Join(f[:3], ", ")
 }
