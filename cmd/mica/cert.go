@@ -138,7 +138,7 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	var cf clientFlags
 	cf.register(fs, env, true)
 	out := fs.String("out", "", "directory to write the renewed files (default: the directory of --cert)")
-	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one")
+	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one (no CSR is sent: the handshake proves the key)")
 	keyType := fs.String("key-type", "", "algorithm of the new key (default: the current key's)")
 	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
 	if err := parse(env, fs, args); err != nil {
@@ -168,13 +168,10 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	defer c.Close()
 	current := cred.PrivateKey.(crypto.Signer)
 	var newKey crypto.Signer
-	var csrPEM string
+	req := client.CertificateRequest{TTL: *ttl}
 	if *reuse {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, current)
-		if err != nil {
-			return fmt.Errorf("making the CSR: %w", err)
-		}
-		csrPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+		// No CSR: the handshake with the current certificate proves the key.
+		req.KeepKey = true
 	} else {
 		alg, err := keys.ParseAlgorithm(*keyType)
 		if *keyType == "" {
@@ -183,11 +180,11 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return usageError("%v", err)
 		}
-		if newKey, csrPEM, err = newKeyAndCSR(alg); err != nil {
+		if newKey, req.CSR, err = newKeyAndCSR(alg); err != nil {
 			return err
 		}
 	}
-	resp, err := c.Renew(ctx, client.CertificateRequest{CSR: csrPEM, TTL: *ttl})
+	resp, err := c.Renew(ctx, req)
 	if err != nil {
 		return err
 	}
