@@ -25,6 +25,11 @@ DROP INDEX certificates_status;
 -- at an offset skips the rows before it in the index, without reading
 -- each row to see its status.
 CREATE INDEX certificates_active ON certificates (not_after, serial) WHERE status = 'active';
+-- The revoked certificates of a profile or an owner in the same order: a
+-- page of them reads them alone, not every certificate of the profile.
+-- Only a revocation writes these.
+CREATE INDEX certificates_revoked_profile ON certificates (profile, not_after, serial) WHERE status = 'revoked';
+CREATE INDEX certificates_revoked_owner ON certificates (owner, not_after, serial) WHERE status = 'revoked';
 CREATE INDEX certificates_revoked ON certificates (not_after, serial, issuer, identity, revoked_at, revocation_reason) WHERE status = 'revoked';
 
 -- superseded_until: the not_after of an active certificate of the same
