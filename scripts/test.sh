@@ -19,6 +19,7 @@ command -v lego >/dev/null || need+=(lego)
 command -v promtool >/dev/null || need+=(prometheus)
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -31,6 +32,7 @@ echo "certbot: $(certbot --version 2>&1)"
 echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
 echo "curl: $(curl --version | head -1)"
+echo "softhsm2: $(softhsm2-util --version 2>&1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -41,6 +43,10 @@ fi
 
 step "go vet"
 go vet ./...
+
+step "build without cgo (PKCS#11 then says it needs cgo)"
+CGO_ENABLED=0 go build ./...
+CGO_ENABLED=0 go test -count=1 ./internal/keys/pkcs11/
 
 step "staticcheck"
 go run "$STATICCHECK" ./...

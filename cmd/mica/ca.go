@@ -16,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 )
 
 // The offline-root flow:
@@ -31,18 +32,27 @@ func runCARequestIntermediate(_ context.Context, env *cliEnv, args []string) err
 	td := fs.String("trust-domain", "example.org", "SPIFFE trust domain")
 	keyType := fs.String("key-type", string(keys.Default), "intermediate key algorithm")
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase that encrypts the intermediate key (or set MICA_PASSPHRASE)")
+	kf := addKeyFlags(fs)
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
 	d := dataPaths{*dataDir}
-	pass, err := readPassphrase(env, *passFile, d)
+	s, err := kf.settings()
 	if err != nil {
+		return err
+	}
+	pass, err := readPassphrase(env, *passFile, d)
+	if err != nil && s.Backend != custody.PKCS11 {
 		return err
 	}
 	cfg, err := initOptions{trustDomain: *td, keyType: *keyType, passphrase: pass}.caConfig()
 	if err != nil {
 		return err
 	}
+	if cfg.Keys, err = openKeys(env, s, pass); err != nil {
+		return err
+	}
+	defer cfg.Keys.Close()
 	if err := os.MkdirAll(d.caDir(), 0o700); err != nil {
 		return err
 	}
@@ -62,6 +72,7 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 	td := fs.String("trust-domain", "example.org", "the only SPIFFE trust domain the intermediate may sign for (name constraint)")
 	validity := fs.Duration("validity", 0, "intermediate lifetime (default 1 year)")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
+	kf := addKeyFlags(fs)
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
@@ -73,10 +84,11 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 		return usageError("--trust-domain %q: %v", *td, err)
 	}
 	d := dataPaths{*dataDir}
-	root, rootKey, err := loadRootKey(env, d, *passFile)
+	root, rootKey, closeKeys, err := loadRootKey(env, d, *passFile, kf)
 	if err != nil {
 		return err
 	}
+	defer closeKeys()
 	data, err := os.ReadFile(*csrPath)
 	if err != nil {
 		return fmt.Errorf("reading CSR: %w", err)
@@ -143,12 +155,26 @@ func runCAImportIntermediate(_ context.Context, env *cliEnv, args []string) erro
 	return nil
 }
 
-// loadRootKey reads the root certificate and decrypts its key: only on the
-// root machine, for the ceremonies (signing an intermediate or the root CRL).
-func loadRootKey(env *cliEnv, d dataPaths, passFile string) (*x509.Certificate, crypto.Signer, error) {
-	pass, err := readPassphrase(env, passFile, d)
+// loadRootKey reads the root certificate and opens its key (decrypted, or
+// in its PKCS#11 token): only on the root machine, for the ceremonies
+// (signing an intermediate or the root CRL).
+func loadRootKey(env *cliEnv, d dataPaths, passFile string, kf keyFlags) (*x509.Certificate, crypto.Signer, func(), error) {
+	s, err := kf.settings()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return ca.LoadRoot(d.caDir(), pass)
+	pass, err := readPassphrase(env, passFile, d)
+	if err != nil && s.Backend != custody.PKCS11 {
+		return nil, nil, nil, err
+	}
+	k, err := openKeys(env, s, pass)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	root, key, err := ca.LoadRootKeys(d.caDir(), k)
+	if err != nil {
+		k.Close()
+		return nil, nil, nil, err
+	}
+	return root, key, func() { k.Close() }, nil
 }

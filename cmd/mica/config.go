@@ -12,6 +12,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/strictyaml"
@@ -54,6 +55,9 @@ type Config struct {
 	// server-wide with per-profile overrides (docs/limits.md).
 	Limits    limits.Limits    `yaml:"limits"`
 	Anomalies limits.Anomalies `yaml:"anomalies"`
+	// Keys chooses where the CA keys live: key_backend (file or pkcs11)
+	// and the pkcs11 section.
+	Keys custody.Settings `yaml:",inline"`
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
@@ -101,6 +105,9 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	if c.MetricsListen == nil {
 		c.MetricsListen = new(defaultMetrics)
+	}
+	if err := c.Keys.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if err := c.Tracing.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)

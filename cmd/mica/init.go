@@ -18,6 +18,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/store"
 )
@@ -30,6 +31,8 @@ type initOptions struct {
 	passphrase  []byte
 	adminName   string
 	dbURL       string
+	// keys is where the CA keys are made (mica.yaml's key_backend).
+	keys custody.Settings
 }
 
 func runInit(ctx context.Context, env *cliEnv, args []string) error {
@@ -41,7 +44,12 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	rootOnly := fs.Bool("root-only", false, "create only a root, for an offline root machine; sign intermediates with `mica ca sign-intermediate`")
 	adminName := fs.String("admin-name", "admin", "name of the first admin: spiffe://<trust domain>/mica/admin/<name>")
 	db := fs.String("db", "", "postgres:// URL (default: SQLite in the data directory)")
+	kf := addKeyFlags(fs)
 	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	keySettings, err := kf.settings()
+	if err != nil {
 		return err
 	}
 	d := dataPaths{*dataDir}
@@ -52,7 +60,7 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db}
+	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db, keys: keySettings}
 	if *rootOnly {
 		return initRootOnly(env, opts)
 	}
@@ -76,6 +84,10 @@ func initRootOnly(env *cliEnv, o initOptions) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Keys, err = openKeys(env, o.keys, o.passphrase); err != nil {
+		return err
+	}
+	defer cfg.Keys.Close()
 	if err := os.MkdirAll(o.data.caDir(), 0o700); err != nil {
 		return err
 	}
@@ -98,7 +110,13 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	if err != nil {
 		return err
 	}
-	hier, err := ca.Load(o.data.caDir(), o.passphrase)
+	keys, err := openKeys(env, o.keys, o.passphrase)
+	if err != nil {
+		return err
+	}
+	caCfg.Keys = keys
+	defer keys.Close()
+	hier, err := ca.LoadKeys(o.data.caDir(), keys)
 	createdCA := false
 	switch {
 	case errors.Is(err, ca.ErrNotInitialized):
@@ -131,7 +149,7 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	}
 	adminID := fmt.Sprintf("spiffe://%s%s%s", trustDomain, authority.AdminPathPrefix, o.adminName)
 	if !fileExists(o.data.config()) {
-		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID)), 0o644); err != nil {
+		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID)+settingsYAML(o.keys)), 0o644); err != nil {
 			return err
 		}
 	}

@@ -49,6 +49,7 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	out := fs.String("out", "", "where to write the DER CRL (default ca/root.crl in the data directory, which `mica serve` publishes)")
 	validity := fs.Duration("validity", 180*24*time.Hour, "time until nextUpdate: sign the next one before then")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
+	kf := addKeyFlags(fs)
 	var revoked revokedList
 	fs.Var(&revoked, "revoke", "an intermediate's serial to list, as SERIAL or SERIAL:reason (repeatable; e.g. 1f2e…:cACompromise)")
 	if err := parse(env, fs, args); err != nil {
@@ -58,10 +59,11 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 		return usageError("--validity %s: choose between 1h and 366 days", *validity)
 	}
 	d := dataPaths{*dataDir}
-	root, rootKey, err := loadRootKey(env, d, *passFile)
+	root, rootKey, closeKeys, err := loadRootKey(env, d, *passFile, kf)
 	if err != nil {
 		return err
 	}
+	defer closeKeys()
 	now := time.Now().UTC().Truncate(time.Second)
 	der, err := crl.Build(crl.Params{
 		Issuer: root, Signer: rootKey,

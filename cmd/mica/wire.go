@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
@@ -38,6 +40,8 @@ import (
 type parts struct {
 	cfg       *Config
 	hierarchy *ca.Hierarchy
+	// caKeys holds the CA keys (sealed files or a PKCS#11 token).
+	caKeys    custody.Keys
 	store     store.Store
 	authority *authority.Authority
 	minter    *token.Minter
@@ -61,6 +65,7 @@ func (p *parts) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p.tracing.Shutdown(ctx)
+	defer p.caKeys.Close()
 	return p.store.Close()
 }
 
@@ -106,11 +111,20 @@ func redactURL(u string) string {
 }
 
 // openParts loads the CA, token key, policy and store and wires the authority.
-func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (_ *parts, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hier, err := ca.Load(d.caDir(), passphrase)
+	caKeys, err := openKeys(&cliEnv{getenv: os.Getenv}, cfg.Keys, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			caKeys.Close()
+		}
+	}()
+	hier, err := ca.LoadKeys(d.caDir(), caKeys)
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
 			return nil, fmt.Errorf("%s: %w: run `mica init --data-dir %s` (or `mica serve --dev`)", d.dir, errNotInitialised, d.dir)
@@ -202,7 +216,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+	return &parts{cfg: cfg, hierarchy: hier, caKeys: caKeys, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
 }
 
