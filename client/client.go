@@ -242,6 +242,13 @@ func (c *Client) do(ctx context.Context, method, path, bearer string, in, out an
 		}
 		return p
 	}
+	if resp.StatusCode == http.StatusAccepted && resp.Header.Get("Mica-Approval") != "" {
+		pe := &PendingError{}
+		if err := json.Unmarshal(data, &pe.Approval); err != nil {
+			return fmt.Errorf("mica: unexpected response from %s: %w", c.base.Host, err)
+		}
+		return pe
+	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
 			return fmt.Errorf("mica: unexpected response from %s: %w", c.base.Host, err)

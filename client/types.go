@@ -14,6 +14,9 @@ type TokenRequest struct {
 	Profile  string `json:"profile"`
 	TTL      string `json:"ttl,omitempty"`
 	CIDR     string `json:"cidr,omitempty"`
+	// Approval collects a token whose request was held for approvers and
+	// approved: the same parameters, and the request's id.
+	Approval string `json:"approval,omitempty"`
 }
 
 // TokenResponse carries the token. The token is a bearer secret: hand it to

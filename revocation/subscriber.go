@@ -25,6 +25,12 @@ type Config struct {
 	// OnSnapshot after each snapshot; neither may block for long.
 	OnEvent    func(Event)
 	OnSnapshot func(Snapshot)
+	// OnConnect, when set, is called when a connection to the feed is
+	// accepted, and OnDisconnect whenever an attempt ends (refused,
+	// unreachable or cut) with why: a verifier's "feed connected" metric
+	// and its log line hang here.
+	OnConnect    func()
+	OnDisconnect func(error)
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
 }
@@ -65,6 +71,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if s.cfg.OnDisconnect != nil {
+			s.cfg.OnDisconnect(err)
+		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
 		}
@@ -96,6 +105,9 @@ func (s *Subscriber) RunOnce(ctx context.Context) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("revocation: the feed answered %s: check the subscriber's certificate", resp.Status)
+	}
+	if s.cfg.OnConnect != nil {
+		s.cfg.OnConnect()
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<30) // a snapshot is one line

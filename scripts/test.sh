@@ -16,7 +16,7 @@ command -v openssl >/dev/null || need+=(openssl)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v certbot >/dev/null || need+=(certbot)
 command -v lego >/dev/null || need+=(lego)
-command -v promtool >/dev/null || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus) # promtool, and the server cmd/mica TestAlertsWithPrometheus runs
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
@@ -30,6 +30,7 @@ echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
 echo "certbot: $(certbot --version 2>&1)"
 echo "promtool: $(promtool --version 2>&1 | head -1)"
+echo "prometheus: $(prometheus --version 2>&1 | head -1)"
 echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
 echo "curl: $(curl --version | head -1)"
 echo "softhsm2: $(softhsm2-util --version 2>&1)"

@@ -18,7 +18,8 @@ func withACME(p *parts, cfg *Config, api http.Handler, log *slog.Logger) (http.H
 	if !ok {
 		return nil, fmt.Errorf("acme: the %T store cannot keep ACME state", p.store)
 	}
-	srv, err := acme.New(acme.Config{Authority: p.authority, Store: st, Settings: *cfg.ACME, Logger: log})
+	srv, err := acme.New(acme.Config{Authority: p.authority, Store: st, Settings: *cfg.ACME, Logger: log,
+		SharedLimits: p.rateLimitBackend()})
 	if err != nil {
 		return nil, err
 	}

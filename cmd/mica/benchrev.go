@@ -162,7 +162,7 @@ func runBenchRevocation(ctx context.Context, env *cliEnv, args []string) error {
 	connect := time.Since(start)
 	res := revBenchResult{Store: storeName(*db, ""), Subscribers: *subscribers, Revocations: *revocations, ConnectSec: connect.Seconds(),
 		Note: "latency is from the store's commit of each revocation to its arrival in each subscriber's Set, over loopback mTLS; revocations one at a time"}
-	admin := authority.Principal{Name: "bench", Role: authority.RoleAdmin}
+	admin := authority.Principal{Name: authority.SystemPrincipal}
 	for i, iss := range certs {
 		want := int64(*subscribers) * int64(i+1)
 		if _, err := b.p.authority.Revoke(ctx, admin, iss.Record.Serial, 1, netip.Addr{}); err != nil {
@@ -258,7 +258,7 @@ func runBenchOCSP(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	admin := authority.Principal{Name: "bench", Role: authority.RoleAdmin}
+	admin := authority.Principal{Name: authority.SystemPrincipal}
 	var reqs [][]byte
 	for i, iss := range certs {
 		if i%10 == 0 {

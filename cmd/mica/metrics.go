@@ -43,6 +43,7 @@ func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertif
 			}
 			return c.ThisUpdate, c.NextUpdate, c.Entries, true
 		},
+		RootCRL:  rev.rootCRL.Current,
 		OCSP:     rev.ocsp.CacheStats,
 		Feed:     rev.hub.Stats,
 		Audit:    p.audit.Status,

@@ -180,7 +180,11 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 			defer closeFeedSrc()
 			feedSrc = s
 		}
-		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc)
+		feedMetrics, err := telemetry.NewFeedClientMetrics(reg, log)
+		if err != nil {
+			return err
+		}
+		sub, ready, err := newFeedSubscriber(cfg.Revocation.Feed, feedSrc, feedMetrics)
 		if err != nil {
 			return err
 		}
@@ -255,8 +259,8 @@ func openSource(ctx context.Context, c proxyCredentials, log *slog.Logger) (mtls
 // newFeedSubscriber follows the server's revocation feed over mTLS with
 // src's credential; the server is judged by its certificate's names (it
 // must name the host in the URL) against src's trust bundle. ready closes
-// at the first snapshot.
-func newFeedSubscriber(server string, src mtls.Source) (*revocation.Subscriber, <-chan struct{}, error) {
+// at the first snapshot; m watches the connection.
+func newFeedSubscriber(server string, src mtls.Source, m *telemetry.FeedClientMetrics) (*revocation.Subscriber, <-chan struct{}, error) {
 	u, host, err := feedURL(server)
 	if err != nil {
 		return nil, nil, err
@@ -267,12 +271,13 @@ func newFeedSubscriber(server string, src mtls.Source) (*revocation.Subscriber, 
 	}
 	ready := make(chan struct{})
 	first := true
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: u, TLS: tc, OnSnapshot: func(revocation.Snapshot) {
-		if first { // OnSnapshot is called from Run's one goroutine
-			first = false
-			close(ready)
-		}
-	}})
+	sub, err := revocation.NewSubscriber(revocation.Config{URL: u, TLS: tc, OnConnect: m.Connected, OnDisconnect: m.Disconnected,
+		OnSnapshot: func(revocation.Snapshot) {
+			if first { // OnSnapshot is called from Run's one goroutine
+				first = false
+				close(ready)
+			}
+		}})
 	return sub, ready, err
 }
 

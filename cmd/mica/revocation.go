@@ -28,9 +28,10 @@ const ocspPath = "/ocsp"
 // push feed, the CRL and OCSP. The feed follows the store and tells the
 // other two what changed.
 type revocationOutputs struct {
-	hub  *feed.Hub
-	crl  *crl.Service
-	ocsp *ocsp.Responder
+	hub     *feed.Hub
+	crl     *crl.Service
+	rootCRL *crl.Static // the root's CRL, signed offline
+	ocsp    *ocsp.Responder
 }
 
 // newRevocationOutputs wires the outputs for the running intermediate and
@@ -67,7 +68,8 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 		return nil, err
 	}
 	p.revocations.set(hub.Changed)
-	return &revocationOutputs{hub: hub, crl: crlSvc, ocsp: resp}, nil
+	rootCRL := crl.NewStatic(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root, nil, log)
+	return &revocationOutputs{hub: hub, crl: crlSvc, rootCRL: rootCRL, ocsp: resp}, nil
 }
 
 // lintSmallCRL lints CRLs of up to 100,000 entries before they are
@@ -99,13 +101,14 @@ func (r *revocationOutputs) run(ctx context.Context, cancel context.CancelCauseF
 func (r *revocationOutputs) handler(p *parts) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+crl.Path(p.hierarchy.Intermediate), r.crl.Handler())
-	mux.Handle("GET "+crl.Path(p.hierarchy.Root), crl.StaticHandler(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root))
+	mux.Handle("GET "+crl.Path(p.hierarchy.Root), r.rootCRL)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	ocspHandler := r.ocsp.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// OCSP bypasses the mux: a base64 GET request may contain "//",
 		// which ServeMux would answer with a redirect to a cleaned path.
 		if req.URL.Path == ocspPath || strings.HasPrefix(req.URL.Path, ocspPath+"/") {
+			req.Pattern = ocspPath // for the request metrics' route label
 			ocspHandler.ServeHTTP(w, req)
 			return
 		}

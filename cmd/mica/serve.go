@@ -19,6 +19,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
@@ -109,7 +110,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer stopRuns(nil)
 	runs := rev.run(runCtx, stopRuns)
 	defer runs.Wait()
-	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, rev.handler(p), log)
+	httpMetrics, err := telemetry.NewHTTPMetrics(p.registry)
+	if err != nil {
+		return err
+	}
+	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, httpMetrics.Wrap("revocation", rev.handler(p)), log)
 	if err != nil {
 		return err
 	}
@@ -142,7 +147,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler: traced(p, handler),
+		Handler: traced(p, httpMetrics.Wrap("api", handler)),
+		// The feed's lag counts what a subscriber has not read from its
+		// connection.
+		ConnContext: feed.ConnContext,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: certs.get,

@@ -194,6 +194,9 @@ func TestShippedQueriesMatchMetrics(t *testing.T) {
 		t.Fatalf("through the proxy: %s", resp.Status)
 	}
 
+	// The root CRL, signed at the root ceremony, is watched once published.
+	e.micaOK("ca", "root-crl", "--validity", "720h")
+
 	have := scrapedNames(t, e.server.metricsURL)
 	for _, url := range []string{"http://" + ag.metrics + "/metrics", "http://" + gw.metrics + "/metrics"} {
 		for n := range scrapedNames(t, url) {

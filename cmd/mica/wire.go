@@ -29,6 +29,8 @@ import (
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/ratelimit"
+	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/postgres"
 	"github.com/mica-pki/mica/internal/store/sqlite"
@@ -46,10 +48,13 @@ type parts struct {
 	authority *authority.Authority
 	minter    *token.Minter
 	audit     *auditlog.Log
-	failures  *auditlog.FailureCounter
+	failures  *auditlog.Throttle // failed authentications
 	// guard enforces the rate limits and reports anomalies; its Run
 	// writes the throttled events' summaries.
 	guard *limits.Guard
+	// sharedLimits keeps rate-limit buckets in PostgreSQL so that limits
+	// hold across replicas; nil on SQLite (one server, buckets in memory).
+	sharedLimits *pgbuckets.Backend
 	// revocations relays the authority's "a revocation committed" to the
 	// revocation outputs, which serve wires after the authority exists.
 	revocations *relay
@@ -66,7 +71,19 @@ func (p *parts) Close() error {
 	defer cancel()
 	p.tracing.Shutdown(ctx)
 	defer p.caKeys.Close()
+	if p.sharedLimits != nil {
+		p.sharedLimits.Close()
+	}
 	return p.store.Close()
+}
+
+// rateLimitBackend is where the limits' buckets are shared, nil when they
+// are this process's.
+func (p *parts) rateLimitBackend() ratelimit.Backend {
+	if p.sharedLimits == nil {
+		return nil
+	}
+	return p.sharedLimits
 }
 
 // relay is a hook set after construction: the authority needs it at New,
@@ -85,7 +102,7 @@ func (r *relay) fire() {
 // otherwise the embedded SQLite file in the data directory.
 func openStore(ctx context.Context, dbURL string, d dataPaths) (store.Store, error) {
 	switch {
-	case strings.HasPrefix(dbURL, "postgres://"), strings.HasPrefix(dbURL, "postgresql://"):
+	case isPostgres(dbURL):
 		return postgres.Open(ctx, dbURL)
 	case dbURL == "", strings.HasPrefix(dbURL, "sqlite:"):
 		path := strings.TrimPrefix(dbURL, "sqlite:")
@@ -95,6 +112,10 @@ func openStore(ctx context.Context, dbURL string, d dataPaths) (store.Store, err
 		return sqlite.Open(ctx, path)
 	}
 	return nil, usageError("--db %q: use a postgres:// URL, or leave it empty for the embedded SQLite store", redactURL(dbURL))
+}
+
+func isPostgres(dbURL string) bool {
+	return strings.HasPrefix(dbURL, "postgres://") || strings.HasPrefix(dbURL, "postgresql://")
 }
 
 // redactURL hides a password in a database URL before it is printed.
@@ -181,7 +202,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	failures := auditlog.NewFailureCounter(st, nil, log)
+	failures := auditlog.NewThrottle(st, nil, log)
 	reg := telemetry.NewRegistry(version)
 	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
 	if err != nil {
@@ -193,8 +214,25 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log})
+	// With PostgreSQL several replicas may serve: their rate limits share
+	// buckets in the database (one statement per request, no fsync).
+	var shared *pgbuckets.Backend
+	var sharedBackend ratelimit.Backend
+	if isPostgres(dbURL) {
+		if shared, err = pgbuckets.Open(ctx, dbURL); err == nil {
+			err = shared.Check(ctx)
+		}
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		sharedBackend = shared
+	}
+	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log, Shared: sharedBackend})
 	if err != nil {
+		if shared != nil {
+			shared.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -207,7 +245,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
-			failures.Record(source, reason)
+			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)
 		},
 		Guard: guard,
@@ -217,7 +255,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, caKeys: caKeys, store: st, authority: auth, minter: minter, revocations: rel, data: d,
-		audit: alog, failures: failures, guard: guard, registry: reg, tracing: tracing}, nil
+		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.

@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -9,7 +10,7 @@ import (
 func TestLimiter(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	clock := func() time.Time { return now }
-	l := newLimiter(3, 2, clock)
+	l := newLimiter(3, 2, clock, nil)
 	tests := []struct {
 		name     string
 		account  string
@@ -28,7 +29,7 @@ func TestLimiter(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			now = now.Add(tt.advance)
-			if wait := l.allowOrder(tt.account, tt.idents); (wait > 0) != tt.wantWait {
+			if wait := l.allowOrder(context.Background(), tt.account, tt.idents); (wait > 0) != tt.wantWait {
 				t.Errorf("allowOrder = wait %ds, want wait=%v", wait, tt.wantWait)
 			}
 		})
@@ -36,13 +37,13 @@ func TestLimiter(t *testing.T) {
 }
 
 func TestLimiterConcurrent(t *testing.T) {
-	l := newLimiter(50, 1000, time.Now)
+	l := newLimiter(50, 1000, time.Now, nil)
 	var mu sync.Mutex
 	allowed := 0
 	var wg sync.WaitGroup
 	for range 200 {
 		wg.Go(func() {
-			if l.allowOrder("a", []string{"x.test"}) == 0 {
+			if l.allowOrder(context.Background(), "a", []string{"x.test"}) == 0 {
 				mu.Lock()
 				allowed++
 				mu.Unlock()

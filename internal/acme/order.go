@@ -57,7 +57,7 @@ func (s *Server) newOrder(ctx context.Context, r *request) (*response, *problem)
 		}
 		return nil, internal(err)
 	}
-	if wait := s.limits.allowOrder(r.acct.ID, names); wait > 0 {
+	if wait := s.limits.allowOrder(ctx, r.acct.ID, names); wait > 0 {
 		p := newProblem(errRateLimited, http.StatusTooManyRequests, "too many new orders for this account or identifier: retry after %d seconds", wait)
 		p.retryAfter = wait
 		return nil, p

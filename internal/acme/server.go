@@ -20,6 +20,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -45,6 +46,10 @@ type Config struct {
 	Logger    *slog.Logger
 	Clock     func() time.Time
 	Rand      io.Reader
+	// SharedLimits, when set, keeps the order rate limits where every
+	// replica takes from them (ratelimit/pgbuckets); otherwise they are
+	// this process's.
+	SharedLimits ratelimit.Backend
 }
 
 // Server is the ACME door; its Handler serves everything under Prefix.
@@ -92,7 +97,7 @@ func New(cfg Config) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
-	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now)
+	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now, cfg.SharedLimits)
 	s.validate = newValidator(set)
 	return s, nil
 }

@@ -16,6 +16,8 @@ type Metrics struct {
 	expiry       *prometheus.Desc
 	sinceRenewal *prometheus.Desc
 	expiring     *prometheus.Desc
+	notBefore    *prometheus.Desc
+	notAfter     *prometheus.Desc
 }
 
 // NewMetrics registers the agent's metrics with reg (a registry of the
@@ -37,6 +39,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Seconds since this agent last obtained a certificate (absent until it has).", []string{"identity"}, nil),
 		expiring: prometheus.NewDesc("mica_agent_certificate_expiring",
 			"1 when less than a sixth of the certificate's life is left without a renewal: alert on it.", []string{"identity"}, nil),
+		// The validity as timestamps lets an alert compute the fraction of
+		// the lifetime left at evaluation time, which works for a 5-minute
+		// certificate as for a 90-day one.
+		notBefore: prometheus.NewDesc("mica_agent_certificate_not_before_timestamp_seconds",
+			"The current certificate's notBefore, in seconds since the epoch.", []string{"identity"}, nil),
+		notAfter: prometheus.NewDesc("mica_agent_certificate_not_after_timestamp_seconds",
+			"The current certificate's notAfter, in seconds since the epoch.", []string{"identity"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.renewals, m.failures, m.bundleUpdates, m} {
 		if err := reg.Register(c); err != nil {
@@ -54,6 +63,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.expiry
 	ch <- m.sinceRenewal
 	ch <- m.expiring
+	ch <- m.notBefore
+	ch <- m.notAfter
 }
 
 // Collect implements prometheus.Collector.
@@ -73,5 +84,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.expiring, prometheus.GaugeValue, v, id)
+		ch <- prometheus.MustNewConstMetric(m.notBefore, prometheus.GaugeValue, float64(leaf.NotBefore.Unix()), id)
+		ch <- prometheus.MustNewConstMetric(m.notAfter, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), id)
 	}
 }

@@ -77,6 +77,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/jwt-bundle", s.jwtBundle)
 	s.auditRoutes(mux)
 	s.reportRoutes(mux)
+	s.governanceRoutes(mux)
 	mux.HandleFunc("POST /v1/certificates/revoke", s.authed(s.revokeMatching))
 	mux.HandleFunc("POST /v1/identities/deny", s.authed(s.deny))
 	mux.HandleFunc("POST /v1/identities/allow", s.authed(s.deny))
@@ -87,7 +88,7 @@ func New(cfg Config) http.Handler {
 			if !ok {
 				return
 			}
-			if err := authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
+			if err := s.cfg.Authority.Authorize(p, authority.ActFeedSubscribe, authority.Resource{}); err != nil {
 				s.fail(w, r, err)
 				return
 			}
@@ -150,7 +151,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request, p authority
 		}
 	}
 	tok, err := s.cfg.Authority.CreateToken(r.Context(), p, authority.TokenRequest{
-		Identity: req.Identity, Profile: req.Profile, TTL: ttl, Network: network, Source: remoteAddr(r),
+		Identity: req.Identity, Profile: req.Profile, TTL: ttl, Network: network, Source: remoteAddr(r), Approval: req.Approval,
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -334,7 +335,7 @@ func denialRecord(d store.Denial) client.Denial {
 }
 
 func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	if err := authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
+	if err := s.cfg.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}); err != nil {
 		s.fail(w, r, err)
 		return
 	}

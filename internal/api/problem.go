@@ -30,6 +30,7 @@ var statusOf = map[authority.Kind]int{
 	authority.KindNotFound:         http.StatusNotFound,
 	authority.KindConflict:         http.StatusConflict,
 	authority.KindRateLimited:      http.StatusTooManyRequests,
+	authority.KindApprovalPending:  http.StatusAccepted,
 }
 
 var titleOf = map[authority.Kind]string{
@@ -49,11 +50,15 @@ var titleOf = map[authority.Kind]string{
 	authority.KindNotFound:         "Not Found",
 	authority.KindConflict:         "Conflict",
 	authority.KindRateLimited:      "Too Many Requests",
+	authority.KindApprovalPending:  "Held For Approval",
 }
 
 // fail writes err as a problem document. Internal errors are logged in full
 // and answered without detail: their text is for operators, not callers.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if pending(w, err) {
+		return // not a refusal: held for approvers
+	}
 	var e *authority.Error
 	if !errors.As(err, &e) || e.Kind == authority.KindInternal {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))

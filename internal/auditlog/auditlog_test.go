@@ -341,34 +341,48 @@ func (r *recorder) RecordEvent(_ context.Context, ev *store.Event) error {
 	return nil
 }
 
-func TestFailureCounterAggregates(t *testing.T) {
+// TestThrottleAuthFailures: the first failure from a source is a leaf at
+// once, the rest of the minute one summary counting them by reason; past
+// 1,000 sources a minute everything shares one summary.
+func TestThrottleAuthFailures(t *testing.T) {
 	rec := &recorder{}
-	f := NewFailureCounter(rec, func() time.Time { return t0 }, nil)
+	f := NewThrottle(rec, func() time.Time { return t0 }, nil)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	for range 1000 {
-		f.Record(a, "token-invalid")
+		f.AuthFailed(a, "token-invalid")
 	}
-	f.Record(a, "unauthenticated")
-	f.Record(b, "certificate-expired")
+	f.AuthFailed(a, "unauthenticated")
+	f.AuthFailed(b, "certificate-expired")
+	if len(rec.evs) != 2 {
+		t.Fatalf("%d events at once for failures from 2 sources, want the first of each", len(rec.evs))
+	}
+	if ev := rec.evs[0]; ev.Action != store.ActionAuthFailed || ev.Source != "192.0.2.1" || ev.Actor != "unauthenticated" ||
+		!strings.Contains(ev.Detail, "token-invalid") {
+		t.Errorf("first event %+v, want the first failure from 192.0.2.1", ev)
+	}
 	if err := f.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.evs) != 2 {
-		t.Fatalf("%d events for 1002 failures from 2 sources, want 2", len(rec.evs))
+	if len(rec.evs) != 3 {
+		t.Fatalf("%d events after the flush, want one summary more (192.0.2.2 failed once)", len(rec.evs))
 	}
-	if ev := rec.evs[0]; ev.Action != store.ActionAuthFailed || ev.Source != "192.0.2.1" ||
-		!strings.Contains(ev.Detail, "1001 failed") || !strings.Contains(ev.Detail, "token-invalid 1000") {
-		t.Errorf("first event %+v, want 1001 failures from 192.0.2.1", ev)
+	if ev := rec.evs[2]; ev.Source != "192.0.2.1" || !strings.HasPrefix(ev.Detail, "1000 more since") ||
+		!strings.Contains(ev.Detail, "(token-invalid 999, unauthenticated 1)") {
+		t.Errorf("summary %+v, want 1000 more from 192.0.2.1 by reason", ev)
 	}
-	if err := f.Flush(context.Background()); err != nil || len(rec.evs) != 2 {
+	if err := f.Flush(context.Background()); err != nil || len(rec.evs) != 3 {
 		t.Errorf("an empty flush recorded events")
 	}
-	for i := range maxSources + 50 {
-		f.Record(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "x")
+	before := len(rec.evs)
+	for i := range maxThrottleKeys + 50 {
+		f.AuthFailed(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "x")
 	}
 	f.Flush(context.Background())
-	if got := len(rec.evs) - 2; got != maxSources+1 {
-		t.Errorf("%d events for %d sources, want at most %d", got, maxSources+50, maxSources+1)
+	if got := len(rec.evs) - before; got != maxThrottleKeys+1 {
+		t.Errorf("%d events for %d sources, want %d at once and one summary of the rest", got, maxThrottleKeys+50, maxThrottleKeys+1)
+	}
+	if last := rec.evs[len(rec.evs)-1]; !strings.HasPrefix(last.Detail, "50 more since") || last.Actor != "various" {
+		t.Errorf("summary beyond the key bound: %+v", last)
 	}
 }
 

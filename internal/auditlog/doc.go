@@ -10,6 +10,7 @@
 // consistency proofs) and Verification (the client side: recomputes every
 // leaf hash and the tree from the events themselves and names the first
 // bad leaf). The leaf encoding lives in auditlog/leaf, shared with the
-// store engines; FailureCounter aggregates authentication failures into one
-// event per source per minute.
+// store engines; Throttle records the events a client can cause at will
+// (failed authentications, rate-limit refusals, anomalies) at most twice
+// per key and minute: the first at once, the rest as one summary.
 package auditlog

@@ -85,7 +85,7 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 // CheckIdentity says whether profile would allow id, so that a door can
 // refuse an order it could never fulfil before asking for challenges.
 func (a *Authority) CheckIdentity(profile string, id identity.Identity) error {
-	chk, ok := a.policy.(identityChecker)
+	chk, ok := a.policy().(identityChecker)
 	if !ok {
 		return nil
 	}
@@ -130,7 +130,7 @@ func (a *Authority) RevokeACME(ctx context.Context, req ACMERevocation) (store.C
 	if req.ByCertKey {
 		p = Principal{Name: "acme-certificate-key:" + rec.Serial, CertKey: rec.Serial}
 	}
-	if err := Authorize(p, ActACMERevoke, Resource{Serial: rec.Serial, Requester: rec.Requester}); err != nil {
+	if err := a.Authorize(p, ActACMERevoke, Resource{Serial: rec.Serial, Requester: rec.Requester}); err != nil {
 		return rec, err
 	}
 	return a.revoke(ctx, p.Name, rec.Serial, req.Reason, req.Source)

@@ -49,7 +49,7 @@ func (a *Authority) AuditKey() (string, error) {
 
 // AuditCheckpoint is the latest signed checkpoint, for a witness to keep.
 func (a *Authority) AuditCheckpoint(ctx context.Context, p Principal) (store.Checkpoint, error) {
-	if err := Authorize(p, ActAuditRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActAuditRead, Resource{}); err != nil {
 		return store.Checkpoint{}, err
 	}
 	l, err := a.auditLog()
@@ -67,7 +67,7 @@ func (a *Authority) AuditCheckpoint(ctx context.Context, p Principal) (store.Che
 
 // AuditCheckpoints lists stored checkpoints larger than afterSize.
 func (a *Authority) AuditCheckpoints(ctx context.Context, p Principal, afterSize int64, limit int) ([]store.Checkpoint, error) {
-	if err := Authorize(p, ActAuditRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActAuditRead, Resource{}); err != nil {
 		return nil, err
 	}
 	cs, err := a.store.Checkpoints(ctx, afterSize, limit)
@@ -79,7 +79,7 @@ func (a *Authority) AuditCheckpoints(ctx context.Context, p Principal, afterSize
 
 // AuditLeaves reads the log's leaves (events in leaf order) from start.
 func (a *Authority) AuditLeaves(ctx context.Context, p Principal, start int64, limit int) ([]store.Event, error) {
-	if err := Authorize(p, ActAuditRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActAuditRead, Resource{}); err != nil {
 		return nil, err
 	}
 	if start < 0 {
@@ -94,7 +94,7 @@ func (a *Authority) AuditLeaves(ctx context.Context, p Principal, start int64, l
 
 // AuditEvents searches the events.
 func (a *Authority) AuditEvents(ctx context.Context, p Principal, f store.EventFilter) ([]store.Event, error) {
-	if err := Authorize(p, ActAuditRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActAuditRead, Resource{}); err != nil {
 		return nil, err
 	}
 	evs, err := a.store.Events(ctx, f)
@@ -106,7 +106,7 @@ func (a *Authority) AuditEvents(ctx context.Context, p Principal, f store.EventF
 
 // AuditConsistency proves that the tree of size1 is a prefix of size2's.
 func (a *Authority) AuditConsistency(ctx context.Context, p Principal, size1, size2 int64) ([][]byte, error) {
-	if err := Authorize(p, ActAuditRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActAuditRead, Resource{}); err != nil {
 		return nil, err
 	}
 	l, err := a.auditLog()
@@ -138,7 +138,7 @@ func (a *Authority) AuditProof(ctx context.Context, p Principal, serial string) 
 	if err != nil {
 		return InclusionProof{}, err
 	}
-	if err := Authorize(p, ActAuditProof, Resource{Serial: serial}); err != nil {
+	if err := a.Authorize(p, ActAuditProof, Resource{Serial: serial}); err != nil {
 		return InclusionProof{}, err
 	}
 	l, err := a.auditLog()

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/mica-pki/mica/identity"
@@ -18,19 +19,27 @@ const SystemPrincipal = "system"
 // Principal is an authenticated caller.
 type Principal struct {
 	Name string // the certificate's primary identity, or acme:<account>, or "system"
-	// Role is granted only to an active certificate issued under the
-	// reserved admin profile whose identity the config's admins section
-	// lists (roleOf); every other caller has RoleNone.
-	Role        Role
+	// Roles are granted only to an active certificate issued under the
+	// reserved admin profile: those the policy's admins section gives its
+	// SPIFFE ID and those granted to it for a time (rolesOf). Every other
+	// caller has none.
+	Roles       []Role
 	Certificate *x509.Certificate
 	Record      store.Certificate // the inventory record of Certificate
 	// CertKey is the serial of a certificate whose own key signed the
 	// request (ACME revocation), proving possession of that certificate.
 	CertKey string
+	// Approval, when set, is the approval request this principal is
+	// carrying out: the requester, rebuilt to run what others approved.
+	Approval string
 }
 
 // System reports whether p is mica itself.
 func (p Principal) System() bool { return p.Name == SystemPrincipal && p.Certificate == nil }
+
+// authenticated reports whether p proved who it is: a certificate in the
+// inventory, or an approved request being carried out.
+func (p Principal) authenticated() bool { return p.Record.Serial != "" || p.Approval != "" }
 
 // Authenticate checks a client certificate chain (leaf first, as presented
 // in the TLS handshake) against mica's roots at the current time, requires
@@ -96,18 +105,38 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 	if err != nil {
 		return Principal{}, newError(KindUnauthenticated, err, "client certificate carries no usable identity: %v", err)
 	}
-	return Principal{Name: id.Primary(), Role: a.roleOf(id, rec), Certificate: leaf, Record: rec}, nil
+	roles, err := a.rolesOf(ctx, id, rec)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Name: id.Primary(), Roles: roles, Certificate: leaf, Record: rec}, nil
 }
 
-// roleOf is the role a certificate carries: the admins section's entry for
-// its SPIFFE ID, and only when the certificate was issued under the
-// reserved admin profile. A certificate of any other profile carries no
-// role whatever its name, so an operator who could mint a token for an
-// admin's name under an ordinary profile gains nothing by it (and the
-// policy refuses reserved names outside reserved profiles anyway).
-func (a *Authority) roleOf(id identity.Identity, rec store.Certificate) Role {
+// rolesOf is the roles a certificate carries: those the policy's admins
+// section gives its SPIFFE ID and those granted to it now, and only when
+// the certificate was issued under the reserved admin profile. A
+// certificate of any other profile carries no role whatever its name, so
+// an operator who could mint a token for an admin's name under an ordinary
+// profile gains nothing by it (and the policy refuses reserved names
+// outside reserved profiles anyway).
+func (a *Authority) rolesOf(ctx context.Context, id identity.Identity, rec store.Certificate) ([]Role, error) {
 	if rec.Profile != ProfileAdmin || rec.Status != store.StatusActive || id.SPIFFE.IsZero() {
-		return RoleNone
+		return nil, nil
 	}
-	return a.admins[id.SPIFFE.String()]
+	return a.rolesNow(ctx, id.SPIFFE.String())
+}
+
+// rolesNow is the roles an administrator's SPIFFE ID holds now.
+func (a *Authority) rolesNow(ctx context.Context, name string) ([]Role, error) {
+	roles := slices.Clone(a.access().admins[name])
+	grants, err := a.store.Grants(ctx, name, a.now())
+	if err != nil {
+		return nil, newError(KindInternal, err, "could not read the role grants: %v", err)
+	}
+	for _, g := range grants {
+		if r := Role(g.Role); a.access().HasRole(r) && !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
 }

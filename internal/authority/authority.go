@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -57,6 +58,8 @@ type Store interface {
 	Allow(ctx context.Context, identity string, ev *store.Event) error
 	IsDenied(ctx context.Context, identity string) (bool, error)
 	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
+	// Approvals, role grants and policy versions.
+	store.Governance
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.
@@ -71,7 +74,11 @@ type Config struct {
 	// Minter and Tokens mint and verify enrollment tokens.
 	Minter *token.Minter
 	Tokens *token.Verifier
-	// Admins maps principal identities (SPIFFE IDs) to roles.
+	// Access is the governance part of the policy (roles, approvals); when
+	// nil, Admins with the built-in roles and no approvals.
+	Access *AccessModel
+	// Admins maps administrators' SPIFFE IDs to a built-in role; used
+	// only when Access is nil.
 	Admins map[string]Role
 	// JWTKey, when set, signs JWT-SVIDs (ECDSA P-256); see MintJWTSVID.
 	JWTKey crypto.Signer
@@ -95,6 +102,11 @@ type Config struct {
 	// with authenticate, decide, lint, sign and commit as children. Unset
 	// means no tracing at no cost.
 	Tracer trace.Tracer
+	// CompilePolicy, when set, compiles policy documents (policy versions
+	// in the database); without it the policy cannot change at run time.
+	CompilePolicy PolicyCompiler
+	// Rotate, when set, forces CA rotation steps.
+	Rotate RotateFunc
 	// Guard, when set, applies rate limits and reports anomalies (package
 	// limits); unset means no limits.
 	Guard Guard
@@ -102,26 +114,30 @@ type Config struct {
 
 // Authority is the certificate lifecycle.
 type Authority struct {
-	store      Store
-	policy     Policy
-	issuer     Issuer
-	issuerCert *x509.Certificate
-	issuerFP   string
-	roots      []*x509.Certificate
-	rootPool   *x509.CertPool
-	interPool  *x509.CertPool
-	minter     *token.Minter
-	tokens     *token.Verifier
-	admins     map[string]Role
-	jwt        *jwtSigner
-	now        func() time.Time
-	log        *slog.Logger
-	audit      AuditLog
-	authFailed AuthFailedFunc
-	onRevoke   func()
-	observer   Observer
-	tracer     trace.Tracer
-	guard      Guard
+	store       Store
+	issuer      Issuer
+	issuerCert  *x509.Certificate
+	issuerFP    string
+	roots       []*x509.Certificate
+	rootPool    *x509.CertPool
+	interPool   *x509.CertPool
+	minter      *token.Minter
+	tokens      *token.Verifier
+	accessModel atomic.Pointer[AccessModel]
+	// policyVersion is the database version applied (0: the config's).
+	policyVersion atomic.Int64
+	compile       PolicyCompiler
+	rotate        RotateFunc
+	pol           atomic.Pointer[policyBox]
+	jwt           *jwtSigner
+	now           func() time.Time
+	log           *slog.Logger
+	audit         AuditLog
+	authFailed    AuthFailedFunc
+	onRevoke      func()
+	observer      Observer
+	tracer        trace.Tracer
+	guard         Guard
 }
 
 // New checks cfg and returns an Authority.
@@ -132,16 +148,21 @@ func New(cfg Config) (*Authority, error) {
 		return nil, errors.New("authority: Store, Policy, Issuer, IssuerCert, Roots, Minter and Tokens are all required")
 	}
 	a := &Authority{
-		store: cfg.Store, policy: cfg.Policy, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
+		store: cfg.Store, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
 		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
-		admins: cfg.Admins, now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
+		now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
-		guard:    cfg.Guard,
+		guard: cfg.Guard, compile: cfg.CompilePolicy, rotate: cfg.Rotate,
 		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.SetPolicy(cfg.Policy)
+	if cfg.Access == nil {
+		cfg.Access = DefaultAccess(cfg.Admins)
+	}
+	a.SetAccess(cfg.Access)
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,3 +185,16 @@ func New(cfg Config) (*Authority, error) {
 	}
 	return a, nil
 }
+
+// policyBox lets an interface value live in an atomic.Pointer.
+type policyBox struct{ Policy }
+
+// SetPolicy replaces the policy for every request that starts from now on;
+// a request in flight finishes under the policy it started with.
+func (a *Authority) SetPolicy(p Policy) { a.pol.Store(&policyBox{p}) }
+
+// SetAccess replaces the governance part (roles, approvals) the same way.
+func (a *Authority) SetAccess(m *AccessModel) { a.accessModel.Store(m) }
+
+func (a *Authority) policy() Policy       { return a.pol.Load().Policy }
+func (a *Authority) access() *AccessModel { return a.accessModel.Load() }

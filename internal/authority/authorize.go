@@ -7,19 +7,22 @@ import (
 )
 
 // This file is the whole access model: every "who may" of every door is
-// answered by Authorize, from the table below. A door never decides; it
-// asks (through the Authority's methods, which call Authorize first).
+// answered by Authorize, from the table below and the roles of the policy
+// (access.go). A door never decides; it asks (through the Authority's
+// methods, which call Authorize first).
 //
 // Who holds which credential:
 //   - a workload holds a certificate under an ordinary profile: it may act
 //     on its own certificate only (renew, read, revoke, prove) and mint
 //     JWT-SVIDs for its own SPIFFE ID;
 //   - an administrator holds a certificate issued under the reserved
-//     profile mica-admin (recorded in the inventory) AND is listed in the
-//     config's admins section with a role; the role comes from the
-//     credential, never from a name alone (see roleOf);
+//     profile mica-admin (recorded in the inventory) AND is given roles by
+//     the policy's admins section or a time-bound grant; the roles come
+//     from the credential, never from a name alone (see rolesOf);
 //   - a token holder may enroll exactly the identity and profile the token
 //     is bound to, once (see Enroll: the token is the authorization).
+// Sensitive actions may further need approvals by other people
+// (approvals.go), decided after Authorize allows the requester.
 
 // Permission is one thing a role allows.
 type Permission string
@@ -33,49 +36,73 @@ const (
 	PermAuditRead           Permission = "audit:read"            // checkpoints, leaves, events, any proof
 	PermReportRead          Permission = "report:read"           // the expiry report
 	PermServerStats         Permission = "server:stats"          // the server's own figures
+	PermPolicyPropose       Permission = "policy:propose"        // propose a policy version
+	PermPolicyApprove       Permission = "policy:approve"        // activate a proposed version (or roll back)
+	PermCARotate            Permission = "ca:rotate"             // force a CA rotation step
+	PermApprovalDecide      Permission = "approval:decide"       // approve or reject others' requests
+	PermRoleGrant           Permission = "role:grant"            // grant roles for a time, revoke grants
+	PermApprovalRead        Permission = "approval:read"         // see every request (requesters see their own)
+	PermBreakGlass          Permission = "role:break-glass"      // grant oneself a role at once, briefly, with an alert
 )
 
-// Role is a named set of permissions. The built-in roles are ranked
-// (auditor ⊂ operator ⊂ admin).
+// Permissions lists every permission, for config validation and docs.
+var Permissions = []Permission{PermTokenCreate, PermTokenCreateReserved, PermInventoryRead, PermCertRevoke,
+	PermIdentityDeny, PermAuditRead, PermReportRead, PermServerStats, PermPolicyPropose, PermPolicyApprove,
+	PermCARotate, PermApprovalDecide, PermRoleGrant, PermApprovalRead, PermBreakGlass}
+
+// Role names a set of grants. The built-in roles are ranked (auditor ⊂
+// operator ⊂ admin); a policy may define more.
 type Role string
 
 const (
 	RoleNone     Role = ""         // a workload: its own certificate only
-	RoleAuditor  Role = "auditor"  // reads: inventory, deny list, audit log, reports
+	RoleAuditor  Role = "auditor"  // reads: inventory, deny list, audit log, reports, approvals
 	RoleOperator Role = "operator" // auditor + tokens for ordinary profiles
 	RoleAdmin    Role = "admin"    // everything
 )
 
-// rolePermissions is the table of the built-in roles.
-var rolePermissions = map[Role][]Permission{
-	RoleAuditor:  {PermInventoryRead, PermAuditRead, PermReportRead},
-	RoleOperator: {PermInventoryRead, PermAuditRead, PermReportRead, PermTokenCreate},
-	RoleAdmin: {PermInventoryRead, PermAuditRead, PermReportRead, PermTokenCreate,
-		PermTokenCreateReserved, PermCertRevoke, PermIdentityDeny, PermServerStats},
+// Grant is one permission, optionally narrowed to profiles and to
+// identities (SPIFFE ID prefixes or exact names).
+type Grant struct {
+	Perm       Permission
+	Profiles   []string // empty: any profile
+	Identities []string // empty: any identity
 }
 
-// ParseRole reads a role name from the config file.
+// builtinRoles are the three roles every policy has.
+var builtinRoles = map[Role][]Grant{
+	RoleAuditor:  grants(PermInventoryRead, PermAuditRead, PermReportRead, PermApprovalRead),
+	RoleOperator: grants(PermInventoryRead, PermAuditRead, PermReportRead, PermApprovalRead, PermTokenCreate),
+	RoleAdmin:    grants(Permissions...),
+}
+
+func grants(ps ...Permission) []Grant {
+	out := make([]Grant, len(ps))
+	for i, p := range ps {
+		out[i] = Grant{Perm: p}
+	}
+	return out
+}
+
+// ParseRole reads one of the built-in role names.
 func ParseRole(s string) (Role, error) {
-	if _, ok := rolePermissions[Role(s)]; ok {
+	if _, ok := builtinRoles[Role(s)]; ok {
 		return Role(s), nil
 	}
-	return RoleNone, fmt.Errorf("authority: unknown role %q: use admin, operator or auditor", s)
+	return RoleNone, fmt.Errorf("authority: unknown role %q: use admin, operator or auditor, or define it under roles", s)
 }
-
-// Has reports whether the role includes permission p.
-func (r Role) Has(p Permission) bool { return slices.Contains(rolePermissions[r], p) }
 
 // Action is a request a principal makes of the authority.
 type Action string
 
 const (
-	ActTokenCreate      Action = "token.create"      // Resource.Profile
+	ActTokenCreate      Action = "token.create"      // Resource.Profile, Resource.Identity
 	ActRenew            Action = "cert.renew"        // the presented certificate
 	ActCertRead         Action = "cert.read"         // Resource.Serial
 	ActCertList         Action = "cert.list"         // the inventory
-	ActCertRevoke       Action = "cert.revoke"       // Resource.Serial
-	ActIdentityRevoke   Action = "identity.revoke"   // every certificate of an identity
-	ActIdentityDeny     Action = "identity.deny"     // deny and allow
+	ActCertRevoke       Action = "cert.revoke"       // Resource.Serial (and its Profile, Identity, Owner)
+	ActIdentityRevoke   Action = "identity.revoke"   // every certificate of Resource.Identity
+	ActIdentityDeny     Action = "identity.deny"     // deny and allow Resource.Identity
 	ActDenyListRead     Action = "identity.list"     // the deny list
 	ActAuditRead        Action = "audit.read"        // checkpoints, leaves, events, consistency
 	ActAuditProof       Action = "audit.proof"       // Resource.Serial
@@ -83,6 +110,14 @@ const (
 	ActServerStats      Action = "server.stats"      // the server's figures
 	ActJWTSVID          Action = "jwt-svid.mint"     // for the caller's own SPIFFE ID
 	ActFeedSubscribe    Action = "feed.subscribe"    // the revocation push feed
+	ActPolicyPropose    Action = "policy.propose"    // a new policy version
+	ActPolicyChange     Action = "policy.change"     // activate a version (the approvable step)
+	ActPolicyRead       Action = "policy.read"       // versions and documents
+	ActCARotate         Action = "ca.rotate"         // force a rotation step
+	ActRoleGrant        Action = "role.grant"        // Resource.Identity, Resource.Role
+	ActBreakGlass       Action = "role.break-glass"  // a grant to oneself, at once
+	ActApprovalDecide   Action = "approval.decide"   // Resource.Role: the approvers' role
+	ActApprovalRead     Action = "approval.read"     // Resource.Requester: own requests need nothing
 	ActACMERevoke       Action = "acme.revoke"       // Resource.Serial, by the ordering account or the certificate's key
 	ActInternalIssuance Action = "internal.issuance" // mica issuing for itself
 )
@@ -90,35 +125,44 @@ const (
 // Resource is what an action is about; only the fields the action names
 // are read.
 type Resource struct {
-	Serial  string // canonical (see ParseSerial)
-	Profile string
+	Serial   string // canonical (see ParseSerial)
+	Profile  string
+	Identity string // the identity's primary name
 	// Requester is who the certificate named by Serial was issued to
-	// (store.Certificate.Requester), for ACME revocation by account.
+	// (store.Certificate.Requester) or who made an approval request.
 	Requester string
+	// Owner answers for the certificate named by Serial.
+	Owner string
+	// Role is the role an approval's approvers must hold, or the role a
+	// grant gives.
+	Role Role
 }
 
 // rule is one row of the table: the permission that allows the action for
-// anybody's resource, and whether a holder may do it to its own.
+// anybody's resource, and who needs no permission.
 type rule struct {
-	perm    Permission // "" when no role allows it for others
-	ownCert bool       // the caller's own certificate (Resource.Serial) needs no permission
-	self    bool       // the action is on the presented certificate itself: every holder may
-	anyPeer bool       // every authenticated caller may
-	what    string     // for refusals: "read the inventory"
+	perm     Permission // "" when no role allows it for others
+	ownCert  bool       // the caller's own certificate (Resource.Serial) needs no permission
+	self     bool       // the action is on the presented certificate itself: every holder may
+	anyPeer  bool       // every authenticated caller may
+	ownReq   bool       // the caller's own approval requests need no permission
+	scoped   bool       // the grant's profile and identity scope applies
+	reserved Permission // for a reserved profile this permission is needed instead
+	what     string     // for refusals: "read the inventory"
 }
 
 // table answers "who may" for every action. Read it as: the action is
-// allowed when the caller's role has perm, or ownCert and the resource is
-// the caller's own certificate, or self (the action is on the presented
-// certificate itself), or anyPeer.
+// allowed when one of the caller's grants has perm (within its scope when
+// scoped), or ownCert and the resource is the caller's own certificate, or
+// self, or anyPeer, or ownReq and the caller made the request.
 var table = map[Action]rule{
-	ActTokenCreate:    {perm: PermTokenCreate, what: "create tokens"}, // reserved profiles: PermTokenCreateReserved (below)
+	ActTokenCreate:    {perm: PermTokenCreate, scoped: true, reserved: PermTokenCreateReserved, what: "create tokens"},
 	ActRenew:          {self: true, what: "renew"},
 	ActCertRead:       {perm: PermInventoryRead, ownCert: true, what: "read the inventory"},
 	ActCertList:       {perm: PermInventoryRead, what: "read the inventory"},
-	ActCertRevoke:     {perm: PermCertRevoke, ownCert: true, what: "revoke other certificates"},
-	ActIdentityRevoke: {perm: PermCertRevoke, what: "revoke certificates by identity"},
-	ActIdentityDeny:   {perm: PermIdentityDeny, what: "change the deny list"},
+	ActCertRevoke:     {perm: PermCertRevoke, ownCert: true, scoped: true, what: "revoke other certificates"},
+	ActIdentityRevoke: {perm: PermCertRevoke, scoped: true, what: "revoke certificates by identity"},
+	ActIdentityDeny:   {perm: PermIdentityDeny, scoped: true, what: "change the deny list"},
 	ActDenyListRead:   {perm: PermInventoryRead, what: "read the deny list"},
 	ActAuditRead:      {perm: PermAuditRead, what: "read the audit log"},
 	ActAuditProof:     {perm: PermAuditRead, ownCert: true, what: "read the audit log"},
@@ -126,15 +170,27 @@ var table = map[Action]rule{
 	ActServerStats:    {perm: PermServerStats, what: "read the server's stats"},
 	ActJWTSVID:        {self: true, what: "mint JWT-SVIDs"},
 	ActFeedSubscribe:  {anyPeer: true, what: "follow the revocation feed"},
+	ActPolicyPropose:  {perm: PermPolicyPropose, what: "propose policy versions"},
+	ActPolicyChange:   {perm: PermPolicyApprove, what: "change the active policy"},
+	ActPolicyRead:     {perm: PermAuditRead, what: "read the policy versions"},
+	ActCARotate:       {perm: PermCARotate, what: "rotate the CA"},
+	ActRoleGrant:      {perm: PermRoleGrant, what: "grant roles"},
+	ActBreakGlass:     {perm: PermBreakGlass, what: "break the glass"},
+	ActApprovalDecide: {perm: PermApprovalDecide, what: "decide approval requests"},
+	ActApprovalRead:   {perm: PermApprovalRead, ownReq: true, what: "read approval requests"},
 }
 
-// Authorize says whether p may do act on res: nil, or a KindForbidden
-// error that names what is missing. It is the only place that compares a
-// principal with a permission.
-func Authorize(p Principal, act Action, res Resource) error {
+// Authorize says whether p may do act on res under the current access
+// model: nil, or a KindForbidden error that names what is missing. It is
+// the only place that compares a principal with a permission.
+func (a *Authority) Authorize(p Principal, act Action, res Resource) error {
+	return a.access().authorize(p, act, res)
+}
+
+func (m *AccessModel) authorize(p Principal, act Action, res Resource) error {
 	switch act {
 	case ActInternalIssuance:
-		if p.Name != SystemPrincipal {
+		if !p.System() {
 			return forbidden(p, "issue for mica itself", "only mica does")
 		}
 		return nil
@@ -154,29 +210,74 @@ func Authorize(p Principal, act Action, res Resource) error {
 	if !ok {
 		return newError(KindInternal, nil, "no authorization rule for %q", act)
 	}
-	if p.Record.Serial == "" && !p.System() {
+	if p.System() {
+		// mica itself, in process (its own certificates, carrying out an
+		// approved request, benchmarks): no request authenticates as it.
+		return nil
+	}
+	if !p.authenticated() {
 		return newError(KindUnauthenticated, nil, "%s needs a client certificate issued by this server: pass --cert and --key", r.what)
 	}
-	if r.anyPeer || r.self || r.ownCert && res.Serial != "" && p.Record.Serial == res.Serial {
+	if r.anyPeer || r.self || r.ownCert && res.Serial != "" && p.Record.Serial == res.Serial ||
+		r.ownReq && res.Requester != "" && res.Requester == p.Name {
 		return nil
 	}
-	perm := r.perm
-	if act == ActTokenCreate && IsReservedProfile(res.Profile) {
-		perm, r.what = PermTokenCreateReserved, "create tokens for the reserved profile "+res.Profile
+	perm, what := r.perm, r.what
+	if r.reserved != "" && IsReservedProfile(res.Profile) {
+		perm, what = r.reserved, what+" for the reserved profile "+res.Profile
 	} else if act == ActTokenCreate {
-		r.what = "create tokens for profile " + res.Profile
+		what += " for profile " + res.Profile
 	}
-	if perm != "" && p.Role.Has(perm) {
+	if act == ActApprovalDecide && res.Role != "" && !slices.Contains(p.Roles, res.Role) {
+		return forbidden(p, what, fmt.Sprintf("this request is decided by holders of the %s role", res.Role))
+	}
+	if perm != "" && m.allows(p.Roles, perm, r.scoped, res) {
 		return nil
 	}
-	return forbidden(p, r.what, neededRole(perm))
+	return forbidden(p, what, m.hint(perm))
 }
 
-// neededRole names the least built-in role that has perm, for the hint.
-func neededRole(perm Permission) string {
+// allows reports whether one of roles grants perm (within the grant's
+// scope when scoped).
+func (m *AccessModel) allows(roles []Role, perm Permission, scoped bool, res Resource) bool {
+	for _, r := range roles {
+		for _, g := range m.roles[r] {
+			if g.Perm != perm {
+				continue
+			}
+			if !scoped || g.covers(res) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// covers reports whether the grant's scope takes in res: its profile (when
+// the grant names profiles) and its identity (when the grant names
+// identities: a SPIFFE ID prefix ending in "/" or an exact name).
+func (g Grant) covers(res Resource) bool {
+	if len(g.Profiles) > 0 && !slices.Contains(g.Profiles, res.Profile) {
+		return false
+	}
+	if len(g.Identities) == 0 {
+		return true
+	}
+	for _, id := range g.Identities {
+		if res.Identity == id || strings.HasSuffix(id, "/") && strings.HasPrefix(res.Identity, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// hint names the least built-in role that has perm, for the refusal.
+func (m *AccessModel) hint(perm Permission) string {
 	for _, r := range []Role{RoleAuditor, RoleOperator, RoleAdmin} {
-		if r.Has(perm) {
-			return fmt.Sprintf("it needs the %s role: a certificate under the %s profile and an entry in the config's admins section", r, ProfileAdmin)
+		for _, g := range builtinRoles[r] {
+			if g.Perm == perm {
+				return fmt.Sprintf("it needs %s (the %s role has it): a certificate under the %s profile and a role from the policy's admins section or `mica role grant`", perm, r, ProfileAdmin)
+			}
 		}
 	}
 	return "no role allows it"

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mica-pki/mica/internal/store"
 )
 
 // Kind classifies a refusal. Front doors translate kinds into their own
@@ -28,6 +30,7 @@ const (
 	KindNotFound                     // no such record
 	KindConflict                     // the state does not allow it (e.g. already revoked)
 	KindRateLimited                  // too many requests: a rate limit or a storm; retry after RetryAfter
+	KindApprovalPending              // not refused: held for approvers (Error.Pending)
 )
 
 var kindNames = map[Kind]string{
@@ -47,6 +50,7 @@ var kindNames = map[Kind]string{
 	KindNotFound:         "not-found",
 	KindConflict:         "conflict",
 	KindRateLimited:      "rate-limited",
+	KindApprovalPending:  "approval-pending",
 }
 
 // String is the kind's stable slug, used in problem types, audit outcomes and
@@ -70,7 +74,10 @@ type Error struct {
 	// RetryAfter, when positive, is how long the caller should wait before
 	// asking again (KindRateLimited).
 	RetryAfter time.Duration
-	Err        error
+	// Pending is the approval request an action was held in
+	// (KindApprovalPending).
+	Pending *store.Approval
+	Err     error
 }
 
 func (e *Error) Error() string { return "authority: " + e.Detail }

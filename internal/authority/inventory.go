@@ -11,7 +11,7 @@ import (
 
 // ListCertificates reads the inventory.
 func (a *Authority) ListCertificates(ctx context.Context, p Principal, f store.Filter) ([]store.Certificate, error) {
-	if err := Authorize(p, ActCertList, Resource{}); err != nil {
+	if err := a.Authorize(p, ActCertList, Resource{}); err != nil {
 		return nil, err
 	}
 	if f.Now.IsZero() {
@@ -31,7 +31,7 @@ func (a *Authority) Certificate(ctx context.Context, p Principal, serial string)
 	if err != nil {
 		return store.Certificate{}, err
 	}
-	if err := Authorize(p, ActCertRead, Resource{Serial: serial}); err != nil {
+	if err := a.Authorize(p, ActCertRead, Resource{Serial: serial}); err != nil {
 		return store.Certificate{}, err
 	}
 	rec, err := a.store.Certificate(ctx, serial)

@@ -146,7 +146,7 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	defer func() { tr.end(iss, err) }()
 	rec := req.Peer.Record
 	tr.profile = rec.Profile
-	if err := Authorize(req.Peer, ActRenew, Resource{Serial: rec.Serial}); err != nil {
+	if err := a.Authorize(req.Peer, ActRenew, Resource{Serial: rec.Serial}); err != nil {
 		return nil, err
 	}
 	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
@@ -316,7 +316,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 
 // decide asks policy, translating its refusal into the authority's error.
 func (a *Authority) decide(req policy.Request) (policy.Decision, error) {
-	dec, err := a.policy.Decide(req)
+	dec, err := a.policy().Decide(req)
 	if err != nil {
 		var denied *policy.DeniedError
 		if errors.As(err, &denied) {

@@ -67,7 +67,7 @@ func newJWTSigner(key crypto.Signer) (*jwtSigner, error) {
 // is short and capped, and the token never outlives the certificate that
 // asked for it.
 func (a *Authority) MintJWTSVID(ctx context.Context, p Principal, req JWTSVIDRequest) (JWTSVID, error) {
-	if err := Authorize(p, ActJWTSVID, Resource{}); err != nil {
+	if err := a.Authorize(p, ActJWTSVID, Resource{}); err != nil {
 		return JWTSVID{}, err
 	}
 	if a.jwt == nil {

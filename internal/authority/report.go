@@ -13,7 +13,7 @@ import (
 // certificate of the same identity — grouped by profile and owner (the
 // requester; see store.ExpiringGroup). The store computes it in SQL.
 func (a *Authority) ExpiringReport(ctx context.Context, p Principal, within time.Duration, profile string, limit int) (store.ExpiringReport, time.Time, error) {
-	if err := Authorize(p, ActReportRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActReportRead, Resource{}); err != nil {
 		return store.ExpiringReport{}, time.Time{}, err
 	}
 	if within <= 0 {

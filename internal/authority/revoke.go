@@ -45,16 +45,13 @@ func checkReason(reason int) error {
 func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, fingerprint string, reason int, source netip.Addr) (store.Certificate, error) {
 	fingerprint = strings.ToLower(strings.ReplaceAll(fingerprint, ":", ""))
 	rec, err := a.store.CertificateByFingerprint(ctx, fingerprint)
-	if err == nil {
-		if aerr := Authorize(p, ActCertRevoke, Resource{Serial: rec.Serial}); aerr != nil {
-			return store.Certificate{}, aerr
-		}
-	} else if aerr := Authorize(p, ActCertRevoke, Resource{}); aerr != nil {
-		// Say "forbidden" rather than whether the fingerprint exists.
-		return store.Certificate{}, aerr
-	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		// Say "forbidden" to whoever may not revoke, rather than whether
+		// the fingerprint exists.
+		if aerr := a.Authorize(p, ActCertRevoke, Resource{}); aerr != nil {
+			return store.Certificate{}, aerr
+		}
 		return rec, newError(KindNotFound, err, "no certificate with SHA-256 fingerprint %s: list them with `mica cert list`", fingerprint)
 	case err != nil:
 		return rec, newError(KindInternal, err, "could not read the inventory: %v", err)
@@ -65,17 +62,24 @@ func (a *Authority) RevokeByFingerprint(ctx context.Context, p Principal, finger
 // RevokeIdentity revokes every live certificate of an identity in one
 // transaction (admins only) and returns them, revoked.
 func (a *Authority) RevokeIdentity(ctx context.Context, p Principal, id string, reason int, source netip.Addr) ([]store.Certificate, error) {
-	if err := Authorize(p, ActIdentityRevoke, Resource{}); err != nil {
+	parsed, err := identity.Parse(id)
+	if err != nil {
+		if aerr := a.Authorize(p, ActIdentityRevoke, Resource{}); aerr != nil {
+			return nil, aerr
+		}
+		return nil, newError(KindInvalid, err, "%v", err)
+	}
+	name := parsed.Primary()
+	if err := a.Authorize(p, ActIdentityRevoke, Resource{Identity: name}); err != nil {
 		return nil, err
 	}
 	if err := checkReason(reason); err != nil {
 		return nil, err
 	}
-	parsed, err := identity.Parse(id)
-	if err != nil {
-		return nil, newError(KindInvalid, err, "%v", err)
+	if err := a.gate(ctx, p, ActIdentityRevoke, Resource{Identity: name}, revokeIdentityParams{Identity: name, Reason: reason}, ""); err != nil {
+		return nil, err
 	}
-	name, now := parsed.Primary(), a.now()
+	now := a.now()
 	evs, err := a.store.RevokeIdentity(ctx, name, reason, now, store.Event{Time: now, Actor: p.Name, Source: addrString(source),
 		Action: store.ActionCertRevoked, Identity: name, Outcome: "ok", Detail: fmt.Sprintf("reason %d, all certificates of the identity", reason)})
 	if err != nil {
@@ -116,19 +120,22 @@ func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail str
 	if allow {
 		action, write = store.ActionIdentityAllowed, a.store.Allow
 	}
-	if err := Authorize(p, ActIdentityDeny, Resource{}); err != nil {
+	// One name, of the kind its text says: the deny list is per name, so
+	// "a,b" would silently deny only one of them.
+	n, err := identity.ParseName(strings.TrimSpace(id))
+	if err := a.Authorize(p, ActIdentityDeny, Resource{Identity: n.String()}); err != nil {
 		return store.Denial{}, err
+	}
+	if err != nil {
+		return store.Denial{}, newError(KindInvalid, err, "%v: name one SPIFFE ID, DNS name or IP address", err)
 	}
 	if len(detail) > 1024 {
 		return store.Denial{}, newError(KindInvalid, nil, "the reason is %d bytes; keep it under 1024", len(detail))
 	}
-	// One name, of the kind its text says: the deny list is per name, so
-	// "a,b" would silently deny only one of them.
-	n, err := identity.ParseName(strings.TrimSpace(id))
-	if err != nil {
-		return store.Denial{}, newError(KindInvalid, err, "%v: name one SPIFFE ID, DNS name or IP address", err)
-	}
 	name := n.String()
+	if err := a.gate(ctx, p, ActIdentityDeny, Resource{Identity: name}, denyParams{Identity: name, Allow: allow, Detail: detail}, detail); err != nil {
+		return store.Denial{}, err
+	}
 	ev := store.Event{Time: a.now(), Actor: p.Name, Source: addrString(source), Action: action, Identity: name, Outcome: "ok", Detail: detail}
 	err = write(ctx, name, &ev)
 	switch {
@@ -145,7 +152,7 @@ func (a *Authority) denyOrAllow(ctx context.Context, p Principal, id, detail str
 
 // DeniedIdentities reads the deny list (auditors and up).
 func (a *Authority) DeniedIdentities(ctx context.Context, p Principal) ([]store.Denial, error) {
-	if err := Authorize(p, ActDenyListRead, Resource{}); err != nil {
+	if err := a.Authorize(p, ActDenyListRead, Resource{}); err != nil {
 		return nil, err
 	}
 	list, err := a.store.DeniedIdentities(ctx)
@@ -162,7 +169,15 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 	if err != nil {
 		return store.Certificate{}, err
 	}
-	if err := Authorize(p, ActCertRevoke, Resource{Serial: serial}); err != nil {
+	if err := checkReason(reason); err != nil {
+		return store.Certificate{}, err
+	}
+	rec, _ := a.store.Certificate(ctx, serial) // not found: revoke says so, once authorized
+	res := Resource{Serial: serial, Profile: rec.Profile, Identity: rec.Identity, Owner: rec.Owner, Requester: rec.Requester}
+	if err := a.Authorize(p, ActCertRevoke, res); err != nil {
+		return store.Certificate{}, err
+	}
+	if err := a.gate(ctx, p, ActCertRevoke, res, revokeParams{Serial: serial, Reason: reason}, ""); err != nil {
 		return store.Certificate{}, err
 	}
 	return a.revoke(ctx, p.Name, serial, reason, source)

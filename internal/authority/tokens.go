@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/identity"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/token"
@@ -21,6 +22,10 @@ type TokenRequest struct {
 	TTL      time.Duration
 	Network  netip.Prefix // optional source network binding
 	Source   netip.Addr
+	// Approval names an approved request for exactly this token, when an
+	// approval rule holds tokens of the profile: its requester collects the
+	// token with it, once.
+	Approval string
 }
 
 // Token is a minted token and what it says.
@@ -41,17 +46,18 @@ const DefaultTokenTTL = 10 * time.Minute
 
 // CreateToken mints a one-time token bound to one identity and profile.
 func (a *Authority) CreateToken(ctx context.Context, p Principal, req TokenRequest) (Token, error) {
-	if err := Authorize(p, ActTokenCreate, Resource{Profile: req.Profile}); err != nil {
+	id, err := identity.Parse(req.Identity)
+	res := Resource{Profile: req.Profile, Identity: id.Primary()}
+	if err := a.Authorize(p, ActTokenCreate, res); err != nil {
 		return Token{}, err
 	}
-	id, err := identity.Parse(req.Identity)
 	if err != nil {
 		return Token{}, newError(KindInvalid, err, "%v", err)
 	}
 	if req.Profile == "" {
 		return Token{}, newError(KindInvalid, nil, "a token needs a profile: pass --profile")
 	}
-	if chk, ok := a.policy.(identityChecker); ok {
+	if chk, ok := a.policy().(identityChecker); ok {
 		if err := chk.CheckIdentity(req.Profile, id); err != nil {
 			var denied *policy.DeniedError
 			if errors.As(err, &denied) {
@@ -66,6 +72,18 @@ func (a *Authority) CreateToken(ctx context.Context, p Principal, req TokenReque
 	}
 	if ttl < time.Second || ttl > token.MaxLifetime {
 		return Token{}, newError(KindInvalid, nil, "token TTL %s is out of range: choose between 1s and %s", ttl, token.MaxLifetime)
+	}
+	params := tokenParams{Identity: strings.Join(id.SANs(), ","), Profile: req.Profile, TTL: duration.Format(ttl)}
+	if req.Network.IsValid() {
+		params.Network = req.Network.Masked().String()
+	}
+	if req.Approval != "" {
+		err = a.collect(ctx, p, req.Approval, ActTokenCreate, params)
+	} else {
+		err = a.gate(ctx, p, ActTokenCreate, res, params, "")
+	}
+	if err != nil {
+		return Token{}, err
 	}
 	now := a.now()
 	c := token.Claims{

@@ -61,12 +61,12 @@ func TestRoleComesFromTheCredentialNotTheName(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := f.Principal(t, iss)
-	if p.Name != authoritytest.AdminID || p.Role != authority.RoleNone {
-		t.Fatalf("admin's name under profile wide authenticated as %q with role %q, want no role", p.Name, p.Role)
+	if p.Name != authoritytest.AdminID || len(p.Roles) != 0 {
+		t.Fatalf("admin's name under profile wide authenticated as %q with roles %q, want none", p.Name, p.Roles)
 	}
 	_, err = f.Authority.Deny(ctx, p, "spiffe://example.org/billing/x", "", netip.Addr{})
 	wantRefusal(t, "deny by the impostor", err, authority.KindForbidden, "")
-	wantRefusal(t, "stats by the impostor", authority.Authorize(p, authority.ActServerStats, authority.Resource{}), authority.KindForbidden, "")
+	wantRefusal(t, "stats by the impostor", f.Authority.Authorize(p, authority.ActServerStats, authority.Resource{}), authority.KindForbidden, "")
 }
 
 // Hole 2: the API's own names (server_names) were issuable under ordinary
@@ -146,7 +146,7 @@ func TestAuthorizeMatrix(t *testing.T) {
 	for _, r := range rows {
 		for _, pr := range principals {
 			want := strings.Contains(" "+r.allow+" ", " "+pr.name+" ")
-			err := authority.Authorize(pr.p, r.act, r.res)
+			err := f.Authority.Authorize(pr.p, r.act, r.res)
 			if (err == nil) != want {
 				t.Errorf("%s %s %+v: err = %v, want allowed = %v", pr.name, r.act, r.res, err, want)
 			}
@@ -155,7 +155,7 @@ func TestAuthorizeMatrix(t *testing.T) {
 			}
 		}
 		// Nobody unauthenticated, ever.
-		if err := authority.Authorize(authority.Principal{}, r.act, r.res); err == nil {
+		if err := f.Authority.Authorize(authority.Principal{}, r.act, r.res); err == nil {
 			t.Errorf("unauthenticated caller allowed %s", r.act)
 		}
 	}

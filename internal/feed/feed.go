@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
@@ -85,6 +86,54 @@ type Hub struct {
 type subscriber struct {
 	ch      chan queued
 	dropped bool
+
+	// What the stream handed to the connection but the peer has not taken
+	// yet: a subscriber that stops reading fills the socket buffers long
+	// before a write blocks, so the channel alone would show it as current.
+	conn connQueue // nil when the connection cannot say (not Linux, not TCP)
+	mu   sync.Mutex
+	sent int64   // bytes written to the stream
+	ends []int64 // stream offset at the end of each written change the peer may not have taken
+	// blockedSince is when the write in progress started (Unix nanoseconds),
+	// 0 when none is.
+	blockedSince atomic.Int64
+}
+
+// wrote notes a change written to the stream, n bytes long, and forgets
+// the ones the peer has taken.
+func (s *subscriber) wrote(n int, change bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent += int64(n)
+	if change {
+		s.ends = append(s.ends, s.sent)
+	}
+	s.unreadLocked()
+}
+
+// unread is how many written changes, and how many bytes, the peer has not
+// taken from the connection yet.
+func (s *subscriber) unread() (changes int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unreadLocked()
+}
+
+func (s *subscriber) unreadLocked() (int, int64) {
+	if s.conn == nil {
+		s.ends = s.ends[:0]
+		return 0, 0
+	}
+	queued := s.conn.queued()
+	taken := s.sent - queued
+	i := 0
+	for i < len(s.ends) && s.ends[i] <= taken {
+		i++
+	}
+	if i > 0 {
+		s.ends = s.ends[:copy(s.ends, s.ends[i:])]
+	}
+	return len(s.ends), queued
 }
 
 // queued is a change waiting in a subscriber's buffer, with when the Hub
@@ -302,7 +351,7 @@ func (h *Hub) snapshotLocked() revocation.Snapshot {
 // since is 0 or outside the log) a snapshot, and then every new change on
 // ch. Registering under the same lock that apply holds is what makes the
 // hand-over from backlog to live gap-free.
-func (h *Hub) subscribe(since int64) (snap *revocation.Snapshot, backlog []revocation.Event, s *subscriber, err error) {
+func (h *Hub) subscribe(since int64, conn connQueue) (snap *revocation.Snapshot, backlog []revocation.Event, s *subscriber, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.ready {
@@ -318,7 +367,7 @@ func (h *Hub) subscribe(since int64) (snap *revocation.Snapshot, backlog []revoc
 		sn := h.snapshotLocked()
 		snap = &sn
 	}
-	s = &subscriber{ch: make(chan queued, subscriberBuffer)}
+	s = &subscriber{ch: make(chan queued, subscriberBuffer), conn: conn}
 	h.subs[s] = struct{}{}
 	return snap, backlog, s, nil
 }
@@ -341,10 +390,18 @@ func (h *Hub) Subscribers() int {
 // Stats is the Hub's state as metrics see it.
 type Stats struct {
 	Subscribers int
-	// MaxLag is the most changes waiting in any one subscriber's buffer:
-	// how far the slowest open stream is behind the latest change. A
-	// subscriber is cut off (and Dropped grows) at 4096.
+	// MaxLag is how far the slowest open stream is behind the latest
+	// change, by what its subscriber has taken: the changes waiting in its
+	// buffer in the Hub plus those written to its connection that the peer
+	// has not taken yet (Linux; elsewhere only the buffer). A subscriber is
+	// cut off (and Dropped grows) when its buffer in the Hub reaches 4096.
 	MaxLag int
+	// MaxUnreadBytes is the most bytes one subscriber's connection holds
+	// that its peer has not taken (Linux only).
+	MaxUnreadBytes int64
+	// MaxWriteBlocked is the longest a write to one subscriber has been
+	// waiting, now: a peer that stopped reading with full socket buffers.
+	MaxWriteBlocked time.Duration
 	// Seq is the sequence number of the latest change applied.
 	Seq int64
 	// Dropped counts subscribers cut off for lagging, since New.
@@ -356,8 +413,14 @@ func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	st := Stats{Subscribers: len(h.subs), Seq: h.seq, Dropped: h.dropped}
+	now := time.Now().UnixNano()
 	for s := range h.subs {
-		st.MaxLag = max(st.MaxLag, len(s.ch))
+		changes, bytes := s.unread()
+		st.MaxLag = max(st.MaxLag, len(s.ch)+changes)
+		st.MaxUnreadBytes = max(st.MaxUnreadBytes, bytes)
+		if since := s.blockedSince.Load(); since != 0 {
+			st.MaxWriteBlocked = max(st.MaxWriteBlocked, time.Duration(now-since))
+		}
 	}
 	return st
 }

@@ -1,14 +1,20 @@
 package feed
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"net"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,7 +205,7 @@ func TestStats(t *testing.T) {
 		}
 	}
 	// A subscriber that reads nothing: its backlog is the lag.
-	_, _, stuck, err := e.hub.subscribe(0)
+	_, _, stuck, err := e.hub.subscribe(0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,4 +238,98 @@ func TestStats(t *testing.T) {
 	if st := e.hub.Stats(); st.Subscribers != 1 || st.MaxLag != 0 {
 		t.Errorf("after the stuck subscriber left, Stats = %+v", st)
 	}
+}
+
+// TestLagCountsUnreadChanges is a subscriber that stops reading while its
+// changes still fit in the socket buffers: no write blocks and the Hub's
+// buffer stays empty, yet the lag must show what the subscriber has not
+// read; once it reads, the lag goes back to zero.
+func TestLagCountsUnreadChanges(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the send queue is read on Linux only")
+	}
+	e := newEnv(t, 0)
+	srv := httptest.NewUnstartedServer(e.hub.Handler())
+	srv.Config.ConnContext = ConnContext
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	// The smallest receive buffer the kernel allows, so the changes wait
+	// in the server's send queue rather than in the reader's socket.
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1) })
+	}}
+	conn, err := tls.DialWithDialer(d, "tcp", srv.Listener.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/revocations/feed HTTP/1.1\r\nHost: feed\r\n\r\n")
+	rd := bufio.NewReader(conn)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "event: snapshot") {
+			break
+		}
+	}
+	waitUntil(t, "the subscriber to be registered", func() bool { return e.hub.Stats().Subscribers == 1 })
+	const n = 30
+	for i := range n {
+		e.revoke(i)
+	}
+	waitUntil(t, "the unread changes to show as lag", func() bool {
+		st := e.hub.Stats()
+		return st.Seq > 0 && st.MaxLag >= n/2 && st.MaxUnreadBytes > 0
+	})
+	t.Logf("stopped reader: %+v", e.hub.Stats())
+	// It reads again: everything it was sent is taken.
+	go io.Copy(io.Discard, rd)
+	waitUntil(t, "the lag to clear once it reads", func() bool {
+		st := e.hub.Stats()
+		return st.MaxLag == 0 && st.MaxUnreadBytes == 0
+	})
+}
+
+// waitUntil polls cond until it holds; the deadline only bounds a broken
+// test.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSubscriberConnectionHooks: a verifier learns when its stream opens
+// and when it is cut (the proxy's feed-connected metric and its log line
+// hang on these hooks).
+func TestSubscriberConnectionHooks(t *testing.T) {
+	e := newEnv(t, 0)
+	srv := httptest.NewUnstartedServer(e.hub.Handler())
+	srv.StartTLS()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	var connects, cuts atomic.Int32
+	sub, err := revocation.NewSubscriber(revocation.Config{URL: srv.URL + "/v1/revocations/feed", TLS: &tls.Config{RootCAs: pool},
+		OnConnect: func() { connects.Add(1) }, OnDisconnect: func(error) { cuts.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sub.Run(ctx)
+	waitUntil(t, "OnConnect", func() bool { return connects.Load() == 1 })
+	if n := cuts.Load(); n != 0 {
+		t.Fatalf("OnDisconnect called %d times on an open stream", n)
+	}
+	srv.CloseClientConnections()
+	srv.Close()
+	waitUntil(t, "OnDisconnect after the server went away", func() bool { return cuts.Load() >= 1 })
 }

@@ -37,7 +37,7 @@ func (h *Hub) Handler() http.Handler {
 				return
 			}
 		}
-		snap, backlog, sub, err := h.subscribe(since)
+		snap, backlog, sub, err := h.subscribe(since, connQueueOf(r.Context()))
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			problem.Write(w, http.StatusServiceUnavailable, "not-ready", "Not Ready", err.Error())
@@ -48,16 +48,25 @@ func (h *Hub) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
+		// write writes one frame and flushes it; a change counts towards
+		// the subscriber's lag until the peer has taken it.
+		write := func(frame []byte, change bool) error {
+			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			sub.blockedSince.Store(time.Now().UnixNano())
+			defer sub.blockedSince.Store(0)
+			n, err := w.Write(frame)
+			if err == nil {
+				err = rc.Flush()
+			}
+			sub.wrote(n, change)
+			return err
+		}
 		send := func(event string, id int64, v any) error {
 			data, err := json.Marshal(v)
 			if err != nil {
 				return err
 			}
-			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := fmt.Fprintf(w, "event: %s\nid: %d\ndata: %s\n\n", event, id, data); err != nil {
-				return err
-			}
-			return rc.Flush()
+			return write(fmt.Appendf(nil, "event: %s\nid: %d\ndata: %s\n\n", event, id, data), true)
 		}
 		if snap != nil {
 			if send("snapshot", snap.Seq, snap) != nil {
@@ -72,9 +81,7 @@ func (h *Hub) Handler() http.Handler {
 		if len(backlog) == 0 && snap == nil {
 			// Tell the subscriber the stream is live even when nothing
 			// changed since it last heard.
-			rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			fmt.Fprint(w, ": resumed\n\n")
-			rc.Flush()
+			write([]byte(": resumed\n\n"), false)
 		}
 		tick := time.NewTicker(keepAlive)
 		defer tick.Stop()
@@ -95,8 +102,7 @@ func (h *Hub) Handler() http.Handler {
 					h.cfg.Delivered(time.Since(q.applied))
 				}
 			case <-tick.C:
-				rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-				if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+				if write([]byte(": keep-alive\n\n"), false) != nil {
 					return
 				}
 			}

@@ -6,7 +6,8 @@
 // client certificates from issuers that are not mica's.
 //
 // Each finding is a metric (mica_rate_limited_total,
-// mica_anomalies_total), an audit event throttled per key (see reporter),
+// mica_anomalies_total), an audit event throttled per key (auditlog.Throttle, shared with the
+// failed-authentication events),
 // and, where the config says refuse, a refusal: an *authority.Error that
 // every door translates (HTTP 429 with Retry-After, ACME rateLimited).
 //

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/lru"
 	"github.com/mica-pki/mica/internal/ratelimit"
@@ -36,7 +38,13 @@ type Config struct {
 	Rules *Rules
 	// Recorder is where audit events go: the store, so that they are leaves
 	// of the audit log like every lifecycle event.
-	Recorder EventRecorder
+	Recorder auditlog.EventRecorder
+	// Shared, when set, keeps the rate-limit buckets where every replica
+	// takes from them (PostgreSQL: ratelimit/pgbuckets), so that a limit
+	// holds across replicas; the guard's own buckets answer when it does
+	// not. Without it the buckets are this process's. The detectors'
+	// state is per process either way.
+	Shared ratelimit.Backend
 	// Registerer, when set, gets the guard's metrics.
 	Registerer prometheus.Registerer
 	Clock      func() time.Time
@@ -52,8 +60,12 @@ type Guard struct {
 	storms  *lru.Cache[history]
 	// Issuance counts per profile, and per requester in a profile.
 	profileBursts, requesterBursts *lru.Cache[window]
-	report                         *reporter
+	report                         *auditlog.Throttle
 	metrics                        metrics
+	shared                         ratelimit.Backend
+	// fallbackLogged is when a failing shared backend was last logged
+	// (Unix nanoseconds), so a database outage is one line a minute.
+	fallbackLogged atomic.Int64
 }
 
 var _ authority.Guard = (*Guard)(nil)
@@ -77,17 +89,31 @@ func New(cfg Config) (*Guard, error) {
 		g.log = slog.New(slog.DiscardHandler)
 	}
 	n := cfg.Rules.maxKeys
+	g.shared = cfg.Shared
 	for _, pr := range append([]*profileRules{cfg.Rules.def}, valuesOf(cfg.Rules.profiles)...) {
+		bucket := func(scope string, l ratelimit.Limit) *ratelimit.Buckets {
+			b := ratelimit.New(l, n, g.now)
+			if cfg.Shared != nil {
+				// One set of buckets per scope and rule set, named alike on
+				// every replica.
+				set := pr.name
+				if set == "" {
+					set = "*"
+				}
+				b.Shared("limits/"+scope+"/"+set, cfg.Shared)
+			}
+			return b
+		}
 		g.buckets[pr] = &profileBuckets{
-			identity:  ratelimit.New(pr.identity, n, g.now),
-			requester: ratelimit.New(pr.requester, n, g.now),
-			source:    ratelimit.New(pr.source, n, g.now),
+			identity:  bucket("identity", pr.identity),
+			requester: bucket("requester", pr.requester),
+			source:    bucket("source", pr.source),
 		}
 	}
 	g.storms = lru.New(n, func(h *history) bool { return g.now().UnixNano() > h.until })
 	passed := func(w *window) bool { return g.now().UnixNano() > w.start+2*w.width }
 	g.profileBursts, g.requesterBursts = lru.New(n, passed), lru.New(n, passed)
-	g.report = newReporter(cfg.Recorder, g.now, g.log)
+	g.report = auditlog.NewThrottle(cfg.Recorder, g.now, g.log)
 	var err error
 	if g.metrics, err = newMetrics(cfg.Registerer, cfg.Rules, g.TrackedKeys); err != nil {
 		return nil, err
@@ -107,6 +133,11 @@ func (g *Guard) Run(ctx context.Context) error {
 		case <-t.C:
 			if err := g.report.Flush(ctx); err != nil {
 				g.log.LogAttrs(ctx, slog.LevelError, "limits: recording summaries", slog.String("error", err.Error()))
+			}
+			if sw, ok := g.shared.(sweeper); ok {
+				if _, err := sw.Sweep(ctx, g.now()); err != nil {
+					g.log.LogAttrs(ctx, slog.LevelWarn, "limits: sweeping refilled shared buckets", slog.String("error", err.Error()))
+				}
 			}
 		}
 	}
@@ -146,11 +177,14 @@ func (g *Guard) take(ctx context.Context, at authority.Attempt, pr *profileRules
 	b := g.buckets[pr]
 	scopes := [...]string{"identity", "requester", "source"}
 	keys := [...]string{at.Identity, at.Requester, SourceKey(at.Source)}
-	i, wait := ratelimit.TakeAll(
+	i, wait, err := ratelimit.TakeAllContext(ctx,
 		ratelimit.Claim{Buckets: b.identity, Key: keys[0]},
 		ratelimit.Claim{Buckets: b.requester, Key: keys[1]},
 		ratelimit.Claim{Buckets: b.source, Key: keys[2]},
 	)
+	if err != nil {
+		g.fellBack(ctx, err)
+	}
 	if i < 0 {
 		return nil
 	}
@@ -162,6 +196,24 @@ func (g *Guard) take(ctx context.Context, at authority.Attempt, pr *profileRules
 		scope, key, at.Profile, limit, wait, scope)
 	g.record(ctx, scope+"\x00"+key, at, store.ActionRateLimited, "refused", detail)
 	return &authority.Error{Kind: authority.KindRateLimited, Detail: detail, RetryAfter: wait}
+}
+
+// sweeper is the optional ability of a shared backend to forget buckets
+// that have refilled (Run calls it every minute).
+type sweeper interface {
+	Sweep(ctx context.Context, now time.Time) (int64, error)
+}
+
+// fellBack logs, at most once a minute, that the shared buckets did not
+// answer and this replica's own decided.
+func (g *Guard) fellBack(ctx context.Context, err error) {
+	now := g.now().UnixNano()
+	last := g.fallbackLogged.Load()
+	if now-last < int64(time.Minute) || !g.fallbackLogged.CompareAndSwap(last, now) {
+		return
+	}
+	g.log.LogAttrs(ctx, slog.LevelWarn, "limits: rate limits hold for this replica only until the database answers",
+		slog.String("error", err.Error()))
 }
 
 // history is an identity's recent renewals, oldest first, at most the
@@ -324,7 +376,7 @@ func (g *Guard) record(ctx context.Context, key string, at authority.Attempt, ac
 	if at.Source.IsValid() {
 		src = at.Source.Unmap().String()
 	}
-	g.report.report(ctx, key, store.Event{Actor: at.Actor, Source: src, Action: action,
+	g.report.Report(ctx, key, "", store.Event{Actor: at.Actor, Source: src, Action: action,
 		Identity: at.Identity, Profile: at.Profile, Outcome: outcome, Detail: detail})
 }
 

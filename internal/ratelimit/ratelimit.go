@@ -6,9 +6,15 @@
 //
 // Time is injected (a clock function), so tests step it instead of sleeping.
 // Start at New and Buckets.Take.
+//
+// Buckets are per process unless Shared gives them a Backend: then every
+// replica takes from the same buckets (package ratelimit/pgbuckets keeps
+// them in PostgreSQL), and the local ones are only the fallback for when
+// the backend does not answer.
 package ratelimit
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -100,6 +106,34 @@ type Buckets struct {
 	burst       float64
 	now         func() time.Time
 	cache       *lru.Cache[bucket]
+
+	// name and backend, when set, make the buckets shared by every
+	// replica; name tells them apart from other limits in the backend.
+	name    string
+	backend Backend
+}
+
+// Backend keeps buckets where every replica sees them.
+type Backend interface {
+	// TakeAll takes one token for every claim, or none, atomically with
+	// respect to every other replica; like TakeAll it returns the first
+	// refused claim's index (-1 if none) and the longest wait among the
+	// refused ones.
+	TakeAll(ctx context.Context, now time.Time, claims []SharedClaim) (refused int, retryAfter time.Duration, err error)
+}
+
+// SharedClaim is one token a request needs from a Backend: Key in the
+// bucket set named Bucket, limited by Limit.
+type SharedClaim struct {
+	Bucket, Key string
+	Limit       Limit
+}
+
+// Shared makes b's buckets shared by every replica through backend, under
+// name (unique among the limits using that backend). It returns b.
+func (b *Buckets) Shared(name string, backend Backend) *Buckets {
+	b.name, b.backend = name, backend
+	return b
 }
 
 // New returns buckets for l holding at most maxKeys keys; clock may be nil
@@ -173,11 +207,46 @@ type Claim struct {
 	Key     string
 }
 
+// TakeAllContext is TakeAll for claims on shared buckets: when every
+// limited claim's buckets share one Backend, the tokens are taken there in
+// one call; if the backend fails, the local buckets decide and the error
+// is returned with their answer, for the caller to log.
+func TakeAllContext(ctx context.Context, claims ...Claim) (refused int, retryAfter time.Duration, err error) {
+	var backend Backend
+	var shared []SharedClaim
+	var index []int
+	for i, c := range claims {
+		if c.Key == "" || c.Buckets.limit.Rate.Unlimited() {
+			continue
+		}
+		if c.Buckets.backend == nil || (backend != nil && c.Buckets.backend != backend) {
+			backend = nil
+			break
+		}
+		backend = c.Buckets.backend
+		shared = append(shared, SharedClaim{Bucket: c.Buckets.name, Key: c.Key, Limit: c.Buckets.limit})
+		index = append(index, i)
+	}
+	if backend != nil {
+		r, wait, berr := backend.TakeAll(ctx, claims[index[0]].Buckets.now(), shared)
+		if berr == nil {
+			if r >= 0 {
+				r = index[r]
+			}
+			return r, wait, nil
+		}
+		err = fmt.Errorf("ratelimit: the shared buckets did not answer, so this replica's own decided: %w", berr)
+	}
+	refused, retryAfter = TakeAll(claims...)
+	return refused, retryAfter, err
+}
+
 // TakeAll takes a token for every claim, or none: when a bucket is empty
 // it gives back the tokens it took and returns the index of the first
 // claim refused and the longest wait among the refused ones, so that a
 // caller that waits that long is not refused again by another of them.
-// refused is -1 when every token was taken.
+// refused is -1 when every token was taken. It uses this process's
+// buckets only; TakeAllContext uses shared ones.
 func TakeAll(claims ...Claim) (refused int, retryAfter time.Duration) {
 	var small [8]bool
 	took := small[:0]

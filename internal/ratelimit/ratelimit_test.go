@@ -1,6 +1,8 @@
 package ratelimit
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -171,5 +173,46 @@ func TestTakeAllIsAllOrNothing(t *testing.T) {
 	refused, wait = TakeAll(Claim{fast, "a"}, Claim{slow, "b"})
 	if refused != 0 || wait != 59*time.Minute {
 		t.Fatalf("refused %d, wait %v; want claim 0 and the longer wait, 59m", refused, wait)
+	}
+}
+
+// fakeBackend is a Backend that refuses a chosen claim, or fails.
+type fakeBackend struct {
+	refuse int
+	fail   error
+	got    []SharedClaim
+}
+
+func (f *fakeBackend) TakeAll(_ context.Context, _ time.Time, claims []SharedClaim) (int, time.Duration, error) {
+	f.got = claims
+	if f.fail != nil {
+		return 0, 0, f.fail
+	}
+	if f.refuse >= 0 {
+		return f.refuse, time.Minute, nil
+	}
+	return -1, 0, nil
+}
+
+// TestTakeAllContextShared: claims on shared buckets go to the backend in
+// one call (skipped claims left out, the refused index mapped back), and
+// a backend that fails leaves the decision to the local buckets.
+func TestTakeAllContextShared(t *testing.T) {
+	l := Limit{Rate: Rate{Events: 1, Per: time.Hour}, Burst: 1}
+	be := &fakeBackend{refuse: 1}
+	a, b, c := New(l, 10, nil).Shared("a", be), New(l, 10, nil).Shared("b", be), New(l, 10, nil).Shared("c", be)
+	r, wait, err := TakeAllContext(context.Background(), Claim{a, "k1"}, Claim{b, ""}, Claim{c, "k3"})
+	if err != nil || r != 2 || wait != time.Minute {
+		t.Errorf("refused %d after %v (%v), want claim 2 (the backend's second) after 1m", r, wait, err)
+	}
+	if len(be.got) != 2 || be.got[0] != (SharedClaim{"a", "k1", l}) || be.got[1] != (SharedClaim{"c", "k3", l}) {
+		t.Errorf("the backend got %+v", be.got)
+	}
+	be.fail = errors.New("database down")
+	for i, want := range []int{-1, 0} {
+		r, _, err := TakeAllContext(context.Background(), Claim{a, "k1"})
+		if err == nil || r != want {
+			t.Errorf("take %d with the backend down: refused %d, %v; want %d by the local bucket and the error", i, r, err, want)
+		}
 	}
 }

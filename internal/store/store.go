@@ -87,6 +87,21 @@ const (
 	ActionAnomalyIssuanceBurst     Action = "anomaly.issuance_burst"
 	ActionAnomalyUnexpectedNetwork Action = "anomaly.unexpected_network"
 	ActionAnomalyUnexpectedIssuer  Action = "anomaly.unexpected_issuer"
+	// Governance: every step of an approval request, role grants (a
+	// break-glass grant is its own action, for alerts), policy versions.
+	ActionApprovalRequested Action = "approval.requested"
+	ActionApprovalVoted     Action = "approval.voted"
+	ActionApprovalApproved  Action = "approval.approved"
+	ActionApprovalRejected  Action = "approval.rejected"
+	ActionApprovalExecuted  Action = "approval.executed"
+	ActionApprovalFailed    Action = "approval.failed"
+	ActionApprovalExpired   Action = "approval.expired"
+	ActionRoleGranted       Action = "role.granted"
+	ActionRoleBreakGlass    Action = "role.break_glass"
+	ActionRoleRevoked       Action = "role.revoked"
+	ActionPolicyProposed    Action = "policy.proposed"
+	ActionPolicyActivated   Action = "policy.activated"
+	ActionPolicyRejected    Action = "policy.rejected"
 )
 
 // Event is one lifecycle event: who did what to which subject, and how it ended.
@@ -255,6 +270,9 @@ type Store interface {
 	// Checkpoints returns up to limit (0 means 1000) checkpoints with Size
 	// > afterSize, smallest first.
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
+
+	// Governance keeps approvals, role grants and policy versions.
+	Governance
 
 	Close() error
 }

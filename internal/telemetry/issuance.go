@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/policy"
 )
 
 // IssuanceMetrics counts what the authority reports: it is the
@@ -58,7 +59,17 @@ func NewIssuanceMetrics(reg prometheus.Registerer, profiles []string) (*Issuance
 			return nil, err
 		}
 	}
-	// Every reason starts at zero, so that rate() sees the first one.
+	// Every door × profile × outcome starts at zero, as does every
+	// revocation reason: increase() and rate() cannot see a series' first
+	// sample, so a counter born at 1 would hide the first renewal of a
+	// profile from the alerts and leave the error ratio empty.
+	for _, door := range doors {
+		for _, profile := range m.profiles.labels() {
+			for _, outcome := range outcomes {
+				m.requests.WithLabelValues(door, profile, outcome)
+			}
+		}
+	}
 	for _, r := range revocationReasons {
 		if r != "" {
 			m.revocations.WithLabelValues(r)
@@ -66,6 +77,12 @@ func NewIssuanceMetrics(reg prometheus.Registerer, profiles []string) (*Issuance
 	}
 	return m, nil
 }
+
+// doors and outcomes are every value of the door and outcome labels.
+var (
+	doors    = []string{string(policy.MethodToken), string(policy.MethodRenew), string(policy.MethodACME), string(policy.MethodInternal)}
+	outcomes = []string{authority.OutcomeIssued, authority.OutcomeRefused, authority.OutcomeError}
+)
 
 // ObserveIssuance implements authority.Observer.
 func (m *IssuanceMetrics) ObserveIssuance(r authority.IssuanceResult) {

@@ -1,5 +1,10 @@
 package telemetry
 
+import (
+	"maps"
+	"slices"
+)
+
 // Label values that stand for many.
 const (
 	// ProfileOther counts a profile name the config does not have (an old
@@ -22,6 +27,13 @@ func newProfileSet(names []string) profileSet {
 		s[n] = true
 	}
 	return s
+}
+
+// labels are every value the profile label can take: the configured
+// profiles, "other" and "none".
+func (s profileSet) labels() []string {
+	out := slices.Sorted(maps.Keys(s))
+	return append(out, ProfileOther, ProfileNone)
 }
 
 func (s profileSet) label(name string) string {

@@ -25,7 +25,10 @@ type Sources struct {
 	Inventory func(ctx context.Context, now time.Time) ([]store.ExpiryCount, error)
 	// CRL is the CRL being served: its thisUpdate and nextUpdate, and its
 	// number of entries; ok is false before the first.
-	CRL      func() (thisUpdate, nextUpdate time.Time, entries int, ok bool)
+	CRL func() (thisUpdate, nextUpdate time.Time, entries int, ok bool)
+	// RootCRL is the root's CRL as published (signed offline by `mica ca
+	// root-crl`); ok is false while none is.
+	RootCRL  func() (thisUpdate, nextUpdate time.Time, ok bool)
 	OCSP     func() ocsp.CacheStats
 	Feed     func() feed.Stats
 	Audit    func() auditlog.Status
@@ -44,8 +47,8 @@ type ServerMetrics struct {
 	src      Sources
 	profiles profileSet
 
-	inventory, crlAge, crlNext, crlEntries, ocspCached, ocspAge,
-	feedSubs, feedLag, feedDropped, auditLeaves, auditCheckpointLeaves, auditCheckpointAge,
+	inventory, crlAge, crlNext, crlEntries, rootCRLAge, rootCRLNext, ocspCached, ocspAge,
+	feedSubs, feedLag, feedUnread, feedBlocked, feedSeq, feedDropped, auditLeaves, auditCheckpointLeaves, auditCheckpointAge,
 	caExpiry, tlsExpiry, commits, committed, commitSeconds *prometheus.Desc
 
 	mu       sync.Mutex
@@ -70,13 +73,20 @@ func NewServerMetrics(reg prometheus.Registerer, src Sources) (*ServerMetrics, e
 		inventory: d("mica_live_certificates",
 			"Live certificates (active, not expired) by profile and the window they expire within: 1h, 24h, 7d, 30d or more.",
 			"profile", "expires_within"),
-		crlAge:      d("mica_crl_age_seconds", "Seconds since the served CRL was produced (thisUpdate)."),
-		crlNext:     d("mica_crl_next_update_seconds", "Seconds until the served CRL's nextUpdate; negative when relying parties hold an expired CRL."),
-		crlEntries:  d("mica_crl_entries", "Revoked certificates listed in the served CRL."),
-		ocspCached:  d("mica_ocsp_cached_responses", "Pre-signed OCSP responses in the cache."),
-		ocspAge:     d("mica_ocsp_oldest_response_age_seconds", "Age of the stalest cached OCSP response; re-signing keeps it under half the validity (30m)."),
-		feedSubs:    d("mica_feed_subscribers", "Open revocation feed streams."),
-		feedLag:     d("mica_feed_lag_events", "Changes waiting for the slowest revocation feed subscriber."),
+		crlAge:     d("mica_crl_age_seconds", "Seconds since the served CRL was produced (thisUpdate)."),
+		crlNext:    d("mica_crl_next_update_seconds", "Seconds until the served CRL's nextUpdate; negative when relying parties hold an expired CRL."),
+		crlEntries: d("mica_crl_entries", "Revoked certificates listed in the served CRL."),
+		rootCRLAge: d("mica_root_crl_age_seconds", "Seconds since the published root CRL was signed (thisUpdate); absent while none is published."),
+		rootCRLNext: d("mica_root_crl_next_update_seconds",
+			"Seconds until the published root CRL's nextUpdate; negative once relying parties hold an expired one: sign a new one with `mica ca root-crl`."),
+		ocspCached: d("mica_ocsp_cached_responses", "Pre-signed OCSP responses in the cache."),
+		ocspAge:    d("mica_ocsp_oldest_response_age_seconds", "Age of the stalest cached OCSP response; re-signing keeps it under half the validity (30m)."),
+		feedSubs:   d("mica_feed_subscribers", "Open revocation feed streams."),
+		feedLag: d("mica_feed_lag_events",
+			"Changes the slowest revocation feed subscriber has not read: waiting in the server or in its connection's send queue."),
+		feedUnread:  d("mica_feed_unread_bytes", "Most bytes one revocation feed subscriber's connection holds that the subscriber has not taken."),
+		feedBlocked: d("mica_feed_write_blocked_seconds", "Longest time a write to one revocation feed subscriber has been waiting, now (0 when none waits)."),
+		feedSeq:     d("mica_feed_seq", "Sequence number of the latest revocation change this server's feed applied; compare with verifiers' mica_mtls_revocations_seq."),
 		feedDropped: d("mica_feed_subscribers_dropped_total", "Revocation feed subscribers cut off for falling too far behind."),
 		auditLeaves: d("mica_audit_log_leaves", "Leaves (lifecycle events) in the audit log's Merkle tree."),
 		auditCheckpointLeaves: d("mica_audit_checkpoint_leaves",
@@ -115,8 +125,8 @@ func (m *FeedMetrics) Delivered(latency time.Duration) { m.delivery.Observe(late
 
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.inventory, m.crlAge, m.crlNext, m.crlEntries, m.ocspCached, m.ocspAge,
-		m.feedSubs, m.feedLag, m.feedDropped, m.auditLeaves, m.auditCheckpointLeaves, m.auditCheckpointAge,
+	for _, d := range []*prometheus.Desc{m.inventory, m.crlAge, m.crlNext, m.crlEntries, m.rootCRLAge, m.rootCRLNext, m.ocspCached, m.ocspAge,
+		m.feedSubs, m.feedLag, m.feedUnread, m.feedBlocked, m.feedSeq, m.feedDropped, m.auditLeaves, m.auditCheckpointLeaves, m.auditCheckpointAge,
 		m.caExpiry, m.tlsExpiry, m.commits, m.committed, m.commitSeconds} {
 		ch <- d
 	}
@@ -141,6 +151,12 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.crlEntries, float64(entries))
 		}
 	}
+	if m.src.RootCRL != nil {
+		if this, next, ok := m.src.RootCRL(); ok {
+			gauge(m.rootCRLAge, now.Sub(this).Seconds())
+			gauge(m.rootCRLNext, next.Sub(now).Seconds())
+		}
+	}
 	if m.src.OCSP != nil {
 		st := m.src.OCSP()
 		gauge(m.ocspCached, float64(st.Responses))
@@ -154,6 +170,9 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 		st := m.src.Feed()
 		gauge(m.feedSubs, float64(st.Subscribers))
 		gauge(m.feedLag, float64(st.MaxLag))
+		gauge(m.feedUnread, float64(st.MaxUnreadBytes))
+		gauge(m.feedBlocked, st.MaxWriteBlocked.Seconds())
+		gauge(m.feedSeq, float64(st.Seq))
 		counter(m.feedDropped, float64(st.Dropped))
 	}
 	if m.src.Audit != nil {

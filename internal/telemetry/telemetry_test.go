@@ -208,7 +208,7 @@ func TestIssuanceMetrics(t *testing.T) {
 		`mica_issuance_requests_total{door="token",outcome="issued",profile="web"}`:               10,
 		`mica_issuance_requests_total{door="renew",outcome="issued",profile="web"}`:               2,
 		`mica_issuance_requests_total{door="renew",outcome="issued",profile="service"}`:           4,
-		`mica_issuance_requests_total{door="internal",outcome="issued",profile="mica-admin"}`:     1,
+		`mica_issuance_requests_total{door="internal",outcome="issued",profile="mica-admin"}`:     3, // the fixture's admin, operator and auditor
 		`mica_issuance_refusals_total{door="token",profile="none",reason="token-invalid"}`:        1,
 		`mica_issuance_refusals_total{door="token",profile="service",reason="identity-mismatch"}`: 1,
 		`mica_issuance_refusals_total{door="token",profile="service",reason="ttl-too-long"}`:      1,
@@ -228,9 +228,10 @@ func TestIssuanceMetrics(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", sample, got, ok, v)
 		}
 	}
-	// The admin certificate from the fixture is a 24h mica-admin one here.
-	if got := scrape[`mica_live_certificates{expires_within="24h",profile="mica-admin"}`]; got != 1 {
-		t.Errorf("mica-admin in 24h = %v, want 1", got)
+	// The fixture's admin, operator and auditor certificates are 24h
+	// mica-admin ones here.
+	if got := scrape[`mica_live_certificates{expires_within="24h",profile="mica-admin"}`]; got != 3 {
+		t.Errorf("mica-admin in 24h = %v, want 3", got)
 	}
 }
 

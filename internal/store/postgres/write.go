@@ -237,6 +237,8 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 			b.Queue(denySQL, append(args, op.Event.LeafHash, op.Identity)...)
 		case sqlstore.KindAllow:
 			b.Queue(allowSQL, append(args, op.Event.LeafHash, op.Identity)...)
+		case sqlstore.KindGuarded:
+			// Written after the pipeline, one savepoint each (guarded).
 		default:
 			return fmt.Errorf("postgres: unknown operation kind %d", op.Kind)
 		}
@@ -256,6 +258,14 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 	}
 	if err := hashRevokedIdentities(ctx, tx, batch); err != nil {
 		return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+	}
+	for _, it := range batch {
+		if it.Op.Kind != sqlstore.KindGuarded {
+			continue
+		}
+		if err := guarded(ctx, tx, it); err != nil {
+			return fmt.Errorf("postgres: write batch of %d, nothing was committed: %w", len(batch), err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: commit batch of %d, nothing was committed: %w", len(batch), err)
@@ -289,6 +299,36 @@ func hashRevokedIdentities(ctx context.Context, tx pgx.Tx, batch []*groupcommit.
 	return nil
 }
 
+// guarded writes a KindGuarded item inside a savepoint of the batch's
+// transaction, after the pipeline and under its advisory lock, so that its
+// event takes the next leaf index like any other. A statement that fails,
+// or changes other than the rows it expects, rolls the item back alone.
+func guarded(ctx context.Context, tx pgx.Tx, it *groupcommit.Item[sqlstore.Op]) error {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	op := &it.Op
+	for _, g := range op.Guards {
+		tag, err := sp.Exec(ctx, g.SQL, g.Args...)
+		if err != nil || g.Want >= 0 && tag.RowsAffected() != g.Want {
+			if rerr := sp.Rollback(ctx); rerr != nil {
+				return rerr
+			}
+			if err != nil {
+				it.Err = fmt.Errorf("postgres: %s: %w", op.What, err)
+			} else {
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedConflict)
+			}
+			return nil
+		}
+	}
+	if err := sp.QueryRow(ctx, insertEvent, append(op.Event.Args(), op.Event.LeafHash)...).Scan(&op.Seq, &op.LeafIndex); err != nil {
+		return err
+	}
+	return sp.Commit(ctx)
+}
+
 func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlstore.Op], notify bool) error {
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("take the event order lock: %w", err)
@@ -296,6 +336,8 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlstore.Op], no
 	for _, it := range batch {
 		op := &it.Op
 		switch op.Kind {
+		case sqlstore.KindGuarded:
+			continue // not in the pipeline
 		case sqlstore.KindIssuance:
 			var used, dup bool
 			var seq, leafIndex *int64

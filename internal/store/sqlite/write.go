@@ -96,6 +96,8 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 			err = st.revokeIdentity(ctx, it)
 		case sqlstore.KindDeny, sqlstore.KindAllow:
 			err = st.denyOrAllow(ctx, it)
+		case sqlstore.KindGuarded:
+			err = st.guarded(ctx, tx, it)
 		default:
 			err = fmt.Errorf("unknown operation kind %d", it.Op.Kind)
 		}
@@ -262,5 +264,42 @@ func (w *writeStmts) denyOrAllow(ctx context.Context, it *groupcommit.Item[sqlst
 	}
 	op.Seq, op.LeafIndex = seq, leafIndex
 	_, err = w.insertDenial.ExecContext(ctx, op.Identity, op.Event.At, op.Event.Actor, op.Event.Detail, seq)
+	return err
+}
+
+// guarded writes a KindGuarded item inside a savepoint, so that the item
+// can fail alone: a statement that fails, or changes other than the rows
+// it expects, rolls the item back and the batch goes on.
+func (w *writeStmts) guarded(ctx context.Context, tx *sql.Tx, it *groupcommit.Item[sqlstore.Op]) error {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT guarded"); err != nil {
+		return err
+	}
+	fail := func(itemErr error) error {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO guarded"); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE guarded"); err != nil {
+			return err
+		}
+		it.Err = itemErr
+		return nil
+	}
+	for _, g := range it.Op.Guards {
+		res, err := tx.ExecContext(ctx, g.SQL, g.Args...)
+		if err != nil {
+			return fail(fmt.Errorf("sqlite: %s: %w", it.Op.What, err))
+		}
+		if g.Want >= 0 {
+			if n, err := res.RowsAffected(); err != nil || n != g.Want {
+				return fail(it.Op.Refuse(&dialect, sqlstore.RefusedConflict))
+			}
+		}
+	}
+	seq, leafIndex, err := w.event(ctx, &it.Op.Event)
+	if err != nil {
+		return err
+	}
+	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
+	_, err = tx.ExecContext(ctx, "RELEASE guarded")
 	return err
 }

@@ -24,7 +24,25 @@ const (
 	KindRevokeIdentity
 	KindDeny
 	KindAllow
+	// KindGuarded is a conditional state change and its event: Guards
+	// run in order and the event is written only if every one changed
+	// the number of rows it expects; otherwise nothing of the item is
+	// written and it fails alone with store.ErrConflict. Rare, human-speed
+	// writes (approvals, grants, policy versions) use it, so that a state
+	// change and its audit leaf commit together without each needing its
+	// own statement in every engine.
+	KindGuarded
 )
+
+// Guard is one statement of a KindGuarded op, in the dialect's
+// placeholder style.
+type Guard struct {
+	SQL  string
+	Args []any
+	// Want is the number of rows the statement must change; negative
+	// accepts any number.
+	Want int64
+}
 
 // Op is one queued write, already encoded into column values.
 type Op struct {
@@ -40,6 +58,11 @@ type Op struct {
 
 	// KindRevokeIdentity, KindDeny, KindAllow.
 	Identity string
+
+	// KindGuarded: the statements, and what they do, for the conflict's
+	// message ("approve request 3f2a").
+	Guards []Guard
+	What   string
 
 	// Seq and LeafIndex are the results: the sequence number and the
 	// audit log position assigned to Event.
@@ -190,6 +213,8 @@ const (
 	RefusedAlreadyRevoked
 	// RefusedAlreadyDenied: Deny found the identity denied before.
 	RefusedAlreadyDenied
+	// RefusedConflict: a guarded write found the state changed.
+	RefusedConflict
 )
 
 // Refuse is the error an operation gets when it fails alone for why; d
@@ -211,6 +236,8 @@ func (op *Op) Refuse(d *Dialect, why Refusal) error {
 		return fmt.Errorf("%s: revoke certificate %s: %w", engine, op.Serial, store.ErrAlreadyRevoked)
 	case RefusedAlreadyDenied:
 		return fmt.Errorf("%s: deny %s: %w", engine, op.Identity, store.ErrAlreadyDenied)
+	case RefusedConflict:
+		return fmt.Errorf("%s: %s: the state changed meanwhile: %w", engine, op.What, store.ErrConflict)
 	}
 	return fmt.Errorf("%s: operation refused for unknown reason %d", engine, why)
 }

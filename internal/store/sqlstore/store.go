@@ -66,11 +66,11 @@ func (s *Store) errorf(format string, args ...any) error {
 // store opens, not per call.
 type statements struct {
 	certBySerial, certByFingerprint, certByToken string
-	eventBySeq, lastEventSeq        string
-	addCheckpoint, latestCheckpoint string
-	isDenied, deniedIdentities      string
-	addNonce, sweepNonces, useNonce string
-	acme                            map[store.ACMEKind]acmeStatements
+	eventBySeq, lastEventSeq                     string
+	addCheckpoint, latestCheckpoint              string
+	isDenied, deniedIdentities                   string
+	addNonce, sweepNonces, useNonce              string
+	acme                                         map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.

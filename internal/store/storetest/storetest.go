@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
+		{"Governance", testGovernance},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
