@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
 	"github.com/mica-pki/mica/internal/store"
@@ -240,8 +240,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
-		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
-		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
+		Store:        st, Policy: eng, Issuers: rotation.Static(iss, hier.Intermediate, hier.Root), Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {

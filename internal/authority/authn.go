@@ -74,15 +74,16 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 		return Principal{}, newError(KindCertExpired, nil, "client certificate %s is not valid until %s: check this machine's clock",
 			SerialHex(leaf), leaf.NotBefore.Format(time.RFC3339))
 	}
-	inter := a.interPool
+	trust := a.issuers.Trust()
+	inter := trust.interPool
 	if len(chain) > 1 {
-		inter = a.interPool.Clone()
+		inter = trust.interPool.Clone()
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: a.rootPool, Intermediates: inter, CurrentTime: now,
+		Roots: trust.rootPool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		a.reportForeignIssuer(ctx, chain, source)

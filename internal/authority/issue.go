@@ -127,7 +127,8 @@ func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.Certi
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate returned again for its token",
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity), slog.String("token", jti))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, true
+	trust := a.issuers.Trust()
+	return &Issued{Certificate: cert, Chain: trust.Chain(rec.Issuer), Roots: trust.Roots, Record: rec}, true
 }
 
 // RenewRequest is a renewal authenticated by the current certificate.
@@ -236,20 +237,22 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
-	if notAfter.After(a.issuerCert.NotAfter) {
-		// A leaf cannot outlive its issuer; shorten it rather than refuse so
-		// that clients keep working while the intermediate is being rotated.
-		notAfter = a.issuerCert.NotAfter
+	signing := a.issuers.Signing(notAfter)
+	if notAfter.After(signing.Cert.NotAfter) {
+		// A leaf cannot outlive its issuer. Rotation has the next issuer
+		// sign before this happens; when none is ready yet, shorten the
+		// leaf rather than refuse, so that clients keep working.
+		notAfter = signing.Cert.NotAfter
 	}
 	prepared, err := step(ctx, a, spanLint, func(context.Context) (*issuance.Prepared, error) {
-		return a.issuer.Prepare(issuance.Request{
+		return signing.Issuer.Prepare(issuance.Request{
 			PublicKey: in.req.PublicKey, Identity: dec.Identity,
 			NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
 		})
 	})
 	var cert *x509.Certificate
 	if err == nil {
-		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return a.issuer.Sign(prepared) })
+		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return signing.Issuer.Sign(prepared) })
 	}
 	if err != nil {
 		var lintErr *issuance.LintError
@@ -273,7 +276,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		SourceAddr:  addrString(in.req.Source),
 		NotBefore:   cert.NotBefore,
 		NotAfter:    cert.NotAfter,
-		Issuer:      a.issuerFP,
+		Issuer:      signing.ID,
 		Status:      store.StatusActive,
 		RenewedFrom: in.renewedFrom,
 		Owner:       in.owner,
@@ -311,7 +314,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
 		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
 		slog.Time("not_after", rec.NotAfter))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
+	return &Issued{Certificate: cert, Chain: signing.Chain, Roots: a.issuers.Trust().Roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
 }
 
 // decide asks policy, translating its refusal into the authority's error.
