@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
 		{"Governance", testGovernance},
+		{"CASlots", testCASlots},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
