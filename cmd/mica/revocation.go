@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/feed"
@@ -42,13 +46,13 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 		return nil, err
 	}
 	issuerID := authority.Fingerprint(p.hierarchy.Intermediate.Raw)
-	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
+	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: issuance.NewCRLSigner(p.hierarchy.Intermediate, p.hierarchy.IntermediateKey),
 		IssuerID: issuerID, Lint: lintSmallCRL, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	resp, err := ocsp.New(ocsp.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, IssuerSigner: p.hierarchy.IntermediateKey,
-		IssuerID: issuerID, Sign: issuance.CheckAndSign, Logger: log})
+	resp, err := ocsp.New(ocsp.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, IssuerID: issuerID,
+		Responder: responderFor(p, p.hierarchy.Intermediate), Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -135,4 +139,22 @@ func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*http.Server, str
 		}
 	}()
 	return srv, "http://" + ln.Addr().String(), errc, nil
+}
+
+// responderFor is how an issuing CA certifies its OCSP responder's keys:
+// through the authority, under the reserved OCSP profile, so that the
+// responder certificate is linted and recorded like any other.
+func responderFor(p *parts, issuer *x509.Certificate) ocsp.ResponderFunc {
+	id := authority.Fingerprint(issuer.Raw)
+	return func(ctx context.Context, pub crypto.PublicKey) (*x509.Certificate, error) {
+		spiffe, err := identity.Parse("spiffe://" + p.cfg.TrustDomain + authority.OCSPPathPrefix + hex.EncodeToString(issuer.SubjectKeyId))
+		if err != nil {
+			return nil, err
+		}
+		iss, err := p.authority.IssueOCSPResponder(ctx, id, spiffe, pub)
+		if err != nil {
+			return nil, err
+		}
+		return iss.Certificate, nil
+	}
 }

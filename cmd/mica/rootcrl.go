@@ -66,7 +66,7 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	defer closeKeys()
 	now := time.Now().UTC().Truncate(time.Second)
 	der, err := crl.Build(crl.Params{
-		Issuer: root, Signer: rootKey,
+		Issuer: root, Signer: issuance.NewCRLSigner(root, rootKey),
 		// Time-ordered like the server's CRL numbers, so each new root CRL
 		// supersedes the last without a counter to keep on the root machine.
 		Number:     big.NewInt(now.Unix()),

@@ -210,6 +210,9 @@ type issueInput struct {
 	// attempt is the request as the guard saw it at admission; zero for
 	// mica's own issuance, which no limit applies to.
 	attempt Attempt
+	// issuer, when set, is the ID of the CA that must sign (an OCSP
+	// responder's certificate comes from the CA it answers for).
+	issuer string
 }
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
@@ -238,6 +241,11 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
 	signing := a.issuers.Signing(notAfter)
+	if in.issuer != "" {
+		if signing = a.issuers.Issuer(in.issuer); signing == nil {
+			return nil, newError(KindInternal, nil, "issuing CA %s is not in the bundle or its key is not online here", in.issuer)
+		}
+	}
 	if notAfter.After(signing.Cert.NotAfter) {
 		// A leaf cannot outlive its issuer. Rotation has the next issuer
 		// sign before this happens; when none is ready yet, shorten the
@@ -404,5 +412,21 @@ func (a *Authority) IssueInternal(ctx context.Context, profile string, id identi
 		req:   policy.Request{Profile: profile, Identity: id, TTL: ttl, PublicKey: pub, Method: policy.MethodInternal, Requester: "system"},
 		event: store.Event{Actor: "system", Identity: id.Primary(), Profile: profile}, action: store.ActionCertIssued,
 		detail: "issued by mica for its own use", owner: "system",
+	})
+}
+
+// IssueOCSPResponder issues the delegated OCSP responder certificate of the
+// issuing CA issuer (an ID, the CA's fingerprint), signed by that CA, under
+// the reserved OCSP profile, for the responder's SPIFFE ID under
+// OCSPPathPrefix: decided, linted, signed and recorded in the inventory
+// and the audit log like any certificate. It never outlives the CA.
+func (a *Authority) IssueOCSPResponder(ctx context.Context, issuer string, id identity.Identity, pub crypto.PublicKey) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.IssueOCSPResponder", policy.MethodInternal)
+	defer func() { tr.end(iss, err) }()
+	tr.profile = ProfileOCSP
+	return a.issue(ctx, issueInput{
+		req:   policy.Request{Profile: ProfileOCSP, Identity: id, PublicKey: pub, Method: policy.MethodInternal, Requester: "system"},
+		event: store.Event{Actor: "system", Identity: id.Primary(), Profile: ProfileOCSP}, action: store.ActionCertIssued,
+		detail: "OCSP responder certificate for issuing CA " + issuer, owner: "system", issuer: issuer,
 	})
 }

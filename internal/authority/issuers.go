@@ -14,6 +14,9 @@ type Issuers interface {
 	// the active one, or the next one when the active one ends first and
 	// the next is already trusted everywhere.
 	Signing(notAfter time.Time) *SigningCA
+	// Issuer is the signing CA with the given ID while it is in the bundle
+	// and its key is online, whatever its state; nil otherwise.
+	Issuer(id string) *SigningCA
 	// Trust is the trust bundle now.
 	Trust() *Trust
 }

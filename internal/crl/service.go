@@ -3,7 +3,6 @@ package crl
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -27,7 +26,7 @@ type Source interface {
 type Config struct {
 	Source Source
 	Issuer *x509.Certificate
-	Signer crypto.Signer
+	Signer Signer
 	// IssuerID is how the store names the issuer (its certificate's SHA-256
 	// fingerprint, hex).
 	IssuerID string

@@ -34,7 +34,7 @@ func TestService(t *testing.T) {
 		{Serial: "ff", Issuer: "me", RevokedAt: now.Add(-3 * time.Hour), NotAfter: now.Add(-time.Hour)}, // expired: drops off
 		{Serial: "cc", Issuer: "someone-else", RevokedAt: now, NotAfter: now.Add(time.Hour)},
 	}
-	s, err := New(Config{Source: src, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: "me", Clock: clock, Lint: issuance.LintCRL})
+	s, err := New(Config{Source: src, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: "me", Clock: clock, Lint: issuance.LintCRL})
 	if err != nil {
 		t.Fatal(err)
 	}

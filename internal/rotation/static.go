@@ -25,3 +25,10 @@ type static struct {
 
 func (s *static) Signing(time.Time) *authority.SigningCA { return s.signing }
 func (s *static) Trust() *authority.Trust                { return s.trust }
+
+func (s *static) Issuer(id string) *authority.SigningCA {
+	if id == s.signing.ID {
+		return s.signing
+	}
+	return nil
+}

@@ -183,3 +183,21 @@ func (t *token) Open(ref Ref) (crypto.Signer, error) {
 }
 
 func (t *token) Close() error { return t.tok.Close() }
+
+// Destroyer is the optional ability of a backend that keeps keys of its own
+// (a token) to destroy one: a key made for a step that did not happen (two
+// servers raced to prepare the same CA) is not left behind.
+type Destroyer interface {
+	Destroy(ref Ref) error
+}
+
+func (t *token) Destroy(ref Ref) error {
+	if ref.URI == "" {
+		return nil
+	}
+	u, err := pkcs11.ParseURI(ref.URI)
+	if err != nil {
+		return err
+	}
+	return t.tok.Destroy(u)
+}

@@ -40,3 +40,6 @@ func (k *Key) Public() crypto.PublicKey { return nil }
 
 // Sign always fails without cgo.
 func (k *Key) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) { return nil, ErrNeedsCgo }
+
+// Destroy always fails without cgo.
+func (t *Token) Destroy(URI) error { return ErrNeedsCgo }

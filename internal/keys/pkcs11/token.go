@@ -512,3 +512,23 @@ func ecdsaDER(raw []byte) ([]byte, error) {
 	})
 	return b.Bytes()
 }
+
+// Destroy deletes the key pair u names from the token. mica destroys only
+// keys it made for a step that did not happen; CA keys that served stay.
+func (t *Token) Destroy(u URI) error {
+	if u.Token != t.cfg.Token || len(u.ID) == 0 {
+		return fmt.Errorf("keys/pkcs11: will not destroy %s: not a key of token %q named by its id", u, t.cfg.Token)
+	}
+	return t.session(func(s p11.SessionHandle) error {
+		for _, class := range []uint{p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+			h, err := t.findOne(s, class, u)
+			if err != nil {
+				return err
+			}
+			if err := t.ctx.DestroyObject(s, h); err != nil {
+				return fmt.Errorf("keys/pkcs11: destroying %s: %w", u, err)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,137 @@
+package rotation
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Thresholds are the named moments of a rotation.
+type Thresholds struct {
+	// PrepareAt is the fraction of the active CA's life after which its
+	// successor is prepared; default 1/2.
+	PrepareAt float64
+	// Propagation is how long a prepared CA is published in the trust
+	// bundle before it may activate: at least the longest leaf lifetime
+	// (every holder renews, and fetches the bundle, within it) and longer
+	// than the consumers' bundle polling.
+	Propagation time.Duration
+	// AutoRoot lets the root roll over on its own (with its key online);
+	// otherwise only a forced step prepares a root.
+	AutoRoot bool
+}
+
+const defaultPrepareAt = 0.5
+
+func (t Thresholds) prepareAt() float64 {
+	if t.PrepareAt <= 0 || t.PrepareAt >= 1 {
+		return defaultPrepareAt
+	}
+	return t.PrepareAt
+}
+
+// Slot is a CA slot as the decision sees it.
+type Slot struct {
+	ID                                 int64
+	Kind                               store.SlotKind
+	State                              store.SlotState
+	Parent                             int64
+	NotBefore, NotAfter                time.Time
+	PreparedAt, ActivatedAt, RetiredAt time.Time
+	// KeyOnline says the slot's key can sign here (a root kept offline
+	// cannot prepare anything).
+	KeyOnline bool
+	// IssuedUntil is when the last certificate it signed expires (for an
+	// intermediate: its leaves; for a root: the intermediates left).
+	IssuedUntil time.Time
+}
+
+// Action is what a Step does.
+type Action string
+
+const (
+	Prepare  Action = "prepare"
+	Activate Action = "activate"
+	Remove   Action = "remove"
+)
+
+// Step is one due move of the state machine.
+type Step struct {
+	Action Action
+	Kind   store.SlotKind
+	// Slot is the slot activated or removed; 0 for Prepare.
+	Slot int64
+	// Why says which threshold made it due, for the audit event and logs.
+	Why string
+}
+
+func (s Step) String() string {
+	if s.Slot == 0 {
+		return fmt.Sprintf("%s %s (%s)", s.Action, s.Kind, s.Why)
+	}
+	return fmt.Sprintf("%s %s %d (%s)", s.Action, s.Kind, s.Slot, s.Why)
+}
+
+// Next is the step due at now, if any: activations first (a prepared CA
+// whose propagation is over), then preparations (an active CA past
+// PrepareAt of its life, or an intermediate whose root rolled over), then
+// removals (a retired CA whose last certificate has expired). It is pure:
+// the same slots and time give the same step on every server.
+func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
+	var active, prepared = map[store.SlotKind]*Slot{}, map[store.SlotKind]*Slot{}
+	for i := range slots {
+		s := &slots[i]
+		switch s.State {
+		case store.SlotActive:
+			active[s.Kind] = s
+		case store.SlotPrepared:
+			prepared[s.Kind] = s
+		}
+	}
+	if p, r := prepared[store.SlotIntermediate], active[store.SlotRoot]; p != nil && r != nil && p.Parent != r.ID {
+		// Prepared under a root that has rolled over since: it gives way
+		// to a successor signed by the new root.
+		return Step{Action: Remove, Kind: store.SlotIntermediate, Slot: p.ID, Why: fmt.Sprintf("it was signed by root %d, and root %d is active", p.Parent, r.ID)}, true
+	}
+	for _, kind := range []store.SlotKind{store.SlotRoot, store.SlotIntermediate} {
+		p := prepared[kind]
+		if p == nil || now.Before(p.PreparedAt.Add(th.Propagation)) {
+			continue
+		}
+		return Step{Action: Activate, Kind: kind, Slot: p.ID, Why: fmt.Sprintf("published since %s, propagation %s is over", p.PreparedAt.UTC().Format(time.RFC3339), th.Propagation)}, true
+	}
+	root, inter := active[store.SlotRoot], active[store.SlotIntermediate]
+	if root != nil && root.KeyOnline && th.AutoRoot && prepared[store.SlotRoot] == nil && pastPrepare(root, now, th) {
+		return Step{Action: Prepare, Kind: store.SlotRoot, Why: fmt.Sprintf("root %d is past %.0f%% of its life", root.ID, th.prepareAt()*100)}, true
+	}
+	if root != nil && root.KeyOnline && inter != nil && !preparedUnder(prepared[store.SlotIntermediate], root) {
+		switch {
+		case inter.Parent != root.ID:
+			return Step{Action: Prepare, Kind: store.SlotIntermediate, Why: fmt.Sprintf("root %d is active and intermediate %d was signed by root %d", root.ID, inter.ID, inter.Parent)}, true
+		case pastPrepare(inter, now, th):
+			return Step{Action: Prepare, Kind: store.SlotIntermediate, Why: fmt.Sprintf("intermediate %d is past %.0f%% of its life", inter.ID, th.prepareAt()*100)}, true
+		}
+	}
+	for i := range slots {
+		s := &slots[i]
+		if s.State != store.SlotRetired {
+			continue
+		}
+		switch {
+		case !now.Before(s.NotAfter):
+			return Step{Action: Remove, Kind: s.Kind, Slot: s.ID, Why: "it has expired"}, true
+		case !now.Before(s.IssuedUntil):
+			return Step{Action: Remove, Kind: s.Kind, Slot: s.ID, Why: "every certificate it signed has expired"}, true
+		}
+	}
+	return Step{}, false
+}
+
+func pastPrepare(s *Slot, now time.Time, th Thresholds) bool {
+	life := s.NotAfter.Sub(s.NotBefore)
+	return !now.Before(s.NotBefore.Add(time.Duration(float64(life) * th.prepareAt())))
+}
+
+// preparedUnder reports whether p is a prepared intermediate signed by root.
+func preparedUnder(p *Slot, root *Slot) bool { return p != nil && p.Parent == root.ID }
