@@ -84,13 +84,21 @@ func TestAuditLog(t *testing.T) {
 					swapLeaves(4, 7), swapLeaves(4, 7), 4, true},
 				{"DeleteLastLeaf",
 					[]string{"DELETE FROM events WHERE leaf_index = " + itoa(n-1)}, nil, n - 1, false},
+				// Leaves deleted from n-3 on, then the server records more
+				// events: they must not take the deleted leaves' places and
+				// hide where the deletion began.
+				{"DeleteTailThenNewEvents",
+					[]string{"DELETE FROM events WHERE leaf_index >= " + itoa(n-3)}, nil, n - 3, false},
 			}
 			for _, tc := range tamper {
 				t.Run(tc.name, func(t *testing.T) {
 					for _, q := range tc.do {
-						if _, err := db.Exec(q); err != nil {
+						if err := tamperWith(db, engine, q); err != nil {
 							t.Fatalf("%s: %v", q, err)
 						}
+					}
+					if tc.name == "DeleteTailThenNewEvents" {
+						e.issue("spiffe://example.org/billing/after", "service")
 					}
 					r := e.mica("audit", "verify", "--checkpoint", saved)
 					if want := "first bad leaf is " + itoa(tc.wantFirstBad) + ":"; r.code != 1 || !strings.Contains(r.stderr, want) {
@@ -141,6 +149,26 @@ func swapLeaves(i, j int64) []string {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // openDB opens the server's database directly, bypassing mica.
+// tamperWith runs q as someone with the database owner's rights would, who
+// does not stop at foreign keys: on PostgreSQL with the referential
+// triggers off for its transaction.
+func tamperWith(db *sql.DB, engine, q string) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if engine == "postgres" {
+		if _, err := tx.Exec("SET LOCAL session_replication_role = replica"); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(q); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 func (e *testEnv) openDB(t *testing.T) *sql.DB {
 	t.Helper()
 	driver, dsn := "sqlite", filepath.Join(e.dataDir, "mica.db")

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,38 +20,13 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/postgres"
+	"github.com/mica-pki/mica/internal/store/enginetest"
 	"github.com/mica-pki/mica/internal/store/postgres/pgtest"
-	"github.com/mica-pki/mica/internal/store/sqlite"
 )
 
 var cluster pgtest.Cluster
 
 func TestMain(m *testing.M) { os.Exit(cluster.Run(m)) }
-
-// engines runs fn once on SQLite and once on PostgreSQL (not in -short
-// mode, which needs nothing but Go).
-func engines(t *testing.T, fn func(t *testing.T, st store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mica.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		fn(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("PostgreSQL is for the full suite")
-		}
-		st, err := postgres.Open(context.Background(), cluster.Database(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		fn(t, st)
-	})
-}
 
 // caller is a raw HTTPS client with or without a client certificate, so
 // that tests can send what the SDK never would.
@@ -108,7 +82,7 @@ func (c caller) do(t *testing.T, method, url, body string, header map[string]str
 // authenticated endpoint, as each kind of caller, answers exactly as the
 // authorize table says, and a refusal is one problem document.
 func TestEndpointRoleMatrix(t *testing.T) {
-	engines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		_, key, _ := ed25519.GenerateKey(rand.Reader)
 		signer, err := auditlog.NewSigner("example.org/mica/audit", key)
 		if err != nil {
@@ -184,7 +158,7 @@ func TestEndpointRoleMatrix(t *testing.T) {
 // Hostile requests: every one is refused with a 4xx problem document (never
 // a 500) and changes nothing.
 func TestHostileRequestsChangeNothing(t *testing.T) {
-	engines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		f := authoritytest.NewOn(t, st, nil)
 		srv := httptest.NewUnstartedServer(api.New(api.Config{Authority: f.Authority, TrustDomain: "example.org"}))
 		srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert}

@@ -1,6 +1,7 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,9 +128,19 @@ func (l *Log) RunOnce(ctx context.Context) error {
 	}
 	l.mu.RLock()
 	root, err := l.tree.root(size)
+	var signedRoot []byte
+	if err == nil && latest.Size > 0 {
+		signedRoot, err = l.tree.root(latest.Size)
+	}
 	l.mu.RUnlock()
 	if err != nil {
 		return err
+	}
+	// Never sign a tree that does not extend the last checkpoint: that
+	// would be a fork, signed by the log itself.
+	if latest.Size > 0 && !bytes.Equal(signedRoot, latest.Root) {
+		return fmt.Errorf("auditlog: the stored log no longer extends the checkpoint of size %d: leaves were deleted or changed; "+
+			"no checkpoint is signed until it does: run mica audit verify to find the first bad leaf", latest.Size)
 	}
 	n, err := SignCheckpoint(l.signer, size, root)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,37 +13,13 @@ import (
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
-	"github.com/mica-pki/mica/internal/store/postgres"
+	"github.com/mica-pki/mica/internal/store/enginetest"
 	"github.com/mica-pki/mica/internal/store/postgres/pgtest"
-	"github.com/mica-pki/mica/internal/store/sqlite"
 )
 
 var cluster pgtest.Cluster
 
 func TestMain(m *testing.M) { os.Exit(cluster.Run(m)) }
-
-// onEngines runs fn on SQLite and, outside -short, on PostgreSQL.
-func onEngines(t *testing.T, fn func(t *testing.T, st store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "mica.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		fn(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("PostgreSQL is for the full suite")
-		}
-		st, err := postgres.Open(context.Background(), cluster.Database(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		fn(t, st)
-	})
-}
 
 const (
 	sec1   = "spiffe://example.org/mica/admin/sec1"
@@ -132,7 +107,7 @@ func pendingID(t *testing.T, what string, err error) string {
 // collects it once, with exactly the approved parameters; the requester
 // never counts, nobody votes twice, and a rejection or expiry ends it.
 func TestTokenNeedsTwoApprovers(t *testing.T) {
-	onEngines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		g := newGovFixture(t, st)
 		ctx := context.Background()
 		req := authority.TokenRequest{Identity: "spiffe://example.org/db/main", Profile: "wide", TTL: 10 * time.Minute}
@@ -205,7 +180,7 @@ func TestTokenNeedsTwoApprovers(t *testing.T) {
 // (or anyone) a role; two distinct admins can, and the approved request
 // runs once, as its requester.
 func TestOneAdminAloneCannot(t *testing.T) {
-	onEngines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		g := newGovFixture(t, st)
 		ctx := context.Background()
 
@@ -254,7 +229,7 @@ func TestOneAdminAloneCannot(t *testing.T) {
 // Separation of duties: the administrator who answers for a certificate
 // under a privileged profile may not revoke it alone; another may.
 func TestOwnerCannotRevokePrivilegedAlone(t *testing.T) {
-	onEngines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		g := newGovFixture(t, st)
 		ctx := context.Background()
 		enroll := func() string {
@@ -290,7 +265,7 @@ func TestOwnerCannotRevokePrivilegedAlone(t *testing.T) {
 
 // The matrix: each role × each permission-bearing action, with scopes.
 func TestGovernanceMatrix(t *testing.T) {
-	onEngines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		g := newGovFixture(t, st)
 		tests := []struct {
 			who  authority.Principal
@@ -330,7 +305,7 @@ func TestGovernanceMatrix(t *testing.T) {
 // with a reason; it is its own audit action; nobody breaks the glass for
 // someone else, and not for longer than the policy allows.
 func TestBreakGlass(t *testing.T) {
-	onEngines(t, func(t *testing.T, st store.Store) {
+	enginetest.Each(t, &cluster, func(t *testing.T, st store.Store) {
 		g := newGovFixture(t, st)
 		ctx := context.Background()
 		req := authority.GrantRequest{Identity: oncall, Role: authority.RoleAdmin, For: 30 * time.Minute, BreakGlass: true}

@@ -2,7 +2,9 @@
 // full RFC 5280 v2 CRL per issuing CA (CRL number, authority key
 // identifier, reason codes, thisUpdate and nextUpdate), regenerated shortly
 // after every revocation and on a schedule well before nextUpdate, and
-// served over plain HTTP with ETag and Last-Modified.
+// served over plain HTTP with ETag and Last-Modified. CRL numbers come from
+// the store (store.Store.NumberCRL), so they grow across restarts and
+// replicas.
 //
 // Start with Build, the encoder: it writes the revokedCertificates sequence
 // straight into one DER buffer with cryptobyte, so a million entries cost

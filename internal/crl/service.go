@@ -3,6 +3,7 @@ package crl
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -17,9 +18,12 @@ import (
 	"github.com/mica-pki/mica/internal/store"
 )
 
-// Source streams the revoked, unexpired certificates of one issuer.
+// Source numbers each new CRL and streams the revoked, unexpired
+// certificates it lists (store.Store.NumberCRL): numbers kept in the
+// database grow across restarts and replicas, and a larger number never
+// lists fewer revocations.
 type Source interface {
-	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(store.Revoked) error) error
+	NumberCRL(ctx context.Context, issuer string, thisUpdate time.Time, fn func(store.Revoked) error) (store.CRLNumber, error)
 }
 
 // Config wires a Service for one issuing CA.
@@ -51,7 +55,17 @@ type Published struct {
 	ThisUpdate time.Time
 	NextUpdate time.Time
 	Entries    int
-	ETag       string
+	// ETag is derived from DER, so it changes whenever the content does.
+	ETag string
+	// SharesSecond is set when another CRL of the issuer, by any server,
+	// was dated in the same second or later before this one. HTTP dates
+	// have whole seconds and cannot tell the two apart, so
+	// If-Modified-Since is then never answered 304 (If-None-Match still
+	// is), and Run replaces the CRL by one in a second of its own soon.
+	SharesSecond bool
+	// clockBehind: the other CRL was dated in a later second (this
+	// server's clock is behind); a rebuild in a second would not help.
+	clockBehind bool
 }
 
 // Service keeps the issuer's current CRL and regenerates it. Its methods
@@ -106,11 +120,12 @@ func (s *Service) Current() *Published { return s.current.Load() }
 // RunOnce builds, signs, lints and publishes a new CRL.
 func (s *Service) RunOnce(ctx context.Context) error {
 	now := s.cfg.Clock().UTC().Truncate(time.Second)
-	// Entries are collected first (about 40 bytes each) so that the
-	// database read is not held open while signing, and so that an error
-	// halfway leaves the old CRL in place.
+	// The CRL number and the entries come from the store together (see
+	// Source). Entries are collected first (about 40 bytes each) so that
+	// the database read is not held open while signing, and so that an
+	// error halfway leaves the old CRL in place; its number is then spent.
 	var entries []Entry
-	err := s.cfg.Source.RevokedCertificates(ctx, s.cfg.IssuerID, now, func(r store.Revoked) error {
+	n, err := s.cfg.Source.NumberCRL(ctx, s.cfg.IssuerID, now, func(r store.Revoked) error {
 		serial, err := serialBytes(r.Serial)
 		if err != nil {
 			return err
@@ -121,13 +136,7 @@ func (s *Service) RunOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("crl: reading revocations: %w", err)
 	}
-	// The CRL number must grow with every CRL, including across restarts
-	// and across servers sharing one database: microseconds since the epoch
-	// do, as long as clocks agree to better than the debounce.
-	number := big.NewInt(now.UnixMicro())
-	if prev := s.current.Load(); prev != nil && number.Cmp(prev.Number) <= 0 {
-		number = new(big.Int).Add(prev.Number, big.NewInt(1))
-	}
+	number := big.NewInt(n.Number)
 	next := now.Add(s.cfg.Validity)
 	if next.After(s.cfg.Issuer.NotAfter) {
 		next = s.cfg.Issuer.NotAfter
@@ -148,8 +157,10 @@ func (s *Service) RunOnce(ctx context.Context) error {
 			return fmt.Errorf("crl: the new CRL fails lint and is not published: %w", err)
 		}
 	}
+	sum := sha256.Sum256(der)
 	s.current.Store(&Published{DER: der, Number: number, ThisUpdate: now, NextUpdate: next, Entries: len(entries),
-		ETag: `"` + number.Text(16) + `"`})
+		ETag:         `"` + hex.EncodeToString(sum[:16]) + `"`,
+		SharesSecond: !n.PreviousThisUpdate.Before(now), clockBehind: n.PreviousThisUpdate.After(now)})
 	s.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "crl published", slog.Int("entries", len(entries)),
 		slog.String("number", number.String()), slog.Int("bytes", len(der)))
 	return nil
@@ -170,10 +181,7 @@ func (s *Service) Run(ctx context.Context) error {
 		} else {
 			retry = 0
 		}
-		wait := s.cfg.Validity / 2
-		if cur := s.current.Load(); cur != nil {
-			wait = time.Until(cur.ThisUpdate.Add(s.cfg.Validity / 2))
-		}
+		wait := s.nextWait(s.current.Load(), s.cfg.Clock())
 		if retry > 0 {
 			wait = min(wait, retry)
 		}
@@ -192,6 +200,21 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextWait is how long Run waits for the next scheduled build: until half
+// of cur's validity, or, for a CRL that shares its second with another,
+// until the next second, so that clients revalidating by date soon get
+// 304s again.
+func (s *Service) nextWait(cur *Published, now time.Time) time.Duration {
+	if cur == nil {
+		return s.cfg.Validity / 2
+	}
+	wait := cur.ThisUpdate.Add(s.cfg.Validity / 2).Sub(now)
+	if cur.SharesSecond && !cur.clockBehind {
+		wait = min(wait, cur.ThisUpdate.Add(time.Second).Sub(now))
+	}
+	return wait
 }
 
 func serialBytes(hexSerial string) ([]byte, error) {
@@ -230,7 +253,13 @@ func (s *Service) Handler() http.Handler {
 		maxAge := max(int(time.Until(cur.ThisUpdate.Add(s.cfg.Validity/2)).Seconds()), 0)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(min(maxAge, 300)))
 		h.Set("Expires", cur.NextUpdate.UTC().Format(http.TimeFormat))
-		// ServeContent handles If-None-Match, If-Modified-Since and Range.
-		http.ServeContent(w, r, "", cur.ThisUpdate, bytes.NewReader(cur.DER))
+		h.Set("Last-Modified", cur.ThisUpdate.UTC().Format(http.TimeFormat))
+		// ServeContent handles If-None-Match, If-Modified-Since and Range;
+		// given no time, it leaves If-Modified-Since unanswered.
+		modTime := cur.ThisUpdate
+		if cur.SharesSecond {
+			modTime = time.Time{}
+		}
+		http.ServeContent(w, r, "", modTime, bytes.NewReader(cur.DER))
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,16 +18,15 @@ import (
 // listing its own revocations; a CA taken out of the bundle is no longer
 // published.
 func TestSet(t *testing.T) {
-	a, b := testpki.New(t, "example.org"), testpki.New(t, "example.org")
-	now := time.Now()
-	src := fakeSource{
-		{Serial: "0a", Issuer: "a", RevokedAt: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)},
-		{Serial: "0b", Issuer: "b", RevokedAt: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)},
-		{Serial: "0c", Issuer: "b", RevokedAt: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)},
-	}
+	a, b := testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
+	now := clock()
+	src := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	revoke(t, src, "a", "0a", now.Add(time.Hour), 1)
+	revoke(t, src, "b", "0b", now.Add(time.Hour), 1)
+	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
 	var svcs []*Service
 	for id, p := range map[string]*testpki.PKI{"a": a, "b": b} {
-		svc, err := New(Config{Source: src, Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, p.IntermediateKey), IssuerID: id, Lint: issuance.LintCRL})
+		svc, err := New(Config{Source: src, Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, p.IntermediateKey), IssuerID: id, Clock: clock, Lint: issuance.LintCRL})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,43 +45,43 @@ type ProfileConfig struct {
 	// "*" matches exactly one path segment; a final "**" matches one or more.
 	// Everything else is compared byte for byte (case-sensitive, no
 	// percent-decoding), as the SPIFFE ID specification compares paths.
-	SPIFFE []string `yaml:"spiffe"`
+	SPIFFE []string `yaml:"spiffe,omitempty"`
 	// DNS lists allowed DNS names. A label "*" matches exactly one label.
 	// A pattern never by itself allows a wildcard certificate: that takes
 	// AllowWildcards.
-	DNS []string `yaml:"dns"`
+	DNS []string `yaml:"dns,omitempty"`
 	// IPs lists the CIDRs (or single addresses) IP SANs must fall in.
-	IPs []string `yaml:"ips"`
+	IPs []string `yaml:"ips,omitempty"`
 	// DefaultTTL is the lifetime given when a request asks for none;
 	// MaxTTL when unset.
-	DefaultTTL duration.Duration `yaml:"default_ttl"`
+	DefaultTTL duration.Duration `yaml:"default_ttl,omitempty"`
 	// MaxTTL caps the lifetime; 24h when unset.
-	MaxTTL duration.Duration `yaml:"max_ttl"`
+	MaxTTL duration.Duration `yaml:"max_ttl,omitempty"`
 	// KeyTypes lists allowed subject key types: ecdsa-p256, ecdsa-p384,
 	// ecdsa-p521, ed25519, rsa. Default: ecdsa-p256, ecdsa-p384, ed25519.
-	KeyTypes []string `yaml:"key_types"`
+	KeyTypes []string `yaml:"key_types,omitempty"`
 	// MinRSABits is the smallest RSA modulus allowed; 2048 when unset and
 	// never less.
-	MinRSABits int `yaml:"min_rsa_bits"`
+	MinRSABits int `yaml:"min_rsa_bits,omitempty"`
 	// ExtKeyUsage lists clientAuth and/or serverAuth; both when unset.
-	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	ExtKeyUsage []string `yaml:"ext_key_usage,omitempty"`
 	// AllowWildcards permits DNS names like "*.svc.example.internal"
 	// (which must still match a pattern).
-	AllowWildcards bool `yaml:"allow_wildcards"`
+	AllowWildcards bool `yaml:"allow_wildcards,omitempty"`
 	// Networks, when set, lists the CIDRs a request must come from.
-	Networks []string `yaml:"networks"`
+	Networks []string `yaml:"networks,omitempty"`
 	// ExpectedNetworks, when set, lists the CIDRs requests normally come
 	// from. Unlike Networks it refuses nothing by itself: a request from
 	// elsewhere is decided as usual and flagged (Decision.UnexpectedSource)
 	// so that the anomaly detector can alert on it, or refuse it where the
 	// config's anomalies section says so.
-	ExpectedNetworks []string `yaml:"expected_networks"`
+	ExpectedNetworks []string `yaml:"expected_networks,omitempty"`
 	// MaxRenewalChain, when set, caps how long a certificate may be renewed
 	// from the token (or ACME order) that first enrolled it: past it, a
 	// renewal is refused and a new token is needed.
-	MaxRenewalChain duration.Duration `yaml:"max_renewal_chain"`
+	MaxRenewalChain duration.Duration `yaml:"max_renewal_chain,omitempty"`
 	// Rule is an optional CEL expression over `request` that must be true.
-	Rule string `yaml:"rule"`
+	Rule string `yaml:"rule,omitempty"`
 }
 
 // Defaults applied to a profile that leaves a field unset.

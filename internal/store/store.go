@@ -173,7 +173,18 @@ type Checkpoint struct {
 	Time time.Time
 }
 
+// DefaultTimeout bounds every store call (a query, a write and its wait
+// for the group commit, a batch's transaction) when the engine's Config
+// sets no other: a frozen database or a stalled disk then fails the call
+// with ErrTimeout instead of hanging its caller for the whole freeze.
+const DefaultTimeout = 5 * time.Second
+
 var (
+	// ErrTimeout is matched (errors.Is) by the error of a store call that
+	// the database did not answer within the store's timeout; the error
+	// also matches context.DeadlineExceeded. A write that timed out may
+	// still commit: read it back before retrying.
+	ErrTimeout = errors.New("store: the database did not answer in time")
 	// ErrNotFound is returned when no record matches.
 	ErrNotFound = errors.New("store: not found")
 	// ErrTokenUsed is returned by RecordIssuance when the token was consumed before.
@@ -205,7 +216,21 @@ type Revoked struct {
 	NotAfter  time.Time
 }
 
-// Store is what every engine provides. All methods are safe for concurrent use.
+// CRLNumber is what NumberCRL hands out for a new CRL.
+type CRLNumber struct {
+	// Number is the CRL number (RFC 5280 5.2.3).
+	Number int64
+	// PreviousThisUpdate is the latest thisUpdate handed out for the
+	// issuer before this number, zero for its first CRL. A CRL whose
+	// thisUpdate is not after it shares its second with another CRL of
+	// the issuer, so HTTP's whole-second Last-Modified cannot tell them
+	// apart.
+	PreviousThisUpdate time.Time
+}
+
+// Store is what every engine provides. All methods are safe for concurrent
+// use, and each is bounded by the engine's timeout (DefaultTimeout unless
+// configured): past it the call returns an error matching ErrTimeout.
 type Store interface {
 	// RecordIssuance durably writes the certificate, its event and the token
 	// use in one transaction (possibly shared with other callers' issuances)
@@ -236,6 +261,19 @@ type Store interface {
 	// (every issuer when empty) that has not expired at validAt, streaming
 	// so that a million entries need no million-element slice.
 	RevokedCertificates(ctx context.Context, issuer string, validAt time.Time, fn func(Revoked) error) error
+	// NumberCRL hands out the number of a new CRL of issuer dated
+	// thisUpdate and calls fn for every revocation it must list (the
+	// revoked certificates of issuer not expired at thisUpdate, as
+	// RevokedCertificates streams them). The number is larger than every
+	// number handed out for issuer before, by any server sharing the
+	// database, and at least thisUpdate in microseconds since the epoch,
+	// so that it stays above numbers made from the clock by earlier
+	// versions. Where several servers share the database, the number and
+	// the listing come from one transaction, so a CRL with a larger number
+	// lists every revocation that one with a smaller number lists (unless
+	// it expired). An error from fn ends the listing and is returned as
+	// it is; the number is then spent.
+	NumberCRL(ctx context.Context, issuer string, thisUpdate time.Time, fn func(Revoked) error) (CRLNumber, error)
 	// LastEventSeq is the highest event sequence number committed, 0 if none.
 	LastEventSeq(ctx context.Context) (int64, error)
 

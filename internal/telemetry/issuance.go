@@ -19,6 +19,7 @@ type IssuanceMetrics struct {
 	refusals     *prometheus.CounterVec
 	revocations  *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
+	breakGlass   prometheus.Counter
 }
 
 var _ authority.Observer = (*IssuanceMetrics)(nil)
@@ -53,8 +54,12 @@ func NewIssuanceMetrics(reg prometheus.Registerer, profiles []string) (*Issuance
 			Name: "mica_authentication_failures_total",
 			Help: "Failed authentications (bad tokens, unknown, expired or revoked client certificates) by reason.",
 		}, []string{"reason"}),
+		breakGlass: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mica_break_glass_total",
+			Help: "Break-glass role grants: an administrator gave itself a role without approvals, in an emergency.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.refusals, m.revocations, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.refusals, m.revocations, m.authFailures, m.breakGlass} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,6 +103,10 @@ func (m *IssuanceMetrics) ObserveIssuance(r authority.IssuanceResult) {
 func (m *IssuanceMetrics) ObserveRevocations(reason, count int) {
 	m.revocations.WithLabelValues(revocationReason(reason)).Add(float64(count))
 }
+
+// ObserveBreakGlass implements authority.BreakGlassObserver. The role is
+// not a label: the audit log says who and which.
+func (m *IssuanceMetrics) ObserveBreakGlass(string) { m.breakGlass.Inc() }
 
 // AuthFailed counts a failed authentication; it has the shape of
 // authority.AuthFailedFunc. The source address is not a label.

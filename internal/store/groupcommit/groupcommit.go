@@ -31,6 +31,11 @@ const DefaultMaxBatch = 512
 // Config tunes a Committer. The zero value is ready to use.
 type Config struct {
 	MaxBatch int // operations per transaction; 0 means DefaultMaxBatch
+	// Timeout bounds each CommitFunc call: its ctx ends after Timeout, so
+	// that a database that stopped answering fails the batch instead of
+	// holding the committer, and everything queued behind it, for good.
+	// Zero means no bound.
+	Timeout time.Duration
 }
 
 // Item is one queued operation as the CommitFunc sees it.
@@ -56,6 +61,7 @@ type CommitFunc[T any] func(ctx context.Context, batch []*Item[T]) error
 type Committer[T any] struct {
 	commit   CommitFunc[T]
 	maxBatch int
+	timeout  time.Duration
 
 	mu     sync.Mutex
 	queue  []*Item[T]
@@ -93,6 +99,7 @@ func New[T any](cfg Config, commit CommitFunc[T]) *Committer[T] {
 	c := &Committer[T]{
 		commit:   commit,
 		maxBatch: maxBatch,
+		timeout:  cfg.Timeout,
 		wake:     make(chan struct{}, 1),
 		stopped:  make(chan struct{}),
 	}
@@ -101,7 +108,8 @@ func New[T any](cfg Config, commit CommitFunc[T]) *Committer[T] {
 }
 
 // Do queues op, waits for the batch holding it to commit and returns op as
-// the CommitFunc left it, with the item's error or the batch's error.
+// the CommitFunc left it, with the item's error or the batch's error. A
+// caller bounds its wait with ctx's deadline.
 //
 // If ctx ends first Do returns ctx.Err() at once, but the operation is not
 // withdrawn once queued: it may still commit, exactly once. A caller that
@@ -198,6 +206,11 @@ func (c *Committer[T]) commitBatch(ctx context.Context, items []*Item[T]) {
 	}
 	if len(live) == 0 {
 		return
+	}
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
 	}
 	start := time.Now()
 	err := c.commit(ctx, live)

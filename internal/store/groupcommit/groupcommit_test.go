@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // The committer is tested here with plain functions as the transaction;
@@ -150,4 +152,51 @@ func TestStats(t *testing.T) {
 	if st.Items != 50 || st.Batches != int64(batches) || st.Batches < 8 || st.CommitSeconds < 0 {
 		t.Errorf("Stats = %+v after 50 operations in %d batches of at most 7", st, batches)
 	}
+}
+
+// TestCommitTimeout freezes the transaction: with Config.Timeout the
+// batch's ctx ends, its callers get the error, and the committer moves on
+// to the next batch instead of staying stuck behind the frozen one.
+func TestCommitTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		frozen := true
+		c := New(Config{Timeout: 5 * time.Second}, func(ctx context.Context, b []*Item[int]) error {
+			if frozen {
+				<-ctx.Done() // a database that never answers
+				return ctx.Err()
+			}
+			return nil
+		})
+		defer c.Close()
+		start := time.Now()
+		if _, err := c.Do(context.Background(), 1); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Do on a frozen transaction = %v, want context.DeadlineExceeded", err)
+		}
+		if waited := time.Since(start); waited != 5*time.Second {
+			t.Errorf("the batch was given up after %v, want Config.Timeout (5s)", waited)
+		}
+		frozen = false
+		if _, err := c.Do(context.Background(), 2); err != nil {
+			t.Fatalf("Do after the frozen batch: %v", err)
+		}
+	})
+}
+
+// TestWaiterBounded freezes the transaction for good: a caller's own
+// deadline still ends its wait.
+func TestWaiterBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		c := New(Config{}, func(ctx context.Context, b []*Item[int]) error {
+			<-release
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := c.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Do = %v, want context.DeadlineExceeded", err)
+		}
+		close(release)
+		c.Close()
+	})
 }

@@ -27,6 +27,8 @@ var dialect = sqlstore.Dialect{
 	IsUniqueViolation: isUniqueViolation,
 	LockMigrations:    advisoryLock(migrationLockKey),
 	LockEvents:        advisoryLock(eventLockKey),
+	OnePool:           true,
+	Unanswered:        "check that PostgreSQL is up and reachable and that its disk is not full or frozen",
 }
 
 // advisoryLock is a statement that holds the advisory lock key until its

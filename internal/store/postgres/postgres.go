@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -32,10 +33,30 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Config says which database to open and how.
+type Config struct {
+	// URL is a postgres:// URL or a key=value connection string.
+	URL string
+	// Timeout bounds every call of the store (a query, a write and its
+	// wait for the group commit, a batch's transaction) and the first
+	// connection at open. Zero means store.DefaultTimeout.
+	Timeout time.Duration
+}
+
 // Open connects to the database at url (a postgres:// URL or key=value
-// connection string) and applies any pending schema migrations.
+// connection string) and applies any pending schema migrations. It is
+// OpenConfig with the default settings.
 func Open(ctx context.Context, url string) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	return OpenConfig(ctx, Config{URL: url})
+}
+
+// OpenConfig opens the database cfg names, as Open does.
+func OpenConfig(ctx context.Context, c Config) (*Store, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = store.DefaultTimeout
+	}
+	cfg, err := pgxpool.ParseConfig(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse connection string: %w", err)
 	}
@@ -49,7 +70,17 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	// A server that accepts the connection and then says nothing (frozen,
+	// or its disk stalled) must not hang the start.
+	pingCtx, cancel := context.WithTimeout(ctx, timeout)
+	err = pool.Ping(pingCtx)
+	cancel()
+	switch {
+	case err != nil && ctx.Err() == nil && pingCtx.Err() != nil:
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect to %s:%d: the server did not answer within %s: %s",
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, timeout, dialect.Unanswered)
+	case err != nil:
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
@@ -59,7 +90,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{pool: pool}
-	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: db, Write: db, Commit: s.commit})
+	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: db, Write: db, Commit: s.commit, Timeout: timeout})
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -268,7 +268,9 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: commit batch of %d, nothing was committed: %w", len(batch), err)
+		// A commit whose answer was lost may have happened: say no more
+		// than that it failed.
+		return fmt.Errorf("postgres: commit batch of %d: %w", len(batch), err)
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ var dialect = sqlstore.Dialect{
 	IsUniqueViolation: func(err error) bool {
 		return err != nil && strings.Contains(err.Error(), "UNIQUE constraint")
 	},
+	Unanswered: "check that the disk holding the database is not full, frozen or failing, " +
+		"and that no other process keeps the database file locked",
 }
 
 // querier is what *sql.DB and *sql.Tx have in common.

@@ -49,9 +49,27 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Config says which database file to open and how.
+type Config struct {
+	// Path is the database file; it is created, readable and writable by
+	// the owner only, if missing.
+	Path string
+	// Timeout bounds every call of the store: a query, a write and its
+	// wait for the group commit, a batch's transaction. Zero means
+	// store.DefaultTimeout.
+	Timeout time.Duration
+}
+
 // Open opens (creating if needed) the database file at path, readable and
 // writable by the owner only, and applies any pending schema migrations.
+// It is OpenConfig with the default settings.
 func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenConfig(ctx, Config{Path: path})
+}
+
+// OpenConfig opens the database cfg names, as Open does.
+func OpenConfig(ctx context.Context, cfg Config) (*Store, error) {
+	path := cfg.Path
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite: database path %q must be a plain file path without '?' or '#'", path)
 	}
@@ -62,7 +80,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.openWriter(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.setUp(ctx); err != nil {
+	if err := s.setUp(ctx, cfg.Timeout); err != nil {
 		s.closeHandles()
 		return nil, err
 	}
@@ -71,7 +89,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 // setUp migrates the database opened by openWriter, prepares the writer's
 // statements, opens the readers and starts the shared store on them.
-func (s *Store) setUp(ctx context.Context) error {
+func (s *Store) setUp(ctx context.Context, timeout time.Duration) error {
 	write := newDB(s.writer)
 	if err := sqlstore.Migrate(ctx, write, dialect); err != nil {
 		return err
@@ -92,7 +110,7 @@ func (s *Store) setUp(ctx context.Context) error {
 	s.readers.SetMaxOpenConns(n)
 	s.readers.SetMaxIdleConns(n)
 	s.read = newDB(s.readers)
-	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: s.read, Write: write, Commit: s.commit})
+	s.Store, err = sqlstore.New(ctx, sqlstore.Config{Dialect: dialect, Read: s.read, Write: write, Commit: s.commit, Timeout: timeout})
 	return err
 }
 

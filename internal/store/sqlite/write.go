@@ -106,7 +106,9 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit batch of %d, nothing was committed: %w", len(batch), err)
+		// A commit interrupted by the batch's deadline may have happened:
+		// say no more than that it failed.
+		return fmt.Errorf("sqlite: commit batch of %d: %w", len(batch), err)
 	}
 	return nil
 }

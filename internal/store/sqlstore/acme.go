@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
@@ -25,7 +26,9 @@ func (s *Store) acmeStatements(k store.ACMEKind) (acmeStatements, error) {
 }
 
 // CreateACME implements store.ACMEStore.
-func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) error {
+func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) (err error) {
+	ctx, end := s.call(ctx, "create ACME records", true)
+	defer end(&err)
 	return inTx(ctx, s.write, &s.d, "create ACME records", func(tx Conn) error {
 		for _, r := range recs {
 			st, err := s.acmeStatements(r.Kind)
@@ -47,7 +50,9 @@ func (s *Store) CreateACME(ctx context.Context, recs ...store.ACMERecord) error 
 // UpdateACME implements store.ACMEStore. The update is one statement that
 // changes the record only while its status is fromStatus; when it changed
 // nothing, the status read afterwards says why.
-func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus string) error {
+func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus string) (err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("update ACME %s %s", r.Kind, r.ID), true)
+	defer end(&err)
 	st, err := s.acmeStatements(r.Kind)
 	if err != nil {
 		return err
@@ -73,7 +78,9 @@ func (s *Store) UpdateACME(ctx context.Context, r store.ACMERecord, fromStatus s
 }
 
 // ACMEByID implements store.ACMEStore.
-func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (store.ACMERecord, error) {
+func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (_ store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read ACME %s %s", kind, id), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return store.ACMERecord{}, err
@@ -82,7 +89,9 @@ func (s *Store) ACMEByID(ctx context.Context, kind store.ACMEKind, id string) (s
 }
 
 // ACMEByLookup implements store.ACMEStore.
-func (s *Store) ACMEByLookup(ctx context.Context, kind store.ACMEKind, lookup string) (store.ACMERecord, error) {
+func (s *Store) ACMEByLookup(ctx context.Context, kind store.ACMEKind, lookup string) (_ store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read ACME %s by lookup key", kind), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return store.ACMERecord{}, err
@@ -105,7 +114,9 @@ func (s *Store) oneACME(ctx context.Context, kind store.ACMEKind, query, col, va
 }
 
 // ACMEChildren implements store.ACMEStore.
-func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent string, limit int) ([]store.ACMERecord, error) {
+func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent string, limit int) (_ []store.ACMERecord, err error) {
+	ctx, end := s.call(ctx, "list ACME "+string(kind), false)
+	defer end(&err)
 	st, err := s.acmeStatements(kind)
 	if err != nil {
 		return nil, err
@@ -119,7 +130,9 @@ func (s *Store) ACMEChildren(ctx context.Context, kind store.ACMEKind, parent st
 
 // AddACMENonce implements store.ACMEStore. Expired nonces are swept now
 // and then on the way, so the table stays the size of the nonces in flight.
-func (s *Store) AddACMENonce(ctx context.Context, nonce string, expires time.Time) error {
+func (s *Store) AddACMENonce(ctx context.Context, nonce string, expires time.Time) (err error) {
+	ctx, end := s.call(ctx, "add ACME nonce", true)
+	defer end(&err)
 	if _, err := s.write.Exec(ctx, s.stmt.addNonce, nonce, micros(expires)); err != nil {
 		return s.errorf("add ACME nonce: %w", err)
 	}
@@ -131,7 +144,9 @@ func (s *Store) AddACMENonce(ctx context.Context, nonce string, expires time.Tim
 }
 
 // UseACMENonce implements store.ACMEStore.
-func (s *Store) UseACMENonce(ctx context.Context, nonce string, now time.Time) error {
+func (s *Store) UseACMENonce(ctx context.Context, nonce string, now time.Time) (err error) {
+	ctx, end := s.call(ctx, "use ACME nonce", true)
+	defer end(&err)
 	n, err := s.write.Exec(ctx, s.stmt.useNonce, nonce, micros(now))
 	if err != nil {
 		return s.errorf("use ACME nonce: %w", err)

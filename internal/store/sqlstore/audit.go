@@ -11,19 +11,25 @@ import (
 )
 
 // Leaves implements store.Store.
-func (s *Store) Leaves(ctx context.Context, start int64, limit int) ([]store.Event, error) {
+func (s *Store) Leaves(ctx context.Context, start int64, limit int) (_ []store.Event, err error) {
+	ctx, end := s.call(ctx, "read audit leaves", false)
+	defer end(&err)
 	q, err := leafQuery(eventSelect, start, limit, &s.d)
 	return list(ctx, s, "read audit leaves", scanEvent, q, err)
 }
 
 // LeafHashes implements store.Store.
-func (s *Store) LeafHashes(ctx context.Context, start int64, limit int) ([][]byte, error) {
+func (s *Store) LeafHashes(ctx context.Context, start int64, limit int) (_ [][]byte, err error) {
+	ctx, end := s.call(ctx, "read audit leaf hashes", false)
+	defer end(&err)
 	q, err := leafQuery("leaf_hash", start, limit, &s.d)
 	return list(ctx, s, "read audit leaf hashes", scanOne[[]byte], q, err)
 }
 
 // EventBySeq implements store.Store.
-func (s *Store) EventBySeq(ctx context.Context, seq int64) (store.Event, error) {
+func (s *Store) EventBySeq(ctx context.Context, seq int64) (_ store.Event, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read event %d", seq), false)
+	defer end(&err)
 	ev, err := scanEvent(s.read.QueryRow(ctx, s.stmt.eventBySeq, seq).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -37,7 +43,9 @@ func (s *Store) EventBySeq(ctx context.Context, seq int64) (store.Event, error) 
 // AddCheckpoint implements store.Store. It goes straight to the database,
 // between batches: one small row every few seconds does not need group
 // commit.
-func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) error {
+func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) (err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("store checkpoint of size %d", c.Size), true)
+	defer end(&err)
 	if _, err := s.write.Exec(ctx, s.stmt.addCheckpoint, c.Size, c.Root, c.Note, micros(c.Time)); err != nil {
 		return s.errorf("store checkpoint of size %d: %w", c.Size, err)
 	}
@@ -45,7 +53,9 @@ func (s *Store) AddCheckpoint(ctx context.Context, c store.Checkpoint) error {
 }
 
 // LatestCheckpoint implements store.Store.
-func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) {
+func (s *Store) LatestCheckpoint(ctx context.Context) (_ store.Checkpoint, err error) {
+	ctx, end := s.call(ctx, "read the latest checkpoint", false)
+	defer end(&err)
 	c, err := scanCheckpoint(s.read.QueryRow(ctx, s.stmt.latestCheckpoint).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -57,7 +67,9 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (store.Checkpoint, error) 
 }
 
 // Checkpoints implements store.Store.
-func (s *Store) Checkpoints(ctx context.Context, afterSize int64, limit int) ([]store.Checkpoint, error) {
+func (s *Store) Checkpoints(ctx context.Context, afterSize int64, limit int) (_ []store.Checkpoint, err error) {
+	ctx, end := s.call(ctx, "read checkpoints", false)
+	defer end(&err)
 	q, err := checkpoints(afterSize, limit, &s.d)
 	return list(ctx, s, "read checkpoints", scanCheckpoint, q, err)
 }

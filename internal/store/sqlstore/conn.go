@@ -23,6 +23,15 @@ type Dialect struct {
 	// leaves, so that servers sharing the database take turns. They are
 	// empty for an engine whose single writer already serialises these.
 	LockMigrations, LockEvents string
+	// OnePool is set when the engine's reads and writes draw on one pool
+	// of connections (PostgreSQL). A call then never holds one connection
+	// while it waits for another, so that concurrent callers cannot take
+	// every connection and wait for each other.
+	OnePool bool
+	// Unanswered says what to check when the database does not answer a
+	// call in time (see TimeoutError); it must name no host, user or
+	// path, as it may reach unauthenticated callers.
+	Unanswered string
 }
 
 // rebind rewrites a statement written with '?' placeholders into the
@@ -84,7 +93,8 @@ type DB interface {
 type Reader interface {
 	Conn
 	// InSnapshot runs fn in a read-only transaction that sees one
-	// snapshot of the database, and ends it.
+	// snapshot of the database, and ends it. The snapshot is taken by the
+	// transaction's first query, not when it begins.
 	InSnapshot(ctx context.Context, fn func(tx Conn) error) error
 }
 

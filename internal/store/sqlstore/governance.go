@@ -15,7 +15,9 @@ import (
 // audit event, committed together by the engine's group committer.
 
 // guarded queues a KindGuarded op and fills in ev's sequence and leaf.
-func (s *Store) guarded(ctx context.Context, what string, ev *store.Event, guards ...Guard) error {
+func (s *Store) guarded(ctx context.Context, what string, ev *store.Event, guards ...Guard) (err error) {
+	ctx, end := s.call(ctx, what, true)
+	defer end(&err)
 	if ev == nil {
 		return s.errorf("%s: the event is nil; every governance change is audited", what)
 	}
@@ -83,7 +85,9 @@ func scanApproval(scan scanFunc) (store.Approval, error) {
 }
 
 // Approval implements store.Governance.
-func (s *Store) Approval(ctx context.Context, id string) (store.Approval, error) {
+func (s *Store) Approval(ctx context.Context, id string) (_ store.Approval, err error) {
+	ctx, end := s.call(ctx, "read approval request "+id, false)
+	defer end(&err)
 	a, err := scanApproval(s.read.QueryRow(ctx, s.d.rebind("SELECT "+approvalColumns+" FROM approvals WHERE id = ?"), id).Scan)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -110,7 +114,9 @@ func (s *Store) Approval(ctx context.Context, id string) (store.Approval, error)
 }
 
 // Approvals implements store.Governance.
-func (s *Store) Approvals(ctx context.Context, f store.ApprovalFilter) ([]store.Approval, error) {
+func (s *Store) Approvals(ctx context.Context, f store.ApprovalFilter) (_ []store.Approval, err error) {
+	ctx, end := s.call(ctx, "list approval requests", false)
+	defer end(&err)
 	q, args := "SELECT "+approvalColumns+" FROM approvals WHERE 1 = 1", []any{}
 	if f.Status != "" {
 		q, args = q+" AND status = ?", append(args, string(f.Status))
@@ -150,7 +156,9 @@ func (s *Store) RevokeGrant(ctx context.Context, id string, at time.Time, ev *st
 }
 
 // Grants implements store.Governance.
-func (s *Store) Grants(ctx context.Context, identity string, at time.Time) ([]store.RoleGrant, error) {
+func (s *Store) Grants(ctx context.Context, identity string, at time.Time) (_ []store.RoleGrant, err error) {
+	ctx, end := s.call(ctx, "list role grants", false)
+	defer end(&err)
 	q, args := `SELECT id, identity, role, granted_by, reason, break_glass, created_at, expires_at, revoked_at FROM role_grants WHERE 1 = 1`, []any{}
 	if identity != "" {
 		q, args = q+" AND identity = ?", append(args, identity)
@@ -178,7 +186,9 @@ func (s *Store) Grants(ctx context.Context, identity string, at time.Time) ([]st
 
 // ProposePolicy implements store.Governance. The version is the next
 // number; two proposals racing for it conflict, and the loser retries.
-func (s *Store) ProposePolicy(ctx context.Context, v *store.PolicyVersion, ev *store.Event) error {
+func (s *Store) ProposePolicy(ctx context.Context, v *store.PolicyVersion, ev *store.Event) (err error) {
+	ctx, end := s.call(ctx, "propose a policy version", true)
+	defer end(&err)
 	for attempt := 0; ; attempt++ {
 		var last int64
 		if err := s.read.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM policy_versions").Scan(&last); err != nil {
@@ -246,17 +256,23 @@ func (s *Store) onePolicy(ctx context.Context, where string, args ...any) (store
 }
 
 // PolicyVersion implements store.Governance.
-func (s *Store) PolicyVersion(ctx context.Context, version int64) (store.PolicyVersion, error) {
+func (s *Store) PolicyVersion(ctx context.Context, version int64) (_ store.PolicyVersion, err error) {
+	ctx, end := s.call(ctx, fmt.Sprintf("read policy version %d", version), false)
+	defer end(&err)
 	return s.onePolicy(ctx, "version = ?", version)
 }
 
 // ActivePolicy implements store.Governance.
-func (s *Store) ActivePolicy(ctx context.Context) (store.PolicyVersion, error) {
+func (s *Store) ActivePolicy(ctx context.Context) (_ store.PolicyVersion, err error) {
+	ctx, end := s.call(ctx, "read the active policy", false)
+	defer end(&err)
 	return s.onePolicy(ctx, "status = 'active'")
 }
 
 // PolicyVersions implements store.Governance.
-func (s *Store) PolicyVersions(ctx context.Context, limit int) ([]store.PolicyVersion, error) {
+func (s *Store) PolicyVersions(ctx context.Context, limit int) (_ []store.PolicyVersion, err error) {
+	ctx, end := s.call(ctx, "list policy versions", false)
+	defer end(&err)
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}

@@ -195,8 +195,15 @@ func revokedCertificates(issuer string, validAt int64, d *Dialect) query {
 const NextLeafIndex = "SELECT " + NextLeafIndexExpr
 
 // NextLeafIndexExpr is NextLeafIndex as a scalar expression, for use
-// inside an INSERT. It is written as ORDER BY … LIMIT 1 rather than
-// max()+1, which SQLite answers by scanning the table once max is wrapped
-// in an expression; this form reads one entry at the end of the
-// leaf_index index on both engines.
-const NextLeafIndexExpr = "COALESCE((SELECT leaf_index FROM events ORDER BY leaf_index DESC LIMIT 1) + 1, 0)"
+// inside an INSERT: one after the last leaf, and never below the size of
+// the largest signed checkpoint. The two are the same unless leaves a
+// checkpoint covered were deleted; new events then leave the hole
+// visible, so that a verifier names the first deleted leaf, instead of
+// taking the deleted leaves' indexes and hiding where the deletion began.
+// Each maximum is written as ORDER BY … LIMIT 1 rather than max(), which
+// SQLite answers by scanning the table once max is wrapped in an
+// expression; this form reads one entry at the end of an index.
+const NextLeafIndexExpr = "(SELECT max(n) FROM (" +
+	"SELECT (SELECT leaf_index + 1 FROM events ORDER BY leaf_index DESC LIMIT 1) AS n" +
+	" UNION ALL SELECT (SELECT size FROM checkpoints ORDER BY size DESC LIMIT 1)" +
+	" UNION ALL SELECT 0) AS next_leaf)"

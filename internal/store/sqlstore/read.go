@@ -9,17 +9,23 @@ import (
 )
 
 // Certificate implements store.Store.
-func (s *Store) Certificate(ctx context.Context, serial string) (store.Certificate, error) {
+func (s *Store) Certificate(ctx context.Context, serial string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate "+serial, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certBySerial, "serial", serial)
 }
 
 // CertificateByFingerprint implements store.Store.
-func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (store.Certificate, error) {
+func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate with fingerprint "+fingerprint, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certByFingerprint, "fingerprint", fingerprint)
 }
 
 // CertificateByToken implements store.Store.
-func (s *Store) CertificateByToken(ctx context.Context, jti string) (store.Certificate, error) {
+func (s *Store) CertificateByToken(ctx context.Context, jti string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read the certificate of token "+jti, false)
+	defer end(&err)
 	return s.oneCert(ctx, s.stmt.certByToken, "token", jti)
 }
 
@@ -35,13 +41,17 @@ func (s *Store) oneCert(ctx context.Context, query, col, val string) (store.Cert
 }
 
 // ListCertificates implements store.Store.
-func (s *Store) ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error) {
+func (s *Store) ListCertificates(ctx context.Context, f store.Filter) (_ []store.Certificate, err error) {
+	ctx, end := s.call(ctx, "list certificates", false)
+	defer end(&err)
 	q, err := listCertificates(f, &s.d)
 	return list(ctx, s, "list certificates", scanCertificate, q, err)
 }
 
 // CountCertificates implements store.Store. Limit and Offset are ignored.
-func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, error) {
+func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (_ int, err error) {
+	ctx, end := s.call(ctx, "count certificates", false)
+	defer end(&err)
 	q, err := countCertificates(f, &s.d)
 	if err != nil {
 		return 0, s.errorf("count certificates: %w", err)
@@ -54,13 +64,17 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (int, err
 }
 
 // Events implements store.Store.
-func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+func (s *Store) Events(ctx context.Context, f store.EventFilter) (_ []store.Event, err error) {
+	ctx, end := s.call(ctx, "list events", false)
+	defer end(&err)
 	q, err := events(f, &s.d)
 	return list(ctx, s, "list events", scanEvent, q, err)
 }
 
 // LastEventSeq implements store.Store.
-func (s *Store) LastEventSeq(ctx context.Context) (int64, error) {
+func (s *Store) LastEventSeq(ctx context.Context) (_ int64, err error) {
+	ctx, end := s.call(ctx, "read the last event", false)
+	defer end(&err)
 	var seq int64
 	if err := s.read.QueryRow(ctx, s.stmt.lastEventSeq).Scan(&seq); err != nil {
 		return 0, s.errorf("read the last event: %w", err)

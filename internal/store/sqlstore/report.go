@@ -17,7 +17,9 @@ import (
 // by profile and by the first expiry window their NotAfter falls in, in
 // one query that scans the (status, not_after) index range of live
 // certificates once.
-func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) ([]store.ExpiryCount, error) {
+func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) (_ []store.ExpiryCount, err error) {
+	ctx, end := s.call(ctx, "count certificates by expiry", false)
+	defer end(&err)
 	var q query
 	arg := func(v any) string {
 		q.Args = append(q.Args, v)
@@ -49,7 +51,9 @@ func scanExpiryCount(scan scanFunc) (store.ExpiryCount, error) {
 
 // ExpiringReport implements store.Store. Both of its queries read one
 // snapshot, so the groups' counts and the listed certificates agree.
-func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error) {
+func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (_ store.ExpiringReport, err error) {
+	ctx, end := s.call(ctx, "expiry report", false)
+	defer end(&err)
 	groupsQ, certsQ, err := expiringQueries(f, &s.d)
 	if err != nil {
 		return store.ExpiringReport{}, s.errorf("expiry report: %w", err)

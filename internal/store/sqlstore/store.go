@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
@@ -16,6 +17,7 @@ type Store struct {
 	write     DB     // direct writes that need no group commit
 	committer *groupcommit.Committer[Op]
 	stmt      statements
+	timeout   time.Duration
 }
 
 // Config is what an engine hands New.
@@ -29,13 +31,20 @@ type Config struct {
 	// Commit writes one batch of queued operations in one transaction
 	// (see package groupcommit); it is the engine's own.
 	Commit groupcommit.CommitFunc[Op]
+	// Timeout bounds every call: a read, a write and its wait for the
+	// group commit, and each batch's transaction. Zero means
+	// store.DefaultTimeout.
+	Timeout time.Duration
 }
 
 // New prepares the statements in the engine's dialect and starts the
 // group committer. The engine opens its connections and runs Migrate
 // before, and calls StopWrites before closing them.
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	s := &Store{d: cfg.Dialect, read: cfg.Read, write: cfg.Write, stmt: newStatements(&cfg.Dialect)}
+	s := &Store{d: cfg.Dialect, read: cfg.Read, write: cfg.Write, stmt: newStatements(&cfg.Dialect), timeout: cfg.Timeout}
+	if s.timeout <= 0 {
+		s.timeout = store.DefaultTimeout
+	}
 	if p, ok := cfg.Read.(Preparer); ok {
 		// The deny list is read on every issuance; preparing it per call
 		// cost more than the lookup itself.
@@ -43,7 +52,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("%s: prepare the deny-list lookup: %w", s.d.Name, err)
 		}
 	}
-	s.committer = groupcommit.New(groupcommit.Config{}, cfg.Commit)
+	s.committer = groupcommit.New(groupcommit.Config{Timeout: s.timeout}, cfg.Commit)
 	return s, nil
 }
 
@@ -70,6 +79,7 @@ type statements struct {
 	addCheckpoint, latestCheckpoint              string
 	isDenied, deniedIdentities                   string
 	addNonce, sweepNonces, useNonce              string
+	numberCRL, countCRLNumbers                   string
 	acme                                         map[store.ACMEKind]acmeStatements
 }
 
@@ -93,7 +103,16 @@ func newStatements(d *Dialect) statements {
 		addNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
 		useNonce:         d.rebind("DELETE FROM acme_nonces WHERE nonce = ? AND expires >= ?"),
-		acme:             map[store.ACMEKind]acmeStatements{},
+		// The next number is one more than the last, or thisUpdate in
+		// microseconds if that is larger; thisUpdate keeps the latest.
+		numberCRL: d.rebind(`INSERT INTO crl_numbers (issuer, number, this_update, prior_this_update) VALUES (?, ?, ?, 0)
+ON CONFLICT (issuer) DO UPDATE SET
+	number = CASE WHEN crl_numbers.number + 1 > excluded.number THEN crl_numbers.number + 1 ELSE excluded.number END,
+	this_update = CASE WHEN crl_numbers.this_update > excluded.this_update THEN crl_numbers.this_update ELSE excluded.this_update END,
+	prior_this_update = crl_numbers.this_update
+RETURNING number, prior_this_update`),
+		countCRLNumbers: "SELECT count(*) FROM crl_numbers",
+		acme:            map[store.ACMEKind]acmeStatements{},
 	}
 	for _, k := range []store.ACMEKind{store.ACMEAccount, store.ACMEOrder, store.ACMEAuthorization, store.ACMEChallenge} {
 		t := store.ACMETable(k)

@@ -10,11 +10,14 @@ import (
 // The writes below validate and encode in the caller's goroutine, queue
 // the operation for the engine's committer and hand back what the
 // committed batch assigned. If ctx ends while a write is queued or
-// committing, they return ctx.Err() and the write may still commit: read
+// committing, they return ctx.Err(), or a TimeoutError when the store's
+// own timeout ended the wait; either way the write may still commit: read
 // it back before retrying.
 
 // RecordIssuance implements store.Store.
-func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
+func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) (err error) {
+	ctx, end := s.call(ctx, "record issuance", true)
+	defer end(&err)
 	op, err := issuanceOp(iss)
 	if err != nil {
 		return s.errorf("record issuance: %w", err)
@@ -30,7 +33,9 @@ func (s *Store) RecordIssuance(ctx context.Context, iss *store.Issuance) error {
 }
 
 // RecordEvent implements store.Store.
-func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
+func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) (err error) {
+	ctx, end := s.call(ctx, "record event", true)
+	defer end(&err)
 	op, err := eventOp(ev)
 	if err != nil {
 		return s.errorf("record event: %w", err)
@@ -39,7 +44,9 @@ func (s *Store) RecordEvent(ctx context.Context, ev *store.Event) error {
 }
 
 // Revoke implements store.Store.
-func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error {
+func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) (err error) {
+	ctx, end := s.call(ctx, "revoke certificate "+serial, true)
+	defer end(&err)
 	op, err := revokeOp(serial, reason, at, ev)
 	if err != nil {
 		return s.errorf("revoke: %w", err)
@@ -48,7 +55,9 @@ func (s *Store) Revoke(ctx context.Context, serial string, reason int, at time.T
 }
 
 // RevokeIdentity implements store.Store.
-func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) ([]store.Event, error) {
+func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int, at time.Time, ev store.Event) (_ []store.Event, err error) {
+	ctx, end := s.call(ctx, "revoke identity "+identity, true)
+	defer end(&err)
 	op, err := revokeIdentityOp(identity, reason, at, &ev)
 	if err != nil {
 		return nil, s.errorf("revoke identity: %w", err)
@@ -61,12 +70,16 @@ func (s *Store) RevokeIdentity(ctx context.Context, identity string, reason int,
 }
 
 // Deny implements store.Store.
-func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) error {
+func (s *Store) Deny(ctx context.Context, identity string, ev *store.Event) (err error) {
+	ctx, end := s.call(ctx, "deny "+identity, true)
+	defer end(&err)
 	return s.denyOrAllow(ctx, identity, false, ev)
 }
 
 // Allow implements store.Store.
-func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) error {
+func (s *Store) Allow(ctx context.Context, identity string, ev *store.Event) (err error) {
+	ctx, end := s.call(ctx, "allow "+identity, true)
+	defer end(&err)
 	return s.denyOrAllow(ctx, identity, true, ev)
 }
 

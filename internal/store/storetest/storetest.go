@@ -51,6 +51,8 @@ func Run(t *testing.T, open Opener) {
 		{"ACME", testACME},
 		{"CertificatesByExpiry", testCertificatesByExpiry},
 		{"ExpiringReport", testExpiringReport},
+		{"CRLNumbers", testCRLNumbers},
+		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
 		{"Governance", testGovernance},
 		{"CASlots", testCASlots},
 	}

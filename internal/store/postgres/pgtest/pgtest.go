@@ -33,17 +33,18 @@ const EnvURL = "MICA_TEST_POSTGRES_URL"
 // Cluster hands out databases. The zero value is ready to use: the server
 // is found or started on the first call to Database.
 type Cluster struct {
-	once     sync.Once
-	adminURL string
-	local    *local // nil when using EnvURL
-	err      error
+	once       sync.Once
+	adminURL   string
+	local      *local // nil when using EnvURL
+	err        error
+	forceLocal bool // ignore EnvURL (Local)
 }
 
 // Database creates a new empty database, returns its URL, and drops it
 // when t ends.
 func (c *Cluster) Database(t testing.TB) string {
 	t.Helper()
-	c.once.Do(func() { c.adminURL, c.local, c.err = start() })
+	c.once.Do(func() { c.adminURL, c.local, c.err = start(c.forceLocal) })
 	if c.err != nil {
 		t.Fatalf("pgtest: %v", c.err)
 	}
@@ -101,8 +102,8 @@ func (c *Cluster) Stop() error {
 	return c.local.stop()
 }
 
-func start() (adminURL string, l *local, err error) {
-	if u := os.Getenv(EnvURL); u != "" {
+func start(forceLocal bool) (adminURL string, l *local, err error) {
+	if u := os.Getenv(EnvURL); u != "" && !forceLocal {
 		return u, nil, nil
 	}
 	l, err = startLocal()
