@@ -345,7 +345,6 @@ func TestForce(t *testing.T) {
 	}
 }
 
-
 // TestTwoReplicasPostgres: two servers on one PostgreSQL database run
 // their passes at the same moments; exactly one prepares, and both sign
 // with the same slot once it activates.
