@@ -15,6 +15,7 @@ import (
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -58,6 +59,8 @@ type Config struct {
 	// Keys chooses where the CA keys live: key_backend (file or pkcs11)
 	// and the pkcs11 section.
 	Keys custody.Settings `yaml:",inline"`
+	// CA says how the CA rotates (lifetimes, thresholds).
+	CA rotation.Settings `yaml:"ca"`
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules

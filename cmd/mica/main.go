@@ -53,7 +53,9 @@ func commands() map[string]command {
 			"check": {summary: "validate a config file", run: runPolicyCheck},
 			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
 		}},
-		"ca": {summary: "CA hierarchy with an offline root", sub: map[string]command{
+		"ca": {summary: "the CA: its rotation, and the offline-root ceremonies", sub: map[string]command{
+			"status":               {summary: "the CA slots (prepared, active, retired, removed) and the next rotation steps", run: runCAStatus},
+			"rotate":               {summary: "force a rotation step: --prepare or --activate (--root for the root)", run: runCARotate},
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},

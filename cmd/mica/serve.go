@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -106,6 +107,18 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The CA rotates while it serves: each step (here or on another
+	// server sharing the database) updates the CRLs and OCSP responders,
+	// and the server's own certificate moves to the active intermediate.
+	p.caChanged.set(func() {
+		if err := rev.sync(loopCtx); err != nil {
+			log.Error("following the CA rotation: the CRLs and OCSP responders keep their previous set", slog.String("error", err.Error()))
+		}
+		if err := certs.follow(loopCtx); err != nil {
+			log.Error("following the CA rotation: the server certificate is renewed on its schedule", slog.String("error", err.Error()))
+		}
+	})
+	loops.Go(func() { p.rotation.Run(loopCtx) })
 	runCtx, stopRuns := context.WithCancelCause(ctx)
 	defer stopRuns(nil)
 	runs := rev.run(runCtx, stopRuns)
@@ -292,6 +305,16 @@ func (s *serverCertificate) renew(ctx context.Context) error {
 	}
 	s.current.Store(c)
 	return nil
+}
+
+// follow renews the certificate when the intermediate that signs now is
+// not the one that signed it, so that its chain is the active one's.
+func (s *serverCertificate) follow(ctx context.Context) error {
+	leaf := s.current.Load().Leaf
+	if bytes.Equal(leaf.AuthorityKeyId, s.p.rotation.Signing(leaf.NotAfter).Cert.SubjectKeyId) {
+		return nil
+	}
+	return s.renew(ctx)
 }
 
 func (s *serverCertificate) rotate(ctx context.Context) {

@@ -21,8 +21,6 @@ import (
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
-	"github.com/mica-pki/mica/internal/crl"
-	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
@@ -43,7 +41,12 @@ type parts struct {
 	cfg       *Config
 	hierarchy *ca.Hierarchy
 	// caKeys holds the CA keys (sealed files or a PKCS#11 token).
-	caKeys    custody.Keys
+	caKeys custody.Keys
+	// rotation is the CA as it rotates: the authority's signing CA and
+	// trust bundle; caChanged relays its steps to the consumers serve
+	// wires after it (CRLs, OCSP, the server's certificate).
+	rotation  *rotation.Manager
+	caChanged *relay
 	store     store.Store
 	authority *authority.Authority
 	minter    *token.Minter
@@ -174,12 +177,6 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			log.Info("a profile pattern covers one of the server's own names, which it will never issue", "profile", name, "pattern", c)
 		}
 	}
-	// Every certificate says where its revocation status is published.
-	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
-		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
-	if err != nil {
-		return nil, err
-	}
 	if dbURL == "" {
 		dbURL = cfg.Database
 	}
@@ -236,11 +233,17 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
+	caChanged := &relay{}
+	mgr, err := openRotation(ctx, d, cfg, hier, st, caKeys, eng, log, caChanged.fire)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
-		Store:        st, Policy: eng, Issuers: rotation.Static(iss, hier.Intermediate, hier.Root), Minter: minter,
+		Store:        st, Policy: eng, Issuers: mgr, Rotate: mgr.Force, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
@@ -253,7 +256,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, caKeys: caKeys, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+	return &parts{cfg: cfg, hierarchy: hier, caKeys: caKeys, rotation: mgr, caChanged: caChanged, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
 }
 

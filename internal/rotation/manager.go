@@ -699,3 +699,32 @@ func (m *Manager) caOf(c store.CASlot, s *snapshot) CA {
 	}
 	return out
 }
+
+// Schedule is the manager's Schedule of its slots now.
+func (m *Manager) Schedule(ctx context.Context) ([]Due, error) {
+	view, err := m.view(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Schedule(view, m.cfg.Thresholds), nil
+}
+
+// SlotsView reads slots as Next and Schedule see them, the IssuedUntil of
+// retired ones asked of st; the keys are taken as online when the slot
+// names one (a status reader opens none).
+func SlotsView(ctx context.Context, st Store, slots []store.CASlot) ([]Slot, error) {
+	out := make([]Slot, 0, len(slots))
+	for _, c := range slots {
+		v := Slot{ID: c.ID, Kind: c.Kind, State: c.State, Parent: c.Parent, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+			PreparedAt: c.PreparedAt, ActivatedAt: c.ActivatedAt, RetiredAt: c.RetiredAt, KeyOnline: c.KeyURI != "" || len(c.KeySealed) > 0}
+		if c.State == store.SlotRetired && c.Kind == store.SlotIntermediate {
+			until, err := st.IssuedUntil(ctx, c.Fingerprint, authority.ProfileOCSP)
+			if err != nil {
+				return nil, err
+			}
+			v.IssuedUntil = until
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

@@ -135,3 +135,65 @@ func pastPrepare(s *Slot, now time.Time, th Thresholds) bool {
 
 // preparedUnder reports whether p is a prepared intermediate signed by root.
 func preparedUnder(p *Slot, root *Slot) bool { return p != nil && p.Parent == root.ID }
+
+// Due is a step and when it becomes due.
+type Due struct {
+	Step Step
+	At   time.Time
+}
+
+// Schedule lists the steps the thresholds will take next and when, for
+// status output: the next activation, preparation and removals. A removal
+// of a retired slot is due when its IssuedUntil has passed, so give the
+// slots their IssuedUntil (zero shows it as due at its NotAfter).
+func Schedule(slots []Slot, th Thresholds) []Due {
+	var out []Due
+	var root, inter, prepInter, prepRoot *Slot
+	for i := range slots {
+		s := &slots[i]
+		switch {
+		case s.State == store.SlotActive && s.Kind == store.SlotRoot:
+			root = s
+		case s.State == store.SlotActive:
+			inter = s
+		case s.State == store.SlotPrepared && s.Kind == store.SlotRoot:
+			prepRoot = s
+		case s.State == store.SlotPrepared:
+			prepInter = s
+		}
+	}
+	for _, p := range []*Slot{prepRoot, prepInter} {
+		if p != nil {
+			out = append(out, Due{Step{Action: Activate, Kind: p.Kind, Slot: p.ID, Why: "propagation over"}, p.PreparedAt.Add(th.Propagation)})
+		}
+	}
+	if root != nil && root.KeyOnline && th.AutoRoot && prepRoot == nil {
+		out = append(out, Due{Step{Action: Prepare, Kind: store.SlotRoot, Why: "past PrepareAt of the root's life"}, prepareTime(root, th)})
+	}
+	if root != nil && inter != nil && prepInter == nil {
+		why, at := "past PrepareAt of the intermediate's life", prepareTime(inter, th)
+		if inter.Parent != root.ID {
+			why, at = "the root rolled over", inter.ActivatedAt
+		}
+		if !root.KeyOnline {
+			why += "; the root is offline: sign the next intermediate at the root ceremony"
+		}
+		out = append(out, Due{Step{Action: Prepare, Kind: store.SlotIntermediate, Why: why}, at})
+	}
+	for i := range slots {
+		s := &slots[i]
+		if s.State != store.SlotRetired {
+			continue
+		}
+		at := s.NotAfter
+		if !s.IssuedUntil.IsZero() && s.IssuedUntil.Before(at) {
+			at = s.IssuedUntil
+		}
+		out = append(out, Due{Step{Action: Remove, Kind: s.Kind, Slot: s.ID, Why: "its last certificate expires"}, at})
+	}
+	return out
+}
+
+func prepareTime(s *Slot, th Thresholds) time.Time {
+	return s.NotBefore.Add(time.Duration(float64(s.NotAfter.Sub(s.NotBefore)) * th.prepareAt()))
+}
