@@ -36,11 +36,11 @@ type commitStatser interface{ CommitStats() groupcommit.Stats }
 func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertificate, log *slog.Logger) error {
 	src := telemetry.Sources{
 		Inventory: p.store.CertificatesByExpiry,
-		CRL:      rev.stalestCRL,
-		RootCRL:  rev.rootCRL.Current,
-		OCSP:     rev.ocsp.CacheStats,
-		Feed:     rev.hub.Stats,
-		Audit:    p.audit.Status,
+		CRL:       rev.stalestCRL,
+		RootCRL:   rev.rootCRL.Current,
+		OCSP:      rev.ocsp.CacheStats,
+		Feed:      rev.hub.Stats,
+		Audit:     p.audit.Status,
 		CAs: func() map[string]*x509.Certificate {
 			t := p.rotation.Trust()
 			return map[string]*x509.Certificate{"root": t.Roots[0], "intermediate": p.rotation.Signing(time.Time{}).Cert}
