@@ -22,6 +22,9 @@ type ExpiringReport struct {
 	Total  int             `json:"total"`
 	Listed int             `json:"listed"`
 	Groups []ExpiringGroup `json:"groups"`
+	// Discovered are certificates found deployed that mica did not issue,
+	// still seen and expiring within the window.
+	Discovered *DiscoveredExpiring `json:"discovered,omitempty"`
 }
 
 // ExpiringGroup is the certificates at risk of one profile and owner. The

@@ -39,6 +39,9 @@ type agentConfig struct {
 	BundleInterval string `yaml:"bundle_interval"`
 	agentIdentity  `yaml:",inline"`
 	Identities     []agentIdentity `yaml:"identities"`
+	// Discovery, when set, scans this host and reports what it finds
+	// (agent_discovery.go).
+	Discovery *agentDiscovery `yaml:"discovery"`
 }
 
 // agentIdentity is one identity the agent keeps fresh.
@@ -132,6 +135,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	changes := newBroadcast()
 	var agents []*agent.Agent
+	var firstClient *client.Client
 	for _, id := range ids {
 		opts, err := id.agentOptions()
 		if err != nil {
@@ -148,6 +152,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		defer c.Close()
+		if firstClient == nil {
+			firstClient = c // discovery reports with the first identity
+		}
 		opts.Server, opts.Token, opts.Logger, opts.Metrics = c, id.token, log, metrics
 		opts.BundleInterval, opts.OnChange = interval, changes.notify
 		if ag, err = agent.New(opts); err != nil {
@@ -175,6 +182,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	for _, ag := range agents {
 		start("agent", ag.Run)
+	}
+	if cfg.Discovery != nil {
+		start("discovery", func(ctx context.Context) error { return runAgentDiscovery(ctx, firstClient, *cfg.Discovery, log) })
 	}
 	socket := orDefault(cfg.Socket, defaultAgentSocket)
 	if socket != "off" {

@@ -256,11 +256,18 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	var cf clientFlags
 	cf.register(fs, env, true)
 	var f client.ListFilter
+	source := fs.String("source", "issued", "issued (mica's inventory) or discovered (found deployed by `mica discover` and agents)")
 	fs.StringVar(&f.Identity, "identity", "", "only this identity")
-	fs.StringVar(&f.Profile, "profile", "", "only this profile")
-	fs.StringVar(&f.Status, "status", "", "active, revoked or expired")
+	fs.StringVar(&f.Profile, "profile", "", "only this profile (issued)")
+	fs.StringVar(&f.Status, "status", "", "active, revoked or expired (issued)")
 	fs.StringVar(&f.ExpiringWithin, "expiring-within", "", "only certificates expiring within this long, e.g. 7d")
 	fs.IntVar(&f.Limit, "limit", 1000, "at most this many")
+	var df client.DiscoveredFilter
+	fs.StringVar(&df.Class, "class", "", "mica, external or self-signed (discovered)")
+	fs.StringVar(&df.Finding, "finding", "", "only certificates with this finding, e.g. weak-key, missing-intermediate, expired (discovered)")
+	fs.StringVar(&df.Owner, "owner", "", "only this owner (discovered)")
+	fs.BoolVar(&df.IncludeGone, "include-gone", false, "also certificates no longer seen anywhere (discovered)")
+	fs.BoolVar(&df.Sightings, "sightings", false, "list where each was seen (discovered)")
 	output := fs.String("output", "table", "table, json or csv")
 	if err := parse(env, fs, args); err != nil {
 		return err
@@ -268,11 +275,25 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	if *output != "table" && *output != "json" && *output != "csv" {
 		return usageError("--output must be table, json or csv, not %q", *output)
 	}
+	if *source != "issued" && *source != "discovered" {
+		return usageError("--source must be issued or discovered, not %q", *source)
+	}
 	c, err := cf.client(true)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if *source == "discovered" {
+		if f.Profile != "" || f.Status != "" {
+			return usageError("--profile and --status are for issued certificates; discovered ones have --class, --finding and --owner")
+		}
+		df.Identity, df.ExpiringWithin, df.Limit = f.Identity, f.ExpiringWithin, f.Limit
+		certs, err := c.DiscoveredCertificates(ctx, df)
+		if err != nil {
+			return err
+		}
+		return printDiscovered(env.stdout, certs, *output, time.Now())
+	}
 	certs, err := c.ListCertificates(ctx, f)
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys/custody"
+	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/rotation"
@@ -61,11 +62,20 @@ type Config struct {
 	Keys custody.Settings `yaml:",inline"`
 	// CA says how the CA rotates (lifetimes, thresholds).
 	CA rotation.Settings `yaml:"ca"`
+	// Discovery configures discovered certificates and Webhooks the
+	// receivers of lifecycle events (config_discovery.go, docs/discovery.md).
+	Discovery DiscoveryConfig `yaml:"discovery"`
+	Webhooks  []WebhookConfig `yaml:"webhooks"`
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
 	// admins is the admins section, checked at load.
 	admins map[string]authority.Role
+	// owners are the discovery owner rules, compiled at load.
+	owners *discover.Owners
+	// path is the file the config was read from; paths in it are
+	// relative to its directory.
+	path string
 }
 
 const (
@@ -89,7 +99,7 @@ func loadConfig(path string) (*Config, error) {
 }
 
 func parseConfig(data []byte, name string) (*Config, error) {
-	var c Config
+	c := Config{path: name}
 	if err := strictyaml.Decode(data, &c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -142,6 +152,9 @@ func parseConfig(data []byte, name string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	c.rules = rules
+	if err := c.checkDiscovery(name); err != nil {
+		return nil, err
+	}
 	return &c, nil
 }
 

@@ -85,6 +85,13 @@ func newTestEnv(t *testing.T, engine string) *testEnv {
 // newTestEnvWith is newTestEnv with extra lines at the end of the config.
 func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 	t.Helper()
+	return newTestEnvFrom(t, engine, testConfig+extraConfig)
+}
+
+// newTestEnvFrom is newTestEnv with another config, where %DB% stands for
+// the engine's database.
+func newTestEnvFrom(t *testing.T, engine, config string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: engine}
 	db := `""`
 	if engine == "postgres" {
@@ -95,7 +102,7 @@ func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.Replace(testConfig, "%DB%", db, 1) + extraConfig
+	cfg := strings.Replace(config, "%DB%", db, 1)
 	if err := os.WriteFile(filepath.Join(e.dataDir, configFileName), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +376,9 @@ func (e *testEnv) testRefusals(t *testing.T) {
 		want string // problem slug
 	}{
 		{"token replay", func() error {
-			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSRWithKey(t, p256))})
+			// With another key: the same token and key get the certificate
+			// they paid for again (a client whose response was lost).
+			_, err := anon.Enroll(ctx, usedToken, client.CertificateRequest{CSR: csrPEM(authoritytest.CSR(t))})
 			return err
 		}, "token-replayed"},
 		{"expired token", func() error {

@@ -61,8 +61,10 @@ func commands() map[string]command {
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
 		}},
-		"audit":  {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
-		"report": {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
+		"audit":    {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
+		"discover": {summary: "find certificates deployed on TLS endpoints and in files, and put them in the inventory", sub: discoverCommands()},
+		"webhook":  {summary: "webhook delivery: state of each endpoint, a new signing secret", sub: webhookCommands()},
+		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
 			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},

@@ -52,8 +52,10 @@ func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertif
 	if cs, ok := p.store.(commitStatser); ok {
 		src.Commits = cs.CommitStats
 	}
-	_, err := telemetry.NewServerMetrics(p.registry, src)
-	return err
+	if _, err := telemetry.NewServerMetrics(p.registry, src); err != nil {
+		return err
+	}
+	return registerDiscoveryMetrics(p, log)
 }
 
 // traced wraps the API in an OpenTelemetry HTTP server span when tracing

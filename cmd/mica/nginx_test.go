@@ -176,6 +176,13 @@ func (n *nginxProc) errorLog() string {
 // retrying when another process takes the port first.
 func startNginx(t *testing.T, bin, dir string, as unprivileged) *nginxProc {
 	t.Helper()
+	return startNginxWith(t, bin, dir, as, nginxConf)
+}
+
+// startNginxWith is startNginx with another config, written with the same
+// placeholders: %[1]s the prefix directory, %[2]d the port.
+func startNginxWith(t *testing.T, bin, dir string, as unprivileged, conf string) *nginxProc {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +190,7 @@ func startNginx(t *testing.T, bin, dir string, as unprivileged) *nginxProc {
 	n := &nginxProc{bin: bin, dir: dir, conf: filepath.Join(dir, "nginx.conf"), as: as}
 	for range 3 {
 		n.port = freeLoopbackPort(t)
-		as.write(t, n.conf, fmt.Appendf(nil, nginxConf, dir, n.port))
+		as.write(t, n.conf, fmt.Appendf(nil, conf, dir, n.port))
 		n.cmd = as.command(bin, n.args("-g", "daemon off;")...)
 		n.done = make(chan struct{})
 		if err := n.cmd.Start(); err != nil {

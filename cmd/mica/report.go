@@ -58,7 +58,10 @@ func runReportExpiring(ctx context.Context, env *cliEnv, args []string) error {
 	case "csv":
 		return expiringCSV(env.stdout, rep)
 	}
-	return expiringTable(env.stdout, rep)
+	if err := expiringTable(env.stdout, rep); err != nil {
+		return err
+	}
+	return discoveredTable(env.stdout, rep.Discovered, rep.GeneratedAt)
 }
 
 // expiringCSV writes one row per certificate, with its group's figures on
@@ -70,6 +73,16 @@ func expiringCSV(w io.Writer, rep *client.ExpiringReport) error {
 		for _, c := range g.Certificates {
 			cw.Write([]string{g.Profile, g.Owner, strconv.Itoa(g.Count), g.EarliestExpiry.UTC().Format(time.RFC3339),
 				c.Serial, c.Identity, c.NotAfter.UTC().Format(time.RFC3339), c.Fingerprint})
+		}
+	}
+	// Discovered certificates have no profile: the column says where they
+	// come from and their class.
+	if rep.Discovered != nil {
+		for _, g := range rep.Discovered.Groups {
+			for _, c := range g.Certificates {
+				cw.Write([]string{"discovered:" + g.Class, g.Owner, strconv.Itoa(g.Count), g.EarliestExpiry.UTC().Format(time.RFC3339),
+					c.Serial, c.Identity, c.NotAfter.UTC().Format(time.RFC3339), c.Fingerprint})
+			}
 		}
 	}
 	cw.Flush()

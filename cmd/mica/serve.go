@@ -96,6 +96,9 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loops.Go(func() { p.audit.Run(loopCtx) })
 	loops.Go(func() { p.failures.Run(loopCtx) })
 	loops.Go(func() { p.guard.Run(loopCtx) })
+	if err := startEventLoops(ctx, loopCtx, &loops, p, log); err != nil {
+		return err
+	}
 
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
@@ -145,7 +148,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
-		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(),
+		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(), Webhooks: p.webhooks,
 		Ready: func(ctx context.Context) error {
 			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
 			return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
@@ -66,6 +67,9 @@ type parts struct {
 	// config names an OTLP endpoint.
 	registry *prometheus.Registry
 	tracing  *telemetry.Tracing
+	// webhooks are the configured webhook endpoints as the API shows
+	// them; set by serve.
+	webhooks []api.WebhookEndpoint
 }
 
 // Close flushes buffered spans, then closes the store.
@@ -239,6 +243,11 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		st.Close()
 		return nil, err
 	}
+	disc, err := cfg.discoveryConfig()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
@@ -250,7 +259,8 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)
 		},
-		Guard: guard,
+		Guard:     guard,
+		Discovery: disc,
 	})
 	if err != nil {
 		st.Close()

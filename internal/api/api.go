@@ -49,6 +49,9 @@ type Config struct {
 	// them too), but the stream is held open, so it is not for anonymous
 	// callers.
 	Feed http.Handler
+	// Webhooks are the configured webhook endpoints, shown with their
+	// delivery state by GET /v1/webhooks.
+	Webhooks []WebhookEndpoint
 }
 
 type server struct {
@@ -78,6 +81,7 @@ func New(cfg Config) http.Handler {
 	s.auditRoutes(mux)
 	s.reportRoutes(mux)
 	s.governanceRoutes(mux)
+	s.discoveryRoutes(mux)
 	mux.HandleFunc("POST /v1/certificates/revoke", s.authed(s.revokeMatching))
 	mux.HandleFunc("POST /v1/identities/deny", s.authed(s.deny))
 	mux.HandleFunc("POST /v1/identities/allow", s.authed(s.deny))
@@ -404,18 +408,23 @@ func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {
 // strictjson: no unknown field, no key twice, no trailing data), so that a
 // typo is an error rather than silently ignored.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	return decodeLimit(w, r, v, MaxBodyBytes)
+}
+
+// decodeLimit is decode for a body of at most limit bytes.
+func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported Media Type", "send the body as application/json")
 		return false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err == nil {
 		err = strictjson.Unmarshal(body, v)
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeProblem(w, http.StatusRequestEntityTooLarge, "body-too-large", "Body Too Large", fmt.Sprintf("request body is over %d bytes", MaxBodyBytes))
+			writeProblem(w, http.StatusRequestEntityTooLarge, "body-too-large", "Body Too Large", fmt.Sprintf("request body is over %d bytes", limit))
 			return false
 		}
 		writeProblem(w, http.StatusBadRequest, "malformed-body", "Malformed Body", "request body is not the expected JSON: "+err.Error())

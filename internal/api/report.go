@@ -51,7 +51,18 @@ func (s *server) expiringReport(w http.ResponseWriter, r *http.Request, p author
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, expiringReport(rep, within, profile, now, d))
+	out := expiringReport(rep, within, profile, now, d)
+	// Discovered certificates have no profile: a report for one profile
+	// leaves them out.
+	if profile == "" {
+		disc, err := s.cfg.Authority.DiscoveredExpiring(r.Context(), p, d, limit)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out.Discovered = discoveredExpiring(disc, now)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func expiringReport(rep store.ExpiringReport, within, profile string, now time.Time, d time.Duration) client.ExpiringReport {

@@ -108,6 +108,8 @@ type Config struct {
 	// Guard, when set, applies rate limits and reports anomalies (package
 	// limits); unset means no limits.
 	Guard Guard
+	// Discovery configures discovered certificates (discover.go).
+	Discovery DiscoveryConfig
 }
 
 // Authority is the certificate lifecycle.
@@ -131,6 +133,7 @@ type Authority struct {
 	observer      Observer
 	tracer        trace.Tracer
 	guard         Guard
+	discovery     *discovery
 }
 
 // New checks cfg and returns an Authority.
@@ -162,6 +165,7 @@ func New(cfg Config) (*Authority, error) {
 	if a.tracer == nil {
 		a.tracer = noopTracer
 	}
+	a.discovery = newDiscovery(a, cfg.Discovery)
 	if cfg.JWTKey != nil {
 		s, err := newJWTSigner(cfg.JWTKey)
 		if err != nil {

@@ -55,6 +55,10 @@ func Run(t *testing.T, open Opener) {
 		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
 		{"Governance", testGovernance},
 		{"CASlots", testCASlots},
+		{"Discovery", testDiscovery},
+		{"Webhooks", testWebhooks},
+		{"Leases", testLeases},
+		{"ExpiryNotices", testExpiryNotices},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
