@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
@@ -33,6 +35,9 @@ type initOptions struct {
 	dbURL       string
 	// keys is where the CA keys are made (mica.yaml's key_backend).
 	keys custody.Settings
+	// rootValidity and interValidity are the first CA's lifetimes; zero
+	// means the defaults.
+	rootValidity, interValidity time.Duration
 }
 
 func runInit(ctx context.Context, env *cliEnv, args []string) error {
@@ -45,6 +50,9 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	adminName := fs.String("admin-name", "admin", "name of the first admin: spiffe://<trust domain>/mica/admin/<name>")
 	db := fs.String("db", "", "postgres:// URL (default: SQLite in the data directory)")
 	kf := addKeyFlags(fs)
+	var rootValidity, interValidity duration.Duration
+	fs.Var(&rootValidity, "root-validity", "the root's lifetime, like 3650d (default ten years)")
+	fs.Var(&interValidity, "intermediate-validity", "the first intermediate's lifetime, like 365d (default one year; later ones: mica.yaml's ca.intermediate_lifetime)")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
@@ -60,7 +68,8 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db, keys: keySettings}
+	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db, keys: keySettings,
+		rootValidity: rootValidity.D(), interValidity: interValidity.D()}
 	if *rootOnly {
 		return initRootOnly(env, opts)
 	}
@@ -76,7 +85,7 @@ func (o initOptions) caConfig() (ca.InitConfig, error) {
 	if err != nil {
 		return ca.InitConfig{}, usageError("%v", err)
 	}
-	return ca.InitConfig{TrustDomain: td, Algorithm: alg, Passphrase: o.passphrase}, nil
+	return ca.InitConfig{TrustDomain: td, Algorithm: alg, Passphrase: o.passphrase, RootValidity: o.rootValidity, IntermediateValidity: o.interValidity}, nil
 }
 
 func initRootOnly(env *cliEnv, o initOptions) error {

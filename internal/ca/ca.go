@@ -51,11 +51,6 @@ const (
 	// rotated often enough that rotation stays a practised routine.
 	DefaultIntermediateValidity = 365 * 24 * time.Hour
 
-	// backdate sets CA certificates' NotBefore an hour early so that
-	// verifiers whose clocks run behind, and leaves backdated for the same
-	// reason, are still inside the CA's validity.
-	backdate = time.Hour
-
 	organization = "mica"
 )
 
@@ -94,6 +89,12 @@ type IntermediateConfig struct {
 	Rand io.Reader
 	Now  func() time.Time
 }
+
+// backdate sets a CA certificate's NotBefore early, so that verifiers
+// whose clocks run behind, and leaves backdated for the same reason, are
+// still inside the CA's validity: an hour, or a tenth of a short life (a
+// rotation drill's CAs live minutes).
+func backdate(validity time.Duration) time.Duration { return min(time.Hour, validity/10) }
 
 func orDefaults(r io.Reader, now func() time.Time) (io.Reader, func() time.Time) {
 	if r == nil {
@@ -175,7 +176,7 @@ func NewRoot(signer crypto.Signer, cfg RootConfig) (*x509.Certificate, error) {
 		SubjectKeyId:          ski,
 		AuthorityKeyId:        ski,
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{organization}},
-		NotBefore:             t.Add(-backdate),
+		NotBefore:             t.Add(-backdate(validity)),
 		NotAfter:              t.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
@@ -256,7 +257,7 @@ func SignIntermediate(root *x509.Certificate, rootKey crypto.Signer, csr *x509.C
 		return nil, fmt.Errorf("ca: intermediate validity %s is negative", validity)
 	}
 	t := now().Truncate(time.Second)
-	notBefore := t.Add(-backdate)
+	notBefore := t.Add(-backdate(validity))
 	if notBefore.Before(root.NotBefore) {
 		notBefore = root.NotBefore
 	}

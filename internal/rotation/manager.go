@@ -387,6 +387,15 @@ func (m *Manager) prepare(ctx context.Context, st Step, now time.Time) error {
 	if !ok {
 		return errors.New("there is no active root")
 	}
+	if st.Kind == store.SlotIntermediate {
+		// New intermediates are signed by the newest root: one prepared
+		// while a root propagates activates together with it.
+		for _, c := range s.slots {
+			if c.Kind == store.SlotRoot && c.State == store.SlotPrepared {
+				root = c
+			}
+		}
+	}
 	rootKey := m.signers[root.ID]
 	if rootKey == nil {
 		return fmt.Errorf("root %d's key is not online here: sign the next %s at the root ceremony (`mica ca sign-intermediate`) and import it, or keep the root key where this server can use it", root.ID, st.Kind)

@@ -74,14 +74,18 @@ func (s Step) String() string {
 }
 
 // Next is the step due at now, if any: activations first (a prepared CA
-// whose propagation is over), then preparations (an active CA past
-// PrepareAt of its life, or an intermediate whose root rolled over), then
-// removals (a retired CA whose last certificate has expired). It is pure:
-// the same slots and time give the same step on every server.
+// whose propagation is over; an intermediate only once its root is
+// active), then preparations (an active CA past PrepareAt of its life, or
+// an intermediate whose root rolled over; a new intermediate is signed by
+// the newest root, so one prepared while a root propagates activates with
+// it), then removals (a retired CA whose last certificate has expired).
+// It is pure: the same slots and time give the same step on every server.
 func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 	var active, prepared = map[store.SlotKind]*Slot{}, map[store.SlotKind]*Slot{}
+	byID := map[int64]*Slot{}
 	for i := range slots {
 		s := &slots[i]
+		byID[s.ID] = s
 		switch s.State {
 		case store.SlotActive:
 			active[s.Kind] = s
@@ -89,15 +93,13 @@ func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 			prepared[s.Kind] = s
 		}
 	}
-	if p, r := prepared[store.SlotIntermediate], active[store.SlotRoot]; p != nil && r != nil && p.Parent != r.ID {
-		// Prepared under a root that has rolled over since: it gives way
-		// to a successor signed by the new root.
-		return Step{Action: Remove, Kind: store.SlotIntermediate, Slot: p.ID, Why: fmt.Sprintf("it was signed by root %d, and root %d is active", p.Parent, r.ID)}, true
-	}
 	for _, kind := range []store.SlotKind{store.SlotRoot, store.SlotIntermediate} {
 		p := prepared[kind]
 		if p == nil || now.Before(p.PreparedAt.Add(th.Propagation)) {
 			continue
+		}
+		if parent := byID[p.Parent]; kind == store.SlotIntermediate && parent != nil && parent.State == store.SlotPrepared {
+			continue // it activates with its root
 		}
 		return Step{Action: Activate, Kind: kind, Slot: p.ID, Why: fmt.Sprintf("published since %s, propagation %s is over", p.PreparedAt.UTC().Format(time.RFC3339), th.Propagation)}, true
 	}
@@ -105,7 +107,12 @@ func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 	if root != nil && root.KeyOnline && th.AutoRoot && prepared[store.SlotRoot] == nil && pastPrepare(root, now, th) {
 		return Step{Action: Prepare, Kind: store.SlotRoot, Why: fmt.Sprintf("root %d is past %.0f%% of its life", root.ID, th.prepareAt()*100)}, true
 	}
-	if root != nil && root.KeyOnline && inter != nil && !preparedUnder(prepared[store.SlotIntermediate], root) {
+	// New intermediates are signed by the newest root.
+	signer := root
+	if prepared[store.SlotRoot] != nil {
+		signer = prepared[store.SlotRoot]
+	}
+	if root != nil && signer.KeyOnline && inter != nil && prepared[store.SlotIntermediate] == nil {
 		switch {
 		case inter.Parent != root.ID:
 			return Step{Action: Prepare, Kind: store.SlotIntermediate, Why: fmt.Sprintf("root %d is active and intermediate %d was signed by root %d", root.ID, inter.ID, inter.Parent)}, true
@@ -132,9 +139,6 @@ func pastPrepare(s *Slot, now time.Time, th Thresholds) bool {
 	life := s.NotAfter.Sub(s.NotBefore)
 	return !now.Before(s.NotBefore.Add(time.Duration(float64(life) * th.prepareAt())))
 }
-
-// preparedUnder reports whether p is a prepared intermediate signed by root.
-func preparedUnder(p *Slot, root *Slot) bool { return p != nil && p.Parent == root.ID }
 
 // Due is a step and when it becomes due.
 type Due struct {
