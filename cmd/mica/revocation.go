@@ -106,6 +106,11 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 				r.services[c.ID] = svc
 			}
 			svcs = append(svcs, svc)
+			if c.Cert.Equal(r.p.hierarchy.Root) {
+				// A root CRL signed at the ceremony (listing withdrawn
+				// intermediates) wins over the one this server signs.
+				static[crl.Path(c.Cert)] = preferStatic(r.rootCRL, svc.Handler())
+			}
 		case c.Cert.Equal(r.p.hierarchy.Root):
 			static[crl.Path(c.Cert)] = r.rootCRL
 		}
@@ -136,6 +141,17 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 	r.crls.Sync(svcs, static)
 	r.ocsp.Set(resps)
 	return nil
+}
+
+// preferStatic serves the CRL in the file while there is one, else live's.
+func preferStatic(file *crl.Static, live http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if _, _, ok := file.Current(); ok {
+			file.ServeHTTP(w, req)
+			return
+		}
+		live.ServeHTTP(w, req)
+	})
 }
 
 // stalestCRL is the CRL closest to its nextUpdate: what the CRL

@@ -30,15 +30,13 @@ func NewSet() *Set {
 
 // Sync replaces what the set publishes: a Service per CA whose key signs
 // here (it should have built its first CRL, RunOnce, so that it answers at
-// once), and static handlers by path (a root CRL signed offline). Services
-// no longer listed stop; new ones start when Run is running.
+// once), and static handlers by path (a root CRL signed offline), which
+// take a path over a service's. Services no longer listed stop; new ones
+// start when Run is running.
 func (s *Set) Sync(services []*Service, static map[string]http.Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	routes := map[string]http.Handler{}
-	for p, h := range static {
-		routes[p] = h
-	}
 	keep := map[*Service]bool{}
 	for _, svc := range services {
 		routes[Path(svc.cfg.Issuer)] = svc.Handler()
@@ -52,6 +50,9 @@ func (s *Set) Sync(services []*Service, static map[string]http.Handler) {
 			stop()
 			delete(s.running, svc)
 		}
+	}
+	for p, h := range static {
+		routes[p] = h // a CRL signed elsewhere wins over the service's
 	}
 	s.services = append([]*Service(nil), services...)
 	s.routes.Store(&routes)

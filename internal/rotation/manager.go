@@ -267,14 +267,15 @@ func (m *Manager) view(ctx context.Context) ([]Slot, error) {
 // issuedUntil is when the last certificate a retired slot signed expires:
 // its leaves (the OCSP responder's own certificate left out, which lives
 // only as long as there is something to answer for), or a root's
-// intermediates still in the bundle.
+// intermediates (removed from the bundle or not: a verifier may still be
+// presented one until it expires).
 func (m *Manager) issuedUntil(ctx context.Context, s *snapshot, c store.CASlot) (time.Time, error) {
 	if c.Kind == store.SlotIntermediate {
 		return m.cfg.Store.IssuedUntil(ctx, c.Fingerprint, authority.ProfileOCSP)
 	}
 	var until time.Time
 	for _, o := range s.slots {
-		if o.Kind == store.SlotIntermediate && o.Parent == c.ID && o.State != store.SlotRemoved && o.NotAfter.After(until) {
+		if o.Kind == store.SlotIntermediate && o.Parent == c.ID && o.NotAfter.After(until) {
 			until = o.NotAfter
 		}
 	}
