@@ -12,8 +12,8 @@ import (
 
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
-	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/discover"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/rotation"
