@@ -114,7 +114,10 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 		case c.Cert.Equal(r.p.hierarchy.Root):
 			static[crl.Path(c.Cert)] = r.rootCRL
 		}
-		if c.Kind != store.SlotIntermediate || r.p.rotation.Issuer(c.ID) == nil {
+		// A prepared intermediate has signed nothing yet, so there is
+		// nothing to answer for; it gets its responder (whose certificate
+		// it signs) once it activates, after its propagation.
+		if c.Kind != store.SlotIntermediate || c.State == store.SlotPrepared || r.p.rotation.Issuer(c.ID) == nil {
 			continue
 		}
 		resp := r.responders[c.ID]

@@ -246,6 +246,11 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 			return nil, newError(KindInternal, nil, "issuing CA %s is not in the bundle or its key is not online here", in.issuer)
 		}
 	}
+	if notBefore.Before(signing.Cert.NotBefore) {
+		// Backdating stops at the issuer's start: a CA activated minutes
+		// ago (short-lived CAs, a rotation drill) backdates less.
+		notBefore = signing.Cert.NotBefore
+	}
 	if notAfter.After(signing.Cert.NotAfter) {
 		// A leaf cannot outlive its issuer. Rotation has the next issuer
 		// sign before this happens; when none is ready yet, shorten the
