@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/internal/workloadapi"
@@ -175,6 +177,59 @@ func TestFileSourceMissing(t *testing.T) {
 	if err != nil || len(c.Certificate) != 2 || !c.Leaf.Equal(l.Cert) {
 		t.Fatalf("Certificate() = %d certificates, %v", len(c.Certificate), err)
 	}
+}
+
+// TestFileSourceReadsSwitchedDirectory: over a credential directory that
+// `mica agent` writes (package credential), Reload in a tight loop never
+// fails across 50 switches, starting from a directory of plain files that
+// the first write adopts, and ends on the last credential.
+func TestFileSourceReadsSwitchedDirectory(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	dir := t.TempDir()
+	writeFiles(t, dir, credentialFiles(t, pki.Leaf(t, pki.ID(t, serverPath)), pki.Root)...)
+	src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	creds := make([]*credential.Credential, 50)
+	for i := range creds {
+		l := pki.Leaf(t, pki.ID(t, serverPath))
+		if creds[i], err = credential.New(append([]*x509.Certificate{l.Cert}, l.Chain...), l.Key, []*x509.Certificate{pki.Root}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stop atomic.Bool
+	var reloads, failures atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			reloads.Add(1)
+			if err := src.Reload(); err != nil && failures.Add(1) == 1 {
+				firstErr.Store(err)
+			}
+		}
+	})
+	d := credential.Dir{Path: dir}
+	for _, c := range creds {
+		if err := d.Write(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failures.Load() > 0 {
+		t.Fatalf("%d of %d reloads failed across %d switches; first: %v", failures.Load(), reloads.Load(), len(creds), firstErr.Load())
+	}
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := src.Certificate()
+	if !c.Leaf.Equal(creds[len(creds)-1].Leaf()) {
+		t.Fatal("the source does not hold the last credential written")
+	}
+	t.Logf("figures: %d reloads across %d switches, none failed", reloads.Load(), len(creds))
 }
 
 // TestResumedHandshakeStillVerified: session tickets work (and are used),
