@@ -31,6 +31,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/store"
@@ -176,14 +177,14 @@ func (f *bundleFollower) once(ctx context.Context) error {
 	}
 	snap := &bundleSnap{at: time.Now()}
 	for _, p := range b.Roots {
-		certs, err := parseCertPEM([]byte(p))
+		certs, err := credential.ParseCertificates([]byte(p))
 		if err != nil {
 			return err
 		}
 		snap.roots = append(snap.roots, certs...)
 	}
 	for _, p := range b.Intermediates {
-		certs, err := parseCertPEM([]byte(p))
+		certs, err := credential.ParseCertificates([]byte(p))
 		if err != nil {
 			return err
 		}
@@ -599,11 +600,11 @@ func issuanceLoad(ctx context.Context, e *testEnv, f *bundleFollower, log *drill
 			}})
 	}
 	record := func(resp *client.CertificateResponse, k any) error {
-		certs, err := parseCertPEM([]byte(resp.Certificate))
+		certs, err := credential.ParseCertificates([]byte(resp.Certificate))
 		if err != nil {
 			return err
 		}
-		chain, err := parseCertPEM([]byte(resp.Chain))
+		chain, err := credential.ParseCertificates([]byte(resp.Chain))
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/pkcs11/softhsmtest"
 )
@@ -83,7 +84,7 @@ func readChain(t *testing.T, dir string) []*x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCertPEM(data)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
 		t.Fatal(err)
 	}
