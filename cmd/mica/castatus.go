@@ -153,16 +153,22 @@ func runCARotate(ctx context.Context, env *cliEnv, args []string) error {
 	cf.register(fs, env, true)
 	prepare := fs.Bool("prepare", false, "prepare the next CA now and publish it (it activates after its propagation)")
 	activate := fs.Bool("activate", false, "activate the prepared CA now, without waiting for its propagation")
+	abort := fs.Bool("abort", false, "take the prepared CA out of the bundle before it signs anything")
 	root := fs.Bool("root", false, "the root rather than the intermediate")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	if *prepare == *activate {
-		return usageError("ca rotate needs exactly one of --prepare and --activate")
+	step := ""
+	for name, set := range map[string]bool{"prepare": *prepare, "activate": *activate, "abort": *abort} {
+		if set {
+			if step != "" {
+				return usageError("ca rotate takes one of --prepare, --activate and --abort")
+			}
+			step = name
+		}
 	}
-	step := "prepare"
-	if *activate {
-		step = "activate"
+	if step == "" {
+		return usageError("ca rotate needs one of --prepare, --activate and --abort")
 	}
 	if *root {
 		step += "-root"

@@ -245,7 +245,7 @@ func (a *Authority) FollowPolicy(ctx context.Context, interval time.Duration) er
 }
 
 // RotateFunc forces one step of a CA rotation ("prepare", "activate",
-// "prepare-root", "activate-root"); package rotation supplies it.
+// "abort", and the same for the root); package rotation supplies it.
 type RotateFunc func(ctx context.Context, step string) (string, error)
 
 // Rotate forces a CA rotation step (ca:rotate, approvable).
@@ -257,9 +257,9 @@ func (a *Authority) Rotate(ctx context.Context, p Principal, step string) (strin
 		return "", newError(KindInternal, nil, "this server does not rotate its CA")
 	}
 	switch step {
-	case "prepare", "activate", "prepare-root", "activate-root":
+	case "prepare", "activate", "abort", "prepare-root", "activate-root", "abort-root":
 	default:
-		return "", newError(KindInvalid, nil, "rotation step %q: use prepare, activate, prepare-root or activate-root", step)
+		return "", newError(KindInvalid, nil, "rotation step %q: use prepare, activate, abort, prepare-root, activate-root or abort-root", step)
 	}
 	if err := a.gate(ctx, p, ActCARotate, Resource{}, rotateParams{Step: step}, ""); err != nil {
 		return "", err

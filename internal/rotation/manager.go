@@ -283,9 +283,10 @@ func (m *Manager) issuedUntil(ctx context.Context, s *snapshot, c store.CASlot) 
 }
 
 // Force takes one step now, whatever the thresholds say: "prepare" or
-// "activate" the next intermediate, "prepare-root" or "activate-root".
-// A forced activation skips the propagation wait: do it only when every
-// verifier is known to hold the new bundle.
+// "activate" the next intermediate, "prepare-root" or "activate-root", or
+// "abort" ("abort-root") the prepared one: it leaves the bundle before it
+// ever signed. A forced activation skips the propagation wait: do it only
+// when every verifier is known to hold the new bundle.
 func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -303,8 +304,12 @@ func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 		action, kind = Prepare, store.SlotRoot
 	case "activate-root":
 		action, kind = Activate, store.SlotRoot
+	case "abort":
+		action = Remove
+	case "abort-root":
+		action, kind = Remove, store.SlotRoot
 	default:
-		return "", fmt.Errorf("rotation: step %q: use prepare, activate, prepare-root or activate-root", step)
+		return "", fmt.Errorf("rotation: step %q: use prepare, activate, abort, prepare-root, activate-root or abort-root", step)
 	}
 	s := m.cur.Load()
 	st := Step{Action: action, Kind: kind, Why: "forced by an administrator"}
@@ -315,19 +320,29 @@ func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 		switch {
 		case c.State == store.SlotPrepared && action == Prepare:
 			return "", fmt.Errorf("rotation: %s %d is already prepared: activate it (%s) or let it activate on its own", kind, c.ID, map[store.SlotKind]string{store.SlotRoot: "activate-root", store.SlotIntermediate: "activate"}[kind])
-		case c.State == store.SlotPrepared && action == Activate:
+		case c.State == store.SlotPrepared && (action == Activate || action == Remove):
 			st.Slot = c.ID
 		}
 	}
-	if action == Activate && st.Slot == 0 {
-		return "", fmt.Errorf("rotation: no %s is prepared: prepare one first", kind)
+	if (action == Activate || action == Remove) && st.Slot == 0 {
+		return "", fmt.Errorf("rotation: no %s is prepared", kind)
+	}
+	if action == Remove && kind == store.SlotRoot {
+		for _, c := range s.slots {
+			if c.Kind == store.SlotIntermediate && c.Parent == st.Slot && c.State != store.SlotRemoved {
+				return "", fmt.Errorf("rotation: intermediate %d was signed by root %d: abort it first (abort)", c.ID, st.Slot)
+			}
+		}
+	}
+	if action == Remove {
+		st.Why = "aborted by an administrator before it signed anything"
 	}
 	if err := m.take(ctx, st, true); err != nil {
 		return "", err
 	}
 	after := m.cur.Load()
 	for _, c := range slices.Backward(after.slots) {
-		if c.Kind == kind && (action == Prepare && c.State == store.SlotPrepared || action == Activate && c.ID == st.Slot) {
+		if c.Kind == kind && (action == Prepare && c.State == store.SlotPrepared || action != Prepare && c.ID == st.Slot) {
 			return fmt.Sprintf("%s %d is %s (sha256 %s, valid until %s)", kind, c.ID, c.State, c.Fingerprint, c.NotAfter.UTC().Format(time.RFC3339)), nil
 		}
 	}

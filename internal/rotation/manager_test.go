@@ -340,6 +340,26 @@ func TestForce(t *testing.T) {
 	if _, err := m.Force(ctx, "prepare-root"); err != nil || states(t, st)[4] != store.SlotPrepared {
 		t.Fatalf("prepare-root: %v %v", err, states(t, st))
 	}
+	if _, err := m.Force(ctx, "prepare"); err != nil || states(t, st)[5] != store.SlotPrepared {
+		t.Fatalf("prepare under the prepared root: %v %v", err, states(t, st))
+	}
+	if m.Slots()[4].Parent != 4 {
+		t.Fatalf("the next intermediate was signed by root %d, want the newest, 4", m.Slots()[4].Parent)
+	}
+	if _, err := m.Force(ctx, "abort-root"); err == nil {
+		t.Fatal("a root aborted under its prepared intermediate")
+	}
+	for _, step := range []string{"abort", "abort-root"} {
+		if _, err := m.Force(ctx, step); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	if got := states(t, st); got[4] != store.SlotRemoved || got[5] != store.SlotRemoved {
+		t.Fatalf("after the aborts: %v", got)
+	}
+	if n := len(m.Trust().Roots); n != 1 {
+		t.Fatalf("%d roots in the bundle after aborting the new one", n)
+	}
 	if _, err := m.Force(ctx, "rollback"); err == nil {
 		t.Fatal("an unknown step")
 	}

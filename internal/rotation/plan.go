@@ -20,6 +20,9 @@ type Thresholds struct {
 	// AutoRoot lets the root roll over on its own (with its key online);
 	// otherwise only a forced step prepares a root.
 	AutoRoot bool
+	// Manual stops every automatic preparation and activation (ca.rotation:
+	// manual): only forced steps rotate; removals still happen.
+	Manual bool
 }
 
 const defaultPrepareAt = 0.5
@@ -95,7 +98,7 @@ func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 	}
 	for _, kind := range []store.SlotKind{store.SlotRoot, store.SlotIntermediate} {
 		p := prepared[kind]
-		if p == nil || now.Before(p.PreparedAt.Add(th.Propagation)) {
+		if th.Manual || p == nil || now.Before(p.PreparedAt.Add(th.Propagation)) {
 			continue
 		}
 		if parent := byID[p.Parent]; kind == store.SlotIntermediate && parent != nil && parent.State == store.SlotPrepared {
@@ -104,7 +107,7 @@ func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 		return Step{Action: Activate, Kind: kind, Slot: p.ID, Why: fmt.Sprintf("published since %s, propagation %s is over", p.PreparedAt.UTC().Format(time.RFC3339), th.Propagation)}, true
 	}
 	root, inter := active[store.SlotRoot], active[store.SlotIntermediate]
-	if root != nil && root.KeyOnline && th.AutoRoot && prepared[store.SlotRoot] == nil && pastPrepare(root, now, th) {
+	if !th.Manual && root != nil && root.KeyOnline && th.AutoRoot && prepared[store.SlotRoot] == nil && pastPrepare(root, now, th) {
 		return Step{Action: Prepare, Kind: store.SlotRoot, Why: fmt.Sprintf("root %d is past %.0f%% of its life", root.ID, th.prepareAt()*100)}, true
 	}
 	// New intermediates are signed by the newest root.
@@ -112,7 +115,7 @@ func Next(slots []Slot, now time.Time, th Thresholds) (Step, bool) {
 	if prepared[store.SlotRoot] != nil {
 		signer = prepared[store.SlotRoot]
 	}
-	if root != nil && signer.KeyOnline && inter != nil && prepared[store.SlotIntermediate] == nil {
+	if !th.Manual && root != nil && signer.KeyOnline && inter != nil && prepared[store.SlotIntermediate] == nil {
 		switch {
 		case inter.Parent != root.ID:
 			return Step{Action: Prepare, Kind: store.SlotIntermediate, Why: fmt.Sprintf("root %d is active and intermediate %d was signed by root %d", root.ID, inter.ID, inter.Parent)}, true
@@ -167,14 +170,14 @@ func Schedule(slots []Slot, th Thresholds) []Due {
 		}
 	}
 	for _, p := range []*Slot{prepRoot, prepInter} {
-		if p != nil {
+		if p != nil && !th.Manual {
 			out = append(out, Due{Step{Action: Activate, Kind: p.Kind, Slot: p.ID, Why: "propagation over"}, p.PreparedAt.Add(th.Propagation)})
 		}
 	}
-	if root != nil && root.KeyOnline && th.AutoRoot && prepRoot == nil {
+	if !th.Manual && root != nil && root.KeyOnline && th.AutoRoot && prepRoot == nil {
 		out = append(out, Due{Step{Action: Prepare, Kind: store.SlotRoot, Why: "past PrepareAt of the root's life"}, prepareTime(root, th)})
 	}
-	if root != nil && inter != nil && prepInter == nil {
+	if !th.Manual && root != nil && inter != nil && prepInter == nil {
 		why, at := "past PrepareAt of the intermediate's life", prepareTime(inter, th)
 		if inter.Parent != root.ID {
 			why, at = "the root rolled over", inter.ActivatedAt

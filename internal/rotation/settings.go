@@ -16,6 +16,7 @@ import (
 //	  prepare_at: 0.5               # successor prepared at half the active one's life
 //	  propagation: 24h              # published this long before it signs; default: the longest max_ttl
 //	  root_rollover: manual         # or auto (needs the root key online)
+//	  rotation: auto                # manual: only `mica ca rotate` prepares and activates
 //	  poll: 10s                     # how often servers read the slots again
 type Settings struct {
 	IntermediateLifetime duration.Duration `yaml:"intermediate_lifetime,omitempty"`
@@ -23,6 +24,7 @@ type Settings struct {
 	PrepareAt            float64           `yaml:"prepare_at,omitempty"`
 	Propagation          duration.Duration `yaml:"propagation,omitempty"`
 	RootRollover         string            `yaml:"root_rollover,omitempty"`
+	Rotation             string            `yaml:"rotation,omitempty"`
 	Poll                 duration.Duration `yaml:"poll,omitempty"`
 }
 
@@ -58,6 +60,13 @@ func (s Settings) Resolve(maxLeafTTL time.Duration) (Resolved, error) {
 		r.Thresholds.AutoRoot = true
 	default:
 		return r, fmt.Errorf("rotation: ca.root_rollover %q: use manual or auto", s.RootRollover)
+	}
+	switch s.Rotation {
+	case "", "auto":
+	case "manual":
+		r.Thresholds.Manual = true
+	default:
+		return r, fmt.Errorf("rotation: ca.rotation %q: use auto or manual", s.Rotation)
 	}
 	if r.Thresholds.PrepareAt == 0 {
 		r.Thresholds.PrepareAt = defaultPrepareAt

@@ -24,6 +24,7 @@ func TestSettings(t *testing.T) {
 	}{
 		{Settings{PrepareAt: 1}, "between 0 and 1"},
 		{Settings{RootRollover: "sometimes"}, "manual or auto"},
+		{Settings{Rotation: "weekly"}, "auto or manual"},
 		{Settings{IntermediateLifetime: duration.Duration(3 * 24 * time.Hour)}, "lengthen ca.intermediate_lifetime"},
 		{Settings{RootLifetime: duration.Duration(100 * 24 * time.Hour)}, "longer than ca.intermediate_lifetime"},
 	} {
