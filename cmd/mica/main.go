@@ -60,6 +60,8 @@ func commands() map[string]command {
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
+			"new-root":             {summary: "offline root side: roll the root over (a new root, cross-signed both ways)", run: runCANewRoot},
+			"import-root":          {summary: "server side: record the new root from the ceremony as the prepared root", run: runCAImportRoot},
 		}},
 		"audit":    {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"discover": {summary: "find certificates deployed on TLS endpoints and in files, and put them in the inventory", sub: discoverCommands()},

@@ -46,6 +46,7 @@ type revocationOutputs struct {
 	mu         sync.Mutex // serialises sync
 	services   map[string]*crl.Service
 	responders map[string]*ocsp.Responder
+	statics    map[string]*crl.Static
 }
 
 // newRevocationOutputs wires the outputs for the CAs in the bundle and
@@ -58,7 +59,7 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	}
 	r := &revocationOutputs{p: p, log: log, crls: crl.NewSet(), ocsp: ocsp.NewResponders(),
 		rootCRL:  crl.NewStatic(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root, nil, log),
-		services: map[string]*crl.Service{}, responders: map[string]*ocsp.Responder{}}
+		services: map[string]*crl.Service{}, responders: map[string]*ocsp.Responder{}, statics: map[string]*crl.Static{}}
 	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, Delivered: feedMetrics.Delivered, OnEvent: func(e revocation.Event) {
 		if e.Kind == revocation.KindRevoked {
 			r.crls.Changed()
@@ -113,6 +114,15 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 			}
 		case c.Cert.Equal(r.p.hierarchy.Root):
 			static[crl.Path(c.Cert)] = r.rootCRL
+		case c.Kind == store.SlotRoot:
+			// A root kept offline, other than the data directory's own:
+			// its CRL signed at the ceremony, named by its key identifier.
+			st := r.statics[c.ID]
+			if st == nil {
+				st = crl.NewStatic(filepath.Join(r.p.data.caDir(), rootCRLFileOf(c.Cert)), c.Cert, nil, r.log)
+				r.statics[c.ID] = st
+			}
+			static[crl.Path(c.Cert)] = st
 		}
 		// A prepared intermediate has signed nothing yet, so there is
 		// nothing to answer for; it gets its responder (whose certificate

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"math/big"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/issuance"
 )
@@ -18,6 +21,13 @@ import (
 // RootCRLFile is where `mica ca root-crl` writes the root's CRL by default
 // and where `mica serve` looks for it to publish.
 const RootCRLFile = "root.crl"
+
+// rootCRLFileOf is where a server finds the CRL of a root kept offline
+// that is not its data directory's own (a rolled-over root): named by the
+// root's key identifier, next to root.crl.
+func rootCRLFileOf(root *x509.Certificate) string {
+	return "root-" + hex.EncodeToString(root.SubjectKeyId) + ".crl"
+}
 
 // revokedList collects repeated --revoke SERIAL[:reason] flags.
 type revokedList []crl.Entry
@@ -50,6 +60,7 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	validity := fs.Duration("validity", 180*24*time.Hour, "time until nextUpdate: sign the next one before then")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
 	kf := addKeyFlags(fs)
+	previous := fs.Bool("previous", false, "sign the CRL of the root a rollover replaced (previous-root.*), while it is still in the bundle")
 	var revoked revokedList
 	fs.Var(&revoked, "revoke", "an intermediate's serial to list, as SERIAL or SERIAL:reason (repeatable; e.g. 1f2e…:cACompromise)")
 	if err := parse(env, fs, args); err != nil {
@@ -59,7 +70,11 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 		return usageError("--validity %s: choose between 1h and 366 days", *validity)
 	}
 	d := dataPaths{*dataDir}
-	root, rootKey, closeKeys, err := loadRootKey(env, d, *passFile, kf)
+	load := ca.LoadRootKeys
+	if *previous {
+		load = ca.LoadPreviousRootKeys
+	}
+	root, rootKey, closeKeys, err := loadRootKeyWith(env, d, *passFile, kf, load)
 	if err != nil {
 		return err
 	}
@@ -81,13 +96,16 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	path := *out
 	if path == "" {
 		path = filepath.Join(d.caDir(), RootCRLFile)
+		if *previous {
+			path = filepath.Join(d.caDir(), rootCRLFileOf(root))
+		}
 	}
 	if err := atomicfile.Create(path, der, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "wrote %s: root CRL listing %d intermediate(s), next update %s\n",
 		path, len(revoked), now.Add(*validity).Format(time.RFC3339))
-	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s; `mica serve` publishes it at %s on its plain-HTTP listener\n",
-		RootCRLFile, crl.Path(root))
+	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s (ca/%s for the data directory's own root); `mica serve` publishes it at %s on its plain-HTTP listener\n",
+		rootCRLFileOf(root), RootCRLFile, crl.Path(root))
 	return nil
 }

@@ -265,6 +265,10 @@ func (a *Authority) Rotate(ctx context.Context, p Principal, step string) (strin
 		return "", err
 	}
 	out, err := a.rotate(ctx, step)
+	var refused *Error
+	if errors.As(err, &refused) {
+		return "", refused // the CA's state does not allow the step
+	}
 	if err != nil {
 		return "", newError(KindInternal, err, "rotation step %s failed: %v", step, err)
 	}

@@ -209,19 +209,29 @@ func LoadRoot(dir string, passphrase []byte) (*x509.Certificate, crypto.Signer, 
 
 // LoadRootKeys is LoadRoot for a root key in any custody.
 func LoadRootKeys(dir string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
-	root, err := readCert(dir, RootCertFile)
+	return loadRoot(dir, RootCertFile, RootKeyFile, k)
+}
+
+// LoadPreviousRootKeys loads the root a rollover replaced (previous-root.*),
+// to sign its CRLs until it leaves the bundle.
+func LoadPreviousRootKeys(dir string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
+	return loadRoot(dir, PreviousRootCertFile, PreviousRootKeyFile, k)
+}
+
+func loadRoot(dir, certFile, keyFile string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
+	root, err := readCert(dir, certFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPath := filepath.Join(dir, RootKeyFile)
-	if !exists(keyPath) && !exists(filepath.Join(dir, RootKeyURIFile)) {
+	keyPath := filepath.Join(dir, keyFile)
+	if !exists(keyPath) && !exists(keyPath+".uri") {
 		return nil, nil, fmt.Errorf("%w: %s does not exist: sign intermediates on the machine that holds the root key", ErrNoRootKey, keyPath)
 	}
-	key, err := openKey(dir, RootKeyFile, k)
+	key, err := openKey(dir, keyFile, k)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: root key: %w", err)
 	}
-	if err := matches(key, root, keyPath, RootCertFile); err != nil {
+	if err := matches(key, root, keyPath, certFile); err != nil {
 		return nil, nil, err
 	}
 	return root, key, nil

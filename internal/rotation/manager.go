@@ -309,7 +309,7 @@ func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 	case "abort-root":
 		action, kind = Remove, store.SlotRoot
 	default:
-		return "", fmt.Errorf("rotation: step %q: use prepare, activate, abort, prepare-root, activate-root or abort-root", step)
+		return "", refuse("step %q: use prepare, activate, abort, prepare-root, activate-root or abort-root", step)
 	}
 	s := m.cur.Load()
 	st := Step{Action: action, Kind: kind, Why: "forced by an administrator"}
@@ -319,18 +319,30 @@ func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 		}
 		switch {
 		case c.State == store.SlotPrepared && action == Prepare:
-			return "", fmt.Errorf("rotation: %s %d is already prepared: activate it (%s) or let it activate on its own", kind, c.ID, map[store.SlotKind]string{store.SlotRoot: "activate-root", store.SlotIntermediate: "activate"}[kind])
+			return "", refuse("%s %d is already prepared: activate it (%s) or let it activate on its own", kind, c.ID, map[store.SlotKind]string{store.SlotRoot: "activate-root", store.SlotIntermediate: "activate"}[kind])
 		case c.State == store.SlotPrepared && (action == Activate || action == Remove):
 			st.Slot = c.ID
 		}
 	}
 	if (action == Activate || action == Remove) && st.Slot == 0 {
-		return "", fmt.Errorf("rotation: no %s is prepared", kind)
+		return "", refuse("no %s is prepared", kind)
+	}
+	if action == Prepare {
+		signer, _ := m.activeSlot(s, store.SlotRoot)
+		for _, c := range s.slots {
+			if c.Kind == store.SlotRoot && c.State == store.SlotPrepared && kind == store.SlotIntermediate {
+				signer = c
+			}
+		}
+		if !s.online[signer.ID] {
+			return "", refuse("root %d's key is not online here: the next %s comes from the offline-root ceremony "+
+				"(`mica ca request-intermediate --next`, `mica ca sign-intermediate`, `mica ca import-intermediate --next`; a root: `mica ca new-root`, `mica ca import-root`)", signer.ID, kind)
+		}
 	}
 	if action == Remove && kind == store.SlotRoot {
 		for _, c := range s.slots {
 			if c.Kind == store.SlotIntermediate && c.Parent == st.Slot && c.State != store.SlotRemoved {
-				return "", fmt.Errorf("rotation: intermediate %d was signed by root %d: abort it first (abort)", c.ID, st.Slot)
+				return "", refuse("intermediate %d was signed by root %d: abort it first (abort)", c.ID, st.Slot)
 			}
 		}
 	}
@@ -347,6 +359,12 @@ func (m *Manager) Force(ctx context.Context, step string) (string, error) {
 		}
 	}
 	return fmt.Sprintf("%s done", step), nil
+}
+
+// refuse is a forced step the CA's state does not allow: the caller's to
+// fix, not a failure of the server.
+func refuse(format string, args ...any) error {
+	return &authority.Error{Kind: authority.KindConflict, Detail: "rotation: " + fmt.Sprintf(format, args...)}
 }
 
 // take runs one step and reloads. A step another server took first
