@@ -22,6 +22,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 )
@@ -31,6 +32,7 @@ type benchResult struct {
 	Mode           string  `json:"mode"` // in-process or server
 	Store          string  `json:"store"`
 	KeyType        string  `json:"key_type"`
+	KeyBackend     string  `json:"ca_key_backend"` // where the intermediate's key is: file or pkcs11
 	Concurrency    int     `json:"concurrency"`
 	DurationSec    float64 `json:"duration_seconds"`
 	Issued         int     `json:"issued"`
@@ -63,7 +65,12 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "in-process: write a CPU profile of the measured run to this file")
 	traceRatio := fs.Float64("trace-ratio", 0, "in-process: trace this share of issuances (0 to 1), exported over OTLP/HTTP to a discarding receiver on loopback; 0 is tracing off")
+	kf := addKeyFlags(fs) // in-process: where the throwaway CA's keys are
 	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	keySettings, err := kf.settings()
+	if err != nil {
 		return err
 	}
 	if *concurrency < 1 || *duration <= 0 {
@@ -94,12 +101,13 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 			defer stop()
 			tracing = telemetry.TracingConfig{OTLPEndpoint: url, SampleRatio: *traceRatio}
 		}
-		p, cleanup, err := benchInProcessTraced(ctx, *db, tracing)
+		p, cleanup, err := benchInProcessWith(ctx, *db, tracing, keySettings)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
 		res.Mode, res.Store, minter = "in-process", storeName(*db, ""), p.minter
+		res.KeyBackend = string(p.caKeys.Backend())
 		res.TraceRatio = *traceRatio
 		src := netip.MustParseAddr("127.0.0.1")
 		enroll = func(ctx context.Context, tok string, csr []byte) error {
@@ -191,6 +199,9 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n",
 		res.Mode, res.Store, res.KeyType, res.Concurrency, res.DurationSec)
+	if res.KeyBackend != "" {
+		fmt.Fprintf(env.stdout, "  CA keys     %s\n", res.KeyBackend)
+	}
 	fmt.Fprintf(env.stdout, "  issued      %d (%d errors)\n", res.Issued, res.Errors)
 	fmt.Fprintf(env.stdout, "  throughput  %.0f certificates/s\n", res.PerSecond)
 	fmt.Fprintf(env.stdout, "  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", res.P50Ms, res.P99Ms, res.MaxMs)
@@ -321,6 +332,12 @@ func benchInProcess(ctx context.Context, dbURL string) (*parts, func(), error) {
 
 // benchInProcessTraced is benchInProcess with tracing as tracing says.
 func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.TracingConfig) (*parts, func(), error) {
+	return benchInProcessWith(ctx, dbURL, tracing, custody.Settings{})
+}
+
+// benchInProcessWith is benchInProcessTraced with the CA's keys where
+// keySettings say (a PKCS#11 token, to measure what signing there costs).
+func benchInProcessWith(ctx context.Context, dbURL string, tracing telemetry.TracingConfig, keySettings custody.Settings) (*parts, func(), error) {
 	dir, err := os.MkdirTemp("", "mica-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -331,8 +348,9 @@ func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.T
 	pass := []byte(hex.EncodeToString(b[:]))
 	d := dataPaths{dir}
 	quiet := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	quiet.getenv = os.Getenv // the token's PIN
 	if err := initDataDir(ctx, quiet, initOptions{data: d, trustDomain: "example.org", keyType: string(keys.Default),
-		passphrase: pass, adminName: "bench", dbURL: dbURL}); err != nil {
+		passphrase: pass, adminName: "bench", dbURL: dbURL, keys: keySettings}); err != nil {
 		cleanup()
 		return nil, nil, err
 	}
