@@ -147,8 +147,11 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 			return err
 		}
 	}
-	if _, err := ensureAuditKey(o.data, o.passphrase); err != nil {
-		return err
+	if o.keys.Backend != custody.PKCS11 {
+		// With a token, the first openParts makes the key in it.
+		if _, err := ensureAuditKey(o.data, o.passphrase); err != nil {
+			return err
+		}
 	}
 	// An imported intermediate (offline root) names its trust domain in its
 	// name constraints; that wins over the flag.

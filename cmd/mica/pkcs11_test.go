@@ -64,6 +64,22 @@ func TestPKCS11(t *testing.T) {
 			t.Fatalf("the CRL is not signed by the intermediate whose key is in the token: %v", err)
 		}
 	})
+	t.Run("AuditKeyInToken", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(e.dataDir, "audit.key")); err == nil {
+			t.Error("audit.key exists: with key_backend pkcs11 the audit log's key is made in the token")
+		}
+		if data, err := os.ReadFile(filepath.Join(e.dataDir, "audit.key.uri")); err != nil || !strings.HasPrefix(string(data), "pkcs11:") {
+			t.Fatalf("audit.key.uri: %q %v", data, err)
+		}
+		// Checkpoints signed in the token (Ed25519, CKM_EDDSA) verify.
+		saved := filepath.Join(t.TempDir(), "checkpoint.txt")
+		if err := os.WriteFile(saved, []byte(e.micaOK("audit", "checkpoint")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out := e.micaOK("audit", "verify", "--checkpoint", saved); !strings.Contains(out, "verified") {
+			t.Fatalf("audit verify: %q", out)
+		}
+	})
 	t.Run("WithoutPIN", func(t *testing.T) {
 		var env []string
 		for _, kv := range e.env {

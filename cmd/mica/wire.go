@@ -188,7 +188,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	auditKey, err := ensureAuditKey(d, passphrase)
+	auditKey, err := auditSigner(d, passphrase, caKeys)
 	if err != nil {
 		st.Close()
 		return nil, err
