@@ -158,9 +158,17 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
-	handler, err = withACME(p, cfg, handler, log)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
+	}
+	handler, door, err := withACME(p, cfg, handler, ln.Addr(), log)
+	if err != nil {
+		ln.Close()
 		return err
+	}
+	if door != nil {
+		loops.Go(func() { door.Run(loopCtx) })
 	}
 	srv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),
@@ -181,10 +189,6 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
