@@ -152,7 +152,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			caKeys.Close()
 		}
 	}()
-	hier, err := ca.LoadKeys(d.caDir(), caKeys)
+	hier, err := ca.LoadCertificates(d.caDir())
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
 			return nil, fmt.Errorf("%s: %w: run `mica init --data-dir %s` (or `mica serve --dev`)", d.dir, errNotInitialised, d.dir)

@@ -326,6 +326,26 @@ func Load(dir string, passphrase []byte) (*Hierarchy, error) {
 
 // LoadKeys is Load for CA keys in any custody.
 func LoadKeys(dir string, k custody.Keys) (*Hierarchy, error) {
+	h, err := LoadCertificates(dir)
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(dir, IntermediateKeyFile)
+	key, err := openKey(dir, IntermediateKeyFile, k)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	if err := matches(key, h.Intermediate, keyPath, IntermediateCertFile); err != nil {
+		return nil, err
+	}
+	h.IntermediateKey = key
+	return h, nil
+}
+
+// LoadCertificates reads and checks the CA directory's root and
+// intermediate certificates without opening any key: a server that rotates
+// its CA takes the keys from the CA slots.
+func LoadCertificates(dir string) (*Hierarchy, error) {
 	certPath := filepath.Join(dir, IntermediateCertFile)
 	if _, err := os.Stat(certPath); errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Stat(filepath.Join(dir, IntermediateCSRFile)); err == nil {
@@ -347,15 +367,7 @@ func LoadKeys(dir string, k custody.Keys) (*Hierarchy, error) {
 	if err := checkIntermediate(inter, root); err != nil {
 		return nil, err
 	}
-	keyPath := filepath.Join(dir, IntermediateKeyFile)
-	key, err := openKey(dir, IntermediateKeyFile, k)
-	if err != nil {
-		return nil, fmt.Errorf("ca: intermediate key: %w", err)
-	}
-	if err := matches(key, inter, keyPath, IntermediateCertFile); err != nil {
-		return nil, err
-	}
-	return &Hierarchy{Dir: dir, Root: root, Intermediate: inter, IntermediateKey: key}, nil
+	return &Hierarchy{Dir: dir, Root: root, Intermediate: inter}, nil
 }
 
 func checkIntermediate(inter, root *x509.Certificate) error {

@@ -76,6 +76,7 @@ type snapshot struct {
 	slots    []store.CASlot
 	certs    map[int64]*x509.Certificate
 	online   map[int64]bool
+	keyErrs  map[int64]error      // why a slot's key could not be opened
 	active   *authority.SigningCA // the active intermediate
 	next     *authority.SigningCA // the prepared intermediate, if its key is online
 	nextSlot store.CASlot
@@ -123,7 +124,12 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := m.reload(ctx); err != nil {
 		return nil, err
 	}
-	if m.cur.Load().active == nil {
+	if s := m.cur.Load(); s.active == nil {
+		for _, c := range s.slots {
+			if c.Kind == store.SlotIntermediate && c.State == store.SlotActive && s.keyErrs[c.ID] != nil {
+				return nil, fmt.Errorf("rotation: the key of active intermediate %d cannot be opened: %w", c.ID, s.keyErrs[c.ID])
+			}
+		}
 		return nil, errors.New("rotation: no active intermediate whose key is online here: check the key backend (key_backend, the PKCS#11 token) and `mica ca status`")
 	}
 	return m, nil
@@ -632,7 +638,8 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 // build makes a snapshot from the slots, opening the keys of the slots in
 // the bundle (once: opened keys are kept across snapshots).
 func (m *Manager) build(slots []store.CASlot) (*snapshot, error) {
-	s := &snapshot{slots: slots, certs: map[int64]*x509.Certificate{}, online: map[int64]bool{}, byID: map[string]*authority.SigningCA{}}
+	s := &snapshot{slots: slots, certs: map[int64]*x509.Certificate{}, online: map[int64]bool{}, keyErrs: map[int64]error{},
+		byID: map[string]*authority.SigningCA{}}
 	byID := map[int64]store.CASlot{}
 	for _, c := range slots {
 		cert, err := x509.ParseCertificate(c.Cert)
@@ -652,6 +659,7 @@ func (m *Manager) build(slots []store.CASlot) (*snapshot, error) {
 				// sign with that slot; the active intermediate's is checked
 				// by New.
 				m.cfg.Logger.Warn("a CA key is not available on this server", slog.String("kind", string(c.Kind)), slog.Int64("slot", c.ID), slog.String("error", err.Error()))
+				s.keyErrs[c.ID] = err
 				continue
 			}
 			m.signers[c.ID] = key
