@@ -626,6 +626,12 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.active == nil && m.cur.Load() != nil {
+		// Another server activated an intermediate whose key this one
+		// cannot open: keep signing with the one it has (still valid and
+		// trusted) rather than fail, and say so until it is fixed.
+		return fmt.Errorf("rotation: this server cannot open the key of the active intermediate (%v); it goes on signing with the one it had: give it the key backend the other servers use", s.keyErrs)
+	}
 	m.cur.Store(s)
 	changed := m.version != ""
 	m.version = v
