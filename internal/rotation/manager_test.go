@@ -465,3 +465,46 @@ func TestRotationInToken(t *testing.T) {
 	}
 	verifyAgainstEachRoot(t, leaf, sc.Chain, m.Trust(), c.Now())
 }
+
+// TestReplicaWithoutTheKey: a server that cannot open the key of an
+// intermediate another server activated (its token is not configured
+// there) keeps signing with the one it had, which stays valid and trusted,
+// and reports the problem at every pass instead of failing issuance.
+func TestReplicaWithoutTheKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mica.db")
+	ctx := context.Background()
+	var stores []store.Store
+	for range 2 {
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		stores = append(stores, st)
+	}
+	c := newClock()
+	token, err := custody.New(custody.Config{Backend: custody.PKCS11, PKCS11: softhsmtest.New(t), Passphrase: pass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer token.Close()
+	h := newCA(t, stores[0], c, custody.Sealed(pass), 1000*time.Hour, 100*time.Hour)
+	th := rotation.Thresholds{Propagation: time.Hour}
+	withToken := newManager(t, stores[0], c, token, th, 100*time.Hour, 0, nil)
+	fileOnly := newManager(t, stores[1], c, custody.Sealed(pass), th, 100*time.Hour, 0, nil)
+	if _, err := withToken.Force(ctx, "prepare"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := withToken.Force(ctx, "activate"); err != nil {
+		t.Fatal(err)
+	}
+	err = fileOnly.RunOnce(ctx)
+	if err == nil || !strings.Contains(err.Error(), "cannot open the key of the active intermediate") {
+		t.Fatalf("RunOnce on the server without the token: %v", err)
+	}
+	if sc := fileOnly.Signing(c.Now().Add(time.Hour)); sc.ID != authority.Fingerprint(h.Intermediate.Raw) {
+		t.Fatalf("the server without the token signs with %q, want the intermediate it had", sc.Cert.Subject.CommonName)
+	}
+	leaf, sc := issue(t, fileOnly, c.Now(), c.Now().Add(time.Hour))
+	verifyAgainstEachRoot(t, leaf, sc.Chain, withToken.Trust(), c.Now())
+}
