@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/crl"
 )
 
@@ -125,6 +127,23 @@ func TestOfflineRootRollover(t *testing.T) {
 	})
 	if len(slotsIn(final, "root", "retired")) != 1 {
 		t.Fatalf("the old root should stay retired in the bundle: %+v", final.Slots)
+	}
+
+	// Each intermediate that signed has its own OCSP responder, whose
+	// certificate it issued under the reserved profile, in the inventory.
+	ocspCerts, err := e.admin.ListCertificates(context.Background(), client.ListFilter{Profile: "mica-ocsp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuers := map[string]bool{}
+	for _, c := range ocspCerts {
+		if !strings.HasPrefix(c.Identity, "spiffe://example.org/mica/ocsp/") {
+			t.Errorf("OCSP responder certificate for %q", c.Identity)
+		}
+		issuers[c.Issuer] = true
+	}
+	if len(issuers) < 3 {
+		t.Errorf("OCSP responder certificates from %d intermediates in the inventory, want one from each of the 3 that signed", len(issuers))
 	}
 
 	// A certificate of the new hierarchy, for a verifier that trusts only
