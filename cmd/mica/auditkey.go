@@ -22,7 +22,7 @@ const auditKeyLabel = "mica-audit"
 // sealed file, as ensureAuditKey keeps it.
 func auditSigner(d dataPaths, passphrase []byte, caKeys custody.Keys) (crypto.Signer, error) {
 	if caKeys.Backend() != custody.PKCS11 || fileExists(d.auditKey()) {
-		return ensureAuditKey(d, passphrase)
+		return loadOrCreateAuditKey(d, passphrase)
 	}
 	uriPath := d.auditKey() + ".uri"
 	if data, err := os.ReadFile(uriPath); err == nil {
