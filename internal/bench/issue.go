@@ -22,6 +22,7 @@ type IssueResult struct {
 	Mode           string  `json:"mode"` // in-process or server
 	Store          string  `json:"store"`
 	KeyType        string  `json:"key_type"`
+	KeyBackend     string  `json:"ca_key_backend,omitempty"` // where the intermediate's key is: file or pkcs11
 	Concurrency    int     `json:"concurrency"`
 	DurationSec    float64 `json:"duration_seconds"`
 	Issued         int     `json:"issued"`
@@ -40,8 +41,10 @@ type IssueResult struct {
 // one.
 type IssueTarget struct {
 	Mode, Store string
-	Minter      *token.Minter
-	Enroll      func(ctx context.Context, token string, csr []byte) error
+	// KeyBackend is where the issuing CA's key is, when known.
+	KeyBackend string
+	Minter     *token.Minter
+	Enroll     func(ctx context.Context, token string, csr []byte) error
 	// PeakRSS is the server's peak resident memory.
 	PeakRSS func() int64
 }
@@ -49,7 +52,7 @@ type IssueTarget struct {
 // InProcess enrolls through s's authority directly.
 func InProcess(s *Server) IssueTarget {
 	src := netip.MustParseAddr("127.0.0.1")
-	return IssueTarget{Mode: "in-process", Store: s.Store, Minter: s.Minter,
+	return IssueTarget{Mode: "in-process", Store: s.Store, KeyBackend: s.KeyBackend, Minter: s.Minter,
 		Enroll: func(ctx context.Context, tok string, csr []byte) error {
 			_, err := s.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: csr, Source: src})
 			return err
@@ -93,7 +96,7 @@ type IssueConfig struct {
 // clock starts (admin and client work), so latency is the enrollment call
 // alone.
 func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
-	res := IssueResult{Mode: cfg.Target.Mode, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), Concurrency: cfg.Concurrency,
+	res := IssueResult{Mode: cfg.Target.Mode, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), KeyBackend: cfg.Target.KeyBackend, Concurrency: cfg.Concurrency,
 		TraceRatio:     cfg.TraceRatio,
 		ClientWorkNote: "keys are pre-generated and tokens pre-minted before the clock starts (client and admin work); latency is the enrollment call alone"}
 	csrs, err := csrPool(cfg.KeyType, nil)
@@ -153,6 +156,9 @@ func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
 // WriteText prints r for people.
 func (r IssueResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n", r.Mode, r.Store, r.KeyType, r.Concurrency, r.DurationSec)
+	if r.KeyBackend != "" {
+		fmt.Fprintf(w, "  CA keys     %s\n", r.KeyBackend)
+	}
 	fmt.Fprintf(w, "  issued      %d (%d errors)\n", r.Issued, r.Errors)
 	fmt.Fprintf(w, "  throughput  %.0f certificates/s\n", r.PerSecond)
 	fmt.Fprintf(w, "  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.P50Ms, r.P99Ms, r.MaxMs)
