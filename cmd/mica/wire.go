@@ -25,7 +25,6 @@ import (
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
-	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
 	"github.com/mica-pki/mica/internal/rotation"
@@ -184,10 +183,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return nil, err
-	}
+	eng := cfg.engine()
 	for _, name := range eng.Profiles() {
 		info, _ := eng.Profile(name)
 		for _, c := range info.CoversReserved {
@@ -282,7 +278,8 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		OnRevocation: rel.fire,
 		Store:        st, Policy: eng, Issuers: mgr, Rotate: mgr.Force, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
+		Access: cfg.policy.Access, CompilePolicy: authority.DocumentCompiler(cfg.TrustDomain, cfg.ServerNames),
+		Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
 			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)
