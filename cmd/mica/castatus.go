@@ -10,7 +10,6 @@ import (
 
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys/custody"
-	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/rotation"
 )
 
@@ -74,11 +73,7 @@ func runCAStatus(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return err
-	}
-	res, err := cfg.CA.Resolve(maxLeafTTL(eng))
+	res, err := cfg.CA.Resolve(maxLeafTTL(cfg.engine()))
 	if err != nil {
 		return err
 	}
