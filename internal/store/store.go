@@ -354,6 +354,8 @@ type Store interface {
 
 	// Governance keeps approvals, role grants and policy versions.
 	Governance
+	// CASlots keeps the CA rotation's state.
+	CASlots
 
 	Close() error
 }
