@@ -22,6 +22,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/revocation"
 )
@@ -362,7 +363,7 @@ func describeFilter(f client.ListFilter) string {
 
 func measureCRL(ctx context.Context, cfg *ScaleConfig, res *ScaleResult) {
 	cfg.logf("CRL rebuild")
-	svc, err := crl.New(crl.Config{Source: cfg.Store, Issuer: cfg.Load.Issuer, Signer: cfg.Load.Signer, IssuerID: cfg.Load.IssuerID})
+	svc, err := crl.New(crl.Config{Source: cfg.Store, Issuer: cfg.Load.Issuer, Signer: issuance.NewCRLSigner(cfg.Load.Issuer, cfg.Load.Signer), IssuerID: cfg.Load.IssuerID})
 	fig := Figure{Name: "CRL rebuild", Command: "crl.Service.RunOnce on the store (number, scan, encode, sign; median of 3)", Target: "< 2 s"}
 	if err != nil {
 		fig.Value, fig.Note = "failed", err.Error()
