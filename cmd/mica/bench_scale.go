@@ -14,6 +14,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/bench"
+	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/keys"
 )
 
@@ -69,6 +70,16 @@ func runBenchScale(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer p.Close()
+	// The fleet is signed by the data directory's intermediate, as the
+	// server would sign it: its key from the CA's key custody.
+	interRef, err := ca.KeyRef(d.caDir(), ca.IntermediateKeyFile)
+	if err != nil {
+		return err
+	}
+	interKey, err := p.caKeys.Open(interRef)
+	if err != nil {
+		return fmt.Errorf("bench: open the intermediate's key: %w", err)
+	}
 	admin, err := tls.LoadX509KeyPair(filepath.Join(d.adminDir(), fullchainFile), filepath.Join(d.adminDir(), keyFile))
 	if err != nil {
 		return err
@@ -90,7 +101,7 @@ func runBenchScale(ctx context.Context, env *cliEnv, args []string) error {
 	res, err := bench.Scale(ctx, bench.ScaleConfig{
 		Engine: engine,
 		Store:  p.store,
-		Load: bench.LoadConfig{Live: *live, Revoked: *revoked, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
+		Load: bench.LoadConfig{Live: *live, Revoked: *revoked, Issuer: p.hierarchy.Intermediate, Signer: interKey,
 			IssuerID: authority.Fingerprint(p.hierarchy.Intermediate.Raw), TrustDomain: cfg.TrustDomain,
 			Checkpoint: p.audit.RunOnce, CheckpointEvery: *checkpointEvery,
 			Progress: func(n int) {
