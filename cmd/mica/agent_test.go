@@ -149,7 +149,7 @@ func (e *testEnv) spawnAgent(env []string, args ...string) (*agentProc, <-chan [
 	e.t.Helper()
 	dir := e.t.TempDir()
 	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: newLogWatch(), done: make(chan struct{})}
-	a.cmd = exec.Command(micaBin, append([]string{"agent", "--server", e.server.url,
+	a.cmd = exec.Command(binary(e.t), append([]string{"agent", "--server", e.server.url,
 		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--bundle-interval", "2s"}, args...)...)
 	a.cmd.Env = append(os.Environ(), env...)
 	a.cmd.Stderr = a.logs

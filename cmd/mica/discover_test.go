@@ -342,7 +342,7 @@ func TestDiscoverLoopbackNetwork(t *testing.T) {
 
 	// Interrupt a slow scan once it has reported a part, then resume it.
 	state := filepath.Join(t.TempDir(), "scan.state")
-	cmd := exec.Command(micaBin, "discover", "tls", "127.0.53.0/24", "--ports", "1,2", "--rate", "50", "--state", state)
+	cmd := exec.Command(binary(t), "discover", "tls", "127.0.53.0/24", "--ports", "1,2", "--rate", "50", "--state", state)
 	cmd.Env = append(os.Environ(), e.env...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
