@@ -1,11 +1,11 @@
 // Package pgtest gives tests a fresh, empty PostgreSQL database. With
 // MICA_TEST_POSTGRES_URL set it creates databases on that server;
 // otherwise it starts a throwaway cluster (initdb + pg_ctl) in a temporary
-// directory, listening on 127.0.0.1 only, with fsync on, and stops it in
-// Cluster.Stop. Missing PostgreSQL binaries fail the test: an engine that
-// is silently skipped is an engine that is never tested. Under -short
-// (the unit layer, see testlayer) every test that asks for a database is
-// skipped instead, and no server is started.
+// directory, listening on a loopback address only (testaddr), with fsync
+// on, and stops it in Cluster.Stop. Missing PostgreSQL binaries fail the
+// test: an engine that is silently skipped is an engine that is never
+// tested. Under -short (the unit layer, see testlayer) every test that
+// asks for a database is skipped instead, and no server is started.
 //
 // Keep one Cluster per test binary, stopped from TestMain:
 //
