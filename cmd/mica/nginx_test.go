@@ -19,24 +19,14 @@ import (
 
 	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
-// toolPath finds a program the interop tests drive (also in /usr/sbin,
-// where Debian puts nginx). Missing, it fails the test: scripts/test.sh
-// installs it, so CI never skips silently; only -short skips.
+// toolPath finds a program the interop tests drive (testlayer.Tool):
+// -short skips the test; missing, the program fails it.
 func toolPath(t *testing.T, name string) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skipf("runs %s (not in -short)", name)
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if p := filepath.Join("/usr/sbin", name); fileExists(p) {
-		return p
-	}
-	t.Fatalf("%s is not installed: run scripts/test.sh (it installs it) or apt-get install %s", name, name)
-	return ""
+	return testlayer.Tool(t, name)
 }
 
 // unprivileged is how to run a server that refuses root (or should not be
