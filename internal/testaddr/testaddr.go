@@ -20,40 +20,82 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// lowest is the lowest port New hands out: above the registered ports
-// that well-known services of the machine might hold on every address.
+// lowest is the lowest port handed out: above the ports the machine's
+// own services commonly listen on, on every address.
 const lowest = 10000
 
 // New returns a free TCP address on loopback for t: see the package
 // comment for why it stays free until the program under test binds it.
 func New(t testing.TB) netip.AddrPort {
 	t.Helper()
-	ap, err := Pick()
+	return Ports(t, 1)[0]
+}
+
+// Ports is n addresses like New's, all on one IP address, for a program
+// that a name resolves to and that listens on several ports.
+func Ports(t testing.TB, n int) []netip.AddrPort {
+	t.Helper()
+	aps, err := pick(true, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ap
+	return aps
 }
 
 // Pick is New for code that has no test at hand (a cluster shared by a
 // test binary).
 func Pick() (netip.AddrPort, error) {
-	ceiling, ownAddresses := ephemeralStart()
-	if ceiling <= lowest {
-		return netip.AddrPort{}, fmt.Errorf("testaddr: the kernel's ephemeral ports start at %d, leaving none below for tests: raise the start of net.ipv4.ip_local_port_range above %d", ceiling, lowest)
+	aps, err := pick(true, 1)
+	if err != nil {
+		return netip.AddrPort{}, err
 	}
-	return firstFree(func() netip.AddrPort {
-		addr := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		if ownAddresses {
-			addr = netip.AddrFrom4([4]byte{127, byte(128 + rand.IntN(128)), byte(rand.IntN(256)), byte(1 + rand.IntN(254))})
+	return aps[0], nil
+}
+
+// Localhost is New on 127.0.0.1, for a server whose certificate names
+// only that address. The port is still one the kernel gives no socket by
+// itself; only another test told the same port at the same time could
+// take it, so prefer New where the address may be any.
+func Localhost(t testing.TB) netip.AddrPort {
+	t.Helper()
+	aps, err := pick(false, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aps[0]
+}
+
+// pick returns n free ports below the ephemeral range on one loopback
+// address: 127.0.0.1, or one of its own when ownAddress is set and the
+// system is Linux.
+func pick(ownAddress bool, n int) ([]netip.AddrPort, error) {
+	ceiling, linux := ephemeralStart()
+	if ceiling <= lowest {
+		return nil, fmt.Errorf("testaddr: the kernel's ephemeral ports start at %d, leaving none below for tests: raise the start of net.ipv4.ip_local_port_range above %d", ceiling, lowest)
+	}
+	addr := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	if ownAddress && linux {
+		addr = netip.AddrFrom4([4]byte{127, byte(128 + rand.IntN(128)), byte(rand.IntN(256)), byte(1 + rand.IntN(254))})
+	}
+	var out []netip.AddrPort
+	for len(out) < n {
+		ap, err := firstFree(func() netip.AddrPort {
+			return netip.AddrPortFrom(addr, uint16(lowest+rand.IntN(ceiling-lowest)))
+		})
+		if err != nil {
+			return nil, err
 		}
-		return netip.AddrPortFrom(addr, uint16(lowest+rand.IntN(ceiling-lowest)))
-	})
+		if !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+	}
+	return out, nil
 }
 
 // firstFree returns the first of up to 20 candidates that can be bound

@@ -30,6 +30,34 @@ func TestNew(t *testing.T) {
 	}
 }
 
+func TestPorts(t *testing.T) {
+	aps := Ports(t, 3)
+	if len(aps) != 3 || aps[0].Addr() != aps[1].Addr() || aps[1].Addr() != aps[2].Addr() ||
+		aps[0].Port() == aps[1].Port() || aps[1].Port() == aps[2].Port() || aps[0].Port() == aps[2].Port() {
+		t.Fatalf("Ports(3) = %v, want three ports on one address", aps)
+	}
+	for _, ap := range aps {
+		ln, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			t.Fatalf("bind %s: %v", ap, err)
+		}
+		defer ln.Close()
+	}
+}
+
+func TestLocalhost(t *testing.T) {
+	start, _ := ephemeralStart()
+	ap := Localhost(t)
+	if ap.Addr() != netip.MustParseAddr("127.0.0.1") || int(ap.Port()) < lowest || int(ap.Port()) >= start {
+		t.Fatalf("Localhost = %s, want 127.0.0.1 with a port in [%d, %d)", ap, lowest, start)
+	}
+	ln, err := net.Listen("tcp", ap.String())
+	if err != nil {
+		t.Fatalf("bind %s: %v", ap, err)
+	}
+	ln.Close()
+}
+
 // TestFirstFreeSkipsTakenPort: a port the machine holds on every address
 // (a service listening on the wildcard address) is not handed out.
 func TestFirstFreeSkipsTakenPort(t *testing.T) {
