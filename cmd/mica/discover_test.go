@@ -17,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/discover/discovertest"
+	"github.com/mica-pki/mica/internal/testaddr"
 )
 
 // nginxDiscoveryConf serves two certificates on one port, chosen by SNI:
@@ -111,7 +112,9 @@ func testDiscover(t *testing.T, engine string) {
 		return discovertest.Serve(t, "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{c}}).String()
 	}
 	appAddr, oldAddr, micaAddr := serve(app.TLS(otherInter.Cert)), serve(old.TLS(otherInter.Cert)), serve(micaCred)
-	selfLn, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
+	// An address of its own (testaddr): once this server is gone, no
+	// other takes its place before the rescan looks.
+	selfLn, err := tls.Listen("tcp", testaddr.New(t).String(), &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
 	if err != nil {
 		t.Fatal(err)
 	}

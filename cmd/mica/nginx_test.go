@@ -19,6 +19,7 @@ import (
 
 	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/testaddr"
 	"github.com/mica-pki/mica/internal/testlayer"
 )
 
@@ -102,16 +103,13 @@ func (u unprivileged) copyTo(t *testing.T, dir string, files map[string]string) 
 	}
 }
 
-// freeLoopbackPort finds a port to give a program that cannot be told to
-// pick its own and report it.
+// freeLoopbackPort is a port on 127.0.0.1 for a program that cannot be
+// told to pick its own and report it, or that must keep its address
+// across reloads: one below the ephemeral range (testaddr.Localhost), so
+// the kernel gives it to no other socket before the program binds it.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return int(testaddr.Localhost(t).Port())
 }
 
 // nginxConf verifies client certificates against the mica bundle and the
