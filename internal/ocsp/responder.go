@@ -391,7 +391,7 @@ func (r *Responder) Handler() http.Handler {
 				der, err = base64.StdEncoding.DecodeString(enc)
 			}
 			if err != nil || len(der) > maxRequestBytes {
-				writeResponse(w, errorResponse(statusMalformedRequest), nil)
+				writeResponse(w, errorResponse(statusMalformedRequest), nil, time.Time{})
 				return
 			}
 		default:
@@ -405,17 +405,19 @@ func (r *Responder) Handler() http.Handler {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		writeResponse(w, resp, c)
+		writeResponse(w, resp, c, r.cfg.Clock())
 	})
 }
 
-func writeResponse(w http.ResponseWriter, der []byte, c *cached) {
+// writeResponse writes der; a cacheable response c gets caching headers
+// for the time now.
+func writeResponse(w http.ResponseWriter, der []byte, c *cached, now time.Time) {
 	h := w.Header()
 	h.Set("Content-Type", "application/ocsp-response")
 	if c == nil {
 		h.Set("Cache-Control", "no-store")
 	} else {
-		maxAge := max(int(time.Until(c.nextUpdate).Seconds())/2, 0)
+		maxAge := max(int(c.nextUpdate.Sub(now).Seconds())/2, 0)
 		h.Set("Cache-Control", "max-age="+strconv.Itoa(maxAge)+", public, no-transform, must-revalidate")
 		h.Set("Last-Modified", c.thisUpdate.UTC().Format(http.TimeFormat))
 		h.Set("Expires", c.nextUpdate.UTC().Format(http.TimeFormat))
