@@ -112,9 +112,10 @@ func testDiscover(t *testing.T, engine string) {
 		return discovertest.Serve(t, "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{c}}).String()
 	}
 	appAddr, oldAddr, micaAddr := serve(app.TLS(otherInter.Cert)), serve(old.TLS(otherInter.Cert)), serve(micaCred)
-	// An address of its own (testaddr): once this server is gone, no
-	// other takes its place before the rescan looks.
-	selfLn, err := tls.Listen("tcp", testaddr.New(t).String(), &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
+	// A port below the ephemeral range (testaddr), on the address its
+	// certificate names: once this server is gone, no other socket is
+	// given the port before the rescan looks.
+	selfLn, err := tls.Listen("tcp", testaddr.Localhost(t).String(), &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
 	if err != nil {
 		t.Fatal(err)
 	}
