@@ -17,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/discover/discovertest"
+	"github.com/mica-pki/mica/internal/testaddr"
 )
 
 func TestSpec(t *testing.T) {
@@ -157,12 +158,9 @@ func TestScanEndpoints(t *testing.T) {
 		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10})
 	plain := listen(t, "127.0.0.1:0", func(c net.Conn) { fmt.Fprintf(c, "HTTP/1.0 400 Bad Request\r\n\r\n") })
 	silent := listen(t, "127.0.0.1:0", func(c net.Conn) { io.Copy(io.Discard, c) })
-	closedLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := closedLn.Addr()
-	closedLn.Close()
+	// Nothing listens there, and no socket is given the port by the
+	// kernel (a port closed and handed on could be).
+	closed := net.TCPAddrFromAddrPort(testaddr.New(t))
 
 	res := scanAll(t, Config{Timeout: 2 * time.Second, Concurrency: 4},
 		target(chained, ""), target(bySNI, ""), target(bySNI, "web.test"), target(mutual, ""), target(old, ""),
