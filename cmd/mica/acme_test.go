@@ -451,7 +451,7 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 					}
 					break
 				}
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // the server validates in its own process: polled, within the deadline
 			}
 			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"nobody.acme.test"}}, c.key)
 			return c.signedPost(failOrder.body["finalize"].(string), map[string]string{"csr": b64(csr)})

@@ -240,6 +240,8 @@ func procFigures(t *testing.T, pid int) (rssKiB int64, cpu time.Duration) {
 	return rssKiB, time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
+// waitFor polls cond, for at most limit: what it waits for happens in
+// another process (the server, an agent), which signals nothing here.
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -420,7 +422,7 @@ func TestAgent(t *testing.T) {
 			if s, err := srcB.GetX509SVID(); err == nil {
 				serials[s.Certificates[0].SerialNumber.String()] = true
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // the pace of the load, not a wait: a connection every 20 ms for the soak
 		}
 		rss, cpu1 := procFigures(t, agentA.cmd.Process.Pid)
 		renewals := agentA.metric(t, "mica_agent_renewals_total") - renewals0

@@ -206,7 +206,7 @@ func startNginxWith(t *testing.T, bin, dir string, as unprivileged, conf string)
 				})
 				return n
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // nginx says nothing once it listens: its port is polled, within the deadline
 		}
 		n.cmd.Process.Kill()
 		<-n.done
