@@ -8,27 +8,16 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/mica-pki/mica/internal/acme"
-	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
-)
-
-// The handshake and proxy benchmarks still live in this package; they
-// measure with the bench package's one loop.
-var (
-	measureLoop = bench.Loop
-	percentile  = bench.Percentile
-	ms          = bench.Ms
 )
 
 func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
@@ -203,36 +192,13 @@ func printBench(env *cliEnv, asJSON bool, res any, text func(io.Writer)) error {
 	return nil
 }
 
-// revBench is a throwaway in-process server with its parts in view, for
-// the benchmarks still in this package (revoke-live); the rest measure it
-// as a bench.Server (openBenchServer).
+// revBench is a throwaway in-process server with its parts in view, as
+// openBenchServer hands it to the bench package.
 type revBench struct {
 	p       *parts
 	rev     *revocationOutputs // nil unless asked for
 	certs   *servercert.Certificate
 	cleanup func()
-}
-
-// newRevBench is openInProcess with the revocation outputs running.
-func newRevBench(ctx context.Context, db string) (*revBench, error) {
-	return openInProcess(ctx, bench.Options{DB: db, Revocation: true})
-}
-
-// serveBenchAPI serves the REST API with the feed over TLS on loopback.
-func serveBenchAPI(b *revBench) (string, func(), error) {
-	log := slog.New(slog.DiscardHandler)
-	srv := &http.Server{
-		Handler:           api.New(api.Config{Authority: b.p.authority, TrustDomain: "example.org", Logger: log, Feed: b.rev.hub.Handler()}),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: b.certs.GetCertificate, ClientAuth: tls.RequestClientCert},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	go srv.ServeTLS(ln, "", "")
-	return "https://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 // openInProcess wires a throwaway in-process server for the benchmarks: a
