@@ -109,11 +109,15 @@ func commands() map[string]command {
 			"rollback": {summary: "activate an earlier version again", args: "VERSION", run: runPolicyRollback},
 			"reject":   {summary: "reject a proposed version", args: "VERSION", run: runPolicyReject},
 		}},
-		"ca": {summary: "CA hierarchy with an offline root", sub: map[string]command{
+		"ca": {summary: "the CA: its rotation, and the offline-root ceremonies", sub: map[string]command{
+			"status":               {summary: "the CA slots (prepared, active, retired, removed) and the next rotation steps", run: runCAStatus},
+			"rotate":               {summary: "force a rotation step: --prepare or --activate (--root for the root)", run: runCARotate},
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
+			"new-root":             {summary: "offline root side: roll the root over (a new root, cross-signed both ways)", run: runCANewRoot},
+			"import-root":          {summary: "server side: record the new root from the ceremony as the prepared root", run: runCAImportRoot},
 		}},
 		"audit":    {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"discover": {summary: "find certificates deployed on TLS endpoints and in files, and put them in the inventory", sub: discoverCommands()},
@@ -121,6 +125,7 @@ func commands() map[string]command {
 		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":       {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"renew":       {summary: "renewals over mTLS: server CPU per certificate, certificates per second, p50/p99, peak RSS", run: runBenchRenew},
 			"acme":        {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation":  {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"revoke-live": {summary: "revocation of live connections: commit → kept-alive mTLS connections closed, p50/p99", run: runBenchLiveRevocation},

@@ -43,6 +43,8 @@ type Store interface {
 	RecordEvent(ctx context.Context, ev *store.Event) error
 	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+	CertificateWithoutDER(ctx context.Context, serial string) (store.Certificate, error)
+	CertificateStatus(ctx context.Context, serial string) (store.CertificateStatus, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
 	ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error)
@@ -66,11 +68,9 @@ type Store interface {
 type Config struct {
 	Store  Store
 	Policy Policy
-	Issuer Issuer
-	// IssuerCert is the intermediate that Issuer signs with.
-	IssuerCert *x509.Certificate
-	// Roots are the trust anchors clients authenticate against.
-	Roots []*x509.Certificate
+	// Issuers is the CA: the issuer that signs now and the trust bundle
+	// clients authenticate against (package rotation).
+	Issuers Issuers
 	// Minter and Tokens mint and verify enrollment tokens.
 	Minter *token.Minter
 	Tokens *token.Verifier
@@ -117,12 +117,7 @@ type Config struct {
 // Authority is the certificate lifecycle.
 type Authority struct {
 	store       Store
-	issuer      Issuer
-	issuerCert  *x509.Certificate
-	issuerFP    string
-	roots       []*x509.Certificate
-	rootPool    *x509.CertPool
-	interPool   *x509.CertPool
+	issuers     Issuers
 	minter      *token.Minter
 	tokens      *token.Verifier
 	accessModel atomic.Pointer[AccessModel]
@@ -146,17 +141,14 @@ type Authority struct {
 // New checks cfg and returns an Authority.
 func New(cfg Config) (*Authority, error) {
 	switch {
-	case cfg.Store == nil, cfg.Policy == nil, cfg.Issuer == nil, cfg.IssuerCert == nil,
-		len(cfg.Roots) == 0, cfg.Minter == nil, cfg.Tokens == nil:
-		return nil, errors.New("authority: Store, Policy, Issuer, IssuerCert, Roots, Minter and Tokens are all required")
+	case cfg.Store == nil, cfg.Policy == nil, cfg.Issuers == nil, cfg.Minter == nil, cfg.Tokens == nil:
+		return nil, errors.New("authority: Store, Policy, Issuers, Minter and Tokens are all required")
 	}
 	a := &Authority{
-		store: cfg.Store, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
-		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
+		store: cfg.Store, issuers: cfg.Issuers, minter: cfg.Minter, tokens: cfg.Tokens,
 		now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
 		guard: cfg.Guard, compile: cfg.CompilePolicy, rotate: cfg.Rotate,
-		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -175,10 +167,6 @@ func New(cfg Config) (*Authority, error) {
 	if a.tracer == nil {
 		a.tracer = noopTracer
 	}
-	for _, r := range cfg.Roots {
-		a.rootPool.AddCert(r)
-	}
-	a.interPool.AddCert(cfg.IssuerCert)
 	a.discovery = newDiscovery(a, cfg.Discovery)
 	if cfg.JWTKey != nil {
 		s, err := newJWTSigner(cfg.JWTKey)

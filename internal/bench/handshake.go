@@ -154,7 +154,7 @@ func Handshake(ctx context.Context, cfg HandshakeConfig) (*HandshakeResult, erro
 	defer stopMTLS()
 
 	res := &HandshakeResult{KeyType: string(cfg.KeyType), Concurrency: cfg.Concurrency, Rounds: cfg.Rounds, RevokedSerials: cfg.Revoked,
-		Peers: cfg.Peers, DiffPct: map[string]float64{}, LoadBefore: loadAverage(), slot: b.slot,
+		Peers: cfg.Peers, DiffPct: map[string]float64{}, LoadBefore: LoadAverage(), slot: b.slot,
 		Note: "client and server in this process on loopback, sharing the CPUs; a handshake is timed from dial to the server's first byte, so the server's verification of the client is inside it"}
 	type runner struct {
 		c    *handshakeCase
@@ -236,7 +236,7 @@ func Handshake(ctx context.Context, cfg HandshakeConfig) (*HandshakeResult, erro
 		res.Sections[s.name] = out
 		res.sectionLines = append(res.sectionLines, lines...)
 	}
-	res.LoadAfter = loadAverage()
+	res.LoadAfter = LoadAverage()
 	return res, nil
 }
 

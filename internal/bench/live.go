@@ -178,7 +178,7 @@ func LiveRevocation(ctx context.Context, s *Server, conns, clients int) (*LiveRe
 	if len(lat) > 0 {
 		res.MaxMs = Ms(lat[len(lat)-1])
 	}
-	res.LoadAverage = loadAverage()
+	res.LoadAverage = LoadAverage()
 	return res, nil
 }
 

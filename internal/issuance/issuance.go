@@ -6,8 +6,9 @@
 // adjusts.
 //
 // Start with [New] and [Issuer.Issue]. The lint selection and its costs are
-// documented in lint.go; [CheckAndSign] gives CA certificates the same
-// treatment.
+// documented in lint.go, and in shape.go why a leaf whose shape was linted
+// before needs no zlint run of its own; [CheckAndSign] gives CA
+// certificates the same lints, always in full.
 package issuance
 
 import (
@@ -19,6 +20,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -129,6 +131,7 @@ func New(cfg Config) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.shapes = newShapes(l.lints)
 	iss.linter = l
 	return iss, nil
 }
@@ -192,6 +195,9 @@ func (iss *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	}
 	return sign(p.tbs, iss.signer, iss.rand)
 }
+
+// oidOCSPNoCheck is id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1).
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
 
 // maxRSABits bounds the RSA keys mica certifies: larger moduli only cost
 // every verifier time and no profile needs them.
@@ -305,6 +311,14 @@ func (iss *Issuer) template(req Request) (*x509.Certificate, error) {
 		DNSNames:              append([]string(nil), req.Identity.DNS...),
 		CRLDistributionPoints: iss.crl,
 		OCSPServer:            iss.ocsp,
+	}
+	if len(req.ExtKeyUsage) == 1 && req.ExtKeyUsage[0] == x509.ExtKeyUsageOCSPSigning {
+		// A delegated OCSP responder's certificate (RFC 6960 4.2.2.2):
+		// relying parties need not check its own status (id-pkix-ocsp-
+		// nocheck, 4.2.2.2.1), its short life being the protection, so it
+		// points at no CRL and no responder.
+		tmpl.CRLDistributionPoints, tmpl.OCSPServer = nil, nil
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidOCSPNoCheck, Value: []byte{0x05, 0x00}}}
 	}
 	if !req.Identity.SPIFFE.IsZero() {
 		tmpl.URIs = []*url.URL{req.Identity.SPIFFE.URL()}
