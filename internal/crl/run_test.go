@@ -33,7 +33,7 @@ func TestRunDebouncesChanges(t *testing.T) {
 		pki := testpki.New(t, "example.org")
 		st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
 		var builds atomic.Int32
-		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID,
+		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
 			Debounce: time.Second, Lint: func(der []byte) error { builds.Add(1); return issuance.LintCRL(der) }})
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestRunRebuildsAtHalfValidity(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		pki := testpki.New(t, "example.org")
 		st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
-		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID,
+		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
 			Validity: 4 * time.Hour, Lint: issuance.LintCRL})
 		if err != nil {
 			t.Fatal(err)
@@ -110,7 +110,7 @@ func TestRunRetriesWithBackoff(t *testing.T) {
 			failing  bool
 		)
 		start := time.Now()
-		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID,
+		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
 			Validity: time.Hour, Lint: func(der []byte) error {
 				mu.Lock()
 				defer mu.Unlock()

@@ -343,9 +343,10 @@ const maxRequestBytes = 4096
 // Handler serves RFC 6960 appendix A: POST with an application/ocsp-request
 // body to the responder's URL, or GET with the base64 request appended to
 // it. Responses without a nonce carry RFC 5019 caching headers.
-func (r *Responder) Handler() http.Handler { return handler(r.respond) }
+func (r *Responder) Handler() http.Handler { return handler(r.respond, r.cfg.Clock) }
 
-func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) http.Handler {
+// handler serves respond's answers; clock dates the caching headers.
+func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached), clock func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var der []byte
 		switch req.Method {
@@ -386,7 +387,7 @@ func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) ht
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		writeResponse(w, resp, c, r.cfg.Clock())
+		writeResponse(w, resp, c, clock())
 	})
 }
 

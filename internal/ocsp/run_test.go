@@ -3,6 +3,8 @@ package ocsp
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
@@ -31,8 +33,8 @@ func TestRunKeepsResponsesFresh(t *testing.T) {
 			authority.SerialHex(good.Cert): {Serial: authority.SerialHex(good.Cert), Issuer: issuerID, Status: store.StatusActive},
 		}}
 		const validity, lifetime = time.Hour, 6 * time.Hour
-		r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerSigner: pki.IntermediateKey, IssuerID: issuerID,
-			Sign: issuance.CheckAndSign, Validity: validity, ResponderLifetime: lifetime})
+		r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerID: issuerID,
+			Responder: responderLasting(t, pki, lifetime), Validity: validity})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +79,16 @@ func TestRunKeepsResponsesFresh(t *testing.T) {
 	})
 }
 
+// responderLasting is responderFunc with responder certificates that last
+// life, backdated a minute.
+func responderLasting(t *testing.T, pki *testpki.PKI, life time.Duration) ResponderFunc {
+	return func(_ context.Context, pub crypto.PublicKey) (*x509.Certificate, error) {
+		now := time.Now()
+		return pki.Issuer.Issue(issuance.Request{PublicKey: pub, Identity: pki.ID(t, "/mica/ocsp/test"), NotBefore: now.Add(-time.Minute),
+			NotAfter: now.Add(life - time.Minute), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}})
+	}
+}
+
 // TestCachingHeadersFollowTheClock: HTTP caches may keep a response half
 // of what is left of its validity, by the responder's clock.
 func TestCachingHeadersFollowTheClock(t *testing.T) {
@@ -87,7 +99,7 @@ func TestCachingHeadersFollowTheClock(t *testing.T) {
 		authority.SerialHex(good.Cert): {Serial: authority.SerialHex(good.Cert), Issuer: issuerID, Status: store.StatusActive},
 	}}
 	now := time.Now().Truncate(time.Second)
-	r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerSigner: pki.IntermediateKey, IssuerID: issuerID,
+	r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerID: issuerID, Responder: responderFunc(t, pki),
 		Validity: time.Hour, Clock: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
