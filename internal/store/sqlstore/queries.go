@@ -63,6 +63,9 @@ func certWhere(f store.Filter, d *Dialect) (*builder, error) {
 	if f.Profile != "" {
 		b.cond("profile = %s", f.Profile)
 	}
+	if f.Owner != "" {
+		b.cond("owner = %s", f.Owner)
+	}
 	switch f.Status {
 	case "":
 	case store.StatusActive, store.StatusExpired:
