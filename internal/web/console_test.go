@@ -1,0 +1,239 @@
+package web_test
+
+import (
+	"context"
+	"encoding/csv"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/authority/authoritytest"
+	"github.com/mica-pki/mica/internal/store"
+)
+
+// Every page renders for a signed-in administrator, with the headers the
+// console promises; without a session every page sends the browser to
+// sign in.
+func TestPages(t *testing.T) {
+	h := newHarness(t)
+	iss := h.f.Issue(t, "spiffe://example.org/billing/api")
+	b := h.newBrowser()
+	if status, _ := b.get("/ui/"); status != http.StatusSeeOther {
+		t.Fatalf("overview without a session: %d, want a redirect to sign in", status)
+	}
+	b.signIn(h.link(h.adminCred()))
+	pages := map[string]string{
+		"/ui/":             `id="live-total"`,
+		"/ui/certificates": `spiffe://example.org/billing/api`,
+		"/ui/certificates?q=" + iss.Record.Serial: `The certificate with this serial`,
+		"/ui/certificates/" + iss.Record.Serial:   `id="revoke-form"`,
+		"/ui/timeline":                            `<svg class="chart"`,
+		"/ui/revocations":                         `id="denied"`,
+		"/ui/audit":                               `id="checkpoint-size"`,
+		"/ui/audit?action=cert.issued":            `cert.issued`,
+		"/ui/approvals":                           `id="queue"`,
+		"/ui/report?within=90d":                   `id="report-total"`,
+	}
+	for path, want := range pages {
+		resp, err := b.hc.Get(b.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := readAll(resp)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(page, want) {
+			t.Errorf("GET %s: %d, want 200 with %q\n%s", path, resp.StatusCode, want, page)
+			continue
+		}
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "script-src 'nonce-") || strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "frame-ancestors 'none'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", path, csp)
+		}
+		nonce := strings.TrimSuffix(strings.SplitN(strings.SplitN(csp, "'nonce-", 2)[1], "'", 2)[0], "")
+		if !strings.Contains(page, `nonce="`+nonce+`"`) {
+			t.Errorf("GET %s: the script does not carry the response's nonce %q", path, nonce)
+		}
+		if strings.Contains(page, "<script>") || strings.Contains(page, " onclick=") || strings.Contains(page, ` style="`) {
+			t.Errorf("GET %s: inline script, handler or style in the page", path)
+		}
+		for _, hdr := range []string{"X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"} {
+			if resp.Header.Get(hdr) == "" {
+				t.Errorf("GET %s: no %s header", path, hdr)
+			}
+		}
+	}
+	// The expiry report downloads as the CLI's CSV.
+	resp, err := b.hc.Get(b.url("/ui/report.csv?within=90d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(strings.NewReader(readAll(resp))).ReadAll()
+	if err != nil || len(rows) < 2 || strings.Join(rows[0], ",") != "profile,owner,group_count,group_earliest_expiry,serial,identity,not_after,fingerprint_sha256" ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), "attachment") {
+		t.Errorf("report.csv: %v, %v", rows, err)
+	}
+	found := false
+	for _, r := range rows[1:] {
+		found = found || r[4] == iss.Record.Serial
+	}
+	if !found {
+		t.Errorf("report.csv does not list %s: %v", iss.Record.Serial, rows)
+	}
+}
+
+func readAll(resp *http.Response) string {
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
+
+// A link works once; the session is audited from start to end; signing out
+// ends it on the server, not only in the browser.
+func TestSignInOnce(t *testing.T) {
+	h := newHarness(t)
+	link := h.link(h.f.AuditorCred)
+	b := h.newBrowser()
+	b.signIn(link)
+	if status, page := b.get("/ui/"); status != http.StatusOK || !strings.Contains(page, authoritytest.AuditorID) {
+		t.Fatalf("overview after signing in: %d", status)
+	}
+	if n := h.count(store.ActionConsoleSessionCreated); n != 1 {
+		t.Errorf("%d session.created events, want 1", n)
+	}
+	// The same link again, in another browser: refused, and no session.
+	other := h.newBrowser()
+	status, page := other.get(link)
+	if status != http.StatusUnauthorized || !strings.Contains(page, "used already or has expired") {
+		t.Errorf("the link a second time: %d\n%s", status, page)
+	}
+	u, _ := url.Parse(link)
+	resp, _ := other.post("/ui/signin", h.url, url.Values{"link": {u.Query().Get("link")}})
+	if resp.StatusCode != http.StatusUnauthorized || len(resp.Cookies()) != 0 {
+		t.Errorf("posting the spent link: %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
+	// The cookie the first sign-in set.
+	ck := b.hc.Jar.Cookies(u)
+	if len(ck) != 1 || ck[0].Name != "__Host-mica-console" {
+		t.Fatalf("cookies %v", ck)
+	}
+	resp, body := b.post("/ui/signout", h.url, url.Values{"csrf": {b.csrf()}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out: %d\n%s", resp.StatusCode, body)
+	}
+	if n := h.count(store.ActionConsoleSessionEnded); n != 1 {
+		t.Errorf("%d session.ended events, want 1", n)
+	}
+	// The old cookie, replayed by hand, opens nothing.
+	replay := h.newBrowser()
+	replay.hc.Jar.SetCookies(u, ck)
+	if status, _ := replay.get("/ui/"); status != http.StatusSeeOther {
+		t.Errorf("a signed-out session's cookie: %d, want a redirect to sign in", status)
+	}
+}
+
+// The cookie's attributes: HttpOnly, Secure, SameSite=Strict, host-only.
+func TestSessionCookie(t *testing.T) {
+	h := newHarness(t)
+	b := h.newBrowser()
+	link := h.link(h.f.OperatorCred)
+	b.get(link)
+	u, _ := url.Parse(link)
+	resp, _ := b.post("/ui/signin", h.url, url.Values{"link": {u.Query().Get("link")}})
+	raw := resp.Header.Get("Set-Cookie")
+	for _, want := range []string{"__Host-mica-console=", "Path=/", "HttpOnly", "Secure", "SameSite=Strict", "Max-Age="} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("Set-Cookie %q lacks %s", raw, want)
+		}
+	}
+	if strings.Contains(strings.ToLower(raw), "domain=") {
+		t.Errorf("Set-Cookie %q names a domain", raw)
+	}
+}
+
+// A change needs the session's token and this origin; a forged one changes
+// nothing. The session's powers are the credential's now: revoked, the
+// session ends at its next request.
+func TestChangesNeedTokenAndOrigin(t *testing.T) {
+	h := newHarness(t)
+	victim := h.f.Issue(t, "spiffe://example.org/billing/victim").Record.Serial
+	b := h.newBrowser()
+	b.signIn(h.link(h.adminCred()))
+	token := b.csrf()
+	revoke := "/ui/certificates/" + victim + "/revoke"
+	form := url.Values{"reason": {"1"}, "confirm": {"yes"}}
+	cases := []struct {
+		name   string
+		origin string
+		csrf   string
+	}{
+		{"no token", h.url, ""},
+		{"another session's token", h.url, strings.Repeat("A", len(token))},
+		{"another origin", "https://localhost.evil.example", token},
+		{"no origin", "", token},
+	}
+	for _, c := range cases {
+		f := url.Values{}
+		for k, v := range form {
+			f[k] = v
+		}
+		if c.csrf != "" {
+			f.Set("csrf", c.csrf)
+		}
+		resp, body := b.post(revoke, c.origin, f)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403\n%s", c.name, resp.StatusCode, body)
+		}
+	}
+	if rec, _ := h.f.Store.Certificate(context.Background(), victim); rec.Status != store.StatusActive {
+		t.Fatalf("a refused form revoked the certificate")
+	}
+	form.Set("csrf", token)
+	if resp, body := b.post(revoke, h.url, form); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the real form: %d\n%s", resp.StatusCode, body)
+	}
+	if rec, _ := h.f.Store.Certificate(context.Background(), victim); rec.Status != store.StatusRevoked || rec.RevocationReason != 1 {
+		t.Fatalf("after revoking: %+v", rec)
+	}
+
+	// An operator's session: its credential revoked, it ends.
+	op := h.newBrowser()
+	op.signIn(h.link(h.f.OperatorCred))
+	if _, err := h.f.Authority.Revoke(context.Background(), h.f.Admin, h.f.Operator.Record.Serial, 1, netipZero); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := op.get("/ui/certificates"); status != http.StatusSeeOther {
+		t.Errorf("a revoked credential's session: %d, want a redirect to sign in", status)
+	}
+	if n := h.count(store.ActionConsoleSessionEnded); n != 1 {
+		t.Errorf("%d session.ended events, want 1", n)
+	}
+}
+
+// An auditor sees no revoke button, and its POST is refused by the
+// authority with the reason.
+func TestAuditorCannotRevoke(t *testing.T) {
+	h := newHarness(t)
+	victim := h.f.Issue(t, "spiffe://example.org/billing/victim").Record.Serial
+	b := h.newBrowser()
+	b.signIn(h.link(h.f.AuditorCred))
+	_, page := b.get("/ui/certificates/" + victim)
+	if strings.Contains(page, "revoke-form") || !strings.Contains(page, victim) {
+		t.Fatalf("the auditor's certificate page offers revocation (or is not the page)")
+	}
+	resp, body := b.post("/ui/certificates/"+victim+"/revoke", h.url, url.Values{"csrf": {b.csrf()}, "reason": {"1"}, "confirm": {"yes"}})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "may not revoke") {
+		t.Fatalf("the auditor's POST: %d\n%s", resp.StatusCode, body)
+	}
+	if rec, _ := h.f.Store.Certificate(context.Background(), victim); rec.Status != store.StatusActive {
+		t.Fatal("the auditor revoked")
+	}
+	_ = authority.ActCertRevoke
+}
