@@ -7,6 +7,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -24,9 +26,16 @@ import (
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
+	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/duration"
+	"github.com/mica-pki/mica/internal/feed"
+	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/ocsp"
+	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/web"
+	"github.com/mica-pki/mica/revocation"
 )
 
 // Admin2 is the fixture's second administrator, who approves what the
@@ -41,6 +50,9 @@ const Admin2 = "spiffe://example.org/mica/admin/admin2"
 // 127.0.0.1.
 type harness struct {
 	t        *testing.T
+	crl      *crl.Service
+	ocsp     *ocsp.Responder
+	ocspURL  string // the OCSP responder, on plain HTTP
 	f        *authoritytest.Fixture
 	console  *web.Console
 	srv      *httptest.Server
@@ -53,8 +65,13 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	pc := harnessPolicy()
+	eng, err := policy.New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var names []string
-	for n := range authoritytest.PolicyConfig().Profiles {
+	for n := range pc.Profiles {
 		names = append(names, n)
 	}
 	access, err := authority.CompileAccess(authority.Governance{
@@ -76,30 +93,43 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	var alog *auditlog.Log
+	var hub *feed.Hub // set before any request: revocations poke it
 	f := authoritytest.NewWith(t, func(c *authority.Config) {
+		c.Policy = eng
 		c.Access = access
 		c.Observer = metrics
 		if alog, err = auditlog.New(auditlog.Config{Store: c.Store.(auditlog.Store), Signer: signer}); err != nil {
 			t.Fatal(err)
 		}
 		c.Audit = alog
+		c.OnRevocation = func() { hub.Changed() }
 	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h := &harness{t: t, f: f, registry: reg}
+	h.revocationOutputs(ctx, &hub)
 	if _, err := telemetry.NewServerMetrics(reg, telemetry.Sources{
 		Inventory: f.Store.CertificatesByExpiry, Audit: alog.Status, Profiles: names,
 		CAs: map[string]*x509.Certificate{"root": f.PKI.Root, "intermediate": f.PKI.Intermediate},
+		CRL: func() (time.Time, time.Time, int, bool) {
+			c := h.crl.Current()
+			if c == nil {
+				return time.Time{}, time.Time{}, 0, false
+			}
+			return c.ThisUpdate, c.NextUpdate, c.Entries, true
+		},
+		OCSP: h.ocsp.CacheStats, Feed: hub.Stats,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	go alog.Run(ctx)
-
-	h := &harness{t: t, f: f, registry: reg}
 	h.admin2 = f.IssueCred(t, authority.ProfileAdmin, Admin2)
-	h.console, err = web.New(web.Config{Authority: f.Authority, TrustDomain: "example.org", Metrics: reg})
+	h.console, err = web.New(web.Config{Authority: f.Authority, TrustDomain: "example.org", Metrics: reg,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
+	go h.console.Run(ctx)
 	mux := http.NewServeMux()
 	mux.Handle(web.Prefix, h.console)
 	mux.Handle("/", api.New(api.Config{Authority: f.Authority, TrustDomain: "example.org"}))
@@ -114,6 +144,8 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) serve(handler http.Handler) *httptest.Server {
 	srv := httptest.NewUnstartedServer(handler)
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert, Certificates: []tls.Certificate{h.tlsCert}}
+	// Chromium opens connections it does not use; their EOFs are noise.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	h.t.Cleanup(srv.Close)
 	return srv
@@ -237,3 +269,65 @@ func (h *harness) count(action store.Action) int {
 }
 
 var netipZero netip.Addr
+
+// harnessPolicy is the fixture's policy with the profiles of a fleet
+// (see load_test.go): mesh, db, batch and web next to service and wide.
+func harnessPolicy() policy.Config {
+	pc := authoritytest.PolicyConfig()
+	day := duration.Duration(24 * time.Hour)
+	for name, p := range map[string]policy.ProfileConfig{
+		"mesh":  {SPIFFE: []string{"/ns/*/sa/*"}, MaxTTL: day},
+		"db":    {SPIFFE: []string{"/db/*"}, MaxTTL: 60 * day},
+		"batch": {SPIFFE: []string{"/batch/*"}, MaxTTL: 14 * day},
+		"web":   {DNS: []string{"*.svc.example.org"}, MaxTTL: 90 * day},
+	} {
+		pc.Profiles[name] = p
+	}
+	return pc
+}
+
+// testWriter sends the console's warnings and errors to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// revocationOutputs wires the CRL, the OCSP responder and the push feed
+// as serve does: the feed follows the store and tells the other two.
+func (h *harness) revocationOutputs(ctx context.Context, hub **feed.Hub) {
+	t, f := h.t, h.f
+	issuerID := authority.Fingerprint(f.PKI.Intermediate.Raw)
+	var err error
+	h.crl, err = crl.New(crl.Config{Source: f.Store.(crl.Source), Issuer: f.PKI.Intermediate, Signer: f.PKI.IntermediateKey, IssuerID: issuerID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ocsp, err = ocsp.New(ocsp.Config{Source: f.Store, Issuer: f.PKI.Intermediate, IssuerSigner: f.PKI.IntermediateKey,
+		IssuerID: issuerID, Sign: issuance.CheckAndSign})
+	if err != nil {
+		t.Fatal(err)
+	}
+	*hub, err = feed.New(feed.Config{Source: f.Store, OnEvent: func(e revocation.Event) {
+		if e.Kind == revocation.KindRevoked {
+			h.crl.Changed()
+			h.ocsp.Changed(context.WithoutCancel(ctx), e.Serial)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (*hub).Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.crl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []func(context.Context) error{(*hub).Run, h.crl.Run, h.ocsp.Run} {
+		go run(ctx)
+	}
+	srv := httptest.NewServer(h.ocsp.Handler())
+	t.Cleanup(srv.Close)
+	h.ocspURL = srv.URL
+}

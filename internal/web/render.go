@@ -138,6 +138,10 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	// stamp is a time to the second, for the audit log.
+	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+	// date is a day, for far dates.
+	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
 	"day": func(t time.Time) string { return t.UTC().Format("Mon 2 Jan") },
 	// rel says how far t is from now in words: "in 3d 4h", "5m ago".
 	"rel": func(t, now time.Time) string {

@@ -79,7 +79,12 @@ func (c *Console) authed(h handler) http.HandlerFunc {
 		s, err := c.resume(r)
 		if err != nil {
 			if authority.KindOf(err) == authority.KindUnauthenticated {
-				clearCookie(w)
+				// Forget a cookie that no longer opens anything; a request
+				// without one (a link from another site, which SameSite
+				// keeps the cookie from) must not end a good session.
+				if _, err := r.Cookie(cookieName); err == nil {
+					clearCookie(w)
+				}
 				http.Redirect(w, r, "/ui/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}

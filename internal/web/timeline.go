@@ -221,14 +221,14 @@ func buildTimeline(counts []store.DayCount, from time.Time, days int) timelineVi
 	return v
 }
 
-// niceCeil rounds n up to 1, 2 or 5 times a power of ten (at least 4, so
+// niceCeil rounds n up to 1, 2, 4, 5, 6 or 8 times a power of ten (at least 4, so
 // the four gridlines fall on whole numbers).
 func niceCeil(n int64) int64 {
 	if n <= 4 {
 		return 4
 	}
 	p := math.Pow(10, math.Floor(math.Log10(float64(n))))
-	for _, m := range []float64{1, 2, 4, 5, 8, 10} {
+	for _, m := range []float64{1, 2, 4, 5, 6, 8, 10} {
 		if v := int64(m * p); v >= n && v%4 == 0 {
 			return v
 		}

@@ -117,8 +117,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	// A sign-in link is in the URL: never send it on as a Referer.
-	h.Set("Referrer-Policy", "no-referrer")
+	// A sign-in link is in the URL: never send it to another origin as a
+	// Referer. (no-referrer would also make the browser send "Origin:
+	// null" on the console's own forms, which the Origin check refuses.)
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	if !strings.HasPrefix(r.URL.Path, "/ui/static/") {

@@ -65,17 +65,11 @@ func Start(t testing.TB, certs ...*x509.Certificate) *Browser {
 	}
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
-	b := &Browser{alloc: alloc}
 	// Start the process now, so a broken installation fails here.
 	ctx, stop := chromedp.NewContext(alloc)
 	t.Cleanup(stop)
-	start, done := context.WithTimeout(ctx, Timeout)
-	defer done()
-	if err := chromedp.Do(start, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	b.alloc = ctx
-	return b
+	open(t, ctx, stop, "starting chromium")
+	return &Browser{alloc: ctx}
 }
 
 // NewContext opens a tab in a new browser context: a separate session,
@@ -84,7 +78,20 @@ func (b *Browser) NewContext(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(b.alloc, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
+	open(t, ctx, cancel, "opening a browser context")
 	return ctx
+}
+
+// open runs the first action on ctx, which creates its browser or tab.
+// That action's context owns what it creates, so it must be ctx itself,
+// not one with a timeout; the deadline is kept by cancelling ctx instead.
+func open(t testing.TB, ctx context.Context, cancel context.CancelFunc, what string) {
+	t.Helper()
+	timer := time.AfterFunc(Timeout, cancel)
+	defer timer.Stop()
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
 }
 
 // Step bounds one browser step by Timeout.
