@@ -142,7 +142,7 @@ var funcs = template.FuncMap{
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 	// date is a day, for far dates.
 	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"day": func(t time.Time) string { return t.UTC().Format("Mon 2 Jan") },
+	"day":  func(t time.Time) string { return t.UTC().Format("Mon 2 Jan") },
 	// rel says how far t is from now in words: "in 3d 4h", "5m ago".
 	"rel": func(t, now time.Time) string {
 		if t.IsZero() {
