@@ -20,6 +20,7 @@ command -v lego >/dev/null || need+=(lego)
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
 command -v keytool >/dev/null || need+=(default-jre-headless)
+command -v chromium >/dev/null || need+=(chromium) # the web console's browser tests (internal/web, cmd/mica TestConsole)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -34,6 +35,7 @@ echo "prometheus: $(prometheus --version 2>&1 | head -1)"
 echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
 echo "curl: $(curl --version | head -1)"
 echo "keytool: $(keytool -help 2>&1 | head -1)"
+echo "chromium: $(chromium --version 2>&1 | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)

@@ -149,6 +149,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	handler, console, err := withConsole(p, cfg, handler, log)
+	if err != nil {
+		return err
+	}
+	loops.Go(func() { console.Run(loopCtx) })
 	srv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),
 		// The feed's lag counts what a subscriber has not read from its
@@ -230,6 +235,7 @@ next, in another terminal:
   TOKEN=$(go run ./cmd/mica token create --data-dir %[1]s --server %[3]s --identity spiffe://example.org/demo/api --profile service)
   go run ./cmd/mica cert issue --data-dir %[1]s --server %[3]s --token "$TOKEN" --out ./demo
   go run ./cmd/mica cert list --data-dir %[1]s --server %[3]s
+  go run ./cmd/mica console login --data-dir %[1]s --server %[3]s   # a one-time link to the web console
 `, d.dir, d.passphrase(), url)
 }
 
