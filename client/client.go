@@ -2,8 +2,10 @@
 // one-time token, renew over mTLS with the current certificate, and, for
 // admins, create tokens and read the inventory.
 //
-// Start with New. Every method returns *Problem when the server refused the
-// request, with a stable Slug to branch on.
+// Start with New, or with Bootstrap on a machine that has only a token: it
+// finds the server's root from the token's pin. Every method returns
+// *Problem when the server refused the request, with a stable Slug to
+// branch on.
 package client
 
 import (
@@ -50,9 +52,9 @@ const maxResponseBytes = 64 << 20
 
 // New returns a Client.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.Server)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("mica: server %q must be an https:// URL such as https://127.0.0.1:8443", cfg.Server)
+	u, err := serverURL(cfg.Server)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Roots == nil {
 		return nil, errors.New("mica: no trust anchors for the server: pass the root certificate (--ca-file) or a token that pins it")
@@ -65,10 +67,6 @@ func New(cfg Config) (*Client, error) {
 		c := cfg.Certificate
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }
 	}
-	timeout := cfg.Timeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
 	tr := &http.Transport{
 		TLSClientConfig:     tlsCfg,
 		ForceAttemptHTTP2:   true,
@@ -76,7 +74,22 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: cfg.timeout()}}, nil
+}
+
+func (cfg Config) timeout() time.Duration {
+	if cfg.Timeout == 0 {
+		return 30 * time.Second
+	}
+	return cfg.Timeout
+}
+
+func serverURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("mica: server %q must be an https:// URL such as https://127.0.0.1:8443", s)
+	}
+	return u, nil
 }
 
 // Close releases idle connections.

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -21,41 +22,43 @@ type Authorizer func(id identity.Identity, chain []*x509.Certificate) error
 // refuse.
 var ErrUnauthorized = errors.New("mtls: identity not authorized")
 
-// AuthorizeIDs allows exactly these identities: SPIFFE IDs
-// ("spiffe://example.org/billing/api"), DNS names or IP addresses. A peer is
-// allowed when any name in its certificate is in the list.
+// AuthorizeIDs allows exactly these names: SPIFFE IDs
+// ("spiffe://example.org/billing/api"), DNS names or IP addresses, each
+// read once with [identity.ParseName]. A name keeps its kind: a configured
+// IP address is matched only against the peer's IP SANs, a SPIFFE ID only
+// against its URI SAN, a DNS name only against its DNS SANs. A peer is
+// allowed when it carries any of the names. A name that does not parse
+// refuses every peer (the error says which), so a typo never widens a rule.
 func AuthorizeIDs(ids ...string) Authorizer {
-	allowed := make(map[string]bool, len(ids))
+	names := make([]identity.Name, 0, len(ids))
+	var bad []error
 	for _, s := range ids {
-		allowed[canonicalName(s)] = true
+		n, err := identity.ParseName(s)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		names = append(names, n)
 	}
-	return func(id identity.Identity, _ []*x509.Certificate) error {
-		if !id.SPIFFE.IsZero() && allowed[id.SPIFFE.String()] {
-			return nil
-		}
-		for _, d := range id.DNS {
-			if allowed[strings.ToLower(d)] {
-				return nil
-			}
-		}
-		for _, ip := range id.IPs {
-			if allowed[ip.String()] {
-				return nil
-			}
-		}
-		return fmt.Errorf("%w: %s is not one of the %d allowed identities", ErrUnauthorized, id, len(ids))
+	if len(bad) > 0 {
+		err := fmt.Errorf("%w: the allowed names are not all valid, fix the configuration: %w", ErrUnauthorized, errors.Join(bad...))
+		return func(identity.Identity, []*x509.Certificate) error { return err }
 	}
+	return AuthorizeNames(names...)
 }
 
-// canonicalName writes a configured name the way identity.Parse reads it,
-// so "Host.Example." matches a certificate's "host.example"; a name that
-// does not parse is kept as it is (it then matches nothing).
-func canonicalName(s string) string {
-	id, err := identity.Parse(s)
-	if err != nil || len(id.SANs()) != 1 {
-		return s
+// AuthorizeNames allows a peer that carries any of these names, each
+// compared only with the peer's names of its own kind ([identity.Identity.Has]).
+func AuthorizeNames(names ...identity.Name) Authorizer {
+	names = slices.Clone(names)
+	return func(id identity.Identity, _ []*x509.Certificate) error {
+		for _, n := range names {
+			if !n.IsZero() && id.Has(n) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: %s carries none of the %d allowed names", ErrUnauthorized, id, len(names))
 	}
-	return id.SANs()[0]
 }
 
 // AuthorizePathPrefixes allows SPIFFE IDs at or below these prefixes:

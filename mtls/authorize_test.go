@@ -8,6 +8,15 @@ import (
 	"github.com/mica-pki/mica/mtls"
 )
 
+func name(t *testing.T, s string) identity.Name {
+	t.Helper()
+	n, err := identity.ParseName(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestAuthorizers(t *testing.T) {
 	id := func(s string) identity.Identity {
 		t.Helper()
@@ -30,6 +39,17 @@ func TestAuthorizers(t *testing.T) {
 		{"DNS name, case and trailing dot", mtls.AuthorizeIDs("API.Example.org."), id("api.example.org"), true},
 		{"DNS among several names", mtls.AuthorizeIDs("b.example.org"), id("a.example.org,b.example.org"), true},
 		{"IP", mtls.AuthorizeIDs("10.0.0.1"), id("10.0.0.1"), true},
+		{"IPv4-mapped IPv6 is the IPv4 address", mtls.AuthorizeIDs("::ffff:10.0.0.1"), id("10.0.0.1"), true},
+		// A name keeps its kind. FromCertificate refuses such DNS SANs, but
+		// an authorizer must not rely on it: these identities are built by
+		// hand, as a careless caller could.
+		{"IP rule, DNS SAN reading the address", mtls.AuthorizeIDs("127.0.0.1"), identity.Identity{DNS: []string{"127.0.0.1"}}, false},
+		{"SPIFFE rule, DNS SAN reading the ID", mtls.AuthorizeIDs("spiffe://example.org/admin"),
+			identity.Identity{DNS: []string{"spiffe://example.org/admin"}}, false},
+		{"DNS rule, SPIFFE ID whose text has it", mtls.AuthorizeIDs("example.org"), id("spiffe://example.org"), false},
+		{"invalid configured name refuses everyone", mtls.AuthorizeIDs("spiffe://example.org/ns/prod/sa/web", "xn--a.example"), web, false},
+		{"typed names", mtls.AuthorizeNames(name(t, "api.example.org"), name(t, "10.0.0.1")), id("10.0.0.1"), true},
+		{"typed names, zero name allows nothing", mtls.AuthorizeNames(identity.Name{}), identity.Identity{}, false},
 		{"prefix with slash", mtls.AuthorizePathPrefixes("spiffe://example.org/ns/prod/"), web, true},
 		{"prefix without slash", mtls.AuthorizePathPrefixes("spiffe://example.org/ns/prod"), web, true},
 		{"prefix is the ID itself", mtls.AuthorizePathPrefixes("spiffe://example.org/ns/prod/"), id("spiffe://example.org/ns/prod"), true},

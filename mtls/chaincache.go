@@ -32,10 +32,17 @@ type chainEntry struct {
 // maxCachedChains bounds the cache; only chains that verified get in.
 const maxCachedChains = 4096
 
-// chainKey identifies the certificates a peer presented, in order.
-func chainKey(certs []*x509.Certificate) [sha256.Size]byte {
+// chainKey identifies the certificates a peer presented, in order, and the
+// usages they were verified for.
+func chainKey(certs []*x509.Certificate, usages []x509.ExtKeyUsage) [sha256.Size]byte {
 	h := sha256.New()
 	var n [4]byte
+	for _, u := range usages {
+		binary.BigEndian.PutUint32(n[:], uint32(u))
+		h.Write(n[:])
+	}
+	binary.BigEndian.PutUint32(n[:], 0xffffffff)
+	h.Write(n[:])
 	for _, c := range certs {
 		binary.BigEndian.PutUint32(n[:], uint32(len(c.Raw)))
 		h.Write(n[:])

@@ -2,6 +2,9 @@ package mtls_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/workload"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -65,7 +69,7 @@ func Example_server() {
 // only to the billing API, whatever host name it dials.
 func Example_client() {
 	ctx := context.Background()
-	src, err := mtls.NewWorkloadSource(ctx, "unix:///run/mica/agent.sock")
+	src, err := workload.NewSource(ctx, "unix:///run/mica/agent.sock")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -97,4 +101,37 @@ func ExampleAuthorizePathPrefixes() {
 	// spiffe://example.org/ns/prod/sa/web true
 	// spiffe://example.org/ns/prod-evil/sa/web false
 	// spiffe://example.org/ns/dev/sa/web false
+}
+
+// A verifier that needs no credential of its own and no TLS connection:
+// here, the certificates that signed a message.
+func ExampleVerifier_Verify() {
+	bundle, err := os.ReadFile("/var/lib/mica-agent/bundle.pem")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var roots []*x509.Certificate
+	for b, rest := pem.Decode(bundle); b != nil; b, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			log.Fatal(err)
+		}
+		roots = append(roots, c)
+	}
+	v, err := mtls.NewVerifier(mtls.VerifierConfig{
+		Roots:     mtls.StaticRoots(roots...),
+		Authorize: mtls.AuthorizePathPrefixes("spiffe://example.org/ns/prod/"),
+		Usages:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		PinnedCAs: []mtls.SPKIPin{mtls.PinOf(roots[0])}, // only peers under this root
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var signer []*x509.Certificate // the leaf and intermediates that came with the message
+	peer, err := v.Verify(signer, mtls.VerifyOptions{})
+	var rej *mtls.RejectError
+	if errors.As(err, &rej) {
+		log.Fatalf("refused (%s, a %s failure): %v", rej.Reason, rej.Reason.Class(), err)
+	}
+	fmt.Println("signed by", peer.Identity)
 }

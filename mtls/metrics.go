@@ -1,116 +1,51 @@
 package mtls
 
 import (
-	"errors"
-	"sync/atomic"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/mica-pki/mica/revocation"
 )
 
-// Sides of a handshake, the "side" label: which end did the verifying.
+// Sides of a verification, the side a Metrics is told: which end did the
+// verifying.
 const (
-	sideServer = "server"
-	sideClient = "client"
+	SideServer = "server" // a server judging a client (ServerConfig, VerifyRequest)
+	SideClient = "client" // a client judging a server (ClientConfig)
+	SideVerify = "verify" // Verifier.Verify, outside a handshake
 )
 
-// Metrics counts handshakes by side, outcome and reason, and reports the
-// freshness of the revocation data the configs use. Labels are bounded: no
-// series per certificate or identity. One Metrics may serve several
-// configs; the revocation gauges follow the last Set and CRLChecker a
-// config was built with.
-type Metrics struct {
-	handshakes map[string]map[Reason]prometheus.Counter
-	set        atomic.Pointer[revocation.Set]
-	crl        atomic.Pointer[CRLChecker]
-	now        func() time.Time
+const (
+	sideServer = SideServer
+	sideClient = SideClient
+)
 
-	seqDesc, crlAgeDesc, crlErrDesc *prometheus.Desc
+// Metrics is what a Verifier reports; the caller implements it (package
+// mtls/mtlsprom does with Prometheus), so this package imports no metrics
+// library. Methods are called on the verification path and must not
+// block. The reasons are the closed set of [Reason] constants.
+type Metrics interface {
+	// Verified counts one verification by side (SideServer, SideClient,
+	// SideVerify); r is ReasonOK when the peer was accepted.
+	Verified(side string, r Reason)
+	// ConnectionClosed counts a live connection closed because its peer
+	// is refused now.
+	ConnectionClosed(r Reason)
+	// RequestRefused counts a request refused by Verifier.VerifyRequest.
+	RequestRefused(r Reason)
 }
 
-// NewMetrics registers the mtls metrics with reg:
-//
-//	mica_mtls_handshakes_total{side="server|client",outcome="accepted|rejected",reason}
-//	mica_mtls_revocations_seq       sequence number of the revocation feed's last change applied
-//	mica_mtls_crl_age_seconds       age of the oldest CRL held (since its thisUpdate)
-//	mica_mtls_crl_fetch_errors_total
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	if reg == nil {
-		return nil, errors.New("mtls: NewMetrics needs a prometheus.Registerer (prometheus.DefaultRegisterer or your own registry)")
-	}
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mica_mtls_handshakes_total",
-		Help: "TLS handshakes verified by mica's mtls package, by the verifying side, outcome and reason.",
-	}, []string{"side", "outcome", "reason"})
-	m := &Metrics{
-		handshakes: map[string]map[Reason]prometheus.Counter{},
-		now:        time.Now,
-		seqDesc: prometheus.NewDesc("mica_mtls_revocations_seq",
-			"Sequence number of the last revocation feed change applied to the set the handshakes consult.", nil, nil),
-		crlAgeDesc: prometheus.NewDesc("mica_mtls_crl_age_seconds",
-			"Seconds since the thisUpdate of the oldest CRL held by the CRL fallback.", nil, nil),
-		crlErrDesc: prometheus.NewDesc("mica_mtls_crl_fetch_errors_total",
-			"CRL fetches that failed (unreachable, unreadable or not signed by a trusted issuer).", nil, nil),
-	}
-	for _, side := range []string{sideServer, sideClient} {
-		m.handshakes[side] = map[Reason]prometheus.Counter{}
-		for _, r := range reasons {
-			outcome := "rejected"
-			if r == ReasonOK {
-				outcome = "accepted"
-			}
-			m.handshakes[side][r] = vec.WithLabelValues(side, outcome, string(r))
-		}
-	}
-	if err := reg.Register(vec); err != nil {
-		return nil, errors.New("mtls: registering mica_mtls_handshakes_total: " + err.Error() + " (one Metrics per registry)")
-	}
-	if err := reg.Register(m); err != nil {
-		reg.Unregister(vec)
-		return nil, errors.New("mtls: registering the revocation gauges: " + err.Error())
-	}
-	return m, nil
+// RevocationWatcher is an optional ability of a Metrics: a Verifier hands
+// it the revocation sources it consults, so gauges of their freshness can
+// be read at scrape time (Set.Seq, CRLChecker.Stats). Either may be nil.
+type RevocationWatcher interface {
+	WatchRevocations(set *revocation.Set, crl *CRLChecker)
 }
 
-func (m *Metrics) count(side string, r Reason) {
-	if m == nil {
-		return
-	}
-	m.handshakes[side][r].Inc()
-}
+// Reasons lists every Reason, so that metrics can start every series at
+// zero.
+func Reasons() []Reason { return append([]Reason(nil), reasons...) }
 
-// watch makes the gauges follow a config's revocation sources.
-func (m *Metrics) watch(set *revocation.Set, crl *CRLChecker) {
-	if m == nil {
-		return
-	}
-	if set != nil {
-		m.set.Store(set)
-	}
-	if crl != nil {
-		m.crl.Store(crl)
-	}
-}
+// nopMetrics is the Metrics of a Verifier given none.
+type nopMetrics struct{}
 
-// Describe implements prometheus.Collector for the gauges.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	ch <- m.seqDesc
-	ch <- m.crlAgeDesc
-	ch <- m.crlErrDesc
-}
-
-// Collect implements prometheus.Collector: the gauges are read at scrape
-// time, and absent while there is nothing to report.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	if s := m.set.Load(); s != nil {
-		ch <- prometheus.MustNewConstMetric(m.seqDesc, prometheus.GaugeValue, float64(s.Seq()))
-	}
-	if c := m.crl.Load(); c != nil {
-		if oldest, ok := c.oldestThisUpdate(); ok {
-			ch <- prometheus.MustNewConstMetric(m.crlAgeDesc, prometheus.GaugeValue, m.now().Sub(oldest).Seconds())
-		}
-		ch <- prometheus.MustNewConstMetric(m.crlErrDesc, prometheus.CounterValue, float64(c.fetchErrors.Load()))
-	}
-}
+func (nopMetrics) Verified(string, Reason) {}
+func (nopMetrics) ConnectionClosed(Reason) {}
+func (nopMetrics) RequestRefused(Reason)   {}

@@ -14,6 +14,9 @@ import (
 type Peer struct {
 	Identity    identity.Identity
 	Certificate *x509.Certificate
+	// Chain is the verified path, leaf first and trust anchor last; set
+	// by Verify and VerifyRequest, nil from PeerFromConnectionState.
+	Chain []*x509.Certificate
 	// Serial is the certificate's serial number in lower-case hex, as
 	// big.Int.Text(16) writes it (the form the revocation feed uses).
 	Serial string

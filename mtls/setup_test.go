@@ -15,6 +15,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -123,10 +124,10 @@ func handshakes(t *testing.T, reg *prometheus.Registry, side string, reason mtls
 	return 0
 }
 
-func newMetrics(t *testing.T) (*mtls.Metrics, *prometheus.Registry) {
+func newMetrics(t *testing.T) (*mtlsprom.Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := mtls.NewMetrics(reg)
+	m, err := mtlsprom.New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,4 +193,28 @@ type revocationSet struct {
 func (s *revocationSet) revoke(c *x509.Certificate) {
 	s.seq++
 	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindRevoked, Serial: c.SerialNumber.Text(16), NotAfter: c.NotAfter})
+}
+
+func (s *revocationSet) deny(name string) {
+	s.seq++
+	s.Apply(revocation.Event{Seq: s.seq, Kind: revocation.KindDenied, Identity: name})
+}
+
+// metricSum adds up every series of a metric (counter or gauge).
+func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }

@@ -3,7 +3,6 @@ package mtls
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mica-pki/mica/credential"
 )
 
 // Source supplies this process's own credential and the trust anchors it
@@ -35,6 +36,8 @@ type FileNames struct {
 	Key    string // the private key (default key.pem)
 	Bundle string // the trust bundle's roots (default bundle.pem)
 }
+
+var defaultFileNames = FileNames{Cert: credential.CertFile, Chain: credential.ChainFile, Key: credential.KeyFile, Bundle: credential.BundleFile}
 
 // FileOption changes a FileSource.
 type FileOption func(*FileSource)
@@ -67,12 +70,14 @@ func WithLogger(l *slog.Logger) FileOption {
 	return func(s *FileSource) { s.log = l }
 }
 
-// FileSource reads the credential and bundle the mica agent writes into a
-// directory, and reloads them when they change. A reload that finds a
-// half-written set or a key that does not match the certificate keeps the
-// previous credential (and says so in the log and in Reload's error);
-// the agent writes the key last, so the next poll after it finishes picks
-// up the complete set.
+// FileSource reads the credential and bundle the mica agent (or `mica cert
+// issue`) writes into a directory, and reloads them when they change. With
+// the default names it reads through package credential, which switches
+// the files together, so it never sees a new certificate with an old key.
+// With other names (or a directory of plain files from an older mica) the
+// files are read one by one, and a reload that finds a half-written set or
+// a key that does not match the certificate keeps the previous credential
+// (and says so in the log and in Reload's error); the next poll retries.
 type FileSource struct {
 	dir      string
 	names    FileNames
@@ -82,7 +87,7 @@ type FileSource struct {
 	state atomic.Pointer[fileState]
 
 	mu      sync.Mutex // serialises reloads
-	seen    [4]fileStamp
+	seen    [5]fileStamp
 	lastErr string
 
 	stop chan struct{}
@@ -106,7 +111,7 @@ type fileStamp struct {
 func NewFileSource(dir string, opts ...FileOption) (*FileSource, error) {
 	s := &FileSource{
 		dir:      dir,
-		names:    FileNames{Cert: "cert.pem", Chain: "chain.pem", Key: "key.pem", Bundle: "bundle.pem"},
+		names:    defaultFileNames,
 		interval: time.Second,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -164,17 +169,23 @@ func (s *FileSource) Reload() error {
 	return s.reloadLocked(s.stamps())
 }
 
-func (s *FileSource) stamps() [4]fileStamp {
-	var out [4]fileStamp
+// stamps are the files' modification times and sizes (through their links),
+// and last the ..data link's own, whose rename switches a credential
+// directory.
+func (s *FileSource) stamps() [5]fileStamp {
+	var out [5]fileStamp
 	for i, p := range s.files() {
 		if fi, err := os.Stat(p); err == nil {
 			out[i] = fileStamp{mod: fi.ModTime(), size: fi.Size(), ok: true}
 		}
 	}
+	if fi, err := os.Lstat(filepath.Join(s.dir, credential.DataLink)); err == nil {
+		out[4] = fileStamp{mod: fi.ModTime(), size: fi.Size(), ok: true}
+	}
 	return out
 }
 
-func (s *FileSource) reloadLocked(stamps [4]fileStamp) error {
+func (s *FileSource) reloadLocked(stamps [5]fileStamp) error {
 	st, err := s.load()
 	if err != nil {
 		if msg := err.Error(); msg != s.lastErr {
@@ -200,33 +211,23 @@ func (s *FileSource) reloadLocked(stamps [4]fileStamp) error {
 }
 
 func (s *FileSource) load() (*fileState, error) {
-	p := s.files()
-	certPEM, err := os.ReadFile(p[0])
-	if err != nil {
-		return nil, fmt.Errorf("mtls: reading the certificate: %w", err)
+	var c *credential.Credential
+	var err error
+	if s.names == defaultFileNames {
+		c, err = credential.Dir{Path: s.dir}.Load()
+	} else {
+		p := s.files()
+		c, err = credential.Files{Cert: p[0], Chain: p[1], Key: p[2], Bundle: p[3]}.Read()
 	}
-	chainPEM, err := os.ReadFile(p[1])
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("mtls: reading the chain: %w", err)
+	switch {
+	case errors.Is(err, credential.ErrMismatch):
+		return nil, fmt.Errorf("mtls: %w: if the agent is writing them, the next poll retries", err)
+	case err != nil:
+		return nil, fmt.Errorf("mtls: reading the credential in %s: %w", s.dir, err)
+	case len(c.Roots) == 0:
+		return nil, fmt.Errorf("mtls: %s holds no trust bundle (%s): peers cannot be verified without one", s.dir, s.path(s.names.Bundle))
 	}
-	keyPEM, err := os.ReadFile(p[2])
-	if err != nil {
-		return nil, fmt.Errorf("mtls: reading the key: %w", err)
-	}
-	bundlePEM, err := os.ReadFile(p[3])
-	if err != nil {
-		return nil, fmt.Errorf("mtls: reading the trust bundle: %w", err)
-	}
-	full := append(append(append([]byte{}, certPEM...), '\n'), chainPEM...)
-	cert, err := tls.X509KeyPair(full, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("mtls: %s and %s do not make a credential (%w): if the agent is writing them, the next poll retries", p[0], p[2], err)
-	}
-	roots, err := parsePEMCerts(bundlePEM)
-	if err != nil {
-		return nil, fmt.Errorf("mtls: the trust bundle %s: %w", p[3], err)
-	}
-	return &fileState{cert: &cert, roots: roots}, nil
+	return &fileState{cert: c.TLSCertificate(), roots: c.Roots}, nil
 }
 
 func (s *FileSource) poll() {
@@ -245,28 +246,6 @@ func (s *FileSource) poll() {
 		}
 		s.mu.Unlock()
 	}
-}
-
-func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, data = pem.Decode(data); b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate in it")
-	}
-	return out, nil
 }
 
 func sameCredential(a, b *fileState) bool {

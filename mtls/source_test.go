@@ -2,21 +2,19 @@ package mtls_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/testpki"
-	"github.com/mica-pki/mica/internal/workloadapi"
 	"github.com/mica-pki/mica/mtls"
 )
 
@@ -177,6 +175,59 @@ func TestFileSourceMissing(t *testing.T) {
 	}
 }
 
+// TestFileSourceReadsSwitchedDirectory: over a credential directory that
+// `mica agent` writes (package credential), Reload in a tight loop never
+// fails across 50 switches, starting from a directory of plain files that
+// the first write adopts, and ends on the last credential.
+func TestFileSourceReadsSwitchedDirectory(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	dir := t.TempDir()
+	writeFiles(t, dir, credentialFiles(t, pki.Leaf(t, pki.ID(t, serverPath)), pki.Root)...)
+	src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	creds := make([]*credential.Credential, 50)
+	for i := range creds {
+		l := pki.Leaf(t, pki.ID(t, serverPath))
+		if creds[i], err = credential.New(append([]*x509.Certificate{l.Cert}, l.Chain...), l.Key, []*x509.Certificate{pki.Root}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stop atomic.Bool
+	var reloads, failures atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			reloads.Add(1)
+			if err := src.Reload(); err != nil && failures.Add(1) == 1 {
+				firstErr.Store(err)
+			}
+		}
+	})
+	d := credential.Dir{Path: dir}
+	for _, c := range creds {
+		if err := d.Write(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failures.Load() > 0 {
+		t.Fatalf("%d of %d reloads failed across %d switches; first: %v", failures.Load(), reloads.Load(), len(creds), firstErr.Load())
+	}
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := src.Certificate()
+	if !c.Leaf.Equal(creds[len(creds)-1].Leaf()) {
+		t.Fatal("the source does not hold the last credential written")
+	}
+	t.Logf("figures: %d reloads across %d switches, none failed", reloads.Load(), len(creds))
+}
+
 // TestResumedHandshakeStillVerified: session tickets work (and are used),
 // and a resumed connection of a client revoked since is refused.
 func TestResumedHandshakeStillVerified(t *testing.T) {
@@ -221,89 +272,4 @@ func TestResumedHandshakeStillVerified(t *testing.T) {
 	if n := handshakes(t, reg, "server", mtls.ReasonRevokedFeed); n != 1 {
 		t.Errorf("revoked_feed count %v, want 1", n)
 	}
-}
-
-// TestWorkloadSource: the credential and bundle come from the real
-// Workload API server, and a rotation reaches the next handshake.
-func TestWorkloadSource(t *testing.T) {
-	pki := testpki.New(t, "example.org")
-	id := spiffeid.RequireFromString("spiffe://example.org" + serverPath)
-	agent := &snapshots{changed: make(chan struct{})}
-	svid := func() *testpki.Leaf {
-		l := pki.Leaf(t, pki.ID(t, serverPath))
-		agent.set(workloadapi.Snapshot{
-			SVIDs:       []workloadapi.X509SVID{{ID: id, Chain: append([]*x509.Certificate{l.Cert}, l.Chain...), Key: l.Key}},
-			TrustDomain: pki.TrustDomain, Roots: []*x509.Certificate{pki.Root}, JWTBundle: []byte(`{"keys":[]}`),
-		})
-		return l
-	}
-	first := svid()
-	api, err := workloadapi.New(workloadapi.Config{Snapshot: agent.snapshot,
-		FetchJWTSVID: func(context.Context, spiffeid.ID, []string) (string, error) { return "", errString("not used") }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := workloadapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- api.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	src, err := mtls.NewWorkloadSource(wctx, "unix://"+sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if roots := src.Roots(); len(roots) != 1 || !roots[0].Equal(pki.Root) {
-		t.Fatalf("Roots() = %d certificates, want the root", len(roots))
-	}
-	srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, mtls.Options{Source: src, Authorize: mtls.AuthorizeTrustDomains("example.org")}))
-	clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, pki.Leaf(t, pki.ID(t, clientPath))),
-		Authorize: mtls.AuthorizeIDs(id.String())})
-	clientCfg.ClientSessionCache = nil
-	serial := func() (string, error) {
-		cs, res, err := srv.dial(t, clientCfg)
-		if err != nil || res.err != nil {
-			return "", errString("client " + errText(err) + ", server " + errText(res.err))
-		}
-		return cs.PeerCertificates[0].SerialNumber.Text(16), nil
-	}
-	if got, err := serial(); err != nil || got != first.Cert.SerialNumber.Text(16) {
-		t.Fatalf("presented %s (%v), want the SVID %s", got, err, first.Cert.SerialNumber.Text(16))
-	}
-	second := svid()
-	eventually(t, "the rotated SVID is presented", func() error {
-		got, err := serial()
-		if err == nil && got != second.Cert.SerialNumber.Text(16) {
-			err = errString("still " + got)
-		}
-		return err
-	})
-}
-
-// snapshots is the agent's side of the Workload API, set by hand.
-type snapshots struct {
-	mu      sync.Mutex
-	snap    workloadapi.Snapshot
-	changed chan struct{}
-}
-
-func (s *snapshots) snapshot() (workloadapi.Snapshot, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.snap, s.changed
-}
-
-func (s *snapshots) set(snap workloadapi.Snapshot) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.snap = snap
-	close(s.changed)
-	s.changed = make(chan struct{})
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -58,7 +59,7 @@ func TestServerRejects(t *testing.T) {
 		{name: "wrong EKU", leaf: func(t *testing.T) *testpki.Leaf {
 			return pki.Leaf(t, clientID, testpki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth))
 		}, reason: mtls.ReasonWrongEKU},
-		{name: "bad certificate", leaf: func(t *testing.T) *testpki.Leaf { return twoURILeaf(t, pki) }, reason: mtls.ReasonBadCertificate},
+		{name: "bad certificate", leaf: func(t *testing.T) *testpki.Leaf { return twoURILeaf(t, pki) }, reason: mtls.ReasonBadIdentity},
 		{name: "identity not authorized", leaf: func(t *testing.T) *testpki.Leaf { return pki.Leaf(t, pki.ID(t, "/billing/intruder")) },
 			reason: mtls.ReasonUnauthorized},
 		{name: "revoked via feed", leaf: func(t *testing.T) *testpki.Leaf { return pki.Leaf(t, clientID) },
@@ -117,7 +118,7 @@ func TestServerRejects(t *testing.T) {
 					t.Errorf("refused handshake also counted as accepted (%v)", n)
 				}
 				var rej *mtls.RejectError
-				if errors.As(res.err, &rej) && tt.leaf != nil && tt.reason != mtls.ReasonBadCertificate && rej.Identity.IsZero() {
+				if errors.As(res.err, &rej) && tt.leaf != nil && tt.reason != mtls.ReasonBadIdentity && rej.Identity.IsZero() {
 					t.Error("the RejectError does not name the peer's identity")
 				}
 			}
@@ -193,21 +194,37 @@ func TestOptionsRequired(t *testing.T) {
 // it carries two URI SANs.
 func twoURILeaf(t *testing.T, p *testpki.PKI) *testpki.Leaf {
 	t.Helper()
+	u1, _ := url.Parse("spiffe://example.org/billing/worker")
+	u2, _ := url.Parse("spiffe://example.org/billing/other")
+	l := craftedLeaf(t, p, func(c *x509.Certificate) { c.URIs = []*url.URL{u1, u2} })
+	if _, err := identity.FromCertificate(l.Cert); err == nil {
+		t.Fatal("the two-URI certificate reads as an identity")
+	}
+	return l
+}
+
+// craftedLeaf signs, with the PKI's intermediate but outside mica's
+// issuance (which would refuse it), a client certificate that edit
+// shapes.
+func craftedLeaf(t *testing.T, p *testpki.PKI, edit func(*x509.Certificate)) *testpki.Leaf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u1, _ := url.Parse("spiffe://example.org/billing/worker")
-	u2, _ := url.Parse("spiffe://example.org/billing/other")
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		SerialNumber: sn,
 		Subject:      pkix.Name{},
-		URIs:         []*url.URL{u1, u2},
 		NotBefore:    time.Now().Add(-time.Minute),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
+	edit(tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.Intermediate, key.Public(), p.IntermediateKey)
 	if err != nil {
 		t.Fatal(err)
@@ -216,10 +233,57 @@ func twoURILeaf(t *testing.T, p *testpki.PKI) *testpki.Leaf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := identity.FromCertificate(cert); err == nil {
-		t.Fatal("the two-URI certificate reads as an identity")
-	}
 	return &testpki.Leaf{Cert: cert, Key: key, Chain: []*x509.Certificate{p.Intermediate}}
+}
+
+// TestNamesKeepTheirKind runs real handshakes: a name in a rule matches
+// only a SAN of its own kind, so a DNS SAN that reads like an IP address
+// or a SPIFFE ID satisfies neither an IP nor a SPIFFE rule (and, having no
+// DNS name's shape, is refused as a bad certificate).
+func TestNamesKeepTheirKind(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	serverSrc := sourceOf(pki, pki.Leaf(t, pki.ID(t, serverPath)))
+	admin, _ := url.Parse("spiffe://example.org/admin")
+	leaves := map[string]*testpki.Leaf{
+		"DNS SAN 127.0.0.1":                  craftedLeaf(t, pki, func(c *x509.Certificate) { c.DNSNames = []string{"127.0.0.1"} }),
+		"DNS SAN spiffe://example.org/admin": craftedLeaf(t, pki, func(c *x509.Certificate) { c.DNSNames = []string{"spiffe://example.org/admin"} }),
+		"IP SAN 127.0.0.1":                   craftedLeaf(t, pki, func(c *x509.Certificate) { c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)} }),
+		"URI SAN spiffe://example.org/admin": craftedLeaf(t, pki, func(c *x509.Certificate) { c.URIs = []*url.URL{admin} }),
+		"DNS SAN admin.example.org":          craftedLeaf(t, pki, func(c *x509.Certificate) { c.DNSNames = []string{"admin.example.org"} }),
+	}
+	tests := []struct {
+		rule, leaf string
+		reason     mtls.Reason
+	}{
+		{"127.0.0.1", "IP SAN 127.0.0.1", mtls.ReasonOK},
+		{"127.0.0.1", "DNS SAN 127.0.0.1", mtls.ReasonBadIdentity},
+		{"127.0.0.1", "URI SAN spiffe://example.org/admin", mtls.ReasonUnauthorized},
+		{"spiffe://example.org/admin", "URI SAN spiffe://example.org/admin", mtls.ReasonOK},
+		{"spiffe://example.org/admin", "DNS SAN spiffe://example.org/admin", mtls.ReasonBadIdentity},
+		{"spiffe://example.org/admin", "IP SAN 127.0.0.1", mtls.ReasonUnauthorized},
+		{"admin.example.org", "DNS SAN admin.example.org", mtls.ReasonOK},
+		{"admin.example.org", "URI SAN spiffe://example.org/admin", mtls.ReasonUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rule+" vs "+tt.leaf, func(t *testing.T) {
+			srv := serveTLS(t, mustConfig(t, mtls.ServerConfig, mtls.Options{Source: serverSrc, Authorize: mtls.AuthorizeIDs(tt.rule)}))
+			clientCfg := mustConfig(t, mtls.ClientConfig, mtls.Options{Source: sourceOf(pki, leaves[tt.leaf]),
+				Authorize: mtls.AuthorizeIDs(pki.ID(t, serverPath).String())})
+			_, res, clientErr := srv.dial(t, clientCfg)
+			if tt.reason == mtls.ReasonOK {
+				if res.err != nil || clientErr != nil {
+					t.Fatalf("refused: server %v, client %v", res.err, clientErr)
+				}
+				return
+			}
+			if got := rejectReason(res.err); got != tt.reason {
+				t.Fatalf("server handshake error %v (reason %q), want reason %q", res.err, got, tt.reason)
+			}
+			if clientErr == nil {
+				t.Error("the client was not told it was refused")
+			}
+		})
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/mica-pki/mica/identity"
 )
 
 // Kinds of Event.
@@ -52,7 +54,29 @@ type Set struct {
 	mu      sync.RWMutex
 	seq     int64
 	revoked map[string]Event
-	denied  map[string]bool
+	denied  map[string]bool        // the deny list as the feed wrote it
+	names   map[identity.Name]bool // the same, read as typed names
+	changed chan struct{}          // closed at the next change; nil until asked for
+}
+
+// Changed returns a channel that is closed at the next change of the set:
+// a Reset, or an Apply of a new event. Whoever keeps live connections
+// honest asks for it, looks at the set, then waits on it.
+func (s *Set) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// notifyLocked wakes whoever waits on Changed.
+func (s *Set) notifyLocked() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 }
 
 // Revoked reports whether the certificate with this serial (lower-case
@@ -64,11 +88,35 @@ func (s *Set) Revoked(serial string) bool {
 	return ok
 }
 
-// Denied reports whether identity is on the deny list.
-func (s *Set) Denied(identity string) bool {
+// Denied reports whether the name written as text is on the deny list.
+// The text is read with identity.ParseName, so its kind decides what it is
+// compared with; text that is no name is on no list.
+func (s *Set) Denied(name string) bool {
+	n, err := identity.ParseName(name)
+	return err == nil && s.DeniedName(n)
+}
+
+// DeniedName reports whether n is on the deny list: a name is compared
+// only with denied names of its own kind.
+func (s *Set) DeniedName(n identity.Name) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.denied[identity]
+	return s.names[n]
+}
+
+// DeniedAny returns the first of the identity's names on the deny list.
+func (s *Set) DeniedAny(id identity.Identity) (identity.Name, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.names) == 0 {
+		return identity.Name{}, false
+	}
+	for _, n := range id.Names() {
+		if s.names[n] {
+			return n, true
+		}
+	}
+	return identity.Name{}, false
 }
 
 // Seq is the sequence number of the last change applied.
@@ -109,24 +157,34 @@ func (s *Set) Reset(snap Snapshot) {
 		revoked[e.Serial] = e
 	}
 	denied := make(map[string]bool, len(snap.Denied))
+	names := make(map[identity.Name]bool, len(snap.Denied))
 	for _, id := range snap.Denied {
 		denied[id] = true
+		if n, err := identity.ParseName(id); err == nil {
+			names[n] = true
+		}
 	}
 	s.mu.Lock()
-	s.seq, s.revoked, s.denied = snap.Seq, revoked, denied
+	s.seq, s.revoked, s.denied, s.names = snap.Seq, revoked, denied, names
+	s.notifyLocked()
 	s.mu.Unlock()
 }
 
 // Apply applies one change and reports whether it was new: an event at or
 // below Seq was applied before and is ignored.
 func (s *Set) Apply(e Event) bool {
+	var n identity.Name
+	var nameErr error
+	if e.Kind == KindDenied || e.Kind == KindAllowed {
+		n, nameErr = identity.ParseName(e.Identity)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Seq <= s.seq {
 		return false
 	}
 	if s.revoked == nil {
-		s.revoked, s.denied = map[string]Event{}, map[string]bool{}
+		s.revoked, s.denied, s.names = map[string]Event{}, map[string]bool{}, map[identity.Name]bool{}
 	}
 	s.seq = e.Seq
 	switch e.Kind {
@@ -134,9 +192,16 @@ func (s *Set) Apply(e Event) bool {
 		s.revoked[e.Serial] = e
 	case KindDenied:
 		s.denied[e.Identity] = true
+		if nameErr == nil {
+			s.names[n] = true
+		}
 	case KindAllowed:
 		delete(s.denied, e.Identity)
+		if nameErr == nil {
+			delete(s.names, n)
+		}
 	}
+	s.notifyLocked()
 	return true
 }
 

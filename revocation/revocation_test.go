@@ -1,9 +1,14 @@
 package revocation
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/mica-pki/mica/identity"
 )
 
 func TestSet(t *testing.T) {
@@ -58,5 +63,68 @@ func TestSet(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDeniedNamesKeepTheirKind: the deny list is read as typed names, so
+// an identity is denied only by a name of the same kind.
+func TestDeniedNamesKeepTheirKind(t *testing.T) {
+	var s Set
+	s.Reset(Snapshot{Seq: 1, Denied: []string{"10.0.0.1", "spiffe://example.org/admin", "Host.Example."}})
+	s.Apply(Event{Seq: 2, Kind: KindDenied, Identity: "::ffff:10.0.0.2"})
+	ip := func(a string) identity.Identity { return identity.Identity{IPs: []netip.Addr{netip.MustParseAddr(a)}} }
+	tests := []struct {
+		name string
+		id   identity.Identity
+		want bool
+	}{
+		{"IP denied", ip("10.0.0.1"), true},
+		{"mapped IP denied as its IPv4 address", ip("10.0.0.2"), true},
+		{"DNS name normalized", identity.Identity{DNS: []string{"host.example"}}, true},
+		{"SPIFFE ID denied", identity.Identity{SPIFFE: spiffeid.RequireFromString("spiffe://example.org/admin")}, true},
+		// Built by hand: certificates cannot carry such DNS names, but the
+		// set must not rely on it.
+		{"DNS text of a denied IP", identity.Identity{DNS: []string{"10.0.0.1"}}, false},
+		{"DNS text of a denied SPIFFE ID", identity.Identity{DNS: []string{"spiffe://example.org/admin"}}, false},
+		{"other IP", ip("10.0.0.3"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, got := s.DeniedAny(tt.id); got != tt.want {
+				t.Errorf("DeniedAny(%v) = %v, want %v", tt.id, got, tt.want)
+			}
+		})
+	}
+	if !s.Denied("10.0.0.1") || !s.Denied("HOST.example") || s.Denied("not a name") {
+		t.Error("Denied does not read its argument as a typed name")
+	}
+	s.Apply(Event{Seq: 3, Kind: KindAllowed, Identity: "10.0.0.1"})
+	if s.Denied("10.0.0.1") {
+		t.Error("an allowed name is still denied")
+	}
+}
+
+// TestChanged: the channel closes on a change, not on an event seen before.
+func TestChanged(t *testing.T) {
+	var s Set
+	ch := s.Changed()
+	s.Apply(Event{Seq: 1, Kind: KindRevoked, Serial: "ab"})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not close on Apply")
+	}
+	ch = s.Changed()
+	s.Apply(Event{Seq: 1, Kind: KindRevoked, Serial: "cd"}) // a replay
+	select {
+	case <-ch:
+		t.Fatal("Changed closed on an event applied before")
+	default:
+	}
+	s.Reset(Snapshot{Seq: 5})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed did not close on Reset")
 	}
 }

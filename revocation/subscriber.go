@@ -28,12 +28,16 @@ type Config struct {
 	// OnConnect, when set, is called when a connection to the feed is
 	// accepted, and OnDisconnect whenever an attempt ends (refused,
 	// unreachable or cut) with why: a verifier's "feed connected" metric
-	// and its log line hang here.
+	// and its log line hang here. Neither may block.
 	OnConnect    func()
 	OnDisconnect func(error)
 	// MaxBackoff bounds the wait between reconnections; default 10s.
 	MaxBackoff time.Duration
 }
+
+// firstBackoff is the wait after a connection the feed accepted; it
+// doubles after each one that failed, up to MaxBackoff.
+const firstBackoff = 100 * time.Millisecond
 
 // Subscriber keeps a Set current from the feed.
 type Subscriber struct {
@@ -54,8 +58,10 @@ func NewSubscriber(cfg Config) (*Subscriber, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
+	// One stream per connection: a reconnection shakes hands again, so the
+	// server judges the subscriber's current (perhaps renewed) certificate.
 	tr := &http.Transport{TLSClientConfig: cfg.TLS.Clone(), ForceAttemptHTTP2: false, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second}
+		ResponseHeaderTimeout: 30 * time.Second, DisableKeepAlives: true}
 	return &Subscriber{cfg: cfg, set: &Set{}, http: &http.Client{Transport: tr}}, nil
 }
 
@@ -63,49 +69,63 @@ func NewSubscriber(cfg Config) (*Subscriber, error) {
 func (s *Subscriber) Set() *Set { return s.set }
 
 // Run follows the feed until ctx ends, reconnecting with backoff and
-// resuming from the last applied sequence number.
+// resuming from the last applied sequence number. The backoff starts again
+// from its first step after every connection the feed accepted, so a
+// stream that drops now and then is rejoined at once, and doubles (up to
+// MaxBackoff) while connections fail.
 func (s *Subscriber) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	backoff := firstBackoff
 	for {
-		err := s.RunOnce(ctx)
+		accepted, err := s.runOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if s.cfg.OnDisconnect != nil {
 			s.cfg.OnDisconnect(err)
 		}
-		if err == nil {
-			backoff = 100 * time.Millisecond
+		if accepted {
+			backoff = firstBackoff
 		}
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(backoff):
+		case <-t.C:
 		}
 		backoff = min(2*backoff, s.cfg.MaxBackoff)
 	}
 }
 
 // RunOnce follows one connection of the feed until it ends, starting after
-// the Set's sequence number.
+// the Set's sequence number. It always returns an error: why the
+// connection ended.
 func (s *Subscriber) RunOnce(ctx context.Context) error {
+	_, err := s.runOnce(ctx)
+	return err
+}
+
+// runOnce is RunOnce, and reports whether the feed accepted the
+// connection (answered 200) before it ended.
+func (s *Subscriber) runOnce(ctx context.Context) (accepted bool, err error) {
 	u, _ := url.Parse(s.cfg.URL)
 	q := u.Query()
 	q.Set("since", strconv.FormatInt(s.set.Seq(), 10))
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return fmt.Errorf("revocation: %w", err)
+		return false, fmt.Errorf("revocation: %w", err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("revocation: cannot reach the feed: %w", err)
+		return false, fmt.Errorf("revocation: cannot reach the feed: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("revocation: the feed answered %s: check the subscriber's certificate", resp.Status)
+		return false, fmt.Errorf("revocation: the feed answered %s: check the subscriber's certificate", resp.Status)
 	}
+	accepted = true
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect()
 	}
@@ -118,7 +138,7 @@ func (s *Subscriber) RunOnce(ctx context.Context) error {
 		switch {
 		case len(line) == 0:
 			if err := s.dispatch(event, data); err != nil {
-				return err
+				return accepted, err
 			}
 			event, data = "", data[:0]
 		case line[0] == ':': // keep-alive comment
@@ -134,11 +154,12 @@ func (s *Subscriber) RunOnce(ctx context.Context) error {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("revocation: reading the feed: %w", err)
+		return accepted, fmt.Errorf("revocation: reading the feed: %w", err)
 	}
-	return errors.New("revocation: the server closed the feed")
+	return accepted, errors.New("revocation: the server closed the feed")
 }
 
+// dispatch applies one server-sent event.
 func (s *Subscriber) dispatch(event string, data []byte) error {
 	switch event {
 	case "":

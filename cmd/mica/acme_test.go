@@ -64,20 +64,28 @@ func freePort(t *testing.T) int {
 
 func newACMEEnv(t *testing.T) *acmeEnv {
 	t.Helper()
+	a := prepareACMEEnv(t, acmeConfig)
+	a.start()
+	a.directory = a.server.url + "/acme/directory"
+	return a
+}
+
+// prepareACMEEnv writes config (acmeConfig or a variant) into a fresh data
+// directory and runs init; the server is not started.
+func prepareACMEEnv(t *testing.T, config string) *acmeEnv {
+	t.Helper()
 	a := &acmeEnv{httpPort: freePort(t), tlsPort: freePort(t), dns: startTestDNS(t)}
 	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: "sqlite"}
 	e.env = []string{"MICA_PASSPHRASE=" + testPassphrase, "MICA_DATA_DIR=" + e.dataDir}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.NewReplacer("%DB%", `""`, "%HTTP%", fmt.Sprint(a.httpPort), "%TLS%", fmt.Sprint(a.tlsPort), "%DNS%", a.dns.addr).Replace(acmeConfig)
+	cfg := strings.NewReplacer("%DB%", `""`, "%HTTP%", fmt.Sprint(a.httpPort), "%TLS%", fmt.Sprint(a.tlsPort), "%DNS%", a.dns.addr).Replace(config)
 	if err := os.WriteFile(filepath.Join(e.dataDir, configFileName), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.micaOK("init", "--trust-domain", "example.org")
-	e.start()
 	a.testEnv = e
-	a.directory = e.server.url + "/acme/directory"
 	a.rootPEM = filepath.Join(e.dataDir, "ca", "root.pem")
 	return a
 }
@@ -203,6 +211,7 @@ func TestACME(t *testing.T) {
 	run("LegoDNS01", a.testLegoDNS)
 	run("Errors", a.testErrors)
 	run("AccountLifecycle", a.testAccountLifecycle)
+	run("ForgedHost", a.testForgedHost)
 	run("BenchACME", a.testBenchACME)
 }
 
@@ -508,5 +517,86 @@ func (a *acmeEnv) testBenchACME(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Orders == 0 || res.Errors != 0 {
 		t.Fatalf("bench acme: %v\n%s", err, out)
+	}
+}
+
+// testForgedHost: the door's URLs are https://<first server name>:<API
+// port>/acme/ whatever Host a request names, and a JWS signed for the
+// forged host's URL creates nothing.
+func (a *acmeEnv) testForgedHost(t *testing.T) {
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(a.server.url, "https://"))
+	want := "https://" + net.JoinHostPort("localhost", port) + "/acme/"
+	c := a.rawClient(t) // reads the directory through 127.0.0.1
+	for k, u := range c.dir {
+		if !strings.HasPrefix(u, want) {
+			t.Errorf("directory %s = %q, want it under %s", k, u, want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, a.directory, nil)
+	req.Host = "evil.example"
+	resp, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir map[string]any
+	json.NewDecoder(resp.Body).Decode(&dir)
+	resp.Body.Close()
+	if u, _ := dir["newAccount"].(string); u != want+"new-account" {
+		t.Errorf("newAccount with Host evil.example = %q, want %s", u, want+"new-account")
+	}
+	forged := strings.Replace(c.dir["newAccount"], "localhost", "evil.example", 1)
+	body := c.sign(forged, c.nonce(), []byte(`{"termsOfServiceAgreed":true}`))
+	req, _ = http.NewRequest(http.MethodPost, a.server.url+"/acme/new-account", strings.NewReader(string(body)))
+	req.Host = "evil.example:" + port
+	req.Header.Set("Content-Type", "application/jose+json")
+	resp, err = c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
+		t.Errorf("newAccount signed for %s: %s, Location %q; want 403 and no account", forged, resp.Status, resp.Header.Get("Location"))
+	}
+}
+
+// acmeReservedConfig lets the ACME profile reach mica's own server names
+// (api.acme.test, 127.0.0.1): the reserved-name rule must still keep them
+// from ACME accounts.
+var acmeReservedConfig = "server_names: [localhost, 127.0.0.1, api.acme.test]\n" + strings.Replace(acmeConfig, "acme:\n  profile: acme-web\n",
+	"  acme-lab:\n    dns: [\"*.acme.test\"]\n    ips: [\"127.0.0.0/8\"]\n    ext_key_usage: [serverAuth]\nacme:\n  profile: acme-lab\n", 1)
+
+// TestACMEReservedNames: the names of mica's own API cannot be ordered
+// over ACME, even with a profile whose patterns cover them — refused when
+// the config is checked, or when the order is placed.
+func TestACMEReservedNames(t *testing.T) {
+	a := prepareACMEEnv(t, acmeReservedConfig)
+	cfg := filepath.Join(a.dataDir, configFileName)
+	if r := a.mica("policy", "check", cfg); r.code != 0 {
+		if !strings.Contains(r.stderr, "api.acme.test") && !strings.Contains(r.stderr, "127.0.0.1") {
+			t.Fatalf("policy check refused the config without naming the reserved name:\n%s", r.stderr)
+		}
+		return // refused at the config: no server can offer them
+	}
+	a.start()
+	a.directory = a.server.url + "/acme/directory"
+	c := a.rawClient(t)
+	acct := c.signedPost(c.dir["newAccount"], map[string]any{"termsOfServiceAgreed": true})
+	if acct.status != http.StatusCreated {
+		t.Fatalf("newAccount: %d %v", acct.status, acct.body)
+	}
+	c.kid = acct.location
+	order := func(typ, value string) acmeAnswer {
+		return c.signedPost(c.dir["newOrder"], map[string]any{"identifiers": []map[string]string{{"type": typ, "value": value}}})
+	}
+	for _, id := range [][2]string{{"dns", "api.acme.test"}, {"ip", "127.0.0.1"}} {
+		if ans := order(id[0], id[1]); ans.problem != "urn:ietf:params:acme:error:rejectedIdentifier" {
+			t.Errorf("order for mica's own name %s: %d %q (%v), want rejectedIdentifier", id[1], ans.status, ans.problem, ans.body["detail"])
+		}
+	}
+	// Names the profile covers that are not mica's own are fine.
+	for _, id := range [][2]string{{"dns", "www.acme.test"}, {"ip", "127.0.0.2"}} {
+		if ans := order(id[0], id[1]); ans.status != http.StatusCreated {
+			t.Errorf("order for %s: %d %v, want created", id[1], ans.status, ans.body)
+		}
 	}
 }

@@ -3,27 +3,27 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/agent"
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
-	"github.com/mica-pki/mica/internal/token"
 	"github.com/mica-pki/mica/internal/workloadapi"
 )
 
@@ -58,7 +58,7 @@ type agentIdentity struct {
 	UIDs []uint32 `yaml:"uids"`
 	GIDs []uint32 `yaml:"gids"`
 
-	token string // from --token or token_file; never logged
+	token string // from --token; never logged (token_file is read by the agent)
 }
 
 // agentFiles moves single files out of the identity's directory.
@@ -141,12 +141,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return usageError("%v", err)
 		}
-		roots, err := agentRoots(ctx, cfg, id, opts.Files)
-		if err != nil {
-			return err
-		}
 		var ag *agent.Agent
-		c, err := client.New(client.Config{Server: cfg.Server, Roots: roots,
+		c, err := agentClient(ctx, cfg, id, client.Config{Server: cfg.Server,
 			GetCertificate: func() (*tls.Certificate, error) { return ag.TLSCertificate() }})
 		if err != nil {
 			return err
@@ -165,6 +161,23 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		agents = append(agents, ag)
 	}
+	// SIGUSR1 renews every identity at once (a blocked one reads its token
+	// file at once).
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				for _, ag := range agents {
+					ag.RenewNow()
+				}
+			}
+		}
+	}()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -189,7 +202,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	socket := orDefault(cfg.Socket, defaultAgentSocket)
 	if socket != "off" {
 		wapi, err := workloadapi.New(workloadapi.Config{
-			Snapshot: workloadSnapshot(agents, changes), Entitled: entitlement(ids, agents), Logger: log,
+			Snapshot: workloadSnapshot(agents, ids, changes), Logger: log,
 			FetchJWTSVID: func(ctx context.Context, id spiffeid.ID, aud []string) (string, error) {
 				for _, ag := range agents {
 					if s, _ := ag.State(); s.Credential != nil && s.Credential.ID == id.String() {
@@ -223,8 +236,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	var names []string
 	for _, ag := range agents {
-		s, _ := ag.State()
-		names = append(names, s.Credential.ID)
+		names = append(names, ag.Name())
 	}
 	log.Info("mica agent running", slog.String("identities", strings.Join(names, ",")), slog.String("socket", socket), slog.String("metrics", metricsAddr))
 	fmt.Fprintf(env.stdout, "mica agent ready: identity %s, socket %s, metrics %s\n", strings.Join(names, ","), socket, metricsAddr)
@@ -262,14 +274,15 @@ func (b *broadcast) wait() <-chan struct{} {
 	return b.ch
 }
 
-// workloadSnapshot shows the agents' state to the Workload API.
-func workloadSnapshot(agents []*agent.Agent, changes *broadcast) func() (workloadapi.Snapshot, <-chan struct{}) {
+// workloadSnapshot shows the agents' state to the Workload API, each
+// identity with the local processes its config entitles (uids, gids).
+func workloadSnapshot(agents []*agent.Agent, ids []agentIdentity, changes *broadcast) func() (workloadapi.Snapshot, <-chan struct{}) {
 	return func() (workloadapi.Snapshot, <-chan struct{}) {
 		// Take the channel first: a change after this point closes it,
 		// so no rotation is missed between reading and waiting.
 		changed := changes.wait()
 		var snap workloadapi.Snapshot
-		for _, ag := range agents {
+		for i, ag := range agents {
 			s, _ := ag.State()
 			if s.Credential == nil {
 				continue
@@ -278,7 +291,8 @@ func workloadSnapshot(agents []*agent.Agent, changes *broadcast) func() (workloa
 			if err != nil {
 				continue // a DNS or IP identity has no SVID
 			}
-			snap.SVIDs = append(snap.SVIDs, workloadapi.X509SVID{ID: id, Chain: s.Credential.Chain, Key: s.Credential.Key})
+			snap.SVIDs = append(snap.SVIDs, workloadapi.X509SVID{ID: id, Chain: s.Credential.Chain, Key: s.Credential.Key,
+				Entitlement: workloadapi.Entitlement{UIDs: ids[i].UIDs, GIDs: ids[i].GIDs}})
 			if snap.Roots == nil {
 				snap.Roots, snap.JWTBundle, snap.TrustDomain = s.Roots, s.JWTBundle, id.TrustDomain()
 				if len(snap.Roots) == 0 {
@@ -287,32 +301,6 @@ func workloadSnapshot(agents []*agent.Agent, changes *broadcast) func() (workloa
 			}
 		}
 		return snap, changed
-	}
-}
-
-// entitlement hands each identity to the processes its uids and gids name,
-// and an identity that names none to every local process.
-func entitlement(ids []agentIdentity, agents []*agent.Agent) func(workloadapi.Caller, spiffeid.ID, bool) bool {
-	restricted := false
-	for _, id := range ids {
-		restricted = restricted || len(id.UIDs) > 0 || len(id.GIDs) > 0
-	}
-	if !restricted {
-		return nil
-	}
-	return func(c workloadapi.Caller, want spiffeid.ID, known bool) bool {
-		for i, ag := range agents {
-			s, _ := ag.State()
-			if s.Credential == nil || s.Credential.ID != want.String() {
-				continue
-			}
-			id := ids[i]
-			if len(id.UIDs) == 0 && len(id.GIDs) == 0 {
-				return true
-			}
-			return known && (slices.Contains(id.UIDs, c.UID) || slices.Contains(id.GIDs, c.GID))
-		}
-		return false
 	}
 }
 
@@ -378,16 +366,26 @@ func (c agentConfig) identities() ([]agentIdentity, error) {
 		if id.TTL == "" {
 			id.TTL = c.TTL
 		}
-		if id.token == "" && id.TokenFile != "" {
-			b, err := os.ReadFile(id.TokenFile)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if id.TokenFile != "" {
+			// A missing token file is fine once enrolled (the token is
+			// spent); one that cannot be read is a mistake to say now.
+			if _, err := os.ReadFile(id.TokenFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("reading token: %w", err)
 			}
-			// A missing token file is fine once enrolled: the token is spent.
-			id.token = strings.TrimSpace(string(b))
 		}
 	}
 	return ids, nil
+}
+
+// firstToken is the token a first enrollment would use: the token file's,
+// else --token. It pins the root when nothing else says whom to trust.
+func (c agentIdentity) firstToken() string {
+	if c.TokenFile != "" {
+		if b, err := os.ReadFile(c.TokenFile); err == nil && strings.TrimSpace(string(b)) != "" {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return c.token
 }
 
 func (c agentConfig) bundleInterval() (time.Duration, error) {
@@ -404,8 +402,8 @@ func (c agentConfig) bundleInterval() (time.Duration, error) {
 // agentOptions checks one identity and turns it into the agent's Config
 // (without the server, token, logger and metrics, which need I/O).
 func (c agentIdentity) agentOptions() (agent.Config, error) {
-	out := agent.Config{TTL: c.TTL, Files: agent.Files{Dir: c.Out, Key: c.Files.Key, Cert: c.Files.Cert,
-		Chain: c.Files.Chain, Fullchain: c.Files.Fullchain, Bundle: c.Files.Bundle, UID: -1, GID: -1}}
+	out := agent.Config{TTL: c.TTL, TokenFile: c.TokenFile, Dir: credential.Dir{Path: c.Out, Copies: credential.Files{
+		Key: c.Files.Key, Cert: c.Files.Cert, Chain: c.Files.Chain, Fullchain: c.Files.Fullchain, Bundle: c.Files.Bundle}}}
 	if c.KeyType != "" {
 		alg, err := keys.ParseAlgorithm(c.KeyType)
 		if err != nil {
@@ -419,13 +417,13 @@ func (c agentIdentity) agentOptions() (agent.Config, error) {
 		if err != nil || uid < 0 {
 			return out, fmt.Errorf("owner %q: give numeric uid[:gid], e.g. 1000:1000", c.Owner)
 		}
-		out.Files.UID = uid
+		out.Dir.Owner = &credential.Owner{UID: uid, GID: -1}
 		if hasGroup {
 			gid, err := strconv.Atoi(g)
 			if err != nil || gid < 0 {
 				return out, fmt.Errorf("owner %q: give numeric uid[:gid], e.g. 1000:1000", c.Owner)
 			}
-			out.Files.GID = gid
+			out.Dir.Owner.GID = gid
 		}
 	}
 	if len(c.Reload.Command) > 0 {
@@ -441,30 +439,33 @@ func (c agentIdentity) agentOptions() (agent.Config, error) {
 	return out, nil
 }
 
-// agentRoots finds the anchors to trust the server with: --ca-file, else
-// the bundle the agent wrote before, else the root the token pins.
-func agentRoots(ctx context.Context, c agentConfig, id agentIdentity, files agent.Files) (*x509.CertPool, error) {
-	if c.CAFile != "" {
-		return loadPool(c.CAFile)
+// agentClient makes the client of one identity. It trusts --ca-file, else
+// the bundle the agent wrote before, else the root the token pins
+// (client.Bootstrap).
+func agentClient(ctx context.Context, c agentConfig, id agentIdentity, cfg client.Config) (*client.Client, error) {
+	anchors := c.CAFile
+	if anchors == "" {
+		bundle := id.Files.Bundle
+		if bundle == "" {
+			bundle = filepath.Join(id.Out, bundleFile)
+		}
+		if fileExists(bundle) {
+			anchors = bundle
+		}
 	}
-	bundle := files.Bundle
-	if bundle == "" {
-		bundle = filepath.Join(id.Out, bundleFile)
+	if anchors != "" {
+		roots, err := loadPool(anchors)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Roots = roots
+		return client.New(cfg)
 	}
-	if fileExists(bundle) {
-		return loadPool(bundle)
+	tok := id.firstToken()
+	if tok == "" {
+		return nil, errors.New("no root to trust the server with: pass --ca-file, or a token (--token, --token-file) for a first enrollment")
 	}
-	if id.token == "" {
-		return nil, errors.New("no root to trust the server with: pass --ca-file, or --token for a first enrollment")
-	}
-	claims, err := token.Inspect(id.token)
-	if err != nil {
-		return nil, err
-	}
-	if claims.RootFingerprint == "" {
-		return nil, errors.New("the token pins no root and no --ca-file was given: pass --ca-file root.pem")
-	}
-	return fetchPinnedRoot(ctx, c.Server, claims.RootFingerprint)
+	return client.Bootstrap(ctx, cfg, tok)
 }
 
 func orDefault(v, def string) string {

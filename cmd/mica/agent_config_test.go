@@ -34,7 +34,7 @@ reload:
 		t.Fatal(err)
 	}
 	interval, err := merged.bundleInterval()
-	if merged.Server != "https://ca.internal:8443" || opts.Files.Dir != "/srv/creds" || opts.Files.UID != 101 || opts.Files.GID != 102 ||
+	if merged.Server != "https://ca.internal:8443" || opts.Dir.Path != "/srv/creds" || opts.Dir.Owner == nil || opts.Dir.Owner.UID != 101 || opts.Dir.Owner.GID != 102 ||
 		interval != time.Minute || err != nil || len(opts.Hooks) != 1 {
 		t.Errorf("merged config = %+v, options = %+v", merged, opts)
 	}

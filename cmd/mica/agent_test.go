@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,11 +14,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
@@ -38,8 +41,71 @@ type agentProc struct {
 	socket  string
 	metrics string
 	out     string
-	logs    *syncBuffer
+	logs    *logWatch
 	done    chan struct{}
+}
+
+// logWatch is an agent's stderr, kept whole for failure reports and
+// watched, so that tests wait on what the agent says (with a deadline)
+// instead of sleeping.
+type logWatch struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
+}
+
+func newLogWatch() *logWatch { return &logWatch{changed: make(chan struct{})} }
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	return w.b.Write(p)
+}
+
+func (w *logWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// count is how often substr occurs in the log, and a channel closed at the
+// next write.
+func (w *logWatch) count(substr string) (int, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Count(w.b.String(), substr), w.changed
+}
+
+// wait waits until substr occurs at least n times, or the process exits
+// (done), or limit passes; it reports whether substr arrived.
+func (w *logWatch) wait(substr string, n int, done <-chan struct{}, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		c, changed := w.count(substr)
+		if c >= n {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-done:
+			c, _ := w.count(substr)
+			return c >= n
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// waitLog fails the test unless substr occurs at least n times in the
+// agent's log within limit.
+func (a *agentProc) waitLog(t *testing.T, substr string, n int, limit time.Duration) {
+	t.Helper()
+	if !a.logs.wait(substr, n, a.done, limit) {
+		t.Fatalf("the agent did not log %q %d times within %s:\n%s", substr, n, limit, a.logs.String())
+	}
 }
 
 var agentReadyLine = regexp.MustCompile(`mica agent ready: identity (\S+), socket (\S+), metrics (\S+)`)
@@ -58,10 +124,34 @@ func (e *testEnv) startAgent(id, ttl string) *agentProc {
 // runAgent starts `mica agent` with args and waits until it is ready.
 func (e *testEnv) runAgent(args ...string) *agentProc {
 	e.t.Helper()
+	return e.runAgentEnv(nil, args...)
+}
+
+// runAgentEnv is runAgent with env (KEY=VALUE) added to the agent's.
+func (e *testEnv) runAgentEnv(env []string, args ...string) *agentProc {
+	e.t.Helper()
+	a, ready := e.spawnAgent(env, args...)
+	select {
+	case m := <-ready:
+		a.metrics = m[3]
+	case <-a.done:
+		e.t.Fatalf("mica agent exited before it was ready:\n%s", a.logs.String())
+	case <-time.After(60 * time.Second):
+		a.cmd.Process.Kill()
+		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
+	}
+	return a
+}
+
+// spawnAgent starts `mica agent` and returns at once, with a channel that
+// gets the ready line's fields.
+func (e *testEnv) spawnAgent(env []string, args ...string) (*agentProc, <-chan []string) {
+	e.t.Helper()
 	dir := e.t.TempDir()
-	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: &syncBuffer{}, done: make(chan struct{})}
+	a := &agentProc{socket: filepath.Join(dir, "agent.sock"), logs: newLogWatch(), done: make(chan struct{})}
 	a.cmd = exec.Command(micaBin, append([]string{"agent", "--server", e.server.url,
 		"--socket", a.socket, "--metrics", "127.0.0.1:0", "--bundle-interval", "2s"}, args...)...)
+	a.cmd.Env = append(os.Environ(), env...)
 	a.cmd.Stderr = a.logs
 	stdout, err := a.cmd.StdoutPipe()
 	if err != nil {
@@ -80,22 +170,14 @@ func (e *testEnv) runAgent(args ...string) *agentProc {
 		}
 	}()
 	go func() { a.cmd.Wait(); close(a.done) }()
-	select {
-	case m := <-ready:
-		a.metrics = m[3]
-	case <-a.done:
-		e.t.Fatalf("mica agent exited before it was ready:\n%s", a.logs.String())
-	case <-time.After(60 * time.Second):
-		a.cmd.Process.Kill()
-		e.t.Fatalf("mica agent not ready within 60s:\n%s", a.logs.String())
-	}
-	e.t.Cleanup(func() {
+	t := e.t
+	t.Cleanup(func() {
 		a.stop()
-		if e.t.Failed() {
-			e.t.Logf("agent %v log:\n%s", a.cmd.Args[1:], a.logs.String())
+		if t.Failed() {
+			t.Logf("agent %v log:\n%s", a.cmd.Args[1:], a.logs.String())
 		}
 	})
-	return a
+	return a, ready
 }
 
 func (a *agentProc) stop() {
@@ -391,7 +473,10 @@ identities:
 	})
 
 	t.Run("ServerOutage", func(t *testing.T) {
-		ag := e.startAgent("spiffe://example.org/billing/outage", "20s")
+		// Two minutes: the outage (a server restart, slow on a loaded
+		// machine) must end before the certificate does, or the agent is
+		// rightly blocked as expired (see TestAgentCredentialDirectory).
+		ag := e.startAgent("spiffe://example.org/billing/outage", "2m")
 		rss, cpu0 := procFigures(t, ag.cmd.Process.Pid)
 		time.Sleep(5 * time.Second)
 		_, cpu1 := procFigures(t, ag.cmd.Process.Pid)
@@ -405,6 +490,7 @@ identities:
 		before, _ := src.GetX509SVID()
 		port := e.server.url[strings.LastIndexByte(e.server.url, ':')+1:]
 		e.server.stop(t, syscall.SIGTERM)
+		ag.cmd.Process.Signal(syscall.SIGUSR1) // renew now, not at 80s
 
 		waitFor(t, "renewal failures in the agent's metrics", time.Minute, func() bool {
 			return ag.metric(t, "mica_agent_renewal_failures_total") >= 2
@@ -420,7 +506,7 @@ identities:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if certs, _ := parseCertPEM(onDisk); len(certs) == 0 || !certs[0].Equal(before.Certificates[0]) {
+		if certs, _ := credential.ParseCertificates(onDisk); len(certs) == 0 || !certs[0].Equal(before.Certificates[0]) {
 			t.Error("the certificate on disk changed while the server was down")
 		}
 

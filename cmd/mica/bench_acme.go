@@ -76,13 +76,6 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 		http.NotFound(w, r)
 	}))
 
-	srv, err := acme.New(acme.Config{Authority: p.authority, Store: p.store.(acme.Store), Settings: acme.Settings{
-		Profile: "server", HTTP01Port: httpLn.Addr().(*net.TCPAddr).Port,
-		OrdersPerAccountPerHour: 1 << 30, OrdersPerIdentifierPerHour: 1 << 30,
-	}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return err
-	}
 	certs, err := newServerCertificate(ctx, p, []string{"127.0.0.1"}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
@@ -92,6 +85,13 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer apiLn.Close()
+	srv, err := acme.New(acme.Config{Authority: p.authority, Store: p.store.(acme.Store), Settings: acme.Settings{
+		Profile: "server", URL: "https://" + apiLn.Addr().String() + acme.Prefix, HTTP01Port: httpLn.Addr().(*net.TCPAddr).Port,
+		OrdersPerAccountPerHour: 1 << 30, OrdersPerIdentifierPerHour: 1 << 30,
+	}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
 	go http.Serve(apiLn, srv.Handler())
 
 	roots := x509.NewCertPool()

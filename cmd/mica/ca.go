@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
@@ -123,7 +124,7 @@ func runCAImportIntermediate(_ context.Context, env *cliEnv, args []string) erro
 		if err != nil {
 			return fmt.Errorf("reading root: %w", err)
 		}
-		if _, err := parseCertPEM(rootPEM); err != nil {
+		if _, err := credential.ParseCertificates(rootPEM); err != nil {
 			return fmt.Errorf("%s: %w", *rootPath, err)
 		}
 		if err := atomicfile.Create(d.rootCert(), rootPEM, 0o644); err != nil {

@@ -9,7 +9,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,20 +18,20 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/identity"
-	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
-	"github.com/mica-pki/mica/internal/token"
 )
 
-// The files `mica cert issue` and `renew` write in --out.
+// The files `mica cert issue` and `renew` write in --out: package
+// credential's layout.
 const (
-	keyFile       = "key.pem"       // the private key, 0600; never leaves this machine
-	certFile      = "cert.pem"      // the leaf
-	chainFile     = "chain.pem"     // intermediates, leaf's issuer first
-	fullchainFile = "fullchain.pem" // leaf + intermediates, what a TLS server presents
-	bundleFile    = "bundle.pem"    // trusted roots, to verify peers with
+	keyFile       = credential.KeyFile
+	certFile      = credential.CertFile
+	chainFile     = credential.ChainFile
+	fullchainFile = credential.FullchainFile
+	bundleFile    = credential.BundleFile
 )
 
 func runCertIssue(ctx context.Context, env *cliEnv, args []string) error {
@@ -65,11 +64,7 @@ func runCertIssue(ctx context.Context, env *cliEnv, args []string) error {
 	if !*force && fileExists(filepath.Join(*out, keyFile)) {
 		return fmt.Errorf("%s already holds a key: renew it with `mica cert renew`, or pass --force to replace it", *out)
 	}
-	roots, err := rootsForToken(ctx, &cf, *tok)
-	if err != nil {
-		return err
-	}
-	c, err := client.New(client.Config{Server: cf.server, Roots: roots})
+	c, err := clientForToken(ctx, &cf, *tok)
 	if err != nil {
 		return err
 	}
@@ -90,22 +85,18 @@ func runCertIssue(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-// rootsForToken finds the trust anchors for first contact. A machine that is
-// handed only a token has no root yet; the token pins the root's SHA-256
-// fingerprint, so the bundle may be fetched without TLS verification and
-// accepted only if it holds exactly that root.
-func rootsForToken(ctx context.Context, cf *clientFlags, raw string) (*x509.CertPool, error) {
+// clientForToken makes the client for first contact: trusting --ca-file or
+// the data directory's root when there is one, else the root the token
+// pins (client.Bootstrap), for a machine that was handed only a token.
+func clientForToken(ctx context.Context, cf *clientFlags, tok string) (*client.Client, error) {
 	if cf.caFile != "" || fileExists(dataPaths{cf.dataDir}.rootCert()) {
-		return cf.roots()
+		roots, err := cf.roots()
+		if err != nil {
+			return nil, err
+		}
+		return client.New(client.Config{Server: cf.server, Roots: roots})
 	}
-	claims, err := token.Inspect(raw)
-	if err != nil {
-		return nil, err
-	}
-	if claims.RootFingerprint == "" {
-		return nil, errors.New("the token pins no root and no --ca-file was given: pass --ca-file root.pem")
-	}
-	return fetchPinnedRoot(ctx, cf.server, claims.RootFingerprint)
+	return client.Bootstrap(ctx, client.Config{Server: cf.server}, tok)
 }
 
 func newKeyAndCSR(alg keys.Algorithm) (crypto.Signer, string, error) {
@@ -122,28 +113,23 @@ func newKeyAndCSR(alg keys.Algorithm) (crypto.Signer, string, error) {
 	return key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
 }
 
-// writeCredential writes the key and certificates, each file atomically.
-// The key is written last, so a reader that sees the new key also sees the
-// certificate that matches it.
+// writeCredential writes the key and the certificates of resp to dir as
+// one credential directory (package credential): the files switch
+// together, so no reader sees a new certificate with an old key.
 func writeCredential(dir string, key crypto.Signer, resp *client.CertificateResponse) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
+	chain, err := credential.ParseCertificates([]byte(resp.Certificate + "\n" + resp.Chain))
+	if err != nil {
+		return fmt.Errorf("the server's certificate: %w", err)
 	}
-	files := []struct{ name, data string }{
-		{certFile, resp.Certificate},
-		{chainFile, resp.Chain},
-		{fullchainFile, resp.Certificate + resp.Chain},
-		{bundleFile, resp.Bundle},
+	roots, err := credential.ParseCertificates([]byte(resp.Bundle))
+	if err != nil {
+		return fmt.Errorf("the server's trust bundle: %w", err)
 	}
-	for _, f := range files {
-		if err := atomicfile.Write(filepath.Join(dir, f.name), []byte(f.data), 0o644); err != nil {
-			return err
-		}
+	c, err := credential.New(chain, key, roots)
+	if err != nil {
+		return err
 	}
-	if key == nil {
-		return nil
-	}
-	return file.ReplacePlain(filepath.Join(dir, keyFile), key)
+	return credential.Dir{Path: dir}.Write(c)
 }
 
 func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
@@ -204,8 +190,8 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *reuse && *out != filepath.Dir(cf.key) {
-		newKey = current // the key must travel with the certificate to --out
+	if *reuse {
+		newKey = current
 	}
 	if err := writeCredential(*out, newKey, resp); err != nil {
 		return err
@@ -216,28 +202,31 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 // loadHolderCredential loads a certificate (with chain.pem beside it, when
-// present, so the server sees the full chain) and its key.
+// the file holds the leaf alone, so the server sees the full chain) and its
+// key, which only its owner may read.
 func loadHolderCredential(certPath, keyPath string) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading certificate: %w", err)
 	}
-	if chain, err := os.ReadFile(filepath.Join(filepath.Dir(certPath), chainFile)); err == nil && !strings.Contains(string(certPEM), strings.TrimSpace(string(chain))) {
-		certPEM = append(certPEM, chain...)
+	chain, err := credential.ParseCertificates(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certPath, err)
+	}
+	if more, err := os.ReadFile(filepath.Join(filepath.Dir(certPath), chainFile)); err == nil && len(chain) == 1 {
+		if inter, err := credential.ParseCertificates(more); err == nil {
+			chain = append(chain, inter...)
+		}
 	}
 	key, err := file.LoadPlain(keyPath)
 	if err != nil {
 		return nil, err
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("key %s: %w", keyPath, err)
-	}
-	cred, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	c, err := credential.New(chain, key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s and %s do not form a credential: %w", certPath, keyPath, err)
 	}
-	return &cred, nil
+	return c.TLSCertificate(), nil
 }
 
 func leafSerial(c *tls.Certificate) string {
@@ -417,12 +406,12 @@ func runCertInspect(ctx context.Context, env *cliEnv, args []string) error {
 	var chain []*x509.Certificate
 	var rec *client.Certificate
 	if data, err := os.ReadFile(arg); err == nil {
-		if chain, err = parseCertPEM(data); err != nil {
+		if chain, err = credential.ParseCertificates(data); err != nil {
 			return fmt.Errorf("%s: %w", arg, err)
 		}
 		if len(chain) == 1 {
 			if more, err := os.ReadFile(filepath.Join(filepath.Dir(arg), chainFile)); err == nil {
-				if extra, err := parseCertPEM(more); err == nil {
+				if extra, err := credential.ParseCertificates(more); err == nil {
 					chain = append(chain, extra...)
 				}
 			}
@@ -442,7 +431,7 @@ func runCertInspect(ctx context.Context, env *cliEnv, args []string) error {
 		if rec, err = c.Certificate(ctx, arg); err != nil {
 			return err
 		}
-		if chain, err = parseCertPEM([]byte(rec.PEM)); err != nil {
+		if chain, err = credential.ParseCertificates([]byte(rec.PEM)); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/duration"
@@ -114,7 +115,7 @@ func (c *Config) discoveryConfig() (authority.DiscoveryConfig, error) {
 		if err != nil {
 			return authority.DiscoveryConfig{}, fmt.Errorf("discovery: roots_file: %w", err)
 		}
-		extra, err := parseCertPEM(data)
+		extra, err := credential.ParseCertificates(data)
 		if err != nil {
 			return authority.DiscoveryConfig{}, fmt.Errorf("discovery: roots_file: %w", err)
 		}
@@ -139,7 +140,7 @@ var systemRootFiles = []string{
 func systemRoots() []*x509.Certificate {
 	for _, f := range systemRootFiles {
 		if data, err := os.ReadFile(f); err == nil {
-			if certs, err := parseCertPEM(data); err == nil {
+			if certs, err := credential.ParseCertificates(data); err == nil {
 				return certs
 			}
 		}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
 	"github.com/mica-pki/mica/internal/keys/file"
 
@@ -152,7 +153,7 @@ func readLeaf(t *testing.T, dir string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCertPEM(data)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
 		t.Fatal(err)
 	}

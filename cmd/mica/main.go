@@ -65,11 +65,12 @@ func commands() map[string]command {
 		"console":  {summary: "the web console under /ui/: sign in with a one-time link", sub: consoleCommands()},
 		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
-			"issue":      {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
-			"acme":       {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
-			"revocation": {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
-			"ocsp":       {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
-			"handshake":  {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
+			"issue":       {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"acme":        {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
+			"revocation":  {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
+			"revoke-live": {summary: "revocation of live connections: commit → kept-alive mTLS connections closed, p50/p99", run: runBenchLiveRevocation},
+			"ocsp":        {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
+			"handshake":   {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
 		}},
 		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
 			fmt.Fprintln(env.stdout, "mica", version)

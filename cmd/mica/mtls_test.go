@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
 )
 
 // testMTLSRevokedClient: a service built with the mtls package follows the
@@ -37,7 +38,7 @@ func (e *testEnv) testMTLSRevokedClient(t *testing.T) {
 	}
 	defer serverSrc.Close()
 	reg := prometheus.NewRegistry()
-	metrics, err := mtls.NewMetrics(reg)
+	metrics, err := mtlsprom.New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/internal/crl"
 )
 
@@ -310,7 +311,7 @@ func readCertFile(t *testing.T, path string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := parseCertPEM(data)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
+	"github.com/mica-pki/mica/mtls/workload"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -152,7 +154,7 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	reg := telemetry.NewRegistry(version)
-	handshakes, err := mtls.NewMetrics(reg)
+	handshakes, err := mtlsprom.New(reg)
 	if err != nil {
 		return err
 	}
@@ -249,7 +251,7 @@ func openSource(ctx context.Context, c proxyCredentials, log *slog.Logger) (mtls
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	s, err := mtls.NewWorkloadSource(wctx, addr)
+	s, err := workload.NewSource(wctx, addr)
 	if err != nil {
 		return nil, nil, err
 	}

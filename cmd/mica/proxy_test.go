@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -388,7 +389,7 @@ listeners:
 		}
 	})
 
-	t.Run("RevokedClientRefusedAtNextHandshake", func(t *testing.T) {
+	t.Run("RevokedClientLosesLiveConnectionAndNextHandshake", func(t *testing.T) {
 		doomed := e.issue("spiffe://example.org/billing/doomed", "service")
 		cfg := gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID, legacyID, "spiffe://example.org/billing/doomed")
 		gw.write(t, cfg)
@@ -398,9 +399,47 @@ listeners:
 			}
 			return nil
 		})
+		// A kept-alive HTTP/1.1 connection from before the revocation,
+		// spoken by hand so the test sees the proxy close it.
+		src, err := mtls.NewFileSource(doomed, mtls.WithPollInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		tc, err := mtls.ClientConfig(mtls.Options{Source: src, Authorize: mtls.AuthorizeIDs(gatewayID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		live, err := tls.Dial("tcp", listen, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		br := bufio.NewReader(live)
+		fmt.Fprintf(live, "GET /invoices HTTP/1.1\r\nHost: billing.svc.example.org\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("a request on the live connection before the revocation: %v %v", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		liveClosed := make(chan error, 1)
+		go func() { _, err := br.ReadByte(); liveClosed <- err }()
+
 		revokedFeed := map[string]string{"side": "server", "reason": "revoked_feed"}
 		before := gw.metric(t, "mica_mtls_handshakes_total", revokedFeed)
 		e.micaOK("cert", "revoke", readLeaf(t, doomed).SerialNumber.Text(16))
+		select {
+		case err := <-liveClosed:
+			if err == nil {
+				t.Fatal("the proxy sent bytes on the live connection nobody asked for")
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the revoked client kept its live connection")
+		}
+		if n := gw.metric(t, "mica_mtls_connections_closed_total", map[string]string{"reason": "revoked_feed"}); n != 1 {
+			t.Errorf("mica_mtls_connections_closed_total{reason=revoked_feed} = %v, want 1", n)
+		}
 		eventually(t, "the revoked client is refused in the handshake", func() error {
 			if r := curlAs(doomed); r.code != 0 {
 				return fmt.Errorf("status %d", r.code)

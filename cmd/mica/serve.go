@@ -145,12 +145,21 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
-	handler, err = withACME(p, cfg, handler, log)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
+	}
+	handler, door, err := withACME(p, cfg, handler, ln.Addr(), log)
+	if err != nil {
+		ln.Close()
 		return err
+	}
+	if door != nil {
+		loops.Go(func() { door.Run(loopCtx) })
 	}
 	handler, console, err := withConsole(p, cfg, handler, log)
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	loops.Go(func() { console.Run(loopCtx) })
@@ -173,10 +182,6 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()

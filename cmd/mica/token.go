@@ -2,16 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/mica-pki/mica/client"
-	"github.com/mica-pki/mica/internal/authority"
 )
 
 func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
@@ -43,38 +37,4 @@ func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(env.stderr, "token %s for %s (profile %s) expires %s; it works once: `mica cert issue --token … --out DIR`\n",
 		resp.ID, resp.Identity, resp.Profile, resp.ExpiresAt.Local().Format(time.RFC3339))
 	return nil
-}
-
-// fetchPinnedRoot fetches the trust bundle without verifying the server and
-// keeps it only if it contains the root whose SHA-256 is fingerprint.
-func fetchPinnedRoot(ctx context.Context, server, fingerprint string) (*x509.CertPool, error) {
-	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, // checked against the pin below
-	}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(server, "/")+"/v1/bundle", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach %s for its trust bundle: %w", server, err)
-	}
-	defer resp.Body.Close()
-	var b client.Bundle
-	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&b); err != nil {
-		return nil, fmt.Errorf("reading the trust bundle from %s: %w", server, err)
-	}
-	for _, p := range b.Roots {
-		certs, err := parseCertPEM([]byte(p))
-		if err != nil {
-			continue
-		}
-		if authority.Fingerprint(certs[0].Raw) == strings.ToLower(fingerprint) {
-			pool := x509.NewCertPool()
-			pool.AddCert(certs[0])
-			return pool, nil
-		}
-	}
-	return nil, fmt.Errorf("the server at %s does not hold the root the token pins (%s…): you may be talking to the wrong server", server, fingerprint[:16])
 }

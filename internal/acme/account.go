@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/mica-pki/mica/internal/store"
+	"github.com/mica-pki/mica/internal/strictjson"
 )
 
 type newAccountPayload struct {
@@ -44,7 +46,7 @@ func (s *Server) newAccount(ctx context.Context, r *request) (*response, *proble
 		if acct.Status != statusValid {
 			return nil, unauthorized("the account for this key is %s: use a new key for a new account", acct.Status)
 		}
-		return &response{body: acct.view(r.base), location: r.base + "account/" + acct.ID}, nil
+		return &response{body: acct.view(r.base), location: s.accountURL(acct.ID)}, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, internal(err)
 	}
@@ -82,7 +84,7 @@ func (s *Server) newAccount(ctx context.Context, r *request) (*response, *proble
 		}
 		return nil, internal(err)
 	}
-	return &response{status: http.StatusCreated, body: acct.view(r.base), location: r.base + "account/" + acct.ID}, nil
+	return &response{status: http.StatusCreated, body: acct.view(r.base), location: s.accountURL(acct.ID)}, nil
 }
 
 // checkEAB verifies an external account binding (§7.3.4): a JWS made with
@@ -90,6 +92,17 @@ func (s *Server) newAccount(ctx context.Context, r *request) (*response, *proble
 func (s *Server) checkEAB(raw json.RawMessage, r *request) (string, *problem) {
 	if len(raw) == 0 {
 		return "", newProblem(errExternalAccountRequired, http.StatusUnauthorized, "this server requires an external account binding: ask the operator for an EAB key ID and HMAC key")
+	}
+	var flat struct {
+		Protected string `json:"protected"`
+	}
+	if err := json.Unmarshal(raw, &flat); err != nil {
+		return "", malformed("the external account binding is not a JWS in flattened JSON serialization")
+	}
+	if ph, err := base64.RawURLEncoding.DecodeString(flat.Protected); err != nil {
+		return "", malformed("the external account binding's protected header is not base64url")
+	} else if err := strictjson.Check(ph); err != nil {
+		return "", malformed("the external account binding's protected header is not acceptable JSON: %v", err)
 	}
 	jws, err := jose.ParseSignedJSON(string(raw), []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512})
 	if err != nil || len(jws.Signatures) != 1 {
@@ -109,6 +122,9 @@ func (s *Server) checkEAB(raw json.RawMessage, r *request) (string, *problem) {
 	payload, err := jws.Verify(key)
 	if err != nil {
 		return "", unauthorized("the external account binding's HMAC does not verify with key %q", h.KeyID)
+	}
+	if err := strictjson.Check(payload); err != nil {
+		return "", malformed("the external account binding's payload is not acceptable JSON: %v", err)
 	}
 	var bound jose.JSONWebKey
 	if err := bound.UnmarshalJSON(payload); err != nil {
@@ -172,11 +188,14 @@ func (s *Server) account(ctx context.Context, r *request) (*response, *problem) 
 		if err != nil {
 			return nil, internal(err)
 		}
-		if err := s.store.UpdateACME(ctx, rec, before); err != nil {
+		if err := s.update(ctx, rec, before); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return nil, newProblem(errMalformed, http.StatusConflict, "the account changed meanwhile (deactivated, or its key changed): read it again")
+			}
 			return nil, internal(err)
 		}
 	}
-	return &response{body: acct.view(r.base), location: r.base + "account/" + acct.ID}, nil
+	return &response{body: acct.view(r.base), location: s.accountURL(acct.ID)}, nil
 }
 
 // ownAccount is the account a request names in its path, which must be the
@@ -238,7 +257,7 @@ func (s *Server) keyChange(ctx context.Context, r *request) (*response, *problem
 	if err := json.Unmarshal(payload, &p); err != nil {
 		return nil, malformed("the key change payload is not a JSON object: %v", err)
 	}
-	acctURL := r.base + "account/" + r.acct.ID
+	acctURL := s.accountURL(r.acct.ID)
 	if p.Account != acctURL {
 		return nil, unauthorized("the key change names account %q but is signed by %s", p.Account, acctURL)
 	}
@@ -257,7 +276,7 @@ func (s *Server) keyChange(ctx context.Context, r *request) (*response, *problem
 	}
 	if other, err := s.store.ACMEByLookup(ctx, store.ACMEAccount, newTP); err == nil {
 		p := newProblem(errMalformed, http.StatusConflict, "the new key already belongs to an account: choose another key")
-		p.location = r.base + "account/" + other.ID
+		p.location = s.accountURL(other.ID)
 		return nil, p
 	}
 	acct := r.acct
@@ -269,7 +288,9 @@ func (s *Server) keyChange(ctx context.Context, r *request) (*response, *problem
 	if err != nil {
 		return nil, internal(err)
 	}
-	if err := s.store.UpdateACME(ctx, rec, statusValid); err != nil {
+	// Compare-and-swap on the old key too: an update signed with the old key
+	// must not write it back after this commits, nor two key changes both win.
+	if err := s.store.UpdateACME(ctx, rec, statusValid, curTP); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, newProblem(errMalformed, http.StatusConflict, "the account changed or the new key was taken meanwhile: try again")
 		}

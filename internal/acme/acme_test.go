@@ -80,17 +80,25 @@ func TestCheckContacts(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
+	const url = "https://ca.test:8443/acme"
 	tests := []struct {
 		name    string
 		set     Settings
 		wantErr bool
 	}{
-		{"defaults", Settings{Profile: "web"}, false},
-		{"no profile", Settings{}, true},
-		{"bad port", Settings{Profile: "web", HTTP01Port: 70000}, true},
-		{"bad resolver", Settings{Profile: "web", Resolver: "127.0.0.1"}, true},
-		{"eab required without keys", Settings{Profile: "web", ExternalAccountRequired: true}, true},
-		{"short eab key", Settings{Profile: "web", EABKeys: map[string]string{"k": "AAAA"}}, true},
+		{"defaults", Settings{Profile: "web", URL: url}, false},
+		{"no profile", Settings{URL: url}, true},
+		{"no url", Settings{Profile: "web"}, true},
+		{"http url", Settings{Profile: "web", URL: "http://ca.test/acme/"}, true},
+		{"url without host", Settings{Profile: "web", URL: "https:///acme/"}, true},
+		{"url with user", Settings{Profile: "web", URL: "https://u:p@ca.test/acme/"}, true},
+		{"url with query", Settings{Profile: "web", URL: "https://ca.test/acme/?x=1"}, true},
+		{"url with fragment", Settings{Profile: "web", URL: "https://ca.test/acme/#x"}, true},
+		{"relative url", Settings{Profile: "web", URL: "/acme/"}, true},
+		{"bad port", Settings{Profile: "web", URL: url, HTTP01Port: 70000}, true},
+		{"bad resolver", Settings{Profile: "web", URL: url, Resolver: "127.0.0.1"}, true},
+		{"eab required without keys", Settings{Profile: "web", URL: url, ExternalAccountRequired: true}, true},
+		{"short eab key", Settings{Profile: "web", URL: url, EABKeys: map[string]string{"k": "AAAA"}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +108,9 @@ func TestSettings(t *testing.T) {
 			}
 			if err == nil && (got.HTTP01Port != 80 || got.TLSALPN01Port != 443) {
 				t.Errorf("default ports %d/%d, want 80/443", got.HTTP01Port, got.TLSALPN01Port)
+			}
+			if err == nil && got.URL != url+"/" {
+				t.Errorf("URL %q, want %q (with the trailing slash every URL is built on)", got.URL, url+"/")
 			}
 		})
 	}

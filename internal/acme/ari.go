@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mica-pki/mica/internal/renewal"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -28,8 +29,8 @@ func serialFromCertID(id string) string {
 }
 
 // renewalInfo answers ACME Renewal Information (RFC 9773): renew in the
-// middle third of the lifetime, as mica's own agent does; at once when the
-// certificate is revoked.
+// window of mica's one renewal schedule (package renewal), where mica's own
+// agent renews; at once when the certificate is revoked.
 func (s *Server) renewalInfo(w http.ResponseWriter, r *http.Request) {
 	serial := serialFromCertID(r.PathValue("id"))
 	if serial == "" {
@@ -45,8 +46,7 @@ func (s *Server) renewalInfo(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, internal(err))
 		return
 	}
-	life := rec.NotAfter.Sub(rec.NotBefore)
-	start, end := rec.NotBefore.Add(life/2), rec.NotBefore.Add(life*2/3)
+	start, end := renewal.Window(rec.NotBefore, rec.NotAfter)
 	if rec.Status == store.StatusRevoked {
 		now := s.now().UTC()
 		start, end = now.Add(-time.Hour), now

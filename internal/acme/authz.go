@@ -76,7 +76,7 @@ func (s *Server) authz(ctx context.Context, r *request) (*response, *problem) {
 		}
 		before := z.Status
 		z.Status = statusDeactivated
-		if err := s.store.UpdateACME(ctx, z.record(), before); err != nil {
+		if err := s.update(ctx, z.record(), before); err != nil {
 			return nil, internal(err)
 		}
 	}
@@ -111,7 +111,7 @@ func (s *Server) challenge(ctx context.Context, r *request) (*response, *problem
 		return &response{body: c.view(r.base), links: links}, nil
 	}
 	c.Status = statusProcessing
-	if err := s.store.UpdateACME(ctx, c.record(), statusPending); err != nil {
+	if err := s.update(ctx, c.record(), statusPending); err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			return nil, internal(err)
 		}
@@ -124,7 +124,7 @@ func (s *Server) challenge(ctx context.Context, r *request) (*response, *problem
 		}()
 		select {
 		case <-done:
-		case <-time.After(validationWait):
+		case <-time.After(s.validationWait):
 		case <-ctx.Done():
 		}
 	}
@@ -155,11 +155,11 @@ func (s *Server) runValidation(ctx context.Context, z *authorization, c *challen
 	} else {
 		c.Status, c.Validated, z.Status = statusValid, s.now().UTC(), statusValid
 	}
-	if err := s.store.UpdateACME(ctx, c.record(), statusProcessing); err != nil {
+	if err := s.update(ctx, c.record(), statusProcessing); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, "acme: recording a validation", slog.String("error", err.Error()))
 		return
 	}
-	if err := s.store.UpdateACME(ctx, z.record(), statusPending); err != nil && !errors.Is(err, store.ErrConflict) {
+	if err := s.update(ctx, z.record(), statusPending); err != nil && !errors.Is(err, store.ErrConflict) {
 		s.log.LogAttrs(ctx, slog.LevelError, "acme: recording an authorization", slog.String("error", err.Error()))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "acme validation", slog.String("type", c.Type),

@@ -53,6 +53,16 @@ type order struct {
 	Serial      string    `json:"serial,omitempty"`
 	Chain       string    `json:"chain,omitempty"` // PEM, leaf first
 	Replaces    string    `json:"replaces,omitempty"`
+	// While processing: when finalize began and the CSR it sent, so that
+	// an order whose server stopped meanwhile can be settled with the
+	// certificate issued for it (recover.go).
+	ProcessingSince time.Time `json:"processingSince,omitzero"`
+	CSR             []byte    `json:"csr,omitempty"`
+}
+
+// settled moves an order out of processing to status.
+func (o *order) settled(status string) {
+	o.Status, o.ProcessingSince, o.CSR = status, time.Time{}, nil
 }
 
 // authorization is an ACME authorization as stored.
@@ -122,6 +132,12 @@ func (z *authorization) record() store.ACMERecord {
 func (c *challenge) record() store.ACMERecord {
 	data, _ := json.Marshal(c)
 	return store.ACMERecord{Kind: store.ACMEChallenge, ID: c.ID, Parent: c.Authz, Status: c.Status, Data: data}
+}
+
+// update stores rec if the stored record is still in status from and still
+// has rec's lookup key: an account update cannot undo a key change.
+func (s *Server) update(ctx context.Context, rec store.ACMERecord, from string) error {
+	return s.store.UpdateACME(ctx, rec, from, rec.Lookup)
 }
 
 func load[T any](ctx context.Context, s *Server, kind store.ACMEKind, id string, set func(*T, string)) (*T, error) {

@@ -2,13 +2,16 @@ package acme
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
@@ -196,7 +199,7 @@ func (s *Server) refreshOrder(ctx context.Context, o *order) error {
 	if o.Status == before {
 		return nil
 	}
-	err := s.store.UpdateACME(ctx, o.record(), before)
+	err := s.update(ctx, o.record(), before)
 	if errors.Is(err, store.ErrConflict) {
 		// Someone else moved it first; theirs is the truth.
 		fresh, err := s.loadOrder(ctx, o.ID)
@@ -212,6 +215,12 @@ func (s *Server) refreshOrder(ctx context.Context, o *order) error {
 type finalizePayload struct {
 	CSR string `json:"csr"`
 }
+
+// finalizeTimeout bounds one issuance. The issuance runs to the end even
+// when the client goes away (its outcome is the order's), but no longer
+// than this, so that an order still processing after stuckAfter can only
+// be one whose server stopped.
+const finalizeTimeout = time.Minute
 
 // finalize issues the order's certificate through the authority (§7.4). The
 // order moves ready → processing compare-and-swap, so only one finalize of
@@ -233,47 +242,93 @@ func (s *Server) finalize(ctx context.Context, r *request) (*response, *problem)
 	if err != nil || len(csr) == 0 {
 		return nil, newProblem(errBadCSR, http.StatusBadRequest, "csr must be the DER CSR, base64url without padding")
 	}
-	o.Status = statusProcessing
-	if err := s.store.UpdateACME(ctx, o.record(), statusReady); err != nil {
+	// The CSR and the time are kept while processing, so that if this
+	// server stops before the order is settled, the certificate issued for
+	// it can be found (recover.go).
+	o.Status, o.ProcessingSince, o.CSR, o.Error = statusProcessing, s.now().UTC(), csr, nil
+	if err := s.update(ctx, o.record(), statusReady); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, newProblem(errOrderNotReady, http.StatusForbidden, "order %s is being finalized by another request", o.ID)
 		}
 		return nil, internal(err)
 	}
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalizeTimeout)
+	defer cancel()
 	id, _, _ := orderIdentity(o.Identifiers)
-	iss, err := s.auth.IssueACME(ctx, authority.ACMERequest{
-		Account: r.base + "account/" + o.Account, Profile: s.set.Profile, Identity: id, CSR: csr,
-		Source: source(r.http), Replaces: serialFromCertID(o.Replaces),
+	iss, err := s.auth.IssueACME(ictx, authority.ACMERequest{
+		Account: s.accountURL(o.Account), Profile: s.set.Profile, Identity: id, CSR: csr,
+		AccountKey: r.acct.jwk.Key, Source: source(r.http), Replaces: serialFromCertID(o.Replaces),
 	})
 	if err != nil {
-		prob := fromAuthority(err)
-		if prob == nil {
-			prob = internal(err)
-		}
-		// A bad CSR leaves the order ready, so the client can send a good
-		// one, and a rate limit so it can finalize after Retry-After; any
-		// other refusal ends the order.
-		o.Status = statusInvalid
-		if prob.Type == errorNS+errBadCSR || prob.Type == errorNS+errBadPublicKey || prob.Type == errorNS+errRateLimited {
-			o.Status = statusReady
-		} else {
-			o.Error = prob
-		}
-		if uerr := s.store.UpdateACME(context.WithoutCancel(ctx), o.record(), statusProcessing); uerr != nil {
-			return nil, internal(uerr)
-		}
-		return nil, prob
+		return nil, s.finalizeFailed(ictx, o, err)
 	}
-	var chain strings.Builder
-	pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: iss.Certificate.Raw})
-	for _, c := range iss.Chain {
-		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	o.Status, o.Serial, o.Chain = statusValid, iss.Record.Serial, chain.String()
-	if err := s.store.UpdateACME(context.WithoutCancel(ctx), o.record(), statusProcessing); err != nil {
+	o.settled(statusValid)
+	o.Serial, o.Chain = iss.Record.Serial, chainPEM(iss.Certificate, iss.Chain)
+	if err := s.storeIssued(ictx, o); err != nil {
 		return nil, internal(err)
 	}
 	return &response{body: o.view(r.base), location: r.base + "order/" + o.ID}, nil
+}
+
+// finalizeFailed moves an order whose issuance failed out of processing
+// and says why. A bad CSR leaves it ready, so the client can send a good
+// one, and a rate limit so it can finalize after Retry-After; any other
+// refusal ends the order. A failure that is not a refusal leaves the
+// outcome unknown (the certificate may have committed), so the order is
+// settled as after a crash.
+func (s *Server) finalizeFailed(ctx context.Context, o *order, err error) *problem {
+	prob := fromAuthority(err)
+	if prob == nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "acme: finalize failed", slog.String("order", o.ID), slog.String("error", err.Error()))
+		if _, serr := s.settle(ctx, o); serr != nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "acme: settling a failed finalize", slog.String("order", o.ID), slog.String("error", serr.Error()))
+		}
+		return internal(err)
+	}
+	next := statusInvalid
+	if prob.Type == errorNS+errBadCSR || prob.Type == errorNS+errRateLimited {
+		next = statusReady
+	}
+	o.settled(next)
+	if next == statusInvalid {
+		o.Error = prob
+	}
+	if uerr := s.update(ctx, o.record(), statusProcessing); uerr != nil {
+		return internal(uerr)
+	}
+	return prob
+}
+
+// storeIssued records the certificate on an order that was processing. If
+// the order was settled meanwhile (a stalled server is taken for a
+// stopped one), the certificate is still the truth: a settled valid order
+// is kept, a ready one is moved to valid.
+func (s *Server) storeIssued(ctx context.Context, o *order) error {
+	err := s.update(ctx, o.record(), statusProcessing)
+	if !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	fresh, lerr := s.loadOrder(ctx, o.ID)
+	if lerr != nil {
+		return lerr
+	}
+	switch fresh.Status {
+	case statusValid:
+		*o = *fresh
+		return nil
+	case statusReady:
+		return s.update(ctx, o.record(), statusReady)
+	}
+	return err
+}
+
+// chainPEM is the leaf and its intermediates as the download serves them.
+func chainPEM(leaf *x509.Certificate, intermediates []*x509.Certificate) string {
+	var b strings.Builder
+	for _, c := range append([]*x509.Certificate{leaf}, intermediates...) {
+		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.String()
 }
 
 // certificate downloads the issued chain as PEM (§7.4.2).

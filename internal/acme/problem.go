@@ -85,7 +85,8 @@ func fromAuthority(err error) *problem {
 	case authority.KindPolicyDenied:
 		switch policy.Reason(e.Reason) {
 		case policy.ReasonKeyNotAllowed:
-			return newProblem(errBadPublicKey, http.StatusBadRequest, "%s", e.Detail)
+			// The CSR's key: badPublicKey is for the JWS key (RFC 8555 §6.7).
+			return newProblem(errBadCSR, http.StatusBadRequest, "%s", e.Detail)
 		case policy.ReasonIdentityNotAllowed, policy.ReasonWildcard, policy.ReasonInvalidIdentity:
 			return newProblem(errRejectedIdentifier, http.StatusBadRequest, "%s", e.Detail)
 		}

@@ -39,7 +39,7 @@ func (s *Server) revokeCert(ctx context.Context, r *request) (*response, *proble
 	}
 	req := authority.ACMERevocation{CertDER: der, Reason: reason, Source: source(r.http)}
 	if r.acct != nil {
-		req.Account = r.base + "account/" + r.acct.ID
+		req.Account = s.accountURL(r.acct.ID)
 	} else {
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {

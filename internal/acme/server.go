@@ -3,7 +3,7 @@ package acme
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,12 +29,17 @@ type Authority interface {
 	IssueACME(ctx context.Context, req authority.ACMERequest) (*authority.Issued, error)
 	RevokeACME(ctx context.Context, req authority.ACMERevocation) (store.Certificate, error)
 	CheckIdentity(profile string, id identity.Identity) error
+	// Bundle gives the intermediates, for the chain of a certificate found
+	// after a crash (recover.go).
+	Bundle() (roots, intermediates []*x509.Certificate)
 }
 
-// Store is where ACME state lives, and the inventory ARI reads.
+// Store is where ACME state lives, and the inventory that ARI and the
+// recovery of orders left processing read.
 type Store interface {
 	store.ACMEStore
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 }
 
 // Config wires the ACME door. Authority, Store and Settings.Profile are
@@ -60,9 +65,14 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 	rand     io.Reader
+	base     string // Settings.URL: every URL the door hands out starts with it
 	eab      map[string][]byte
+	nonces   *nonces
 	limits   *limiter
 	validate *validator
+	// validationWait is how long a challenge response waits for its
+	// validation: the constant, but for tests that must not poll.
+	validationWait time.Duration
 }
 
 // Prefix is where the ACME door is mounted on the API listener.
@@ -70,7 +80,6 @@ const Prefix = "/acme/"
 
 // Lifetimes of protocol objects.
 const (
-	nonceLifetime = time.Hour
 	orderLifetime = 24 * time.Hour
 	// validationWait is how long a challenge response waits for its
 	// validation before answering "processing": long enough that a quick
@@ -87,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{auth: cfg.Authority, store: cfg.Store, set: set, log: cfg.Logger, now: cfg.Clock, rand: cfg.Rand, eab: eab}
+	s := &Server{auth: cfg.Authority, store: cfg.Store, set: set, base: set.URL, log: cfg.Logger, now: cfg.Clock, rand: cfg.Rand, eab: eab}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -97,8 +106,10 @@ func New(cfg Config) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	s.nonces = newNonces(s.store, s.now, s.rand)
 	s.limits = newLimiter(set.OrdersPerAccountPerHour, set.OrdersPerIdentifierPerHour, s.now, cfg.SharedLimits)
 	s.validate = newValidator(set)
+	s.validationWait = validationWait
 	return s, nil
 }
 
@@ -134,7 +145,7 @@ func (s *Server) Handler() http.Handler {
 type request struct {
 	http    *http.Request
 	url     string // the URL the client signed, checked against the one it used
-	base    string // https://host/acme/
+	base    string // the door's configured URL, Settings.URL
 	payload []byte
 	acct    *account         // set when signed by an account (kid)
 	jwk     *jose.JSONWebKey // set when signed by a key in the header (jwk)
@@ -162,14 +173,13 @@ type handler func(ctx context.Context, r *request) (*response, *problem)
 func (s *Server) post(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
 		ctx := hr.Context()
-		base := baseURL(hr)
-		w.Header().Set("Link", `<`+base+`directory>;rel="index"`)
-		if n, err := s.nonce(ctx); err == nil {
+		w.Header().Set("Link", `<`+s.base+`directory>;rel="index"`)
+		if n, err := s.nonces.make(ctx); err == nil {
 			w.Header().Set("Replay-Nonce", n)
 		} else {
 			s.log.LogAttrs(ctx, slog.LevelError, "acme: could not make a nonce", slog.String("error", err.Error()))
 		}
-		resp, p := s.serve(ctx, hr, base, h)
+		resp, p := s.serve(ctx, hr, h)
 		if p != nil {
 			if p.Status >= 500 {
 				s.log.LogAttrs(ctx, slog.LevelError, "acme request failed", slog.String("path", hr.URL.Path), slog.String("detail", p.Detail))
@@ -181,7 +191,10 @@ func (s *Server) post(h handler) http.Handler {
 	})
 }
 
-func (s *Server) serve(ctx context.Context, hr *http.Request, base string, h handler) (*response, *problem) {
+// serve authenticates a POST. The URL it was sent to is the configured
+// URL and the request's path, never its Host header, so that a request
+// cannot name or create objects under another URL than the door's own.
+func (s *Server) serve(ctx context.Context, hr *http.Request, h handler) (*response, *problem) {
 	if ct, _, _ := mime.ParseMediaType(hr.Header.Get("Content-Type")); ct != "application/jose+json" {
 		return nil, newProblem(errMalformed, http.StatusUnsupportedMediaType, "requests must have Content-Type application/jose+json, not %q", ct)
 	}
@@ -196,10 +209,10 @@ func (s *Server) serve(ctx context.Context, hr *http.Request, base string, h han
 	if p != nil {
 		return nil, p
 	}
-	r := &request{http: hr, url: base + strings.TrimPrefix(hr.URL.Path, Prefix), base: base, sig: sig, jwk: sig.jwk}
+	r := &request{http: hr, url: s.base + strings.TrimPrefix(hr.URL.Path, Prefix), base: s.base, sig: sig, jwk: sig.jwk}
 	key := sig.jwk
 	if key == nil {
-		acct, p := s.accountFromKID(ctx, base, sig.header.KID)
+		acct, p := s.accountFromKID(ctx, sig.header.KID)
 		if p != nil {
 			return nil, p
 		}
@@ -211,19 +224,16 @@ func (s *Server) serve(ctx context.Context, hr *http.Request, base string, h han
 	if sig.header.URL != r.url {
 		return nil, unauthorized("the JWS was signed for url %q but sent to %q: sign the URL you send to", sig.header.URL, r.url)
 	}
-	if err := s.store.UseACMENonce(ctx, sig.header.Nonce, s.now()); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, newProblem(errBadNonce, http.StatusBadRequest, "nonce %q is unknown, used or expired: retry with the nonce in this response's Replay-Nonce header", sig.header.Nonce)
-		}
-		return nil, internal(err)
+	if p := s.nonces.use(ctx, sig.header.Nonce); p != nil {
+		return nil, p
 	}
 	return h(ctx, r)
 }
 
-func (s *Server) accountFromKID(ctx context.Context, base, kid string) (*account, *problem) {
-	id, ok := strings.CutPrefix(kid, base+"account/")
+func (s *Server) accountFromKID(ctx context.Context, kid string) (*account, *problem) {
+	id, ok := strings.CutPrefix(kid, s.base+"account/")
 	if !ok || id == "" || strings.Contains(id, "/") {
-		return nil, newProblem(errAccountDoesNotExist, http.StatusBadRequest, "kid %q is not an account URL of this server (%saccount/…)", kid, base)
+		return nil, newProblem(errAccountDoesNotExist, http.StatusBadRequest, "kid %q is not an account URL of this server (%saccount/…)", kid, s.base)
 	}
 	acct, err := s.loadAccount(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -264,25 +274,8 @@ func (s *Server) write(w http.ResponseWriter, resp *response) {
 	json.NewEncoder(w).Encode(resp.body)
 }
 
-// baseURL is the ACME door's own URL as the client reached it, so that
-// the URLs it hands out are ones the client can reach.
-func baseURL(r *http.Request) string { return "https://" + r.Host + Prefix }
-
-// nonce makes and records a fresh anti-replay nonce.
-func (s *Server) nonce(ctx context.Context) (string, error) {
-	var b [16]byte
-	if _, err := io.ReadFull(s.rand, b[:]); err != nil {
-		return "", fmt.Errorf("acme: reading randomness for a nonce: %w", err)
-	}
-	n := base64.RawURLEncoding.EncodeToString(b[:])
-	if err := s.store.AddACMENonce(ctx, n, s.now().Add(nonceLifetime)); err != nil {
-		return "", err
-	}
-	return n, nil
-}
-
 func (s *Server) newNonce(w http.ResponseWriter, r *http.Request) {
-	n, err := s.nonce(r.Context())
+	n, err := s.nonces.make(r.Context())
 	if err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "acme: could not make a nonce", slog.String("error", err.Error()))
 		writeProblem(w, internal(err))
@@ -290,14 +283,14 @@ func (s *Server) newNonce(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Replay-Nonce", n)
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Link", `<`+baseURL(r)+`directory>;rel="index"`)
+	w.Header().Set("Link", `<`+s.base+`directory>;rel="index"`)
 	if r.Method == http.MethodGet {
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
 func (s *Server) directory(w http.ResponseWriter, r *http.Request) {
-	b := baseURL(r)
+	b := s.base
 	meta := map[string]any{"externalAccountRequired": s.set.ExternalAccountRequired}
 	if s.set.TermsOfService != "" {
 		meta["termsOfService"] = s.set.TermsOfService
@@ -331,3 +324,7 @@ func source(r *http.Request) netip.Addr {
 	}
 	return ap.Addr()
 }
+
+// accountURL is an account's URL: its kid, and the principal the authority
+// records as "acme:" and this URL.
+func (s *Server) accountURL(id string) string { return s.base + "account/" + id }

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/url"
+	"strings"
 )
 
 // Settings is the acme section of the config file. Every zero value means
@@ -12,6 +14,14 @@ type Settings struct {
 	// Profile is the profile every ACME order is issued under; required.
 	// An order gets only identifiers this profile allows.
 	Profile string `yaml:"profile"`
+	// URL is the ACME door's public URL, e.g.
+	// https://ca.example.org:8443/acme/: every URL the door hands out
+	// (directory entries, accounts, orders, Location headers) starts with
+	// it, and a JWS must be signed for a URL under it. It is never taken
+	// from a request's Host header, which the client chooses. mica serve
+	// sets https://<first server name>:<API port>/acme/ when it is unset;
+	// New requires it.
+	URL string `yaml:"url"`
 	// ExternalAccountRequired makes newAccount demand an external account
 	// binding (RFC 8555 §7.3.4) made with one of EABKeys.
 	ExternalAccountRequired bool `yaml:"external_account_required"`
@@ -38,6 +48,16 @@ type Settings struct {
 func (s Settings) check() (Settings, map[string][]byte, error) {
 	if s.Profile == "" {
 		return s, nil, fmt.Errorf("acme: the acme section needs a profile: name the profile ACME orders are issued under")
+	}
+	u, err := url.Parse(s.URL)
+	switch {
+	case s.URL == "":
+		return s, nil, fmt.Errorf("acme: the ACME door needs its public URL (url: https://ca.example.org:8443/acme/)")
+	case err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		return s, nil, fmt.Errorf("acme: url %q must be an https:// URL without user, query or fragment, such as https://ca.example.org:8443/acme/", s.URL)
+	}
+	if !strings.HasSuffix(s.URL, "/") {
+		s.URL += "/"
 	}
 	if s.HTTP01Port == 0 {
 		s.HTTP01Port = 80

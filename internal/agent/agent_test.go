@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/credential"
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/testpki"
@@ -34,17 +35,48 @@ type fakeServer struct {
 	// retryAfter, when set, refuses every request as rate limited.
 	retryAfter time.Duration
 	refused    int
+	// refuse, when set, answers requests with the problem it returns
+	// (nil: issue); enrolls and renews count the requests.
+	refuse          func(enroll bool, token string) *client.Problem
+	enrolls, renews int
+}
+
+func (f *fakeServer) counts() (enrolls, renews int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.enrolls, f.renews
+}
+
+func (f *fakeServer) setRefuse(r func(enroll bool, token string) *client.Problem) {
+	f.mu.Lock()
+	f.refuse = r
+	f.mu.Unlock()
+}
+
+// problem is the server's answer for a slug, as the API writes it.
+func problem(status int, slug string) *client.Problem {
+	return &client.Problem{Type: client.ProblemTypePrefix + slug, Status: status, Detail: slug}
 }
 
 var errDown = errors.New("connection refused")
 
 func (f *fakeServer) setDown(d bool) { f.mu.Lock(); f.down = d; f.mu.Unlock() }
 
-func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateResponse, error) {
+func (f *fakeServer) issue(req client.CertificateRequest, enroll bool, token string) (*client.CertificateResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if enroll {
+		f.enrolls++
+	} else {
+		f.renews++
+	}
 	if f.down {
 		return nil, errDown
+	}
+	if f.refuse != nil {
+		if p := f.refuse(enroll, token); p != nil {
+			return nil, p
+		}
 	}
 	if f.retryAfter > 0 {
 		f.refused++
@@ -64,21 +96,21 @@ func (f *fakeServer) issue(req client.CertificateRequest) (*client.CertificateRe
 		f.t.Fatal(err)
 	}
 	return &client.CertificateResponse{
-		Certificate: string(pemCerts([]*x509.Certificate{leaf})),
-		Chain:       string(pemCerts([]*x509.Certificate{f.ca.Intermediate})),
-		Bundle:      string(pemCerts([]*x509.Certificate{f.ca.Root})),
+		Certificate: string(credential.EncodeCertificates([]*x509.Certificate{leaf})),
+		Chain:       string(credential.EncodeCertificates([]*x509.Certificate{f.ca.Intermediate})),
+		Bundle:      string(credential.EncodeCertificates([]*x509.Certificate{f.ca.Root})),
 		NotAfter:    leaf.NotAfter,
 	}, nil
 }
 
-func (f *fakeServer) Enroll(_ context.Context, _ string, req client.CertificateRequest) (*client.CertificateResponse, error) {
-	return f.issue(req)
+func (f *fakeServer) Enroll(_ context.Context, token string, req client.CertificateRequest) (*client.CertificateResponse, error) {
+	return f.issue(req, true, token)
 }
 func (f *fakeServer) Renew(_ context.Context, req client.CertificateRequest) (*client.CertificateResponse, error) {
-	return f.issue(req)
+	return f.issue(req, false, "")
 }
 func (f *fakeServer) Bundle(context.Context) (*client.Bundle, error) {
-	return &client.Bundle{TrustDomain: "example.org", Roots: []string{string(pemCerts([]*x509.Certificate{f.ca.Root}))}}, nil
+	return &client.Bundle{TrustDomain: "example.org", Roots: []string{string(credential.EncodeCertificates([]*x509.Certificate{f.ca.Root}))}}, nil
 }
 func (f *fakeServer) JWTBundle(context.Context) ([]byte, error) { return []byte(`{"keys":[]}`), nil }
 func (f *fakeServer) JWTSVID(context.Context, client.JWTSVIDRequest) (*client.JWTSVID, error) {
@@ -94,7 +126,7 @@ func TestRunRenewsAndRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 		var hooks atomic.Int32
-		a, err := New(Config{Server: srv, Token: "tok", Files: Files{Dir: filepath.Join(t.TempDir(), "cred"), UID: -1, GID: -1},
+		a, err := New(Config{Server: srv, Token: "tok", Dir: credential.Dir{Path: filepath.Join(t.TempDir(), "cred")},
 			Metrics: m, Rand: func() float64 { return 0.5 }, Hooks: []Hook{func(context.Context) error { hooks.Add(1); return nil }}})
 		if err != nil {
 			t.Fatal(err)
@@ -152,12 +184,12 @@ mica_agent_certificate_expiring{identity="spiffe://example.org/svc"} 1
 
 func TestStartLoadsFromDisk(t *testing.T) {
 	srv := &fakeServer{t: t, ca: testpki.New(t, "example.org"), ttl: time.Hour}
-	files := Files{Dir: t.TempDir(), UID: -1, GID: -1}
-	a, _ := New(Config{Server: srv, Token: "tok", Files: files})
+	dir := credential.Dir{Path: t.TempDir()}
+	a, _ := New(Config{Server: srv, Token: "tok", Dir: dir})
 	if err := a.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := New(Config{Server: srv, Files: files}) // no token: must load
+	b, _ := New(Config{Server: srv, Dir: dir}) // no token: must load
 	if err := b.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +198,7 @@ func TestStartLoadsFromDisk(t *testing.T) {
 	if !sa.Credential.Chain[0].Equal(sb.Credential.Chain[0]) || srv.n != 1 {
 		t.Errorf("restarted agent did not reuse the credential on disk (issued %d)", srv.n)
 	}
-	c, _ := New(Config{Server: srv, Files: Files{Dir: t.TempDir()}})
+	c, _ := New(Config{Server: srv, Dir: credential.Dir{Path: t.TempDir()}})
 	if err := c.Start(t.Context()); err == nil {
 		t.Error("Start without files or token succeeded")
 	}
@@ -178,7 +210,7 @@ func TestStartLoadsFromDisk(t *testing.T) {
 func TestRetryAfterIsHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := &fakeServer{t: t, ca: testpki.New(t, "example.org"), ttl: 24 * time.Hour}
-		a, err := New(Config{Server: srv, Token: "tok", Files: Files{Dir: filepath.Join(t.TempDir(), "cred"), UID: -1, GID: -1},
+		a, err := New(Config{Server: srv, Token: "tok", Dir: credential.Dir{Path: filepath.Join(t.TempDir(), "cred")},
 			Rand: func() float64 { return 0.5 }, MaxBackoff: 10 * time.Minute})
 		if err != nil {
 			t.Fatal(err)

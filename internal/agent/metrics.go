@@ -16,6 +16,7 @@ type Metrics struct {
 	expiry       *prometheus.Desc
 	sinceRenewal *prometheus.Desc
 	expiring     *prometheus.Desc
+	blocked      *prometheus.Desc
 	notBefore    *prometheus.Desc
 	notAfter     *prometheus.Desc
 }
@@ -39,6 +40,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Seconds since this agent last obtained a certificate (absent until it has).", []string{"identity"}, nil),
 		expiring: prometheus.NewDesc("mica_agent_certificate_expiring",
 			"1 when less than a sixth of the certificate's life is left without a renewal: alert on it.", []string{"identity"}, nil),
+		blocked: prometheus.NewDesc("mica_agent_blocked",
+			"1 when renewal cannot succeed without an admin, by reason (expired, revoked, unknown, chain-ended, denied, refused, token); the agent's log says what to do. Alert on it.",
+			[]string{"identity", "reason"}, nil),
 		// The validity as timestamps lets an alert compute the fraction of
 		// the lifetime left at evaluation time, which works for a 5-minute
 		// certificate as for a 90-day one.
@@ -63,6 +67,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.expiry
 	ch <- m.sinceRenewal
 	ch <- m.expiring
+	ch <- m.blocked
 	ch <- m.notBefore
 	ch <- m.notAfter
 }
@@ -71,6 +76,15 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, a := range m.agents {
 		s, _ := a.State()
+		// Every reason exists at zero, so that a rule sees the change.
+		label := a.label()
+		for _, b := range Blocks {
+			v := 0.0
+			if s.Blocked == b {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.blocked, prometheus.GaugeValue, v, label, string(b))
+		}
 		if s.Credential == nil {
 			continue
 		}

@@ -1,7 +1,11 @@
-// Package atomicfile writes files so that a reader sees either the old
-// content or the new, never a torn mix, and a crash leaves one of the two:
-// write a temporary file in the same directory, fsync it, rename it over the
-// target, fsync the directory.
+// Package atomicfile is the one owner of durable writes: every file mica
+// writes goes through it, so that a reader sees either the old content or
+// the new, never a torn mix, and a crash (or SIGKILL, or power loss) leaves
+// one of the two. A file is written to a temporary name in the same
+// directory, fsynced, renamed (or, for Create, hard-linked) over the target,
+// and the directory is fsynced. Symlink points a name at a new target the
+// same way, which is what makes a directory of several files switch at once
+// (package credential).
 package atomicfile
 
 import (
@@ -10,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ErrExists is returned by Create when the target already exists.
@@ -17,7 +22,7 @@ var ErrExists = errors.New("atomicfile: file exists")
 
 // Write atomically replaces (or creates) path with data and mode perm.
 func Write(path string, data []byte, perm fs.FileMode) error {
-	return write(path, data, perm, true)
+	return writeFile(path, data, perm, true, -1, -1)
 }
 
 // WriteOwned is Write that also gives the file to uid and gid (-1 leaves
@@ -28,13 +33,10 @@ func WriteOwned(path string, data []byte, perm fs.FileMode, uid, gid int) error 
 	return writeFile(path, data, perm, true, uid, gid)
 }
 
-// Create is Write that refuses to replace an existing file.
+// Create is Write that refuses to replace an existing file: the error wraps
+// ErrExists. Two writers racing for one name cannot clobber each other.
 func Create(path string, data []byte, perm fs.FileMode) error {
-	return write(path, data, perm, false)
-}
-
-func write(path string, data []byte, perm fs.FileMode, overwrite bool) error {
-	return writeFile(path, data, perm, overwrite, -1, -1)
+	return writeFile(path, data, perm, false, -1, -1)
 }
 
 func writeFile(path string, data []byte, perm fs.FileMode, overwrite bool, uid, gid int) (err error) {
@@ -82,10 +84,52 @@ func writeFile(path string, data []byte, perm fs.FileMode, overwrite bool, uid, 
 	if err != nil {
 		return fmt.Errorf("atomicfile: installing %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-func syncDir(dir string) error {
+// Symlink atomically makes path a symbolic link to target, replacing
+// whatever file or link was there: a reader that opens path finds the old
+// target or the new one, never nothing. The link is made under a temporary
+// name, renamed over path, and the directory is fsynced.
+func Symlink(target, path string) error {
+	dir := filepath.Dir(path)
+	tmp, err := tempName(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("atomicfile: linking %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("atomicfile: installing the link %s: %w", path, err)
+	}
+	return SyncDir(dir)
+}
+
+// tempName picks an unused name in dir; os.CreateTemp cannot make links.
+func tempName(dir, prefix string) (string, error) {
+	f, err := os.CreateTemp(dir, prefix+"*")
+	if err != nil {
+		return "", fmt.Errorf("atomicfile: cannot write in %s: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return "", fmt.Errorf("atomicfile: %w", err)
+	}
+	return name, nil
+}
+
+// IsTemp reports whether name (a base name) is one of the temporary names
+// this package writes under, so a writer may remove what a crash left.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
+}
+
+// SyncDir fsyncs a directory, so that the names created, renamed or
+// removed in it survive a crash.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("atomicfile: %w", err)

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"net/netip"
@@ -25,7 +26,10 @@ type ACMERequest struct {
 	Profile  string // the profile the config names for ACME
 	Identity identity.Identity
 	CSR      []byte // DER; must name exactly Identity
-	Source   netip.Addr
+	// AccountKey is the account's public key, which the CSR must not
+	// carry: a certificate key is not an account key (as Boulder refuses).
+	AccountKey crypto.PublicKey
+	Source     netip.Addr
 	// Replaces is the serial of a certificate this one renews, when the
 	// client says so (RFC 9773); it must have been issued to the same account.
 	Replaces string
@@ -60,6 +64,12 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 	csr, perr := parseCSR(req.CSR)
 	if perr != nil {
 		return refuse(perr.(*Error))
+	}
+	if k, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && req.AccountKey != nil && k.Equal(req.AccountKey) {
+		return refuse(newError(KindBadCSR, nil, "the CSR's public key is the ACME account's key: make a new key for the certificate"))
+	}
+	if len(csr.EmailAddresses) > 0 {
+		return refuse(newError(KindBadCSR, nil, "the CSR asks for e-mail addresses; mica issues only SPIFFE IDs, DNS names and IPs"))
 	}
 	got, err := identity.FromCSR(csr)
 	if err != nil {

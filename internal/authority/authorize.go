@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/mica-pki/mica/internal/store"
 )
 
 // This file is the whole access model: every "who may" of every door is
@@ -43,12 +45,13 @@ const (
 	PermRoleGrant           Permission = "role:grant"            // grant roles for a time, revoke grants
 	PermApprovalRead        Permission = "approval:read"         // see every request (requesters see their own)
 	PermBreakGlass          Permission = "role:break-glass"      // grant oneself a role at once, briefly, with an alert
+	PermDiscoveryReport     Permission = "discovery:report"      // report certificates found deployed
 )
 
 // Permissions lists every permission, for config validation and docs.
 var Permissions = []Permission{PermTokenCreate, PermTokenCreateReserved, PermInventoryRead, PermCertRevoke,
 	PermIdentityDeny, PermAuditRead, PermReportRead, PermServerStats, PermPolicyPropose, PermPolicyApprove,
-	PermCARotate, PermApprovalDecide, PermRoleGrant, PermApprovalRead, PermBreakGlass}
+	PermCARotate, PermApprovalDecide, PermRoleGrant, PermApprovalRead, PermBreakGlass, PermDiscoveryReport}
 
 // Role names a set of grants. The built-in roles are ranked (auditor ⊂
 // operator ⊂ admin); a policy may define more.
@@ -72,7 +75,7 @@ type Grant struct {
 // builtinRoles are the three roles every policy has.
 var builtinRoles = map[Role][]Grant{
 	RoleAuditor:  grants(PermInventoryRead, PermAuditRead, PermReportRead, PermApprovalRead),
-	RoleOperator: grants(PermInventoryRead, PermAuditRead, PermReportRead, PermApprovalRead, PermTokenCreate),
+	RoleOperator: grants(PermInventoryRead, PermAuditRead, PermReportRead, PermApprovalRead, PermTokenCreate, PermDiscoveryReport),
 	RoleAdmin:    grants(Permissions...),
 }
 
@@ -118,6 +121,9 @@ const (
 	ActBreakGlass       Action = "role.break-glass"  // a grant to oneself, at once
 	ActApprovalDecide   Action = "approval.decide"   // Resource.Role: the approvers' role
 	ActApprovalRead     Action = "approval.read"     // Resource.Requester: own requests need nothing
+	ActDiscoveryReport  Action = "discovery.report"  // certificates found deployed
+	ActDiscoveryRead    Action = "discovery.read"    // discovered certificates
+	ActWebhookRead      Action = "webhook.read"      // webhook delivery state
 	ActACMERevoke       Action = "acme.revoke"       // Resource.Serial, by the ordering account or the certificate's key
 	ActConsoleSignIn    Action = "console.sign-in"   // open a web console session (console.go)
 	ActInternalIssuance Action = "internal.issuance" // mica issuing for itself
@@ -181,12 +187,22 @@ var table = map[Action]rule{
 	ActApprovalDecide: {perm: PermApprovalDecide, what: "decide approval requests"},
 	ActApprovalRead:   {perm: PermApprovalRead, ownReq: true, what: "read approval requests"},
 	ActConsoleSignIn:  {anyRole: true, what: "sign in to the web console"},
+	ActDiscoveryRead:  {perm: PermInventoryRead, what: "read discovered certificates"},
+	// Delivery state names events, never secrets: who may read the audit
+	// log may read it.
+	ActWebhookRead: {perm: PermAuditRead, what: "read webhook delivery state"},
+	// Workloads under the config's discovery.agent_profiles may report
+	// too (Authority.Authorize).
+	ActDiscoveryReport: {perm: PermDiscoveryReport, what: "report discovered certificates"},
 }
 
 // Authorize says whether p may do act on res under the current access
 // model: nil, or a KindForbidden error that names what is missing. It is
 // the only place that compares a principal with a permission.
 func (a *Authority) Authorize(p Principal, act Action, res Resource) error {
+	if act == ActDiscoveryReport && len(p.Roles) == 0 && p.Record.Status == store.StatusActive && a.discovery.reporters[p.Record.Profile] {
+		return nil // an agent reporting what it found on its host
+	}
 	return a.access().authorize(p, act, res)
 }
 

@@ -19,54 +19,10 @@ import (
 // who may report and read discovered certificates, and how a report
 // becomes inventory rows and lifecycle events.
 //
-// discoveryTable holds the rows for the authorize table (authorize.go),
-// kept here until they are folded in. Reporting is also open to workloads
-// whose certificate was issued under one of the config's
-// discovery.agent_profiles (agents on hosts), and, until discovery:report
-// is among the built-in roles' grants, to whoever may create tokens
-// (operators and admins).
-
-// Permissions and actions of discovery and webhooks.
-const (
-	PermDiscoveryReport Permission = "discovery:report"
-
-	ActDiscoveryReport Action = "discovery.report"
-	ActDiscoveryRead   Action = "discovery.read"
-	ActWebhookRead     Action = "webhook.read"
-)
-
-var discoveryTable = map[Action]rule{
-	ActDiscoveryReport: {perm: PermDiscoveryReport, what: "report discovered certificates"},
-	ActDiscoveryRead:   {perm: PermInventoryRead, what: "read discovered certificates"},
-	// Delivery state names events, never secrets: who may read the
-	// audit log may read it.
-	ActWebhookRead: {perm: PermAuditRead, what: "read webhook delivery state"},
-}
-
-// authorizeDiscovery answers the discovery and webhook actions, as the
-// rows above say.
-func (a *Authority) authorizeDiscovery(p Principal, act Action) error {
-	r, ok := discoveryTable[act]
-	switch {
-	case !ok:
-		return newError(KindInternal, nil, "no authorization rule for %q", act)
-	case p.System():
-		return nil
-	case !p.authenticated():
-		return newError(KindUnauthenticated, nil, "%s needs a client certificate issued by this server: pass --cert and --key", r.what)
-	}
-	m := a.access()
-	if m.allows(p.Roles, r.perm, false, Resource{}) {
-		return nil
-	}
-	if act == ActDiscoveryReport {
-		if len(p.Roles) == 0 && a.discovery.reporters[p.Record.Profile] || m.allows(p.Roles, PermTokenCreate, false, Resource{}) {
-			return nil
-		}
-		return forbidden(p, r.what, "it needs the operator role, or a certificate under a profile listed in the config's discovery.agent_profiles")
-	}
-	return forbidden(p, r.what, m.hint(r.perm))
-}
+// Who may report and read is answered by the authorize table
+// (authorize.go), like every other action; one exception lives in
+// Authority.Authorize: a workload whose certificate was issued under one
+// of the config's discovery.agent_profiles (an agent on a host) may report.
 
 // DiscoveryConfig configures discovery.
 type DiscoveryConfig struct {
@@ -163,7 +119,7 @@ const (
 // its event once written), so a crash in between delivers the event
 // later rather than never (see FlushDiscoveryEvents).
 func (a *Authority) ReportDiscovery(ctx context.Context, p Principal, r DiscoveryReport) (DiscoverySummary, error) {
-	if err := a.authorizeDiscovery(p, ActDiscoveryReport); err != nil {
+	if err := a.Authorize(p, ActDiscoveryReport, Resource{}); err != nil {
 		return DiscoverySummary{}, err
 	}
 	ds, ok := a.store.(store.DiscoveryStore)
@@ -425,7 +381,7 @@ func (a *Authority) FlushDiscoveryEvents(ctx context.Context) (int, error) {
 
 // DiscoveredCertificates lists discovered certificates (auditors and up).
 func (a *Authority) DiscoveredCertificates(ctx context.Context, p Principal, f store.DiscoveryFilter) ([]store.DiscoveredCertificate, error) {
-	if err := a.authorizeDiscovery(p, ActDiscoveryRead); err != nil {
+	if err := a.Authorize(p, ActDiscoveryRead, Resource{}); err != nil {
 		return nil, err
 	}
 	ds, ok := a.store.(store.DiscoveryStore)
@@ -482,7 +438,7 @@ type WebhookReport struct {
 // WebhookStates reads every webhook endpoint's delivery state, with up to
 // deadLetters of each one's dead letters (auditors and up).
 func (a *Authority) WebhookStates(ctx context.Context, p Principal, deadLetters int) (WebhookReport, error) {
-	if err := a.authorizeDiscovery(p, ActWebhookRead); err != nil {
+	if err := a.Authorize(p, ActWebhookRead, Resource{}); err != nil {
 		return WebhookReport{}, err
 	}
 	ws, ok := a.store.(store.WebhookStore)

@@ -289,14 +289,16 @@ func SignIntermediate(root *x509.Certificate, rootKey crypto.Signer, csr *x509.C
 func normalizeDomains(in []string) ([]string, error) {
 	var out []string
 	for _, d := range in {
-		// A leading dot means "subdomains only" in name constraints.
-		dot := strings.HasPrefix(d, ".")
-		n, err := identity.NormalizeDNS(strings.TrimPrefix(d, "."))
+		// RFC 5280 §4.2.1.10: a dNSName constraint is a domain name, which
+		// covers itself and every name below it; a leading dot is the URI
+		// form, and verifiers (mica's own among them) refuse it in a
+		// dNSName constraint.
+		if strings.HasPrefix(d, ".") {
+			return nil, fmt.Errorf("ca: permitted DNS domain %q starts with a dot: write it as %q, which covers it and every name below it", d, strings.TrimPrefix(d, "."))
+		}
+		n, err := identity.NormalizeDNS(d)
 		if err != nil || strings.Contains(n, "*") {
 			return nil, fmt.Errorf("ca: permitted DNS domain %q is not a domain name", d)
-		}
-		if dot {
-			n = "." + n
 		}
 		out = append(out, n)
 	}

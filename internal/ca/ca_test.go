@@ -326,7 +326,7 @@ func TestIntermediateDNSAndIPConstraints(t *testing.T) {
 	interKey, _ := keys.Generate(keys.ECDSAP384, rand.Reader)
 	cfg := ca.IntermediateConfig{
 		TrustDomain:         td,
-		PermittedDNSDomains: []string{"Internal.Example", ".svc.example"},
+		PermittedDNSDomains: []string{"Internal.Example", "svc.example"},
 		PermittedIPRanges:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")},
 	}
 	csrDER, _ := ca.NewIntermediateCSR(interKey, cfg)
@@ -335,7 +335,7 @@ func TestIntermediateDNSAndIPConstraints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(inter.PermittedDNSDomains, ","); got != "internal.example,.svc.example" {
+	if got := strings.Join(inter.PermittedDNSDomains, ","); got != "internal.example,svc.example" {
 		t.Errorf("permitted DNS = %s", got)
 	}
 	if len(inter.PermittedIPRanges) != 2 || inter.PermittedIPRanges[0].String() != "10.0.0.0/8" {
@@ -345,4 +345,12 @@ func TestIntermediateDNSAndIPConstraints(t *testing.T) {
 		t.Error(err)
 	}
 	issueAndVerify(t, &ca.Hierarchy{Root: root, Intermediate: inter, IntermediateKey: interKey}, "spiffe://example.org/x,api.internal.example,10.9.8.7")
+	// The URI form of a constraint (a leading dot) is refused, as
+	// verifiers refuse it in a dNSName constraint.
+	cfg.PermittedDNSDomains = []string{".svc.example"}
+	if _, err := ca.NewIntermediateCSR(interKey, cfg); err == nil {
+		if _, err := ca.SignIntermediate(root, rootKey, csr, cfg); err == nil {
+			t.Error("a permitted DNS domain with a leading dot was accepted")
+		}
+	}
 }

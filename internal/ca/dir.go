@@ -15,6 +15,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/mica-pki/mica/credential"
+	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
@@ -368,44 +370,16 @@ func writeCert(dir, name string, cert *x509.Certificate) error {
 	return writeFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
 }
 
-// writeFile writes atomically and never replaces an existing file: the data
-// goes to a temporary file that is synced and then hard-linked into place,
-// which fails if the name is taken.
-func writeFile(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+// writeFile writes atomically and never replaces an existing file
+// (atomicfile.Create hard-links the synced temporary file into place, which
+// fails if the name is taken).
+func writeFile(path string, data []byte, perm fs.FileMode) error {
+	err := atomicfile.Create(path, data, perm)
+	switch {
+	case errors.Is(err, atomicfile.ErrExists):
+		return fmt.Errorf("%w: %s exists", ErrExists, path)
+	case err != nil:
 		return fmt.Errorf("ca: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: writing %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("ca: syncing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ca: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s exists", ErrExists, path)
-		}
-		return fmt.Errorf("ca: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ca: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ca: syncing %s: %w", dir, err)
 	}
 	return nil
 }
@@ -424,14 +398,11 @@ func readCert(dir, name string) (*x509.Certificate, error) {
 	return parsePEMCert(data, p)
 }
 
+// parsePEMCert reads the first certificate of a PEM file.
 func parsePEMCert(data []byte, what string) (*x509.Certificate, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("ca: %s holds no PEM certificate", what)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
+	certs, err := credential.ParseCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("ca: parsing %s: %w", what, err)
+		return nil, fmt.Errorf("ca: %s holds no usable PEM certificate: %w", what, err)
 	}
-	return cert, nil
+	return certs[0], nil
 }

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"github.com/mica-pki/mica/internal/renewal"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -347,7 +348,7 @@ func (r *Responder) Run(ctx context.Context) error {
 		}
 		now := r.cfg.Clock()
 		cert := r.key.Load().cert
-		if now.After(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 2 / 3)) {
+		if now.After(renewal.RenewAt(cert.NotBefore, cert.NotAfter, 0.5)) { // r=0.5: exactly two thirds; one responder has no fleet to spread
 			if err := r.renewResponder(); err != nil {
 				r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "renewing the ocsp responder certificate failed; retrying", slog.String("error", err.Error()))
 			}

@@ -67,7 +67,10 @@ type ListenerConfig struct {
 // Rule lists the identities allowed; a peer is allowed when any entry
 // matches any of its names.
 type Rule struct {
-	// IDs are exact SPIFFE IDs, DNS names or IP addresses.
+	// IDs are exact SPIFFE IDs, DNS names or IP addresses. Each keeps the
+	// kind its text says (identity.ParseName) and is compared only with
+	// the peer's names of that kind: "127.0.0.1" matches an IP SAN, never
+	// a DNS SAN that reads the same.
 	IDs []string `yaml:"ids"`
 	// IDPrefixes are SPIFFE ID path prefixes: spiffe://example.org/billing/
 	// allows spiffe://example.org/billing and everything below it.
@@ -237,9 +240,8 @@ func (r *Rule) validate() error {
 		return fmt.Errorf("names no identity: list ids, id_prefixes or trust_domains")
 	}
 	for _, s := range r.IDs {
-		id, err := identity.Parse(s)
-		if err != nil || len(id.SANs()) != 1 {
-			return fmt.Errorf("ids: %q is not one SPIFFE ID, DNS name or IP address", s)
+		if _, err := identity.ParseName(s); err != nil {
+			return fmt.Errorf("ids: %q is not one SPIFFE ID, DNS name or IP address: %w", s, err)
 		}
 	}
 	for _, s := range r.IDPrefixes {

@@ -34,6 +34,7 @@ type handler struct {
 	target    *url.URL
 	transport *http.Transport
 	key       string // what the transport was built from, to reuse it across reloads
+	verifier  *mtls.Verifier
 	rp        *httputil.ReverseProxy
 }
 
@@ -77,7 +78,7 @@ func newTransport(timeout time.Duration) *http.Transport {
 // config being replaced, by key.
 func (p *Proxy) newHandler(c ListenerConfig, reuse map[string]*http.Transport) (*handler, error) {
 	h := &handler{cfg: c, log: p.log.With(slog.String("listener", c.Name)), metrics: p.o.Metrics.forListener(c.Name, c.Mode),
-		key: transportKey(c)}
+		key: transportKey(c), verifier: p.verifier}
 	raw := c.Backend
 	if c.Mode == Outbound {
 		raw = c.Upstream
@@ -90,8 +91,7 @@ func (p *Proxy) newHandler(c ListenerConfig, reuse map[string]*http.Transport) (
 	if h.transport == nil {
 		h.transport = newTransport(c.Timeout.D())
 		if c.Mode == Outbound {
-			tc, err := mtls.ClientConfig(mtls.Options{Source: p.o.Source, Authorize: c.Expect.authorizer(),
-				Revocations: p.o.Revocations, CRL: p.o.CRL, Metrics: p.o.HandshakeMetrics, Logger: p.log})
+			tc, err := mtls.ClientConfig(mtls.Options{Source: p.o.Source, Verifier: p.verifier, Authorize: c.Expect.authorizer()})
 			if err != nil {
 				return nil, fmt.Errorf("proxy: listener %q: %w", c.Name, err)
 			}
@@ -112,9 +112,15 @@ func (p *Proxy) newHandler(c ListenerConfig, reuse map[string]*http.Transport) (
 		h.self = &p.self
 		rewrite = h.rewriteInbound
 	}
+	var rt http.RoundTripper = h.transport
+	if c.Mode == Outbound {
+		// Tracked so that Run closes connections to an upstream revoked
+		// after the handshake, and a request is never sent over one.
+		rt = p.verifier.Transport(h.transport)
+	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    h.transport,
+		Transport:    rt,
 		ErrorHandler: h.proxyError,
 		ErrorLog:     slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
@@ -160,12 +166,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorize answers 403 (or 400 for a path that could dodge a route) and
 // returns false unless the listener's rules allow the verified peer.
 func (h *handler) authorize(w http.ResponseWriter, r *http.Request) (mtls.Peer, bool) {
-	peer, ok := mtls.PeerIdentity(r)
-	if !ok {
-		// The handshake requires a certificate; this is only reached by a
-		// certificate that names no identity.
+	// Judged again on every request: a client revoked or denied since its
+	// handshake gets nothing more on the connections it holds.
+	peer, err := h.verifier.VerifyRequest(r)
+	if err != nil {
 		h.metrics.deny()
-		http.Error(w, "forbidden: the client certificate names no identity", http.StatusForbidden)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "forbidden: the client certificate is refused: "+string(rejectReason(err)), http.StatusForbidden)
 		return peer, false
 	}
 	if len(h.rules.routes) > 0 && !canonicalPath(r.URL.Path, r.URL.EscapedPath()) {
@@ -173,7 +180,7 @@ func (h *handler) authorize(w http.ResponseWriter, r *http.Request) (mtls.Peer, 
 		return peer, false
 	}
 	allow, route := h.rules.forPath(r.URL.Path)
-	err := errors.New("no rule allows this path")
+	err = errors.New("no rule allows this path")
 	if allow != nil {
 		err = allow(peer.Identity, r.TLS.PeerCertificates)
 	}
@@ -292,4 +299,12 @@ func (s *selfID) get() string {
 	}
 	s.last.Store(&selfIDEntry{cert: c, id: id})
 	return id
+}
+
+func rejectReason(err error) mtls.Reason {
+	var rej *mtls.RejectError
+	if errors.As(err, &rej) {
+		return rej.Reason
+	}
+	return mtls.ReasonBadChain
 }

@@ -22,12 +22,13 @@ type Options struct {
 	// Source is the proxy's own credential and trust bundle; required.
 	Source mtls.Source
 	// Revocations (the feed's Set) and CRL reject revoked peers in the
-	// handshake, on both sides; either may be nil.
+	// handshake, on both sides, and close the open connections of peers
+	// revoked later (while Run runs); either may be nil.
 	Revocations *revocation.Set
 	CRL         *mtls.CRLChecker
 	// HandshakeMetrics counts the handshakes; Metrics the requests. Both
 	// may be nil.
-	HandshakeMetrics *mtls.Metrics
+	HandshakeMetrics mtls.Metrics
 	Metrics          *Metrics
 	Logger           *slog.Logger
 	// DrainTimeout bounds how long a removed listener, or every listener
@@ -46,6 +47,7 @@ const (
 type Proxy struct {
 	o         Options
 	log       *slog.Logger
+	verifier  *mtls.Verifier
 	serverTLS *tls.Config
 	self      selfID
 
@@ -82,14 +84,20 @@ func New(o Options) (*Proxy, error) {
 	// The handshake verifies the chain, usage and revocation; who may do
 	// what is decided per request by the listener's rules, so that a
 	// refused identity gets a 403 it can read rather than a TLS alert.
+	// Outbound listeners give their own Authorizer (the upstream they
+	// expect) to their client configs.
 	anyVerified := mtls.AuthorizeFunc(func(identity.Identity) bool { return true })
-	tc, err := mtls.ServerConfig(mtls.Options{Source: o.Source, Authorize: anyVerified, Revocations: o.Revocations,
+	v, err := mtls.NewVerifier(mtls.VerifierConfig{Roots: o.Source, Authorize: anyVerified, Revocations: o.Revocations,
 		CRL: o.CRL, Metrics: o.HandshakeMetrics, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	tc, err := mtls.ServerConfig(mtls.Options{Source: o.Source, Verifier: v})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	tc.NextProtos = []string{"h2", "http/1.1"}
-	return &Proxy{o: o, log: o.Logger, serverTLS: tc, self: selfID{src: o.Source},
+	return &Proxy{o: o, log: o.Logger, verifier: v, serverTLS: tc, self: selfID{src: o.Source},
 		servers: map[string]*server{}, failed: make(chan error, 1)}, nil
 }
 
@@ -211,6 +219,9 @@ func (p *Proxy) start(mode Mode, ln net.Listener, h *handler) *server {
 	s.srv.Protocols.SetHTTP1(true)
 	serve := func() error { return s.srv.Serve(ln) }
 	if mode == Inbound {
+		// Tracked so that Run closes the connections of clients revoked
+		// after their handshake; the handler re-verifies every request.
+		s.srv.ConnState = p.verifier.ConnState
 		s.srv.Protocols.SetHTTP2(true)
 		s.srv.TLSConfig = p.serverTLS.Clone() // net/http adds to it
 		serve = func() error { return s.srv.ServeTLS(ln, "", "") }
@@ -264,13 +275,20 @@ func (p *Proxy) Listeners() []Listener {
 	return out
 }
 
-// Run waits until ctx ends or a listener fails, then shuts down gracefully.
+// Run closes the connections, inbound and outbound, of peers revoked or
+// denied after their handshake, until ctx ends or a listener fails; then it
+// shuts down gracefully.
 func (p *Proxy) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	live := make(chan struct{})
+	go func() { defer close(live); p.verifier.Run(ctx) }()
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-p.failed:
 	}
+	cancel()
+	<-live
 	p.Shutdown()
 	return err
 }

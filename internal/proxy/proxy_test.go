@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,9 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +27,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/testpki"
 	"github.com/mica-pki/mica/mtls"
+	"github.com/mica-pki/mica/mtls/mtlsprom"
+	"github.com/mica-pki/mica/revocation"
 )
 
 // staticSource is a credential that never changes; the file and Workload
@@ -56,23 +65,37 @@ func (w *world) source(path string, opts ...testpki.LeafOption) *staticSource {
 // are in reg.
 func (w *world) proxy(path string, ls ...ListenerConfig) (*Proxy, *Metrics) {
 	w.t.Helper()
+	return w.proxyWith(path, nil, ls...)
+}
+
+// proxyWith is proxy with a revocation set, and running (Run) when set is
+// not nil.
+func (w *world) proxyWith(path string, set *revocation.Set, ls ...ListenerConfig) (*Proxy, *Metrics) {
+	w.t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	hm, err := mtls.NewMetrics(reg)
+	hm, err := mtlsprom.New(reg)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	p, err := New(Options{Source: w.source(path), Metrics: m, HandshakeMetrics: hm, DrainTimeout: 5 * time.Second})
+	p, err := New(Options{Source: w.source(path), Metrics: m, HandshakeMetrics: hm, Revocations: set, DrainTimeout: 5 * time.Second})
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	if err := p.Apply(ls); err != nil {
 		w.t.Fatal(err)
 	}
-	w.t.Cleanup(p.Shutdown)
+	if set == nil {
+		w.t.Cleanup(p.Shutdown)
+		return p, m
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	w.t.Cleanup(func() { cancel(); <-done })
 	return p, m
 }
 
@@ -357,9 +380,7 @@ func TestReloadKeepsListenersAndInFlightRequests(t *testing.T) {
 			inflight <- result{code, body}
 		}()
 	}
-	for len(w.backend.requests()) < 2 {
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "both slow requests reach the backend", func() bool { return len(w.backend.requests()) >= 2 })
 
 	next := inbound("in", second.URL, &Rule{IDs: []string{worker, "spiffe://example.org/billing/other"}})
 	if err := p.Apply([]ListenerConfig{next}); err != nil {
@@ -580,5 +601,166 @@ func TestProxyErrorsArePrefixed(t *testing.T) {
 	}
 	if _, err := NewMetrics(nil); err == nil || !errors.Is(err, err) || !strings.HasPrefix(err.Error(), "proxy: ") {
 		t.Errorf("NewMetrics(nil): %v", err)
+	}
+}
+
+// craftedSource is a client credential signed by the world's intermediate
+// outside mica's issuance (which would refuse it), shaped by edit.
+func (w *world) craftedSource(edit func(*x509.Certificate)) *staticSource {
+	w.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	edit(tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, w.pki.Intermediate, key.Public(), w.pki.IntermediateKey)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return &staticSource{cert: tls.Certificate{Certificate: [][]byte{der, w.pki.Intermediate.Raw}, PrivateKey: key, Leaf: leaf},
+		roots: []*x509.Certificate{w.pki.Root}}
+}
+
+// TestRuleNamesKeepTheirKind: a rule's IP address or SPIFFE ID is matched
+// only with a SAN of that kind, over real connections through the proxy;
+// a DNS SAN that reads like either is refused at the handshake.
+func TestRuleNamesKeepTheirKind(t *testing.T) {
+	w := newWorld(t)
+	p, _ := w.proxy("/proxy", inbound("in", w.backend.URL, &Rule{IDs: []string{"127.0.0.1", "spiffe://example.org/admin"}}))
+	admin, _ := url.Parse("spiffe://example.org/admin")
+	tests := []struct {
+		name string
+		src  *staticSource
+		want int // 0: the handshake is refused
+	}{
+		{"IP SAN", w.craftedSource(func(c *x509.Certificate) { c.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)} }), 200},
+		{"SPIFFE ID", w.craftedSource(func(c *x509.Certificate) { c.URIs = []*url.URL{admin} }), 200},
+		{"DNS SAN reading the IP", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"127.0.0.1"} }), 0},
+		{"DNS SAN reading the SPIFFE ID", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"spiffe://example.org/admin"} }), 0},
+		{"DNS SAN", w.craftedSource(func(c *x509.Certificate) { c.DNSNames = []string{"admin.example.org"} }), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, body, _ := get(t, w.clientWith(tt.src, false), addrOf(p, "in"), "/", nil); code != tt.want {
+				t.Fatalf("status %d (%s), want %d", code, body, tt.want)
+			}
+		})
+	}
+	// The compiled rule itself, given identities no certificate can carry.
+	allow, _ := compileRules(inbound("in", "http://x", &Rule{IDs: []string{"127.0.0.1", "spiffe://example.org/admin"}})).forPath("/")
+	for _, id := range []identity.Identity{{DNS: []string{"127.0.0.1"}}, {DNS: []string{"spiffe://example.org/admin"}}} {
+		if err := allow(id, nil); err == nil {
+			t.Errorf("the rule allows %v", id.DNS)
+		}
+	}
+}
+
+// TestRevokedPeersLoseLiveConnections: clients holding a keep-alive
+// HTTP/1.1 or HTTP/2 connection through the proxy, and an upstream behind
+// an outbound listener, are cut off as soon as the revocation feed's Set
+// says so, not at their next handshake.
+func TestRevokedPeersLoseLiveConnections(t *testing.T) {
+	w := newWorld(t)
+	set := &revocation.Set{}
+	var seq int64
+	revoke := func(c *x509.Certificate) {
+		seq++
+		set.Apply(revocation.Event{Seq: seq, Kind: revocation.KindRevoked, Serial: c.SerialNumber.Text(16)})
+	}
+	p, _ := w.proxyWith("/proxy", set, inbound("in", w.backend.URL, &Rule{TrustDomains: []string{"example.org"}}))
+	addr := addrOf(p, "in")
+
+	// HTTP/1.1 by hand, so the test sees the proxy close the connection.
+	h1Src := w.source("/billing/h1")
+	tc, err := mtls.ClientConfig(mtls.Options{Source: h1Src, Authorize: mtls.AuthorizeIDs("spiffe://example.org/proxy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", addr, tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	fmt.Fprintf(conn, "GET /one HTTP/1.1\r\nHost: proxy\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	h1Closed := make(chan error, 1)
+	go func() { _, err := br.ReadByte(); h1Closed <- err }()
+
+	h2Src := w.source("/billing/h2")
+	h2 := w.clientWith(h2Src, true)
+	if code, body, resp := get(t, h2, addr, "/two", nil); code != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 request: %d %s", code, body)
+	}
+
+	revoke(h1Src.cert.Leaf)
+	select {
+	case err := <-h1Closed:
+		if err == nil {
+			t.Fatal("the proxy sent bytes nobody asked for")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoked HTTP/1.1 client kept its connection")
+	}
+	revoke(h2Src.cert.Leaf)
+	if code, body, _ := get(t, h2, addr, "/three", nil); code == 200 {
+		t.Fatalf("the revoked HTTP/2 client got %d %s", code, body)
+	}
+	if got := len(w.backend.requests()); got != 2 {
+		t.Errorf("the backend saw %d requests, want the 2 made before the revocations", got)
+	}
+
+	// Outbound: the upstream is revoked while the proxy holds a kept-alive
+	// connection to it.
+	upSrc := w.source("/ledger/api")
+	upTLS, err := mtls.ServerConfig(mtls.Options{Source: upSrc, Authorize: mtls.AuthorizeIDs("spiffe://example.org/legacy/app")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upClosed := make(chan struct{}, 4)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { io.WriteString(rw, "ledger") }))
+	up.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			upClosed <- struct{}{}
+		}
+	}
+	up.Listener = tls.NewListener(up.Listener, upTLS)
+	up.Start()
+	defer up.Close()
+	outSet := &revocation.Set{}
+	out, _ := w.proxyWith("/legacy/app", outSet, ListenerConfig{Name: "out", Mode: Outbound, Listen: "127.0.0.1:0",
+		Upstream: "https://" + up.Listener.Addr().String(), Expect: &Rule{IDs: []string{"spiffe://example.org/ledger/api"}}})
+	resp, err = http.Get("http://" + addrOf(out, "out") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("outbound before the revocation: %s", resp.Status)
+	}
+	outSet.Apply(revocation.Event{Seq: 1, Kind: revocation.KindRevoked, Serial: upSrc.cert.Leaf.SerialNumber.Text(16)})
+	select {
+	case <-upClosed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy kept its connection to the revoked upstream")
+	}
+	resp, err = http.Get("http://" + addrOf(out, "out") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("outbound after the revocation: %s, want 502", resp.Status)
 	}
 }

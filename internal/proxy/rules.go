@@ -12,6 +12,8 @@ import (
 func (r *Rule) authorizer() mtls.Authorizer {
 	var as []mtls.Authorizer
 	if len(r.IDs) > 0 {
+		// Validate has parsed every ID; AuthorizeIDs parses them once
+		// more, into typed names, when the rule is compiled.
 		as = append(as, mtls.AuthorizeIDs(r.IDs...))
 	}
 	if len(r.IDPrefixes) > 0 {

@@ -46,9 +46,12 @@ type ACMEStore interface {
 	// if an ID, or a non-empty Lookup within a kind, exists already.
 	CreateACME(ctx context.Context, recs ...ACMERecord) error
 	// UpdateACME replaces the record with rec.Kind and rec.ID if its status
-	// is still fromStatus (compare-and-swap, so two replicas cannot both move
-	// an order from ready to processing). ErrNotFound, ErrConflict.
-	UpdateACME(ctx context.Context, rec ACMERecord, fromStatus string) error
+	// is still fromStatus and its lookup key still fromLookup
+	// (compare-and-swap, so two replicas cannot both move an order from
+	// ready to processing, and an account update signed with the old key
+	// cannot undo a key change that committed meanwhile). ErrNotFound,
+	// ErrConflict.
+	UpdateACME(ctx context.Context, rec ACMERecord, fromStatus, fromLookup string) error
 	// ACMEByID reads one record. ErrNotFound.
 	ACMEByID(ctx context.Context, kind ACMEKind, id string) (ACMERecord, error)
 	// ACMEByLookup reads the record with a Lookup key. ErrNotFound.
@@ -56,11 +59,22 @@ type ACMEStore interface {
 	// ACMEChildren lists the records of kind whose Parent is parent, oldest
 	// first, at most limit (0 means 1000).
 	ACMEChildren(ctx context.Context, kind ACMEKind, parent string, limit int) ([]ACMERecord, error)
-	// AddACMENonce records a fresh anti-replay nonce.
-	AddACMENonce(ctx context.Context, nonce string, expires time.Time) error
-	// UseACMENonce consumes a nonce: it succeeds once for a nonce added and
-	// not yet expired at now, and returns ErrNotFound otherwise.
-	UseACMENonce(ctx context.Context, nonce string, now time.Time) error
+	// ACMEByStatus lists the records of kind in status, oldest first, at
+	// most limit (0 means 1000): the orders a crash left processing. Only
+	// orders are indexed by status.
+	ACMEByStatus(ctx context.Context, kind ACMEKind, status string, limit int) ([]ACMERecord, error)
+	// UseACMENonce records that nonce was used, until expires: it succeeds
+	// once per nonce and returns ErrConflict when the nonce was used
+	// before (a replay), on whichever server. Nonces are issued without
+	// the store (see ACMENonceKey); only used ones are kept, and records
+	// expired at now are swept now and then.
+	UseACMENonce(ctx context.Context, nonce string, expires, now time.Time) error
+	// ACMENonceKey returns the key that nonces of epoch are made with. The
+	// first caller for an epoch stores fresh and every later caller, on
+	// every server, gets that same key; storing a new epoch's key forgets
+	// the keys of epochs before epoch-2 (a nonce outlives its epoch by at
+	// most one more, and servers' clocks differ a little).
+	ACMENonceKey(ctx context.Context, epoch int64, fresh []byte) ([]byte, error)
 }
 
 // ACMETable is the table that holds records of kind k, or "" for an

@@ -14,7 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"unicode"
 )
 
 // ErrDuplicateKey is wrapped by the error for a key given twice.
@@ -50,6 +50,21 @@ func CheckDuplicates(data []byte) error {
 	return nil
 }
 
+// Check accepts exactly one JSON value with no key given twice, for data
+// that is decoded later, or by another library (a JWS's protected header
+// is read by the JWS library too).
+func Check(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := walk(dec, 0); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("strictjson: trailing data after the JSON value")
+	}
+	return nil
+}
+
 // walk reads one value from dec, checking objects for repeated keys.
 func walk(dec *json.Decoder, depth int) error {
 	if depth > maxDepth {
@@ -67,7 +82,7 @@ func walk(dec *json.Decoder, depth int) error {
 			if err != nil {
 				return err
 			}
-			key := strings.ToLower(k.(string))
+			key := foldKey(k.(string))
 			if seen[key] {
 				return fmt.Errorf("%w %q: give each field once", ErrDuplicateKey, k)
 			}
@@ -88,4 +103,17 @@ func walk(dec *json.Decoder, depth int) error {
 		return err
 	}
 	return nil
+}
+
+// foldKey maps every rune to the smallest rune of its Unicode simple case
+// folding orbit, so that keys encoding/json would match to one field (k,
+// K and the Kelvin sign; s, S and ſ) fold to one string.
+func foldKey(s string) string {
+	out := []rune(s)
+	for i, r := range out {
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			out[i] = min(out[i], f)
+		}
+	}
+	return string(out)
 }

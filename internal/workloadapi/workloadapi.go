@@ -4,9 +4,10 @@
 // audience, JWT bundles, and JWT-SVID validation.
 //
 // It is an adapter: it translates between the agent's state and the
-// Workload API's protobuf messages and gRPC status codes; which process may
-// have which identity is the Entitled hook's to say, from the caller's uid,
-// gid and pid that the kernel reports for the socket (SO_PEERCRED, peer.go).
+// Workload API's protobuf messages and gRPC status codes. Which process may
+// have which identity is each SVID's Entitlement (entitle.go), judged on the
+// caller's uid and gid that the kernel reports for the socket (SO_PEERCRED,
+// peer.go).
 // Start reading at New; Config says what it serves from.
 package workloadapi
 
@@ -32,11 +33,12 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// X509SVID is one identity the API hands out.
+// X509SVID is one identity the API hands out, and to whom.
 type X509SVID struct {
-	ID    spiffeid.ID
-	Chain []*x509.Certificate // leaf first
-	Key   crypto.Signer
+	ID          spiffeid.ID
+	Chain       []*x509.Certificate // leaf first
+	Key         crypto.Signer
+	Entitlement Entitlement // the local processes that may have it
 }
 
 // Snapshot is everything the API serves at one moment.
@@ -54,11 +56,7 @@ type Config struct {
 	Snapshot func() (Snapshot, <-chan struct{})
 	// FetchJWTSVID returns a JWT-SVID for id with the given audience.
 	FetchJWTSVID func(ctx context.Context, id spiffeid.ID, audience []string) (string, error)
-	// Entitled, when set, says whether the calling process (as the kernel
-	// reports it; known is false where it cannot) may have identity id;
-	// nil hands every identity to every local caller.
-	Entitled func(c Caller, id spiffeid.ID, known bool) bool
-	Logger   *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Server is the Workload API.
@@ -271,13 +269,10 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 
 // visible keeps the SVIDs the caller is entitled to.
 func (s *Server) visible(ctx context.Context, svids []X509SVID) []X509SVID {
-	if s.cfg.Entitled == nil {
-		return svids
-	}
 	c, known := callerOf(ctx)
 	var out []X509SVID
 	for _, sv := range svids {
-		if s.cfg.Entitled(c, sv.ID, known) {
+		if sv.Entitlement.Allows(c, known) {
 			out = append(out, sv)
 		}
 	}

@@ -137,25 +137,52 @@ func (w watcher) OnX509ContextUpdate(c *gsw.X509Context) {
 }
 func (w watcher) OnX509ContextWatchError(error) {}
 
-func TestEntitledByCaller(t *testing.T) {
-	pki := testpki.New(t, "example.org")
-	fa := &fakeAgent{changed: make(chan struct{})}
-	fa.set(snapshotFor(t, pki))
-	me := uint32(os.Getuid())
+func TestEntitlementAllows(t *testing.T) {
+	me := Caller{PID: 7, UID: 1000, GID: 100}
 	tests := []struct {
-		name     string
-		entitled func(Caller, spiffeid.ID, bool) bool
-		want     codes.Code
+		name  string
+		e     Entitlement
+		known bool
+		want  bool
 	}{
-		{"everyone", nil, codes.OK},
-		{"this uid", func(c Caller, _ spiffeid.ID, known bool) bool {
-			return known && c.UID == me && c.PID == int32(os.Getpid())
-		}, codes.OK},
-		{"another uid", func(c Caller, _ spiffeid.ID, known bool) bool { return known && c.UID == me+1 }, codes.PermissionDenied},
+		{"no lists: every local process", Entitlement{}, true, true},
+		{"no lists, caller unknown", Entitlement{}, false, true},
+		{"uid listed", Entitlement{UIDs: []uint32{0, 1000}}, true, true},
+		{"gid listed", Entitlement{UIDs: []uint32{0}, GIDs: []uint32{100}}, true, true},
+		{"neither listed", Entitlement{UIDs: []uint32{1001}, GIDs: []uint32{101}}, true, false},
+		{"restricted, caller unknown", Entitlement{UIDs: []uint32{1000}}, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := New(Config{Snapshot: fa.Snapshot, Entitled: tt.entitled,
+			if got := tt.e.Allows(me, tt.known); got != tt.want {
+				t.Errorf("Allows = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestEntitledByCaller: over the real socket, the kernel's word on the
+// caller decides which identities it gets.
+func TestEntitledByCaller(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	me := uint32(os.Getuid())
+	tests := []struct {
+		name string
+		e    Entitlement
+		want codes.Code
+	}{
+		{"everyone", Entitlement{}, codes.OK},
+		{"this uid", Entitlement{UIDs: []uint32{me}}, codes.OK},
+		{"this gid", Entitlement{UIDs: []uint32{me + 1}, GIDs: []uint32{uint32(os.Getgid())}}, codes.OK},
+		{"another uid", Entitlement{UIDs: []uint32{me + 1}}, codes.PermissionDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fa := &fakeAgent{changed: make(chan struct{})}
+			snap := snapshotFor(t, pki)
+			snap.SVIDs[0].Entitlement = tt.e
+			fa.set(snap)
+			s, err := New(Config{Snapshot: fa.Snapshot,
 				FetchJWTSVID: func(context.Context, spiffeid.ID, []string) (string, error) { return "", nil }})
 			if err != nil {
 				t.Fatal(err)
@@ -183,6 +210,11 @@ func TestEntitledByCaller(t *testing.T) {
 			}
 			if status.Code(err) != tt.want {
 				t.Errorf("FetchX509SVID: %v, want %v", err, tt.want)
+			}
+			_, err = workload.NewSpiffeWorkloadAPIClient(conn).FetchJWTSVID(
+				metadata.AppendToOutgoingContext(fctx, "workload.spiffe.io", "true"), &workload.JWTSVIDRequest{Audience: []string{"db"}})
+			if status.Code(err) != tt.want {
+				t.Errorf("FetchJWTSVID: %v, want %v", err, tt.want)
 			}
 		})
 	}

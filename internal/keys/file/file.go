@@ -9,8 +9,9 @@
 // p=1, 16-byte salt) derives an AES-256-CBC key. OpenSSL reads them too
 // (openssl pkey -in ca.key).
 //
-// Files are written atomically (temporary file in the same directory, fsync,
-// then link or rename, then fsync of the directory) with mode 0600, and a
+// Files are written atomically by package atomicfile (temporary file in the
+// same directory, fsync, then link or rename, then fsync of the directory)
+// with mode 0600, and a
 // key file that group or others can read is refused when loading. Neither
 // key material nor passphrases ever appear in errors.
 package file
@@ -24,9 +25,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/youmark/pkcs8"
+
+	"github.com/mica-pki/mica/internal/atomicfile"
 )
 
 const (
@@ -210,62 +212,21 @@ func readAll(f *os.File, size int64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// writeAtomic writes data to a temporary file next to path, syncs it, and
-// moves it into place. Without overwrite it uses link(2), which fails if
-// path exists, so two writers can never clobber each other's key.
-func writeAtomic(path string, data []byte, overwrite bool) (err error) {
-	dir := filepath.Dir(path)
-	if !overwrite {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%w: %s: move it away first, or replace it on purpose", ErrExists, path)
-		}
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("keys/file: %w", err)
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		if tmp != nil {
-			tmp.Close()
-		}
-		os.Remove(tmpName) // after link or rename this is either gone or a spare name
-	}()
-	// CreateTemp already uses 0600; Chmod makes it independent of that detail.
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("keys/file: %w", err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("keys/file: writing %s: %w", tmpName, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("keys/file: syncing %s: %w", tmpName, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keys/file: %w", err)
-	}
-	tmp = nil
+// writeAtomic installs data at path with mode 0600 through atomicfile.
+// Without overwrite it refuses an existing file (link(2) fails if the name
+// is taken), so two writers can never clobber each other's key.
+func writeAtomic(path string, data []byte, overwrite bool) error {
+	var err error
 	if overwrite {
-		if err := os.Rename(tmpName, path); err != nil {
-			return fmt.Errorf("keys/file: %w", err)
-		}
-	} else if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s: move it away first, or replace it on purpose", ErrExists, path)
-		}
-		return fmt.Errorf("keys/file: %w", err)
+		err = atomicfile.Write(path, data, 0o600)
+	} else {
+		err = atomicfile.Create(path, data, 0o600)
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	switch {
+	case errors.Is(err, atomicfile.ErrExists):
+		return fmt.Errorf("%w: %s: move it away first, or replace it on purpose", ErrExists, path)
+	case err != nil:
 		return fmt.Errorf("keys/file: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("keys/file: syncing directory %s: %w", dir, err)
 	}
 	return nil
 }

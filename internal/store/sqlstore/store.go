@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
@@ -18,6 +19,8 @@ type Store struct {
 	committer *groupcommit.Committer[Op]
 	stmt      statements
 	timeout   time.Duration
+	// nonceUses counts UseACMENonce calls, to sweep every nonceSweepEvery.
+	nonceUses atomic.Uint64
 }
 
 // Config is what an engine hands New.
@@ -78,14 +81,15 @@ type statements struct {
 	eventBySeq, lastEventSeq                     string
 	addCheckpoint, latestCheckpoint              string
 	isDenied, deniedIdentities                   string
-	addNonce, sweepNonces, useNonce              string
+	useNonce, sweepNonces                        string
+	addNonceKey, nonceKey, sweepNonceKeys        string
 	numberCRL, countCRLNumbers                   string
 	acme                                         map[store.ACMEKind]acmeStatements
 }
 
 // acmeStatements are the statements on one ACME kind's table.
 type acmeStatements struct {
-	insert, update, status, byID, byLookup, children string
+	insert, update, status, byID, byLookup, children, byStatus string
 }
 
 func newStatements(d *Dialect) statements {
@@ -100,9 +104,11 @@ func newStatements(d *Dialect) statements {
 		latestCheckpoint: "SELECT " + checkpointSelect + " FROM checkpoints ORDER BY size DESC LIMIT 1",
 		isDenied:         d.rebind("SELECT EXISTS (SELECT 1 FROM denied_identities WHERE identity = ?)"),
 		deniedIdentities: "SELECT " + denialSelect + " FROM denied_identities ORDER BY identity",
-		addNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
+		useNonce:         d.rebind("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)"),
 		sweepNonces:      d.rebind("DELETE FROM acme_nonces WHERE expires < ?"),
-		useNonce:         d.rebind("DELETE FROM acme_nonces WHERE nonce = ? AND expires >= ?"),
+		addNonceKey:      d.rebind("INSERT INTO acme_nonce_keys (epoch, secret) VALUES (?, ?) ON CONFLICT (epoch) DO NOTHING"),
+		nonceKey:         d.rebind("SELECT secret FROM acme_nonce_keys WHERE epoch = ?"),
+		sweepNonceKeys:   d.rebind("DELETE FROM acme_nonce_keys WHERE epoch < ?"),
 		// The next number is one more than the last, or thisUpdate in
 		// microseconds if that is larger; thisUpdate keeps the latest.
 		numberCRL: d.rebind(`INSERT INTO crl_numbers (issuer, number, this_update, prior_this_update) VALUES (?, ?, ?, 0)
@@ -118,12 +124,13 @@ RETURNING number, prior_this_update`),
 		t := store.ACMETable(k)
 		st.acme[k] = acmeStatements{
 			insert:   d.rebind("INSERT INTO " + t + " (" + acmeSelect + ") VALUES (?, ?, ?, ?, ?, ?)"),
-			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ?"),
-			status:   d.rebind("SELECT status FROM " + t + " WHERE id = ?"),
+			update:   d.rebind("UPDATE " + t + " SET parent = ?, lookup = ?, status = ?, expires = ?, data = ? WHERE id = ? AND status = ? AND lookup = ?"),
+			status:   d.rebind("SELECT status, lookup FROM " + t + " WHERE id = ?"),
 			byID:     d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE id = ?"),
 			byLookup: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE lookup = ?"),
 			// The ACME door makes IDs that sort in creation order.
 			children: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE parent = ? ORDER BY id LIMIT ?"),
+			byStatus: d.rebind("SELECT " + acmeSelect + " FROM " + t + " WHERE status = ? ORDER BY id LIMIT ?"),
 		}
 	}
 	return st

@@ -112,16 +112,20 @@ func Calls(s store.Store) []Call {
 				return a.CreateACME(ctx, store.ACMERecord{Kind: store.ACMEAccount, ID: newJTI(), Status: "valid", Data: []byte("{}")})
 			}},
 			Call{"UpdateACME", true, func(ctx context.Context) error {
-				return notFoundIsAnswer(0, a.UpdateACME(ctx, store.ACMERecord{Kind: store.ACMEOrder, ID: "none", Status: "ready", Data: []byte("{}")}, "pending"))
+				return notFoundIsAnswer(0, a.UpdateACME(ctx, store.ACMERecord{Kind: store.ACMEOrder, ID: "none", Status: "ready", Data: []byte("{}")}, "pending", ""))
 			}},
-			Call{"AddACMENonce", true, func(ctx context.Context) error { return a.AddACMENonce(ctx, newJTI(), base.Add(time.Hour)) }},
-			Call{"UseACMENonce", true, func(ctx context.Context) error { return notFoundIsAnswer(0, a.UseACMENonce(ctx, "none", base)) }},
+			Call{"UseACMENonce", true, func(ctx context.Context) error { return a.UseACMENonce(ctx, newJTI(), base.Add(time.Hour), base) }},
+			Call{"ACMENonceKey", true, func(ctx context.Context) error { _, err := a.ACMENonceKey(ctx, 1, make([]byte, 32)); return err }},
 			Call{"ACMEByID", false, func(ctx context.Context) error { return notFoundIsAnswer(a.ACMEByID(ctx, store.ACMEOrder, "none")) }},
 			Call{"ACMEByLookup", false, func(ctx context.Context) error {
 				return notFoundIsAnswer(a.ACMEByLookup(ctx, store.ACMEAccount, "none"))
 			}},
 			Call{"ACMEChildren", false, func(ctx context.Context) error {
 				_, err := a.ACMEChildren(ctx, store.ACMEOrder, "none", 10)
+				return err
+			}},
+			Call{"ACMEByStatus", false, func(ctx context.Context) error {
+				_, err := a.ACMEByStatus(ctx, store.ACMEOrder, "processing", 10)
 				return err
 			}},
 		)

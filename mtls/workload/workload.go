@@ -1,4 +1,8 @@
-package mtls
+// Package workload is an mtls.Source that takes this process's X509-SVID
+// and trust bundle from the SPIFFE Workload API (the mica agent's socket,
+// or any other implementation). It lives apart from package mtls so that a
+// service that reads its credential from files pulls in no gRPC.
+package workload
 
 import (
 	"context"
@@ -10,13 +14,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/mica-pki/mica/mtls"
 )
 
-// WorkloadSource takes the X509-SVID and the trust bundle of its trust
-// domain from the SPIFFE Workload API (the mica agent's socket, or any
-// other implementation). Updates are streamed: a rotated SVID or bundle is
-// used from the next handshake on.
-type WorkloadSource struct {
+// Source takes the X509-SVID and the trust bundle of its trust domain
+// from the SPIFFE Workload API. Updates are streamed: a rotated SVID or
+// bundle is used from the next handshake on.
+type Source struct {
 	src   *workloadapi.X509Source
 	cert  atomic.Pointer[svidCert]
 	roots atomic.Pointer[bundleRoots]
@@ -34,22 +39,24 @@ type bundleRoots struct {
 	roots  []*x509.Certificate
 }
 
-// NewWorkloadSource connects to the Workload API at addr (e.g.
+var _ mtls.Source = (*Source)(nil)
+
+// NewSource connects to the Workload API at addr (e.g.
 // "unix:///run/mica/agent.sock") and waits, until ctx ends, for the first
 // SVID and bundle.
-func NewWorkloadSource(ctx context.Context, addr string) (*WorkloadSource, error) {
+func NewSource(ctx context.Context, addr string) (*Source, error) {
 	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
 	if err != nil {
-		return nil, fmt.Errorf("mtls: no X509-SVID from the Workload API at %s (%w): is the agent running, and is this process entitled to an identity?", addr, err)
+		return nil, fmt.Errorf("workload: no X509-SVID from the Workload API at %s (%w): is the agent running, and is this process entitled to an identity?", addr, err)
 	}
-	return &WorkloadSource{src: src}, nil
+	return &Source{src: src}, nil
 }
 
 // Certificate returns the current X509-SVID with its key.
-func (w *WorkloadSource) Certificate() (*tls.Certificate, error) {
+func (w *Source) Certificate() (*tls.Certificate, error) {
 	svid, err := w.src.GetX509SVID()
 	if err != nil {
-		return nil, fmt.Errorf("mtls: %w", err)
+		return nil, fmt.Errorf("workload: %w", err)
 	}
 	if c := w.cert.Load(); c != nil && c.svid == svid {
 		return c.tls, nil
@@ -63,7 +70,7 @@ func (w *WorkloadSource) Certificate() (*tls.Certificate, error) {
 }
 
 // Roots returns the X.509 authorities of the SVID's trust domain.
-func (w *WorkloadSource) Roots() []*x509.Certificate {
+func (w *Source) Roots() []*x509.Certificate {
 	svid, err := w.src.GetX509SVID()
 	if err != nil {
 		return nil
@@ -81,6 +88,6 @@ func (w *WorkloadSource) Roots() []*x509.Certificate {
 }
 
 // Close ends the Workload API stream.
-func (w *WorkloadSource) Close() error {
+func (w *Source) Close() error {
 	return w.src.Close()
 }
