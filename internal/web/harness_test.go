@@ -49,7 +49,7 @@ const Admin2 = "spiffe://example.org/mica/admin/admin2"
 // listener whose certificate is issued by the authority for localhost and
 // 127.0.0.1.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	crl      *crl.Service
 	ocsp     *ocsp.Responder
 	ocspURL  string // the OCSP responder, on plain HTTP
@@ -63,7 +63,14 @@ type harness struct {
 	registry *prometheus.Registry
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	return newHarnessOn(t, nil)
+}
+
+// newHarnessOn is newHarness on a store the test opened; nil for a new
+// SQLite store.
+func newHarnessOn(t testing.TB, st store.Store) *harness {
 	t.Helper()
 	pc := harnessPolicy()
 	eng, err := policy.New(pc)
@@ -94,7 +101,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	var alog *auditlog.Log
 	var hub *feed.Hub // set before any request: revocations poke it
-	f := authoritytest.NewWith(t, func(c *authority.Config) {
+	adjust := func(c *authority.Config) {
 		c.Policy = eng
 		c.Access = access
 		c.Observer = metrics
@@ -103,7 +110,13 @@ func newHarness(t *testing.T) *harness {
 		}
 		c.Audit = alog
 		c.OnRevocation = func() { hub.Changed() }
-	})
+	}
+	var f *authoritytest.Fixture
+	if st == nil {
+		f = authoritytest.NewWith(t, adjust)
+	} else {
+		f = authoritytest.NewOn(t, st, adjust)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h := &harness{t: t, f: f, registry: reg}
@@ -287,7 +300,7 @@ func harnessPolicy() policy.Config {
 }
 
 // testWriter sends the console's warnings and errors to the test's log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

@@ -52,14 +52,23 @@ var owners = []string{
 	"spiffe://example.org/mica/admin/dan", "acme:https://127.0.0.1:8443/acme/acct/7",
 }
 
-// load writes n certificates into st, signed by pki, valid around now; it
-// returns how many are revoked.
-func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time) int {
+// loaded says what load wrote: how many certificates it revoked, and a
+// sample of the certificates (one in a thousand, at least ten).
+type loaded struct {
+	revoked int
+	mu      sync.Mutex
+	sample  []store.Certificate
+}
+
+// load writes n certificates into st, signed by pki, valid around now.
+func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time) *loaded {
 	tb.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	issuerFP := authority.Fingerprint(pki.Intermediate.Raw)
 	ctx := context.Background()
 	var next, revoked atomic.Int64
+	out := &loaded{}
+	every := max(1, min(1000, n/10))
 	var wg sync.WaitGroup
 	errs := make(chan error, 1)
 	workers := runtime.GOMAXPROCS(0) * 16 // most wait for the group commit
@@ -74,6 +83,13 @@ func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time)
 				iss, err := loadOne(i, rng, key, pki, issuerFP, now)
 				if err == nil {
 					err = st.RecordIssuance(ctx, iss)
+				}
+				if err == nil && i%every == 0 {
+					c := iss.Certificate
+					c.DER = nil
+					out.mu.Lock()
+					out.sample = append(out.sample, c)
+					out.mu.Unlock()
 				}
 				if err == nil && i%97 == 3 {
 					ev := store.Event{Time: now, Actor: owners[0], Action: store.ActionCertRevoked, Serial: iss.Certificate.Serial,
@@ -98,7 +114,8 @@ func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time)
 		tb.Fatalf("loading certificates: %v", err)
 	default:
 	}
-	return int(revoked.Load())
+	out.revoked = int(revoked.Load())
+	return out
 }
 
 func loadOne(i int, rng *mrand.Rand, key *ecdsa.PrivateKey, pki *testpki.PKI, issuerFP string, now time.Time) (*store.Issuance, error) {
