@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/csv"
 	"net/http"
 	"net/url"
@@ -236,4 +237,36 @@ func TestAuditorCannotRevoke(t *testing.T) {
 		t.Fatal("the auditor revoked")
 	}
 	_ = authority.ActCertRevoke
+}
+
+// A browser that presents an administrator's client certificate signs in
+// with it; a workload's certificate is refused.
+func TestSignInWithCertificate(t *testing.T) {
+	h := newHarness(t)
+	withCert := func(c authoritytest.Cred) *browser {
+		b := h.newBrowser()
+		tr := b.hc.Transport.(*http.Transport)
+		tr.TLSClientConfig.Certificates = []tls.Certificate{*c.TLS()}
+		return b
+	}
+	b := withCert(h.f.OperatorCred)
+	status, page := b.get("/ui/signin")
+	if status != http.StatusOK || !strings.Contains(page, `id="signin-certificate"`) || !strings.Contains(page, authoritytest.OperatorID) {
+		t.Fatalf("the sign-in page for a client certificate: %d\n%s", status, page)
+	}
+	resp, body := b.post("/ui/signin", h.url, url.Values{"certificate": {"1"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("signing in with the certificate: %d\n%s", resp.StatusCode, body)
+	}
+	if status, page := b.get("/ui/"); status != http.StatusOK || !strings.Contains(page, authoritytest.OperatorID) {
+		t.Errorf("after signing in with the certificate: %d", status)
+	}
+	wl := h.f.EnrollCred(t, "service", "spiffe://example.org/billing/web")
+	b = withCert(wl)
+	if _, page := b.get("/ui/signin"); strings.Contains(page, `id="signin-certificate"`) {
+		t.Errorf("a workload's certificate is offered to sign in")
+	}
+	if resp, body := b.post("/ui/signin", h.url, url.Values{"certificate": {"1"}}); resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Errorf("a workload's certificate signing in: %d\n%s", resp.StatusCode, body)
+	}
 }
