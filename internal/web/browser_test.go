@@ -91,10 +91,21 @@ func (tb *tab) signIn(link, who string) {
 	}
 }
 
+// unlabelled lists the page's form fields that no label names, and
+// tables without a caption: what a screen reader could not announce.
+const unlabelled = `[...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+	.filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")).map(e => e.name || e.id)
+	.concat([...document.querySelectorAll("table")].filter(t => !t.caption && !t.closest("[aria-label],[aria-labelledby]")).map(t => "table#" + t.id))
+	.concat(document.documentElement.lang ? [] : ["html lang"]).join(", ")`
+
 // screenshot keeps the current page as docs/console/name.png with
-// -update-screenshots; otherwise it only checks that the page painted.
+// -update-screenshots; otherwise it only checks that the page painted. It
+// checks first that every field and table of the page is labelled.
 func (tb *tab) screenshot(name string) {
 	tb.t.Helper()
+	if missing := tb.eval("labels", unlabelled); missing != "" {
+		tb.t.Errorf("%s: without a label: %s", name, missing)
+	}
 	ctx, cancel := browsertest.Step(tb.ctx)
 	defer cancel()
 	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
