@@ -214,7 +214,7 @@ func (c *Console) certificate(w http.ResponseWriter, r *http.Request, s *session
 		return
 	}
 	v := certificateView{Cert: rec, Reasons: revokeReasons, Done: doneMessage(r.URL.Query().Get("done"))}
-	v.Status = funcs["status"].(func(store.Certificate, time.Time) string)(rec, c.now())
+	v.Status = certStatus(rec, c.now())
 	if cert, err := x509.ParseCertificate(rec.DER); err == nil {
 		v.Parsed = cert
 		v.KeyType = keyType(cert)

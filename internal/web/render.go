@@ -164,15 +164,7 @@ var funcs = template.FuncMap{
 		return s[:n] + "…"
 	},
 	"join": strings.Join,
-	"status": func(c store.Certificate, now time.Time) string {
-		switch {
-		case c.Status == store.StatusRevoked:
-			return "revoked"
-		case now.After(c.NotAfter):
-			return "expired"
-		}
-		return "active"
-	},
+	"status": certStatus,
 	"num": func(v any) string {
 		switch n := v.(type) {
 		case int:
@@ -259,4 +251,16 @@ func group(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// certStatus is how a certificate stands at now: active, expired or
+// revoked.
+func certStatus(c store.Certificate, now time.Time) string {
+	switch {
+	case c.Status == store.StatusRevoked:
+		return "revoked"
+	case now.After(c.NotAfter):
+		return "expired"
+	}
+	return "active"
 }

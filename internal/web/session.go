@@ -195,6 +195,9 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
+		if authority.KindOf(err) == authority.KindInternal {
+			c.log.Error("console sign-in failed", "error", err.Error())
+		}
 		c.render(w, r, nil, statusOrInternal(err), "signin", "Sign in", "", signinView{Problem: detail(err)})
 		return
 	}

@@ -221,17 +221,21 @@ func buildTimeline(counts []store.DayCount, from time.Time, days int) timelineVi
 	return v
 }
 
-// niceCeil rounds n up to 1, 2, 4, 5, 6 or 8 times a power of ten (at least 4, so
-// the four gridlines fall on whole numbers).
+// niceCeil rounds n up to a round number divisible by 4, so that the
+// axis's four steps are whole and round: 1, 1.2, 1.6, 2, 2.4, 3.2, 4, 4.8, 6
+// or 8 times a power of ten, or else the next multiple of 4.
 func niceCeil(n int64) int64 {
 	if n <= 4 {
 		return 4
 	}
-	p := math.Pow(10, math.Floor(math.Log10(float64(n))))
-	for _, m := range []float64{1, 2, 4, 5, 6, 8, 10} {
-		if v := int64(m * p); v >= n && v%4 == 0 {
+	p := int64(math.Pow(10, math.Floor(math.Log10(float64(n)))))
+	for _, tenths := range []int64{10, 12, 16, 20, 24, 32, 40, 48, 60, 80, 100} {
+		if tenths*p%10 != 0 {
+			continue
+		}
+		if v := tenths * p / 10; v >= n && v%4 == 0 {
 			return v
 		}
 	}
-	return int64(10 * p)
+	return (n + 3) / 4 * 4
 }
