@@ -163,7 +163,7 @@ var funcs = template.FuncMap{
 		}
 		return s[:n] + "…"
 	},
-	"join": strings.Join,
+	"join":   strings.Join,
 	"status": certStatus,
 	"num": func(v any) string {
 		switch n := v.(type) {
