@@ -142,7 +142,7 @@ func (tb *tab) screenshot(name string) {
 func TestConsoleInBrowser(t *testing.T) {
 	h := newHarness(t)
 	now := time.Now()
-	load(t, h.f.Store, h.f.PKI, 1500, now)
+	load(t, h.f.Store, h.f.PKI, 0, 1500, now)
 	target := h.f.Issue(t, "spiffe://example.org/billing/payments")
 	held := h.f.EnrollCred(t, "wide", "api.example.org")
 	if _, err := h.f.Authority.Deny(context.Background(), h.f.Admin, "spiffe://example.org/batch/job-13", "<b>leaked</b> token", netipZero); err != nil {

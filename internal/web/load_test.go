@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,13 +61,15 @@ type loaded struct {
 	sample  []store.Certificate
 }
 
-// load writes n certificates into st, signed by pki, valid around now.
-func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time) *loaded {
+// load writes certificates from to n-1 (their names follow the index)
+// into st, signed by pki, valid around now.
+func load(tb testing.TB, st store.Store, pki *testpki.PKI, from, n int, now time.Time) *loaded {
 	tb.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	issuerFP := authority.Fingerprint(pki.Intermediate.Raw)
 	ctx := context.Background()
 	var next, revoked atomic.Int64
+	next.Store(int64(from))
 	out := &loaded{}
 	every := max(1, min(1000, n/10))
 	var wg sync.WaitGroup
@@ -82,7 +85,7 @@ func load(tb testing.TB, st store.Store, pki *testpki.PKI, n int, now time.Time)
 				}
 				iss, err := loadOne(i, rng, key, pki, issuerFP, now)
 				if err == nil {
-					err = st.RecordIssuance(ctx, iss)
+					err = retry(ctx, st, iss.Certificate.Serial, func() error { return st.RecordIssuance(ctx, iss) })
 				}
 				if err == nil && i%every == 0 {
 					c := iss.Certificate
@@ -172,4 +175,19 @@ func sans(id identity.Identity) []string {
 		out = append(out, n.String())
 	}
 	return out
+}
+
+// retry writes again a write that timed out on a busy machine, unless it
+// committed after all (the store says a timed-out write may have).
+func retry(ctx context.Context, st store.Store, serial string, write func() error) error {
+	var err error
+	for range 5 {
+		if err = write(); err == nil || !strings.Contains(err.Error(), "did not answer") {
+			return err
+		}
+		if _, rerr := st.Certificate(ctx, serial); rerr == nil {
+			return nil
+		}
+	}
+	return err
 }
