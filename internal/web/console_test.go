@@ -270,3 +270,69 @@ func TestSignInWithCertificate(t *testing.T) {
 		t.Errorf("a workload's certificate signing in: %d\n%s", resp.StatusCode, body)
 	}
 }
+
+// The deny list from the console: an admin denies and allows; an auditor
+// has no form and is refused. A revocation the rules hold for approval
+// goes to the queue, where only another admin may decide it.
+func TestDenyAndDecide(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	const id = "spiffe://example.org/billing/stolen"
+	admin, auditor := h.newBrowser(), h.newBrowser()
+	admin.signIn(h.link(h.adminCred()))
+	auditor.signIn(h.link(h.f.AuditorCred))
+	if _, page := auditor.get("/ui/revocations"); strings.Contains(page, `action="/ui/identities/deny"`) {
+		t.Errorf("the auditor is offered the deny form")
+	}
+	resp, body := auditor.post("/ui/identities/deny", h.url, url.Values{"csrf": {auditor.csrf()}, "identity": {id}})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "may not change the deny list") {
+		t.Errorf("the auditor denying: %d\n%s", resp.StatusCode, body)
+	}
+	resp, body = admin.post("/ui/identities/deny", h.url, url.Values{"csrf": {admin.csrf()}, "identity": {id}, "reason": {"laptop stolen"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the admin denying: %d\n%s", resp.StatusCode, body)
+	}
+	if denied, _ := h.f.Store.IsDenied(ctx, id); !denied {
+		t.Fatalf("%s is not denied", id)
+	}
+	if _, page := admin.get("/ui/revocations"); !strings.Contains(page, "laptop stolen") {
+		t.Errorf("the deny list does not show the reason")
+	}
+	if resp, _ := admin.post("/ui/identities/allow", h.url, url.Values{"csrf": {admin.csrf()}, "identity": {id}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("allowing: %d", resp.StatusCode)
+	}
+	if denied, _ := h.f.Store.IsDenied(ctx, id); denied {
+		t.Errorf("%s is still denied", id)
+	}
+
+	wide := h.f.EnrollCred(t, "wide", "db.example.org").Issued.Record.Serial
+	resp, _ = admin.post("/ui/certificates/"+wide+"/revoke", h.url, url.Values{"csrf": {admin.csrf()}, "reason": {"4"}, "confirm": {"yes"}})
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/approvals?held=") {
+		t.Fatalf("a held revocation: %d to %q", resp.StatusCode, loc)
+	}
+	held := strings.TrimPrefix(loc, "/ui/approvals?held=")
+	for _, c := range []struct {
+		who  *browser
+		want string
+	}{{admin, "may not decide it"}, {auditor, "may not decide approval requests"}} {
+		resp, body := c.who.post("/ui/approvals/"+held+"/decide", h.url, url.Values{"csrf": {c.who.csrf()}, "decision": {"approve"}})
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, c.want) {
+			t.Errorf("deciding %s: %d\n%s", held, resp.StatusCode, body)
+		}
+	}
+	second := h.newBrowser()
+	second.signIn(h.link(h.admin2))
+	if _, page := second.get("/ui/approvals"); !strings.Contains(page, `id="approve-`+held+`"`) {
+		t.Fatalf("the second admin is not offered to approve %s", held)
+	}
+	if resp, body := second.post("/ui/approvals/"+held+"/decide", h.url, url.Values{"csrf": {second.csrf()}, "decision": {"reject"}, "comment": {"not this one"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("rejecting: %d\n%s", resp.StatusCode, body)
+	}
+	if rec, _ := h.f.Store.Certificate(ctx, wide); rec.Status != store.StatusActive {
+		t.Errorf("a rejected revocation ran")
+	}
+	if ap, _ := h.f.Store.Approval(ctx, held); ap.Status != store.ApprovalRejected || len(ap.Votes) != 1 || ap.Votes[0].Comment != "not this one" {
+		t.Errorf("the request after rejecting: %+v", ap)
+	}
+}
