@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/duration"
@@ -26,7 +28,7 @@ func auditCommands() map[string]command {
 		"tail":       {summary: "print the latest events (--follow to keep printing)", run: runAuditTail},
 		"search":     {summary: "find events by identity, action and time", run: runAuditSearch},
 		"export":     {summary: "write the whole log as JSON lines, for a SIEM", run: runAuditExport},
-		"proof":      {summary: "prove a certificate's issuance is in the log, verified here", run: runAuditProof},
+		"proof":      {summary: "prove a certificate's issuance is in the log, verified here", args: "SERIAL", run: runAuditProof},
 		"verify":     {summary: "recompute the whole log here and check every signed checkpoint", run: runAuditVerify},
 		"checkpoint": {summary: "print the latest signed checkpoint, for a witness to keep", run: runAuditCheckpoint},
 	}
@@ -41,20 +43,40 @@ type auditFlags struct {
 func (af *auditFlags) register(env *cliEnv, name string) *flag.FlagSet {
 	fs := newFlags(env, name)
 	af.clientFlags.register(fs, env, true)
-	fs.StringVar(&af.logKey, "log-key", env.getenv("MICA_LOG_KEY"), "the log's verifier key to pin (env MICA_LOG_KEY; default: ask the server)")
+	fs.StringVar(&af.logKey, "log-key", env.getenv("MICA_LOG_KEY"), "the log's verifier key to pin: the key, what GET /v1/audit/key answers, or a file holding either (env MICA_LOG_KEY; default: ask the server)")
 	return fs
 }
 
 // verifierKey is the pinned key, else the server's.
 func (af *auditFlags) verifierKey(ctx context.Context, c *client.Client) (string, error) {
 	if af.logKey != "" {
-		return af.logKey, nil
+		return pinnedKey(af.logKey)
 	}
 	k, err := c.AuditKey(ctx)
 	if err != nil {
 		return "", err
 	}
 	return k.VerifierKey, nil
+}
+
+// pinnedKey reads --log-key: a note verifier key, the JSON that
+// GET /v1/audit/key answers ({"verifier_key": …}), or a file holding either.
+func pinnedKey(v string) (string, error) {
+	s := strings.TrimSpace(v)
+	if data, err := os.ReadFile(v); err == nil {
+		s = strings.TrimSpace(string(data))
+	}
+	if strings.HasPrefix(s, "{") {
+		var k client.AuditKey
+		if err := json.Unmarshal([]byte(s), &k); err != nil || k.VerifierKey == "" {
+			return "", usageError("--log-key holds JSON without a verifier_key: give what GET /v1/audit/key answers, or its verifier_key")
+		}
+		s = k.VerifierKey
+	}
+	if _, err := note.NewVerifier(s); err != nil {
+		return "", usageError("--log-key %q is not the log's verifier key (NAME+HASH+KEY, the verifier_key of GET /v1/audit/key): %v", s, err)
+	}
+	return s, nil
 }
 
 func toEvent(e client.AuditEvent) store.Event {

@@ -3,52 +3,33 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
-	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"runtime/pprof"
-	"slices"
-	"sync"
-	"sync/atomic"
+	"path/filepath"
 	"time"
 
-	"github.com/mica-pki/mica/client"
-	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/acme"
+	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/internal/token"
 )
 
-// benchResult is what `mica bench issue` prints.
-type benchResult struct {
-	Mode           string  `json:"mode"` // in-process or server
-	Store          string  `json:"store"`
-	KeyType        string  `json:"key_type"`
-	Concurrency    int     `json:"concurrency"`
-	DurationSec    float64 `json:"duration_seconds"`
-	Issued         int     `json:"issued"`
-	Errors         int     `json:"errors"`
-	PerSecond      float64 `json:"certificates_per_second"`
-	P50Ms          float64 `json:"p50_ms"`
-	P99Ms          float64 `json:"p99_ms"`
-	MaxMs          float64 `json:"max_ms"`
-	PeakRSSBytes   int64   `json:"server_peak_rss_bytes"`
-	TraceRatio     float64 `json:"trace_ratio"`
-	FirstError     string  `json:"first_error,omitempty"`
-	ClientWorkNote string  `json:"note"`
-}
-
-// csrPoolSize keys are made before the clock starts: key generation is the
-// client's work, on the client's machine, and not what this measures. The
-// server does the same work whichever key a CSR carries.
-const csrPoolSize = 256
+// The handshake and proxy benchmarks still live in this package; they
+// measure with the bench package's one loop.
+var (
+	measureLoop = bench.Loop
+	percentile  = bench.Percentile
+	ms          = bench.Ms
+)
 
 func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "bench issue")
@@ -70,43 +51,28 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		return usageError("--concurrency must be at least 1 and --duration positive")
 	}
 	tuneGC(env)
-	alg, err := keys.ParseAlgorithm(*keyType)
-	if err != nil {
+	cfg := bench.IssueConfig{Concurrency: *concurrency, Duration: *duration, Warmup: *warmup}
+	var err error
+	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
 	}
-	csrs, err := csrPool(alg)
-	if err != nil {
-		return err
-	}
-	res := benchResult{KeyType: string(alg), Concurrency: *concurrency,
-		ClientWorkNote: "keys are pre-generated and tokens pre-minted before the clock starts (client and admin work); latency is the enrollment call alone"}
-
-	var enroll func(ctx context.Context, tok string, csr []byte) error
-	var minter *token.Minter
-	var peakRSS func() int64
 	if *server == "" {
-		var tracing telemetry.TracingConfig
+		opts := bench.Options{DB: *db}
 		if *traceRatio > 0 {
-			url, stop, err := discardOTLP()
+			url, stop, err := bench.DiscardOTLP()
 			if err != nil {
 				return err
 			}
 			defer stop()
-			tracing = telemetry.TracingConfig{OTLPEndpoint: url, SampleRatio: *traceRatio}
+			opts.OTLPEndpoint, opts.SampleRatio = url, *traceRatio
+			cfg.TraceRatio = *traceRatio
 		}
-		p, cleanup, err := benchInProcessTraced(ctx, *db, tracing)
+		s, err := openBenchServer(ctx, opts)
 		if err != nil {
 			return err
 		}
-		defer cleanup()
-		res.Mode, res.Store, minter = "in-process", storeName(*db, ""), p.minter
-		res.TraceRatio = *traceRatio
-		src := netip.MustParseAddr("127.0.0.1")
-		enroll = func(ctx context.Context, tok string, csr []byte) error {
-			_, err := p.authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: csr, Source: src})
-			return err
-		}
-		peakRSS = func() int64 { _, peak := processMemory(); return peak }
+		defer s.Close()
+		cfg.Target = bench.InProcess(s)
 	} else {
 		if *dataDir == "" {
 			return usageError("--server needs --data-dir of that server, to trust its root and mint tokens")
@@ -116,7 +82,8 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		if minter, err = loadMinter(d, pass); err != nil {
+		minter, err := loadMinter(d, pass)
+		if err != nil {
 			return err
 		}
 		cf := clientFlags{server: *server, dataDir: *dataDir}
@@ -130,34 +97,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		defer admin.Close()
-		res.Mode, res.Store = "server", *server
-		enroll = func(ctx context.Context, tok string, csr []byte) error {
-			_, err := c.Enroll(ctx, tok, client.CertificateRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
-			return err
-		}
-		peakRSS = func() int64 {
-			st, err := admin.Stats(ctx)
-			if err != nil {
-				return 0
-			}
-			return st.PeakRSSBytes
-		}
-	}
-
-	tokens, err := newTokenSource(minter, 0)
-	if err != nil {
-		return err
-	}
-	premint := 1000
-	if *warmup > 0 {
-		_, n, _, err := benchLoop(ctx, *concurrency, *warmup, tokens, csrs, enroll)
-		if err != nil {
-			return fmt.Errorf("warm-up failed: %w", err)
-		}
-		premint = int(float64(n)/warmup.Seconds()*duration.Seconds()*1.3) + 64**concurrency
-	}
-	if tokens, err = newTokenSource(minter, premint); err != nil {
-		return err
+		cfg.Target = bench.Remote(*server, c, admin, minter)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -165,206 +105,214 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		cfg.CPUProfile = f
 	}
-	start := time.Now()
-	lat, issued, failed, firstErr := benchLoop(ctx, *concurrency, *duration, tokens, csrs, enroll)
-	elapsed := time.Since(start)
-	res.DurationSec, res.Issued, res.Errors = elapsed.Seconds(), issued, failed
-	res.PerSecond = float64(issued) / elapsed.Seconds()
-	if firstErr != nil {
-		res.FirstError = firstErr.Error()
+	res, err := bench.Issue(ctx, cfg)
+	if err != nil {
+		return err
 	}
-	slices.Sort(lat)
-	res.P50Ms, res.P99Ms = ms(percentile(lat, 0.50)), ms(percentile(lat, 0.99))
-	if len(lat) > 0 {
-		res.MaxMs = ms(lat[len(lat)-1])
+	return printBench(env, *asJSON, res, res.WriteText)
+}
+
+func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "bench acme")
+	concurrency := fs.Int("concurrency", 16, "orders in flight")
+	duration := fs.Duration("duration", 10*time.Second, "how long to measure")
+	db := fs.String("db", "", "postgres:// URL (default: SQLite in a temporary directory)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(env, fs, args); err != nil {
+		return err
 	}
-	res.PeakRSSBytes = peakRSS()
-	if *asJSON {
+	if *concurrency < 1 || *duration <= 0 {
+		return usageError("--concurrency must be at least 1 and --duration positive")
+	}
+	tuneGC(env)
+	s, err := openBenchServer(ctx, bench.Options{DB: *db})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	res, err := bench.ACME(ctx, s, *concurrency, *duration)
+	if err != nil {
+		return err
+	}
+	return printBench(env, *asJSON, res, res.WriteText)
+}
+
+func runBenchRevocation(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "bench revocation")
+	subscribers := fs.Int("subscribers", 1000, "feed subscribers, each its own mTLS connection")
+	revocations := fs.Int("revocations", 50, "revocations to measure, one at a time")
+	db := fs.String("db", "", "postgres:// URL (default: SQLite in a temporary directory)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	if *subscribers < 1 || *revocations < 1 {
+		return usageError("--subscribers and --revocations must be at least 1")
+	}
+	tuneGC(env)
+	s, err := openBenchServer(ctx, bench.Options{DB: *db, Revocation: true})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	res, err := bench.Revocation(ctx, s, *subscribers, *revocations)
+	if err != nil {
+		return err
+	}
+	return printBench(env, *asJSON, res, res.WriteText)
+}
+
+func runBenchOCSP(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "bench ocsp")
+	var cfg bench.OCSPConfig
+	fs.IntVar(&cfg.Concurrency, "concurrency", 32, "requests in flight")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "how long to measure")
+	fs.IntVar(&cfg.Certificates, "certificates", 200, "certificates to ask about (a tenth of them revoked)")
+	fs.BoolVar(&cfg.Nonce, "nonce", false, "send a nonce with every request (each answer is then signed for it)")
+	db := fs.String("db", "", "postgres:// URL (default: SQLite in a temporary directory)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	if cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Certificates < 1 {
+		return usageError("--concurrency and --certificates must be at least 1 and --duration positive")
+	}
+	tuneGC(env)
+	s, err := openBenchServer(ctx, bench.Options{DB: *db, Revocation: true})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	res, err := bench.OCSP(ctx, s, cfg)
+	if err != nil {
+		return err
+	}
+	return printBench(env, *asJSON, res, res.WriteText)
+}
+
+// printBench prints a result as indented JSON or as text.
+func printBench(env *cliEnv, asJSON bool, res any, text func(io.Writer)) error {
+	if asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintf(env.stdout, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n",
-		res.Mode, res.Store, res.KeyType, res.Concurrency, res.DurationSec)
-	fmt.Fprintf(env.stdout, "  issued      %d (%d errors)\n", res.Issued, res.Errors)
-	fmt.Fprintf(env.stdout, "  throughput  %.0f certificates/s\n", res.PerSecond)
-	fmt.Fprintf(env.stdout, "  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", res.P50Ms, res.P99Ms, res.MaxMs)
-	fmt.Fprintf(env.stdout, "  peak RSS    %.1f MiB (server)\n", float64(res.PeakRSSBytes)/(1<<20))
-	if res.TraceRatio > 0 {
-		fmt.Fprintf(env.stdout, "  tracing     %.0f%% of issuances, exported over OTLP/HTTP to loopback\n", res.TraceRatio*100)
-	}
-	if res.FirstError != "" {
-		fmt.Fprintf(env.stdout, "  first error %s\n", res.FirstError)
-	}
+	text(env.stdout)
 	return nil
 }
 
-// tokenSource hands out enrollment tokens. Tokens are made by an admin ahead
-// of time in real life, so the benchmark mints them before the clock starts
-// (as many as the warm-up rate says the run will use) and mints more inline
-// only if the pool runs dry.
-type tokenSource struct {
-	minter *token.Minter
-	pool   chan string
-	seq    atomic.Int64
+// revBench is a throwaway in-process server with its parts in view, for
+// the benchmarks still in this package (revoke-live); the rest measure it
+// as a bench.Server (openBenchServer).
+type revBench struct {
+	p       *parts
+	rev     *revocationOutputs // nil unless asked for
+	certs   *servercert.Certificate
+	cleanup func()
 }
 
-func newTokenSource(m *token.Minter, premint int) (*tokenSource, error) {
-	ts := &tokenSource{minter: m, pool: make(chan string, premint)}
-	for range premint {
-		tok, err := ts.mint()
-		if err != nil {
-			return nil, err
-		}
-		ts.pool <- tok
+// newRevBench is openInProcess with the revocation outputs running.
+func newRevBench(ctx context.Context, db string) (*revBench, error) {
+	return openInProcess(ctx, bench.Options{DB: db, Revocation: true})
+}
+
+// serveBenchAPI serves the REST API with the feed over TLS on loopback.
+func serveBenchAPI(b *revBench) (string, func(), error) {
+	log := slog.New(slog.DiscardHandler)
+	srv := &http.Server{
+		Handler:           api.New(api.Config{Authority: b.p.authority, TrustDomain: "example.org", Logger: log, Feed: b.rev.hub.Handler()}),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: b.certs.GetCertificate, ClientAuth: tls.RequestClientCert},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return ts, nil
-}
-
-func (ts *tokenSource) mint() (string, error) {
-	now := time.Now()
-	return ts.minter.Mint(token.Claims{
-		Identity: fmt.Sprintf("spiffe://example.org/bench/%d", ts.seq.Add(1)), Profile: "service",
-		Issuer: "bench", IssuedAt: now, Expiry: now.Add(time.Hour),
-	})
-}
-
-func (ts *tokenSource) next() (string, error) {
-	select {
-	case tok := <-ts.pool:
-		return tok, nil
-	default:
-		return ts.mint()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
 	}
+	go srv.ServeTLS(ln, "", "")
+	return "https://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
-// benchLoop runs enrollments on workers until d has passed and returns
-// every successful one's latency, the counts, and the first error seen. A
-// token from the pre-minted pool costs a channel receive, so it is inside
-// the timing without moving it.
-func benchLoop(ctx context.Context, workers int, d time.Duration, tokens *tokenSource, csrs [][]byte,
-	enroll func(context.Context, string, []byte) error) ([]time.Duration, int, int, error) {
-	lat, failed, err := measureLoop(ctx, workers, d, func(w, i int) error {
-		tok, err := tokens.next()
-		if err != nil {
-			return err
-		}
-		return enroll(ctx, tok, csrs[(w*7919+i)%len(csrs)])
-	})
-	return lat, len(lat), failed, err
-}
-
-// measureLoop runs op in workers until d has passed and returns every
-// successful op's latency, the failures and the first error.
-func measureLoop(ctx context.Context, workers int, d time.Duration, op func(worker, i int) error) ([]time.Duration, int, error) {
-	deadline := time.Now().Add(d)
-	var (
-		mu       sync.Mutex
-		all      []time.Duration
-		failed   int
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for w := range workers {
-		wg.Go(func() {
-			var lat []time.Duration
-			var nfail int
-			var werr error
-			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
-				t0 := time.Now()
-				if err := op(w, i); err != nil {
-					nfail++
-					if werr == nil {
-						werr = err
-					}
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			failed += nfail
-			if firstErr == nil {
-				firstErr = werr
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return all, failed, firstErr
-}
-
-func csrPool(alg keys.Algorithm) ([][]byte, error) {
-	out := make([][]byte, csrPoolSize)
-	for i := range out {
-		key, err := keys.Generate(alg, rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		if out[i], err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// benchInProcess sets up a throwaway authority: a fresh data directory (so
-// the store starts empty and durable, exactly as in production) with its CA.
-func benchInProcess(ctx context.Context, dbURL string) (*parts, func(), error) {
-	return benchInProcessTraced(ctx, dbURL, telemetry.TracingConfig{})
-}
-
-// benchInProcessTraced is benchInProcess with tracing as tracing says.
-func benchInProcessTraced(ctx context.Context, dbURL string, tracing telemetry.TracingConfig) (*parts, func(), error) {
+// openInProcess wires a throwaway in-process server for the benchmarks: a
+// fresh data directory (so the store starts empty and durable, exactly as
+// in production) with its CA, the parts `mica serve` opens, its own TLS
+// certificate, and, when asked, the revocation outputs running.
+func openInProcess(ctx context.Context, opts bench.Options) (_ *revBench, err error) {
 	dir, err := os.MkdirTemp("", "mica-bench-")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cleanup := func() { os.RemoveAll(dir) }
+	var closers []func()
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		os.RemoveAll(dir)
+	}
+	defer func() {
+		if err != nil {
+			cleanup()
+		}
+	}()
 	var b [16]byte
 	rand.Read(b[:])
 	pass := []byte(hex.EncodeToString(b[:]))
 	d := dataPaths{dir}
 	quiet := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
 	if err := initDataDir(ctx, quiet, initOptions{data: d, trustDomain: "example.org", keyType: string(keys.Default),
-		passphrase: pass, adminName: "bench", dbURL: dbURL}); err != nil {
-		cleanup()
-		return nil, nil, err
+		passphrase: pass, adminName: "bench", dbURL: opts.DB}); err != nil {
+		return nil, err
 	}
 	cfg, err := loadConfig(d.config())
 	if err != nil {
-		cleanup()
-		return nil, nil, err
+		return nil, err
 	}
-	cfg.Tracing = tracing
-	p, err := openParts(ctx, d, cfg, pass, dbURL, nil)
+	cfg.Tracing = telemetry.TracingConfig{OTLPEndpoint: opts.OTLPEndpoint, SampleRatio: opts.SampleRatio}
+	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: opts.DB})
 	if err != nil {
-		cleanup()
-		return nil, nil, err
+		return nil, err
 	}
-	return p, func() { p.Close(); cleanup() }, nil
+	closers = append(closers, func() { p.Close() })
+	log := slog.New(slog.DiscardHandler)
+	rb := &revBench{p: p, cleanup: cleanup}
+	if rb.certs, err = newServerCertificate(ctx, p, []string{"localhost", "127.0.0.1"}, log); err != nil {
+		return nil, err
+	}
+	if opts.Revocation {
+		if rb.rev, err = newRevocationOutputs(ctx, p, log); err != nil {
+			return nil, err
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { rb.rev.run(runCtx); close(done) }()
+		closers = append(closers, func() { cancel(); <-done })
+	}
+	return rb, nil
 }
 
-// discardOTLP is an OTLP/HTTP receiver on loopback that reads each export
-// and answers success, so that tracing costs what it costs in production
-// (spans, batching, protobuf encoding, one HTTP request per batch) without
-// a collector.
-func discardOTLP() (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// openBenchServer is openInProcess as the bench package measures it.
+func openBenchServer(ctx context.Context, opts bench.Options) (*bench.Server, error) {
+	rb, err := openInProcess(ctx, opts)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	})}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	p := rb.p
+	admin, err := tls.LoadX509KeyPair(filepath.Join(p.data.adminDir(), fullchainFile), filepath.Join(p.data.adminDir(), keyFile))
+	if err != nil {
+		rb.cleanup()
+		return nil, err
+	}
+	acmeStore, _ := p.store.(acme.Store)
+	s := &bench.Server{Authority: p.authority, Minter: p.minter, ACME: acmeStore, Root: p.hierarchy.Root,
+		Intermediate: p.hierarchy.Intermediate, GetCertificate: rb.certs.GetCertificate, Admin: admin,
+		OCSPPath: ocspPath, Store: storeName(opts.DB, ""), OnRevocation: func(func()) {}, Close: rb.cleanup}
+	if rb.rev != nil {
+		s.Feed, s.Revocations = rb.rev.hub.Handler(), rb.rev.handler(p)
+		s.OnRevocation = func(fn func()) { p.revocations.set(func() { fn(); rb.rev.hub.Changed() }) }
+	}
+	return s, nil
 }
 
 func loadMinter(d dataPaths, pass []byte) (*token.Minter, error) {
@@ -374,13 +322,3 @@ func loadMinter(d dataPaths, pass []byte) (*token.Minter, error) {
 	}
 	return token.NewMinter(key)
 }
-
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(q * float64(len(sorted)-1))
-	return sorted[i]
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys"
 )
 
@@ -61,7 +62,8 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 	csrPath := fs.String("csr", "", "the intermediate's CSR")
 	out := fs.String("out", "", "where to write the signed intermediate certificate")
 	td := fs.String("trust-domain", "example.org", "the only SPIFFE trust domain the intermediate may sign for (name constraint)")
-	validity := fs.Duration("validity", 0, "intermediate lifetime (default 1 year)")
+	var validity duration.Duration
+	fs.Var(&validity, "validity", "intermediate lifetime, e.g. 365d (default 1 year)")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
 	if err := parse(env, fs, args); err != nil {
 		return err
@@ -90,7 +92,7 @@ func runCASignIntermediate(_ context.Context, env *cliEnv, args []string) error 
 	if err != nil {
 		return fmt.Errorf("parsing %s: %w", *csrPath, err)
 	}
-	inter, err := ca.SignIntermediate(root, rootKey, csr, ca.IntermediateConfig{TrustDomain: trustDomain, Validity: *validity})
+	inter, err := ca.SignIntermediate(root, rootKey, csr, ca.IntermediateConfig{TrustDomain: trustDomain, Validity: validity.D()})
 	if err != nil {
 		return err
 	}

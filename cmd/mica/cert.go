@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -416,6 +417,18 @@ func runCertInspect(ctx context.Context, env *cliEnv, args []string) error {
 				}
 			}
 		}
+		// The root, when the bundle beside the file holds it.
+		if roots, err := os.ReadFile(filepath.Join(filepath.Dir(arg), bundleFile)); err == nil {
+			if certs, err := credential.ParseCertificates(roots); err == nil {
+				top := chain[len(chain)-1]
+				for _, r := range certs {
+					if !bytes.Equal(top.RawIssuer, top.RawSubject) && bytes.Equal(r.RawSubject, top.RawIssuer) && top.CheckSignatureFrom(r) == nil {
+						chain = append(chain, r)
+						break
+					}
+				}
+			}
+		}
 		// Status is the server's to say; ask when a credential is at hand,
 		// and say so when not.
 		if c, err := cf.client(true); err == nil {
@@ -454,12 +467,12 @@ func describe(w io.Writer, chain []*x509.Certificate, rec *client.Certificate, n
 	fmt.Fprintf(tw, "Key:\t%s\n", keyDescription(leaf.PublicKey))
 	fmt.Fprintf(tw, "Usage:\t%s\n", ekuNames(leaf.ExtKeyUsage))
 	fmt.Fprintf(tw, "Subject:\t%s\n", orDash(leaf.Subject.String()))
-	for i, c := range chain {
+	for i, line := range issuerChain(chain) {
 		label := "Issuer chain:"
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(tw, "%s\t%s  (expires %s)\n", label, c.Issuer.String(), c.NotAfter.UTC().Format("2006-01-02"))
+		fmt.Fprintf(tw, "%s\t%s\n", label, line)
 	}
 	switch {
 	case rec == nil:
@@ -470,6 +483,19 @@ func describe(w io.Writer, chain []*x509.Certificate, rec *client.Certificate, n
 		fmt.Fprintf(tw, "Status:\t%s (profile %s, requested by %s, owner %s)\n", displayStatus(*rec, now), rec.Profile, rec.Requester, rec.Owner)
 	}
 	return tw.Flush()
+}
+
+// issuerChain describes the certificates above the leaf, each with its own
+// expiry; an issuer that is not in the files is named without one.
+func issuerChain(chain []*x509.Certificate) []string {
+	var lines []string
+	for _, c := range chain[1:] {
+		lines = append(lines, fmt.Sprintf("%s  (expires %s)", c.Subject, c.NotAfter.UTC().Format("2006-01-02")))
+	}
+	if top := chain[len(chain)-1]; len(chain) == 1 || !bytes.Equal(top.RawIssuer, top.RawSubject) {
+		lines = append(lines, fmt.Sprintf("%s  (not in the files; its expiry is unknown here)", top.Issuer))
+	}
+	return lines
 }
 
 func keyDescription(pub crypto.PublicKey) string {

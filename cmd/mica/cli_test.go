@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mica-pki/mica/internal/bench"
 )
 
 // TestOfflineRoot walks the offline-root flow with the real binary: the root
@@ -105,6 +108,24 @@ func TestPolicyCommands(t *testing.T) {
 	if !strings.Contains(out, "2 passed, 0 failed") {
 		t.Errorf("policy test output:\n%s", out)
 	}
+	// As the docs spell them: --cases, and --config (default: the data
+	// directory's mica.yaml), and check with --config or no file at all.
+	if out := micaOK(t, nil, "policy", "test", "--config", cfg, "--cases", cases); !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("policy test --cases:\n%s", out)
+	}
+	dataEnv := []string{"MICA_DATA_DIR=" + filepath.Dir(cfg)}
+	if out := micaOK(t, dataEnv, "policy", "test", "--cases", cases); !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("policy test with the data directory's config:\n%s", out)
+	}
+	if out := micaOK(t, nil, "policy", "check", "--config", cfg); !strings.Contains(out, "ok (") {
+		t.Errorf("policy check --config:\n%s", out)
+	}
+	if out := micaOK(t, dataEnv, "policy", "check"); !strings.Contains(out, "ok (") {
+		t.Errorf("policy check of the data directory's config:\n%s", out)
+	}
+	if r := mica(t, nil, "policy", "check", "--config", cfg, cases); r.code != 2 {
+		t.Errorf("policy check with two different files: exit %d, %s", r.code, r.stderr)
+	}
 	os.WriteFile(cases, []byte(`cases:
   - name: wrongly expected
     request: {profile: service, spiffe_id: spiffe://example.org/payments/api}
@@ -127,14 +148,46 @@ func TestPolicyCommands(t *testing.T) {
 	}
 }
 
-func TestBenchIssueRuns(t *testing.T) {
-	out := micaOK(t, nil, "bench", "issue", "--concurrency", "4", "--duration", "1s", "--warmup", "0", "--json")
-	var res benchResult
-	if err := json.Unmarshal([]byte(out), &res); err != nil {
-		t.Fatalf("bench --json output is not JSON: %v\n%s", err, out)
-	}
-	if res.Issued == 0 || res.Errors != 0 || res.P99Ms < res.P50Ms || res.PeakRSSBytes == 0 {
-		t.Fatalf("bench result %+v", res)
+// TestBenchRuns runs every benchmark the bench package holds through the
+// binary, briefly, and checks that each measured something and failed
+// nothing.
+func TestBenchRuns(t *testing.T) {
+	t.Run("issue", func(t *testing.T) {
+		var res bench.IssueResult
+		benchJSON(t, &res, "issue", "--concurrency", "4", "--duration", "1s", "--warmup", "0")
+		if res.Issued == 0 || res.Errors != 0 || res.P99Ms < res.P50Ms || res.PeakRSSBytes == 0 {
+			t.Fatalf("bench result %+v", res)
+		}
+	})
+	t.Run("acme", func(t *testing.T) {
+		var res bench.ACMEResult
+		benchJSON(t, &res, "acme", "--concurrency", "2", "--duration", "1s")
+		if res.Orders == 0 || res.Errors != 0 || res.P99Ms < res.P50Ms {
+			t.Fatalf("bench result %+v", res)
+		}
+	})
+	t.Run("revocation", func(t *testing.T) {
+		var res bench.RevocationResult
+		benchJSON(t, &res, "revocation", "--subscribers", "5", "--revocations", "3")
+		if res.Deliveries != 15 || res.Missing != 0 || res.MaxMs < res.P50Ms {
+			t.Fatalf("bench result %+v", res)
+		}
+	})
+	t.Run("ocsp", func(t *testing.T) {
+		var res bench.OCSPResult
+		benchJSON(t, &res, "ocsp", "--concurrency", "2", "--duration", "1s", "--certificates", "10", "--nonce")
+		if res.Requests == 0 || res.Errors != 0 || res.P99Ms < res.P50Ms {
+			t.Fatalf("bench result %+v", res)
+		}
+	})
+}
+
+// benchJSON runs `mica bench KIND ARGS --json` and decodes its result.
+func benchJSON(t *testing.T, res any, kind string, args ...string) {
+	t.Helper()
+	out := micaOK(t, nil, append([]string{"bench", kind, "--json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), res); err != nil {
+		t.Fatalf("bench %s --json output is not JSON: %v\n%s", kind, err, out)
 	}
 }
 

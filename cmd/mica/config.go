@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,7 +40,7 @@ type Config struct {
 	ACME *acme.Settings `yaml:"acme"`
 	// PublicURL is where relying parties reach the plain-HTTP revocation
 	// endpoints (CRL, OCSP); every certificate names it in its CRL
-	// distribution point and OCSP URL. Default http://127.0.0.1:8080.
+	// distribution point and OCSP URL. Default: http://<http_listen>.
 	PublicURL string `yaml:"public_url"`
 	// HTTPListen is the plain-HTTP listener for CRL and OCSP; default
 	// 127.0.0.1:8080, "off" for none.
@@ -62,6 +63,9 @@ type Config struct {
 
 	// rules are Limits and Anomalies compiled at load.
 	rules *limits.Rules
+	// publicURLGiven says public_url was in the file; otherwise
+	// settlePublicURL derives it from the plain-HTTP listener.
+	publicURLGiven bool
 	// admins is the admins section, checked at load.
 	admins map[string]authority.Role
 	// owners are the discovery owner rules, compiled at load.
@@ -99,12 +103,12 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.Listen == "" {
 		c.Listen = defaultListen
 	}
-	if c.PublicURL == "" {
-		c.PublicURL = defaultPublicURL
-	}
-	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
-	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("config %s: public_url %q must be an http:// URL such as %s (where relying parties fetch CRLs and ask OCSP)", name, c.PublicURL, defaultPublicURL)
+	if c.PublicURL != "" {
+		u, err := checkPublicURL(c.PublicURL)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: public_url: %w", name, err)
+		}
+		c.PublicURL, c.publicURLGiven = u, true
 	}
 	if c.HTTPListen == "" {
 		c.HTTPListen = defaultHTTPListen
@@ -148,16 +152,70 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	return &c, nil
 }
 
+// publicURLAsGiven is public_url as the file says it, "" for derived.
+func (c *Config) publicURLAsGiven() string {
+	if c.publicURLGiven {
+		return c.PublicURL
+	}
+	return ""
+}
+
+// checkPublicURL accepts an http(s) URL with a host and no query, and
+// drops a trailing slash.
+func checkPublicURL(s string) (string, error) {
+	s = strings.TrimSuffix(s, "/")
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return "", fmt.Errorf("%q must be an http:// URL such as %s (where relying parties fetch CRLs and ask OCSP)", s, defaultPublicURL)
+	}
+	return s, nil
+}
+
+// settlePublicURL decides the URL every certificate names for its CRL and
+// OCSP: --public-url, else public_url, else the plain-HTTP listener's own
+// address httpAddr (as bound, so a port 0 becomes the real port), so that
+// moving the listener moves what certificates say. A listener on every
+// address cannot be named; then the URL must be given.
+func (c *Config) settlePublicURL(flag, httpAddr string) error {
+	switch {
+	case flag != "":
+		u, err := checkPublicURL(flag)
+		if err != nil {
+			return usageError("--public-url: %v", err)
+		}
+		c.PublicURL = u
+		return nil
+	case c.publicURLGiven:
+		return nil
+	case httpAddr == "off":
+		c.PublicURL = defaultPublicURL
+		return nil
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return fmt.Errorf("http_listen %q: %v: use host:port, or off", httpAddr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return fmt.Errorf("the CRL and OCSP listener %s takes every address, so certificates cannot name it from that: "+
+			"say where relying parties reach it with --public-url or public_url: (e.g. http://ca.example.org:%s)", httpAddr, port)
+	}
+	c.PublicURL = "http://" + net.JoinHostPort(host, port)
+	return nil
+}
+
 // defaultConfig is what `mica init` writes: a starting point to edit and put
 // under version control.
-func defaultConfig(trustDomain, adminID string) string {
+func defaultConfig(trustDomain, adminID, dbURL string) string {
+	database := "# database: postgres://user@host/mica   # default: SQLite in the data directory"
+	if dbURL != "" {
+		database = fmt.Sprintf("database: %q   # this CA's records live here; the server refuses any other", dbURL)
+	}
 	return fmt.Sprintf(`# mica config: profiles say who may obtain which identities, for how long,
-# with which keys and usages. Check changes with `+"`mica policy check`"+`.
+# with which keys and usages. Check changes with `+"`mica policy check mica.yaml`"+`.
 trust_domain: %[1]s
 listen: %[3]s
 server_names: [localhost, 127.0.0.1]
-# database: postgres://user@host/mica   # default: SQLite in the data directory
-# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate
+%[4]s
+# public_url: http://ca.example.org     # where relying parties fetch CRLs and ask OCSP; named in every certificate (default http://<http_listen>)
 # http_listen: 127.0.0.1:8080           # plain-HTTP listener for CRL and OCSP ("off" for none)
 # metrics_listen: 127.0.0.1:9123        # Prometheus /metrics ("off" for none)
 # tracing:                              # OpenTelemetry traces of the issuance pipeline (off unless an endpoint is set)
@@ -192,7 +250,7 @@ profiles:
 #   renewal_storm: {action: alert, max_renewals_per_lifetime: 4}
 #   issuance_burst: {action: alert, window: 1m, per_profile: 1000, per_requester: 300}
 #   unexpected_network: {action: alert}
-`, trustDomain, adminID, defaultListen)
+`, trustDomain, adminID, defaultListen, database)
 }
 
 // dataPaths are the files in a data directory.

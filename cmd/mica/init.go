@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,7 +40,7 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase that encrypts the CA keys (or set MICA_PASSPHRASE)")
 	rootOnly := fs.Bool("root-only", false, "create only a root, for an offline root machine; sign intermediates with `mica ca sign-intermediate`")
 	adminName := fs.String("admin-name", "admin", "name of the first admin: spiffe://<trust domain>/mica/admin/<name>")
-	db := fs.String("db", "", "postgres:// URL (default: SQLite in the data directory)")
+	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL, recorded in mica.yaml (env MICA_DB; default: SQLite in the data directory)")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
@@ -89,8 +89,21 @@ func initRootOnly(env *cliEnv, o initOptions) error {
 }
 
 // initDataDir creates (or completes) a data directory: CA hierarchy unless
-// one was imported, token key, config, store, and the first admin credential.
-func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
+// one was imported, token key, config, store, and the first admin
+// credential. The database is recorded in the config, and bound to this
+// CA; if it is refused (another CA's), what this run created is removed.
+func initDataDir(ctx context.Context, env *cliEnv, o initOptions) (err error) {
+	var made []string // what this run created, removed if it fails
+	defer func() {
+		if err != nil {
+			for i := len(made) - 1; i >= 0; i-- {
+				os.RemoveAll(made[i])
+			}
+		}
+	}()
+	if !fileExists(o.data.dir) {
+		made = append(made, o.data.dir)
+	}
 	if err := os.MkdirAll(o.data.dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", o.data.dir, err)
 	}
@@ -102,6 +115,9 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	createdCA := false
 	switch {
 	case errors.Is(err, ca.ErrNotInitialized):
+		if !fileExists(o.data.caDir()) {
+			made = append(made, o.data.caDir())
+		}
 		if hier, err = ca.Init(o.data.caDir(), caCfg); err != nil {
 			return err
 		}
@@ -111,17 +127,17 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	case fileExists(o.data.adminDir()):
 		return fmt.Errorf("%s is already initialised: serve it with `mica serve --data-dir %s`", o.data.dir, o.data.dir)
 	}
-	if !fileExists(o.data.tokenKey()) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
+	for _, k := range []struct {
+		path string
+		alg  keys.Algorithm
+	}{{o.data.tokenKey(), keys.Ed25519}, {o.data.auditKey(), keys.Ed25519}} {
+		_, created, err := file.LoadOrCreate(k.path, o.passphrase, k.alg)
 		if err != nil {
 			return err
 		}
-		if err := file.Write(o.data.tokenKey(), priv, o.passphrase); err != nil {
-			return err
+		if created {
+			made = append(made, k.path)
 		}
-	}
-	if _, err := ensureAuditKey(o.data, o.passphrase); err != nil {
-		return err
 	}
 	// An imported intermediate (offline root) names its trust domain in its
 	// name constraints; that wins over the flag.
@@ -131,19 +147,30 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	}
 	adminID := fmt.Sprintf("spiffe://%s%s%s", trustDomain, authority.AdminPathPrefix, o.adminName)
 	if !fileExists(o.data.config()) {
-		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID)), 0o644); err != nil {
+		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID, withoutPassword(o.dbURL))), 0o644); err != nil {
 			return err
+		}
+		made = append(made, o.data.config())
+		if o.dbURL != withoutPassword(o.dbURL) {
+			fmt.Fprintf(env.stdout, "the database password is not written to %s: give it to mica with PGPASSWORD or ~/.pgpass (or --db)\n", o.data.config())
 		}
 	}
 	cfg, err := loadConfig(o.data.config())
 	if err != nil {
 		return err
 	}
-	p, err := openParts(ctx, o.data, cfg, o.passphrase, o.dbURL, nil)
+	// A config written earlier must already name the database: otherwise
+	// a later `mica serve` without --db would open another one.
+	if o.dbURL != "" && withoutPassword(o.dbURL) != withoutPassword(cfg.Database) {
+		return usageError("%s names the database %s but --db says %s: set database: in it to the database this CA lives in, and run init without --db",
+			o.data.config(), orSQLite(cfg.Database), redactURL(o.dbURL))
+	}
+	p, err := openParts(ctx, o.data, cfg, o.passphrase, openOptions{dbURL: o.dbURL, create: true})
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	made = nil // the database now belongs to this CA: keep what it names
 	if createdCA {
 		detail := fmt.Sprintf("root %s, intermediate %s", authority.Fingerprint(hier.Root.Raw), authority.Fingerprint(hier.Intermediate.Raw))
 		if err := p.authority.RecordSystemEvent(ctx, store.ActionCACreated, detail); err != nil {
@@ -153,9 +180,32 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) error {
 	if err := issueAdminCredential(ctx, p, adminID, o.data.adminDir()); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "initialised %s: trust domain %s, root sha256 %s\n", o.data.dir, cfg.TrustDomain, authority.Fingerprint(hier.Root.Raw))
+	fmt.Fprintf(env.stdout, "initialised %s: trust domain %s, root sha256 %s, store %s\n", o.data.dir, cfg.TrustDomain,
+		authority.Fingerprint(hier.Root.Raw), orSQLite(cfg.Database))
 	fmt.Fprintf(env.stdout, "admin credential for %s in %s (keep it safe); config in %s\n", adminID, o.data.adminDir(), o.data.config())
 	return nil
+}
+
+// withoutPassword is a database URL with any password taken out, as it is
+// written to mica.yaml (which is meant for version control).
+func withoutPassword(dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil || u.User == nil {
+		return dbURL
+	}
+	if _, ok := u.User.Password(); !ok {
+		return dbURL
+	}
+	u.User = url.User(u.User.Username())
+	return u.String()
+}
+
+// orSQLite names a configured database for people.
+func orSQLite(dbURL string) string {
+	if dbURL == "" {
+		return "SQLite in the data directory"
+	}
+	return redactURL(dbURL)
 }
 
 func issueAdminCredential(ctx context.Context, p *parts, adminID, dir string) error {

@@ -93,7 +93,29 @@ func newTestEnvWith(t *testing.T, engine, extraConfig string) *testEnv {
 // the engine's database.
 func newTestEnvFrom(t *testing.T, engine, config string) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: engine}
+	e := initTestEnvFrom(t, engine, config, filepath.Join(t.TempDir(), "data"))
+	e.start()
+	return e
+}
+
+// initTestEnv initialises a data directory on the engine, with extra lines
+// at the end of the config, and serves nothing yet.
+func initTestEnv(t *testing.T, engine, extraConfig string) *testEnv {
+	t.Helper()
+	return initTestEnvAt(t, engine, extraConfig, filepath.Join(t.TempDir(), "data"))
+}
+
+// initTestEnvAt is initTestEnv with the data directory at dataDir.
+func initTestEnvAt(t *testing.T, engine, extraConfig, dataDir string) *testEnv {
+	t.Helper()
+	return initTestEnvFrom(t, engine, testConfig+extraConfig, dataDir)
+}
+
+// initTestEnvFrom initialises dataDir with config, where %DB% stands for
+// the engine's database.
+func initTestEnvFrom(t *testing.T, engine, config, dataDir string) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, root: t, dataDir: dataDir, engine: engine}
 	db := `""`
 	if engine == "postgres" {
 		db = pgCluster.Database(t)
@@ -108,7 +130,6 @@ func newTestEnvFrom(t *testing.T, engine, config string) *testEnv {
 		t.Fatal(err)
 	}
 	e.micaOK("init", "--trust-domain", "example.org")
-	e.start()
 	return e
 }
 

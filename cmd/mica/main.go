@@ -12,20 +12,68 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is what this build calls itself: set with -ldflags
+// "-X main.version=…", else read from the build information (see
+// buildVersion).
+var version string
+
+func init() {
+	if version == "" {
+		version = buildVersion()
+	}
+}
+
+// buildVersion names the build from what the Go toolchain recorded: the
+// module version for `go install …@v1.2.3` (or its pseudo-version), else
+// "devel" with the commit and a -dirty mark for a build from a checkout.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	dirty := false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	v := "devel+" + rev[:min(12, len(rev))]
+	if dirty {
+		v += "-dirty"
+	}
+	return v
+}
+
+// printVersion prints the version line of `mica version` and `mica --version`.
+func printVersion(env *cliEnv) {
+	fmt.Fprintf(env.stdout, "mica %s %s\n", version, runtime.Version())
+}
 
 // command is one subcommand. Groups ("cert", "ca") hold subcommands.
 type command struct {
 	summary string
-	run     func(ctx context.Context, env *cliEnv, args []string) error
-	sub     map[string]command
+	// args names the positional arguments, for --help ("SERIAL").
+	args string
+	run  func(ctx context.Context, env *cliEnv, args []string) error
+	sub  map[string]command
 }
 
 func commands() map[string]command {
@@ -39,19 +87,19 @@ func commands() map[string]command {
 			"issue":   {summary: "enroll with a token: make a key here, send a CSR, write the files", run: runCertIssue},
 			"renew":   {summary: "renew over mTLS with the current certificate", run: runCertRenew},
 			"list":    {summary: "list the inventory (admins, operators, auditors)", run: runCertList},
-			"inspect": {summary: "show a certificate file or a serial in human terms", run: runCertInspect},
-			"revoke":  {summary: "revoke a certificate by serial or fingerprint, or every certificate of an identity", run: runCertRevoke},
+			"inspect": {summary: "show a certificate file or a serial in human terms", args: "FILE|SERIAL", run: runCertInspect},
+			"revoke":  {summary: "revoke a certificate by serial or fingerprint, or every certificate of an identity", args: "[SERIAL]", run: runCertRevoke},
 		}},
 		"identity": {summary: "the deny list: identities that can be neither issued nor renewed", sub: map[string]command{
-			"deny":  {summary: "put an identity on the deny list", run: runIdentityDeny},
-			"allow": {summary: "take an identity off the deny list", run: runIdentityAllow},
+			"deny":  {summary: "put an identity on the deny list", args: "IDENTITY", run: runIdentityDeny},
+			"allow": {summary: "take an identity off the deny list", args: "IDENTITY", run: runIdentityAllow},
 			"list":  {summary: "show the deny list", run: runIdentityList},
 		}},
 		"agent": {summary: "on each host: enroll once, renew forever, serve the SPIFFE Workload API", run: runAgent},
 		"proxy": {summary: "mTLS gateway: verify clients and forward to a plain-HTTP backend, or forward local plain HTTP over mTLS", run: runProxy},
 		"policy": {summary: "check and test profiles", sub: map[string]command{
-			"check": {summary: "validate a config file", run: runPolicyCheck},
-			"test":  {summary: "evaluate sample requests against a config", run: runPolicyTest},
+			"check": {summary: "validate a config file", args: "[CONFIG]", run: runPolicyCheck},
+			"test":  {summary: "evaluate sample requests against a config", args: "[CASES]", run: runPolicyTest},
 		}},
 		"ca": {summary: "CA hierarchy with an offline root", sub: map[string]command{
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
@@ -72,8 +120,8 @@ func commands() map[string]command {
 			"ocsp":        {summary: "OCSP requests per second and p99 on loopback", run: runBenchOCSP},
 			"handshake":   {summary: "full and resumed mutual-TLS handshakes/s: crypto/tls vs the mtls package", run: runBenchHandshake},
 		}},
-		"version": {summary: "print the version", run: func(_ context.Context, env *cliEnv, _ []string) error {
-			fmt.Fprintln(env.stdout, "mica", version)
+		"version": {summary: "print the version (also mica --version)", run: func(_ context.Context, env *cliEnv, _ []string) error {
+			printVersion(env)
 			return nil
 		}},
 	}
@@ -109,6 +157,10 @@ func main() {
 // command failed, 2 the command line was wrong.
 func run(ctx context.Context, env *cliEnv, args []string) int {
 	cmds, path := commands(), "mica"
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		printVersion(env)
+		return 0
+	}
 	for {
 		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 			usage(env.stderr, path, cmds)
@@ -187,9 +239,12 @@ func parse(env *cliEnv, fs *flag.FlagSet, args []string) error {
 		rest := args
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(env.stderr, "usage: mica %s [flags]\n\nflags:\n", fs.Name())
-				fs.SetOutput(env.stderr)
-				fs.PrintDefaults()
+				synopsis := "mica " + fs.Name() + " [flags]"
+				if a := argsOf(fs.Name()); a != "" {
+					synopsis += " " + a
+				}
+				fmt.Fprintf(env.stderr, "usage: %s\n\nflags:\n", synopsis)
+				printFlags(env.stderr, fs)
 				return err
 			}
 			return fmt.Errorf("%s: %v (run `mica %s --help` for its flags): %w", fs.Name(), err, fs.Name(), errUsage)
@@ -205,6 +260,48 @@ func parse(env *cliEnv, fs *flag.FlagSet, args []string) error {
 		positional, args = append(positional, args[0]), args[1:]
 	}
 	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+// argsOf is the args of the command at path ("cert revoke").
+func argsOf(path string) string {
+	cmds := commands()
+	var c command
+	for _, name := range strings.Fields(path) {
+		var ok bool
+		if c, ok = cmds[name]; !ok {
+			return ""
+		}
+		cmds = c.sub
+	}
+	return c.args
+}
+
+// printFlags lists fs's flags like flag.PrintDefaults, but names each
+// flag's argument by its type only: PrintDefaults takes a `quoted` word in
+// the usage text for the argument's name, and mica's usage texts quote
+// commands.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, _ := flag.UnquoteUsage(&flag.Flag{Value: f.Value})
+		if _, ok := f.Value.(interface{ D() time.Duration }); ok {
+			kind = "duration" // duration.Duration: days allowed, e.g. 7d
+		}
+		line := "  -" + f.Name
+		if kind != "" {
+			line += " " + kind
+		}
+		line += "\n    \t" + strings.ReplaceAll(f.Usage, "\n", "\n    \t")
+		switch f.DefValue {
+		case "", "false", "0", "0s", "[]":
+		default:
+			if kind == "string" {
+				line += fmt.Sprintf(" (default %q)", f.DefValue)
+			} else {
+				line += fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+		}
+		fmt.Fprintln(w, line)
+	})
 }
 
 func usageError(format string, args ...any) error {

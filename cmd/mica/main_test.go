@@ -93,12 +93,42 @@ type serverProc struct {
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
+	// grew is closed (and replaced) at every write, for waitFor.
+	grew chan struct{}
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.grew != nil {
+		close(s.grew)
+		s.grew = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until the output holds substr at least n times, for at
+// most limit, and reports whether it did.
+func (s *syncBuffer) waitFor(substr string, n int, limit time.Duration) bool {
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		if strings.Count(s.b.String(), substr) >= n {
+			s.mu.Unlock()
+			return true
+		}
+		if s.grew == nil {
+			s.grew = make(chan struct{})
+		}
+		grew := s.grew
+		s.mu.Unlock()
+		select {
+		case <-grew:
+		case <-timeout.C:
+			return false
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
+	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -33,7 +34,7 @@ type commitStatser interface{ CommitStats() groupcommit.Stats }
 
 // registerServerMetrics wires the gauges read at scrape time: inventory,
 // CRL, OCSP, feed, audit log, CA and TLS certificate expiry, group commit.
-func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertificate, log *slog.Logger) error {
+func registerServerMetrics(p *parts, rev *revocationOutputs, certs *servercert.Certificate, log *slog.Logger) error {
 	src := telemetry.Sources{
 		Inventory: p.store.CertificatesByExpiry,
 		CRL: func() (time.Time, time.Time, int, bool) {
@@ -48,7 +49,7 @@ func registerServerMetrics(p *parts, rev *revocationOutputs, certs *serverCertif
 		Feed:     rev.hub.Stats,
 		Audit:    p.audit.Status,
 		CAs:      map[string]*x509.Certificate{"root": p.hierarchy.Root, "intermediate": p.hierarchy.Intermediate},
-		TLSCert:  func() *x509.Certificate { return certs.current.Load().Leaf },
+		TLSCert:  certs.Leaf,
 		Profiles: p.cfg.profileNames(),
 		Logger:   log,
 	}

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/crl"
@@ -43,7 +42,7 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	}
 	issuerID := authority.Fingerprint(p.hierarchy.Intermediate.Raw)
 	crlSvc, err := crl.New(crl.Config{Source: p.store, Issuer: p.hierarchy.Intermediate, Signer: p.hierarchy.IntermediateKey,
-		IssuerID: issuerID, Lint: lintSmallCRL, Logger: log})
+		IssuerID: issuerID, Lint: issuance.LintCRL, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -72,28 +71,19 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	return &revocationOutputs{hub: hub, crl: crlSvc, rootCRL: rootCRL, ocsp: resp}, nil
 }
 
-// lintSmallCRL lints CRLs of up to 100,000 entries before they are
-// published. Beyond that zlint's parse of the whole list costs more than a
-// rebuild; the encoder's tests lint its output at every size that matters.
-func lintSmallCRL(der []byte) error {
-	if len(der) > 100_000*48 {
-		return nil
-	}
-	return issuance.LintCRL(der)
-}
-
 // run runs the hub, the CRL schedule and the OCSP re-signer until ctx ends
-// or one fails; a failure stops the others through cancel.
-func (r *revocationOutputs) run(ctx context.Context, cancel context.CancelCauseFunc) *sync.WaitGroup {
-	var wg sync.WaitGroup
+// or one fails, which stops the others.
+func (r *revocationOutputs) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
 	for name, run := range map[string]func(context.Context) error{"feed": r.hub.Run, "crl": r.crl.Run, "ocsp": r.ocsp.Run} {
-		wg.Go(func() {
-			if err := run(ctx); err != nil {
-				cancel(fmt.Errorf("%s: %w", name, err))
+		g.Go(func() error {
+			if err := run(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("%s: %w", name, err)
 			}
+			return nil
 		})
 	}
-	return &wg
+	return g.Wait()
 }
 
 // handler is the plain-HTTP side: CRL and OCSP, public by design (RFC 5280
@@ -116,23 +106,9 @@ func (r *revocationOutputs) handler(p *parts) http.Handler {
 	})
 }
 
-// serveHTTP starts the plain-HTTP listener, or nothing for "off".
-func serveHTTP(addr string, h http.Handler, log *slog.Logger) (*http.Server, string, <-chan error, error) {
-	errc := make(chan error, 1)
-	if addr == "off" {
-		return nil, "", errc, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("cannot listen on %s for CRL and OCSP: %w (choose another with --http-listen, or off)", addr, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+// revocationServer is the plain-HTTP server for CRL and OCSP.
+func revocationServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}()
-	return srv, "http://" + ln.Addr().String(), errc, nil
 }

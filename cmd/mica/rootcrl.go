@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/crl"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/issuance"
 )
 
@@ -47,28 +51,41 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "ca root-crl")
 	dataDir := fs.String("data-dir", envOr(env, "MICA_DATA_DIR", "mica-data"), "root data directory (holds ca/root.pem and ca/root.key)")
 	out := fs.String("out", "", "where to write the DER CRL (default ca/root.crl in the data directory, which `mica serve` publishes)")
-	validity := fs.Duration("validity", 180*24*time.Hour, "time until nextUpdate: sign the next one before then")
+	validity := duration.Duration(180 * 24 * time.Hour)
+	fs.Var(&validity, "validity", "time until nextUpdate, e.g. 90d: sign the next one before then")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
 	var revoked revokedList
 	fs.Var(&revoked, "revoke", "an intermediate's serial to list, as SERIAL or SERIAL:reason (repeatable; e.g. 1f2e…:cACompromise)")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	if *validity < time.Hour || *validity > 366*24*time.Hour {
-		return usageError("--validity %s: choose between 1h and 366 days", *validity)
+	if validity.D() < time.Hour || validity.D() > 366*24*time.Hour {
+		return usageError("--validity %s: choose between 1h and 366d", validity)
 	}
 	d := dataPaths{*dataDir}
 	root, rootKey, err := loadRootKey(env, d, *passFile)
 	if err != nil {
 		return err
 	}
+	path := *out
+	if path == "" {
+		path = filepath.Join(d.caDir(), RootCRLFile)
+	}
+	// The root machine keeps no counter: the number is the time, and it
+	// always passes the CRL it replaces, so each new root CRL supersedes
+	// the last even when two are signed within a second.
+	prev, err := previousRootCRL(path, root)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC().Truncate(time.Second)
+	number := big.NewInt(now.Unix())
+	if prev != nil && number.Cmp(prev) <= 0 {
+		number = new(big.Int).Add(prev, big.NewInt(1))
+	}
 	der, err := crl.Build(crl.Params{
-		Issuer: root, Signer: rootKey,
-		// Time-ordered like the server's CRL numbers, so each new root CRL
-		// supersedes the last without a counter to keep on the root machine.
-		Number:     big.NewInt(now.Unix()),
-		ThisUpdate: now, NextUpdate: now.Add(*validity), Entries: len(revoked),
+		Issuer: root, Signer: rootKey, Number: number,
+		ThisUpdate: now, NextUpdate: now.Add(validity.D()), Entries: len(revoked),
 	}, slices.Values(revoked))
 	if err != nil {
 		return err
@@ -76,16 +93,30 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	if err := issuance.LintCRL(der); err != nil {
 		return fmt.Errorf("the root CRL fails lint, nothing written: %w", err)
 	}
-	path := *out
-	if path == "" {
-		path = filepath.Join(d.caDir(), RootCRLFile)
-	}
-	if err := atomicfile.Create(path, der, 0o644); err != nil {
+	if err := atomicfile.Write(path, der, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stdout, "wrote %s: root CRL listing %d intermediate(s), next update %s\n",
-		path, len(revoked), now.Add(*validity).Format(time.RFC3339))
+		path, len(revoked), now.Add(validity.D()).Format(time.RFC3339))
 	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s; `mica serve` publishes it at %s on its plain-HTTP listener\n",
 		RootCRLFile, crl.Path(root))
 	return nil
+}
+
+// previousRootCRL reads the CRL a new one would replace at path: its
+// number, or nil when there is none. Only a CRL this root signed is
+// replaced; anything else at path is left alone.
+func previousRootCRL(path string, root *x509.Certificate) (*big.Int, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	old, err := x509.ParseRevocationList(data)
+	if err != nil || old.CheckSignatureFrom(root) != nil {
+		return nil, fmt.Errorf("%s exists and is not a CRL of this root: move it away, or choose another --out", path)
+	}
+	return old.Number, nil
 }

@@ -2,25 +2,31 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/feed"
+	"github.com/mica-pki/mica/internal/health"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/procmem"
+	"github.com/mica-pki/mica/internal/servercert"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -31,6 +37,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	configPath := fs.String("config", "", "config file (default: mica.yaml in the data directory)")
 	listen := fs.String("listen", "", "address to serve on (default: the config's, else "+defaultListen+")")
 	httpListen := fs.String("http-listen", "", "plain-HTTP address for CRL and OCSP, or off (default: the config's, else "+defaultHTTPListen+")")
+	publicURL := fs.String("public-url", "", "where relying parties reach the CRL and OCSP listener, named in every certificate (default: the config's public_url, else http://<http-listen>)")
 	metricsListen := fs.String("metrics-listen", "", "plain-HTTP address for Prometheus /metrics, or off (default: the config's, else "+defaultMetrics+")")
 	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL (env MICA_DB; default: the config's, else SQLite in the data directory)")
 	passFile := fs.String("passphrase-file", "", "file holding the CA key passphrase (or set MICA_PASSPHRASE)")
@@ -66,6 +73,12 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads the config (below); caught from here on, so that it
+	// never kills a server that is starting.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	startedAs := restartOnly(cfg)
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
@@ -76,7 +89,25 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := openParts(ctx, d, cfg, pass, *db, log)
+
+	// Every listener is bound before anything else happens: a port that
+	// is taken ends the start here, before mica issues its own
+	// certificate, records an event or starts a loop.
+	lns, err := bindListeners(cfg.Listen, cfg.HTTPListen, cfg.metricsListen(*metricsListen), log)
+	if err != nil {
+		return err
+	}
+	defer lns.close()
+	httpAddr := "off"
+	if lns.http != nil {
+		httpAddr = boundAddr(cfg.HTTPListen, lns.http.Addr())
+	}
+	if err := cfg.settlePublicURL(*publicURL, httpAddr); err != nil {
+		return err
+	}
+
+	reg := telemetry.NewRegistry(version)
+	p, err := openParts(ctx, d, cfg, pass, openOptions{dbURL: *db, log: log, registry: reg})
 	if err != nil {
 		return err
 	}
@@ -85,92 +116,66 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Sprintf("config %s sha256:%s, %d profiles", *configPath, configHash(cfgData), len(cfg.Profiles))); err != nil {
 		return err
 	}
-
-	// The audit loops stop with ctx and are waited for before the store
-	// closes, so the last checkpoint and failure counts are written.
-	var loops sync.WaitGroup
-	defer loops.Wait()
-	loopCtx, stopLoops := context.WithCancel(ctx)
-	defer stopLoops()
-	loops.Go(func() { p.audit.Run(loopCtx) })
-	loops.Go(func() { p.failures.Run(loopCtx) })
-	loops.Go(func() { p.guard.Run(loopCtx) })
-	if err := startEventLoops(ctx, loopCtx, &loops, p, log); err != nil {
+	reload := newReloader(*configPath, cfgData, startedAs, p, log)
+	// Loops that start with the rest once everything is wired.
+	type namedRun struct {
+		name string
+		run  func(context.Context) error
+	}
+	var eventLoops []namedRun
+	if err := startEventLoops(ctx, func(name string, run func(context.Context) error) {
+		eventLoops = append(eventLoops, namedRun{name, run})
+	}, p, log); err != nil {
 		return err
 	}
-
 	certs, err := newServerCertificate(ctx, p, cfg.ServerNames, log)
 	if err != nil {
 		return err
 	}
-	go certs.rotate(ctx)
-
 	rev, err := newRevocationOutputs(ctx, p, log)
 	if err != nil {
 		return err
 	}
-	runCtx, stopRuns := context.WithCancelCause(ctx)
-	defer stopRuns(nil)
-	runs := rev.run(runCtx, stopRuns)
-	defer runs.Wait()
 	httpMetrics, err := telemetry.NewHTTPMetrics(p.registry)
-	if err != nil {
-		return err
-	}
-	httpSrv, httpURL, httpErr, err := serveHTTP(cfg.HTTPListen, httpMetrics.Wrap("revocation", rev.handler(p)), log)
 	if err != nil {
 		return err
 	}
 	if err := registerServerMetrics(p, rev, certs, log); err != nil {
 		return err
 	}
-	metricsSrv, err := telemetry.Listen(cfg.metricsListen(*metricsListen), p.registry, log)
-	if err != nil {
-		return err
-	}
-	metricsErr := make(chan error, 1)
-	if metricsSrv != nil {
-		go func() { metricsErr <- metricsSrv.Run(runCtx) }()
-	}
 
 	started := time.Now()
 	var handler http.Handler = api.New(api.Config{
 		Authority: p.authority, TrustDomain: cfg.TrustDomain, Logger: log, Feed: rev.hub.Handler(), Webhooks: p.webhooks,
-		Ready: func(ctx context.Context) error {
-			_, err := p.store.CountCertificates(ctx, store.Filter{Limit: 1})
+		Ready: (&health.Checker{Dir: d.dir, Logger: log, Ping: func(ctx context.Context) error {
+			_, err := p.store.LastEventSeq(ctx)
 			return err
-		},
+		}}).Check,
 		Stats: func() client.Stats {
-			rss, peak := processMemory()
+			rss, peak := procmem.Read()
 			return client.Stats{Version: version, UptimeSeconds: time.Since(started).Seconds(), PeakRSSBytes: peak, RSSBytes: rss}
 		},
 	})
-	ln, err := net.Listen("tcp", cfg.Listen)
+	handler, door, err := withACME(p, cfg, handler, lns.api.Addr(), log)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", cfg.Listen, err)
-	}
-	handler, door, err := withACME(p, cfg, handler, ln.Addr(), log)
-	if err != nil {
-		ln.Close()
 		return err
 	}
 	if door != nil {
-		loops.Go(func() { door.Run(loopCtx) })
+		eventLoops = append(eventLoops, namedRun{"ACME order recovery", door.Run})
 	}
 	handler, console, err := withConsole(p, cfg, handler, log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
-	loops.Go(func() { console.Run(loopCtx) })
-	srv := &http.Server{
+	eventLoops = append(eventLoops, namedRun{"web console", console.Run})
+	apiSrv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),
 		// The feed's lag counts what a subscriber has not read from its
 		// connection.
 		ConnContext: feed.ConnContext,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
-			GetCertificate: certs.get,
+			GetCertificate: certs.GetCertificate,
 			// The client certificate is requested, not verified here: the
 			// authority judges it, so that an expired or revoked one gets a
 			// specific answer instead of a bare handshake failure.
@@ -183,18 +188,26 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	servers := []namedServer{{"API", apiSrv, func() error { return apiSrv.ServeTLS(lns.api, "", "") }}}
+	if lns.http != nil {
+		httpSrv := revocationServer(httpMetrics.Wrap("revocation", rev.handler(p)), log)
+		servers = append(servers, namedServer{"CRL and OCSP listener", httpSrv, func() error { return httpSrv.Serve(lns.http) }})
+	}
+	if lns.metrics != nil {
+		metricsSrv := metricsServer(reg, log)
+		servers = append(servers, namedServer{"metrics listener", metricsSrv, func() error { return metricsSrv.Serve(lns.metrics) }})
+	}
 
-	url := "https://" + ln.Addr().String()
+	url := "https://" + lns.api.Addr().String()
 	log.Info("mica serving", slog.String("url", url), slog.String("data_dir", d.dir), slog.String("store", storeName(*db, cfg.Database)))
-	if httpURL != "" {
+	if lns.http != nil {
+		httpURL := "http://" + lns.http.Addr().String()
 		log.Info("revocation endpoints", slog.String("url", httpURL), slog.String("public_url", cfg.PublicURL))
 		fmt.Fprintf(env.stdout, "revocation (CRL, OCSP) on %s (certificates name %s)\n", httpURL, cfg.PublicURL)
 	}
-	if metricsSrv != nil {
-		log.Info("metrics", slog.String("url", "http://"+metricsSrv.Addr()+"/metrics"))
-		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", metricsSrv.Addr())
+	if lns.metrics != nil {
+		log.Info("metrics", slog.String("url", "http://"+lns.metrics.Addr().String()+"/metrics"))
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", lns.metrics.Addr())
 	}
 	if p.tracing.Enabled() {
 		log.Info("tracing on", slog.String("otlp_endpoint", cfg.Tracing.OTLPEndpoint), slog.Float64("sample_ratio", cfg.Tracing.SampleRatio))
@@ -203,34 +216,135 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if *dev {
 		printDevNextSteps(env, d, url)
 	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("server stopped: %w", err)
-	case err := <-httpErr:
-		return fmt.Errorf("CRL and OCSP listener stopped: %w", err)
-	case err := <-metricsErr:
-		if err != nil {
-			return err
-		}
-	case <-runCtx.Done():
-		if cause := context.Cause(runCtx); ctx.Err() == nil {
-			return fmt.Errorf("revocation outputs stopped: %w", cause)
-		}
+
+	// Everything runs in one group: the first part to fail stops the
+	// rest, and a signal stops them all. The loops that write to the store
+	// (audit checkpoints, failure counts, limit summaries) are waited for
+	// before the store closes, so their last writes land.
+	g, gctx := errgroup.WithContext(ctx)
+	loop := func(name string, run func(context.Context) error) {
+		g.Go(func() error {
+			err := run(gctx)
+			if gctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s stopped: %w", name, orStopped(err))
+		})
 	}
-	log.Info("shutting down: draining requests")
-	// Ending the feed's loop ends its open streams, which would otherwise
-	// hold Shutdown until its timeout.
-	stopRuns(nil)
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if httpSrv != nil {
-		httpSrv.Shutdown(shutCtx)
+	loop("audit checkpoints", p.audit.Run)
+	loop("failed-authentication counter", p.failures.Run)
+	loop("rate limits", p.guard.Run)
+	loop("server certificate renewal", certs.Run)
+	loop("config reload", func(ctx context.Context) error { return reload.run(ctx, hup) })
+	loop("revocation outputs", rev.run)
+	for _, l := range eventLoops {
+		loop(l.name, l.run)
 	}
-	if err := srv.Shutdown(shutCtx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
+	for _, s := range servers {
+		g.Go(func() error {
+			if err := s.serve(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s stopped: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		if ctx.Err() != nil {
+			log.Info("shutting down: draining requests")
+		}
+		// The feed's open streams end with the hub's loop, which gctx
+		// ends, so they do not hold Shutdown until its timeout.
+		shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		var errs []error
+		for _, s := range servers {
+			if err := s.srv.Shutdown(shutCtx); err != nil {
+				errs = append(errs, fmt.Errorf("graceful shutdown of the %s: %w", s.name, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// orStopped names a loop that returned without an error before it was
+// asked to stop.
+func orStopped(err error) error {
+	if err == nil {
+		return errors.New("returned early")
+	}
+	return err
+}
+
+// namedServer is one of serve's HTTP servers, with the name its errors
+// carry and how it serves on its bound listener.
+type namedServer struct {
+	name  string
+	srv   *http.Server
+	serve func() error
+}
+
+// listeners are serve's sockets; http and metrics are nil when off.
+type listeners struct {
+	api, http, metrics net.Listener
+}
+
+// bindListeners binds the API, CRL/OCSP and metrics addresses, or none of
+// them: a taken port closes what was bound and says which flag moves it.
+func bindListeners(apiAddr, httpAddr, metricsAddr string, log *slog.Logger) (_ *listeners, err error) {
+	l := &listeners{}
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	if l.api, err = net.Listen("tcp", apiAddr); err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w (choose another with --listen)", apiAddr, err)
+	}
+	if httpAddr != "off" {
+		if l.http, err = net.Listen("tcp", httpAddr); err != nil {
+			return nil, fmt.Errorf("cannot listen on %s for CRL and OCSP: %w (choose another with --http-listen, or off)", httpAddr, err)
+		}
+	}
+	if !telemetry.Disabled(metricsAddr) {
+		if l.metrics, err = net.Listen("tcp", metricsAddr); err != nil {
+			return nil, fmt.Errorf("cannot listen on %s for metrics: %w (choose another with --metrics-listen, or off)", metricsAddr, err)
+		}
+		if host, _, _ := net.SplitHostPort(metricsAddr); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+			log.Warn("metrics are served beyond loopback", slog.String("address", metricsAddr))
+		}
+	}
+	return l, nil
+}
+
+// boundAddr is the address asked for, with the port the listener got: the
+// host stays as the operator wrote it (a name stays a name).
+func boundAddr(asked string, got net.Addr) string {
+	host, _, err := net.SplitHostPort(asked)
+	if err != nil {
+		return got.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(got.(*net.TCPAddr).Port))
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.api, l.http, l.metrics} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// metricsServer serves the registry at /metrics.
+func metricsServer(reg *prometheus.Registry, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: telemetry.Handler(reg, log), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 func printDevNextSteps(env *cliEnv, d dataPaths, url string) {
@@ -265,91 +379,12 @@ func newLogger(env *cliEnv, format string) (*slog.Logger, error) {
 	return nil, usageError("--log-format must be text or json, not %q", format)
 }
 
-// serverCertificate is the API's own TLS certificate, issued by mica's
-// intermediate through the authority (so it is linted and recorded like any
-// other) and renewed in memory at two thirds of its life.
-type serverCertificate struct {
-	p       *parts
-	id      identity.Identity
-	current atomic.Pointer[tls.Certificate]
-	log     *slog.Logger
-}
-
-func newServerCertificate(ctx context.Context, p *parts, names []string, log *slog.Logger) (*serverCertificate, error) {
+// newServerCertificate issues the API's own TLS certificate for the
+// configured server names; Run renews it.
+func newServerCertificate(ctx context.Context, p *parts, names []string, log *slog.Logger) (*servercert.Certificate, error) {
 	id, err := identity.Parse(strings.Join(names, ","))
 	if err != nil {
 		return nil, fmt.Errorf("server_names: %w", err)
 	}
-	s := &serverCertificate{p: p, id: id, log: log}
-	if err := s.renew(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *serverCertificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return s.current.Load(), nil
-}
-
-func (s *serverCertificate) renew(ctx context.Context) error {
-	key, err := keys.Generate(keys.Default, rand.Reader)
-	if err != nil {
-		return err
-	}
-	iss, err := s.p.authority.IssueInternal(ctx, authority.ProfileServer, s.id, key.Public(), 0)
-	if err != nil {
-		return fmt.Errorf("issuing the server's own certificate: %w", err)
-	}
-	c := &tls.Certificate{PrivateKey: key, Leaf: iss.Certificate, Certificate: [][]byte{iss.Certificate.Raw}}
-	for _, ch := range iss.Chain {
-		c.Certificate = append(c.Certificate, ch.Raw)
-	}
-	s.current.Store(c)
-	return nil
-}
-
-func (s *serverCertificate) rotate(ctx context.Context) {
-	for {
-		leaf := s.current.Load().Leaf
-		wait := time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		if err := s.renew(ctx); err != nil {
-			s.log.Error("renewing the server certificate failed; retrying in a minute", slog.String("error", err.Error()))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Minute):
-			}
-		}
-	}
-}
-
-// processMemory reads this process's resident and peak resident memory
-// (VmRSS, VmHWM) from /proc; zero where that is not available.
-func processMemory() (rss, peak int64) {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		name, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "VmRSS":
-			rss = kb << 10
-		case "VmHWM":
-			peak = kb << 10
-		}
-	}
-	return rss, peak
+	return servercert.New(ctx, servercert.Config{Issuer: p.authority, Profile: authority.ProfileServer, Identity: id, Logger: log})
 }

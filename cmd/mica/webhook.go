@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -124,11 +123,11 @@ func runWebhookSecret(_ context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-// startEventLoops starts what follows the event log and the inventory on
-// their own: the discovery events a crash left unwritten, the expiry
-// notices, and webhook delivery. They run until loopCtx ends, and loops
-// waits for them before the store closes.
-func startEventLoops(ctx, loopCtx context.Context, loops *sync.WaitGroup, p *parts, log *slog.Logger) error {
+// startEventLoops prepares what follows the event log and the inventory on
+// their own: it writes the discovery events a crash left unwritten, and
+// hands start the expiry notices and webhook delivery, to run with serve's
+// other loops until they stop (before the store closes).
+func startEventLoops(ctx context.Context, start func(name string, run func(context.Context) error), p *parts, log *slog.Logger) error {
 	if n, err := p.authority.FlushDiscoveryEvents(ctx); err != nil {
 		log.Warn("discovery events left by an earlier run could not be written yet", slog.String("error", err.Error()))
 	} else if n > 0 {
@@ -136,7 +135,10 @@ func startEventLoops(ctx, loopCtx context.Context, loops *sync.WaitGroup, p *par
 	}
 	if within := p.cfg.expiryNoticeWindow(); within > 0 {
 		owner := newScanID()
-		loops.Go(func() { p.authority.RunExpiryNotices(loopCtx, authority.ExpiryNotices{Within: within, Owner: owner}) })
+		start("expiry notices", func(ctx context.Context) error {
+			p.authority.RunExpiryNotices(ctx, authority.ExpiryNotices{Within: within, Owner: owner})
+			return nil
+		})
 	}
 	hooks, shown, err := newWebhooks(p, log)
 	if err != nil {
@@ -144,7 +146,7 @@ func startEventLoops(ctx, loopCtx context.Context, loops *sync.WaitGroup, p *par
 	}
 	p.webhooks = shown
 	if hooks != nil {
-		loops.Go(func() { hooks.Run(loopCtx) })
+		start("webhook delivery", hooks.Run)
 		log.Info("webhook delivery", slog.Int("endpoints", len(shown)))
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/internal/webhook"
 )
 
@@ -240,11 +241,11 @@ func TestWebhookSlowReceiver(t *testing.T) {
 	os.WriteFile(secretFile, []byte(secretText), 0o600)
 	benchConfig := strings.Replace(testConfig, `spiffe: ["/billing/*", "/expiring/*"]`, `spiffe: ["/billing/*", "/expiring/*", "/bench/*"]`, 1)
 	e := newTestEnvFrom(t, "sqlite", benchConfig)
-	bench := func() benchResult {
+	measure := func() bench.IssueResult {
 		t.Helper()
 		out := e.micaOK("bench", "issue", "--server", e.server.url, "--data-dir", e.dataDir, "--concurrency", "8",
 			"--duration", "5s", "--warmup", "1s", "--json")
-		var res benchResult
+		var res bench.IssueResult
 		if err := json.Unmarshal([]byte(out), &res); err != nil || res.Issued == 0 {
 			t.Fatalf("bench: %v\n%s", err, out)
 		}
@@ -254,7 +255,7 @@ func TestWebhookSlowReceiver(t *testing.T) {
 		b, _ := os.ReadFile("/proc/loadavg")
 		return strings.Join(strings.Fields(string(b))[:3], " ")
 	}
-	without := bench()
+	without := measure()
 	loadWithout := load()
 
 	// The same server, restarted with the slow receiver attached.
@@ -271,7 +272,7 @@ func TestWebhookSlowReceiver(t *testing.T) {
 		json.Unmarshal([]byte(e.micaOK("webhook", "status", "--output", "json")), &hooks)
 		return len(hooks) == 1 && hooks[0].Cursor > 0
 	})
-	with := bench()
+	with := measure()
 	loadWith := load()
 	var hooks []client.WebhookStatus
 	json.Unmarshal([]byte(e.micaOK("webhook", "status", "--output", "json")), &hooks)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -130,8 +129,24 @@ func redactURL(u string) string {
 	return u
 }
 
-// openParts loads the CA, token key, policy and store and wires the authority.
-func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, dbURL string, log *slog.Logger) (*parts, error) {
+// openOptions are what openParts needs besides the data directory, the
+// config and the passphrase.
+type openOptions struct {
+	// dbURL overrides the config's database (--db, MICA_DB).
+	dbURL string
+	// create lets an empty database be bound to this CA (init); serve
+	// refuses a database that holds nothing of its CA.
+	create bool
+	log    *slog.Logger
+	// registry receives the metrics; nil makes one.
+	registry *prometheus.Registry
+}
+
+// openParts loads the CA, token key, policy and store and wires the
+// authority. The store is checked to belong to this data directory's CA
+// before anything is created or written.
+func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte, o openOptions) (_ *parts, err error) {
+	log := o.log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -143,10 +158,6 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		return nil, err
 	}
 	edKey, err := loadTokenKey(d, passphrase)
-	if err != nil {
-		return nil, err
-	}
-	jwtKey, err := loadOrCreateJWTKey(d, passphrase)
 	if err != nil {
 		return nil, err
 	}
@@ -164,12 +175,18 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			log.Info("a profile pattern covers one of the server's own names, which it will never issue", "profile", name, "pattern", c)
 		}
 	}
+	if cfg.PublicURL == "" {
+		if err := cfg.settlePublicURL("", cfg.HTTPListen); err != nil {
+			return nil, err
+		}
+	}
 	// Every certificate says where its revocation status is published.
 	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
 		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
 	if err != nil {
 		return nil, err
 	}
+	dbURL := o.dbURL
 	if dbURL == "" {
 		dbURL = cfg.Database
 	}
@@ -177,31 +194,42 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	auditKey, err := ensureAuditKey(d, passphrase)
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	if err := st.BindCA(ctx, store.CABinding{Root: authority.Fingerprint(hier.Root.Raw),
+		Issuer: authority.Fingerprint(hier.Intermediate.Raw), Create: o.create}); err != nil {
+		return nil, foreignDatabase(err, d, dbURL)
+	}
+	jwtKey, err := loadOrCreateJWTKey(d, passphrase)
 	if err != nil {
-		st.Close()
+		return nil, err
+	}
+	auditKey, err := loadOrCreateAuditKey(d, passphrase)
+	if err != nil {
 		return nil, err
 	}
 	signer, err := auditlog.NewSigner(auditOrigin(cfg.TrustDomain), auditKey)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	alog, err := auditlog.New(auditlog.Config{Store: st, Signer: signer, Logger: log})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	failures := auditlog.NewThrottle(st, nil, log)
-	reg := telemetry.NewRegistry(version)
+	reg := o.registry
+	if reg == nil {
+		reg = telemetry.NewRegistry(version)
+	}
 	metrics, err := telemetry.NewIssuanceMetrics(reg, cfg.profileNames())
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	tracing, err := telemetry.NewTracing(ctx, cfg.Tracing, "mica", version)
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	// With PostgreSQL several replicas may serve: their rate limits share
@@ -213,22 +241,21 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			err = shared.Check(ctx)
 		}
 		if err != nil {
-			st.Close()
 			return nil, err
 		}
 		sharedBackend = shared
+		defer func() {
+			if err != nil {
+				shared.Close()
+			}
+		}()
 	}
 	guard, err := limits.New(limits.Config{Rules: cfg.rules, Recorder: st, Registerer: reg, Logger: log, Shared: sharedBackend})
 	if err != nil {
-		if shared != nil {
-			shared.Close()
-		}
-		st.Close()
 		return nil, err
 	}
 	disc, err := cfg.discoveryConfig()
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	rel := &relay{}
@@ -247,11 +274,31 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Discovery: disc,
 	})
 	if err != nil {
-		st.Close()
 		return nil, err
 	}
 	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
+}
+
+// foreignDatabase explains a database that is not this CA's, and what to
+// do about it.
+func foreignDatabase(err error, d dataPaths, dbURL string) error {
+	where := "the SQLite database " + d.database()
+	if dbURL != "" {
+		where = "the database " + redactURL(dbURL)
+	}
+	var foreign *store.ForeignCAError
+	switch {
+	case errors.As(err, &foreign):
+		return fmt.Errorf("%s belongs to another CA, not to the one in %s (root sha256 %s): "+
+			"give this CA the database it was initialised with (database: in %s, or --db), "+
+			"or give a new CA an empty database: %w", where, d.dir, foreign.Want, d.config(), err)
+	case errors.Is(err, store.ErrNoCA):
+		return fmt.Errorf("%s holds nothing of the CA in %s: its certificates, admins and audit log are in the database "+
+			"it was initialised with (database: in %s); serve that one, or make a new CA on this database with "+
+			"`mica init --data-dir NEW-DIR --db …`: %w", where, d.dir, d.config(), err)
+	}
+	return err
 }
 
 // loadTokenKey reads the Ed25519 key that signs enrollment tokens.
@@ -271,45 +318,21 @@ func loadTokenKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
 // creating it on first use so that data directories made before JWT-SVIDs
 // existed gain one on their next start.
 func loadOrCreateJWTKey(d dataPaths, passphrase []byte) (crypto.Signer, error) {
-	if !fileExists(d.jwtKey()) {
-		k, err := keys.Generate(keys.ECDSAP256, rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		// Write refuses to replace a file, so two servers starting on one
-		// data directory cannot each install a different key.
-		if err := file.Write(d.jwtKey(), k, passphrase); err != nil && !errors.Is(err, file.ErrExists) {
-			return nil, err
-		}
-	}
-	return file.Load(d.jwtKey(), passphrase)
+	k, _, err := file.LoadOrCreate(d.jwtKey(), passphrase, keys.ECDSAP256)
+	return k, err
 }
 
 // auditOrigin names the audit log in its checkpoints and its key.
 func auditOrigin(trustDomain string) string { return trustDomain + "/mica/audit" }
 
-// ensureAuditKey loads the Ed25519 key that signs audit checkpoints,
-// creating it (encrypted like the CA keys) in a data directory made before
-// the audit log existed.
-func ensureAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
-	if !fileExists(d.auditKey()) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		if err := file.Write(d.auditKey(), priv, passphrase); err != nil {
-			return nil, err
-		}
-	}
-	k, err := file.Load(d.auditKey(), passphrase)
+// loadOrCreateAuditKey loads the Ed25519 key that signs audit checkpoints,
+// creating it in a data directory made before the audit log existed.
+func loadOrCreateAuditKey(d dataPaths, passphrase []byte) (ed25519.PrivateKey, error) {
+	k, _, err := file.LoadOrCreate(d.auditKey(), passphrase, keys.Ed25519)
 	if err != nil {
 		return nil, err
 	}
-	ed, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s is not an Ed25519 key; the audit log key is Ed25519", d.auditKey())
-	}
-	return ed, nil
+	return k.(ed25519.PrivateKey), nil
 }
 
 // readPassphrase finds the CA passphrase: --passphrase-file, then the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -327,5 +328,31 @@ func TestRebuildAfterSharedSecond(t *testing.T) {
 				t.Errorf("nextWait = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLintMaxEntries: CRLs up to the limit are linted before publication,
+// larger ones are published without the linter's whole-list parse.
+func TestLintMaxEntries(t *testing.T) {
+	pki := testpki.New(t, "example.org", testpki.WithClock(clock))
+	st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	linted := 0
+	lint := func(der []byte) error { linted++; return issuance.LintCRL(der) }
+	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID, Clock: clock,
+		Lint: lint, LintMaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{1, 2, 3, 3} { // entries 0, 1, 2, 3
+		if err := s.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if linted != want {
+			t.Errorf("CRL with %d entries: %d lint runs so far, want %d", i, linted, want)
+		}
+		revoke(t, st, issuerID, fmt.Sprintf("%x", 0x100+i), now.Add(time.Hour), 1)
+	}
+	if d, _ := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID}); d.cfg.LintMaxEntries != DefaultLintMaxEntries {
+		t.Errorf("default LintMaxEntries = %d, want %d", d.cfg.LintMaxEntries, DefaultLintMaxEntries)
 	}
 }

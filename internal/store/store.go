@@ -314,6 +314,13 @@ type Store interface {
 	// > afterSize, smallest first.
 	Checkpoints(ctx context.Context, afterSize int64, limit int) ([]Checkpoint, error)
 
+	// BindCA checks that the database belongs to the CA b names, recording
+	// it when the database belongs to none yet and b.Create is set (or the
+	// database was written by that CA before bindings were recorded):
+	// *ForeignCAError for another CA's database, ErrNoCA for an empty one
+	// without b.Create. Servers binding one database at once agree.
+	BindCA(ctx context.Context, b CABinding) error
+
 	// Governance keeps approvals, role grants and policy versions.
 	Governance
 	// Console keeps the web console's sign-in links and sessions.

@@ -4,7 +4,9 @@
 // [crypto.Signer], so callers do not care whether a key came from here or
 // from an HSM.
 //
-// Start with [Write] and [Load]. Encrypted keys are PKCS#8
+// Start with [Write] and [Load]; [LoadOrCreate] is the one way to make a
+// server key on first use, safe when several processes start at once.
+// Encrypted keys are PKCS#8
 // "ENCRYPTED PRIVATE KEY" blocks protected with PBES2: scrypt (N=2^14, r=8,
 // p=1, 16-byte salt) derives an AES-256-CBC key. OpenSSL reads them too
 // (openssl pkey -in ca.key).
