@@ -24,7 +24,13 @@ import (
 // the few server settings. Every zero value is safe: it means the documented
 // default.
 type Config struct {
-	policy.Config `yaml:",inline"`
+	// TrustDomain is the SPIFFE trust domain of every identity mica issues.
+	TrustDomain string `yaml:"trust_domain"`
+	// PolicyDocument is the policy: profiles, admins, roles, approvals
+	// (docs/governance.md). It is versioned in the database; this file's
+	// copy is the first version, and a proposal (`mica policy propose`,
+	// SIGHUP) after that.
+	authority.PolicyDocument `yaml:",inline"`
 	// Listen is the API's address; 127.0.0.1:8443 by default.
 	Listen string `yaml:"listen"`
 	// ServerNames are the DNS names and IPs in the server's own certificate;
@@ -33,8 +39,6 @@ type Config struct {
 	// Database is empty for the embedded SQLite store in the data directory,
 	// or a postgres:// URL.
 	Database string `yaml:"database"`
-	// Admins maps SPIFFE IDs to roles: admin, operator or auditor.
-	Admins map[string]string `yaml:"admins"`
 	// ACME, when present, serves RFC 8555 under /acme/ on the API listener,
 	// issuing under the profile it names.
 	ACME *acme.Settings `yaml:"acme"`
@@ -66,8 +70,10 @@ type Config struct {
 	// publicURLGiven says public_url was in the file; otherwise
 	// settlePublicURL derives it from the plain-HTTP listener.
 	publicURLGiven bool
-	// admins is the admins section, checked at load.
-	admins map[string]authority.Role
+	// policy is PolicyDocument compiled at load (with mica's reserved
+	// profiles and names), and doc its canonical text.
+	policy authority.CompiledPolicy
+	doc    []byte
 	// owners are the discovery owner rules, compiled at load.
 	owners *discover.Owners
 	// path is the file the config was read from; paths in it are
@@ -125,23 +131,19 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	if c.TrustDomain == "" {
 		return nil, fmt.Errorf("config %s: trust_domain is required (e.g. trust_domain: example.org)", name)
 	}
-	admins, err := authority.ParseAdmins(c.Admins, c.TrustDomain)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
-	}
-	c.admins = admins
 	if c.ACME != nil {
 		if _, ok := c.Profiles[c.ACME.Profile]; !ok {
 			return nil, fmt.Errorf("config %s: acme: profile %q is not among the profiles: name one of them", name, c.ACME.Profile)
 		}
 	}
-	if c.Config, err = authority.WithReserved(c.Config, c.ServerNames); err != nil {
+	var err error
+	if c.policy, err = c.PolicyDocument.Compile(c.TrustDomain, c.ServerNames); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
-	if err := c.Config.Validate(); err != nil {
+	if c.doc, err = c.PolicyDocument.Marshal(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
-	rules, err := limits.Compile(c.Limits, c.Anomalies, slices.Sorted(maps.Keys(c.Profiles)))
+	rules, err := limits.Compile(c.Limits, c.Anomalies, c.profileNames())
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
@@ -151,6 +153,25 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// profileNames are every profile the policy applies, mica's own included:
+// also the values the metrics' profile label may take besides "other" and
+// "none".
+func (c *Config) profileNames() []string {
+	return slices.Sorted(maps.Keys(c.profiles()))
+}
+
+// profiles are the policy's profiles with mica's reserved ones.
+func (c *Config) profiles() map[string]policy.ProfileConfig {
+	cfg, err := authority.WithReserved(policy.Config{TrustDomain: c.TrustDomain, Profiles: c.Profiles}, c.ServerNames)
+	if err != nil {
+		return c.Profiles // compiled at load, so this does not happen
+	}
+	return cfg.Profiles
+}
+
+// engine is the file's compiled policy engine.
+func (c *Config) engine() *policy.Engine { return c.policy.Policy.(*policy.Engine) }
 
 // publicURLAsGiven is public_url as the file says it, "" for derived.
 func (c *Config) publicURLAsGiven() string {
@@ -223,7 +244,16 @@ server_names: [localhost, 127.0.0.1]
 #   sample_ratio: 0.1
 
 admins:
-  %[2]s: admin
+  %[2]s: admin                  # one role, or several: [operator, security]
+
+# Custom roles, approvals by several people and separation of duties
+# (docs/governance.md). The policy (profiles, admins, roles, approvals) is
+# versioned in the database: change it with `+"`mica policy propose mica.yaml`"+`
+# or SIGHUP, and every server applies it within seconds.
+# roles:
+#   security: {permissions: [approval:decide, approval:read, audit:read]}
+# approvals:
+#   - {action: policy.change, required: 1, approvers: admin}
 
 profiles:
   service:

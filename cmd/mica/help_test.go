@@ -47,7 +47,9 @@ var flagLine = regexp.MustCompile(`^  -[a-z0-9-]+( (string|int|uint|float|durati
 // them in the usage line.
 func TestHelp(t *testing.T) {
 	wantArgs := map[string]string{"cert revoke": "[SERIAL]", "cert inspect": "FILE|SERIAL", "identity deny": "IDENTITY",
-		"identity allow": "IDENTITY", "policy check": "[CONFIG]", "policy test": "[CASES]", "audit proof": "SERIAL"}
+		"identity allow": "IDENTITY", "policy check": "[CONFIG]", "policy test": "[CASES]", "audit proof": "SERIAL",
+		"approvals show": "ID", "approvals approve": "ID", "approvals reject": "ID", "role grant": "IDENTITY ROLE", "role revoke": "GRANT",
+		"policy propose": "[CONFIG]", "policy show": "[VERSION]", "policy activate": "VERSION", "policy rollback": "VERSION", "policy reject": "VERSION"}
 	for _, path := range leaves(nil, commands()) {
 		name := strings.Join(path, " ")
 		if name == "version" {

@@ -3,9 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -15,10 +13,6 @@ import (
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
-
-// profileNames are the configured profiles, mica's own included: the
-// values the metrics' profile label may take besides "other" and "none".
-func (c *Config) profileNames() []string { return slices.Sorted(maps.Keys(c.Profiles)) }
 
 // metricsListen is where /metrics is served: the flag, else the config.
 func (c *Config) metricsListen(flag string) string {

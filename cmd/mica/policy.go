@@ -56,10 +56,7 @@ func runPolicyCheck(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return err
-	}
+	eng := cfg.engine()
 	for _, name := range eng.Profiles() {
 		p, _ := eng.Profile(name)
 		fmt.Fprintf(env.stdout, "profile %-14s ttl %s (max %s)  spiffe %v  dns %v  ips %v  usage %v\n",
@@ -94,10 +91,7 @@ func runPolicyTest(_ context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return err
-	}
+	eng := cfg.engine()
 	data, err := os.ReadFile(casesPath)
 	if err != nil {
 		return fmt.Errorf("reading test cases: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,21 +11,23 @@ import (
 	"strings"
 
 	"github.com/mica-pki/mica/internal/authority"
-	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 )
 
 // reloader applies the config file again when serve gets SIGHUP. The file
 // is read and validated exactly as at start-up; a file that does not
-// validate changes nothing. The profiles (the policy) are swapped whole
-// (authority.SetPolicy, an atomic pointer), so a request decides on the old
-// policy or the new one, never a mix, and the reload is an audit event. Settings read only at start are named when
-// they changed, for a restart to apply; trust_domain and server_names,
-// which the profiles are built from, refuse the reload until then.
+// validate changes nothing. Its policy (profiles, admins, roles, approvals)
+// is proposed as a new policy version, as `mica policy propose` would, by
+// the file itself (authority.ConfigFile): it becomes active at once — on
+// this server and, within seconds, on every server — unless the policy's
+// approval rules hold policy changes for approvers. Settings read only at
+// start are named when they changed, for a restart to apply; trust_domain
+// and server_names, which the policy is built from, refuse the reload
+// until then.
 type reloader struct {
 	path string
-	// apply puts a new policy in force for every later request.
-	apply func(authority.Policy)
+	// propose puts a policy document to the authority.
+	propose func(ctx context.Context, p authority.Principal, doc []byte, reason string) (store.PolicyVersion, error)
 	// started holds the start-up values of the restart-only settings, as
 	// the file said them (before flags).
 	started map[string]any
@@ -36,7 +39,7 @@ type reloader struct {
 // newReloader reloads path into p's authority; data is the file serve started
 // with and started its restart-only settings (restartOnly, before flags).
 func newReloader(path string, data []byte, started map[string]any, p *parts, log *slog.Logger) *reloader {
-	return &reloader{path: path, apply: p.authority.SetPolicy, started: started, hash: configHash(data),
+	return &reloader{path: path, propose: p.authority.ProposePolicy, started: started, hash: configHash(data),
 		record: p.authority.RecordSystemEvent, log: log}
 }
 
@@ -46,14 +49,14 @@ func restartOnly(c *Config) map[string]any {
 	return map[string]any{
 		"trust_domain": c.TrustDomain, "server_names": c.ServerNames,
 		"listen": c.Listen, "http_listen": c.HTTPListen, "metrics_listen": *c.MetricsListen,
-		"public_url": c.publicURLAsGiven(), "database": c.Database, "admins": c.Admins, "acme": c.ACME,
+		"public_url": c.publicURLAsGiven(), "database": c.Database, "acme": c.ACME,
 		"tracing": c.Tracing, "limits": c.Limits, "anomalies": c.Anomalies,
 		"discovery": c.Discovery, "webhooks": c.Webhooks,
 	}
 }
 
-// policyInputs are the restart-only settings the profiles are built from:
-// a change to them cannot be applied by swapping the policy.
+// policyInputs are the restart-only settings the policy is built from: a
+// change to them cannot be applied by a new policy version.
 var policyInputs = []string{"trust_domain", "server_names"}
 
 // run reloads on every signal from hup until ctx ends.
@@ -70,7 +73,7 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) error {
 	}
 }
 
-// reload reads, validates and applies the config file once.
+// reload reads, validates and proposes the config file once.
 func (r *reloader) reload(ctx context.Context) error {
 	data, err := os.ReadFile(r.path)
 	if err != nil {
@@ -94,29 +97,36 @@ func (r *reloader) reload(ctx context.Context) error {
 	slices.Sort(pending)
 	for _, name := range policyInputs {
 		if slices.Contains(pending, name) {
-			return fmt.Errorf("%s changed, and the profiles are built from it: restart mica to apply it (restart-only: %s)", name, strings.Join(pending, ", "))
+			return fmt.Errorf("%s changed, and the policy is built from it: restart mica to apply it (restart-only: %s)", name, strings.Join(pending, ", "))
 		}
-	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return err
 	}
 	detail := fmt.Sprintf("reloaded on SIGHUP: config %s sha256:%s, %d profiles", r.path, hash, len(cfg.Profiles))
 	if len(pending) > 0 {
 		detail += "; restart needed for: " + strings.Join(pending, ", ")
 	}
-	// Recorded before the swap: the log never shows a policy in force
-	// that it does not hold.
 	if err := r.record(ctx, store.ActionPolicyLoaded, detail); err != nil {
 		return err
 	}
-	r.apply(eng)
 	r.hash = hash
 	attrs := []any{slog.String("config", r.path), slog.String("sha256", hash), slog.Int("profiles", len(cfg.Profiles))}
 	if len(pending) > 0 {
 		attrs = append(attrs, slog.String("restart_needed_for", strings.Join(pending, ", ")))
-		r.log.Warn("config reloaded; some settings take effect only at restart", attrs...)
-	} else {
+	}
+	v, err := r.propose(ctx, authority.ConfigFile(r.path), cfg.doc, "SIGHUP")
+	switch kind := authority.KindOf(err); {
+	case err == nil && v.Status == store.PolicyActive:
+		r.log.Info("config reloaded: its policy is active", append(attrs, slog.Int64("policy_version", v.Version))...)
+	case kind == authority.KindApprovalPending:
+		var e *authority.Error
+		if errors.As(err, &e) && e.Pending != nil {
+			attrs = append(attrs, slog.String("approval", e.Pending.ID))
+		}
+		r.log.Warn("config reloaded: its policy waits for approvers (`mica approvals list`)", append(attrs, slog.Int64("policy_version", v.Version))...)
+	case kind == authority.KindConflict:
+		r.log.Info("config reloaded: its policy is the active one already", attrs...)
+	case err != nil:
+		return err
+	default:
 		r.log.Info("config reloaded", attrs...)
 	}
 	return nil

@@ -116,6 +116,15 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Sprintf("config %s sha256:%s, %d profiles", *configPath, configHash(cfgData), len(cfg.Profiles))); err != nil {
 		return err
 	}
+	// The policy every server applies is the database's active version;
+	// the first server on an empty database makes this file's policy
+	// version 1.
+	if differs, err := p.authority.SeedPolicy(ctx, cfg.doc); err != nil {
+		return err
+	} else if differs {
+		log.Warn("the database's active policy differs from this config file's; it applies the database's: propose the file with `mica policy propose` or SIGHUP",
+			slog.Int64("policy_version", p.authority.PolicyVersion()), slog.String("config", *configPath))
+	}
 	reload := newReloader(*configPath, cfgData, startedAs, p, log)
 	// Loops that start with the rest once everything is wired.
 	type namedRun struct {
@@ -236,6 +245,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loop("rate limits", p.guard.Run)
 	loop("server certificate renewal", certs.Run)
 	loop("config reload", func(ctx context.Context) error { return reload.run(ctx, hup) })
+	loop("policy follower", func(ctx context.Context) error { return p.authority.FollowPolicy(ctx, policyPollInterval) })
 	loop("revocation outputs", rev.run)
 	for _, l := range eventLoops {
 		loop(l.name, l.run)
@@ -271,6 +281,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	log.Info("stopped")
 	return nil
 }
+
+// policyPollInterval is how often a server looks for a newly active
+// policy version: a change reaches every server within it.
+const policyPollInterval = 2 * time.Second
 
 // orStopped names a loop that returned without an error before it was
 // asked to stop.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,6 +17,7 @@ func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
 	profile := fs.String("profile", "", "profile the certificate is issued under")
 	ttl := fs.String("ttl", "10m", "how long the token stays usable (at most 24h)")
 	cidr := fs.String("cidr", "", "only accept the token from this source network, e.g. 10.1.0.0/16")
+	approval := fs.String("approval", "", "collect the token of an approved request (the same identity, profile, ttl and cidr, and its ID)")
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
@@ -27,7 +29,13 @@ func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer c.Close()
-	resp, err := c.CreateToken(ctx, client.TokenRequest{Identity: *id, Profile: *profile, TTL: *ttl, CIDR: *cidr})
+	resp, err := c.CreateToken(ctx, client.TokenRequest{Identity: *id, Profile: *profile, TTL: *ttl, CIDR: *cidr, Approval: *approval})
+	var pe *client.PendingError
+	if errors.As(err, &pe) {
+		// Not a token: stdout stays empty for scripts that capture it.
+		return fmt.Errorf("token create: held for approval: request %s needs %d approval(s) by holders of the %s role; "+
+			"once approved, collect the token with the same command and --approval %s", pe.Approval.ID, pe.Approval.Required, pe.Approval.Approvers, pe.Approval.ID)
+	}
 	if err != nil {
 		return err
 	}

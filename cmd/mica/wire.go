@@ -26,7 +26,6 @@ import (
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
-	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
 	"github.com/mica-pki/mica/internal/store"
@@ -165,10 +164,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	eng, err := policy.New(cfg.Config)
-	if err != nil {
-		return nil, err
-	}
+	eng := cfg.engine()
 	for _, name := range eng.Profiles() {
 		info, _ := eng.Profile(name)
 		for _, c := range info.CoversReserved {
@@ -265,7 +261,8 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
 		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
-		Admins: cfg.admins, Logger: log, JWTKey: jwtKey,
+		Access: cfg.policy.Access, CompilePolicy: authority.DocumentCompiler(cfg.TrustDomain, cfg.ServerNames),
+		Logger: log, JWTKey: jwtKey,
 		Audit: alog, AuthFailed: func(source netip.Addr, reason string) {
 			failures.AuthFailed(source, reason)
 			metrics.AuthFailed(source, reason)

@@ -32,6 +32,16 @@ type Principal struct {
 	// Approval, when set, is the approval request this principal is
 	// carrying out: the requester, rebuilt to run what others approved.
 	Approval string
+	// configFile marks a server's own config file (ConfigFile).
+	configFile bool
+}
+
+// ConfigFile is the principal of a server's config file proposing its
+// policy (on SIGHUP): it may propose and activate policy versions and
+// nothing else, and the policy's approval rules hold for it as for anyone,
+// so a shell on one server does not bypass the approvers.
+func ConfigFile(path string) Principal {
+	return Principal{Name: "config file " + path, configFile: true}
 }
 
 // System reports whether p is mica itself.

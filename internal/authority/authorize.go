@@ -234,6 +234,12 @@ func (m *AccessModel) authorize(p Principal, act Action, res Resource) error {
 		// approved request, benchmarks): no request authenticates as it.
 		return nil
 	}
+	if p.configFile {
+		if act == ActPolicyPropose || act == ActPolicyChange {
+			return nil
+		}
+		return forbidden(p, r.what, "a config file only proposes its policy")
+	}
 	if !p.authenticated() {
 		return newError(KindUnauthenticated, nil, "%s needs a client certificate issued by this server: pass --cert and --key", r.what)
 	}
