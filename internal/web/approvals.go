@@ -80,22 +80,10 @@ func (c *Console) approvalRow(p authority.Principal, ap store.Approval) approval
 		if err := c.cfg.Authority.MayDecide(p, ap); err != nil {
 			row.Why = detail(err)
 		} else {
-			row.MayDecide = !slicesHasVoter(ap.Votes, p.Name)
-			if !row.MayDecide {
-				row.Why = "You have decided this request already."
-			}
+			row.MayDecide = true
 		}
 	}
 	return row
-}
-
-func slicesHasVoter(votes []store.Vote, name string) bool {
-	for _, v := range votes {
-		if v.Approver == name {
-			return true
-		}
-	}
-	return false
 }
 
 // decide approves or rejects a request; the authority decides whether

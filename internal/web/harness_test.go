@@ -61,6 +61,9 @@ type harness struct {
 	tlsCert  tls.Certificate
 	admin2   authoritytest.Cred
 	registry *prometheus.Registry
+	// revoked receives the serial of each revocation once the OCSP
+	// responder has re-signed its answers, for a test to wait on.
+	revoked chan string
 }
 
 func newHarness(t testing.TB) *harness {
@@ -119,7 +122,7 @@ func newHarnessOn(t testing.TB, st store.Store) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h := &harness{t: t, f: f, registry: reg}
+	h := &harness{t: t, f: f, registry: reg, revoked: make(chan string, 64)}
 	h.revocationOutputs(ctx, &hub)
 	if _, err := telemetry.NewServerMetrics(reg, telemetry.Sources{
 		Inventory: f.Store.CertificatesByExpiry, Audit: alog.Status, Profiles: names,
@@ -326,6 +329,10 @@ func (h *harness) revocationOutputs(ctx context.Context, hub **feed.Hub) {
 		if e.Kind == revocation.KindRevoked {
 			h.crl.Changed()
 			h.ocsp.Changed(context.WithoutCancel(ctx), e.Serial)
+			select {
+			case h.revoked <- e.Serial:
+			default: // nobody is waiting for this many
+			}
 		}
 	}})
 	if err != nil {
