@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/csv"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
@@ -334,5 +336,65 @@ func TestDenyAndDecide(t *testing.T) {
 	}
 	if ap, _ := h.f.Store.Approval(ctx, held); ap.Status != store.ApprovalRejected || len(ap.Votes) != 1 || ap.Votes[0].Comment != "not this one" {
 		t.Errorf("the request after rejecting: %+v", ap)
+	}
+}
+
+// A governance request made elsewhere (a role grant asked for on the
+// command line) waits in the console's queue; its requester is not offered
+// to decide it, a second administrator approves it there, and the grant
+// reaches the grantee's next session: the auditor, given admin for an
+// hour, is offered the revoke button it was refused before.
+func TestGrantApprovedInConsole(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	svc := h.f.Issue(t, "spiffe://example.org/billing/grant").Record.Serial
+	before := h.newBrowser()
+	before.signIn(h.link(h.f.AuditorCred))
+	if _, page := before.get("/ui/certificates/" + svc); strings.Contains(page, `id="revoke-form"`) {
+		t.Fatalf("the auditor is offered to revoke before any grant")
+	}
+
+	_, err := h.f.Authority.GrantRole(ctx, h.f.Admin, authority.GrantRequest{Identity: authoritytest.AuditorID, Role: authority.RoleAdmin,
+		For: time.Hour, Reason: "incident 42"})
+	var held *authority.Error
+	if !errors.As(err, &held) || held.Kind != authority.KindApprovalPending || held.Pending == nil {
+		t.Fatalf("granting admin: %v, want it held for approval", err)
+	}
+	id := held.Pending.ID
+
+	admin := h.newBrowser()
+	admin.signIn(h.link(h.adminCred()))
+	if _, page := admin.get("/ui/approvals"); !strings.Contains(page, `id="request-`+id+`"`) || strings.Contains(page, `id="approve-`+id+`"`) ||
+		!strings.Contains(page, "may not decide it") {
+		t.Errorf("the requester's queue should list %s without buttons, saying why", id)
+	}
+	second := h.newBrowser()
+	second.signIn(h.link(h.admin2))
+	_, page := second.get("/ui/approvals")
+	if !strings.Contains(page, `id="approve-`+id+`"`) || !strings.Contains(page, "role.grant") || !strings.Contains(page, authoritytest.AuditorID) {
+		t.Fatalf("the second admin's queue does not offer %s with its parameters:\n%.3000s", id, page)
+	}
+	if resp, body := second.post("/ui/approvals/"+id+"/decide", h.url, url.Values{"csrf": {second.csrf()}, "decision": {"approve"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approving: %d\n%s", resp.StatusCode, body)
+	}
+	if ap, _ := h.f.Store.Approval(ctx, id); ap.Status != store.ApprovalExecuted {
+		t.Fatalf("the grant after its approval is %s (%s)", ap.Status, ap.Result)
+	}
+
+	// The session opened before the grant keeps the roles it began with;
+	// a new one has the grant.
+	if _, page := before.get("/ui/certificates/" + svc); strings.Contains(page, `id="revoke-form"`) {
+		t.Errorf("a grant reached a session opened before it")
+	}
+	after := h.newBrowser()
+	after.signIn(h.link(h.f.AuditorCred))
+	if _, page := after.get("/ui/certificates/" + svc); !strings.Contains(page, `id="revoke-form"`) {
+		t.Errorf("the auditor granted admin is not offered to revoke")
+	}
+	if resp, body := after.post("/ui/certificates/"+svc+"/revoke", h.url, url.Values{"csrf": {after.csrf()}, "reason": {"1"}, "confirm": {"yes"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the auditor granted admin revoking: %d\n%.1000s", resp.StatusCode, body)
+	}
+	if rec, _ := h.f.Store.Certificate(ctx, svc); rec.Status != store.StatusRevoked {
+		t.Errorf("the revocation by the granted admin did not happen")
 	}
 }

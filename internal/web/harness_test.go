@@ -44,10 +44,10 @@ const Admin2 = "spiffe://example.org/mica/admin/admin2"
 
 // harness is a server as `mica serve` wires it, in process: the real
 // authority on SQLite with a governance part (revoking a certificate of
-// profile wide needs one more admin), the audit log, the metrics registry
-// with the server's gauges, and the REST API and the console on one TLS
-// listener whose certificate is issued by the authority for localhost and
-// 127.0.0.1.
+// profile wide, or granting a role, needs one more admin), the audit log,
+// the metrics registry with the server's gauges, and the REST API and the
+// console on one TLS listener whose certificate is issued by the authority
+// for localhost and 127.0.0.1.
 type harness struct {
 	t        testing.TB
 	crl      *crl.Service
@@ -87,7 +87,8 @@ func newHarnessOn(t testing.TB, st store.Store) *harness {
 	access, err := authority.CompileAccess(authority.Governance{
 		Admins: map[string]authority.RoleList{authoritytest.AdminID: {"admin"}, authoritytest.OperatorID: {"operator"},
 			authoritytest.AuditorID: {"auditor"}, Admin2: {"admin"}},
-		Approvals: []authority.ApprovalRule{{Action: authority.ActCertRevoke, Profiles: []string{"wide"}, Required: 1, Approvers: authority.RoleAdmin}},
+		Approvals: []authority.ApprovalRule{{Action: authority.ActCertRevoke, Profiles: []string{"wide"}, Required: 1, Approvers: authority.RoleAdmin},
+			{Action: authority.ActRoleGrant, Required: 1, Approvers: authority.RoleAdmin}},
 	}, "example.org", names)
 	if err != nil {
 		t.Fatal(err)
