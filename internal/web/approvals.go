@@ -22,6 +22,15 @@ type approvalsView struct {
 	Problem string
 	Held    string // the id of the caller's request just held for approval
 	Done    string
+	// What the approvers govern: the policy versions (newest first) and
+	// the version this server applies, and the role grants in force.
+	// Shown to whom the authority lets read them.
+	Policies       []store.PolicyVersion
+	Applied        int64
+	MayReadPolicy  bool
+	Grants         []store.RoleGrant
+	MayReadGrants  bool
+	GovernanceNote string
 }
 
 type approvalRow struct {
@@ -64,7 +73,27 @@ func (c *Console) approvals(w http.ResponseWriter, r *http.Request, s *session) 
 			}
 		}
 	}
+	c.governance(r, p, &v)
 	c.render(w, r, s, http.StatusOK, "approvals", "Approvals", "approvals", v)
+}
+
+// governance fills in the policy versions and the role grants in force,
+// each if the authority lets p read it.
+func (c *Console) governance(r *http.Request, p authority.Principal, v *approvalsView) {
+	ctx := r.Context()
+	v.Applied = c.cfg.Authority.PolicyVersion()
+	switch vs, err := c.cfg.Authority.PolicyHistory(ctx, p, 5); {
+	case err == nil:
+		v.Policies, v.MayReadPolicy = vs, true
+	case authority.KindOf(err) != authority.KindForbidden:
+		v.GovernanceNote = detail(err)
+	}
+	switch gs, err := c.cfg.Authority.Grants(ctx, p, "", false); {
+	case err == nil:
+		v.Grants, v.MayReadGrants = gs, true
+	case authority.KindOf(err) != authority.KindForbidden:
+		v.GovernanceNote = detail(err)
+	}
 }
 
 func (c *Console) approvalRow(p authority.Principal, ap store.Approval) approvalRow {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -347,6 +348,9 @@ func TestDenyAndDecide(t *testing.T) {
 func TestGrantApprovedInConsole(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
+	if _, err := h.f.Authority.SeedPolicy(ctx, []byte("profiles: {}\n")); err != nil {
+		t.Fatal(err)
+	}
 	svc := h.f.Issue(t, "spiffe://example.org/billing/grant").Record.Serial
 	before := h.newBrowser()
 	before.signIn(h.link(h.f.AuditorCred))
@@ -379,6 +383,20 @@ func TestGrantApprovedInConsole(t *testing.T) {
 	}
 	if ap, _ := h.f.Store.Approval(ctx, id); ap.Status != store.ApprovalExecuted {
 		t.Fatalf("the grant after its approval is %s (%s)", ap.Status, ap.Result)
+	}
+	// The queue's page shows what the approvers govern: the grant in
+	// force, and the policy version every server applies.
+	grants, err := h.f.Authority.Grants(ctx, h.f.Admin, authoritytest.AuditorID, false)
+	if err != nil || len(grants) != 1 {
+		t.Fatalf("grants of the auditor: %v, %v", grants, err)
+	}
+	_, page = second.get("/ui/approvals")
+	if row := regexp.MustCompile(`(?s)<tr id="grant-` + grants[0].ID + `">.*?</tr>`).FindString(page); !strings.Contains(row, authoritytest.AuditorID) ||
+		!strings.Contains(row, "<code>admin</code>") || !strings.Contains(row, "incident 42") || !strings.Contains(row, authoritytest.AdminID) {
+		t.Errorf("the grant's row: %q", row)
+	}
+	if !strings.Contains(page, `<tr id="policy-1">`) || !strings.Contains(page, "applies version <strong>1</strong>") {
+		t.Errorf("the approvals page does not show policy version 1 applied")
 	}
 
 	// The session opened before the grant keeps the roles it began with;
