@@ -32,8 +32,13 @@ type TokenResponse struct {
 // CertificateRequest asks for a certificate (POST /v1/certificates with a
 // bearer token, or POST /v1/certificates/renew over mTLS).
 type CertificateRequest struct {
-	CSR string `json:"csr"` // PEM "CERTIFICATE REQUEST"
+	CSR string `json:"csr,omitempty"` // PEM "CERTIFICATE REQUEST"
 	TTL string `json:"ttl,omitempty"`
+	// KeepKey renews with the key of the certificate the request is
+	// authenticated with, and no CSR: the TLS handshake already proved
+	// that the caller holds that key. Only for renewal, and only without
+	// a CSR; a server from before keep_key refuses the unknown field.
+	KeepKey bool `json:"keep_key,omitempty"`
 }
 
 // CertificateResponse is an issued certificate. It is returned only after

@@ -205,7 +205,7 @@ anomalies:
 	gateway := e.issue("spiffe://example.org/gateway/billing,billing.svc.example.org", "gateway", "--ttl", "30m")
 	renewable := e.issue("spiffe://example.org/gateway/renewable", "gateway", "--ttl", "30m")
 	backend := newHeaderRecorder(t)
-	gw := startProxy(t, gatewayConfig(gateway, e.server.url, fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t)), backend.URL,
+	gw := startProxy(t, gatewayConfig(gateway, e.server.url, "127.0.0.1:0", backend.URL,
 		"spiffe://example.org/billing/worker"))
 
 	prom := startPrometheus(t, map[string][]string{

@@ -4,18 +4,18 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/mica-pki/mica/internal/acme"
-	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/internal/keys"
 	"github.com/mica-pki/mica/internal/servercert"
@@ -23,26 +23,137 @@ import (
 	"github.com/mica-pki/mica/internal/token"
 )
 
-// The handshake and proxy benchmarks still live in this package; they
-// measure with the bench package's one loop.
-var (
-	measureLoop = bench.Loop
-	percentile  = bench.Percentile
-	ms          = bench.Ms
-)
+// benchServer is where a benchmark's requests go, chosen by flags: this
+// process (the default), a running server (--server, with --server-pid for
+// its CPU time), or one the benchmark spawns (--spawn).
+type benchServer struct {
+	server, dataDir, passFile, db, binary, cpus string
+	pid                                         int
+	spawn                                       bool
+}
+
+func (b *benchServer) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.server, "server", "", "benchmark a running server at this URL (default: in-process)")
+	fs.IntVar(&b.pid, "server-pid", 0, "with --server: the server's process ID on this machine, to read its CPU time and memory from /proc")
+	fs.StringVar(&b.dataDir, "data-dir", "", "with --server: the server's data directory, for its root and token key")
+	fs.StringVar(&b.passFile, "passphrase-file", "", "with --server: the data directory's passphrase file (or set MICA_PASSPHRASE)")
+	fs.BoolVar(&b.spawn, "spawn", false, "run `mica init` in a temporary directory and `mica serve` on a loopback port, and benchmark that server")
+	fs.StringVar(&b.binary, "server-binary", "", "with --spawn: the mica binary to serve with (default: this one), to measure another build in the same run")
+	fs.StringVar(&b.cpus, "server-cpus", "", "with --spawn: pin the server to these CPUs (a taskset list such as 0); pin the benchmark with taskset")
+	fs.StringVar(&b.db, "db", "", "in-process or with --spawn: postgres:// URL (default: SQLite in a temporary directory)")
+}
+
+func (b *benchServer) check() error {
+	switch {
+	case b.spawn && b.server != "":
+		return usageError("--spawn starts its own server: leave out --server")
+	case (b.binary != "" || b.cpus != "") && !b.spawn:
+		return usageError("--server-binary and --server-cpus are for --spawn")
+	case b.pid != 0 && b.server == "":
+		return usageError("--server-pid is for --server")
+	case b.server != "" && b.dataDir == "":
+		return usageError("--server needs --data-dir of that server, to trust its root and mint tokens")
+	case b.server != "" && b.db != "":
+		return usageError("--db is for in-process or --spawn: a running server has its own")
+	}
+	return nil
+}
+
+// remote is a server in another process as a benchmark sees it.
+type remote struct {
+	url, dataDir, describe string
+	minter                 *token.Minter
+	trustDomain            string
+	roots                  *x509.CertPool
+	pid                    int // 0 when unknown
+	stop                   func()
+}
+
+// open returns the server of --server or --spawn; nil in-process.
+func (b *benchServer) open(ctx context.Context, env *cliEnv) (*remote, error) {
+	r := &remote{url: b.server, dataDir: b.dataDir, describe: b.server, pid: b.pid, stop: func() {}}
+	var pass []byte
+	switch {
+	case b.spawn:
+		binary := b.binary
+		if binary == "" {
+			var err error
+			if binary, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("bench: finding this binary to spawn the server: %w", err)
+			}
+		}
+		s, err := bench.Spawn(ctx, bench.SpawnOptions{Binary: binary, CPUs: b.cpus, DB: b.db,
+			Setup: func(dir string) error { return appendBenchLimits(dataPaths{dir}) }})
+		if err != nil {
+			return nil, err
+		}
+		r.url, r.dataDir, r.describe, r.pid, r.stop, pass = s.URL, s.DataDir, "spawned: "+s.Describe, s.PID, s.Stop, s.Passphrase
+	case b.server != "":
+		var err error
+		if pass, err = readPassphrase(env, b.passFile, dataPaths{b.dataDir}); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, nil
+	}
+	d := dataPaths{r.dataDir}
+	cfg, err := loadConfig(d.config())
+	if err == nil {
+		r.trustDomain = cfg.TrustDomain
+		r.roots, err = loadPool(d.rootCert())
+	}
+	if err == nil {
+		r.minter, err = loadMinter(d, pass)
+	}
+	if err != nil {
+		r.stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// cpu reads the server's CPU time when it runs on this machine.
+func (r *remote) cpu() func() (time.Duration, error) {
+	if r.pid == 0 {
+		return nil
+	}
+	return func() (time.Duration, error) { return bench.ProcessCPU(r.pid) }
+}
+
+// benchLimits lets a benchmark's identities renew more often than an
+// agent would: the default per-identity limit allows ten in a burst. The
+// guard still runs (buckets, storm and burst detectors), as in production.
+const benchLimits = `
+# mica bench: each benchmark identity renews many times a second.
+limits:
+  profiles:
+    service:
+      per_identity: {rate: off}
+`
+
+// appendBenchLimits adds benchLimits to the config of data directory d.
+func appendBenchLimits(d dataPaths) error {
+	f, err := os.OpenFile(d.config(), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(f, benchLimits)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "bench issue")
 	concurrency := fs.Int("concurrency", 16, "requests in flight")
 	duration := fs.Duration("duration", 10*time.Second, "how long to measure")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured run before measuring")
-	server := fs.String("server", "", "benchmark a running server at this URL (default: in-process)")
-	dataDir := fs.String("data-dir", "", "with --server: the server's data directory, for its root and token key")
-	passFile := fs.String("passphrase-file", "", "with --server: the data directory's passphrase file (or set MICA_PASSPHRASE)")
-	db := fs.String("db", "", "in-process: postgres:// URL (default: SQLite in a temporary directory)")
+	var where benchServer
+	where.register(fs)
 	keyType := fs.String("key-type", string(keys.Default), "subject key algorithm")
 	asJSON := fs.Bool("json", false, "print JSON")
-	cpuProfile := fs.String("cpuprofile", "", "in-process: write a CPU profile of the measured run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process's measured run to this file (in-process: the server's work)")
 	traceRatio := fs.Float64("trace-ratio", 0, "in-process: trace this share of issuances (0 to 1), exported over OTLP/HTTP to a discarding receiver on loopback; 0 is tracing off")
 	if err := parse(env, fs, args); err != nil {
 		return err
@@ -50,14 +161,21 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	if *concurrency < 1 || *duration <= 0 {
 		return usageError("--concurrency must be at least 1 and --duration positive")
 	}
+	if err := where.check(); err != nil {
+		return err
+	}
 	tuneGC(env)
 	cfg := bench.IssueConfig{Concurrency: *concurrency, Duration: *duration, Warmup: *warmup}
 	var err error
 	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
 	}
-	if *server == "" {
-		opts := bench.Options{DB: *db}
+	r, err := where.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		opts := bench.Options{DB: where.db}
 		if *traceRatio > 0 {
 			url, stop, err := bench.DiscardOTLP()
 			if err != nil {
@@ -74,19 +192,8 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		defer s.Close()
 		cfg.Target = bench.InProcess(s)
 	} else {
-		if *dataDir == "" {
-			return usageError("--server needs --data-dir of that server, to trust its root and mint tokens")
-		}
-		d := dataPaths{*dataDir}
-		pass, err := readPassphrase(env, *passFile, d)
-		if err != nil {
-			return err
-		}
-		minter, err := loadMinter(d, pass)
-		if err != nil {
-			return err
-		}
-		cf := clientFlags{server: *server, dataDir: *dataDir}
+		defer r.stop()
+		cf := clientFlags{server: r.url, dataDir: r.dataDir}
 		c, err := cf.client(false)
 		if err != nil {
 			return err
@@ -97,7 +204,14 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		defer admin.Close()
-		cfg.Target = bench.Remote(*server, c, admin, minter)
+		cfg.Target = bench.Remote(r.url, c, admin, r.minter)
+		cfg.Target.Server, cfg.Target.CPU = r.describe, r.cpu()
+		if where.spawn {
+			cfg.Target.Store = storeName(where.db, "")
+		}
+		if r.pid != 0 {
+			cfg.Target.PeakRSS = func() int64 { return bench.ProcessPeakRSS(r.pid) }
+		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -108,6 +222,76 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		cfg.CPUProfile = f
 	}
 	res, err := bench.Issue(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return printBench(env, *asJSON, res, res.WriteText)
+}
+
+func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags(env, "bench renew")
+	cfg := bench.RenewConfig{}
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "renewals in flight; each worker has an identity and a connection of its own")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
+	fs.StringVar(&cfg.Key, "key", bench.RenewKeep, "keep (no CSR: keep_key), keep-csr (a CSR of the current key, for servers before keep_key) or new (a CSR for a new key each time, as the agent renews)")
+	var where benchServer
+	where.register(fs)
+	keyType := fs.String("key-type", string(keys.Default), "subject key algorithm")
+	asJSON := fs.Bool("json", false, "print JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process's measured run to this file (in-process: the server's work)")
+	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Concurrency < 1 || cfg.Duration <= 0:
+		return usageError("--concurrency must be at least 1 and --duration positive")
+	case cfg.Key != bench.RenewKeep && cfg.Key != bench.RenewKeepCSR && cfg.Key != bench.RenewNew:
+		return usageError("--key must be keep, keep-csr or new, not %q", cfg.Key)
+	}
+	if err := where.check(); err != nil {
+		return err
+	}
+	tuneGC(env)
+	var err error
+	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
+		return usageError("%v", err)
+	}
+	r, err := where.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		s, err := openBenchServer(ctx, bench.Options{DB: where.db})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if cfg.Target, err = bench.InProcessRenew(s, cfg.KeyType, cfg.Key); err != nil {
+			return err
+		}
+	} else {
+		defer r.stop()
+		if cfg.Target, err = bench.RemoteRenew(r.url, r.roots, r.trustDomain, r.minter, cfg.KeyType, cfg.Key); err != nil {
+			return err
+		}
+		cfg.Target.Server, cfg.Target.Store, cfg.Target.CPU = r.describe, storeName(where.db, ""), r.cpu()
+		if where.server != "" {
+			cfg.Target.Store = where.server
+		}
+		if r.pid != 0 {
+			cfg.Target.PeakRSS = func() int64 { return bench.ProcessPeakRSS(r.pid) }
+		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		cfg.CPUProfile = f
+	}
+	res, err := bench.Renew(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -203,36 +387,13 @@ func printBench(env *cliEnv, asJSON bool, res any, text func(io.Writer)) error {
 	return nil
 }
 
-// revBench is a throwaway in-process server with its parts in view, for
-// the benchmarks still in this package (revoke-live); the rest measure it
-// as a bench.Server (openBenchServer).
+// revBench is a throwaway in-process server with its parts in view, as
+// openBenchServer hands it to the bench package.
 type revBench struct {
 	p       *parts
 	rev     *revocationOutputs // nil unless asked for
 	certs   *servercert.Certificate
 	cleanup func()
-}
-
-// newRevBench is openInProcess with the revocation outputs running.
-func newRevBench(ctx context.Context, db string) (*revBench, error) {
-	return openInProcess(ctx, bench.Options{DB: db, Revocation: true})
-}
-
-// serveBenchAPI serves the REST API with the feed over TLS on loopback.
-func serveBenchAPI(b *revBench) (string, func(), error) {
-	log := slog.New(slog.DiscardHandler)
-	srv := &http.Server{
-		Handler:           api.New(api.Config{Authority: b.p.authority, TrustDomain: "example.org", Logger: log, Feed: b.rev.hub.Handler()}),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: b.certs.GetCertificate, ClientAuth: tls.RequestClientCert},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	go srv.ServeTLS(ln, "", "")
-	return "https://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 // openInProcess wires a throwaway in-process server for the benchmarks: a
@@ -263,6 +424,9 @@ func openInProcess(ctx context.Context, opts bench.Options) (_ *revBench, err er
 	quiet := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
 	if err := initDataDir(ctx, quiet, initOptions{data: d, trustDomain: "example.org", keyType: string(keys.Default),
 		passphrase: pass, adminName: "bench", dbURL: opts.DB}); err != nil {
+		return nil, err
+	}
+	if err := appendBenchLimits(d); err != nil {
 		return nil, err
 	}
 	cfg, err := loadConfig(d.config())

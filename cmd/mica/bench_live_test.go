@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/mica-pki/mica/internal/bench"
 )
 
 // TestBenchRevokeLiveRuns runs `mica bench revoke-live` small: every
@@ -10,7 +12,7 @@ import (
 // printed by the command, never asserted.
 func TestBenchRevokeLiveRuns(t *testing.T) {
 	out := micaOK(t, nil, "bench", "revoke-live", "--connections", "24", "--clients", "6", "--json")
-	var res liveRevocationResult
+	var res bench.LiveRevocationResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("bench --json output is not JSON: %v\n%s", err, out)
 	}

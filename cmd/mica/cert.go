@@ -138,7 +138,7 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	var cf clientFlags
 	cf.register(fs, env, true)
 	out := fs.String("out", "", "directory to write the renewed files (default: the directory of --cert)")
-	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one")
+	reuse := fs.Bool("reuse-key", false, "keep the current key instead of making a new one (no CSR is sent: the handshake proves the key)")
 	keyType := fs.String("key-type", "", "algorithm of the new key (default: the current key's)")
 	ttl := fs.String("ttl", "", "requested lifetime (default: the profile's)")
 	if err := parse(env, fs, args); err != nil {
@@ -168,13 +168,10 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 	defer c.Close()
 	current := cred.PrivateKey.(crypto.Signer)
 	var newKey crypto.Signer
-	var csrPEM string
+	req := client.CertificateRequest{TTL: *ttl}
 	if *reuse {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, current)
-		if err != nil {
-			return fmt.Errorf("making the CSR: %w", err)
-		}
-		csrPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+		// No CSR: the handshake with the current certificate proves the key.
+		req.KeepKey = true
 	} else {
 		alg, err := keys.ParseAlgorithm(*keyType)
 		if *keyType == "" {
@@ -183,11 +180,11 @@ func runCertRenew(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return usageError("%v", err)
 		}
-		if newKey, csrPEM, err = newKeyAndCSR(alg); err != nil {
+		if newKey, req.CSR, err = newKeyAndCSR(alg); err != nil {
 			return err
 		}
 	}
-	resp, err := c.Renew(ctx, client.CertificateRequest{CSR: csrPEM, TTL: *ttl})
+	resp, err := c.Renew(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -242,9 +239,7 @@ func leafSerial(c *tls.Certificate) string {
 }
 
 func runCertList(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "cert list")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "cert list")
 	var f client.ListFilter
 	source := fs.String("source", "issued", "issued (mica's inventory) or discovered (found deployed by `mica discover` and agents)")
 	fs.StringVar(&f.Identity, "identity", "", "only this identity")
@@ -259,20 +254,17 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.BoolVar(&df.IncludeGone, "include-gone", false, "also certificates no longer seen anywhere (discovered)")
 	fs.BoolVar(&df.Sightings, "sightings", false, "list where each was seen (discovered)")
 	output := fs.String("output", "table", "table, json or csv")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	if *output != "table" && *output != "json" && *output != "csv" {
 		return usageError("--output must be table, json or csv, not %q", *output)
 	}
 	if *source != "issued" && *source != "discovered" {
 		return usageError("--source must be issued or discovered, not %q", *source)
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	if *source == "discovered" {
 		if f.Profile != "" || f.Status != "" {
 			return usageError("--profile and --status are for issued certificates; discovered ones have --class, --finding and --owner")
@@ -347,15 +339,15 @@ func humanDuration(d time.Duration) string {
 }
 
 func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "cert revoke")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "cert revoke")
 	reason := fs.String("reason", "", "RFC 5280 reason: keyCompromise, superseded, cessationOfOperation, …")
 	fp := fs.String("fingerprint", "", "revoke the certificate with this SHA-256 fingerprint (hex) instead of a serial")
 	ident := fs.String("identity", "", "revoke every live certificate of this identity, in one transaction")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	chosen := fs.NArg()
 	if *fp != "" {
 		chosen++
@@ -369,11 +361,6 @@ func runCertRevoke(ctx context.Context, env *cliEnv, args []string) error {
 	if _, err := client.ReasonCode(*reason); err != nil {
 		return usageError("%v", err)
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	var recs []client.Certificate
 	if fs.NArg() == 1 {
 		rec, err := c.Revoke(ctx, fs.Arg(0), *reason)

@@ -95,3 +95,20 @@ func (cf *clientFlags) client(withCreds bool) (*client.Client, error) {
 	}
 	return client.New(cfg)
 }
+
+// apiFlags starts the flags of a command that calls the API with a
+// credential: the shared client flags, to which the command adds its own.
+func apiFlags(env *cliEnv, name string) (*flag.FlagSet, *clientFlags) {
+	fs := newFlags(env, name)
+	cf := &clientFlags{}
+	cf.register(fs, env, true)
+	return fs, cf
+}
+
+// connect parses the command's arguments and makes its API client.
+func (cf *clientFlags) connect(env *cliEnv, fs *flag.FlagSet, args []string) (*client.Client, error) {
+	if err := parse(env, fs, args); err != nil {
+		return nil, err
+	}
+	return cf.client(true)
+}

@@ -20,13 +20,8 @@ func consoleCommands() map[string]command {
 // over mTLS, for a one-time sign-in link and prints it: the URL alone on
 // stdout, what it does on stderr.
 func runConsoleLogin(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "console login")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "console login")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}

@@ -41,9 +41,7 @@ const (
 )
 
 func runDiscoverTLS(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "discover tls")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "discover tls")
 	hostsFile := fs.String("hosts", "", "file of hosts, networks (CIDR) or host:port, one a line (# comments), besides the arguments")
 	ports := fs.String("ports", "443", "ports to scan on every host without its own, e.g. 443,8443,9000-9010")
 	sni := fs.String("sni", "", "server names to also ask every address for, comma-separated (one certificate per name)")
@@ -54,9 +52,11 @@ func runDiscoverTLS(ctx context.Context, env *cliEnv, args []string) error {
 	statePath := fs.String("state", "", "resume file: endpoints already reported are skipped when the scan is run again; removed when it finishes")
 	progressMode := fs.String("progress", "auto", "progress on stderr: auto (when it is a terminal), on or off")
 	output := fs.String("output", "text", "summary as text or json")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	spec := tlsscan.Spec{Hosts: fs.Args()}
 	if *hostsFile != "" {
 		lines, err := readLines(*hostsFile)
@@ -68,7 +68,6 @@ func runDiscoverTLS(ctx context.Context, env *cliEnv, args []string) error {
 	if len(spec.Hosts) == 0 {
 		return usageError("discover tls needs hosts, networks or host:port to scan, as arguments or with --hosts FILE")
 	}
-	var err error
 	if spec.Ports, err = tlsscan.ParsePorts(*ports); err != nil {
 		return usageError("--ports: %v", err)
 	}
@@ -89,11 +88,6 @@ func runDiscoverTLS(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	rep := newReporter(c, st.scanID)
 	prog := newProgress(env, *progressMode, total-len(st.done), "endpoints")
 	if len(st.done) > 0 {
@@ -172,18 +166,18 @@ func runTLSScan(ctx context.Context, rep *reporter, spec tlsscan.Spec, cfg tlssc
 }
 
 func runDiscoverFiles(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "discover files")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "discover files")
 	passFile := fs.String("passphrases", "", "file of passphrases to open PKCS#12 files, Java keystores and encrypted keys with, one a line")
 	exclude := fs.String("exclude", strings.Join(filescan.DefaultExclude, ","), "directories not to enter, comma-separated")
 	includeCA := fs.Bool("include-ca", false, "also report CA certificates that stand alone (trust stores)")
 	maxSize := fs.Int64("max-size", 1<<20, "skip files larger than this many bytes")
 	host := fs.String("host", "", "this host's name, as the inventory records it (default: the system's host name)")
 	output := fs.String("output", "text", "summary as text or json")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	roots := fs.Args()
 	if len(roots) == 0 {
 		return usageError("discover files needs directories or files to scan, e.g. /etc /srv")
@@ -203,11 +197,6 @@ func runDiscoverFiles(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	rep := newReporter(c, newScanID())
 	rep.host, rep.hostNames = hostName, hostNames
 	started := time.Now()

@@ -55,14 +55,9 @@ func printPending(env *cliEnv, err error) error {
 }
 
 func runApprovalsList(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "approvals list")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "approvals list")
 	status := fs.String("status", "", "only requests in this status: pending, approved, rejected, executed, failed, expired")
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -81,20 +76,15 @@ func runApprovalsList(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runApprovalsShow(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "approvals show")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError("approvals show takes one request ID")
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "approvals show")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if fs.NArg() != 1 {
+		return usageError("approvals show takes one request ID")
+	}
 	a, err := c.Approval(ctx, fs.Arg(0))
 	if err != nil {
 		return err
@@ -156,23 +146,18 @@ func runApprovalsDecide(ctx context.Context, env *cliEnv, args []string, approve
 }
 
 func runRoleGrant(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "role grant")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "role grant")
 	forD := fs.String("for", "", "how long the grant lasts, like 2h or 1d (required)")
 	reason := fs.String("reason", "", "why, for the audit record (required)")
 	breakGlass := fs.Bool("break-glass", false, "grant the role to yourself at once, without approvals (role:break-glass; alerts)")
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 2 || *forD == "" || *reason == "" {
-		return usageError("role grant takes IDENTITY ROLE --for DURATION --reason TEXT")
-	}
-	c, err := cf.client(true)
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if fs.NArg() != 2 || *forD == "" || *reason == "" {
+		return usageError("role grant takes IDENTITY ROLE --for DURATION --reason TEXT")
+	}
 	g, err := c.GrantRole(ctx, client.GrantRequest{Identity: fs.Arg(0), Role: fs.Arg(1), For: *forD, Reason: *reason, BreakGlass: *breakGlass})
 	if err != nil {
 		return printPending(env, err)
@@ -182,20 +167,15 @@ func runRoleGrant(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runRoleRevoke(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "role revoke")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return usageError("role revoke takes one GRANT id (see `mica role list`)")
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "role revoke")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if fs.NArg() != 1 {
+		return usageError("role revoke takes one GRANT id (see `mica role list`)")
+	}
 	if err := c.RevokeGrant(ctx, fs.Arg(0)); err != nil {
 		return err
 	}
@@ -204,15 +184,10 @@ func runRoleRevoke(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runRoleList(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "role list")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "role list")
 	identity := fs.String("identity", "", "only this administrator's grants")
 	all := fs.Bool("all", false, "every grant, ended ones too")
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -234,24 +209,19 @@ func runRoleList(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runPolicyPropose(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "policy propose")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "policy propose")
 	reason := fs.String("reason", "", "why, for the audit record")
 	config := fs.String("config", "", "config file whose policy (profiles, admins, roles, approvals) is proposed (or give it as the argument; default: mica.yaml in --data-dir)")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	cfg, _, err := policyConfig(*config, cf.dataDir, fs.Args())
 	if err != nil {
 		return err
 	}
 	doc := cfg.doc
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	if act, err := c.PolicyVersion(ctx, 0); err == nil {
 		fmt.Fprintf(env.stdout, "changes against the active version %d:\n%s", act.Version, textdiff.Lines(act.Document, string(doc)))
 	}
@@ -270,13 +240,8 @@ func runPolicyPropose(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runPolicyHistory(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "policy history")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "policy history")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
@@ -295,21 +260,16 @@ func runPolicyHistory(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runPolicyShow(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "policy show")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	version, err := versionArg(fs.Args(), true)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "policy show")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	version, err := versionArg(fs.Args(), true)
+	if err != nil {
+		return err
+	}
 	v, err := c.PolicyVersion(ctx, version)
 	if err != nil {
 		return err
@@ -353,21 +313,16 @@ func activatePolicy(ctx context.Context, env *cliEnv, args []string, name string
 }
 
 func runPolicyReject(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "policy reject")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	version, err := versionArg(fs.Args(), false)
-	if err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "policy reject")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	version, err := versionArg(fs.Args(), false)
+	if err != nil {
+		return err
+	}
 	if err := c.RejectPolicy(ctx, version); err != nil {
 		return err
 	}

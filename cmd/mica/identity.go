@@ -44,13 +44,8 @@ func runIdentityChange(ctx context.Context, env *cliEnv, args []string, verb str
 }
 
 func runIdentityList(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "identity list")
-	var cf clientFlags
-	cf.register(fs, env, true)
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	c, err := cf.client(true)
+	fs, cf := apiFlags(env, "identity list")
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}

@@ -122,6 +122,7 @@ func commands() map[string]command {
 		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":       {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
+			"renew":       {summary: "renewals over mTLS: server CPU per certificate, certificates per second, p50/p99, peak RSS", run: runBenchRenew},
 			"acme":        {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},
 			"revocation":  {summary: "push feed: commit → every subscriber, p50/p99/max", run: runBenchRevocation},
 			"revoke-live": {summary: "revocation of live connections: commit → kept-alive mTLS connections closed, p50/p99", run: runBenchLiveRevocation},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mica-pki/mica/internal/bench"
 	"github.com/mica-pki/mica/mtls"
 	"github.com/mica-pki/mica/mtls/mtlsprom"
 )
@@ -164,12 +165,12 @@ func handshakeCount(t *testing.T, reg *prometheus.Registry, side, reason string)
 func TestBenchHandshakeRuns(t *testing.T) {
 	out := micaOK(t, nil, "bench", "handshake", "--concurrency", "2", "--duration", "600ms", "--rounds", "2",
 		"--warmup", "100ms", "--peers", "64", "--revoked", "1000", "--json")
-	var res handshakeBenchResult
+	var res bench.HandshakeResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("bench --json output is not JSON: %v\n%s", err, out)
 	}
-	if len(res.Cases) != 2*len(handshakeKinds) {
-		t.Fatalf("%d cases, want %d:\n%s", len(res.Cases), 2*len(handshakeKinds), out)
+	if len(res.Cases) != 6 { // full, full-new-peer and resumed, each crypto/tls and mtls
+		t.Fatalf("%d cases, want 6:\n%s", len(res.Cases), out)
 	}
 	for _, c := range res.Cases {
 		if c.Handshakes == 0 || c.Errors != 0 || c.P99Ms < c.P50Ms {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/proxy"
@@ -31,12 +32,21 @@ type proxyConfig struct {
 	// Credentials are the proxy's own certificate and trust bundle.
 	Credentials proxyCredentials `yaml:"credentials"`
 	Revocation  proxyRevocation  `yaml:"revocation"`
+	// PinnedCAs, when set, accept only peers (clients and upstreams) whose
+	// verified path goes through one of these CAs: "sha256/<base64 of the
+	// SHA-256 of the CA's SubjectPublicKeyInfo>". Pin the root to survive
+	// the rotation of intermediates.
+	PinnedCAs []string `yaml:"pinned_cas"`
 	// Metrics is the /metrics address; default 127.0.0.1:9125, "off" for none.
 	Metrics string `yaml:"metrics"`
 	// DrainTimeout bounds the wait for requests in flight at shutdown and
 	// on removed listeners; default 30s.
 	DrainTimeout duration.Duration      `yaml:"drain_timeout"`
 	Listeners    []proxy.ListenerConfig `yaml:"listeners"`
+
+	// pins and crlPolicy are PinnedCAs and Revocation.CRLPolicy, parsed.
+	pins      []mtls.SPKIPin
+	crlPolicy mtls.CRLPolicy
 }
 
 // proxyCredentials names one source: the directory the agent (or `mica cert
@@ -55,6 +65,12 @@ type proxyRevocation struct {
 	// named in verified peers' certificates, every CRLInterval (default 1m).
 	CRLURLs     []string          `yaml:"crl_urls"`
 	CRLInterval duration.Duration `yaml:"crl_interval"`
+	// CRLPolicy is soft-fail (the default: a peer whose issuer has no
+	// valid, fresh CRL is accepted) or hard-fail (it is refused); CRLWait
+	// bounds how long a hard-fail handshake waits for a CRL being fetched
+	// for the first time (default 2s).
+	CRLPolicy string            `yaml:"crl_policy"`
+	CRLWait   duration.Duration `yaml:"crl_wait"`
 	// Disabled says, explicitly, that revoked certificates are accepted
 	// until they expire.
 	Disabled bool `yaml:"disabled"`
@@ -66,6 +82,11 @@ const (
 	// feedWait is how long start-up waits for the feed's first snapshot
 	// before serving anyway (the CRL, if configured, still applies).
 	feedWait = 15 * time.Second
+	// maxCRLWait bounds crl_wait: a handshake held longer than this is one
+	// most clients have given up on.
+	maxCRLWait  = 30 * time.Second
+	crlSoftFail = "soft-fail"
+	crlHardFail = "hard-fail"
 )
 
 func parseProxyConfig(data []byte, name string) (*proxyConfig, error) {
@@ -93,6 +114,9 @@ func parseProxyConfig(data []byte, name string) (*proxyConfig, error) {
 			return nil, fmt.Errorf("proxy config %s: %w", name, err)
 		}
 	}
+	if err := c.parseVerification(); err != nil {
+		return nil, fmt.Errorf("proxy config %s: %w", name, err)
+	}
 	if c.Metrics == "" {
 		c.Metrics = defaultProxyMetrics
 	}
@@ -100,6 +124,36 @@ func parseProxyConfig(data []byte, name string) (*proxyConfig, error) {
 		return nil, fmt.Errorf("proxy config %s: %w", name, err)
 	}
 	return &c, nil
+}
+
+// parseVerification reads the CRL policy and the pinned CAs.
+func (c *proxyConfig) parseVerification() error {
+	r := c.Revocation
+	switch r.CRLPolicy {
+	case "", crlSoftFail:
+		c.crlPolicy = mtls.CRLSoftFail
+		if r.CRLWait != 0 {
+			return fmt.Errorf("revocation: crl_wait is how long a hard-fail handshake waits for a first CRL; set crl_policy: hard-fail or remove it")
+		}
+	case crlHardFail:
+		c.crlPolicy = mtls.CRLHardFail
+		if len(r.CRLURLs) == 0 {
+			return fmt.Errorf("revocation: crl_policy hard-fail needs crl_urls, at least the root's CRL (the mica server serves it at /crl/<root key id>.crl): without it every peer would be refused")
+		}
+		if r.CRLWait < 0 || r.CRLWait.D() > maxCRLWait {
+			return fmt.Errorf("revocation: crl_wait %s: give a duration between 0 and %s (default 2s)", r.CRLWait.D(), maxCRLWait)
+		}
+	default:
+		return fmt.Errorf("revocation: crl_policy %q: use soft-fail (the default: accept a peer whose issuer has no valid, fresh CRL) or hard-fail (refuse it)", r.CRLPolicy)
+	}
+	for i, s := range c.PinnedCAs {
+		pin, err := mtls.ParsePin(s)
+		if err != nil {
+			return fmt.Errorf("pinned_cas: entry %d: %w (e.g. from: openssl x509 -in ca.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)", i+1, err)
+		}
+		c.pins = append(c.pins, pin)
+	}
+	return nil
 }
 
 func (c proxyCredentials) check(field string) error {
@@ -168,10 +222,24 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer closeSrc()
 
+	// The long-lived parts run together: the first to end, with or
+	// without an error, stops the rest, and runProxy returns once all
+	// have stopped, with the first error.
 	ctx, cancel := context.WithCancel(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	defer g.Wait()
 	defer cancel()
-	g := newRunGroup(ctx)
-	opts := proxy.Options{Source: src, HandshakeMetrics: handshakes, Metrics: metrics, Logger: log, DrainTimeout: cfg.DrainTimeout.D()}
+	start := func(name string, f func(context.Context) error) {
+		g.Go(func() error {
+			defer cancel()
+			if err := f(ctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	opts := proxy.Options{Source: src, HandshakeMetrics: handshakes, Metrics: metrics, Logger: log, DrainTimeout: cfg.DrainTimeout.D(),
+		PinnedCAs: cfg.pins}
 	if cfg.Revocation.Feed != "" {
 		feedSrc := src
 		if fc := cfg.Revocation.FeedCredentials; fc != nil {
@@ -190,7 +258,7 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		g.start("revocation feed", sub.Run)
+		start("revocation feed", sub.Run)
 		select {
 		case <-ready:
 			log.Info("revocation feed followed", slog.String("server", cfg.Revocation.Feed), slog.Int64("seq", sub.Set().Seq()))
@@ -207,8 +275,8 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		g.start("CRL", crl.Run)
-		opts.CRL = crl
+		start("CRL", crl.Run)
+		opts.CRL, opts.CRLPolicy, opts.CRLWait = crl, cfg.crlPolicy, cfg.Revocation.CRLWait.D()
 	} else if cfg.Revocation.Disabled {
 		log.Warn("revocation checking is disabled: revoked certificates are accepted until they expire")
 	}
@@ -220,8 +288,8 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 	if err := p.Apply(cfg.Listeners); err != nil {
 		return err
 	}
-	g.start("proxy", p.Run)
-	metricsAddr, err := serveMetrics(g, cfg.Metrics, reg, log)
+	start("proxy", p.Run)
+	metricsAddr, err := serveMetrics(start, cfg.Metrics, reg, log)
 	if err != nil {
 		p.Shutdown()
 		return err
@@ -232,8 +300,8 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(env.stdout, "mica proxy ready: metrics on %s\n", metricsAddr)
 
 	r := &proxyReloader{path: *configPath, last: sha256.Sum256(data), running: cfg.restartOnly(), p: p, metrics: metrics, log: log}
-	g.start("config reload", func(ctx context.Context) error { return r.run(ctx, *watch) })
-	return g.wait()
+	start("config reload", func(ctx context.Context) error { return r.run(ctx, *watch) })
+	return g.Wait()
 }
 
 // openSource opens the credential source the config names.
@@ -285,7 +353,7 @@ func newFeedSubscriber(server string, src mtls.Source, m *telemetry.FeedClientMe
 
 // serveMetrics serves /metrics on addr unless it is "off", and returns the
 // bound address.
-func serveMetrics(g *runGroup, addr string, reg *prometheus.Registry, log *slog.Logger) (string, error) {
+func serveMetrics(start func(string, func(context.Context) error), addr string, reg *prometheus.Registry, log *slog.Logger) (string, error) {
 	ms, err := telemetry.Listen(addr, reg, log)
 	if err != nil {
 		return "", fmt.Errorf("%w (the metrics: setting of the proxy config)", err)
@@ -293,7 +361,7 @@ func serveMetrics(g *runGroup, addr string, reg *prometheus.Registry, log *slog.
 	if ms == nil {
 		return "off", nil
 	}
-	g.start("metrics", ms.Run)
+	start("metrics", ms.Run)
 	return ms.Addr(), nil
 }
 
@@ -355,7 +423,7 @@ func (r *proxyReloader) reload(why string, force bool) {
 	}
 	r.metrics.Reloaded(nil)
 	if !reflect.DeepEqual(cfg.restartOnly(), r.running) {
-		r.log.Warn("proxy config: credentials, revocation, metrics and drain_timeout change only at restart; the listeners were reloaded")
+		r.log.Warn("proxy config: credentials, revocation, pinned_cas, metrics and drain_timeout change only at restart; the listeners were reloaded")
 	}
 	var names []string
 	for _, l := range r.p.Listeners() {
@@ -367,40 +435,4 @@ func (r *proxyReloader) reload(why string, force bool) {
 func (r *proxyReloader) failed(why string, err error) {
 	r.metrics.Reloaded(err)
 	r.log.Error("proxy config not reloaded: the running config stays", slog.String("why", why), slog.String("error", err.Error()))
-}
-
-// runGroup runs long-lived parts together: the first to fail stops the
-// rest, and wait returns its error.
-type runGroup struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	errc    chan error
-	running int
-}
-
-func newRunGroup(ctx context.Context) *runGroup {
-	ctx, cancel := context.WithCancel(ctx)
-	return &runGroup{ctx: ctx, cancel: cancel, errc: make(chan error, 8)}
-}
-
-func (g *runGroup) start(name string, f func(context.Context) error) {
-	g.running++
-	go func() {
-		err := f(g.ctx)
-		if err != nil {
-			err = fmt.Errorf("%s: %w", name, err)
-		}
-		g.errc <- err
-	}()
-}
-
-func (g *runGroup) wait() error {
-	var first error
-	for range g.running {
-		if err := <-g.errc; err != nil && first == nil {
-			first = err
-		}
-		g.cancel()
-	}
-	return first
 }

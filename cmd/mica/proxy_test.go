@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -13,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +26,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/mtls"
 )
 
@@ -238,11 +242,18 @@ func TestProxy(t *testing.T) {
 	other := e.issue(outsider, "service")
 	legacy := e.issue(legacyID, "service")
 	backend := newHeaderRecorder(t)
-	port := freeLoopbackPort(t)
-	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	gw := startProxy(t, gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID, legacyID), "--watch-interval", "200ms")
-	if gw.listeners["billing"] != listen {
-		t.Fatalf("listeners %v, want billing on %s", gw.listeners, listen)
+	// Any free port: the listener keeps its socket across reloads while
+	// its name and configured address stay the same.
+	const gwListen = "127.0.0.1:0"
+	gw := startProxy(t, gatewayConfig(gateway, e.server.url, gwListen, backend.URL, workerID, legacyID), "--watch-interval", "200ms")
+	listen := gw.listeners["billing"]
+	_, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		t.Fatalf("listeners %v: billing's address: %v", gw.listeners, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port == 0 {
+		t.Fatalf("listeners %v: billing's port %q", gw.listeners, portText)
 	}
 
 	rootPEM := filepath.Join(e.dataDir, "ca", "root.pem")
@@ -391,7 +402,7 @@ listeners:
 
 	t.Run("RevokedClientLosesLiveConnectionAndNextHandshake", func(t *testing.T) {
 		doomed := e.issue("spiffe://example.org/billing/doomed", "service")
-		cfg := gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID, legacyID, "spiffe://example.org/billing/doomed")
+		cfg := gatewayConfig(gateway, e.server.url, gwListen, backend.URL, workerID, legacyID, "spiffe://example.org/billing/doomed")
 		gw.write(t, cfg)
 		eventually(t, "the new rule is applied", func() error {
 			if r := curlAs(doomed); r.code != 200 {
@@ -501,7 +512,7 @@ listeners:
 			t.Fatalf("after a refused reload: %d", r.code)
 		}
 
-		gw.write(t, gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID, legacyID, outsider))
+		gw.write(t, gatewayConfig(gateway, e.server.url, gwListen, backend.URL, workerID, legacyID, outsider))
 		eventually(t, "the outsider is let in after the config file changed", func() error {
 			if r := curlAs(other); r.code != 200 {
 				return fmt.Errorf("status %d", r.code)
@@ -527,4 +538,76 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestProxyPinsAndCRLPolicy: the config's pinned_cas and crl_policy reach
+// the running proxy. Pinned to mica's root, a client of mica's
+// intermediate gets in; pinned to another CA, it is refused in the
+// handshake with ca_not_pinned. Under hard-fail, while the root has no CRL
+// (no `mica ca root-crl` yet) the client is refused with crl_unavailable;
+// once the root's CRL is published, the intermediate's (from the
+// distribution point in the client's certificate) and the root's let it in.
+func TestProxyPinsAndCRLPolicy(t *testing.T) {
+	curlBin := toolPath(t, "curl")
+	e := newTestEnv(t, "sqlite")
+	const workerID = "spiffe://example.org/billing/worker"
+	gateway := e.issue("spiffe://example.org/gateway/billing,billing.svc.example.org", "gateway")
+	worker := e.issue(workerID, "service")
+	backend := newHeaderRecorder(t)
+	rootPEM := filepath.Join(e.dataDir, "ca", "root.pem")
+	root := readCertFile(t, rootPEM)
+	rootCRLURL := e.server.httpURL + crl.Path(root)
+
+	start := func(revocation, pins string) *proxyProc {
+		return startProxy(t, fmt.Sprintf(`credentials: {dir: %s}
+revocation: %s
+pinned_cas: [%s]
+metrics: 127.0.0.1:0
+listeners:
+  - {name: billing, mode: inbound, listen: 127.0.0.1:0, backend: %s, allow: {ids: [%s]}}
+`, gateway, revocation, pins, backend.URL, workerID))
+	}
+	curlThrough := func(p *proxyProc) curlResult {
+		_, port, err := net.SplitHostPort(p.listeners["billing"])
+		if err != nil {
+			t.Fatalf("listeners %v: %v", p.listeners, err)
+		}
+		return curl(t, curlBin, rootPEM, "billing.svc.example.org:"+port+":127.0.0.1",
+			"https://billing.svc.example.org:"+port+"/invoices", worker)
+	}
+	refusedWith := func(p *proxyProc, reason mtls.Reason) {
+		t.Helper()
+		seen := backend.count()
+		if r := curlThrough(p); r.code != 0 {
+			t.Fatalf("status %d %q, want the handshake refused (%s)", r.code, r.body, reason)
+		}
+		if n := p.metric(t, "mica_mtls_handshakes_total", map[string]string{"side": "server", "reason": string(reason)}); n != 1 {
+			t.Errorf("mica_mtls_handshakes_total{side=server,reason=%s} = %v, want 1", reason, n)
+		}
+		if backend.count() != seen {
+			t.Error("the backend saw the refused client")
+		}
+	}
+	feed := fmt.Sprintf("{feed: %s}", e.server.url)
+
+	t.Run("PinnedRoot", func(t *testing.T) {
+		p := start(feed, mtls.PinOf(root).String())
+		if r := curlThrough(p); r.code != 200 {
+			t.Fatalf("pinned to mica's root: %d %q %s", r.code, r.body, r.stderr)
+		}
+	})
+	t.Run("PinnedOtherCA", func(t *testing.T) {
+		other := mtls.SPKIPin(sha256.Sum256([]byte("another CA's SubjectPublicKeyInfo")))
+		refusedWith(start(feed, other.String()), mtls.ReasonNotPinned)
+	})
+	hardFail := fmt.Sprintf("{crl_urls: [%s], crl_policy: hard-fail, crl_wait: 10s}", rootCRLURL)
+	t.Run("HardFailWithoutRootCRL", func(t *testing.T) {
+		refusedWith(start(hardFail, ""), mtls.ReasonCRLUnavailable)
+	})
+	t.Run("HardFailWithCRLs", func(t *testing.T) {
+		e.micaOK("ca", "root-crl", "--validity", "720h")
+		if r := curlThrough(start(hardFail, "")); r.code != 200 {
+			t.Fatalf("hard-fail with the root's and the intermediate's CRLs: %d %q %s", r.code, r.body, r.stderr)
+		}
+	})
 }

@@ -18,28 +18,23 @@ func reportCommands() map[string]command {
 }
 
 func runReportExpiring(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "report expiring")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "report expiring")
 	var q client.ExpiringQuery
 	fs.StringVar(&q.Within, "within", "30d", "window: certificates expiring within this long, like 30d, 12h or 90m")
 	fs.StringVar(&q.Profile, "profile", "", "only this profile")
 	fs.IntVar(&q.Limit, "limit", 1000, "list at most this many certificates (counts always cover all)")
 	output := fs.String("output", "table", "table, json or csv")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	if d, err := duration.Parse(q.Within); err != nil || d <= 0 {
 		return usageError("--within %q is not a positive duration like 30d, 12h or 90m", q.Within)
 	}
 	if *output != "table" && *output != "json" && *output != "csv" {
 		return usageError("--output must be table, json or csv, not %q", *output)
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	rep, err := c.ExpiringReport(ctx, q)
 	if err != nil {
 		return err

@@ -179,9 +179,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	eventLoops = append(eventLoops, namedRun{"web console", console.Run})
 	apiSrv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),
-		// The feed's lag counts what a subscriber has not read from its
-		// connection.
-		ConnContext: feed.ConnContext,
+		// The API verifies a connection's client chain once; the feed's
+		// lag counts what a subscriber has not read from its connection.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return api.ConnContext(feed.ConnContext(ctx, c), c)
+		},
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS13,
 			GetCertificate: certs.GetCertificate,

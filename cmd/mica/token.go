@@ -10,25 +10,20 @@ import (
 )
 
 func runTokenCreate(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "token create")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "token create")
 	id := fs.String("identity", "", "identity the token may enroll: a SPIFFE ID, DNS name or IP (comma-separated for several)")
 	profile := fs.String("profile", "", "profile the certificate is issued under")
 	ttl := fs.String("ttl", "10m", "how long the token stays usable (at most 24h)")
 	cidr := fs.String("cidr", "", "only accept the token from this source network, e.g. 10.1.0.0/16")
 	approval := fs.String("approval", "", "collect the token of an approved request (the same identity, profile, ttl and cidr, and its ID)")
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	if *id == "" || *profile == "" {
-		return usageError("token create needs --identity and --profile")
-	}
-	c, err := cf.client(true)
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if *id == "" || *profile == "" {
+		return usageError("token create needs --identity and --profile")
+	}
 	resp, err := c.CreateToken(ctx, client.TokenRequest{Identity: *id, Profile: *profile, TTL: *ttl, CIDR: *cidr, Approval: *approval})
 	var pe *client.PendingError
 	if errors.As(err, &pe) {

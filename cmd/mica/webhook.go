@@ -55,22 +55,17 @@ func newWebhooks(p *parts, log *slog.Logger) (*webhook.Dispatcher, []api.Webhook
 }
 
 func runWebhookStatus(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "webhook status")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "webhook status")
 	dead := fs.Int("dead-letters", 5, "list up to this many of each endpoint's most recent dead letters")
 	output := fs.String("output", "table", "table or json")
-	if err := parse(env, fs, args); err != nil {
-		return err
-	}
-	if *output != "table" && *output != "json" {
-		return usageError("--output must be table or json, not %q", *output)
-	}
-	c, err := cf.client(true)
+	c, err := cf.connect(env, fs, args)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	if *output != "table" && *output != "json" {
+		return usageError("--output must be table or json, not %q", *output)
+	}
 	hooks, err := c.Webhooks(ctx, *dead)
 	if err != nil {
 		return err

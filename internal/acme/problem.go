@@ -69,7 +69,7 @@ func unauthorized(format string, args ...any) *problem {
 
 func internal(err error) *problem {
 	return &problem{Type: errorNS + errServerInternal, Status: http.StatusInternalServerError,
-		Detail: "the server failed to handle the request; nothing was issued; see the server log"}
+		Detail: "the server failed to handle the request (see the server log): retry; the order's status says whether a certificate was issued"}
 }
 
 // fromAuthority translates the core's refusal into an ACME problem: the

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -173,29 +174,30 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusUnauthorized, "token-missing", "Token Missing", "enrollment needs a one-time token in the Authorization: Bearer header: get one with `mica token create`")
 		return
 	}
-	s.issue(w, r, func(csr []byte, ttl time.Duration) (*authority.Issued, error) {
-		return s.cfg.Authority.Enroll(r.Context(), authority.EnrollRequest{Token: raw, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	s.issue(w, r, false, func(req certificateRequest) (*authority.Issued, error) {
+		return s.cfg.Authority.Enroll(r.Context(), authority.EnrollRequest{Token: raw, CSR: req.csr, TTL: req.ttl, Source: remoteAddr(r)})
 	})
 }
 
 func (s *server) renew(w http.ResponseWriter, r *http.Request, p authority.Principal) {
-	s.issue(w, r, func(csr []byte, ttl time.Duration) (*authority.Issued, error) {
-		return s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: csr, TTL: ttl, Source: remoteAddr(r)})
+	s.issue(w, r, true, func(req certificateRequest) (*authority.Issued, error) {
+		return s.cfg.Authority.Renew(r.Context(), authority.RenewRequest{Peer: p, CSR: req.csr, KeepKey: req.keepKey, TTL: req.ttl, Source: remoteAddr(r)})
 	})
 }
 
-// issue is the shared body of enroll and renew: read the CSR and TTL, ask
-// the authority through call, answer with the certificate.
-func (s *server) issue(w http.ResponseWriter, r *http.Request, call func(csr []byte, ttl time.Duration) (*authority.Issued, error)) {
-	var req client.CertificateRequest
-	if !decode(w, r, &req) {
+// issue is the shared body of enroll and renew: read the CSR (or, for a
+// renewal, keep_key) and TTL, ask the authority through call, answer with
+// the certificate.
+func (s *server) issue(w http.ResponseWriter, r *http.Request, renewal bool, call func(certificateRequest) (*authority.Issued, error)) {
+	var body client.CertificateRequest
+	if !decode(w, r, &body) {
 		return
 	}
-	csr, ttl, ok := parseCertificateRequest(w, req)
+	req, ok := parseCertificateRequest(w, body, renewal)
 	if !ok {
 		return
 	}
-	iss, err := call(csr, ttl)
+	iss, err := call(req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -351,8 +353,6 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request, p authority.Princ
 	writeJSON(w, http.StatusOK, st)
 }
 
-// authenticate hands the client certificate chain from the TLS handshake to
-// the authority, which judges it.
 // authedHandler serves callers who must present a credential; authed runs
 // it with the principal their client certificate authenticated, after
 // answering everyone else with the authority's refusal.
@@ -366,12 +366,16 @@ func (s *server) authed(h authedHandler) http.HandlerFunc {
 	}
 }
 
+// authenticate hands the client certificate chain from the TLS handshake to
+// the authority, which judges it, with the connection's memo when the
+// server was given ConnContext.
 func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority.Principal, bool) {
 	var chain []*x509.Certificate
 	if r.TLS != nil {
 		chain = r.TLS.PeerCertificates
 	}
-	p, err := s.cfg.Authority.AuthenticateFrom(r.Context(), chain, remoteAddr(r))
+	memo, _ := r.Context().Value(connMemoKey{}).(*authority.ConnMemo)
+	p, err := s.cfg.Authority.AuthenticateConn(r.Context(), memo, chain, remoteAddr(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return p, false
@@ -379,18 +383,51 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority
 	return p, true
 }
 
-func parseCertificateRequest(w http.ResponseWriter, req client.CertificateRequest) ([]byte, time.Duration, bool) {
-	if len(req.CSR) > maxCSRBytes {
+type connMemoKey struct{}
+
+// ConnContext is for the http.Server.ConnContext of the listener that
+// serves the API: it gives each connection the memo in which the
+// authority keeps the client chain it verified, so that a client
+// certificate is verified once per connection instead of on every request.
+func ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connMemoKey{}, new(authority.ConnMemo))
+}
+
+// certificateRequest is a client.CertificateRequest checked and decoded.
+type certificateRequest struct {
+	csr     []byte // DER; nil when keepKey
+	keepKey bool
+	ttl     time.Duration
+}
+
+func parseCertificateRequest(w http.ResponseWriter, req client.CertificateRequest, renewal bool) (certificateRequest, bool) {
+	out := certificateRequest{keepKey: req.KeepKey}
+	switch {
+	case req.KeepKey && !renewal:
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", "keep_key is for renewal only: an enrollment sends a CSR for its new key")
+		return out, false
+	case req.KeepKey && req.CSR != "":
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Request", "send either a CSR or keep_key, not both: keep_key renews the current key without a CSR")
+		return out, false
+	case req.KeepKey:
+	case len(req.CSR) > maxCSRBytes:
 		writeProblem(w, http.StatusRequestEntityTooLarge, "field-too-long", "Field Too Long", fmt.Sprintf("csr is %d bytes; at most %d are accepted", len(req.CSR), maxCSRBytes))
-		return nil, 0, false
+		return out, false
+	default:
+		block, rest := pem.Decode([]byte(req.CSR))
+		if block == nil || block.Type != "CERTIFICATE REQUEST" || len(strings.TrimSpace(string(rest))) > 0 {
+			detail := `csr must be exactly one PEM block of type "CERTIFICATE REQUEST"`
+			if renewal && req.CSR == "" {
+				detail += `, or set "keep_key": true to renew the current key`
+			}
+			writeProblem(w, http.StatusBadRequest, "bad-csr", "Bad CSR", detail)
+			return out, false
+		}
+		out.csr = block.Bytes
 	}
-	block, rest := pem.Decode([]byte(req.CSR))
-	if block == nil || block.Type != "CERTIFICATE REQUEST" || len(strings.TrimSpace(string(rest))) > 0 {
-		writeProblem(w, http.StatusBadRequest, "bad-csr", "Bad CSR", `csr must be exactly one PEM block of type "CERTIFICATE REQUEST"`)
-		return nil, 0, false
-	}
-	ttl, ok := parseTTL(w, req.TTL)
-	return block.Bytes, ttl, ok
+	var ok bool
+	out.ttl, ok = parseTTL(w, req.TTL)
+	return out, ok
 }
 
 func parseTTL(w http.ResponseWriter, s string) (time.Duration, bool) {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -23,6 +24,7 @@ func serve(t *testing.T, f *authoritytest.Fixture) (srv *httptest.Server, anon, 
 	t.Helper()
 	srv = httptest.NewUnstartedServer(api.New(api.Config{Authority: f.Authority, TrustDomain: "example.org"}))
 	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert}
+	srv.Config.ConnContext = api.ConnContext
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	roots := x509.NewCertPool()
@@ -148,4 +150,73 @@ func TestInternalErrorsAreNotLeaked(t *testing.T) {
 
 func jsonDecode(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestRenewOverHTTPS renews over one kept-alive connection: with a new key
+// (a CSR) and keeping the key (no CSR), and finds the certificate's status
+// read again on every request although its chain is verified once per
+// connection.
+func TestRenewOverHTTPS(t *testing.T) {
+	f := authoritytest.New(t)
+	srv, anon, admin := serve(t, f)
+	ctx := context.Background()
+	cred := f.EnrollCred(t, "service", "spiffe://example.org/billing/api")
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	holder, err := client.New(client.Config{Server: srv.URL, Roots: roots, Certificate: cred.TLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+
+	withCSR, err := holder.Renew(ctx, client.CertificateRequest{CSR: csrPEM(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := holder.Renew(ctx, client.CertificateRequest{KeepKey: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(kept.Certificate))
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(cred.Key.Public()) {
+		t.Error("keep_key certified another key than the current certificate's")
+	}
+	if kept.Identity != "spiffe://example.org/billing/api" || kept.Serial == withCSR.Serial {
+		t.Errorf("renewal keeping the key: %+v", kept)
+	}
+
+	for _, tt := range []struct {
+		name string
+		call func() error
+		slug string
+	}{
+		{"keep_key and a CSR", func() error {
+			_, err := holder.Renew(ctx, client.CertificateRequest{KeepKey: true, CSR: csrPEM(t)})
+			return err
+		}, "invalid-request"},
+		{"neither", func() error { _, err := holder.Renew(ctx, client.CertificateRequest{}); return err }, "bad-csr"},
+		{"keep_key to enroll", func() error {
+			tok, err := admin.CreateToken(ctx, client.TokenRequest{Identity: "spiffe://example.org/billing/new", Profile: "service"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = anon.Enroll(ctx, tok.Token, client.CertificateRequest{KeepKey: true})
+			return err
+		}, "invalid-request"},
+	} {
+		if slug := problemSlug(tt.call()); slug != tt.slug {
+			t.Errorf("%s: %s, want %s", tt.name, slug, tt.slug)
+		}
+	}
+
+	if _, err := admin.Revoke(ctx, cred.Issued.Record.Serial, "keyCompromise"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Renew(ctx, client.CertificateRequest{KeepKey: true}); problemSlug(err) != "certificate-revoked" {
+		t.Errorf("renewal with a certificate revoked since the connection's first request: %v", err)
+	}
 }

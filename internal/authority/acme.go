@@ -6,8 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"net/netip"
-	"slices"
-	"time"
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/policy"
@@ -43,53 +41,24 @@ func (a *Authority) IssueACME(ctx context.Context, req ACMERequest) (iss *Issued
 	defer func() { tr.end(iss, err) }()
 	tr.profile = req.Profile
 	actor := ACMEPrincipalPrefix + req.Account
-	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: req.Identity.Primary(), Profile: req.Profile}
-	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
+	d := &doorRequest{method: policy.MethodACME, action: ActACMEIssue, principal: Principal{Name: actor},
+		profile: req.Profile, name: req.Identity.Primary(), identity: req.Identity, actor: actor, requester: actor,
+		source: req.Source, csr: req.CSR, namesRequired: true, notKey: req.AccountKey,
+		recordAction: store.ActionCertIssued, owner: actor, detail: "issued to ACME account " + req.Account}
 	// A renewal (RFC 9773) counts only when the same account ordered the
 	// certificate it replaces.
-	var old *store.Certificate
 	if req.Replaces != "" {
-		if rec, err := a.store.Certificate(ctx, req.Replaces); err == nil && rec.Requester == actor {
-			old = &rec
+		if old, err := a.store.Certificate(ctx, req.Replaces); err == nil && old.Requester == actor {
+			d.lifetime = old.NotAfter.Sub(old.NotBefore)
+			d.recordAction, d.renewedFrom, d.chainStart = store.ActionCertRenewed, old.Serial, chainStartOf(old)
+			d.detail = "renewed from " + old.Serial + " by ACME account " + req.Account
 		}
 	}
-	at := Attempt{Method: policy.MethodACME, Profile: req.Profile, Identity: req.Identity.Primary(),
-		Requester: actor, Source: req.Source, Actor: actor}
-	if old != nil {
-		at.Lifetime = old.NotAfter.Sub(old.NotBefore)
-	}
-	if err := a.admit(ctx, at); err != nil {
+	in, err := a.prelude(ctx, d)
+	if err != nil {
 		return nil, err
 	}
-	csr, perr := parseCSR(req.CSR)
-	if perr != nil {
-		return refuse(perr.(*Error))
-	}
-	if k, ok := csr.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); ok && req.AccountKey != nil && k.Equal(req.AccountKey) {
-		return refuse(newError(KindBadCSR, nil, "the CSR's public key is the ACME account's key: make a new key for the certificate"))
-	}
-	if len(csr.EmailAddresses) > 0 {
-		return refuse(newError(KindBadCSR, nil, "the CSR asks for e-mail addresses; mica issues only SPIFFE IDs, DNS names and IPs"))
-	}
-	got, err := identity.FromCSR(csr)
-	if err != nil {
-		return refuse(newError(KindBadCSR, err, "%v", err))
-	}
-	// Order does not matter: ACME clients list names as they like.
-	if !slices.Equal(sortedSANs(got), sortedSANs(req.Identity)) {
-		return refuse(newError(KindBadCSR, nil, "the CSR names %s but the order is for %s: the CSR must name exactly the order's identifiers", got, req.Identity))
-	}
-	action, renewed, detail := store.ActionCertIssued, "", "issued to ACME account "+req.Account
-	var chainStart time.Time
-	if old != nil {
-		action, renewed, detail = store.ActionCertRenewed, old.Serial, "renewed from "+old.Serial+" by ACME account "+req.Account
-		chainStart = chainStartOf(*old)
-	}
-	return a.issue(ctx, issueInput{
-		req: policy.Request{Profile: req.Profile, Identity: req.Identity, PublicKey: csr.PublicKey,
-			Method: policy.MethodACME, Requester: actor, Source: req.Source},
-		event: ev, action: action, renewedFrom: renewed, detail: detail, attempt: at, owner: actor, chainStart: chainStart,
-	})
+	return a.issue(ctx, in)
 }
 
 // CheckIdentity says whether profile would allow id, so that a door can
@@ -144,10 +113,4 @@ func (a *Authority) RevokeACME(ctx context.Context, req ACMERevocation) (store.C
 		return rec, err
 	}
 	return a.revoke(ctx, p.Name, rec.Serial, req.Reason, req.Source)
-}
-
-func sortedSANs(id identity.Identity) []string {
-	s := id.SANs()
-	slices.Sort(s)
-	return s
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/mica-pki/mica/identity"
@@ -26,6 +27,9 @@ type Principal struct {
 	Roles       []Role
 	Certificate *x509.Certificate
 	Record      store.Certificate // the inventory record of Certificate
+	// Token is the ID of the enrollment token that authenticated the
+	// request (Enroll): it binds the identity and profile, once.
+	Token string
 	// CertKey is the serial of a certificate whose own key signed the
 	// request (ACME revocation), proving possession of that certificate.
 	CertKey string
@@ -63,14 +67,59 @@ func (a *Authority) Authenticate(ctx context.Context, chain []*x509.Certificate)
 // AuthenticateFrom is Authenticate for a request from source, which is
 // named to the AuthFailed hook when authentication fails.
 func (a *Authority) AuthenticateFrom(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
-	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, chain, source) })
+	return a.AuthenticateConn(ctx, nil, chain, source)
+}
+
+// ConnMemo remembers what the authority learnt from a client connection's
+// first request: that its chain verified, and the leaf's inventory record.
+// A TLS connection's peer certificates do not change for its whole life,
+// so later requests on it skip building and checking the path and reading
+// the whole record. What can change is checked on every request all the
+// same: the time against every certificate of the path, the trust anchors,
+// and the leaf's status in the inventory (revoked or not). A door keeps
+// one per connection (the REST API: http.Server.ConnContext); the zero
+// value is ready, and it is safe for concurrent use.
+type ConnMemo struct {
+	verified atomic.Pointer[verifiedChain]
+}
+
+// verifiedChain is a chain that verified and whose leaf is in the
+// inventory: the certificates as presented, the roots it verified
+// against, the window in which every certificate of the path is valid,
+// the leaf's identity and its record as first read. It is not changed
+// once made.
+type verifiedChain struct {
+	presented           []*x509.Certificate
+	roots               *x509.CertPool
+	notBefore, notAfter time.Time
+	id                  identity.Identity
+	record              store.Certificate
+}
+
+// lookup returns what m remembers about chain if it was verified against
+// roots and the path is valid at now.
+func (m *ConnMemo) lookup(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) *verifiedChain {
+	if m == nil {
+		return nil
+	}
+	v := m.verified.Load()
+	if v == nil || v.roots != roots || now.Before(v.notBefore) || now.After(v.notAfter) || !slices.Equal(v.presented, chain) {
+		return nil
+	}
+	return v
+}
+
+// AuthenticateConn is AuthenticateFrom for a request on a connection whose
+// memo is m (nil: verify the chain and read the record every time).
+func (a *Authority) AuthenticateConn(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, m, chain, source) })
 	if err != nil && KindOf(err) != KindInternal {
 		a.failedAuth(source, err.(*Error).Outcome())
 	}
 	return p, err
 }
 
-func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
 	if len(chain) == 0 {
 		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
 	}
@@ -84,6 +133,57 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 		return Principal{}, newError(KindCertExpired, nil, "client certificate %s is not valid until %s: check this machine's clock",
 			SerialHex(leaf), leaf.NotBefore.Format(time.RFC3339))
 	}
+	var rec store.Certificate
+	v := m.lookup(chain, a.rootPool, now)
+	if v != nil {
+		st, err := a.store.CertificateStatus(ctx, v.record.Serial)
+		if err != nil {
+			return Principal{}, lookupError(v.record.Serial, err)
+		}
+		rec = v.record
+		rec.Status, rec.RevokedAt, rec.RevocationReason = st.Status, st.RevokedAt, st.RevocationReason
+	} else {
+		var err error
+		if v, err = a.verifyChain(ctx, chain, source, now); err != nil {
+			return Principal{}, err
+		}
+		serial := SerialHex(leaf)
+		if rec, err = a.store.CertificateWithoutDER(ctx, serial); err != nil {
+			return Principal{}, lookupError(serial, err)
+		}
+		if rec.Fingerprint != Fingerprint(leaf.Raw) {
+			return Principal{}, newError(KindUnauthenticated, nil, "client certificate %s does not match the inventory record", rec.Serial)
+		}
+		v.record = rec
+		if m != nil {
+			m.verified.Store(v)
+		}
+	}
+	if rec.Status == store.StatusRevoked {
+		return Principal{}, newError(KindCertRevoked, nil,
+			"client certificate %s was revoked at %s and cannot be used or renewed: enroll again with a new token",
+			rec.Serial, rec.RevokedAt.Format(time.RFC3339))
+	}
+	roles, err := a.rolesOf(ctx, v.id, rec)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Name: v.id.Primary(), Roles: roles, Certificate: leaf, Record: rec}, nil
+}
+
+// lookupError is the refusal for a client certificate whose record could
+// not be read.
+func lookupError(serial string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return newError(KindUnauthenticated, err, "client certificate %s is not in this server's inventory", serial)
+	}
+	return newError(KindInternal, err, "could not look up the client certificate: %v", err)
+}
+
+// verifyChain builds and checks a path from chain's leaf to one of mica's
+// roots at now, for client authentication, and reads the leaf's identity.
+func (a *Authority) verifyChain(ctx context.Context, chain []*x509.Certificate, source netip.Addr, now time.Time) (*verifiedChain, error) {
+	leaf := chain[0]
 	inter := a.interPool
 	if len(chain) > 1 {
 		inter = a.interPool.Clone()
@@ -91,35 +191,30 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 			inter.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	paths, err := leaf.Verify(x509.VerifyOptions{
 		Roots: a.rootPool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	})
+	if err != nil {
 		a.reportForeignIssuer(ctx, chain, source)
-		return Principal{}, newError(KindUnauthenticated, err, "client certificate is not trusted by this server: %v", err)
-	}
-	rec, err := a.store.Certificate(ctx, SerialHex(leaf))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return Principal{}, newError(KindUnauthenticated, err, "client certificate %s is not in this server's inventory", SerialHex(leaf))
-	case err != nil:
-		return Principal{}, newError(KindInternal, err, "could not look up the client certificate: %v", err)
-	case rec.Fingerprint != Fingerprint(leaf.Raw):
-		return Principal{}, newError(KindUnauthenticated, nil, "client certificate %s does not match the inventory record", rec.Serial)
-	case rec.Status == store.StatusRevoked:
-		return Principal{}, newError(KindCertRevoked, nil,
-			"client certificate %s was revoked at %s and cannot be used or renewed: enroll again with a new token",
-			rec.Serial, rec.RevokedAt.Format(time.RFC3339))
+		return nil, newError(KindUnauthenticated, err, "client certificate is not trusted by this server: %v", err)
 	}
 	id, err := identity.FromCertificate(leaf)
 	if err != nil {
-		return Principal{}, newError(KindUnauthenticated, err, "client certificate carries no usable identity: %v", err)
+		return nil, newError(KindUnauthenticated, err, "client certificate carries no usable identity: %v", err)
 	}
-	roles, err := a.rolesOf(ctx, id, rec)
-	if err != nil {
-		return Principal{}, err
+	// The first path's window: past it, the chain is verified again
+	// (and may then find another path, or fail with the reason).
+	v := &verifiedChain{presented: slices.Clone(chain), roots: a.rootPool, id: id}
+	for i, c := range paths[0] {
+		if i == 0 || c.NotBefore.After(v.notBefore) {
+			v.notBefore = c.NotBefore
+		}
+		if i == 0 || c.NotAfter.Before(v.notAfter) {
+			v.notAfter = c.NotAfter
+		}
 	}
-	return Principal{Name: id.Primary(), Roles: roles, Certificate: leaf, Record: rec}, nil
+	return v, nil
 }
 
 // rolesOf is the roles a certificate carries: those the policy's admins

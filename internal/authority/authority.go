@@ -43,6 +43,8 @@ type Store interface {
 	RecordEvent(ctx context.Context, ev *store.Event) error
 	Revoke(ctx context.Context, serial string, reason int, at time.Time, ev *store.Event) error
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
+	CertificateWithoutDER(ctx context.Context, serial string) (store.Certificate, error)
+	CertificateStatus(ctx context.Context, serial string) (store.CertificateStatus, error)
 	ListCertificates(ctx context.Context, f store.Filter) ([]store.Certificate, error)
 	CountCertificates(ctx context.Context, f store.Filter) (int, error)
 	ExpiringReport(ctx context.Context, f store.ExpiringFilter) (store.ExpiringReport, error)

@@ -126,6 +126,8 @@ const (
 	ActWebhookRead      Action = "webhook.read"      // webhook delivery state
 	ActACMERevoke       Action = "acme.revoke"       // Resource.Serial, by the ordering account or the certificate's key
 	ActConsoleSignIn    Action = "console.sign-in"   // open a web console session (console.go)
+	ActEnroll           Action = "cert.enroll"       // Resource.Profile, Resource.Identity: the token's
+	ActACMEIssue        Action = "acme.issue"        // Resource.Identity: the order's validated identifiers
 	ActInternalIssuance Action = "internal.issuance" // mica issuing for itself
 )
 
@@ -213,6 +215,20 @@ func (m *AccessModel) authorize(p Principal, act Action, res Resource) error {
 			return forbidden(p, "issue for mica itself", "only mica does")
 		}
 		return nil
+	case ActEnroll:
+		// The token is the authorization: an admin allowed to make it made it
+		// for exactly this identity and profile, and it works once.
+		if p.Token != "" {
+			return nil
+		}
+		return forbidden(p, "enroll", "enroll with a token from `mica token create`")
+	case ActACMEIssue:
+		// The door verified the account's signature and the order's
+		// challenges; which profile ACME issues under is the config's.
+		if strings.HasPrefix(p.Name, ACMEPrincipalPrefix) && p.Certificate == nil {
+			return nil
+		}
+		return forbidden(p, "order certificates over ACME", "use an ACME account")
 	case ActACMERevoke:
 		// The door verified the request's signature by the certificate's
 		// own key (CertKey) or by an account; an account may revoke only

@@ -68,40 +68,26 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 	}
 	tr.profile = claims.Profile
 	actor := "token:" + claims.ID
-	ev := store.Event{Actor: actor, Source: addrString(req.Source), Identity: claims.Identity, Profile: claims.Profile}
-	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
-
-	if claims.Network.IsValid() && !claims.Network.Contains(req.Source.Unmap()) {
-		return refuse(&Error{Kind: KindForbidden, Reason: string(policy.ReasonSourceNotAllowed),
-			Detail: fmt.Sprintf("token may only be used from %s, not from %s", claims.Network, addrString(req.Source))})
-	}
 	want, err := identity.Parse(claims.Identity)
-	if err != nil {
-		return refuse(newError(KindTokenInvalid, err, "token names an unusable identity: %v", err))
-	}
 	// The token's creator is accountable for what it enrolls, so the
 	// requester limits apply to the creator, however many tokens it made.
-	at := Attempt{Method: policy.MethodToken, Profile: claims.Profile, Identity: want.Primary(),
-		Requester: claims.Issuer, Source: req.Source, Actor: actor}
-	if err := a.admit(ctx, at); err != nil {
+	d := &doorRequest{method: policy.MethodToken, action: ActEnroll, principal: Principal{Name: actor, Token: claims.ID},
+		profile: claims.Profile, name: claims.Identity, identity: want, actor: actor, requester: claims.Issuer,
+		source: req.Source, network: claims.Network, credential: "token", ttl: req.TTL,
+		csr: req.CSR, boundBy: "the token is bound to",
+		recordAction: store.ActionCertIssued, owner: claims.Issuer,
+		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
+		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry}}
+	if err != nil {
+		d.identityErr = newError(KindTokenInvalid, err, "token names an unusable identity: %v", err)
+	}
+	in, err := a.prelude(ctx, d)
+	if err != nil {
 		return nil, err
 	}
-	csr, err := parseCSR(req.CSR)
-	if err != nil {
-		return refuse(err.(*Error))
-	}
-	if err := sameIdentity(want, csr, "the token is bound to"); err != nil {
-		return refuse(err)
-	}
-	iss, err = a.issue(ctx, issueInput{
-		req: policy.Request{Profile: claims.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
-			Method: policy.MethodToken, Requester: actor, Source: req.Source},
-		event: ev, action: store.ActionCertIssued, attempt: at, owner: claims.Issuer,
-		detail: "enrolled with token " + claims.ID + " created by " + claims.Issuer,
-		token:  &store.TokenUse{JTI: claims.ID, ExpiresAt: claims.Expiry},
-	})
+	iss, err = a.issue(ctx, in)
 	if KindOf(err) == KindTokenReplayed {
-		if again, ok := a.alreadyPaid(ctx, claims.ID, csr); ok {
+		if again, ok := a.alreadyPaid(ctx, claims.ID, in.req.PublicKey); ok {
 			return again, nil
 		}
 	}
@@ -113,7 +99,7 @@ func (a *Authority) Enroll(ctx context.Context, req EnrollRequest) (iss *Issued,
 // same token with the same public key gets that same certificate again
 // (while it is active), instead of a refusal that would strand the
 // machine. A different key is a replay and stays refused.
-func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.CertificateRequest) (*Issued, bool) {
+func (a *Authority) alreadyPaid(ctx context.Context, jti string, key crypto.PublicKey) (*Issued, bool) {
 	rec, err := a.store.CertificateByToken(ctx, jti)
 	if err != nil || rec.Status != store.StatusActive || !a.now().Before(rec.NotAfter) {
 		return nil, false
@@ -122,7 +108,7 @@ func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.Certi
 	if err != nil {
 		return nil, false
 	}
-	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(csr.PublicKey) {
+	if pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key) {
 		return nil, false
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate returned again for its token",
@@ -132,10 +118,14 @@ func (a *Authority) alreadyPaid(ctx context.Context, jti string, csr *x509.Certi
 
 // RenewRequest is a renewal authenticated by the current certificate.
 type RenewRequest struct {
-	Peer   Principal
-	CSR    []byte // DER
-	TTL    time.Duration
-	Source netip.Addr
+	Peer Principal
+	CSR  []byte // DER; nil when KeepKey
+	// KeepKey certifies the current certificate's key again, without a
+	// CSR: the TLS handshake that authenticated Peer proved possession of
+	// it, as a CSR's signature would.
+	KeepKey bool
+	TTL     time.Duration
+	Source  netip.Addr
 }
 
 // Renew issues a new certificate with exactly the identity and profile of the
@@ -146,35 +136,26 @@ func (a *Authority) Renew(ctx context.Context, req RenewRequest) (iss *Issued, e
 	defer func() { tr.end(iss, err) }()
 	rec := req.Peer.Record
 	tr.profile = rec.Profile
-	if err := a.Authorize(req.Peer, ActRenew, Resource{Serial: rec.Serial}); err != nil {
-		return nil, err
-	}
-	ev := store.Event{Actor: req.Peer.Name, Source: addrString(req.Source), Identity: rec.Identity, Profile: rec.Profile, Serial: rec.Serial}
-	refuse := func(e *Error) (*Issued, error) { return nil, a.refused(ctx, ev, e) }
-	at := Attempt{Method: policy.MethodRenew, Profile: rec.Profile, Identity: rec.Identity, Requester: req.Peer.Name,
-		Source: req.Source, Lifetime: rec.NotAfter.Sub(rec.NotBefore), Actor: req.Peer.Name}
-	if err := a.admit(ctx, at); err != nil {
-		return nil, err
-	}
-
-	want, err := identity.FromCertificate(req.Peer.Certificate)
-	if err != nil {
-		return refuse(newError(KindInvalid, err, "current certificate carries no usable identity: %v", err))
-	}
-	csr, perr := parseCSR(req.CSR)
-	if perr != nil {
-		return refuse(perr.(*Error))
-	}
-	if err := sameIdentity(want, csr, "renewal keeps the identity of the current certificate,"); err != nil {
-		return refuse(err)
-	}
 	chainStart := chainStartOf(rec)
-	return a.issue(ctx, issueInput{
-		req: policy.Request{Profile: rec.Profile, Identity: want, TTL: req.TTL, PublicKey: csr.PublicKey,
-			Method: policy.MethodRenew, Requester: req.Peer.Name, Source: req.Source, ChainAge: a.now().Sub(chainStart)},
-		event: ev, action: store.ActionCertRenewed, renewedFrom: rec.Serial, attempt: at,
-		detail: "renewed from " + rec.Serial, owner: inheritedOwner(rec), chainStart: chainStart,
-	})
+	d := &doorRequest{method: policy.MethodRenew, action: ActRenew, principal: req.Peer,
+		profile: rec.Profile, name: rec.Identity, actor: req.Peer.Name, requester: req.Peer.Name,
+		source: req.Source, serial: rec.Serial, lifetime: rec.NotAfter.Sub(rec.NotBefore), ttl: req.TTL,
+		csr: req.CSR, keepKey: req.KeepKey, boundBy: "renewal keeps the identity of the current certificate,",
+		recordAction: store.ActionCertRenewed, renewedFrom: rec.Serial, chainStart: chainStart,
+		owner: inheritedOwner(rec), detail: "renewed from " + rec.Serial}
+	if cert := req.Peer.Certificate; cert == nil {
+		d.identityErr = newError(KindInvalid, nil, "a renewal is authenticated by the current certificate: present it")
+	} else if d.identity, err = identity.FromCertificate(cert); err != nil {
+		d.identityErr = newError(KindInvalid, err, "current certificate carries no usable identity: %v", err)
+	} else if req.Peer.Approval == "" && SerialHex(cert) == rec.Serial {
+		// The handshake with this very certificate proved its key is held.
+		d.heldKey = cert.PublicKey
+	}
+	in, err := a.prelude(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return a.issue(ctx, in)
 }
 
 // chainStartOf is when a certificate's renewal chain began; certificates
@@ -304,7 +285,10 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 			return nil, newError(KindInternal, err, "the store did not confirm the certificate in time, so it may yet be committed: "+
 				"a retry with the same token and key returns it if it was: %v", err)
 		}
-		return nil, newError(KindInternal, err, "could not record the certificate; nothing was issued: %v", err)
+		// A failed commit may still have committed (a connection lost
+		// during COMMIT), so say only what the client can do.
+		return nil, newError(KindInternal, err, "could not record the certificate: %v; "+
+			"a retry with the same token and key returns it if it was recorded, or issues it if not", err)
 	}
 	rec.EventSeq = iss.Event.Seq
 	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate issued",
@@ -338,39 +322,6 @@ func (a *Authority) refused(ctx context.Context, ev store.Event, e *Error) error
 	a.log.LogAttrs(ctx, slog.LevelWarn, "issuance refused",
 		slog.String("actor", ev.Actor), slog.String("identity", ev.Identity), slog.String("outcome", ev.Outcome))
 	return e
-}
-
-func parseCSR(der []byte) (*x509.CertificateRequest, error) {
-	if len(der) == 0 {
-		return nil, newError(KindBadCSR, nil, "no certificate signing request was sent")
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		return nil, newError(KindBadCSR, err, "the certificate signing request cannot be parsed: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, newError(KindBadCSR, err, "the CSR's signature does not match its public key: sign it with the private key it names")
-	}
-	return csr, nil
-}
-
-// sameIdentity accepts a CSR that names no identity (the credential supplies
-// it) or exactly the credential's identity, and nothing else.
-func sameIdentity(want identity.Identity, csr *x509.CertificateRequest, what string) *Error {
-	if len(csr.URIs) == 0 && len(csr.DNSNames) == 0 && len(csr.IPAddresses) == 0 && len(csr.EmailAddresses) == 0 {
-		return nil
-	}
-	if len(csr.EmailAddresses) > 0 {
-		return newError(KindBadCSR, nil, "the CSR asks for e-mail addresses; mica issues only SPIFFE IDs, DNS names and IPs")
-	}
-	got, err := identity.FromCSR(csr)
-	if err != nil {
-		return newError(KindBadCSR, err, "%v", err)
-	}
-	if !got.Equal(want) {
-		return newError(KindIdentityMismatch, nil, "the CSR asks for %s but %s %s: leave the names out of the CSR or ask for exactly those", got, what, want)
-	}
-	return nil
 }
 
 // Fingerprint is the lower-case hex SHA-256 of der.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,29 +44,31 @@ type ACMEResult struct {
 func ACME(ctx context.Context, s *Server, concurrency int, d time.Duration) (ACMEResult, error) {
 	res := ACMEResult{Store: s.Store, Concurrency: concurrency,
 		Note: "in-process server and client on one machine; each order: newOrder, authz, http-01 validated over loopback, finalize, download"}
-	// The http-01 responder: what a client's web server would serve. The
-	// order is for 127.0.0.2, not 127.0.0.1: the server's own names
-	// (server_names) are reserved and never issued to an ACME account.
+	// The http-01 responder: what a client's web server would serve, on
+	// the addresses the orders name. Orders spread over many loopback
+	// addresses, as a fleet's names do, so that the per-identity issuance
+	// limit (a burst of ten, then one a minute) bounds none of them; they
+	// are not 127.0.0.1, since the server's own names (server_names) are
+	// never issued to an ACME account.
 	var answers sync.Map
-	httpLn, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		return res, err
-	}
-	defer httpLn.Close()
-	go http.Serve(httpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addrs, port, err := listenHTTP01(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v, ok := answers.Load(r.URL.Path); ok {
 			fmt.Fprint(w, v)
 			return
 		}
 		http.NotFound(w, r)
 	}))
+	if err != nil {
+		return res, err
+	}
+	defer closeAll(addrs)
 	ln, url, err := listenLoopback()
 	if err != nil {
 		return res, err
 	}
 	defer ln.Close()
 	srv, err := acme.New(acme.Config{Authority: s.Authority, Store: s.ACME, Settings: acme.Settings{
-		Profile: "server", URL: url + acme.Prefix, HTTP01Port: httpLn.Addr().(*net.TCPAddr).Port,
+		Profile: "server", URL: url + acme.Prefix, HTTP01Port: port,
 		OrdersPerAccountPerHour: 1 << 30, OrdersPerIdentifierPerHour: 1 << 30,
 	}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -88,12 +91,18 @@ func ACME(ctx context.Context, s *Server, concurrency int, d time.Duration) (ACM
 			return res, fmt.Errorf("bench acme: registering an account: %w", err)
 		}
 	}
-	csrs, err := csrPool(keys.Default, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 2)}})
-	if err != nil {
-		return res, err
+	csrKeys := make([]crypto.Signer, csrPoolSize)
+	for i := range csrKeys {
+		if csrKeys[i], err = keys.Generate(keys.Default, rand.Reader); err != nil {
+			return res, err
+		}
 	}
-	order := func(c *xacme.Client, csr []byte) error {
-		o, err := c.AuthorizeOrder(ctx, xacme.IPIDs("127.0.0.2"))
+	order := func(c *xacme.Client, key crypto.Signer, ip net.IP) error {
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{IPAddresses: []net.IP{ip}}, key)
+		if err != nil {
+			return err
+		}
+		o, err := c.AuthorizeOrder(ctx, xacme.IPIDs(ip.String()))
 		if err != nil {
 			return err
 		}
@@ -125,7 +134,8 @@ func ACME(ctx context.Context, s *Server, concurrency int, d time.Duration) (ACM
 
 	start := time.Now()
 	lat, failed, firstErr := Loop(ctx, concurrency, d, func(w, i int) error {
-		return order(clients[w], csrs[(w+i*concurrency)%len(csrs)])
+		n := w + i*concurrency
+		return order(clients[w], csrKeys[n%len(csrKeys)], addrs[n%len(addrs)].Addr().(*net.TCPAddr).IP)
 	})
 	elapsed := time.Since(start)
 	slices.Sort(lat)
@@ -136,6 +146,58 @@ func ACME(ctx context.Context, s *Server, concurrency int, d time.Duration) (ACM
 		res.FirstError = firstErr.Error()
 	}
 	return res, nil
+}
+
+// http01Addresses is how many loopback addresses the ACME benchmark's
+// orders spread over: at the default per-identity limit's burst of ten,
+// enough for thousands of orders before any waits.
+const http01Addresses = 250
+
+// listenHTTP01 serves h on 127.0.0.2 and the next addresses up to
+// http01Addresses, all on one port (an ACME server validates http-01 on one
+// port for every name). It tries a few ports before giving up, since another
+// program may hold the first address's port on one of the others.
+func listenHTTP01(h http.Handler) ([]net.Listener, int, error) {
+	for range 5 {
+		lns, port, err := listenAllOnOnePort()
+		if err != nil {
+			return nil, 0, err
+		}
+		if lns != nil {
+			for _, ln := range lns {
+				go http.Serve(ln, h)
+			}
+			return lns, port, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("bench acme: no port free on all of 127.0.0.2–127.0.0.%d after 5 tries: free some loopback ports and run it again", 1+http01Addresses)
+}
+
+// listenAllOnOnePort listens on the http01Addresses addresses from 127.0.0.2
+// on the port the first one got, or returns no listeners if that port is
+// taken on one of the others.
+func listenAllOnOnePort() ([]net.Listener, int, error) {
+	first, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		return nil, 0, fmt.Errorf("bench acme: listening on 127.0.0.2: %w", err)
+	}
+	port := first.Addr().(*net.TCPAddr).Port
+	lns := []net.Listener{first}
+	for i := 3; i < 2+http01Addresses; i++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", i, port))
+		if err != nil {
+			closeAll(lns)
+			return nil, 0, nil
+		}
+		lns = append(lns, ln)
+	}
+	return lns, port, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
 }
 
 // WriteText prints r for people.

@@ -1,6 +1,8 @@
 // Package bench holds `mica bench`: throughput and latency of issuance, ACME
-// orders, the revocation feed and OCSP, measured against a throwaway
-// in-process server (or, for issuance, a running one). The binary parses
+// orders, the revocation feed, revocation of live connections and OCSP,
+// measured against a throwaway in-process server (or, for issuance, a
+// running one), and of mutual-TLS handshakes (crypto/tls against the mtls
+// package) and of requests through `mica proxy`. The binary parses
 // the flags and wires the Server; this package measures and reports.
 //
 // Start with Loop, the one measuring loop every benchmark uses, then Issue.

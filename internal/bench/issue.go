@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -19,18 +18,24 @@ import (
 
 // IssueResult is what `mica bench issue` reports.
 type IssueResult struct {
-	Mode           string  `json:"mode"` // in-process or server
-	Store          string  `json:"store"`
-	KeyType        string  `json:"key_type"`
-	Concurrency    int     `json:"concurrency"`
-	DurationSec    float64 `json:"duration_seconds"`
-	Issued         int     `json:"issued"`
-	Errors         int     `json:"errors"`
-	PerSecond      float64 `json:"certificates_per_second"`
-	P50Ms          float64 `json:"p50_ms"`
-	P99Ms          float64 `json:"p99_ms"`
-	MaxMs          float64 `json:"max_ms"`
+	Mode        string  `json:"mode"` // in-process or server
+	Server      string  `json:"server,omitempty"`
+	Store       string  `json:"store"`
+	KeyType     string  `json:"key_type"`
+	Concurrency int     `json:"concurrency"`
+	DurationSec float64 `json:"duration_seconds"`
+	Issued      int     `json:"issued"`
+	Errors      int     `json:"errors"`
+	PerSecond   float64 `json:"certificates_per_second"`
+	P50Ms       float64 `json:"p50_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	// ServerCPUMs and ClientCPUMs are as in RenewResult.
+	ServerCPUMs    float64 `json:"server_cpu_ms_per_certificate"`
+	ClientCPUMs    float64 `json:"client_cpu_ms_per_certificate,omitempty"`
 	PeakRSSBytes   int64   `json:"server_peak_rss_bytes"`
+	LoadBefore     string  `json:"load_average_before"`
+	LoadAfter      string  `json:"load_average_after"`
 	TraceRatio     float64 `json:"trace_ratio"`
 	FirstError     string  `json:"first_error,omitempty"`
 	ClientWorkNote string  `json:"note"`
@@ -39,9 +44,13 @@ type IssueResult struct {
 // IssueTarget is what enrollments go to: an in-process Server or a running
 // one.
 type IssueTarget struct {
-	Mode, Store string
-	Minter      *token.Minter
-	Enroll      func(ctx context.Context, token string, csr []byte) error
+	Mode, Server, Store string
+	Minter              *token.Minter
+	Enroll              func(ctx context.Context, token string, csr []byte) error
+	// CPU is the server's CPU time so far, when the server is another
+	// process on this machine; nil otherwise (in-process, the process's
+	// own is the server's).
+	CPU func() (time.Duration, error)
 	// PeakRSS is the server's peak resident memory.
 	PeakRSS func() int64
 }
@@ -61,7 +70,7 @@ func InProcess(s *Server) IssueTarget {
 // Remote enrolls over the API of the server at url with c, mints tokens
 // with the server's token key, and asks admin for the server's memory.
 func Remote(url string, c, admin *client.Client, minter *token.Minter) IssueTarget {
-	return IssueTarget{Mode: "server", Store: url, Minter: minter,
+	return IssueTarget{Mode: "server", Server: url, Store: url, Minter: minter,
 		Enroll: func(ctx context.Context, tok string, csr []byte) error {
 			_, err := c.Enroll(ctx, tok, client.CertificateRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
 			return err
@@ -93,7 +102,7 @@ type IssueConfig struct {
 // clock starts (admin and client work), so latency is the enrollment call
 // alone.
 func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
-	res := IssueResult{Mode: cfg.Target.Mode, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), Concurrency: cfg.Concurrency,
+	res := IssueResult{Mode: cfg.Target.Mode, Server: cfg.Target.Server, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), Concurrency: cfg.Concurrency,
 		TraceRatio:     cfg.TraceRatio,
 		ClientWorkNote: "keys are pre-generated and tokens pre-minted before the clock starts (client and admin work); latency is the enrollment call alone"}
 	csrs, err := csrPool(cfg.KeyType, nil)
@@ -127,15 +136,17 @@ func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if cfg.CPUProfile != nil {
-		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
-			return res, err
-		}
-		defer pprof.StopCPUProfile()
+	m, err := startMeter(cfg.Target.CPU, cfg.CPUProfile)
+	if err != nil {
+		return res, err
 	}
 	start := time.Now()
 	lat, failed, firstErr := run(cfg.Duration, tokens)
 	elapsed := time.Since(start)
+	if res.ServerCPUMs, res.ClientCPUMs, err = m.stop(len(lat)); err != nil {
+		return res, err
+	}
+	res.LoadBefore, res.LoadAfter = m.loadBefore, LoadAverage()
 	res.DurationSec, res.Issued, res.Errors = elapsed.Seconds(), len(lat), failed
 	res.PerSecond = float64(len(lat)) / elapsed.Seconds()
 	if firstErr != nil {
@@ -152,11 +163,13 @@ func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
 
 // WriteText prints r for people.
 func (r IssueResult) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n", r.Mode, r.Store, r.KeyType, r.Concurrency, r.DurationSec)
+	where := r.Mode
+	if r.Server != "" {
+		where += " (" + r.Server + ")"
+	}
+	fmt.Fprintf(w, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n", where, r.Store, r.KeyType, r.Concurrency, r.DurationSec)
 	fmt.Fprintf(w, "  issued      %d (%d errors)\n", r.Issued, r.Errors)
-	fmt.Fprintf(w, "  throughput  %.0f certificates/s\n", r.PerSecond)
-	fmt.Fprintf(w, "  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", r.P50Ms, r.P99Ms, r.MaxMs)
-	fmt.Fprintf(w, "  peak RSS    %.1f MiB (server)\n", float64(r.PeakRSSBytes)/(1<<20))
+	writeCommon(w, r.PerSecond, r.P50Ms, r.P99Ms, r.MaxMs, r.Mode, r.ServerCPUMs, r.ClientCPUMs, r.PeakRSSBytes, r.LoadBefore, r.LoadAfter)
 	if r.TraceRatio > 0 {
 		fmt.Fprintf(w, "  tracing     %.0f%% of issuances, exported over OTLP/HTTP to loopback\n", r.TraceRatio*100)
 	}

@@ -6,8 +6,9 @@
 // adjusts.
 //
 // Start with [New] and [Issuer.Issue]. The lint selection and its costs are
-// documented in lint.go; [CheckAndSign] gives CA certificates the same
-// treatment.
+// documented in lint.go, and in shape.go why a leaf whose shape was linted
+// before needs no zlint run of its own; [CheckAndSign] gives CA
+// certificates the same lints, always in full.
 package issuance
 
 import (
@@ -129,6 +130,7 @@ func New(cfg Config) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.shapes = newShapes(l.lints)
 	iss.linter = l
 	return iss, nil
 }

@@ -2,6 +2,7 @@ package issuance
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3/lint"
@@ -39,23 +42,30 @@ import (
 //     which a private CA never makes. RFC 6960 lints are for OCSP responses.
 //   - e_cert_issued_by_compromised_emudhra_ca is excluded everywhere: it
 //     compares the issuer with the keys of one public CA that were
-//     compromised, so it can never fire for a mica CA, and it costs 4.2 ms
-//     per certificate, 96% of the candidate set.
+//     compromised, so it can never fire for a mica CA, and it costs about
+//     4.5 ms per certificate, nearly all of the candidate set.
 //   - e_ecdsa_small_private_key (a baby-step giant-step search for private
 //     scalars up to 2^16) runs on CA certificates only. It was written after
-//     CA keys were generated with tiny scalars; on a leaf it would cost
-//     89 µs for P-256 and 390 µs for P-384 (generic big-integer curve
-//     arithmetic), more than every other lint together, to catch a client
-//     whose key generator is broken beyond anything a real library does.
-//     CA certificates are signed a few times a year, so there it is free.
+//     CA keys were generated with tiny scalars; on a P-256 leaf it would
+//     cost about 93 µs (more for the larger curves: generic big-integer
+//     curve arithmetic), close to all the other leaf lints together, to catch a
+//     client whose key generator is broken beyond anything a real library
+//     does. CA certificates are signed a few times a year, so there it is
+//     free.
 //
-// Measured with BenchmarkEachLint and BenchmarkLintRegistry on a P-256
-// SPIFFE leaf (2-core x86-64, Go 1.26, zlint v3.7.3): the leaf lints take
-// about 0.07-0.09 ms together, plus about 0.05 ms for zcrypto to parse the
-// certificate; the most expensive after the two above are
-// e_cert_ext_invalid_der (8.8 µs), e_ext_san_uri_host_not_fqdn_or_ip
-// (5.1 µs) and e_subj_contains_html_entities (3.0 µs), the rest 0.2-2.4 µs
-// each. zlint's whole global registry takes about 4.5 ms.
+// A leaf gets these lints in full only when its shape is new or its
+// request values are not plain (shape.go); otherwise the shape's verdict
+// stands.
+//
+// Measured in CPU time with BenchmarkLint, BenchmarkLintRegistry,
+// BenchmarkZcryptoParse and BenchmarkEachLint (GOMAXPROCS=1) on a P-256
+// SPIFFE leaf, 2-core x86-64 shared with other work (load average 15),
+// Go 1.26, zlint v3.7.3: zlint in full takes about 0.17 ms per leaf, of
+// which 0.04 ms is zcrypto's parse and 0.12 ms the leaf lints; the most
+// expensive of those are e_cert_ext_invalid_der and
+// e_ext_san_uri_host_not_fqdn_or_ip (about 7 µs each) and
+// w_issuer_dn_leading_whitespace (4 µs), most others under 2 µs. zlint's
+// whole global registry takes about 5.8 ms.
 var (
 	lintSources = lint.SourceList{
 		lint.RFC3279,
@@ -225,7 +235,12 @@ func Lint(der []byte) error {
 // was linted, by construction rather than by re-encoding and comparing.
 type linter struct {
 	lints *lintSet
-	key   crypto.Signer
+	// shapes, when set, lets a leaf of a shape already linted skip zlint
+	// (shape.go); CA certificates, made by CheckAndSign, always get it.
+	shapes *shapes
+	// full counts the certificates zlint ran on, for tests.
+	full atomic.Int64
+	key  crypto.Signer
 	// parent is the real issuer certificate with its public key swapped for
 	// the throwaway key's, so crypto/x509 accepts the pair; the issuer name
 	// and key identifier that go into the certificate are unchanged.
@@ -290,6 +305,15 @@ func (l *linter) check(template *x509.Certificate, pub crypto.PublicKey, rand io
 		return tbs{}, fmt.Errorf("issuance: building the certificate: %w", err)
 	}
 	t := tbs{raw: c.msg, opts: c.opts}
+	var shape [sha256.Size]byte
+	var notBefore time.Time
+	plain := false
+	if l.shapes != nil {
+		shape, notBefore, plain = shapeOf(t.raw)
+		if plain && l.shapes.known(shape, notBefore) {
+			return t, nil
+		}
+	}
 	l.placeholderOnce.Do(func() {
 		l.placeholder, l.placeholderErr = crypto.SignMessage(l.key, rand, []byte("mica lint copy"), t.opts)
 	})
@@ -300,8 +324,12 @@ func (l *linter) check(template *x509.Certificate, pub crypto.PublicKey, rand io
 	if err != nil {
 		return tbs{}, err
 	}
+	l.full.Add(1)
 	if _, err := l.lints.lintDER(der); err != nil {
 		return tbs{}, err
+	}
+	if plain {
+		l.shapes.add(shape, notBefore)
 	}
 	return t, nil
 }

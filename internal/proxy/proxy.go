@@ -26,6 +26,14 @@ type Options struct {
 	// revoked later (while Run runs); either may be nil.
 	Revocations *revocation.Set
 	CRL         *mtls.CRLChecker
+	// CRLPolicy and CRLWait say what happens when CRL holds no valid,
+	// fresh CRL for an issuer of a peer's path (mtls.VerifierConfig):
+	// soft-fail (the default) accepts, hard-fail refuses.
+	CRLPolicy mtls.CRLPolicy
+	CRLWait   time.Duration
+	// PinnedCAs, when set, accept only peers, clients and upstreams alike,
+	// whose verified path goes through one of these CAs.
+	PinnedCAs []mtls.SPKIPin
 	// HandshakeMetrics counts the handshakes; Metrics the requests. Both
 	// may be nil.
 	HandshakeMetrics mtls.Metrics
@@ -88,7 +96,8 @@ func New(o Options) (*Proxy, error) {
 	// expect) to their client configs.
 	anyVerified := mtls.AuthorizeFunc(func(identity.Identity) bool { return true })
 	v, err := mtls.NewVerifier(mtls.VerifierConfig{Roots: o.Source, Authorize: anyVerified, Revocations: o.Revocations,
-		CRL: o.CRL, Metrics: o.HandshakeMetrics, Logger: o.Logger})
+		CRL: o.CRL, CRLPolicy: o.CRLPolicy, CRLWait: o.CRLWait, PinnedCAs: o.PinnedCAs,
+		Metrics: o.HandshakeMetrics, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}

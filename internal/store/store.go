@@ -59,6 +59,14 @@ type Certificate struct {
 	EventSeq int64
 }
 
+// CertificateStatus is what can change in a certificate's record after it
+// is written: whether, when and why it was revoked.
+type CertificateStatus struct {
+	Status           Status
+	RevokedAt        time.Time // zero unless revoked
+	RevocationReason int
+}
+
 // Action names a lifecycle event. The set grows with the system; values are
 // stable strings because they are part of the audit record.
 type Action string
@@ -279,6 +287,14 @@ type Store interface {
 	LastEventSeq(ctx context.Context) (int64, error)
 
 	Certificate(ctx context.Context, serial string) (Certificate, error)
+	// CertificateWithoutDER is Certificate without the DER (DER is nil):
+	// the lookup that authenticates a client, which has the certificate
+	// in hand already.
+	CertificateWithoutDER(ctx context.Context, serial string) (Certificate, error)
+	// CertificateStatus reads only the status of a certificate: a client
+	// whose record was read on an earlier request of its connection is
+	// checked with it on every later one. ErrNotFound.
+	CertificateStatus(ctx context.Context, serial string) (CertificateStatus, error)
 	CertificateByFingerprint(ctx context.Context, fingerprint string) (Certificate, error)
 	// CertificateByToken reads the certificate a one-time token paid for.
 	CertificateByToken(ctx context.Context, jti string) (Certificate, error)

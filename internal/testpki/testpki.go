@@ -77,8 +77,30 @@ func New(t testing.TB, trustDomain string, opts ...Option) *PKI {
 	if err != nil {
 		t.Fatalf("testpki: %v", err)
 	}
+	p := &PKI{TrustDomain: td, Root: root, RootKey: rootKey, now: o.now}
+	p.newIntermediate(t, o)
+	return p
+}
+
+// Rotated is a PKI with the same root and a new intermediate, with a key of
+// its own: what a rotation of the intermediate makes. Leaves of p and of
+// the rotated PKI verify against the same root.
+func (p *PKI) Rotated(t testing.TB, opts ...Option) *PKI {
+	t.Helper()
+	o := options{alg: keys.Default, now: p.now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	r := &PKI{TrustDomain: p.TrustDomain, Root: p.Root, RootKey: p.RootKey, now: o.now}
+	r.newIntermediate(t, o)
+	return r
+}
+
+// newIntermediate makes p's intermediate and Issuer under p's root.
+func (p *PKI) newIntermediate(t testing.TB, o options) {
+	t.Helper()
 	intKey := generate(t, o.alg)
-	icfg := ca.IntermediateConfig{TrustDomain: td, Now: o.now, PermittedDNSDomains: o.dnsDomains}
+	icfg := ca.IntermediateConfig{TrustDomain: p.TrustDomain, Now: o.now, PermittedDNSDomains: o.dnsDomains}
 	csrDER, err := ca.NewIntermediateCSR(intKey, icfg)
 	if err != nil {
 		t.Fatalf("testpki: %v", err)
@@ -87,7 +109,7 @@ func New(t testing.TB, trustDomain string, opts ...Option) *PKI {
 	if err != nil {
 		t.Fatalf("testpki: %v", err)
 	}
-	inter, err := ca.SignIntermediate(root, rootKey, csr, icfg)
+	inter, err := ca.SignIntermediate(p.Root, p.RootKey, csr, icfg)
 	if err != nil {
 		t.Fatalf("testpki: %v", err)
 	}
@@ -95,7 +117,7 @@ func New(t testing.TB, trustDomain string, opts ...Option) *PKI {
 	if err != nil {
 		t.Fatalf("testpki: %v", err)
 	}
-	return &PKI{TrustDomain: td, Root: root, RootKey: rootKey, Intermediate: inter, IntermediateKey: intKey, Issuer: iss, now: o.now}
+	p.Intermediate, p.IntermediateKey, p.Issuer = inter, intKey, iss
 }
 
 func generate(t testing.TB, alg keys.Algorithm) crypto.Signer {

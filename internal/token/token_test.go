@@ -2,6 +2,7 @@ package token
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"net/netip"
 	"strings"
@@ -48,7 +49,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestVerifyRefuses(t *testing.T) {
-	m, v, _ := newPair(t)
+	m, v, priv := newPair(t)
 	other, _, _ := newPair(t)
 	now := time.Unix(1_800_000_000, 0)
 	good := Claims{Identity: "spiffe://example.org/x", Profile: "service", IssuedAt: now, Expiry: now.Add(10 * time.Minute)}
@@ -61,6 +62,16 @@ func TestVerifyRefuses(t *testing.T) {
 	}
 	valid := mint(m, good)
 	parts := strings.Split(valid, ".")
+	// signed is a compact JWS with this header and valid's claims, signed
+	// with m's key.
+	kid := KeyID(priv.Public().(ed25519.PublicKey))
+	signed := func(hdr string) string {
+		in := base64.RawURLEncoding.EncodeToString([]byte(hdr)) + "." + parts[1]
+		return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(in)))
+	}
+	if _, err := v.Verify(signed(`{"alg":"EdDSA","kid":"`+kid+`","typ":"JWT"}`), now); err != nil {
+		t.Fatalf("a token signed by hand as the minter signs it: %v", err)
+	}
 	tests := []struct {
 		name string
 		raw  string
@@ -74,6 +85,12 @@ func TestVerifyRefuses(t *testing.T) {
 		{"tampered payload", parts[0] + "." + parts[1] + "x." + parts[2], now, ErrMalformed},
 		{"no signature", parts[0] + "." + parts[1] + ".", now, ErrMalformed},
 		{"oversized", strings.Repeat("a", maxTokenBytes+1), now, ErrMalformed},
+		{"four parts", valid + ".x", now, ErrMalformed},
+		{"signature of other claims", parts[0] + "." + parts[1] + "." + strings.Split(mint(m, good), ".")[2], now, ErrMalformed},
+		{"critical header", signed(`{"alg":"EdDSA","kid":"` + kid + `","typ":"JWT","crit":["exp"]}`), now, ErrMalformed},
+		{"another algorithm named", signed(`{"alg":"ES256","kid":"` + kid + `","typ":"JWT"}`), now, ErrMalformed},
+		{"another type", signed(`{"alg":"EdDSA","kid":"` + kid + `","typ":"JOSE+JSON"}`), now, ErrMalformed},
+		{"unknown key id", signed(`{"alg":"EdDSA","kid":"nope","typ":"JWT"}`), now, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -109,20 +109,29 @@ func TestOpen(t *testing.T) {
 	t.Run("ConcurrentOpen", func(t *testing.T) {
 		storetest.OpenTogether(t, 4, newDatabase(t), Open)
 	})
-	t.Run("DenyLookupPrepared", func(t *testing.T) {
-		// database/sql would prepare and finalise it on every issuance.
+	t.Run("HotLookupsPrepared", func(t *testing.T) {
+		// database/sql would prepare and finalise them on every issuance
+		// and every authenticated request.
 		s, err := Open(ctx, newDatabase(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
+		var deny, cert, status int
 		for q := range s.read.prepared {
-			if !strings.Contains(q, "denied_identities") {
+			switch {
+			case strings.Contains(q, "denied_identities"):
+				deny++
+			case strings.HasPrefix(q, "SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ?"):
+				status++
+			case strings.Contains(q, "FROM certificates WHERE serial = ?") && strings.Contains(q, "NULL"):
+				cert++ // without the DER
+			default:
 				t.Errorf("unexpected prepared reader statement %q", q)
 			}
 		}
-		if len(s.read.prepared) != 1 {
-			t.Errorf("%d reader statements prepared, want the deny-list lookup", len(s.read.prepared))
+		if deny != 1 || cert != 1 || status != 1 {
+			t.Errorf("prepared: %d deny-list, %d certificate and %d status lookups, want one of each", deny, cert, status)
 		}
 	})
 	t.Run("BadPath", func(t *testing.T) {

@@ -15,6 +15,35 @@ func (s *Store) Certificate(ctx context.Context, serial string) (_ store.Certifi
 	return s.oneCert(ctx, s.stmt.certBySerial, "serial", serial)
 }
 
+// CertificateWithoutDER implements store.Store.
+func (s *Store) CertificateWithoutDER(ctx context.Context, serial string) (_ store.Certificate, err error) {
+	ctx, end := s.call(ctx, "read certificate "+serial, false)
+	defer end(&err)
+	return s.oneCert(ctx, s.stmt.certBySerialNoDER, "serial", serial)
+}
+
+// CertificateStatus implements store.Store.
+func (s *Store) CertificateStatus(ctx context.Context, serial string) (_ store.CertificateStatus, err error) {
+	ctx, end := s.call(ctx, "read the status of certificate "+serial, false)
+	defer end(&err)
+	var st store.CertificateStatus
+	var status string
+	var revokedAt *int64
+	var reason int64
+	err = s.read.QueryRow(ctx, s.stmt.certStatus, serial).Scan(&status, &revokedAt, &reason)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return st, s.errorf("certificate with serial %s: %w", serial, store.ErrNotFound)
+	case err != nil:
+		return st, s.errorf("read the status of certificate %s: %w", serial, err)
+	}
+	st.Status, st.RevocationReason = store.Status(status), int(reason)
+	if revokedAt != nil {
+		st.RevokedAt = fromMicros(*revokedAt)
+	}
+	return st, nil
+}
+
 // CertificateByFingerprint implements store.Store.
 func (s *Store) CertificateByFingerprint(ctx context.Context, fingerprint string) (_ store.Certificate, err error) {
 	ctx, end := s.call(ctx, "read certificate with fingerprint "+fingerprint, false)

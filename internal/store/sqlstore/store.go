@@ -49,10 +49,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		s.timeout = store.DefaultTimeout
 	}
 	if p, ok := cfg.Read.(Preparer); ok {
-		// The deny list is read on every issuance; preparing it per call
-		// cost more than the lookup itself.
-		if err := p.Prepare(ctx, s.stmt.isDenied); err != nil {
-			return nil, fmt.Errorf("%s: prepare the deny-list lookup: %w", s.d.Name, err)
+		// The deny list is read on every issuance and the client's
+		// certificate on every authenticated request; preparing them per
+		// call cost more than the lookups themselves.
+		for _, q := range []string{s.stmt.isDenied, s.stmt.certBySerialNoDER, s.stmt.certStatus} {
+			if err := p.Prepare(ctx, q); err != nil {
+				return nil, fmt.Errorf("%s: prepare %q: %w", s.d.Name, q, err)
+			}
 		}
 	}
 	s.committer = groupcommit.New(groupcommit.Config{Timeout: s.timeout}, cfg.Commit)
@@ -78,6 +81,7 @@ func (s *Store) errorf(format string, args ...any) error {
 // store opens, not per call.
 type statements struct {
 	certBySerial, certByFingerprint, certByToken string
+	certBySerialNoDER, certStatus                string
 	eventBySeq, lastEventSeq                     string
 	addCheckpoint, latestCheckpoint              string
 	isDenied, deniedIdentities                   string
@@ -95,6 +99,8 @@ type acmeStatements struct {
 func newStatements(d *Dialect) statements {
 	st := statements{
 		certBySerial:      d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE serial = ?"),
+		certBySerialNoDER: d.rebind("SELECT " + certSelect("", true) + " FROM certificates WHERE serial = ?"),
+		certStatus:        d.rebind("SELECT status, revoked_at, revocation_reason FROM certificates WHERE serial = ?"),
 		certByFingerprint: d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE fingerprint = ?"),
 		certByToken:       d.rebind("SELECT " + certSelect("", false) + " FROM certificates WHERE token_jti = ? AND token_jti <> ''"),
 		eventBySeq:        d.rebind("SELECT " + eventSelect + " FROM events WHERE seq = ?"),

@@ -65,6 +65,18 @@ func testRoundTrip(t *testing.T, open Opener) {
 					t.Errorf("%s round trip: %s", lookup.name, d)
 				}
 			}
+			got, err := s.CertificateWithoutDER(ctx, iss.Certificate.Serial)
+			if err != nil {
+				t.Fatalf("CertificateWithoutDER: %v", err)
+			}
+			if got.DER != nil {
+				t.Errorf("CertificateWithoutDER read %d bytes of DER, want none", len(got.DER))
+			}
+			want := iss.Certificate
+			want.DER = nil
+			if d := sameCert(got, want); d != "" {
+				t.Errorf("CertificateWithoutDER round trip: %s", d)
+			}
 			evs, err := s.Events(ctx, store.EventFilter{})
 			if err != nil {
 				t.Fatalf("Events: %v", err)
@@ -94,6 +106,8 @@ func testNotFound(t *testing.T, open Opener) {
 		{"CertificateByFingerprint", func() error { _, err := s.CertificateByFingerprint(ctx, "00ff"); return err }},
 		{"CertificateByToken", func() error { _, err := s.CertificateByToken(ctx, "no-such-token"); return err }},
 		{"CertificateByToken empty", func() error { _, err := s.CertificateByToken(ctx, ""); return err }},
+		{"CertificateWithoutDER", func() error { _, err := s.CertificateWithoutDER(ctx, "00ff"); return err }},
+		{"CertificateStatus", func() error { _, err := s.CertificateStatus(ctx, "00ff"); return err }},
 		{"Revoke", func() error { return s.Revoke(ctx, "00ff", 1, base, newEvent(store.ActionCertRevoked, "")) }},
 	}
 	for _, tc := range tests {

@@ -22,9 +22,16 @@ func testRevoke(t *testing.T, open Opener) {
 		s := openStore(t, open)
 		iss := NewIssuance(1)
 		record(t, s, iss)
+		if st, err := s.CertificateStatus(ctx, iss.Certificate.Serial); err != nil || st != (store.CertificateStatus{Status: store.StatusActive}) {
+			t.Fatalf("CertificateStatus before revocation = %+v, %v; want active", st, err)
+		}
 		ev := revokeEvent(iss)
 		if err := s.Revoke(ctx, iss.Certificate.Serial, 4, at, ev); err != nil {
 			t.Fatalf("Revoke: %v", err)
+		}
+		st, err := s.CertificateStatus(ctx, iss.Certificate.Serial)
+		if err != nil || st.Status != store.StatusRevoked || !st.RevokedAt.Equal(at) || st.RevocationReason != 4 || st.RevokedAt.Location() != time.UTC {
+			t.Fatalf("CertificateStatus after revocation = %+v, %v; want revoked at %v (UTC), reason 4", st, err, at)
 		}
 		if ev.Seq <= iss.Event.Seq {
 			t.Errorf("revocation event Seq %d not after issuance Seq %d", ev.Seq, iss.Event.Seq)

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -130,7 +130,7 @@ func benchProxyLatency(ctx context.Context, b *handshakeBench) (any, []string, e
 				d = min(b.slot, time.Second) // warm-up: connections open, code paged in
 			}
 			start := time.Now()
-			lat, failed, firstErr := measureLoop(ctx, b.concurrency, d, func(int, int) error { return get(c) })
+			lat, failed, firstErr := Loop(ctx, b.concurrency, d, func(int, int) error { return get(c) })
 			if firstErr != nil {
 				return nil, nil, fmt.Errorf("%s: %w", c.Path, firstErr)
 			}
@@ -149,7 +149,7 @@ func benchProxyLatency(ctx context.Context, b *handshakeBench) (any, []string, e
 		slices.Sort(c.lat)
 		c.Requests = len(c.lat)
 		c.PerSecond = float64(c.Requests) / c.seconds
-		c.P50Ms, c.P99Ms = ms(percentile(c.lat, 0.50)), ms(percentile(c.lat, 0.99))
+		c.P50Ms, c.P99Ms = Ms(Percentile(c.lat, 0.50)), Ms(Percentile(c.lat, 0.99))
 	}
 	plain, direct, through := cases[0], cases[1], cases[2]
 	res.AddedP50Ms, res.AddedP99Ms = through.P50Ms-plain.P50Ms, through.P99Ms-plain.P99Ms
