@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 type Client struct {
 	base *url.URL
 	http *http.Client
+	// roots are the trust anchors every handshake verifies the server
+	// with; SetRoots replaces them.
+	roots atomic.Pointer[x509.CertPool]
 }
 
 // maxResponseBytes bounds what the client reads back: inventory pages with
@@ -59,13 +63,19 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Roots == nil {
 		return nil, errors.New("mica: no trust anchors for the server: pass the root certificate (--ca-file) or a token that pins it")
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.Roots}
+	c := &Client{base: u}
+	c.roots.Store(cfg.Roots)
+	// The server's chain is verified in VerifyConnection, against the
+	// roots of the moment, instead of by crypto/tls against a pool fixed
+	// here: a client that follows the trust bundle (SetRoots) keeps
+	// connecting through a CA rotation without being rebuilt.
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, VerifyConnection: c.verifyServer}
 	switch {
 	case cfg.GetCertificate != nil:
 		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cfg.GetCertificate() }
 	case cfg.Certificate != nil:
-		c := cfg.Certificate
-		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }
+		cert := cfg.Certificate
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	tr := &http.Transport{
 		TLSClientConfig:     tlsCfg,
@@ -74,7 +84,41 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: cfg.timeout()}}, nil
+	c.http = &http.Client{Transport: tr, Timeout: cfg.timeout()}
+	return c, nil
+}
+
+// SetRoots replaces the trust anchors for the server's certificate, for
+// new connections; connections already open are kept. Give it the roots of
+// the trust bundle (Bundle) as they change, so that a root rollover does
+// not strand the client on a root the server no longer chains to.
+func (c *Client) SetRoots(roots *x509.CertPool) {
+	if roots != nil {
+		c.roots.Store(roots)
+	}
+}
+
+// verifyServer does what crypto/tls does for a client, with the roots of
+// the moment: the chain the server presents must lead to one of them, be
+// valid for server authentication and name the server's host (an IP
+// address included: tls leaves ServerName empty for those, so the name
+// comes from the URL this client talks to).
+func (c *Client) verifyServer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("mica: the server presented no certificate")
+	}
+	inters := x509.NewCertPool()
+	for _, cert := range cs.PeerCertificates[1:] {
+		inters.AddCert(cert)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots: c.roots.Load(), Intermediates: inters, DNSName: c.base.Hostname(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("mica: the server's certificate: %w", err)
+	}
+	return nil
 }
 
 func (cfg Config) timeout() time.Duration {

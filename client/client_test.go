@@ -350,3 +350,52 @@ func TestPinIsTheRootsSHA256(t *testing.T) {
 		t.Fatalf("root_fp %q is not the root's SHA-256", claims.RootFP)
 	}
 }
+
+// TestSetRoots: the client verifies the server against the roots of the
+// moment, so one that follows the trust bundle keeps connecting when the
+// server moves to a new root; it still refuses a root it was not given and
+// a certificate for another host.
+func TestSetRoots(t *testing.T) {
+	f := authoritytest.New(t)
+	next := testpki.New(t, "example.org")
+	var useNext atomic.Bool
+	srv := httptest.NewUnstartedServer(api.New(api.Config{Authority: f.Authority, TrustDomain: "example.org"}))
+	cur, moved := serverLeaf(t, f.PKI), serverLeaf(t, next)
+	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cert := cur
+		if useNext.Load() {
+			cert = moved
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	c, err := client.New(client.Config{Server: srv.URL, Roots: f.PKI.Roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Bundle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	useNext.Store(true)
+	c.Close()
+	srv.CloseClientConnections()
+	if _, err := c.Bundle(t.Context()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a server certificate under a root the client was not given was accepted: %v", err)
+	}
+	c.SetRoots(next.Roots())
+	if _, err := c.Bundle(t.Context()); err != nil {
+		t.Fatalf("after SetRoots with the server's new root: %v", err)
+	}
+	// The leaf names 127.0.0.1 only: the same server reached as localhost
+	// is refused, so the name check is not lost with crypto/tls's own.
+	byName, err := client.New(client.Config{Server: strings.Replace(srv.URL, "127.0.0.1", "localhost", 1), Roots: next.Roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byName.Close()
+	if _, err := byName.Bundle(t.Context()); err == nil || !strings.Contains(err.Error(), "not valid") {
+		t.Fatalf("a certificate for 127.0.0.1 was accepted for localhost: %v", err)
+	}
+}

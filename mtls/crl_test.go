@@ -55,7 +55,7 @@ func newCRLServer(t *testing.T) *crlServer {
 func (s *crlServer) publish(t *testing.T, p *testpki.PKI, signer *testpki.PKI, number int64, serials ...*big.Int) {
 	t.Helper()
 	now := time.Now()
-	der, err := crl.Build(crl.Params{Issuer: p.Intermediate, Signer: signer.IntermediateKey, Number: big.NewInt(number),
+	der, err := crl.Build(crl.Params{Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, signer.IntermediateKey), Number: big.NewInt(number),
 		ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(24 * time.Hour)},
 		func(yield func(crl.Entry) bool) {
 			for _, sn := range serials {

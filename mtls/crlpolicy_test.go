@@ -23,7 +23,7 @@ import (
 // micaCRL is a CRL made by mica's own encoder.
 func micaCRL(t *testing.T, issuer *x509.Certificate, key crypto.Signer, number int64, thisUpdate, nextUpdate time.Time, revoked ...*big.Int) []byte {
 	t.Helper()
-	der, err := crl.Build(crl.Params{Issuer: issuer, Signer: key, Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate},
+	der, err := crl.Build(crl.Params{Issuer: issuer, Signer: issuance.NewCRLSigner(issuer, key), Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate},
 		func(yield func(crl.Entry) bool) {
 			for _, sn := range revoked {
 				if !yield(crl.Entry{Serial: sn.Bytes(), RevokedAt: thisUpdate, Reason: 1}) {

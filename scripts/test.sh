@@ -19,6 +19,7 @@ command -v lego >/dev/null || need+=(lego)
 { command -v promtool && command -v prometheus; } >/dev/null || need+=(prometheus) # promtool, and the server cmd/mica TestAlertsWithPrometheus runs
 PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v keytool >/dev/null || need+=(default-jre-headless)
 command -v chromium >/dev/null || need+=(chromium) # the web console's browser tests (internal/web, cmd/mica TestConsole)
 if [ ${#need[@]} -gt 0 ]; then
@@ -34,6 +35,7 @@ echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "prometheus: $(prometheus --version 2>&1 | head -1)"
 echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
 echo "curl: $(curl --version | head -1)"
+echo "softhsm2: $(softhsm2-util --version 2>&1)"
 echo "keytool: $(keytool -help 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>&1 | head -1)"
 
@@ -46,6 +48,10 @@ fi
 
 step "go vet"
 go vet ./...
+
+step "build without cgo (PKCS#11 then says it needs cgo)"
+CGO_ENABLED=0 go build ./...
+CGO_ENABLED=0 go test -count=1 ./internal/keys/pkcs11/
 
 step "staticcheck"
 go run "$STATICCHECK" ./...
@@ -62,4 +68,4 @@ go test -race -count=1 -timeout 15m \
   ./internal/store/... ./internal/authority/... ./internal/api/... ./internal/token/... ./client/... \
   ./internal/feed/... ./internal/crl/... ./internal/ocsp/... ./revocation/... ./internal/auditlog/... \
   ./internal/agent/... ./internal/workloadapi/... ./internal/acme/... ./mtls/... ./internal/proxy/... ./internal/telemetry/... \
-  ./internal/limits/... ./internal/ratelimit/... ./internal/lru/...
+  ./internal/limits/... ./internal/ratelimit/... ./internal/lru/... ./internal/rotation/... ./internal/keys/...

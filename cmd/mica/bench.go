@@ -155,7 +155,12 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process's measured run to this file (in-process: the server's work)")
 	traceRatio := fs.Float64("trace-ratio", 0, "in-process: trace this share of issuances (0 to 1), exported over OTLP/HTTP to a discarding receiver on loopback; 0 is tracing off")
+	kf := addKeyFlags(fs) // in-process: where the throwaway CA's keys are
 	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	keySettings, err := kf.settings()
+	if err != nil {
 		return err
 	}
 	if *concurrency < 1 || *duration <= 0 {
@@ -166,7 +171,6 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	tuneGC(env)
 	cfg := bench.IssueConfig{Concurrency: *concurrency, Duration: *duration, Warmup: *warmup}
-	var err error
 	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
 	}
@@ -175,7 +179,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if r == nil {
-		opts := bench.Options{DB: where.db}
+		opts := bench.Options{DB: where.db, Keys: keySettings}
 		if *traceRatio > 0 {
 			url, stop, err := bench.DiscardOTLP()
 			if err != nil {
@@ -421,9 +425,10 @@ func openInProcess(ctx context.Context, opts bench.Options) (_ *revBench, err er
 	rand.Read(b[:])
 	pass := []byte(hex.EncodeToString(b[:]))
 	d := dataPaths{dir}
-	quiet := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	// The environment is read for the token's PIN only.
+	quiet := &cliEnv{stdout: io.Discard, stderr: io.Discard, getenv: os.Getenv}
 	if err := initDataDir(ctx, quiet, initOptions{data: d, trustDomain: "example.org", keyType: string(keys.Default),
-		passphrase: pass, adminName: "bench", dbURL: opts.DB}); err != nil {
+		passphrase: pass, adminName: "bench", dbURL: opts.DB, keys: opts.Keys}); err != nil {
 		return nil, err
 	}
 	if err := appendBenchLimits(d); err != nil {
@@ -471,7 +476,7 @@ func openBenchServer(ctx context.Context, opts bench.Options) (*bench.Server, er
 	acmeStore, _ := p.store.(acme.Store)
 	s := &bench.Server{Authority: p.authority, Minter: p.minter, ACME: acmeStore, Root: p.hierarchy.Root,
 		Intermediate: p.hierarchy.Intermediate, GetCertificate: rb.certs.GetCertificate, Admin: admin,
-		OCSPPath: ocspPath, Store: storeName(opts.DB, ""), OnRevocation: func(func()) {}, Close: rb.cleanup}
+		OCSPPath: ocspPath, Store: storeName(opts.DB, ""), KeyBackend: string(p.caKeys.Backend()), OnRevocation: func(func()) {}, Close: rb.cleanup}
 	if rb.rev != nil {
 		s.Feed, s.Revocations = rb.rev.hub.Handler(), rb.rev.handler(p)
 		s.OnRevocation = func(fn func()) { p.revocations.set(func() { fn(); rb.rev.hub.Changed() }) }

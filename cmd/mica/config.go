@@ -14,8 +14,10 @@ import (
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/discover"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/strictyaml"
 	"github.com/mica-pki/mica/internal/telemetry"
 )
@@ -60,6 +62,11 @@ type Config struct {
 	// server-wide with per-profile overrides (docs/limits.md).
 	Limits    limits.Limits    `yaml:"limits"`
 	Anomalies limits.Anomalies `yaml:"anomalies"`
+	// Keys chooses where the CA keys live: key_backend (file or pkcs11)
+	// and the pkcs11 section.
+	Keys custody.Settings `yaml:",inline"`
+	// CA says how the CA rotates (lifetimes, thresholds).
+	CA rotation.Settings `yaml:"ca"`
 	// Discovery configures discovered certificates and Webhooks the
 	// receivers of lifecycle events (config_discovery.go, docs/discovery.md).
 	Discovery DiscoveryConfig `yaml:"discovery"`
@@ -121,6 +128,9 @@ func parseConfig(data []byte, name string) (*Config, error) {
 	}
 	if c.MetricsListen == nil {
 		c.MetricsListen = new(defaultMetrics)
+	}
+	if err := c.Keys.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if err := c.Tracing.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
+	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/store"
 )
@@ -30,6 +33,11 @@ type initOptions struct {
 	passphrase  []byte
 	adminName   string
 	dbURL       string
+	// keys is where the CA keys are made (mica.yaml's key_backend).
+	keys custody.Settings
+	// rootValidity and interValidity are the first CA's lifetimes; zero
+	// means the defaults.
+	rootValidity, interValidity time.Duration
 }
 
 func runInit(ctx context.Context, env *cliEnv, args []string) error {
@@ -41,7 +49,15 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	rootOnly := fs.Bool("root-only", false, "create only a root, for an offline root machine; sign intermediates with `mica ca sign-intermediate`")
 	adminName := fs.String("admin-name", "admin", "name of the first admin: spiffe://<trust domain>/mica/admin/<name>")
 	db := fs.String("db", env.getenv("MICA_DB"), "postgres:// URL, recorded in mica.yaml (env MICA_DB; default: SQLite in the data directory)")
+	kf := addKeyFlags(fs)
+	var rootValidity, interValidity duration.Duration
+	fs.Var(&rootValidity, "root-validity", "the root's lifetime, like 3650d (default ten years)")
+	fs.Var(&interValidity, "intermediate-validity", "the first intermediate's lifetime, like 365d (default one year; later ones: mica.yaml's ca.intermediate_lifetime)")
 	if err := parse(env, fs, args); err != nil {
+		return err
+	}
+	keySettings, err := kf.settings()
+	if err != nil {
 		return err
 	}
 	d := dataPaths{*dataDir}
@@ -52,7 +68,8 @@ func runInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db}
+	opts := initOptions{data: d, trustDomain: *td, keyType: *keyType, passphrase: pass, adminName: *adminName, dbURL: *db, keys: keySettings,
+		rootValidity: rootValidity.D(), interValidity: interValidity.D()}
 	if *rootOnly {
 		return initRootOnly(env, opts)
 	}
@@ -68,7 +85,7 @@ func (o initOptions) caConfig() (ca.InitConfig, error) {
 	if err != nil {
 		return ca.InitConfig{}, usageError("%v", err)
 	}
-	return ca.InitConfig{TrustDomain: td, Algorithm: alg, Passphrase: o.passphrase}, nil
+	return ca.InitConfig{TrustDomain: td, Algorithm: alg, Passphrase: o.passphrase, RootValidity: o.rootValidity, IntermediateValidity: o.interValidity}, nil
 }
 
 func initRootOnly(env *cliEnv, o initOptions) error {
@@ -76,6 +93,10 @@ func initRootOnly(env *cliEnv, o initOptions) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Keys, err = openKeys(env, o.keys, o.passphrase); err != nil {
+		return err
+	}
+	defer cfg.Keys.Close()
 	if err := os.MkdirAll(o.data.caDir(), 0o700); err != nil {
 		return err
 	}
@@ -111,7 +132,13 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	hier, err := ca.Load(o.data.caDir(), o.passphrase)
+	caKeys, err := openKeys(env, o.keys, o.passphrase)
+	if err != nil {
+		return err
+	}
+	caCfg.Keys = caKeys
+	defer caKeys.Close()
+	hier, err := ca.LoadKeys(o.data.caDir(), caKeys)
 	createdCA := false
 	switch {
 	case errors.Is(err, ca.ErrNotInitialized):
@@ -127,16 +154,18 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) (err error) {
 	case fileExists(o.data.adminDir()):
 		return fmt.Errorf("%s is already initialised: serve it with `mica serve --data-dir %s`", o.data.dir, o.data.dir)
 	}
-	for _, k := range []struct {
-		path string
-		alg  keys.Algorithm
-	}{{o.data.tokenKey(), keys.Ed25519}, {o.data.auditKey(), keys.Ed25519}} {
-		_, created, err := file.LoadOrCreate(k.path, o.passphrase, k.alg)
+	serverKeys := []string{o.data.tokenKey()}
+	if o.keys.Backend != custody.PKCS11 {
+		// With a token, the first openParts makes the audit key in it.
+		serverKeys = append(serverKeys, o.data.auditKey())
+	}
+	for _, path := range serverKeys {
+		_, created, err := file.LoadOrCreate(path, o.passphrase, keys.Ed25519)
 		if err != nil {
 			return err
 		}
 		if created {
-			made = append(made, k.path)
+			made = append(made, path)
 		}
 	}
 	// An imported intermediate (offline root) names its trust domain in its
@@ -147,7 +176,7 @@ func initDataDir(ctx context.Context, env *cliEnv, o initOptions) (err error) {
 	}
 	adminID := fmt.Sprintf("spiffe://%s%s%s", trustDomain, authority.AdminPathPrefix, o.adminName)
 	if !fileExists(o.data.config()) {
-		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID, withoutPassword(o.dbURL))), 0o644); err != nil {
+		if err := atomicfile.Create(o.data.config(), []byte(defaultConfig(trustDomain, adminID, withoutPassword(o.dbURL))+settingsYAML(o.keys)), 0o644); err != nil {
 			return err
 		}
 		made = append(made, o.data.config())

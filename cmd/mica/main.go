@@ -109,11 +109,15 @@ func commands() map[string]command {
 			"rollback": {summary: "activate an earlier version again", args: "VERSION", run: runPolicyRollback},
 			"reject":   {summary: "reject a proposed version", args: "VERSION", run: runPolicyReject},
 		}},
-		"ca": {summary: "CA hierarchy with an offline root", sub: map[string]command{
+		"ca": {summary: "the CA: its rotation, and the offline-root ceremonies", sub: map[string]command{
+			"status":               {summary: "the CA slots (prepared, active, retired, removed) and the next rotation steps", run: runCAStatus},
+			"rotate":               {summary: "force a rotation step: --prepare or --activate (--root for the root)", run: runCARotate},
 			"request-intermediate": {summary: "server side: make the intermediate key and CSR", run: runCARequestIntermediate},
 			"sign-intermediate":    {summary: "offline root side: sign an intermediate CSR", run: runCASignIntermediate},
 			"import-intermediate":  {summary: "server side: install the signed intermediate", run: runCAImportIntermediate},
 			"root-crl":             {summary: "offline root side: sign the root's CRL (the intermediates it withdrew)", run: runCARootCRL},
+			"new-root":             {summary: "offline root side: roll the root over (a new root, cross-signed both ways)", run: runCANewRoot},
+			"import-root":          {summary: "server side: record the new root from the ceremony as the prepared root", run: runCAImportRoot},
 		}},
 		"audit":    {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"discover": {summary: "find certificates deployed on TLS endpoints and in files, and put them in the inventory", sub: discoverCommands()},

@@ -31,18 +31,15 @@ type commitStatser interface{ CommitStats() groupcommit.Stats }
 func registerServerMetrics(p *parts, rev *revocationOutputs, certs *servercert.Certificate, log *slog.Logger) error {
 	src := telemetry.Sources{
 		Inventory: p.store.CertificatesByExpiry,
-		CRL: func() (time.Time, time.Time, int, bool) {
-			c := rev.crl.Current()
-			if c == nil {
-				return time.Time{}, time.Time{}, 0, false
-			}
-			return c.ThisUpdate, c.NextUpdate, c.Entries, true
+		CRL:       rev.stalestCRL,
+		RootCRL:   rev.rootCRL.Current,
+		OCSP:      rev.ocsp.CacheStats,
+		Feed:      rev.hub.Stats,
+		Audit:     p.audit.Status,
+		CAs: func() map[string]*x509.Certificate {
+			t := p.rotation.Trust()
+			return map[string]*x509.Certificate{"root": t.Roots[0], "intermediate": p.rotation.Signing(time.Time{}).Cert}
 		},
-		RootCRL:  rev.rootCRL.Current,
-		OCSP:     rev.ocsp.CacheStats,
-		Feed:     rev.hub.Stats,
-		Audit:    p.audit.Status,
-		CAs:      map[string]*x509.Certificate{"root": p.hierarchy.Root, "intermediate": p.hierarchy.Intermediate},
 		TLSCert:  certs.Leaf,
 		Profiles: p.cfg.profileNames(),
 		Logger:   log,

@@ -269,40 +269,50 @@ func curl(t *testing.T, bin, rootPEM, resolve, url, credDir string, extra ...str
 
 // rootCRL is the root's CRL, listing no intermediate. nginx's ssl_crl
 // checks every level of the chain (OpenSSL's CRL_CHECK_ALL), so the relying
-// party needs the root's CRL next to the intermediate's: it is signed with
-// `mica ca root-crl` (the root ceremony) and fetched from where the server
-// publishes it, as a relying party would.
+// party needs the root's CRL next to the intermediate's: with the root key
+// in the data directory the server signs it itself; one signed with `mica
+// ca root-crl` (the root ceremony, listing withdrawn intermediates) takes
+// its place. It is fetched from where the server publishes it, as a
+// relying party would.
 func (e *testEnv) rootCRL(t *testing.T) []byte {
 	t.Helper()
 	root := readCertFile(t, filepath.Join(e.dataDir, "ca", "root.pem"))
 	path := e.server.httpURL + crl.Path(root)
-	if resp, err := http.Get(path); err != nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("GET %s before any root CRL was signed: %v %v, want 404", path, resp, err)
+	get := func() *x509.RevocationList {
+		t.Helper()
+		resp, err := http.Get(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		der, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		rl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rl.CheckSignatureFrom(root); err != nil || len(rl.RevokedCertificateEntries) != 0 {
+			t.Fatalf("root CRL: signature %v, %d entries", err, len(rl.RevokedCertificateEntries))
+		}
+		return rl
+	}
+	if rl := get(); rl.NextUpdate.Sub(rl.ThisUpdate) > 25*time.Hour {
+		t.Fatalf("before the ceremony the server's own root CRL is served, valid a day; got %s", rl.NextUpdate.Sub(rl.ThisUpdate))
 	}
 	if r := e.mica("ca", "root-crl", "--revoke", "not-a-serial"); r.code != 2 || !strings.Contains(r.stderr, "hexadecimal serial") {
 		t.Fatalf("root-crl with a bad serial: exit %d, %q; want a usage error", r.code, r.stderr)
 	}
-	if resp, err := http.Get(path); err != nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("a refused root-crl published something: %v %v", resp, err)
+	if rl := get(); rl.NextUpdate.Sub(rl.ThisUpdate) > 25*time.Hour {
+		t.Fatal("a refused root-crl published something")
 	}
 	e.micaOK("ca", "root-crl", "--validity", "720h")
-	resp, err := http.Get(path)
-	if err != nil {
-		t.Fatal(err)
+	rl := get()
+	if rl.NextUpdate.Sub(rl.ThisUpdate) != 720*time.Hour {
+		t.Fatalf("after root-crl: a CRL valid %s, want the ceremony's 720h", rl.NextUpdate.Sub(rl.ThisUpdate))
 	}
-	defer resp.Body.Close()
-	der, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", path, resp.Status)
-	}
-	rl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rl.CheckSignatureFrom(root); err != nil || len(rl.RevokedCertificateEntries) != 0 {
-		t.Fatalf("root CRL: signature %v, %d entries", err, len(rl.RevokedCertificateEntries))
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rl.Raw})
 }
 
 func readCertFile(t *testing.T, path string) *x509.Certificate {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/issuance"
@@ -22,6 +24,13 @@ import (
 // RootCRLFile is where `mica ca root-crl` writes the root's CRL by default
 // and where `mica serve` looks for it to publish.
 const RootCRLFile = "root.crl"
+
+// rootCRLFileOf is where a server finds the CRL of a root kept offline
+// that is not its data directory's own (a rolled-over root): named by the
+// root's key identifier, next to root.crl.
+func rootCRLFileOf(root *x509.Certificate) string {
+	return "root-" + hex.EncodeToString(root.SubjectKeyId) + ".crl"
+}
 
 // revokedList collects repeated --revoke SERIAL[:reason] flags.
 type revokedList []crl.Entry
@@ -54,6 +63,8 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	validity := duration.Duration(180 * 24 * time.Hour)
 	fs.Var(&validity, "validity", "time until nextUpdate, e.g. 90d: sign the next one before then")
 	passFile := fs.String("passphrase-file", "", "file holding the root key passphrase (or set MICA_PASSPHRASE)")
+	kf := addKeyFlags(fs)
+	previous := fs.Bool("previous", false, "sign the CRL of the root a rollover replaced (previous-root.*), while it is still in the bundle")
 	var revoked revokedList
 	fs.Var(&revoked, "revoke", "an intermediate's serial to list, as SERIAL or SERIAL:reason (repeatable; e.g. 1f2e…:cACompromise)")
 	if err := parse(env, fs, args); err != nil {
@@ -63,13 +74,21 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 		return usageError("--validity %s: choose between 1h and 366d", validity)
 	}
 	d := dataPaths{*dataDir}
-	root, rootKey, err := loadRootKey(env, d, *passFile)
+	load := ca.LoadRootKeys
+	if *previous {
+		load = ca.LoadPreviousRootKeys
+	}
+	root, rootKey, closeKeys, err := loadRootKeyWith(env, d, *passFile, kf, load)
 	if err != nil {
 		return err
 	}
+	defer closeKeys()
 	path := *out
 	if path == "" {
 		path = filepath.Join(d.caDir(), RootCRLFile)
+		if *previous {
+			path = filepath.Join(d.caDir(), rootCRLFileOf(root))
+		}
 	}
 	// The root machine keeps no counter: the number is the time, and it
 	// always passes the CRL it replaces, so each new root CRL supersedes
@@ -84,7 +103,7 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 		number = new(big.Int).Add(prev, big.NewInt(1))
 	}
 	der, err := crl.Build(crl.Params{
-		Issuer: root, Signer: rootKey, Number: number,
+		Issuer: root, Signer: issuance.NewCRLSigner(root, rootKey), Number: number,
 		ThisUpdate: now, NextUpdate: now.Add(validity.D()), Entries: len(revoked),
 	}, slices.Values(revoked))
 	if err != nil {
@@ -98,8 +117,8 @@ func runCARootCRL(_ context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(env.stdout, "wrote %s: root CRL listing %d intermediate(s), next update %s\n",
 		path, len(revoked), now.Add(validity.D()).Format(time.RFC3339))
-	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s; `mica serve` publishes it at %s on its plain-HTTP listener\n",
-		RootCRLFile, crl.Path(root))
+	fmt.Fprintf(env.stdout, "copy it to the server's ca/%s (ca/%s for the data directory's own root); `mica serve` publishes it at %s on its plain-HTTP listener\n",
+		rootCRLFileOf(root), RootCRLFile, crl.Path(root))
 	return nil
 }
 

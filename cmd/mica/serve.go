@@ -145,6 +145,18 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The CA rotates while it serves: each step (here or on another server
+	// sharing the database) updates the CRLs and OCSP responders, and the
+	// server's own certificate moves to the active intermediate.
+	p.caChanged.set(func() {
+		if err := rev.sync(ctx); err != nil {
+			log.Error("following the CA rotation: the CRLs and OCSP responders keep their previous set", slog.String("error", err.Error()))
+		}
+		active := p.rotation.Signing(certs.Leaf().NotAfter).Cert.SubjectKeyId
+		if err := certs.Follow(ctx, active); err != nil {
+			log.Error("following the CA rotation: the server certificate is renewed on its schedule", slog.String("error", err.Error()))
+		}
+	})
 	httpMetrics, err := telemetry.NewHTTPMetrics(p.registry)
 	if err != nil {
 		return err
@@ -249,6 +261,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	loop("config reload", func(ctx context.Context) error { return reload.run(ctx, hup) })
 	loop("policy follower", func(ctx context.Context) error { return p.authority.FollowPolicy(ctx, policyPollInterval) })
 	loop("revocation outputs", rev.run)
+	loop("CA rotation", p.rotation.Run)
 	for _, l := range eventLoops {
 		loop(l.name, l.run)
 	}

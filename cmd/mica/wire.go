@@ -5,12 +5,12 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,13 +21,13 @@ import (
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
-	"github.com/mica-pki/mica/internal/crl"
-	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 	"github.com/mica-pki/mica/internal/limits"
 	"github.com/mica-pki/mica/internal/ratelimit"
 	"github.com/mica-pki/mica/internal/ratelimit/pgbuckets"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/postgres"
 	"github.com/mica-pki/mica/internal/store/sqlite"
@@ -39,6 +39,13 @@ import (
 type parts struct {
 	cfg       *Config
 	hierarchy *ca.Hierarchy
+	// caKeys holds the CA keys (sealed files or a PKCS#11 token).
+	caKeys custody.Keys
+	// rotation is the CA as it rotates: the authority's signing CA and
+	// trust bundle; caChanged relays its steps to the consumers serve
+	// wires after it (CRLs, OCSP, the server's certificate).
+	rotation  *rotation.Manager
+	caChanged *relay
 	store     store.Store
 	authority *authority.Authority
 	minter    *token.Minter
@@ -71,6 +78,7 @@ func (p *parts) Close() error {
 	if p.sharedLimits != nil {
 		p.sharedLimits.Close()
 	}
+	defer p.caKeys.Close()
 	return p.store.Close()
 }
 
@@ -149,7 +157,18 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hier, err := ca.Load(d.caDir(), passphrase)
+	caKeys, err := openKeys(&cliEnv{getenv: os.Getenv}, cfg.Keys, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			caKeys.Close()
+		}
+	}()
+	// The data directory's CA certificates, without their keys: the CA
+	// slots hold the keys once the database serves this CA.
+	hier, err := ca.LoadCertificates(d.caDir())
 	if err != nil {
 		if errors.Is(err, ca.ErrNotInitialized) {
 			return nil, fmt.Errorf("%s: %w: run `mica init --data-dir %s` (or `mica serve --dev`)", d.dir, errNotInitialised, d.dir)
@@ -176,12 +195,6 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 			return nil, err
 		}
 	}
-	// Every certificate says where its revocation status is published.
-	iss, err := issuance.New(issuance.Config{Cert: hier.Intermediate, Signer: hier.IntermediateKey,
-		CRLURL: cfg.PublicURL + crl.Path(hier.Intermediate), OCSPURL: cfg.PublicURL + ocspPath})
-	if err != nil {
-		return nil, err
-	}
 	dbURL := o.dbURL
 	if dbURL == "" {
 		dbURL = cfg.Database
@@ -203,7 +216,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	auditKey, err := loadOrCreateAuditKey(d, passphrase)
+	auditKey, err := auditSigner(d, passphrase, caKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -254,12 +267,16 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
+	caChanged := &relay{}
+	mgr, err := openRotation(ctx, d, cfg, hier, st, caKeys, eng, log, caChanged.fire)
+	if err != nil {
+		return nil, err
+	}
 	rel := &relay{}
 	auth, err := authority.New(authority.Config{
 		Observer: metrics, Tracer: tracing.Tracer("github.com/mica-pki/mica/internal/authority"),
 		OnRevocation: rel.fire,
-		Store:        st, Policy: eng, Issuer: iss, IssuerCert: hier.Intermediate,
-		Roots: []*x509.Certificate{hier.Root}, Minter: minter,
+		Store:        st, Policy: eng, Issuers: mgr, Rotate: mgr.Force, Minter: minter,
 		Tokens: token.NewVerifier(edKey.Public().(ed25519.PublicKey)),
 		Access: cfg.policy.Access, CompilePolicy: authority.DocumentCompiler(cfg.TrustDomain, cfg.ServerNames),
 		Logger: log, JWTKey: jwtKey,
@@ -273,7 +290,7 @@ func openParts(ctx context.Context, d dataPaths, cfg *Config, passphrase []byte,
 	if err != nil {
 		return nil, err
 	}
-	return &parts{cfg: cfg, hierarchy: hier, store: st, authority: auth, minter: minter, revocations: rel, data: d,
+	return &parts{cfg: cfg, hierarchy: hier, caKeys: caKeys, rotation: mgr, caChanged: caChanged, store: st, authority: auth, minter: minter, revocations: rel, data: d,
 		audit: alog, failures: failures, guard: guard, sharedLimits: shared, registry: reg, tracing: tracing}, nil
 }
 

@@ -650,6 +650,10 @@ func (a *Agent) pollBundles(ctx context.Context) {
 	}
 }
 
+// rootFollower is a Server whose trust in the server follows the bundle
+// (client.Client).
+type rootFollower interface{ SetRoots(*x509.CertPool) }
+
 // refreshBundles fetches the X.509 and JWT bundles and, when they changed,
 // writes bundle.pem (a new version of the directory), updates what the
 // Workload API serves and runs the hooks, so new roots reach the host
@@ -664,6 +668,17 @@ func (a *Agent) refreshBundles(ctx context.Context) error {
 		return fmt.Errorf("agent: the server's bundle holds no usable root: %w", err)
 	}
 	inters, _ := credential.ParseCertificates([]byte(strings.Join(b.Intermediates, "\n")))
+	// The agent's own connections to the server trust the bundle too (it
+	// came over a connection verified by the roots held until now), so a
+	// root rollover does not strand the agent on a root the server's
+	// certificate no longer chains to.
+	if f, ok := a.cfg.Server.(rootFollower); ok {
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		f.SetRoots(pool)
+	}
 	jwks, jerr := a.cfg.Server.JWTBundle(ctx)
 
 	a.writeMu.Lock()

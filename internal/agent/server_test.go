@@ -225,3 +225,49 @@ func TestLostEnrollmentResponse(t *testing.T) {
 		t.Errorf("the pending key is still on disk: %v", err)
 	}
 }
+
+// TestClientFollowsTheBundle: the agent's own client trusts the bundle it
+// fetched, not only the roots it started with: a server that moves to a
+// certificate under the bundle's root (a root rollover) is still reached.
+func TestClientFollowsTheBundle(t *testing.T) {
+	f := authoritytest.New(t)            // its root is the bundle's
+	old := testpki.New(t, "example.org") // the root the agent started with
+	id, err := identity.Parse("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := old.Leaf(t, id, testpki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth)).TLS()
+	after := f.PKI.Leaf(t, id, testpki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth)).TLS()
+	var moved atomic.Bool
+	srv := httptest.NewUnstartedServer(api.New(api.Config{Authority: f.Authority, TrustDomain: "example.org"}))
+	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cert := before
+		if moved.Load() {
+			cert = after
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert, Certificates: []tls.Certificate{cert}}, nil
+	}}
+	srv.StartTLS()
+	defer srv.Close()
+	var a *Agent
+	c, err := client.New(client.Config{Server: srv.URL, Roots: old.Roots(),
+		GetCertificate: func() (*tls.Certificate, error) { return a.TLSCertificate() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tok := f.Token(t, authority.TokenRequest{Identity: "spiffe://example.org/billing/follow", Profile: "service"})
+	a, err = New(Config{Server: c, Token: tok, Dir: credential.Dir{Path: filepath.Join(t.TempDir(), "cred")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(t.Context()); err != nil { // enrolls and fetches the bundle
+		t.Fatal(err)
+	}
+	moved.Store(true)
+	c.Close()
+	srv.CloseClientConnections()
+	if _, err := c.Bundle(t.Context()); err != nil {
+		t.Fatalf("after the server moved to the bundle's root: %v", err)
+	}
+}

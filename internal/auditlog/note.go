@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -13,12 +14,13 @@ import (
 )
 
 // Signer signs checkpoints with the log's Ed25519 key. It implements
-// note.Signer over any ed25519 key, so the key can stay wherever mica's
-// other keys are kept.
+// note.Signer over any Ed25519 crypto.Signer, so the key can stay wherever
+// mica's other keys are kept (a sealed file, or a PKCS#11 token that signs
+// with CKM_EDDSA).
 type Signer struct {
 	name string
 	hash uint32
-	key  ed25519.PrivateKey
+	key  crypto.Signer
 	vkey string
 }
 
@@ -26,8 +28,12 @@ var _ note.Signer = (*Signer)(nil)
 
 // NewSigner returns a signer whose key is known as name (the log's origin,
 // e.g. "example.org/mica/audit").
-func NewSigner(name string, key ed25519.PrivateKey) (*Signer, error) {
-	vkey, err := note.NewEd25519VerifierKey(name, key.Public().(ed25519.PublicKey))
+func NewSigner(name string, key crypto.Signer) (*Signer, error) {
+	pub, ok := key.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("auditlog: the log key is a %T key; checkpoints are signed with Ed25519", key.Public())
+	}
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
 	if err != nil {
 		return nil, fmt.Errorf("auditlog: log key name %q: %w", name, err)
 	}
@@ -45,7 +51,7 @@ func (s *Signer) Name() string { return s.name }
 func (s *Signer) KeyHash() uint32 { return s.hash }
 
 // Sign implements note.Signer.
-func (s *Signer) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(s.key, msg), nil }
+func (s *Signer) Sign(msg []byte) ([]byte, error) { return s.key.Sign(nil, msg, crypto.Hash(0)) }
 
 // VerifierKey is the public key in note verifier-key form
 // ("name+hash+base64"), what witnesses and `mica audit verify` pin.

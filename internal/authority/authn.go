@@ -134,7 +134,8 @@ func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509
 			SerialHex(leaf), leaf.NotBefore.Format(time.RFC3339))
 	}
 	var rec store.Certificate
-	v := m.lookup(chain, a.rootPool, now)
+	trust := a.issuers.Trust()
+	v := m.lookup(chain, trust.rootPool, now)
 	if v != nil {
 		st, err := a.store.CertificateStatus(ctx, v.record.Serial)
 		if err != nil {
@@ -144,7 +145,7 @@ func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509
 		rec.Status, rec.RevokedAt, rec.RevocationReason = st.Status, st.RevokedAt, st.RevocationReason
 	} else {
 		var err error
-		if v, err = a.verifyChain(ctx, chain, source, now); err != nil {
+		if v, err = a.verifyChain(ctx, trust, chain, source, now); err != nil {
 			return Principal{}, err
 		}
 		serial := SerialHex(leaf)
@@ -181,18 +182,18 @@ func lookupError(serial string, err error) error {
 }
 
 // verifyChain builds and checks a path from chain's leaf to one of mica's
-// roots at now, for client authentication, and reads the leaf's identity.
-func (a *Authority) verifyChain(ctx context.Context, chain []*x509.Certificate, source netip.Addr, now time.Time) (*verifiedChain, error) {
+// roots (trust's) at now, for client authentication, and reads the leaf's identity.
+func (a *Authority) verifyChain(ctx context.Context, trust *Trust, chain []*x509.Certificate, source netip.Addr, now time.Time) (*verifiedChain, error) {
 	leaf := chain[0]
-	inter := a.interPool
+	inter := trust.interPool
 	if len(chain) > 1 {
-		inter = a.interPool.Clone()
+		inter = trust.interPool.Clone()
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
 	}
 	paths, err := leaf.Verify(x509.VerifyOptions{
-		Roots: a.rootPool, Intermediates: inter, CurrentTime: now,
+		Roots: trust.rootPool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
@@ -205,7 +206,7 @@ func (a *Authority) verifyChain(ctx context.Context, chain []*x509.Certificate, 
 	}
 	// The first path's window: past it, the chain is verified again
 	// (and may then find another path, or fail with the reason).
-	v := &verifiedChain{presented: slices.Clone(chain), roots: a.rootPool, id: id}
+	v := &verifiedChain{presented: slices.Clone(chain), roots: trust.rootPool, id: id}
 	for i, c := range paths[0] {
 		if i == 0 || c.NotBefore.After(v.notBefore) {
 			v.notBefore = c.NotBefore

@@ -71,11 +71,9 @@ type Store interface {
 type Config struct {
 	Store  Store
 	Policy Policy
-	Issuer Issuer
-	// IssuerCert is the intermediate that Issuer signs with.
-	IssuerCert *x509.Certificate
-	// Roots are the trust anchors clients authenticate against.
-	Roots []*x509.Certificate
+	// Issuers is the CA: the issuer that signs now and the trust bundle
+	// clients authenticate against (package rotation).
+	Issuers Issuers
 	// Minter and Tokens mint and verify enrollment tokens.
 	Minter *token.Minter
 	Tokens *token.Verifier
@@ -122,12 +120,7 @@ type Config struct {
 // Authority is the certificate lifecycle.
 type Authority struct {
 	store       Store
-	issuer      Issuer
-	issuerCert  *x509.Certificate
-	issuerFP    string
-	roots       []*x509.Certificate
-	rootPool    *x509.CertPool
-	interPool   *x509.CertPool
+	issuers     Issuers
 	minter      *token.Minter
 	tokens      *token.Verifier
 	accessModel atomic.Pointer[AccessModel]
@@ -151,17 +144,14 @@ type Authority struct {
 // New checks cfg and returns an Authority.
 func New(cfg Config) (*Authority, error) {
 	switch {
-	case cfg.Store == nil, cfg.Policy == nil, cfg.Issuer == nil, cfg.IssuerCert == nil,
-		len(cfg.Roots) == 0, cfg.Minter == nil, cfg.Tokens == nil:
-		return nil, errors.New("authority: Store, Policy, Issuer, IssuerCert, Roots, Minter and Tokens are all required")
+	case cfg.Store == nil, cfg.Policy == nil, cfg.Issuers == nil, cfg.Minter == nil, cfg.Tokens == nil:
+		return nil, errors.New("authority: Store, Policy, Issuers, Minter and Tokens are all required")
 	}
 	a := &Authority{
-		store: cfg.Store, issuer: cfg.Issuer, issuerCert: cfg.IssuerCert,
-		issuerFP: Fingerprint(cfg.IssuerCert.Raw), roots: cfg.Roots, minter: cfg.Minter, tokens: cfg.Tokens,
+		store: cfg.Store, issuers: cfg.Issuers, minter: cfg.Minter, tokens: cfg.Tokens,
 		now: cfg.Clock, log: cfg.Logger, onRevoke: cfg.OnRevocation,
 		audit: cfg.Audit, authFailed: cfg.AuthFailed, observer: cfg.Observer, tracer: cfg.Tracer,
 		guard: cfg.Guard, compile: cfg.CompilePolicy, rotate: cfg.Rotate,
-		rootPool: x509.NewCertPool(), interPool: x509.NewCertPool(),
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -180,10 +170,6 @@ func New(cfg Config) (*Authority, error) {
 	if a.tracer == nil {
 		a.tracer = noopTracer
 	}
-	for _, r := range cfg.Roots {
-		a.rootPool.AddCert(r)
-	}
-	a.interPool.AddCert(cfg.IssuerCert)
 	a.discovery = newDiscovery(a, cfg.Discovery)
 	if cfg.JWTKey != nil {
 		s, err := newJWTSigner(cfg.JWTKey)

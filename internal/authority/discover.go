@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mica-pki/mica/identity"
@@ -39,17 +40,31 @@ type DiscoveryConfig struct {
 
 // discovery is the authority's discovery state, set by New.
 type discovery struct {
-	analyzer  *discover.Analyzer
 	owners    *discover.Owners
 	reporters map[string]bool
+	roots     []*x509.Certificate // the operator's extra trust anchors
+	now       func() time.Time
+	// analyzer knows mica's CA certificates of one trust bundle; it is
+	// made again when the CA rotates.
+	mu       sync.Mutex
+	trust    *Trust
+	analyzer *discover.Analyzer
+}
+
+// analyzerFor is the analyzer for the trust bundle t.
+func (d *discovery) analyzerFor(t *Trust) *discover.Analyzer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.trust != t {
+		mica := append(slices.Clone(t.Roots), t.Intermediates...)
+		d.analyzer = discover.NewAnalyzer(discover.AnalyzerConfig{Roots: append(slices.Clone(t.Roots), d.roots...), Mica: mica, Clock: d.now})
+		d.trust = t
+	}
+	return d.analyzer
 }
 
 func newDiscovery(a *Authority, cfg DiscoveryConfig) *discovery {
-	mica := append(slices.Clone(a.roots), a.issuerCert)
-	d := &discovery{
-		analyzer: discover.NewAnalyzer(discover.AnalyzerConfig{Roots: append(slices.Clone(a.roots), cfg.Roots...), Mica: mica, Clock: a.now}),
-		owners:   cfg.Owners, reporters: map[string]bool{},
-	}
+	d := &discovery{owners: cfg.Owners, reporters: map[string]bool{}, roots: cfg.Roots, now: a.now}
 	for _, p := range cfg.AgentProfiles {
 		d.reporters[p] = true
 	}
@@ -191,7 +206,7 @@ func (a *Authority) judgeReport(ctx context.Context, p Principal, r DiscoveryRep
 		if err != nil {
 			return store.DiscoveryBatch{}, sum, newError(KindInvalid, err, "sighting %d: %v", i+1, err)
 		}
-		an, err := a.discovery.analyzer.Analyze(s)
+		an, err := a.discovery.analyzerFor(a.issuers.Trust()).Analyze(s)
 		if err != nil {
 			return store.DiscoveryBatch{}, sum, newError(KindInvalid, err, "sighting %d: %v", i+1, err)
 		}

@@ -96,8 +96,13 @@ func guardError(err error) *Error {
 // good chain costs nothing extra.
 func (a *Authority) reportForeignIssuer(ctx context.Context, chain []*x509.Certificate, source netip.Addr) {
 	leaf := chain[0]
-	if a.guard == nil || leaf.CheckSignatureFrom(a.issuerCert) == nil {
+	if a.guard == nil {
 		return
+	}
+	for _, c := range a.issuers.Trust().Intermediates {
+		if leaf.CheckSignatureFrom(c) == nil {
+			return
+		}
 	}
 	fi := ForeignIssuer{Subject: leaf.Issuer.String(), KeyID: hex.EncodeToString(leaf.AuthorityKeyId)}
 	for _, c := range chain[1:] {

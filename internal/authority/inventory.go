@@ -46,7 +46,8 @@ func (a *Authority) Certificate(ctx context.Context, p Principal, serial string)
 
 // Bundle is the trust bundle: the roots, and the intermediates they vouch for.
 func (a *Authority) Bundle() (roots, intermediates []*x509.Certificate) {
-	return a.roots, []*x509.Certificate{a.issuerCert}
+	t := a.issuers.Trust()
+	return t.Roots, t.Intermediates
 }
 
 // RecordSystemEvent records something mica did on its own behalf (CA

@@ -113,7 +113,8 @@ func (a *Authority) alreadyPaid(ctx context.Context, jti string, key crypto.Publ
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "certificate returned again for its token",
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity), slog.String("token", jti))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec}, true
+	trust := a.issuers.Trust()
+	return &Issued{Certificate: cert, Chain: trust.Chain(rec.Issuer), Roots: trust.Roots, Record: rec}, true
 }
 
 // RenewRequest is a renewal authenticated by the current certificate.
@@ -190,6 +191,9 @@ type issueInput struct {
 	// attempt is the request as the guard saw it at admission; zero for
 	// mica's own issuance, which no limit applies to.
 	attempt Attempt
+	// issuer, when set, is the ID of the CA that must sign (an OCSP
+	// responder's certificate comes from the CA it answers for).
+	issuer string
 }
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
@@ -217,20 +221,32 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	}
 	notBefore := a.now().Add(-backdate(dec.TTL))
 	notAfter := notBefore.Add(dec.TTL)
-	if notAfter.After(a.issuerCert.NotAfter) {
-		// A leaf cannot outlive its issuer; shorten it rather than refuse so
-		// that clients keep working while the intermediate is being rotated.
-		notAfter = a.issuerCert.NotAfter
+	signing := a.issuers.Signing(notAfter)
+	if in.issuer != "" {
+		if signing = a.issuers.Issuer(in.issuer); signing == nil {
+			return nil, newError(KindInternal, nil, "issuing CA %s is not in the bundle or its key is not online here", in.issuer)
+		}
+	}
+	if notBefore.Before(signing.Cert.NotBefore) {
+		// Backdating stops at the issuer's start: a CA activated minutes
+		// ago (short-lived CAs, a rotation drill) backdates less.
+		notBefore = signing.Cert.NotBefore
+	}
+	if notAfter.After(signing.Cert.NotAfter) {
+		// A leaf cannot outlive its issuer. Rotation has the next issuer
+		// sign before this happens; when none is ready yet, shorten the
+		// leaf rather than refuse, so that clients keep working.
+		notAfter = signing.Cert.NotAfter
 	}
 	prepared, err := step(ctx, a, spanLint, func(context.Context) (*issuance.Prepared, error) {
-		return a.issuer.Prepare(issuance.Request{
+		return signing.Issuer.Prepare(issuance.Request{
 			PublicKey: in.req.PublicKey, Identity: dec.Identity,
 			NotBefore: notBefore, NotAfter: notAfter, ExtKeyUsage: dec.ExtKeyUsage,
 		})
 	})
 	var cert *x509.Certificate
 	if err == nil {
-		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return a.issuer.Sign(prepared) })
+		cert, err = step(ctx, a, spanSign, func(context.Context) (*x509.Certificate, error) { return signing.Issuer.Sign(prepared) })
 	}
 	if err != nil {
 		var lintErr *issuance.LintError
@@ -254,7 +270,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		SourceAddr:  addrString(in.req.Source),
 		NotBefore:   cert.NotBefore,
 		NotAfter:    cert.NotAfter,
-		Issuer:      a.issuerFP,
+		Issuer:      signing.ID,
 		Status:      store.StatusActive,
 		RenewedFrom: in.renewedFrom,
 		Owner:       in.owner,
@@ -295,7 +311,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		slog.String("serial", rec.Serial), slog.String("identity", rec.Identity),
 		slog.String("profile", rec.Profile), slog.String("action", string(in.action)),
 		slog.Time("not_after", rec.NotAfter))
-	return &Issued{Certificate: cert, Chain: []*x509.Certificate{a.issuerCert}, Roots: a.roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
+	return &Issued{Certificate: cert, Chain: signing.Chain, Roots: a.issuers.Trust().Roots, Record: rec, LeafIndex: iss.Event.LeafIndex}, nil
 }
 
 // decide asks policy, translating its refusal into the authority's error.
@@ -352,5 +368,21 @@ func (a *Authority) IssueInternal(ctx context.Context, profile string, id identi
 		req:   policy.Request{Profile: profile, Identity: id, TTL: ttl, PublicKey: pub, Method: policy.MethodInternal, Requester: "system"},
 		event: store.Event{Actor: "system", Identity: id.Primary(), Profile: profile}, action: store.ActionCertIssued,
 		detail: "issued by mica for its own use", owner: "system",
+	})
+}
+
+// IssueOCSPResponder issues the delegated OCSP responder certificate of the
+// issuing CA issuer (an ID, the CA's fingerprint), signed by that CA, under
+// the reserved OCSP profile, for the responder's SPIFFE ID under
+// OCSPPathPrefix: decided, linted, signed and recorded in the inventory
+// and the audit log like any certificate. It never outlives the CA.
+func (a *Authority) IssueOCSPResponder(ctx context.Context, issuer string, id identity.Identity, pub crypto.PublicKey) (iss *Issued, err error) {
+	ctx, tr := a.track(ctx, "authority.IssueOCSPResponder", policy.MethodInternal)
+	defer func() { tr.end(iss, err) }()
+	tr.profile = ProfileOCSP
+	return a.issue(ctx, issueInput{
+		req:   policy.Request{Profile: ProfileOCSP, Identity: id, PublicKey: pub, Method: policy.MethodInternal, Requester: "system"},
+		event: store.Event{Actor: "system", Identity: id.Primary(), Profile: ProfileOCSP}, action: store.ActionCertIssued,
+		detail: "OCSP responder certificate for issuing CA " + issuer, owner: "system", issuer: issuer,
 	})
 }

@@ -244,8 +244,8 @@ func (a *Authority) FollowPolicy(ctx context.Context, interval time.Duration) er
 	}
 }
 
-// RotateFunc forces one step of a CA rotation ("prepare", "activate");
-// the CA package supplies it.
+// RotateFunc forces one step of a CA rotation ("prepare", "activate",
+// "abort", and the same for the root); package rotation supplies it.
 type RotateFunc func(ctx context.Context, step string) (string, error)
 
 // Rotate forces a CA rotation step (ca:rotate, approvable).
@@ -256,13 +256,19 @@ func (a *Authority) Rotate(ctx context.Context, p Principal, step string) (strin
 	if a.rotate == nil {
 		return "", newError(KindInternal, nil, "this server does not rotate its CA")
 	}
-	if step != "prepare" && step != "activate" {
-		return "", newError(KindInvalid, nil, "rotation step %q: use prepare or activate", step)
+	switch step {
+	case "prepare", "activate", "abort", "prepare-root", "activate-root", "abort-root":
+	default:
+		return "", newError(KindInvalid, nil, "rotation step %q: use prepare, activate, abort, prepare-root, activate-root or abort-root", step)
 	}
 	if err := a.gate(ctx, p, ActCARotate, Resource{}, rotateParams{Step: step}, ""); err != nil {
 		return "", err
 	}
 	out, err := a.rotate(ctx, step)
+	var refused *Error
+	if errors.As(err, &refused) {
+		return "", refused // the CA's state does not allow the step
+	}
 	if err != nil {
 		return "", newError(KindInternal, err, "rotation step %s failed: %v", step, err)
 	}

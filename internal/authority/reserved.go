@@ -24,14 +24,21 @@ const (
 	ProfileAdmin = ReservedProfilePrefix + "admin"
 	// ProfileServer is the profile of mica's own TLS server certificate.
 	ProfileServer = ReservedProfilePrefix + "server"
+	// ProfileOCSP is the profile of the OCSP responders' delegated
+	// certificates, one per issuing CA, each signed by that CA.
+	ProfileOCSP = ReservedProfilePrefix + "ocsp"
 	// ReservedSPIFFEPath is mica's own SPIFFE namespace: IDs at or below it
 	// are issued only under reserved profiles.
 	ReservedSPIFFEPath = "/mica"
 	// AdminPathPrefix is where administrators' SPIFFE IDs live.
 	AdminPathPrefix = ReservedSPIFFEPath + "/admin/"
+	// OCSPPathPrefix is where the OCSP responders' SPIFFE IDs live
+	// (…/mica/ocsp/<issuer's subject key id, hex>).
+	OCSPPathPrefix = ReservedSPIFFEPath + "/ocsp/"
 
 	AdminCertTTL  = 30 * 24 * time.Hour
 	ServerCertTTL = 7 * 24 * time.Hour
+	OCSPCertTTL   = 7 * 24 * time.Hour
 	// AdminMaxRenewalChain is how long an administrator's credential may be
 	// renewed from the token that first enrolled it; then a new token is
 	// needed, so a stolen admin credential does not live forever.
@@ -86,6 +93,13 @@ func WithReserved(cfg policy.Config, serverNames []string) (policy.Config, error
 	}
 	if len(server.DNS)+len(server.IPs) > 0 {
 		out.Profiles[ProfileServer] = server
+	}
+	out.Profiles[ProfileOCSP] = policy.ProfileConfig{
+		SPIFFE:      []string{OCSPPathPrefix + "*"},
+		DefaultTTL:  duration.Duration(OCSPCertTTL),
+		MaxTTL:      duration.Duration(OCSPCertTTL),
+		ExtKeyUsage: []string{"ocspSigning"},
+		Rule:        `request.method == "internal"`,
 	}
 	out.Reserved = policy.Reserved{SPIFFEPath: ReservedSPIFFEPath, Names: names, ProfilePrefix: ReservedProfilePrefix}
 	return out, nil

@@ -89,7 +89,7 @@ func (a *Authority) CreateToken(ctx context.Context, p Principal, req TokenReque
 	c := token.Claims{
 		ID: token.NewID(), Identity: strings.Join(id.SANs(), ","), Profile: req.Profile, Issuer: p.Name,
 		IssuedAt: now, Expiry: now.Add(ttl), Network: req.Network.Masked(),
-		RootFingerprint: Fingerprint(a.roots[0].Raw),
+		RootFingerprint: Fingerprint(a.issuers.Trust().Roots[0].Raw),
 	}
 	raw, err := a.minter.Mint(c)
 	if err != nil {

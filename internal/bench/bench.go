@@ -26,6 +26,7 @@ import (
 	"github.com/mica-pki/mica/internal/acme"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/token"
 )
 
@@ -50,9 +51,10 @@ type Server struct {
 	// OnRevocation adds fn to what runs when a revocation commits, before
 	// the feed is told.
 	OnRevocation func(fn func())
-	// Store names the engine in the results.
-	Store string
-	Close func()
+	// Store names the engine in the results, KeyBackend where the CA's
+	// keys are (file or pkcs11).
+	Store, KeyBackend string
+	Close             func()
 }
 
 // Options say what a Server needs beyond the authority.
@@ -64,6 +66,9 @@ type Options struct {
 	SampleRatio  float64
 	// Revocation runs the feed, CRL and OCSP outputs.
 	Revocation bool
+	// Keys is where the throwaway CA's keys are made (a PKCS#11 token, to
+	// measure what signing there costs); zero is sealed files.
+	Keys custody.Settings
 }
 
 // Open makes a Server; the binary supplies it.

@@ -22,6 +22,7 @@ type IssueResult struct {
 	Server      string  `json:"server,omitempty"`
 	Store       string  `json:"store"`
 	KeyType     string  `json:"key_type"`
+	KeyBackend  string  `json:"ca_key_backend,omitempty"` // where the intermediate's key is: file or pkcs11
 	Concurrency int     `json:"concurrency"`
 	DurationSec float64 `json:"duration_seconds"`
 	Issued      int     `json:"issued"`
@@ -45,8 +46,10 @@ type IssueResult struct {
 // one.
 type IssueTarget struct {
 	Mode, Server, Store string
-	Minter              *token.Minter
-	Enroll              func(ctx context.Context, token string, csr []byte) error
+	// KeyBackend is where the issuing CA's key is, when known.
+	KeyBackend string
+	Minter     *token.Minter
+	Enroll     func(ctx context.Context, token string, csr []byte) error
 	// CPU is the server's CPU time so far, when the server is another
 	// process on this machine; nil otherwise (in-process, the process's
 	// own is the server's).
@@ -58,7 +61,7 @@ type IssueTarget struct {
 // InProcess enrolls through s's authority directly.
 func InProcess(s *Server) IssueTarget {
 	src := netip.MustParseAddr("127.0.0.1")
-	return IssueTarget{Mode: "in-process", Store: s.Store, Minter: s.Minter,
+	return IssueTarget{Mode: "in-process", Store: s.Store, KeyBackend: s.KeyBackend, Minter: s.Minter,
 		Enroll: func(ctx context.Context, tok string, csr []byte) error {
 			_, err := s.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: csr, Source: src})
 			return err
@@ -102,7 +105,7 @@ type IssueConfig struct {
 // clock starts (admin and client work), so latency is the enrollment call
 // alone.
 func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
-	res := IssueResult{Mode: cfg.Target.Mode, Server: cfg.Target.Server, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), Concurrency: cfg.Concurrency,
+	res := IssueResult{Mode: cfg.Target.Mode, Server: cfg.Target.Server, Store: cfg.Target.Store, KeyType: string(cfg.KeyType), KeyBackend: cfg.Target.KeyBackend, Concurrency: cfg.Concurrency,
 		TraceRatio:     cfg.TraceRatio,
 		ClientWorkNote: "keys are pre-generated and tokens pre-minted before the clock starts (client and admin work); latency is the enrollment call alone"}
 	csrs, err := csrPool(cfg.KeyType, nil)
@@ -168,6 +171,9 @@ func (r IssueResult) WriteText(w io.Writer) {
 		where += " (" + r.Server + ")"
 	}
 	fmt.Fprintf(w, "bench issue: %s, store %s, %s keys, concurrency %d, %.1fs\n", where, r.Store, r.KeyType, r.Concurrency, r.DurationSec)
+	if r.KeyBackend != "" {
+		fmt.Fprintf(w, "  CA keys     %s\n", r.KeyBackend)
+	}
 	fmt.Fprintf(w, "  issued      %d (%d errors)\n", r.Issued, r.Errors)
 	writeCommon(w, r.PerSecond, r.P50Ms, r.P99Ms, r.MaxMs, r.Mode, r.ServerCPUMs, r.ClientCPUMs, r.PeakRSSBytes, r.LoadBefore, r.LoadAfter)
 	if r.TraceRatio > 0 {

@@ -1,5 +1,6 @@
-// Package ca makes and keeps mica's CA hierarchy: a root (path length 1)
-// that signs intermediates (path length 0, name-constrained to one SPIFFE
+// Package ca makes and keeps mica's CA hierarchy: a root (path length 2:
+// an intermediate, and room for a cross-certificate during a root
+// rollover) that signs intermediates (path length 0, name-constrained to one SPIFFE
 // trust domain), and the intermediate that signs workload certificates.
 //
 // Start with [Init] (root and intermediate on one machine) or, for an
@@ -50,11 +51,6 @@ const (
 	// rotated often enough that rotation stays a practised routine.
 	DefaultIntermediateValidity = 365 * 24 * time.Hour
 
-	// backdate sets CA certificates' NotBefore an hour early so that
-	// verifiers whose clocks run behind, and leaves backdated for the same
-	// reason, are still inside the CA's validity.
-	backdate = time.Hour
-
 	organization = "mica"
 )
 
@@ -94,6 +90,12 @@ type IntermediateConfig struct {
 	Now  func() time.Time
 }
 
+// backdate sets a CA certificate's NotBefore early, so that verifiers
+// whose clocks run behind, and leaves backdated for the same reason, are
+// still inside the CA's validity: an hour, or a tenth of a short life (a
+// rotation drill's CAs live minutes).
+func backdate(validity time.Duration) time.Duration { return min(time.Hour, validity/10) }
+
 func orDefaults(r io.Reader, now func() time.Time) (io.Reader, func() time.Time) {
 	if r == nil {
 		r = rand.Reader
@@ -126,9 +128,18 @@ func checkSigner(signer crypto.Signer) error {
 	return nil
 }
 
+// rootPathLen leaves room below a root for its intermediates (path length
+// 0) and, during a root rollover, for a cross-certificate above them: the
+// path from a new intermediate to the old root is intermediate →
+// cross-certificate (the new root certified by the old) → old root, and
+// Go and OpenSSL both hold the trusted root to its path length. A root
+// with path length 1 (made before rollovers) can only be rolled over for
+// verifiers that take the new bundle.
+const rootPathLen = 2
+
 // NewRoot makes a self-signed root CA certificate for signer: path length
-// 1 (it signs intermediates, which sign leaves), key usage certSign and
-// cRLSign, subject "<trust domain> Root CA", O=mica.
+// 2 (see rootPathLen), key usage certSign and cRLSign, subject "<trust
+// domain> Root CA", O=mica.
 func NewRoot(signer crypto.Signer, cfg RootConfig) (*x509.Certificate, error) {
 	if err := checkSigner(signer); err != nil {
 		return nil, err
@@ -165,12 +176,12 @@ func NewRoot(signer crypto.Signer, cfg RootConfig) (*x509.Certificate, error) {
 		SubjectKeyId:          ski,
 		AuthorityKeyId:        ski,
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{organization}},
-		NotBefore:             t.Add(-backdate),
+		NotBefore:             t.Add(-backdate(validity)),
 		NotAfter:              t.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLen:            1,
+		MaxPathLen:            rootPathLen,
 	}
 	cert, err := issuance.CheckAndSign(tmpl, nil, signer.Public(), signer, r)
 	if err != nil {
@@ -246,7 +257,7 @@ func SignIntermediate(root *x509.Certificate, rootKey crypto.Signer, csr *x509.C
 		return nil, fmt.Errorf("ca: intermediate validity %s is negative", validity)
 	}
 	t := now().Truncate(time.Second)
-	notBefore := t.Add(-backdate)
+	notBefore := t.Add(-backdate(validity))
 	if notBefore.Before(root.NotBefore) {
 		notBefore = root.NotBefore
 	}
@@ -312,4 +323,57 @@ func ipNets(in []netip.Prefix) []*net.IPNet {
 		out = append(out, &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
 	}
 	return out
+}
+
+// CrossSign certifies root's key and name with another root's key, for a
+// root rollover: verifiers that trust only issuer then accept chains that
+// end in root, and the other way round with the two swapped. The
+// cross-certificate keeps root's subject, subject key identifier and path
+// length; its validity is the overlap of the two roots'.
+func CrossSign(root, issuer *x509.Certificate, issuerKey crypto.Signer, r io.Reader, now func() time.Time) (*x509.Certificate, error) {
+	if root == nil || issuer == nil {
+		return nil, errors.New("ca: CrossSign needs both roots")
+	}
+	if err := checkSigner(issuerKey); err != nil {
+		return nil, err
+	}
+	if pub, ok := issuerKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(issuer.PublicKey) {
+		return nil, fmt.Errorf("ca: the signing key does not belong to root %q", issuer.Subject.CommonName)
+	}
+	if !root.IsCA || !issuer.IsCA {
+		return nil, errors.New("ca: only roots are cross-signed")
+	}
+	r, now = orDefaults(r, now)
+	sn, err := serial(r)
+	if err != nil {
+		return nil, err
+	}
+	notBefore, notAfter := root.NotBefore, root.NotAfter
+	if issuer.NotBefore.After(notBefore) {
+		notBefore = issuer.NotBefore
+	}
+	if issuer.NotAfter.Before(notAfter) {
+		notAfter = issuer.NotAfter
+	}
+	if !notAfter.After(now()) {
+		return nil, fmt.Errorf("ca: roots %q and %q do not overlap in the future", root.Subject.CommonName, issuer.Subject.CommonName)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          sn,
+		Subject:               root.Subject,
+		RawSubject:            root.RawSubject,
+		SubjectKeyId:          root.SubjectKeyId,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		// Below a cross-certificate come only intermediates.
+		MaxPathLen: 1,
+	}
+	cert, err := issuance.CheckAndSign(tmpl, issuer, root.PublicKey, issuerKey, r)
+	if err != nil {
+		return nil, fmt.Errorf("ca: cross-certificate: %w", err)
+	}
+	return cert, nil
 }

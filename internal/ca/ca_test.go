@@ -75,7 +75,7 @@ func TestInitEachAlgorithm(t *testing.T) {
 			if got, _ := keys.AlgorithmOf(root.PublicKey); got != alg {
 				t.Errorf("root key is %s, want %s", got, alg)
 			}
-			if !root.IsCA || root.MaxPathLen != 1 || root.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign {
+			if !root.IsCA || root.MaxPathLen != 2 || root.KeyUsage != x509.KeyUsageCertSign|x509.KeyUsageCRLSign {
 				t.Errorf("root: IsCA=%v MaxPathLen=%d KeyUsage=%b", root.IsCA, root.MaxPathLen, root.KeyUsage)
 			}
 			if root.Subject.CommonName != "example.org Root CA" || len(root.Subject.Organization) != 1 || root.Subject.Organization[0] != "mica" {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,6 +20,7 @@ import (
 	"github.com/mica-pki/mica/internal/atomicfile"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/keys/file"
 )
 
@@ -29,6 +31,10 @@ const (
 	IntermediateCertFile = "intermediate.pem"
 	IntermediateKeyFile  = "intermediate.key"
 	IntermediateCSRFile  = "intermediate.csr"
+	// A key kept in a PKCS#11 token is named by its URI in a file next to
+	// where the sealed key would be.
+	RootKeyURIFile         = RootKeyFile + ".uri"
+	IntermediateKeyURIFile = IntermediateKeyFile + ".uri"
 )
 
 var (
@@ -52,8 +58,11 @@ type InitConfig struct {
 	TrustDomain spiffeid.TrustDomain
 	// Algorithm of the CA keys; empty means keys.Default.
 	Algorithm keys.Algorithm
-	// Passphrase encrypts the root and intermediate keys. Required.
+	// Passphrase encrypts the root and intermediate keys. Required unless
+	// Keys keeps them elsewhere.
 	Passphrase []byte
+	// Keys makes the CA keys; nil means sealed with Passphrase in files.
+	Keys custody.Keys
 
 	RootValidity         time.Duration
 	IntermediateValidity time.Duration
@@ -85,8 +94,11 @@ func (c *InitConfig) check() (keys.Algorithm, error) {
 	if c.TrustDomain.IsZero() {
 		return "", errors.New("ca: InitConfig.TrustDomain is required")
 	}
-	if len(c.Passphrase) == 0 {
-		return "", errors.New("ca: a passphrase is required to encrypt the CA keys")
+	if c.Keys == nil {
+		if len(c.Passphrase) == 0 {
+			return "", errors.New("ca: a passphrase is required to encrypt the CA keys")
+		}
+		c.Keys = custody.Sealed(c.Passphrase)
 	}
 	alg := c.Algorithm
 	if alg == "" {
@@ -115,14 +127,14 @@ func Init(dir string, cfg InitConfig) (*Hierarchy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir, RootCertFile, RootKeyFile, IntermediateCertFile, IntermediateKeyFile, IntermediateCSRFile); err != nil {
+	if err := prepareDir(dir, RootCertFile, RootKeyFile, RootKeyURIFile, IntermediateCertFile, IntermediateKeyFile, IntermediateKeyURIFile, IntermediateCSRFile); err != nil {
 		return nil, err
 	}
-	root, rootKey, err := makeRoot(alg, cfg)
+	root, rootKey, rootRef, err := makeRoot(alg, cfg)
 	if err != nil {
 		return nil, err
 	}
-	intKey, err := keys.Generate(alg, cfg.Rand)
+	intKey, intRef, err := cfg.Keys.Generate(alg, IntermediateKeyLabel(1))
 	if err != nil {
 		return nil, fmt.Errorf("ca: generating the intermediate key: %w", err)
 	}
@@ -139,10 +151,10 @@ func Init(dir string, cfg InitConfig) (*Hierarchy, error) {
 		return nil, err
 	}
 	// Keys before certificates: a certificate on disk always has its key.
-	if err := writeKey(dir, RootKeyFile, rootKey, cfg.Passphrase); err != nil {
+	if err := writeKeyRef(dir, RootKeyFile, rootRef); err != nil {
 		return nil, err
 	}
-	if err := writeKey(dir, IntermediateKeyFile, intKey, cfg.Passphrase); err != nil {
+	if err := writeKeyRef(dir, IntermediateKeyFile, intRef); err != nil {
 		return nil, err
 	}
 	if err := writeCert(dir, RootCertFile, root); err != nil {
@@ -161,14 +173,14 @@ func InitRootOnly(dir string, cfg InitConfig) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir, RootCertFile, RootKeyFile); err != nil {
+	if err := prepareDir(dir, RootCertFile, RootKeyFile, RootKeyURIFile); err != nil {
 		return nil, err
 	}
-	root, rootKey, err := makeRoot(alg, cfg)
+	root, _, rootRef, err := makeRoot(alg, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeKey(dir, RootKeyFile, rootKey, cfg.Passphrase); err != nil {
+	if err := writeKeyRef(dir, RootKeyFile, rootRef); err != nil {
 		return nil, err
 	}
 	if err := writeCert(dir, RootCertFile, root); err != nil {
@@ -177,34 +189,49 @@ func InitRootOnly(dir string, cfg InitConfig) (*x509.Certificate, error) {
 	return root, nil
 }
 
-func makeRoot(alg keys.Algorithm, cfg InitConfig) (*x509.Certificate, crypto.Signer, error) {
-	key, err := keys.Generate(alg, cfg.Rand)
+func makeRoot(alg keys.Algorithm, cfg InitConfig) (*x509.Certificate, crypto.Signer, custody.Ref, error) {
+	key, ref, err := cfg.Keys.Generate(alg, RootKeyLabel(1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("ca: generating the root key: %w", err)
+		return nil, nil, custody.Ref{}, fmt.Errorf("ca: generating the root key: %w", err)
 	}
 	root, err := NewRoot(key, cfg.root())
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, custody.Ref{}, err
 	}
-	return root, key, nil
+	return root, key, ref, nil
 }
 
 // LoadRoot reads the root certificate and decrypts the root key, on the
 // machine that signs intermediates.
 func LoadRoot(dir string, passphrase []byte) (*x509.Certificate, crypto.Signer, error) {
-	root, err := readCert(dir, RootCertFile)
+	return LoadRootKeys(dir, custody.Sealed(passphrase))
+}
+
+// LoadRootKeys is LoadRoot for a root key in any custody.
+func LoadRootKeys(dir string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
+	return loadRoot(dir, RootCertFile, RootKeyFile, k)
+}
+
+// LoadPreviousRootKeys loads the root a rollover replaced (previous-root.*),
+// to sign its CRLs until it leaves the bundle.
+func LoadPreviousRootKeys(dir string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
+	return loadRoot(dir, PreviousRootCertFile, PreviousRootKeyFile, k)
+}
+
+func loadRoot(dir, certFile, keyFile string, k custody.Keys) (*x509.Certificate, crypto.Signer, error) {
+	root, err := readCert(dir, certFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPath := filepath.Join(dir, RootKeyFile)
-	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+	keyPath := filepath.Join(dir, keyFile)
+	if !exists(keyPath) && !exists(keyPath+".uri") {
 		return nil, nil, fmt.Errorf("%w: %s does not exist: sign intermediates on the machine that holds the root key", ErrNoRootKey, keyPath)
 	}
-	key, err := file.Load(keyPath, passphrase)
+	key, err := openKey(dir, keyFile, k)
 	if err != nil {
 		return nil, nil, fmt.Errorf("ca: root key: %w", err)
 	}
-	if err := matches(key, root, keyPath, RootCertFile); err != nil {
+	if err := matches(key, root, keyPath, certFile); err != nil {
 		return nil, nil, err
 	}
 	return root, key, nil
@@ -219,10 +246,10 @@ func RequestIntermediate(dir string, cfg InitConfig) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prepareDir(dir, IntermediateKeyFile, IntermediateCSRFile, IntermediateCertFile); err != nil {
+	if err := prepareDir(dir, IntermediateKeyFile, IntermediateKeyURIFile, IntermediateCSRFile, IntermediateCertFile); err != nil {
 		return nil, err
 	}
-	key, err := keys.Generate(alg, cfg.Rand)
+	key, ref, err := cfg.Keys.Generate(alg, IntermediateKeyLabel(1))
 	if err != nil {
 		return nil, fmt.Errorf("ca: generating the intermediate key: %w", err)
 	}
@@ -230,7 +257,7 @@ func RequestIntermediate(dir string, cfg InitConfig) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeKey(dir, IntermediateKeyFile, key, cfg.Passphrase); err != nil {
+	if err := writeKeyRef(dir, IntermediateKeyFile, ref); err != nil {
 		return nil, err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
@@ -294,6 +321,31 @@ func ImportIntermediate(dir string, certPEM []byte) (*x509.Certificate, error) {
 // certificates and the decrypted intermediate key. The root key is not
 // needed and may be absent.
 func Load(dir string, passphrase []byte) (*Hierarchy, error) {
+	return LoadKeys(dir, custody.Sealed(passphrase))
+}
+
+// LoadKeys is Load for CA keys in any custody.
+func LoadKeys(dir string, k custody.Keys) (*Hierarchy, error) {
+	h, err := LoadCertificates(dir)
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(dir, IntermediateKeyFile)
+	key, err := openKey(dir, IntermediateKeyFile, k)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	if err := matches(key, h.Intermediate, keyPath, IntermediateCertFile); err != nil {
+		return nil, err
+	}
+	h.IntermediateKey = key
+	return h, nil
+}
+
+// LoadCertificates reads and checks the CA directory's root and
+// intermediate certificates without opening any key: a server that rotates
+// its CA takes the keys from the CA slots.
+func LoadCertificates(dir string) (*Hierarchy, error) {
 	certPath := filepath.Join(dir, IntermediateCertFile)
 	if _, err := os.Stat(certPath); errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Stat(filepath.Join(dir, IntermediateCSRFile)); err == nil {
@@ -315,15 +367,7 @@ func Load(dir string, passphrase []byte) (*Hierarchy, error) {
 	if err := checkIntermediate(inter, root); err != nil {
 		return nil, err
 	}
-	keyPath := filepath.Join(dir, IntermediateKeyFile)
-	key, err := file.Load(keyPath, passphrase)
-	if err != nil {
-		return nil, fmt.Errorf("ca: intermediate key: %w", err)
-	}
-	if err := matches(key, inter, keyPath, IntermediateCertFile); err != nil {
-		return nil, err
-	}
-	return &Hierarchy{Dir: dir, Root: root, Intermediate: inter, IntermediateKey: key}, nil
+	return &Hierarchy{Dir: dir, Root: root, Intermediate: inter}, nil
 }
 
 func checkIntermediate(inter, root *x509.Certificate) error {
@@ -359,12 +403,55 @@ func prepareDir(dir string, names ...string) error {
 	return nil
 }
 
-func writeKey(dir, name string, key crypto.Signer, passphrase []byte) error {
-	if err := file.Write(filepath.Join(dir, name), key, passphrase); err != nil {
-		return fmt.Errorf("ca: %w", err)
+// writeKeyRef records where a CA key is: a sealed key goes to name (0600),
+// a key held elsewhere is named by its URI in name.uri.
+func writeKeyRef(dir, name string, ref custody.Ref) error {
+	if len(ref.Sealed) > 0 {
+		return writeFile(filepath.Join(dir, name), ref.Sealed, 0o600)
 	}
-	return nil
+	return writeFile(filepath.Join(dir, name+".uri"), []byte(ref.URI+"\n"), 0o644)
 }
+
+// KeyRef reads where the CA key name (RootKeyFile, IntermediateKeyFile) is
+// kept: its URI file if there is one, else the sealed key file.
+func KeyRef(dir, name string) (custody.Ref, error) {
+	if data, err := os.ReadFile(filepath.Join(dir, name+".uri")); err == nil {
+		uri := strings.TrimSpace(string(data))
+		if uri == "" || strings.ContainsAny(uri, "\n\r") {
+			return custody.Ref{}, fmt.Errorf("ca: %s holds no key URI", filepath.Join(dir, name+".uri"))
+		}
+		return custody.Ref{URI: uri}, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return custody.Ref{}, fmt.Errorf("ca: %w", err)
+	}
+	sealed, err := file.ReadSealed(filepath.Join(dir, name))
+	if err != nil {
+		return custody.Ref{}, err
+	}
+	return custody.Ref{Sealed: sealed}, nil
+}
+
+func openKey(dir, name string, k custody.Keys) (crypto.Signer, error) {
+	ref, err := KeyRef(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	key, err := k.Open(ref)
+	if err != nil && len(ref.Sealed) > 0 {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+	}
+	return key, err
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// RootKeyLabel and IntermediateKeyLabel name generation n's key where the
+// custody backend keeps labels (a PKCS#11 token's CKA_LABEL).
+func RootKeyLabel(n int64) string         { return fmt.Sprintf("mica-root-%d", n) }
+func IntermediateKeyLabel(n int64) string { return fmt.Sprintf("mica-intermediate-%d", n) }
 
 func writeCert(dir, name string, cert *x509.Certificate) error {
 	return writeFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)

@@ -43,11 +43,21 @@ type Entry struct {
 	Reason int
 }
 
+// Signer signs a CRL with the CA's key: issuance.CRLSigner, the one place
+// a CA key signs a CRL.
+type Signer interface {
+	Public() crypto.PublicKey
+	// SignCRL signs the DER TBSCertList (with the algorithm this package
+	// writes into it for Public's key type).
+	SignCRL(tbs []byte) ([]byte, error)
+}
+
 // Params are the CRL's fixed fields.
 type Params struct {
-	// Issuer is the CA whose certificates the CRL lists; Signer its key.
+	// Issuer is the CA whose certificates the CRL lists; Signer signs
+	// with its key.
 	Issuer *x509.Certificate
-	Signer crypto.Signer
+	Signer Signer
 	// Number is the CRL number: it must grow with every CRL of this issuer.
 	Number     *big.Int
 	ThisUpdate time.Time
@@ -129,7 +139,7 @@ func Build(p Params, entries iter.Seq[Entry]) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("crl: encoding: %w", err)
 	}
-	sig, err := alg.sign(p.Signer, tbs)
+	sig, err := p.Signer.SignCRL(tbs)
 	if err != nil {
 		return nil, fmt.Errorf("crl: signing: %w", err)
 	}

@@ -46,7 +46,7 @@ func TestBuild(t *testing.T) {
 		for _, n := range []int{0, 1, 1000} {
 			t.Run(string(alg)+"/"+big.NewInt(int64(n)).String(), func(t *testing.T) {
 				pki := testpki.New(t, "example.org", testpki.WithAlgorithm(alg), testpki.WithClock(clock))
-				der, err := Build(Params{Issuer: pki.Intermediate, Signer: pki.IntermediateKey, Number: big.NewInt(42),
+				der, err := Build(Params{Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), Number: big.NewInt(42),
 					ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Entries: n}, entries(n))
 				if err != nil {
 					t.Fatal(err)
@@ -80,7 +80,7 @@ func TestBuild(t *testing.T) {
 
 func TestBuildRefuses(t *testing.T) {
 	pki := testpki.New(t, "example.org", testpki.WithClock(clock))
-	ok := Params{Issuer: pki.Intermediate, Signer: pki.IntermediateKey, Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}
+	ok := Params{Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(time.Hour)}
 	tests := []struct {
 		name    string
 		edit    func(*Params)
@@ -114,7 +114,7 @@ func TestOpenSSL(t *testing.T) {
 	pki := testpki.New(t, "example.org")
 	revoked := pki.Leaf(t, pki.ID(t, "/revoked"))
 	live := pki.Leaf(t, pki.ID(t, "/live"))
-	der, err := Build(Params{Issuer: pki.Intermediate, Signer: pki.IntermediateKey, Number: big.NewInt(7),
+	der, err := Build(Params{Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), Number: big.NewInt(7),
 		ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)},
 		slices.Values([]Entry{{Serial: revoked.Cert.SerialNumber.Bytes(), RevokedAt: time.Now().Add(-time.Minute), Reason: 1}}))
 	if err != nil {
@@ -155,7 +155,7 @@ func BenchmarkBuild1M(b *testing.B) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for b.Loop() {
-		der, err := Build(Params{Issuer: pki.Intermediate, Signer: pki.IntermediateKey, Number: big.NewInt(1),
+		der, err := Build(Params{Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), Number: big.NewInt(1),
 			ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Entries: n}, entries(n))
 		if err != nil {
 			b.Fatal(err)

@@ -3,7 +3,6 @@ package crl
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -31,7 +30,7 @@ type Source interface {
 type Config struct {
 	Source Source
 	Issuer *x509.Certificate
-	Signer crypto.Signer
+	Signer Signer
 	// IssuerID is how the store names the issuer (its certificate's SHA-256
 	// fingerprint, hex).
 	IssuerID string

@@ -62,7 +62,7 @@ func revoke(t *testing.T, st store.Store, issuer, serial string, notAfter time.T
 
 func newService(t *testing.T, st store.Store, pki *testpki.PKI, clock func() time.Time) *Service {
 	t.Helper()
-	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID, Clock: clock, Lint: issuance.LintCRL})
+	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID, Clock: clock, Lint: issuance.LintCRL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ func TestLintMaxEntries(t *testing.T) {
 	st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
 	linted := 0
 	lint := func(der []byte) error { linted++; return issuance.LintCRL(der) }
-	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID, Clock: clock,
+	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID, Clock: clock,
 		Lint: lint, LintMaxEntries: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func TestLintMaxEntries(t *testing.T) {
 		}
 		revoke(t, st, issuerID, fmt.Sprintf("%x", 0x100+i), now.Add(time.Hour), 1)
 	}
-	if d, _ := New(Config{Source: st, Issuer: pki.Intermediate, Signer: pki.IntermediateKey, IssuerID: issuerID}); d.cfg.LintMaxEntries != DefaultLintMaxEntries {
+	if d, _ := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID}); d.cfg.LintMaxEntries != DefaultLintMaxEntries {
 		t.Errorf("default LintMaxEntries = %d, want %d", d.cfg.LintMaxEntries, DefaultLintMaxEntries)
 	}
 }

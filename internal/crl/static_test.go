@@ -2,6 +2,7 @@ package crl
 
 import (
 	"bytes"
+	"github.com/mica-pki/mica/internal/issuance"
 	"io"
 	"log/slog"
 	"math/big"
@@ -37,7 +38,7 @@ func TestStaticHandler(t *testing.T) {
 	}
 	sign := func(p *testpki.PKI, number int64) []byte {
 		t.Helper()
-		der, err := Build(Params{Issuer: p.Root, Signer: p.RootKey, Number: big.NewInt(number),
+		der, err := Build(Params{Issuer: p.Root, Signer: issuance.NewCRLSigner(p.Root, p.RootKey), Number: big.NewInt(number),
 			ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour)}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -86,7 +87,7 @@ func TestStaticPastNextUpdate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "root.crl")
 	this := time.Now().Truncate(time.Second).Add(-time.Hour)
 	next := this.Add(time.Hour + 2*time.Minute)
-	der, err := Build(Params{Issuer: pki.Root, Signer: pki.RootKey, Number: big.NewInt(7), ThisUpdate: this, NextUpdate: next}, nil)
+	der, err := Build(Params{Issuer: pki.Root, Signer: issuance.NewCRLSigner(pki.Root, pki.RootKey), Number: big.NewInt(7), ThisUpdate: this, NextUpdate: next}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

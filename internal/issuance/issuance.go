@@ -20,6 +20,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -195,6 +196,9 @@ func (iss *Issuer) Sign(p *Prepared) (*x509.Certificate, error) {
 	return sign(p.tbs, iss.signer, iss.rand)
 }
 
+// oidOCSPNoCheck is id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1).
+var oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+
 // maxRSABits bounds the RSA keys mica certifies: larger moduli only cost
 // every verifier time and no profile needs them.
 const maxRSABits = 8192
@@ -307,6 +311,14 @@ func (iss *Issuer) template(req Request) (*x509.Certificate, error) {
 		DNSNames:              append([]string(nil), req.Identity.DNS...),
 		CRLDistributionPoints: iss.crl,
 		OCSPServer:            iss.ocsp,
+	}
+	if len(req.ExtKeyUsage) == 1 && req.ExtKeyUsage[0] == x509.ExtKeyUsageOCSPSigning {
+		// A delegated OCSP responder's certificate (RFC 6960 4.2.2.2):
+		// relying parties need not check its own status (id-pkix-ocsp-
+		// nocheck, 4.2.2.2.1), its short life being the protection, so it
+		// points at no CRL and no responder.
+		tmpl.CRLDistributionPoints, tmpl.OCSPServer = nil, nil
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidOCSPNoCheck, Value: []byte{0x05, 0x00}}}
 	}
 	if !req.Identity.SPIFFE.IsZero() {
 		tmpl.URIs = []*url.URL{req.Identity.SPIFFE.URL()}

@@ -3,6 +3,7 @@ package ocsp
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -70,6 +71,20 @@ func withNonce(t *testing.T, req, nonce []byte) []byte {
 	return b.BytesOrPanic()
 }
 
+// responderFunc certifies responder keys with the test PKI's issuer, the
+// way authority.IssueOCSPResponder does with the serving CA's.
+func responderFunc(t *testing.T, pki *testpki.PKI) ResponderFunc {
+	return func(_ context.Context, pub crypto.PublicKey) (*x509.Certificate, error) {
+		now := time.Now()
+		na := now.Add(7 * 24 * time.Hour)
+		if na.After(pki.Intermediate.NotAfter) {
+			na = pki.Intermediate.NotAfter
+		}
+		return pki.Issuer.Issue(issuance.Request{PublicKey: pub, Identity: pki.ID(t, "/mica/ocsp/test"), NotBefore: now.Add(-time.Minute), NotAfter: na,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}})
+	}
+}
+
 func TestResponder(t *testing.T) {
 	pki := testpki.New(t, "example.org")
 	good := pki.Leaf(t, pki.ID(t, "/good"))
@@ -83,13 +98,20 @@ func TestResponder(t *testing.T) {
 		authority.SerialHex(good.Cert):    {Serial: authority.SerialHex(good.Cert), Issuer: issuerID, Status: store.StatusActive},
 		authority.SerialHex(revoked.Cert): {Serial: authority.SerialHex(revoked.Cert), Issuer: issuerID, Status: store.StatusRevoked, RevokedAt: revokedAt, RevocationReason: 1},
 	}}
-	r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerSigner: pki.IntermediateKey, IssuerID: issuerID, Sign: issuance.CheckAndSign})
+	r, err := New(Config{Source: src, Issuer: pki.Intermediate, IssuerID: issuerID, Responder: responderFunc(t, pki)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc := r.ResponderCertificate()
 	if err := rc.CheckSignatureFrom(pki.Intermediate); err != nil || len(rc.ExtKeyUsage) != 1 || rc.ExtKeyUsage[0] != x509.ExtKeyUsageOCSPSigning {
 		t.Fatalf("responder certificate: %v, EKU %v", err, rc.ExtKeyUsage)
+	}
+	nocheck := false
+	for _, e := range rc.Extensions {
+		nocheck = nocheck || e.Id.Equal(oidNoCheck)
+	}
+	if !nocheck || len(rc.CRLDistributionPoints) != 0 || len(rc.OCSPServer) != 0 {
+		t.Fatalf("responder certificate: ocsp-nocheck %v, CRL %v, OCSP %v; want nocheck and no revocation pointers", nocheck, rc.CRLDistributionPoints, rc.OCSPServer)
 	}
 	tests := []struct {
 		name       string

@@ -10,16 +10,15 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,23 +37,23 @@ type Source interface {
 	Certificate(ctx context.Context, serial string) (store.Certificate, error)
 }
 
-// SignFunc signs a responder certificate template with the issuing CA,
-// linting it first; issuance.CheckAndSign fits.
-type SignFunc func(template, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer, rand io.Reader) (*x509.Certificate, error)
+// ResponderFunc has the issuing CA certify the responder's new key: a
+// delegated responder certificate (id-kp-OCSPSigning, ocsp-nocheck) that
+// never outlives the CA. authority.IssueOCSPResponder fits: it lints the
+// certificate and records it in the inventory and the audit log, so the
+// issuer's key is used only through package issuance.
+type ResponderFunc func(ctx context.Context, pub crypto.PublicKey) (*x509.Certificate, error)
 
 // Config wires a Responder for one issuing CA.
 type Config struct {
 	Source Source
-	// Issuer and IssuerSigner are the CA the answers are about; it signs
-	// the responder's certificate.
-	Issuer       *x509.Certificate
-	IssuerSigner crypto.Signer
+	// Issuer is the CA the answers are about.
+	Issuer *x509.Certificate
 	// IssuerID is how the store names the issuer (its certificate's SHA-256
 	// fingerprint, hex): certificates of other issuers are unknown here.
 	IssuerID string
-	// Sign makes the responder certificate; nil means x509.CreateCertificate
-	// without lint.
-	Sign SignFunc
+	// Responder certifies the responder's keys. Required.
+	Responder ResponderFunc
 	// Validity is nextUpdate − thisUpdate of each response; default 1h.
 	Validity time.Duration
 	// ResponderLifetime is the responder certificate's; default 7 days,
@@ -97,8 +96,8 @@ type Responder struct {
 // New checks cfg, has the issuer sign a responder certificate and returns
 // the Responder.
 func New(cfg Config) (*Responder, error) {
-	if cfg.Source == nil || cfg.Issuer == nil || cfg.IssuerSigner == nil || cfg.IssuerID == "" {
-		return nil, errors.New("ocsp: Config needs Source, Issuer, IssuerSigner and IssuerID")
+	if cfg.Source == nil || cfg.Issuer == nil || cfg.Responder == nil || cfg.IssuerID == "" {
+		return nil, errors.New("ocsp: Config needs Source, Issuer, Responder and IssuerID")
 	}
 	if cfg.Validity <= 0 {
 		cfg.Validity = time.Hour
@@ -114,15 +113,6 @@ func New(cfg Config) (*Responder, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Sign == nil {
-		cfg.Sign = func(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer, rnd io.Reader) (*x509.Certificate, error) {
-			der, err := x509.CreateCertificate(rnd, tmpl, parent, pub, signer)
-			if err != nil {
-				return nil, err
-			}
-			return x509.ParseCertificate(der)
-		}
 	}
 	spkBits, err := publicKeyBits(cfg.Issuer)
 	if err != nil {
@@ -152,42 +142,21 @@ func publicKeyBits(c *x509.Certificate) ([]byte, error) {
 	return bits.Bytes, nil
 }
 
-// renewResponder makes a new responder key and certificate and re-signs
-// every cached response with it.
+// renewResponder makes a new responder key, has the issuer certify it and
+// re-signs every cached response with it.
 func (r *Responder) renewResponder() error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("ocsp: generating the responder key: %w", err)
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return fmt.Errorf("ocsp: %w", err)
-	}
-	ski := sha256.Sum256(pubDER)
-	serial := make([]byte, 16)
-	rand.Read(serial)
-	serial[0] &= 0x7f
-	now := r.cfg.Clock()
-	notAfter := now.Add(r.cfg.ResponderLifetime)
-	if notAfter.After(r.cfg.Issuer.NotAfter) {
-		notAfter = r.cfg.Issuer.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: new(big.Int).SetBytes(serial),
-		Subject:      pkix.Name{CommonName: "mica OCSP responder", Organization: r.cfg.Issuer.Subject.Organization},
-		NotBefore:    now.Add(-time.Minute), NotAfter: notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
-		BasicConstraintsValid: true,
-		SubjectKeyId:          ski[:20],
-		// id-pkix-ocsp-nocheck: relying parties need not check the
-		// responder's own revocation status (RFC 6960 4.2.2.2.1); its short
-		// life is the protection instead.
-		ExtraExtensions: []pkix.Extension{{Id: oidNoCheck, Value: []byte{0x05, 0x00}}},
-	}
-	cert, err := r.cfg.Sign(tmpl, r.cfg.Issuer, key.Public(), r.cfg.IssuerSigner, rand.Reader)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cert, err := r.cfg.Responder(ctx, key.Public())
 	if err != nil {
 		return fmt.Errorf("ocsp: issuing the responder certificate: %w", err)
+	}
+	if err := cert.CheckSignatureFrom(r.cfg.Issuer); err != nil || !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return fmt.Errorf("ocsp: the responder certificate is not an OCSP signing certificate of %q", r.cfg.Issuer.Subject.CommonName)
 	}
 	bits, err := publicKeyBits(cert)
 	if err != nil {
@@ -214,10 +183,20 @@ func (r *Responder) respond(ctx context.Context, der []byte) (resp []byte, c *ca
 	if err != nil {
 		return errorResponse(statusMalformedRequest), nil
 	}
-	if !bytes.Equal(req.nameHash, r.nameHashes[req.hash]) || !bytes.Equal(req.keyHash, r.keyHashes[req.hash]) {
+	if !r.matches(req) {
 		// Not our issuer: RFC 6960 says unauthorized, unsigned.
 		return errorResponse(statusUnauthorized), nil
 	}
+	return r.answer(ctx, req)
+}
+
+// matches reports whether req asks about a certificate of this issuer.
+func (r *Responder) matches(req *request) bool {
+	return bytes.Equal(req.nameHash, r.nameHashes[req.hash]) && bytes.Equal(req.keyHash, r.keyHashes[req.hash])
+}
+
+// answer is respond for a parsed request about this issuer.
+func (r *Responder) answer(ctx context.Context, req *request) (resp []byte, c *cached) {
 	key := string(req.certID)
 	now := r.cfg.Clock()
 	if req.nonce == nil {
@@ -364,7 +343,9 @@ const maxRequestBytes = 4096
 // Handler serves RFC 6960 appendix A: POST with an application/ocsp-request
 // body to the responder's URL, or GET with the base64 request appended to
 // it. Responses without a nonce carry RFC 5019 caching headers.
-func (r *Responder) Handler() http.Handler {
+func (r *Responder) Handler() http.Handler { return handler(r.respond) }
+
+func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var der []byte
 		switch req.Method {
@@ -399,7 +380,7 @@ func (r *Responder) Handler() http.Handler {
 			http.Error(w, "ocsp: use GET or POST", http.StatusMethodNotAllowed)
 			return
 		}
-		resp, c := r.respond(req.Context(), der)
+		resp, c := respond(req.Context(), der)
 		if c != nil && req.Method != http.MethodPost && req.Header.Get("If-None-Match") == c.etag {
 			w.Header().Set("ETag", c.etag)
 			w.WriteHeader(http.StatusNotModified)

@@ -81,6 +81,9 @@ var profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 var ekuByName = map[string]x509.ExtKeyUsage{
 	"clientAuth": x509.ExtKeyUsageClientAuth,
 	"serverAuth": x509.ExtKeyUsageServerAuth,
+	// ocspSigning is only for mica's own OCSP responders (reserved
+	// profiles); compile refuses it anywhere else.
+	"ocspSigning": x509.ExtKeyUsageOCSPSigning,
 }
 
 func compile(cfg Config) (*Engine, error) {
@@ -114,6 +117,9 @@ func compile(cfg Config) (*Engine, error) {
 		p.mayReserve = cfg.Reserved.ProfilePrefix != "" && strings.HasPrefix(name, cfg.Reserved.ProfilePrefix)
 		if !p.mayReserve {
 			perrs = append(perrs, p.checkReservedPatterns()...)
+			if slices.Contains(p.eku, x509.ExtKeyUsageOCSPSigning) {
+				perrs = append(perrs, fmt.Errorf("policy: profile %q: ext_key_usage: ocspSigning is only for mica's own OCSP responders: use clientAuth and/or serverAuth", name))
+			}
 		}
 		errs = append(errs, perrs...)
 		e.profiles[name] = p

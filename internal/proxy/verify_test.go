@@ -160,7 +160,7 @@ func newCRLServer(t *testing.T) *crlServer {
 func (s *crlServer) publish(t *testing.T, path string, issuer *x509.Certificate, signer crypto.Signer, number int64) {
 	t.Helper()
 	now := time.Now()
-	der, err := crl.Build(crl.Params{Issuer: issuer, Signer: signer, Number: big.NewInt(number), ThisUpdate: now.Add(-time.Minute),
+	der, err := crl.Build(crl.Params{Issuer: issuer, Signer: issuance.NewCRLSigner(issuer, signer), Number: big.NewInt(number), ThisUpdate: now.Add(-time.Minute),
 		NextUpdate: now.Add(time.Hour)}, func(func(crl.Entry) bool) {})
 	if err != nil {
 		t.Fatal(err)

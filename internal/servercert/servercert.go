@@ -9,6 +9,7 @@
 package servercert
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -85,6 +86,17 @@ func (c *Certificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 
 // Leaf is the current certificate.
 func (c *Certificate) Leaf() *x509.Certificate { return c.current.Load().Leaf }
+
+// Follow renews the certificate now when the intermediate that signs (its
+// subject key identifier) is not the one that signed it: after a CA
+// rotation the server presents the active intermediate's chain. The
+// renewal schedule goes on as before.
+func (c *Certificate) Follow(ctx context.Context, signer []byte) error {
+	if bytes.Equal(c.Leaf().AuthorityKeyId, signer) {
+		return nil
+	}
+	return c.renew(ctx)
+}
 
 // renew issues a certificate for a new key and makes it current.
 func (c *Certificate) renew(ctx context.Context) error {

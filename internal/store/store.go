@@ -341,6 +341,8 @@ type Store interface {
 	Governance
 	// Console keeps the web console's sign-in links and sessions.
 	Console
+	// CASlots keeps the CA rotation's state.
+	CASlots
 
 	Close() error
 }

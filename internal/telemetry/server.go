@@ -33,9 +33,9 @@ type Sources struct {
 	Feed     func() feed.Stats
 	Audit    func() auditlog.Status
 	Commits  func() groupcommit.Stats
-	CAs      map[string]*x509.Certificate // by the ca label: "root", "intermediate"
-	TLSCert  func() *x509.Certificate     // the server's own, current
-	Profiles []string                     // configured profile names; others count as "other"
+	CAs      func() map[string]*x509.Certificate // by the ca label: "root", "intermediate" (the active ones: the CA rotates)
+	TLSCert  func() *x509.Certificate            // the server's own, current
+	Profiles []string                            // configured profile names; others count as "other"
 	// InventoryEvery bounds the inventory query's rate; default 15s.
 	InventoryEvery time.Duration
 	Clock          func() time.Time
@@ -183,8 +183,10 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.auditCheckpointAge, now.Sub(st.CheckpointTime).Seconds())
 		}
 	}
-	for name, c := range m.src.CAs {
-		gauge(m.caExpiry, c.NotAfter.Sub(now).Seconds(), name)
+	if m.src.CAs != nil {
+		for name, c := range m.src.CAs() {
+			gauge(m.caExpiry, c.NotAfter.Sub(now).Seconds(), name)
+		}
 	}
 	if m.src.TLSCert != nil {
 		if c := m.src.TLSCert(); c != nil {

@@ -69,7 +69,9 @@ func newInstrumented(t testing.TB) *instrumented {
 		c.Policy, c.Observer, c.AuthFailed = testPolicy(t), im, im.AuthFailed
 	})
 	if in.server, err = NewServerMetrics(reg, Sources{Inventory: in.f.Store.CertificatesByExpiry, Profiles: testProfiles,
-		CAs: map[string]*x509.Certificate{"root": in.f.PKI.Root, "intermediate": in.f.PKI.Intermediate}}); err != nil {
+		CAs: func() map[string]*x509.Certificate {
+			return map[string]*x509.Certificate{"root": in.f.PKI.Root, "intermediate": in.f.PKI.Intermediate}
+		}}); err != nil {
 		t.Fatal(err)
 	}
 	for range 64 {
@@ -318,7 +320,9 @@ func TestServerGauges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	if _, err := NewServerMetrics(reg, Sources{Clock: func() time.Time { return now },
 		CRL: func() (time.Time, time.Time, int, bool) { return now.Add(-time.Hour), now.Add(23 * time.Hour), 7, true },
-		CAs: map[string]*x509.Certificate{"root": {NotAfter: now.Add(10 * 24 * time.Hour)}},
+		CAs: func() map[string]*x509.Certificate {
+			return map[string]*x509.Certificate{"root": {NotAfter: now.Add(10 * 24 * time.Hour)}}
+		},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,12 @@ package web_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"io"
 	"log"
 	"log/slog"
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/api"
 	"github.com/mica-pki/mica/internal/auditlog"
 	"github.com/mica-pki/mica/internal/authority"
@@ -133,7 +136,9 @@ func newHarnessOn(t testing.TB, st store.Store) *harness {
 	h.revocationOutputs(ctx, &hub)
 	if _, err := telemetry.NewServerMetrics(reg, telemetry.Sources{
 		Inventory: f.Store.CertificatesByExpiry, Audit: alog.Status, Profiles: names,
-		CAs: map[string]*x509.Certificate{"root": f.PKI.Root, "intermediate": f.PKI.Intermediate},
+		CAs: func() map[string]*x509.Certificate {
+			return map[string]*x509.Certificate{"root": f.PKI.Root, "intermediate": f.PKI.Intermediate}
+		},
 		CRL: func() (time.Time, time.Time, int, bool) {
 			c := h.crl.Current()
 			if c == nil {
@@ -323,12 +328,24 @@ func (h *harness) revocationOutputs(ctx context.Context, hub **feed.Hub) {
 	t, f := h.t, h.f
 	issuerID := authority.Fingerprint(f.PKI.Intermediate.Raw)
 	var err error
-	h.crl, err = crl.New(crl.Config{Source: f.Store.(crl.Source), Issuer: f.PKI.Intermediate, Signer: f.PKI.IntermediateKey, IssuerID: issuerID})
+	h.crl, err = crl.New(crl.Config{Source: f.Store.(crl.Source), Issuer: f.PKI.Intermediate, Signer: issuance.NewCRLSigner(f.PKI.Intermediate, f.PKI.IntermediateKey), IssuerID: issuerID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.ocsp, err = ocsp.New(ocsp.Config{Source: f.Store, Issuer: f.PKI.Intermediate, IssuerSigner: f.PKI.IntermediateKey,
-		IssuerID: issuerID, Sign: issuance.CheckAndSign})
+	// The responder's certificate is issued by the authority under the
+	// reserved OCSP profile, as the server does it.
+	responder := func(ctx context.Context, pub crypto.PublicKey) (*x509.Certificate, error) {
+		id, err := identity.Parse("spiffe://example.org" + authority.OCSPPathPrefix + hex.EncodeToString(f.PKI.Intermediate.SubjectKeyId))
+		if err != nil {
+			return nil, err
+		}
+		iss, err := f.Authority.IssueOCSPResponder(ctx, issuerID, id, pub)
+		if err != nil {
+			return nil, err
+		}
+		return iss.Certificate, nil
+	}
+	h.ocsp, err = ocsp.New(ocsp.Config{Source: f.Store, Issuer: f.PKI.Intermediate, IssuerID: issuerID, Responder: responder})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/duration"
 	"github.com/mica-pki/mica/internal/policy"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/sqlite"
 	"github.com/mica-pki/mica/internal/testpki"
@@ -84,7 +85,7 @@ func NewOn(t testing.TB, st store.Store, adjust func(*authority.Config)) *Fixtur
 	jwtKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f := &Fixture{Store: st, PKI: pki}
 	cfg := authority.Config{
-		Store: st, Policy: eng, Issuer: pki.Issuer, IssuerCert: pki.Intermediate, Roots: []*x509.Certificate{pki.Root},
+		Store: st, Policy: eng, Issuers: rotation.Static(pki.Issuer, pki.Intermediate, pki.Root),
 		Minter: minter, Tokens: token.NewVerifier(pub),
 		Admins: map[string]authority.Role{AdminID: authority.RoleAdmin, OperatorID: authority.RoleOperator, AuditorID: authority.RoleAuditor},
 		JWTKey: jwtKey,

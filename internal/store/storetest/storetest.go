@@ -57,6 +57,7 @@ func Run(t *testing.T, open Opener) {
 		{"CRLNumbers", testCRLNumbers},
 		{"CRLNumbersTwoStores", testCRLNumbersTwoStores},
 		{"Governance", testGovernance},
+		{"CASlots", testCASlots},
 		{"Discovery", testDiscovery},
 		{"Webhooks", testWebhooks},
 		{"Leases", testLeases},

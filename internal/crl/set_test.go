@@ -1,0 +1,79 @@
+package crl
+
+import (
+	"context"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/testpki"
+)
+
+// TestSet: every CA of a rotation has its CRL at its own path, each
+// listing its own revocations; a CA taken out of the bundle is no longer
+// published.
+func TestSet(t *testing.T) {
+	a, b := testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
+	now := clock()
+	src := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	revoke(t, src, "a", "0a", now.Add(time.Hour), 1)
+	revoke(t, src, "b", "0b", now.Add(time.Hour), 1)
+	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
+	var svcs []*Service
+	for id, p := range map[string]*testpki.PKI{"a": a, "b": b} {
+		svc, err := New(Config{Source: src, Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, p.IntermediateKey), IssuerID: id, Clock: clock, Lint: issuance.LintCRL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		svcs = append(svcs, svc)
+	}
+	set := NewSet()
+	set.Sync(svcs, nil)
+	srv := httptest.NewServer(set.Handler())
+	defer srv.Close()
+	get := func(issuer *x509.Certificate) (*x509.RevocationList, int) {
+		resp, err := http.Get(srv.URL + Path(issuer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		der, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return nil, resp.StatusCode
+		}
+		list, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := list.CheckSignatureFrom(issuer); err != nil {
+			t.Fatal(err)
+		}
+		return list, 200
+	}
+	for issuer, want := range map[*x509.Certificate]int{a.Intermediate: 1, b.Intermediate: 2} {
+		list, code := get(issuer)
+		if code != 200 || len(list.RevokedCertificateEntries) != want {
+			t.Errorf("%s: status %d, %v entries; want %d", issuer.Subject.CommonName, code, list, want)
+		}
+	}
+	keep := svcs[0]
+	set.Sync([]*Service{keep}, nil)
+	gone := b.Intermediate
+	if keep.cfg.Issuer == b.Intermediate {
+		gone = a.Intermediate
+	}
+	if _, code := get(gone); code != 404 {
+		t.Errorf("a CA out of the bundle: status %d, want 404", code)
+	}
+	if _, code := get(keep.cfg.Issuer); code != 200 {
+		t.Errorf("the CA kept: status %d, want 200", code)
+	}
+}
