@@ -301,7 +301,7 @@ func (e *testEnv) rootCRL(t *testing.T) []byte {
 	if rl := get(); rl.NextUpdate.Sub(rl.ThisUpdate) > 25*time.Hour {
 		t.Fatalf("before the ceremony the server's own root CRL is served, valid a day; got %s", rl.NextUpdate.Sub(rl.ThisUpdate))
 	}
-	if r := e.mica("ca", "root-crl", "--revoke", "not-a-serial"); r.code != 2 || !strings.Contains(r.stderr, "hexadecimal serial") {
+	if r := e.mica("ca", "root-crl", "--revoke", "not-a-serial"); r.code != 2 || !strings.Contains(r.stderr, "not a certificate serial number") {
 		t.Fatalf("root-crl with a bad serial: exit %d, %q; want a usage error", r.code, r.stderr)
 	}
 	if rl := get(); rl.NextUpdate.Sub(rl.ThisUpdate) > 25*time.Hour {
