@@ -153,23 +153,6 @@ func rejectReason(err error) mtls.Reason {
 	return ""
 }
 
-// eventually retries f until it returns nil; the deadline bounds a broken
-// test and is not a timing claim.
-func eventually(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // gatherNames lists the metric names reg exports.
 func gatherNames(t *testing.T, reg *prometheus.Registry) map[string]bool {
 	t.Helper()

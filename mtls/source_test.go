@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/mica-pki/mica/credential"
@@ -60,6 +61,55 @@ func credentialFiles(t *testing.T, l *testpki.Leaf, roots ...*x509.Certificate) 
 		{"bundle.pem", pemCerts(roots...)}, {"key.pem", pemKey(t, l)}}
 }
 
+// TestFileSourcePolls: the files are checked every poll interval; a
+// renewed credential is taken at the next poll, a half-written one is not
+// (the previous stays), and its completion is taken at the poll after.
+func TestFileSourcePolls(t *testing.T) {
+	pki := testpki.New(t, "example.org")
+	newCA := testpki.New(t, "example.org")
+	first, renewed, half := pki.Leaf(t, pki.ID(t, serverPath)), pki.Leaf(t, pki.ID(t, serverPath)), pki.Leaf(t, pki.ID(t, serverPath))
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		writeFiles(t, dir, credentialFiles(t, first, pki.Root)...)
+		src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		serial := func() string {
+			c, _ := src.Certificate()
+			return c.Leaf.SerialNumber.Text(16)
+		}
+		poll := func() {
+			time.Sleep(time.Minute) // the synctest clock: one poll interval
+			synctest.Wait()
+		}
+
+		writeFiles(t, dir, credentialFiles(t, renewed, pki.Root, newCA.Root)...)
+		time.Sleep(time.Minute - time.Second)
+		synctest.Wait()
+		if got := serial(); got != first.Cert.SerialNumber.Text(16) {
+			t.Fatalf("before the poll: serial %s, want the first %s", got, first.Cert.SerialNumber.Text(16))
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := serial(); got != renewed.Cert.SerialNumber.Text(16) || len(src.Roots()) != 2 {
+			t.Fatalf("after the poll: serial %s with %d roots, want the renewed %s with 2", got, len(src.Roots()), renewed.Cert.SerialNumber.Text(16))
+		}
+
+		writeFiles(t, dir, fileContent{"cert.pem", pemCerts(half.Cert)})
+		poll()
+		if got := serial(); got != renewed.Cert.SerialNumber.Text(16) {
+			t.Fatalf("a certificate without its key was taken: serial %s", got)
+		}
+		writeFiles(t, dir, fileContent{"key.pem", pemKey(t, half)})
+		poll()
+		if got := serial(); got != half.Cert.SerialNumber.Text(16) {
+			t.Fatalf("the completed pair was not taken: serial %s, want %s", got, half.Cert.SerialNumber.Text(16))
+		}
+	})
+}
+
 // TestFileSourceHotReload: a server built once presents a renewed
 // certificate, refuses a half-written one, and trusts a new CA as soon as
 // the bundle names it, without a restart.
@@ -69,7 +119,9 @@ func TestFileSourceHotReload(t *testing.T) {
 	dir := t.TempDir()
 	first := pki.Leaf(t, pki.ID(t, serverPath))
 	writeFiles(t, dir, credentialFiles(t, first, pki.Root)...)
-	src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(10*time.Millisecond))
+	// Reloaded by hand here: the poll that calls Reload is
+	// TestFileSourcePolls's, on the synctest clock.
+	src, err := mtls.NewFileSource(dir, mtls.WithPollInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,16 +156,12 @@ func TestFileSourceHotReload(t *testing.T) {
 
 	renewed := pki.Leaf(t, pki.ID(t, serverPath))
 	writeFiles(t, dir, credentialFiles(t, renewed, pki.Root)...)
-	eventually(t, "the renewed certificate is presented", func() error {
-		got, err := presented(clientOf(pki))
-		if err != nil {
-			return err
-		}
-		if got != renewed.Cert.SerialNumber.Text(16) {
-			return errString("still presenting " + got)
-		}
-		return nil
-	})
+	if err := src.Reload(); err != nil {
+		t.Fatalf("the renewed credential: %v", err)
+	}
+	if got, err := presented(clientOf(pki)); err != nil || got != renewed.Cert.SerialNumber.Text(16) {
+		t.Fatalf("after the renewal the server presented %s (%v), want %s", got, err, renewed.Cert.SerialNumber.Text(16))
+	}
 
 	// Half-written: a new certificate next to the old key.
 	half := pki.Leaf(t, pki.ID(t, serverPath))
@@ -137,10 +185,12 @@ func TestFileSourceHotReload(t *testing.T) {
 		t.Fatalf("peer of a CA not in the bundle: server %v", res.err)
 	}
 	writeFiles(t, dir, fileContent{"bundle.pem", pemCerts(pki.Root, newCA.Root)})
-	eventually(t, "a peer of the new CA is accepted", func() error {
-		_, err := presented(clientOf(newCA))
-		return err
-	})
+	if err := src.Reload(); err != nil {
+		t.Fatalf("the new bundle: %v", err)
+	}
+	if _, err := presented(clientOf(newCA)); err != nil {
+		t.Fatalf("a peer of the new CA after the bundle names it: %v", err)
+	}
 	if n := handshakes(t, reg, "server", mtls.ReasonUnknownCA); n < 1 {
 		t.Errorf("unknown_ca count %v", n)
 	}

@@ -21,6 +21,7 @@ PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v keytool >/dev/null || need+=(default-jre-headless)
+command -v chromium >/dev/null || need+=(chromium) # the web console's browser tests (internal/web, cmd/mica TestConsole)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
@@ -36,6 +37,7 @@ echo "nginx: $(PATH="$PATH:/usr/sbin" nginx -v 2>&1)"
 echo "curl: $(curl --version | head -1)"
 echo "softhsm2: $(softhsm2-util --version 2>&1)"
 echo "keytool: $(keytool -help 2>&1 | head -1)"
+echo "chromium: $(chromium --version 2>&1 | head -1)"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	xacme "golang.org/x/crypto/acme"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/testaddr"
 )
 
 // acmeConfig adds an ACME profile and the acme section to the test config:
@@ -43,23 +45,14 @@ acme:
 `
 
 // acmeEnv is a mica server with ACME on, a DNS server for acme.test, and the
-// ports clients answer challenges on.
+// addresses clients answer challenges on: one loopback address that every
+// name resolves to, with the http-01 and the tls-alpn-01 port.
 type acmeEnv struct {
 	*testEnv
-	httpPort, tlsPort int
-	dns               *testDNS
-	directory         string
-	rootPEM           string
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	http, tls netip.AddrPort
+	dns       *testDNS
+	directory string
+	rootPEM   string
 }
 
 func newACMEEnv(t *testing.T) *acmeEnv {
@@ -74,13 +67,16 @@ func newACMEEnv(t *testing.T) *acmeEnv {
 // directory and runs init; the server is not started.
 func prepareACMEEnv(t *testing.T, config string) *acmeEnv {
 	t.Helper()
-	a := &acmeEnv{httpPort: freePort(t), tlsPort: freePort(t), dns: startTestDNS(t)}
+	// The clients bind the challenge ports themselves: testaddr's ports
+	// stay free until they do.
+	challenge := testaddr.Ports(t, 2)
+	a := &acmeEnv{http: challenge[0], tls: challenge[1], dns: startTestDNS(t, challenge[0].Addr())}
 	e := &testEnv{t: t, root: t, dataDir: filepath.Join(t.TempDir(), "data"), engine: "sqlite"}
 	e.env = []string{"MICA_PASSPHRASE=" + testPassphrase, "MICA_DATA_DIR=" + e.dataDir}
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.NewReplacer("%DB%", `""`, "%HTTP%", fmt.Sprint(a.httpPort), "%TLS%", fmt.Sprint(a.tlsPort), "%DNS%", a.dns.addr).Replace(config)
+	cfg := strings.NewReplacer("%DB%", `""`, "%HTTP%", fmt.Sprint(a.http.Port()), "%TLS%", fmt.Sprint(a.tls.Port()), "%DNS%", a.dns.addr).Replace(config)
 	if err := os.WriteFile(filepath.Join(e.dataDir, configFileName), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -90,20 +86,22 @@ func prepareACMEEnv(t *testing.T, config string) *acmeEnv {
 	return a
 }
 
-// testDNS answers A 127.0.0.1 for every name under acme.test, and TXT
-// records from files in dir named for the record (written by lego's exec
-// provider), so that mica's validator and lego agree on one zone.
+// testDNS answers A a (the challenge address) for every name under
+// acme.test, and TXT records from files in dir named for the record
+// (written by lego's exec provider), so that mica's validator and lego
+// agree on one zone.
 type testDNS struct {
 	addr, dir string
+	a         netip.Addr
 }
 
-func startTestDNS(t *testing.T) *testDNS {
+func startTestDNS(t *testing.T, a netip.Addr) *testDNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &testDNS{addr: pc.LocalAddr().String(), dir: t.TempDir()}
+	d := &testDNS{addr: pc.LocalAddr().String(), dir: t.TempDir(), a: a}
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve)}
 	go srv.ActivateAndServe()
 	t.Cleanup(func() { srv.Shutdown() })
@@ -123,7 +121,7 @@ func (d *testDNS) serve(w dns.ResponseWriter, q *dns.Msg) {
 		hdr := dns.RR_Header{Name: qq.Name, Class: dns.ClassINET, Rrtype: qq.Qtype, Ttl: 0}
 		switch qq.Qtype {
 		case dns.TypeA:
-			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IPv4(127, 0, 0, 1)})
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: d.a.AsSlice()})
 		case dns.TypeTXT:
 			data, _ := os.ReadFile(filepath.Join(d.dir, strings.TrimSuffix(name, ".")))
 			for _, line := range strings.Fields(string(data)) {
@@ -203,10 +201,10 @@ func TestACME(t *testing.T) {
 	}
 	run("Certbot", a.testCertbot)
 	run("LegoHTTP01", func(t *testing.T) {
-		a.testLego(t, "lh.acme.test", "--http", "--http.port", fmt.Sprintf("127.0.0.1:%d", a.httpPort))
+		a.testLego(t, "lh.acme.test", "--http", "--http.port", a.http.String())
 	})
 	run("LegoTLSALPN01", func(t *testing.T) {
-		a.testLego(t, "lt.acme.test", "--tls", "--tls.port", fmt.Sprintf("127.0.0.1:%d", a.tlsPort))
+		a.testLego(t, "lt.acme.test", "--tls", "--tls.port", a.tls.String())
 	})
 	run("LegoDNS01", a.testLegoDNS)
 	run("Errors", a.testErrors)
@@ -223,7 +221,7 @@ func (a *acmeEnv) testCertbot(t *testing.T) {
 		"--work-dir", filepath.Join(dir, "work"), "--logs-dir", filepath.Join(dir, "logs")}
 	name := "cb.acme.test"
 	obtain := append([]string{"certonly", "--standalone", "--agree-tos", "--register-unsafely-without-email",
-		"--http-01-port", fmt.Sprint(a.httpPort), "--http-01-address", "127.0.0.1", "-d", name}, common...)
+		"--http-01-port", fmt.Sprint(a.http.Port()), "--http-01-address", a.http.Addr().String(), "-d", name}, common...)
 	a.run(t, env, "certbot", obtain...)
 	live := filepath.Join(dir, "config", "live", name)
 	first := a.verifyIssued(t, filepath.Join(live, "cert.pem"), filepath.Join(live, "chain.pem"), name)
@@ -434,8 +432,13 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 					c.signedPost(ch["url"].(string), map[string]any{}) // nothing answers on the http-01 port
 				}
 			}
+			// An ACME client learns the outcome by polling the
+			// authorization; the deadline bounds a validator that hangs.
 			deadline := time.Now().Add(30 * time.Second)
-			for time.Now().Before(deadline) {
+			for {
+				if time.Now().After(deadline) {
+					t.Fatal("the authorization is still pending 30s after its challenge failed")
+				}
 				if z := c.signedPost(authzURL, nil); z.body["status"] != "pending" {
 					if z.body["status"] != "invalid" {
 						t.Errorf("authorization is %v after a failed challenge, want invalid", z.body["status"])
@@ -448,7 +451,7 @@ func (a *acmeEnv) testErrors(t *testing.T) {
 					}
 					break
 				}
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // the server validates in its own process: polled, within the deadline
 			}
 			csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"nobody.acme.test"}}, c.key)
 			return c.signedPost(failOrder.body["finalize"].(string), map[string]string{"csr": b64(csr)})

@@ -143,16 +143,16 @@ func runCAStatus(ctx context.Context, env *cliEnv, args []string) error {
 // runCARotate forces one rotation step through the API (an administrator
 // with ca:rotate; approvals apply as configured).
 func runCARotate(ctx context.Context, env *cliEnv, args []string) error {
-	fs := newFlags(env, "ca rotate")
-	var cf clientFlags
-	cf.register(fs, env, true)
+	fs, cf := apiFlags(env, "ca rotate")
 	prepare := fs.Bool("prepare", false, "prepare the next CA now and publish it (it activates after its propagation)")
 	activate := fs.Bool("activate", false, "activate the prepared CA now, without waiting for its propagation")
 	abort := fs.Bool("abort", false, "take the prepared CA out of the bundle before it signs anything")
 	root := fs.Bool("root", false, "the root rather than the intermediate")
-	if err := parse(env, fs, args); err != nil {
+	c, err := cf.connect(env, fs, args)
+	if err != nil {
 		return err
 	}
+	defer c.Close()
 	step := ""
 	for name, set := range map[string]bool{"prepare": *prepare, "activate": *activate, "abort": *abort} {
 		if set {
@@ -168,13 +168,9 @@ func runCARotate(ctx context.Context, env *cliEnv, args []string) error {
 	if *root {
 		step += "-root"
 	}
-	c, err := cf.client(true)
-	if err != nil {
-		return err
-	}
 	resp, err := c.Rotate(ctx, step)
 	if err != nil {
-		return err
+		return printPending(env, err)
 	}
 	fmt.Fprintln(env.stdout, resp.Result)
 	return nil

@@ -52,13 +52,10 @@ func TestServeDevAndHealth(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	srv := startServe(t, []string{"MICA_DATA_DIR=" + dir}, "--dev")
 	// The next steps are printed just after the "serving on" line that
-	// startServe waits for; give the reader a moment to catch up.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.logs.String(), "token create") && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !strings.Contains(srv.logs.String(), "token create") {
-		t.Errorf("serve --dev does not print the next command:\n%s", srv.logs.String())
-	}
+	// startServe waits for; the reader may not have caught up yet.
+	waitFor(t, "serve --dev to print the next command", 10*time.Second, func() bool {
+		return strings.Contains(srv.logs.String(), "token create")
+	})
 	fi, err := os.Stat(filepath.Join(dir, devPassphraseFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("dev passphrase file: %v, mode %v", err, fi.Mode().Perm())

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/discover/discovertest"
+	"github.com/mica-pki/mica/internal/testaddr"
 )
 
 // nginxDiscoveryConf serves two certificates on one port, chosen by SNI:
@@ -111,7 +112,10 @@ func testDiscover(t *testing.T, engine string) {
 		return discovertest.Serve(t, "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{c}}).String()
 	}
 	appAddr, oldAddr, micaAddr := serve(app.TLS(otherInter.Cert)), serve(old.TLS(otherInter.Cert)), serve(micaCred)
-	selfLn, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
+	// A port below the ephemeral range (testaddr), on the address its
+	// certificate names: once this server is gone, no other socket is
+	// given the port before the rescan looks.
+	selfLn, err := tls.Listen("tcp", testaddr.Localhost(t).String(), &tls.Config{Certificates: []tls.Certificate{self.TLS()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +346,7 @@ func TestDiscoverLoopbackNetwork(t *testing.T) {
 
 	// Interrupt a slow scan once it has reported a part, then resume it.
 	state := filepath.Join(t.TempDir(), "scan.state")
-	cmd := exec.Command(micaBin, "discover", "tls", "127.0.53.0/24", "--ports", "1,2", "--rate", "50", "--state", state)
+	cmd := exec.Command(binary(t), "discover", "tls", "127.0.53.0/24", "--ports", "1,2", "--rate", "50", "--state", state)
 	cmd.Env = append(os.Environ(), e.env...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

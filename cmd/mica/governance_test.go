@@ -74,6 +74,7 @@ func TestGovernanceTwoAdministrators(t *testing.T) {
 	const bob = "spiffe://example.org/mica/admin/bob"
 	config := strings.Replace(testConfig, "admins:\n", "admins:\n  "+bob+": admin\n", 1) + `approvals:
   - {action: policy.change, required: 1, approvers: admin}
+  - {action: ca.rotate, required: 1, approvers: admin}
 roles:
   security: {permissions: [approval:decide, approval:read]}
 `
@@ -121,9 +122,24 @@ roles:
 	if out := e.micaOK("role", "list"); !strings.Contains(out, "security") {
 		t.Fatalf("the approved grant is not in force:\n%s", out)
 	}
+	// Forcing a CA rotation step: held, then carried out on approval.
+	if out := e.micaOK("ca", "rotate", "--prepare"); !strings.Contains(out, "held for approval") {
+		t.Fatalf("a forced rotation was not held:\n%s", out)
+	}
+	if out := e.micaOK("ca", "status"); strings.Contains(out, "prepared") {
+		t.Fatalf("a CA was prepared before the approval:\n%s", out)
+	}
+	pending, _ = e.admin.Approvals(context.Background(), "pending")
+	if len(pending) != 1 || pending[0].Action != "ca.rotate" {
+		t.Fatalf("pending requests: %+v", pending)
+	}
+	asBob("approvals", "approve", pending[0].ID)
+	if out := e.micaOK("ca", "status"); !strings.Contains(out, "prepared") {
+		t.Fatalf("no CA was prepared after the approval:\n%s", out)
+	}
 	// The audit log holds the whole chain.
 	out := e.micaOK("audit", "search", "--action", "approval.executed")
-	if strings.Count(out, "approval.executed") < 2 {
+	if strings.Count(out, "approval.executed") < 3 {
 		t.Errorf("approval.executed events:\n%s", out)
 	}
 }

@@ -122,6 +122,7 @@ func commands() map[string]command {
 		"audit":    {summary: "the tamper-evident audit log: tail, search, export, proof, verify, checkpoint", sub: auditCommands()},
 		"discover": {summary: "find certificates deployed on TLS endpoints and in files, and put them in the inventory", sub: discoverCommands()},
 		"webhook":  {summary: "webhook delivery: state of each endpoint, a new signing secret", sub: webhookCommands()},
+		"console":  {summary: "the web console under /ui/: sign in with a one-time link", sub: consoleCommands()},
 		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
 			"issue":       {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},

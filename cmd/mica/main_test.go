@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -17,15 +18,30 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
 // micaBin is the real binary, built once; integration tests run it as
-// separate processes, the way operators and machines do.
+// separate processes, the way operators and machines do, and get it from
+// binary. The unit layer (-short) builds none.
 var micaBin string
+
+// binary is the mica binary for a test that runs it; under -short there is
+// none and the test is skipped.
+func binary(t testing.TB) string {
+	t.Helper()
+	testlayer.Integration(t, "runs the mica binary")
+	return micaBin
+}
 
 func TestMain(m *testing.M) {
 	if os.Getenv("MICA_TEST_TLS_SERVER") != "" {
 		os.Exit(tlsServerProcess())
+	}
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "mica-bin-")
 	if err != nil {
@@ -54,7 +70,7 @@ type cmdResult struct {
 // mica runs the binary with env (KEY=VALUE) added and returns its output.
 func mica(t *testing.T, env []string, args ...string) cmdResult {
 	t.Helper()
-	cmd := exec.Command(micaBin, args...)
+	cmd := exec.Command(binary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -146,7 +162,7 @@ var (
 // startServe starts `mica serve` and waits until it prints its URL.
 func startServe(t *testing.T, env []string, args ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(micaBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(binary(t), append([]string{"serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

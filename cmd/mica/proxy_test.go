@@ -51,7 +51,7 @@ func startProxy(t *testing.T, config string, args ...string) *proxyProc {
 	p := &proxyProc{config: filepath.Join(t.TempDir(), "proxy.yaml"), listeners: map[string]string{},
 		logs: &syncBuffer{}, done: make(chan struct{})}
 	p.write(t, config)
-	p.cmd = exec.Command(micaBin, append([]string{"proxy", "--config", p.config}, args...)...)
+	p.cmd = exec.Command(binary(t), append([]string{"proxy", "--config", p.config}, args...)...)
 	p.cmd.Stderr = p.logs
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -30,7 +30,8 @@ func readyz(t *testing.T, e *testEnv) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// waitReady asks /readyz until it says 200, for at most 30 s.
+// waitReady asks /readyz until it says 200, for at most 30 s: the server
+// is another process, with nothing to wait on but its answer.
 func waitReady(t *testing.T, e *testEnv) {
 	t.Helper()
 	var code int

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"text/tabwriter"
-	"time"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/duration"
@@ -51,37 +48,12 @@ func runReportExpiring(ctx context.Context, env *cliEnv, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	case "csv":
-		return expiringCSV(env.stdout, rep)
+		return rep.WriteCSV(env.stdout)
 	}
 	if err := expiringTable(env.stdout, rep); err != nil {
 		return err
 	}
 	return discoveredTable(env.stdout, rep.Discovered, rep.GeneratedAt)
-}
-
-// expiringCSV writes one row per certificate, with its group's figures on
-// every row, for a spreadsheet.
-func expiringCSV(w io.Writer, rep *client.ExpiringReport) error {
-	cw := csv.NewWriter(w)
-	cw.Write([]string{"profile", "owner", "group_count", "group_earliest_expiry", "serial", "identity", "not_after", "fingerprint_sha256"})
-	for _, g := range rep.Groups {
-		for _, c := range g.Certificates {
-			cw.Write([]string{g.Profile, g.Owner, strconv.Itoa(g.Count), g.EarliestExpiry.UTC().Format(time.RFC3339),
-				c.Serial, c.Identity, c.NotAfter.UTC().Format(time.RFC3339), c.Fingerprint})
-		}
-	}
-	// Discovered certificates have no profile: the column says where they
-	// come from and their class.
-	if rep.Discovered != nil {
-		for _, g := range rep.Discovered.Groups {
-			for _, c := range g.Certificates {
-				cw.Write([]string{"discovered:" + g.Class, g.Owner, strconv.Itoa(g.Count), g.EarliestExpiry.UTC().Format(time.RFC3339),
-					c.Serial, c.Identity, c.NotAfter.UTC().Format(time.RFC3339), c.Fingerprint})
-			}
-		}
-	}
-	cw.Flush()
-	return cw.Error()
 }
 
 // expiringTable writes the groups, then each group's certificates.

@@ -20,7 +20,8 @@ import (
 )
 
 // eventually retries f until it returns nil; the deadline bounds a broken
-// test and is not a timing claim.
+// test and is not a timing claim. Only for what another process (the
+// server, an agent, the CLI) changes: nothing in this one signals it.
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

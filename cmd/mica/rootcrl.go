@@ -15,6 +15,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/atomicfile"
+	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/ca"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/duration"
@@ -38,10 +39,22 @@ type revokedList []crl.Entry
 func (l *revokedList) String() string { return fmt.Sprint(len(*l)) }
 
 func (l *revokedList) Set(v string) error {
-	serialHex, reasonName, _ := strings.Cut(v, ":")
-	serial, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(serialHex), "0x"), 16)
-	if !ok || serial.Sign() <= 0 {
-		return fmt.Errorf("%q is not a hexadecimal serial number (as `mica cert inspect` prints it)", serialHex)
+	// The reason follows the last colon when what follows is not hex: a
+	// serial may itself hold colons (01:A2:B0), as openssl prints it.
+	serialText, reasonName := v, ""
+	if i := strings.LastIndexByte(v, ':'); i >= 0 && !isHex(v[i+1:]) {
+		serialText, reasonName = v[:i], v[i+1:]
+		if reasonName == "" {
+			return fmt.Errorf("%q ends with a colon: write SERIAL or SERIAL:reason", v)
+		}
+	}
+	hexSerial, err := authority.ParseSerial(serialText)
+	if err != nil {
+		return err
+	}
+	serial, _ := new(big.Int).SetString(hexSerial, 16)
+	if serial.Sign() <= 0 {
+		return fmt.Errorf("serial %q is zero: no certificate has it", serialText)
 	}
 	reason, err := client.ReasonCode(reasonName)
 	if err != nil {
@@ -49,6 +62,11 @@ func (l *revokedList) Set(v string) error {
 	}
 	*l = append(*l, crl.Entry{Serial: serial.Bytes(), RevokedAt: time.Now(), Reason: reason})
 	return nil
+}
+
+func isHex(s string) bool {
+	_, ok := new(big.Int).SetString(s, 16)
+	return ok
 }
 
 // runCARootCRL signs the root's CRL at the root ceremony. The root signs

@@ -184,6 +184,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if door != nil {
 		eventLoops = append(eventLoops, namedRun{"ACME order recovery", door.Run})
 	}
+	handler, console, err := withConsole(p, cfg, handler, log)
+	if err != nil {
+		return err
+	}
+	eventLoops = append(eventLoops, namedRun{"web console", console.Run})
 	apiSrv := &http.Server{
 		Handler: traced(p, httpMetrics.Wrap("api", handler)),
 		// The API verifies a connection's client chain once; the feed's
@@ -378,6 +383,7 @@ next, in another terminal:
   TOKEN=$(go run ./cmd/mica token create --data-dir %[1]s --server %[3]s --identity spiffe://example.org/demo/api --profile service)
   go run ./cmd/mica cert issue --data-dir %[1]s --server %[3]s --token "$TOKEN" --out ./demo
   go run ./cmd/mica cert list --data-dir %[1]s --server %[3]s
+  go run ./cmd/mica console login --data-dir %[1]s --server %[3]s   # a one-time link to the web console
 `, d.dir, d.passphrase(), url)
 }
 

@@ -181,8 +181,8 @@ func TestShippedQueriesMatchMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend := newHeaderRecorder(t)
-	listen := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
-	gw := startProxy(t, gatewayConfig(gateway, e.server.url, listen, backend.URL, workerID))
+	gw := startProxy(t, gatewayConfig(gateway, e.server.url, "127.0.0.1:0", backend.URL, workerID))
+	listen := gw.listeners["billing"]
 	viaProxy := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.roots,
 		Certificates: []tls.Certificate{worker}, ServerName: "billing.svc.example.org", MinVersion: tls.VersionTLS13}}}
 	resp, err := viaProxy.Get("https://" + listen + "/invoices")

@@ -237,7 +237,7 @@ func do(srv *Server, method, url, host string, ctype string, body []byte) answer
 	if ctype != "" {
 		r.Header.Set("Content-Type", ctype)
 	}
-	r.RemoteAddr = "127.0.0.1:40000"
+	r.RemoteAddr = "127.0.0.1:1234" // no socket: a port for the address only
 	w := httptest.NewRecorder()
 	srv.Handler().ServeHTTP(w, r)
 	a := answer{status: w.Code, header: w.Header(), body: w.Body.Bytes(), location: w.Header().Get("Location")}

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -9,6 +11,26 @@ import (
 	"testing"
 	"time"
 )
+
+// exitCommand is a command that exits with code: this test binary, run
+// again as TestExitHelperProcess, so the test needs no program of the
+// system.
+func exitCommand(code int) []string {
+	return []string{os.Args[0], "-test.run=^TestExitHelperProcess$", "--", "exit", strconv.Itoa(code)}
+}
+
+// TestExitHelperProcess is not a test: run by exitCommand, it says so on
+// its output and exits with the code asked for; in a normal run it does
+// nothing.
+func TestExitHelperProcess(t *testing.T) {
+	args := flag.Args()
+	if len(args) != 2 || args[0] != "exit" {
+		return
+	}
+	code, _ := strconv.Atoi(args[1])
+	fmt.Printf("helper exits %d\n", code)
+	os.Exit(code)
+}
 
 func TestHooks(t *testing.T) {
 	dir := t.TempDir()
@@ -24,8 +46,9 @@ func TestHooks(t *testing.T) {
 		hook    Hook
 		wantErr bool
 	}{
-		{"command succeeds", CommandHook([]string{"true"}), false},
-		{"command fails", CommandHook([]string{"false"}), true},
+		{"command succeeds", CommandHook(exitCommand(0)), false},
+		{"command fails", CommandHook(exitCommand(3)), true},
+		{"command missing", CommandHook([]string{filepath.Join(dir, "no-such-program")}), true},
 		{"no command", CommandHook(nil), false},
 		{"pid file missing", SignalHook(filepath.Join(dir, "none.pid"), syscall.SIGHUP), true},
 		{"pid file garbage", SignalHook(write("bad.pid", "nginx\n"), syscall.SIGHUP), true},

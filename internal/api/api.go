@@ -83,6 +83,7 @@ func New(cfg Config) http.Handler {
 	s.reportRoutes(mux)
 	s.governanceRoutes(mux)
 	s.discoveryRoutes(mux)
+	s.consoleRoutes(mux)
 	mux.HandleFunc("POST /v1/certificates/revoke", s.authed(s.revokeMatching))
 	mux.HandleFunc("POST /v1/identities/deny", s.authed(s.deny))
 	mux.HandleFunc("POST /v1/identities/allow", s.authed(s.deny))

@@ -11,10 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/api"
+	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
 )
 
@@ -150,6 +153,61 @@ func TestInternalErrorsAreNotLeaked(t *testing.T) {
 
 func jsonDecode(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestRenewOutsideValidity: a certificate renews only while it is valid by
+// the server's clock (injected here, so the test waits for nothing); past
+// its end, or before its start, the refusal says which and what to do, and
+// nothing is issued.
+func TestRenewOutsideValidity(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	f := authoritytest.NewWith(t, func(c *authority.Config) {
+		c.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
+	setClock := func(at time.Time) { mu.Lock(); defer mu.Unlock(); now = at }
+	srv, _, admin := serve(t, f)
+	ctx := context.Background()
+	cred := f.EnrollCred(t, "service", "spiffe://example.org/billing/expiring")
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	holder, err := client.New(client.Config{Server: srv.URL, Roots: roots, Certificate: cred.TLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	leaf := cred.Issued.Certificate
+	tests := []struct {
+		name       string
+		at         time.Time
+		wantDetail string
+	}{
+		{"Expired", leaf.NotAfter.Add(time.Minute), "expired 1m0s ago and cannot renew: enroll again"},
+		{"NotYetValid", leaf.NotBefore.Add(-time.Minute), "is not valid until"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before, err := admin.ListCertificates(ctx, client.ListFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			setClock(tc.at)
+			_, err = holder.Renew(ctx, client.CertificateRequest{CSR: csrPEM(t)})
+			setClock(time.Now())
+			var p *client.Problem
+			if !errors.As(err, &p) || p.Slug() != "certificate-expired" || p.Status != http.StatusUnauthorized || !strings.Contains(p.Detail, tc.wantDetail) {
+				t.Fatalf("renew = %v, want a 401 certificate-expired problem saying %q", err, tc.wantDetail)
+			}
+			after, err := admin.ListCertificates(ctx, client.ListFilter{})
+			if err != nil || len(after) != len(before) {
+				t.Errorf("%d certificates before the refused renewal, %d after (%v)", len(before), len(after), err)
+			}
+		})
+	}
+	// Back inside its validity, the same certificate renews.
+	if _, err := holder.Renew(ctx, client.CertificateRequest{CSR: csrPEM(t)}); err != nil {
+		t.Errorf("renew inside the validity: %v", err)
+	}
 }
 
 // TestRenewOverHTTPS renews over one kept-alive connection: with a new key

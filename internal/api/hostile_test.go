@@ -130,6 +130,7 @@ func TestEndpointRoleMatrix(t *testing.T) {
 			{"POST", "/v1/identities/deny", func() string { return `{"identity":"spiffe://example.org/billing/denied-` + fresh() + `"}` }, "admin"},
 			{"GET", "/v1/identities/denied", nil, "auditor operator admin"},
 			{"GET", "/v1/reports/expiring", nil, "auditor operator admin"},
+			{"POST", "/v1/console/links", func() string { return `{}` }, "auditor operator admin"},
 		}
 		for _, ep := range eps {
 			for _, c := range cs {

@@ -133,11 +133,8 @@ func (a *Authority) Decide(ctx context.Context, p Principal, id string, approve 
 	if err != nil {
 		return ap, err
 	}
-	if err := a.Authorize(p, ActApprovalDecide, Resource{Role: Role(ap.Approvers)}); err != nil {
+	if err := a.MayDecide(p, ap); err != nil {
 		return ap, err
-	}
-	if p.Name == ap.Requester {
-		return ap, newError(KindForbidden, nil, "%s made request %s and may not decide it: another holder of the %s role must", p.Name, id, ap.Approvers)
 	}
 	now := a.now()
 	verb, outcome := "approved", "ok"
@@ -176,6 +173,26 @@ func (a *Authority) Decide(ctx context.Context, p Principal, id string, approve 
 		return ap, nil // its requester collects it (CreateToken with the request's id)
 	}
 	return a.carryOut(ctx, ap)
+}
+
+// MayDecide answers the questions Decide asks of the approver, for a door
+// that offers the decision only to whom it would allow: nil when p holds
+// the request's approvers role (with approval:decide), did not make it,
+// and has not decided it already (among ap.Votes: each approver counts
+// once).
+func (a *Authority) MayDecide(p Principal, ap store.Approval) error {
+	if err := a.Authorize(p, ActApprovalDecide, Resource{Role: Role(ap.Approvers)}); err != nil {
+		return err
+	}
+	if p.Name == ap.Requester {
+		return newError(KindForbidden, nil, "%s made request %s and may not decide it: another holder of the %s role must", p.Name, ap.ID, ap.Approvers)
+	}
+	for _, v := range ap.Votes {
+		if v.Approver == p.Name {
+			return newError(KindConflict, nil, "%s decided request %s already: each approver counts once, another holder of the %s role must", p.Name, ap.ID, ap.Approvers)
+		}
+	}
+	return nil
 }
 
 // pendingApproval reads a request that can still be decided, expiring it

@@ -62,6 +62,9 @@ type Store interface {
 	DeniedIdentities(ctx context.Context) ([]store.Denial, error)
 	// Approvals, role grants and policy versions.
 	store.Governance
+	// The web console's sign-in links and sessions, and its timeline.
+	store.Console
+	ExpiryTimeline(ctx context.Context, f store.TimelineFilter) ([]store.DayCount, error)
 }
 
 // Config wires an Authority. Every field but Clock and Logger is required.

@@ -125,6 +125,7 @@ const (
 	ActDiscoveryRead    Action = "discovery.read"    // discovered certificates
 	ActWebhookRead      Action = "webhook.read"      // webhook delivery state
 	ActACMERevoke       Action = "acme.revoke"       // Resource.Serial, by the ordering account or the certificate's key
+	ActConsoleSignIn    Action = "console.sign-in"   // open a web console session (console.go)
 	ActEnroll           Action = "cert.enroll"       // Resource.Profile, Resource.Identity: the token's
 	ActACMEIssue        Action = "acme.issue"        // Resource.Identity: the order's validated identifiers
 	ActInternalIssuance Action = "internal.issuance" // mica issuing for itself
@@ -154,6 +155,7 @@ type rule struct {
 	self     bool       // the action is on the presented certificate itself: every holder may
 	anyPeer  bool       // every authenticated caller may
 	ownReq   bool       // the caller's own approval requests need no permission
+	anyRole  bool       // every caller holding at least one role may
 	scoped   bool       // the grant's profile and identity scope applies
 	reserved Permission // for a reserved profile this permission is needed instead
 	what     string     // for refusals: "read the inventory"
@@ -186,6 +188,7 @@ var table = map[Action]rule{
 	ActBreakGlass:     {perm: PermBreakGlass, what: "break the glass"},
 	ActApprovalDecide: {perm: PermApprovalDecide, what: "decide approval requests"},
 	ActApprovalRead:   {perm: PermApprovalRead, ownReq: true, what: "read approval requests"},
+	ActConsoleSignIn:  {anyRole: true, what: "sign in to the web console"},
 	ActDiscoveryRead:  {perm: PermInventoryRead, what: "read discovered certificates"},
 	// Delivery state names events, never secrets: who may read the audit
 	// log may read it.
@@ -256,7 +259,7 @@ func (m *AccessModel) authorize(p Principal, act Action, res Resource) error {
 	if !p.authenticated() {
 		return newError(KindUnauthenticated, nil, "%s needs a client certificate issued by this server: pass --cert and --key", r.what)
 	}
-	if r.anyPeer || r.self || r.ownCert && res.Serial != "" && p.Record.Serial == res.Serial ||
+	if r.anyPeer || r.self || r.anyRole && len(p.Roles) > 0 || r.ownCert && res.Serial != "" && p.Record.Serial == res.Serial ||
 		r.ownReq && res.Requester != "" && res.Requester == p.Name {
 		return nil
 	}
@@ -271,6 +274,9 @@ func (m *AccessModel) authorize(p Principal, act Action, res Resource) error {
 	}
 	if perm != "" && m.allows(p.Roles, perm, r.scoped, res) {
 		return nil
+	}
+	if r.anyRole {
+		return forbidden(p, what, fmt.Sprintf("it needs an administrator's credential (a certificate under the %s profile) holding a role from the policy's admins section or `mica role grant`", ProfileAdmin))
 	}
 	return forbidden(p, what, m.hint(perm))
 }

@@ -124,6 +124,15 @@ func TestTokenNeedsTwoApprovers(t *testing.T) {
 		}
 		_, err = g.Authority.Decide(ctx, g.sec1, id, true, "")
 		wantRefusal(t, "voting twice", err, authority.KindConflict, "")
+		// A door asking first (the console's buttons) hears the same.
+		full, err := g.Authority.Approval(ctx, g.sec1, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRefusal(t, "may the first approver decide again", g.Authority.MayDecide(g.sec1, full), authority.KindConflict, "")
+		if err := g.Authority.MayDecide(g.sec2, full); err != nil {
+			t.Errorf("the second approver may not decide: %v", err)
+		}
 		req.Approval = id
 		_, err = g.Authority.CreateToken(ctx, g.Operator, req)
 		wantRefusal(t, "collecting before the threshold", err, authority.KindConflict, "")

@@ -173,7 +173,7 @@ func (a *Authority) Revoke(ctx context.Context, p Principal, serial string, reas
 		return store.Certificate{}, err
 	}
 	rec, _ := a.store.Certificate(ctx, serial) // not found: revoke says so, once authorized
-	res := Resource{Serial: serial, Profile: rec.Profile, Identity: rec.Identity, Owner: rec.Owner, Requester: rec.Requester}
+	res := revokeResource(serial, rec)
 	if err := a.Authorize(p, ActCertRevoke, res); err != nil {
 		return store.Certificate{}, err
 	}
@@ -212,4 +212,17 @@ func (a *Authority) revoke(ctx context.Context, actor, serial string, reason int
 	}
 	rec.Status, rec.RevokedAt, rec.RevocationReason = store.StatusRevoked, now, reason
 	return rec, nil
+}
+
+// revokeResource is what revoking the certificate serial (its record rec,
+// zero when unknown) is about.
+func revokeResource(serial string, rec store.Certificate) Resource {
+	return Resource{Serial: serial, Profile: rec.Profile, Identity: rec.Identity, Owner: rec.Owner, Requester: rec.Requester}
+}
+
+// MayRevoke answers the question Revoke asks first, for a door that offers
+// the action only to whom it would allow (the console's revoke button): nil
+// when p may revoke rec, whether or not approvals then hold it.
+func (a *Authority) MayRevoke(p Principal, rec store.Certificate) error {
+	return a.Authorize(p, ActCertRevoke, revokeResource(rec.Serial, rec))
 }

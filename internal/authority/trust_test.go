@@ -140,6 +140,7 @@ func TestAuthorizeMatrix(t *testing.T) {
 		{authority.ActServerStats, authority.Resource{}, "admin"},
 		{authority.ActJWTSVID, authority.Resource{}, all},
 		{authority.ActFeedSubscribe, authority.Resource{}, all},
+		{authority.ActConsoleSignIn, authority.Resource{}, "auditor operator admin"},
 		{authority.ActInternalIssuance, authority.Resource{}, ""},
 		{authority.ActACMERevoke, authority.Resource{Serial: other}, ""},
 	}

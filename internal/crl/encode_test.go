@@ -17,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/testlayer"
 	"github.com/mica-pki/mica/internal/testpki"
 )
 
@@ -108,9 +109,7 @@ func TestBuildRefuses(t *testing.T) {
 // verification with -crl_check fails for a listed certificate and passes
 // for another.
 func TestOpenSSL(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed (scripts/test.sh installs it)")
-	}
+	openssl := testlayer.Tool(t, "openssl")
 	pki := testpki.New(t, "example.org")
 	revoked := pki.Leaf(t, pki.ID(t, "/revoked"))
 	live := pki.Leaf(t, pki.ID(t, "/live"))
@@ -124,18 +123,18 @@ func TestOpenSSL(t *testing.T) {
 	rootPath, interPath := pki.WriteCA(t, dir)
 	crlPath := filepath.Join(dir, "crl.der")
 	os.WriteFile(crlPath, der, 0o644)
-	out, err := exec.Command("openssl", "crl", "-inform", "DER", "-in", crlPath, "-noout", "-text").CombinedOutput()
+	out, err := exec.Command(openssl, "crl", "-inform", "DER", "-in", crlPath, "-noout", "-text").CombinedOutput()
 	if err != nil || !strings.Contains(strings.ToUpper(strings.ReplaceAll(string(out), ":", "")), strings.ToUpper(revoked.Cert.SerialNumber.Text(16))) ||
 		!strings.Contains(string(out), "Key Compromise") {
 		t.Fatalf("openssl crl: %v\n%s", err, out)
 	}
 	pemCRL := filepath.Join(dir, "crl.pem")
-	if out, err := exec.Command("openssl", "crl", "-inform", "DER", "-in", crlPath, "-out", pemCRL).CombinedOutput(); err != nil {
+	if out, err := exec.Command(openssl, "crl", "-inform", "DER", "-in", crlPath, "-out", pemCRL).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
 	verify := func(l *testpki.Leaf) (string, error) {
 		leafPath, _ := l.Write(t, t.TempDir(), "leaf")
-		out, err := exec.Command("openssl", "verify", "-crl_check", "-CRLfile", pemCRL, "-CAfile", rootPath, "-untrusted", interPath, leafPath).CombinedOutput()
+		out, err := exec.Command(openssl, "verify", "-crl_check", "-CRLfile", pemCRL, "-CAfile", rootPath, "-untrusted", interPath, leafPath).CombinedOutput()
 		return string(out), err
 	}
 	if out, err := verify(revoked); err == nil || !strings.Contains(out, "revoked") {

@@ -211,6 +211,12 @@ func (s *Service) Run(ctx context.Context) error {
 				return nil
 			case <-time.After(s.cfg.Debounce):
 			}
+			// The build about to start reads every change made so far,
+			// those poked during the debounce included.
+			select {
+			case <-s.poke:
+			default:
+			}
 		}
 	}
 }
@@ -263,7 +269,7 @@ func (s *Service) Handler() http.Handler {
 		// Caches may keep it until the next scheduled rebuild at most; a
 		// revocation in between reaches relying parties through OCSP and
 		// the push feed.
-		maxAge := max(int(time.Until(cur.ThisUpdate.Add(s.cfg.Validity/2)).Seconds()), 0)
+		maxAge := max(int(cur.ThisUpdate.Add(s.cfg.Validity/2).Sub(s.cfg.Clock()).Seconds()), 0)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(min(maxAge, 300)))
 		h.Set("Expires", cur.NextUpdate.UTC().Format(http.TimeFormat))
 		h.Set("Last-Modified", cur.ThisUpdate.UTC().Format(http.TimeFormat))

@@ -331,6 +331,33 @@ func TestRebuildAfterSharedSecond(t *testing.T) {
 	}
 }
 
+// TestCacheControlFollowsTheClock: caches may keep the CRL until the next
+// scheduled build (half its validity) and five minutes at most, by the
+// Service's clock.
+func TestCacheControlFollowsTheClock(t *testing.T) {
+	at := now
+	pki := testpki.New(t, "example.org", testpki.WithClock(clock))
+	s := newService(t, openSQLite(t, filepath.Join(t.TempDir(), "mica.db")), pki, func() time.Time { return at })
+	if err := s.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	half := s.Current().ThisUpdate.Add(12 * time.Hour)
+	tests := []struct {
+		at   time.Time
+		want string
+	}{
+		{now, "public, max-age=300"},
+		{half.Add(-100 * time.Second), "public, max-age=100"},
+		{half.Add(time.Minute), "public, max-age=0"},
+	}
+	for _, tc := range tests {
+		at = tc.at
+		if got := get(t, s.Handler(), pki).Header().Get("Cache-Control"); got != tc.want {
+			t.Errorf("at %v: Cache-Control %q, want %q", tc.at, got, tc.want)
+		}
+	}
+}
+
 // TestLintMaxEntries: CRLs up to the limit are linted before publication,
 // larger ones are published without the linter's whole-list parse.
 func TestLintMaxEntries(t *testing.T) {

@@ -104,22 +104,48 @@ func (e *env) serverSet() (serials, ids []string) {
 	return serials, ids
 }
 
-// waitSame waits until the subscriber's set equals the server's; the
-// generous deadline only bounds a broken test, it is not a timing claim.
+// waitSame waits until the subscriber's set equals the server's, woken by
+// each change of the subscriber's set; the generous deadline only bounds
+// a broken test, it is not a timing claim.
 func (e *env) waitSame(s *revocation.Subscriber) {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
 	for {
+		changed := s.Set().Changed() // before looking, so no change is missed
 		serials, ids := e.serverSet()
 		gs, gi := s.Set().Serials(), s.Set().Identities()
 		if slices.Equal(serials, gs) && slices.Equal(ids, gi) {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline.C:
 			e.t.Fatalf("subscriber set differs from the server's:\nserver %v %v\nsubscriber %v %v", serials, ids, gs, gi)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// signal returns a function that notes one occurrence of something, and a
+// wait that returns once it occurred n times in all, failing the test at
+// the deadline.
+func signal(t *testing.T) (note func(), wait func(what string, n int)) {
+	ch := make(chan struct{}, 1<<10)
+	seen := 0
+	note = func() { ch <- struct{}{} }
+	wait = func(what string, n int) {
+		t.Helper()
+		deadline := time.NewTimer(20 * time.Second)
+		defer deadline.Stop()
+		for ; seen < n; seen++ {
+			select {
+			case <-ch:
+			case <-deadline.C:
+				t.Fatalf("%s: seen %d times, want %d", what, seen, n)
+			}
+		}
+	}
+	return note, wait
 }
 
 func TestResume(t *testing.T) {
@@ -198,10 +224,10 @@ func TestManySubscribers(t *testing.T) {
 // one's backlog, and delivery to a live subscriber.
 func TestStats(t *testing.T) {
 	e := newEnv(t, 0)
-	var delivered atomic.Int64
+	delivered, waitDelivered := signal(t)
 	e.hub.cfg.Delivered = func(d time.Duration) {
 		if d >= 0 {
-			delivered.Add(1)
+			delivered()
 		}
 	}
 	// A subscriber that reads nothing: its backlog is the lag.
@@ -211,14 +237,16 @@ func TestStats(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls})
+	// The Hub registers a subscriber before it writes the snapshot.
+	snapshot, waitSnapshot := signal(t)
+	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnSnapshot: func(revocation.Snapshot) { snapshot() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go live.Run(ctx)
-	deadline := time.Now().Add(20 * time.Second)
-	for e.hub.Stats().Subscribers != 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	waitSnapshot("the live subscriber's snapshot", 1)
+	if n := e.hub.Stats().Subscribers; n != 2 {
+		t.Fatalf("%d subscribers once the live one has its snapshot, want 2", n)
 	}
 	for i := range 3 {
 		e.revoke(i)
@@ -228,12 +256,7 @@ func TestStats(t *testing.T) {
 	if st.Subscribers != 2 || st.MaxLag != 3 || st.Seq == 0 || st.Dropped != 0 {
 		t.Errorf("Stats = %+v, want 2 subscribers, the slowest 3 changes behind", st)
 	}
-	for delivered.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := delivered.Load(); n != 3 {
-		t.Errorf("Delivered called %d times for 3 changes to the live subscriber", n)
-	}
+	waitDelivered("Delivered for the 3 changes to the live subscriber", 3)
 	e.hub.unsubscribe(stuck)
 	if st := e.hub.Stats(); st.Subscribers != 1 || st.MaxLag != 0 {
 		t.Errorf("after the stuck subscriber left, Stats = %+v", st)
@@ -249,6 +272,12 @@ func TestLagCountsUnreadChanges(t *testing.T) {
 		t.Skip("the send queue is read on Linux only")
 	}
 	e := newEnv(t, 0)
+	delivered, waitDelivered := signal(t)
+	e.hub.cfg.Delivered = func(d time.Duration) {
+		if d >= 0 {
+			delivered()
+		}
+	}
 	srv := httptest.NewUnstartedServer(e.hub.Handler())
 	srv.Config.ConnContext = ConnContext
 	srv.StartTLS()
@@ -267,6 +296,7 @@ func TestLagCountsUnreadChanges(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /v1/revocations/feed HTTP/1.1\r\nHost: feed\r\n\r\n")
 	rd := bufio.NewReader(conn)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second)) // bounds a broken test: the snapshot never comes
 	for {
 		line, err := rd.ReadString('\n')
 		if err != nil {
@@ -276,15 +306,21 @@ func TestLagCountsUnreadChanges(t *testing.T) {
 			break
 		}
 	}
-	waitUntil(t, "the subscriber to be registered", func() bool { return e.hub.Stats().Subscribers == 1 })
+	conn.SetReadDeadline(time.Time{})
+	// Registered before its snapshot was written.
+	if n := e.hub.Stats().Subscribers; n != 1 {
+		t.Fatalf("%d subscribers once the snapshot arrived, want 1", n)
+	}
 	const n = 30
 	for i := range n {
 		e.revoke(i)
 	}
-	waitUntil(t, "the unread changes to show as lag", func() bool {
-		st := e.hub.Stats()
-		return st.Seq > 0 && st.MaxLag >= n/2 && st.MaxUnreadBytes > 0
-	})
+	// Written to the socket, not read: from here the kernel only takes
+	// bytes off the send queue as the reader acknowledges them.
+	waitDelivered("Delivered for the changes the reader does not read", n)
+	if st := e.hub.Stats(); st.Seq == 0 || st.MaxLag < n/2 || st.MaxUnreadBytes == 0 {
+		t.Fatalf("the unread changes do not show as lag: %+v", st)
+	}
 	t.Logf("stopped reader: %+v", e.hub.Stats())
 	// It reads again: everything it was sent is taken.
 	go io.Copy(io.Discard, rd)
@@ -295,7 +331,8 @@ func TestLagCountsUnreadChanges(t *testing.T) {
 }
 
 // waitUntil polls cond until it holds; the deadline only bounds a broken
-// test.
+// test. Only for what nothing signals: the kernel's socket queues
+// draining as the peer acknowledges what it read.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -316,20 +353,22 @@ func TestSubscriberConnectionHooks(t *testing.T) {
 	srv.StartTLS()
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
-	var connects, cuts atomic.Int32
+	connected, waitConnected := signal(t)
+	cut, waitCut := signal(t)
+	var cuts atomic.Int32
 	sub, err := revocation.NewSubscriber(revocation.Config{URL: srv.URL + "/v1/revocations/feed", TLS: &tls.Config{RootCAs: pool},
-		OnConnect: func() { connects.Add(1) }, OnDisconnect: func(error) { cuts.Add(1) }})
+		OnConnect: connected, OnDisconnect: func(error) { cuts.Add(1); cut() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go sub.Run(ctx)
-	waitUntil(t, "OnConnect", func() bool { return connects.Load() == 1 })
+	waitConnected("OnConnect", 1)
 	if n := cuts.Load(); n != 0 {
 		t.Fatalf("OnDisconnect called %d times on an open stream", n)
 	}
 	srv.CloseClientConnections()
 	srv.Close()
-	waitUntil(t, "OnDisconnect after the server went away", func() bool { return cuts.Load() >= 1 })
+	waitCut("OnDisconnect after the server went away", 1)
 }

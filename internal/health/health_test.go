@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
 // TestFrozenStore: a store that never answers gets a 503-worthy answer at
@@ -104,11 +106,12 @@ func TestVolume(t *testing.T) {
 // does.
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
+	mount := testlayer.Tool(t, "mount")
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root (scripts/test.sh runs the suite as root)")
 	}
 	dir := t.TempDir()
-	run(t, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
+	run(t, mount, "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir)
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir
 }

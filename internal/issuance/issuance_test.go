@@ -25,6 +25,7 @@ import (
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/testlayer"
 	"github.com/mica-pki/mica/internal/testpki"
 )
 
@@ -64,17 +65,17 @@ func verify(p *testpki.PKI, leaf *x509.Certificate) error {
 }
 
 // opensslVerify runs the real openssl against root, intermediate and leaf
-// files and returns its combined output and error.
+// files and returns its combined output and error. It belongs to the
+// integration layer: call it in a subtest of its own, so that the rest of
+// the test runs under -short.
 func opensslVerify(t *testing.T, p *testpki.PKI, leaf *x509.Certificate) (string, error) {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	openssl := testlayer.Tool(t, "openssl")
 	dir := t.TempDir()
 	rootPath, intPath := p.WriteCA(t, dir)
 	l := &testpki.Leaf{Cert: leaf, Key: newKey(t, keys.ECDSAP256)}
 	leafPath, _ := l.Write(t, dir, "leaf")
-	out, err := exec.Command("openssl", "verify", "-x509_strict", "-CAfile", rootPath, "-untrusted", intPath, leafPath).CombinedOutput()
+	out, err := exec.Command(openssl, "verify", "-x509_strict", "-CAfile", rootPath, "-untrusted", intPath, leafPath).CombinedOutput()
 	return string(out), err
 }
 
@@ -96,9 +97,11 @@ func TestIssueEachAlgorithm(t *testing.T) {
 			if err := verify(p, leaf); err != nil {
 				t.Fatalf("crypto/x509 does not verify the leaf: %v", err)
 			}
-			if out, err := opensslVerify(t, p, leaf); err != nil || !strings.Contains(out, "OK") {
-				t.Fatalf("openssl verify: %v\n%s", err, out)
-			}
+			t.Run("openssl", func(t *testing.T) {
+				if out, err := opensslVerify(t, p, leaf); err != nil || !strings.Contains(out, "OK") {
+					t.Fatalf("openssl verify: %v\n%s", err, out)
+				}
+			})
 
 			got, err := identity.FromCertificate(leaf)
 			if err != nil {
@@ -166,11 +169,13 @@ func TestNameConstraintsRejectForeignTrustDomain(t *testing.T) {
 	if err := verify(p, leaf); !errors.As(err, &inv) || inv.Reason != x509.CANotAuthorizedForThisName {
 		t.Errorf("crypto/x509 err = %v, want CANotAuthorizedForThisName", err)
 	}
-	if out, err := opensslVerify(t, p, leaf); err == nil {
-		t.Errorf("openssl accepted a SPIFFE ID outside the trust domain:\n%s", out)
-	} else if !strings.Contains(out, "permitted subtree violation") {
-		t.Errorf("openssl refused for another reason:\n%s", out)
-	}
+	t.Run("openssl", func(t *testing.T) {
+		if out, err := opensslVerify(t, p, leaf); err == nil {
+			t.Errorf("openssl accepted a SPIFFE ID outside the trust domain:\n%s", out)
+		} else if !strings.Contains(out, "permitted subtree violation") {
+			t.Errorf("openssl refused for another reason:\n%s", out)
+		}
+	})
 }
 
 // countingSigner counts signatures so tests can prove nothing was signed.

@@ -267,9 +267,9 @@ func newLinter(parent *x509.Certificate, issuerPub crypto.PublicKey, rand io.Rea
 	if err != nil {
 		return nil, fmt.Errorf("issuance: issuer key: %w", err)
 	}
-	key, err := keys.Generate(alg, rand)
+	key, err := lintKey(alg, rand)
 	if err != nil {
-		return nil, fmt.Errorf("issuance: generating the lint key: %w", err)
+		return nil, err
 	}
 	l := &linter{lints: ls, key: key}
 	if parent != nil {
@@ -278,6 +278,32 @@ func newLinter(parent *x509.Certificate, issuerPub crypto.PublicKey, rand io.Rea
 		l.parent = &cp
 	}
 	return l, nil
+}
+
+// lintKeys are the throwaway keys, one per algorithm for the process:
+// they sign only lint copies, which are never published, so one of each
+// is enough, and an RSA issuer does not generate an RSA key each time a
+// CA certificate is made or an issuer is set up.
+var lintKeys struct {
+	sync.Mutex
+	byAlg map[keys.Algorithm]crypto.Signer
+}
+
+func lintKey(alg keys.Algorithm, rand io.Reader) (crypto.Signer, error) {
+	lintKeys.Lock()
+	defer lintKeys.Unlock()
+	if k := lintKeys.byAlg[alg]; k != nil {
+		return k, nil
+	}
+	k, err := keys.Generate(alg, rand)
+	if err != nil {
+		return nil, fmt.Errorf("issuance: generating the lint key: %w", err)
+	}
+	if lintKeys.byAlg == nil {
+		lintKeys.byAlg = map[keys.Algorithm]crypto.Signer{}
+	}
+	lintKeys.byAlg[alg] = k
+	return k, nil
 }
 
 // tbs is a to-be-signed certificate and the signer options crypto/x509

@@ -343,9 +343,10 @@ const maxRequestBytes = 4096
 // Handler serves RFC 6960 appendix A: POST with an application/ocsp-request
 // body to the responder's URL, or GET with the base64 request appended to
 // it. Responses without a nonce carry RFC 5019 caching headers.
-func (r *Responder) Handler() http.Handler { return handler(r.respond) }
+func (r *Responder) Handler() http.Handler { return handler(r.respond, r.cfg.Clock) }
 
-func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) http.Handler {
+// handler serves respond's answers; clock dates the caching headers.
+func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached), clock func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var der []byte
 		switch req.Method {
@@ -372,7 +373,7 @@ func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) ht
 				der, err = base64.StdEncoding.DecodeString(enc)
 			}
 			if err != nil || len(der) > maxRequestBytes {
-				writeResponse(w, errorResponse(statusMalformedRequest), nil)
+				writeResponse(w, errorResponse(statusMalformedRequest), nil, time.Time{})
 				return
 			}
 		default:
@@ -386,17 +387,19 @@ func handler(respond func(ctx context.Context, der []byte) ([]byte, *cached)) ht
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		writeResponse(w, resp, c)
+		writeResponse(w, resp, c, clock())
 	})
 }
 
-func writeResponse(w http.ResponseWriter, der []byte, c *cached) {
+// writeResponse writes der; a cacheable response c gets caching headers
+// for the time now.
+func writeResponse(w http.ResponseWriter, der []byte, c *cached, now time.Time) {
 	h := w.Header()
 	h.Set("Content-Type", "application/ocsp-response")
 	if c == nil {
 		h.Set("Cache-Control", "no-store")
 	} else {
-		maxAge := max(int(time.Until(c.nextUpdate).Seconds())/2, 0)
+		maxAge := max(int(c.nextUpdate.Sub(now).Seconds())/2, 0)
 		h.Set("Cache-Control", "max-age="+strconv.Itoa(maxAge)+", public, no-transform, must-revalidate")
 		h.Set("Last-Modified", c.thisUpdate.UTC().Format(http.TimeFormat))
 		h.Set("Expires", c.nextUpdate.UTC().Format(http.TimeFormat))

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Responders answers for every issuing CA in the bundle, one Responder
@@ -109,7 +110,16 @@ func (m *Responders) respond(ctx context.Context, der []byte) ([]byte, *cached) 
 }
 
 // Handler serves every responder at one URL (see Responder.Handler).
-func (m *Responders) Handler() http.Handler { return handler(m.respond) }
+func (m *Responders) Handler() http.Handler { return handler(m.respond, m.now) }
+
+// now is the responders' clock (they share the server's), for the caching
+// headers.
+func (m *Responders) now() time.Time {
+	if list := *m.list.Load(); len(list) > 0 {
+		return list[0].cfg.Clock()
+	}
+	return time.Now()
+}
 
 // CacheStats adds up the responders' caches.
 func (m *Responders) CacheStats() CacheStats {

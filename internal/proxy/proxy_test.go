@@ -117,16 +117,6 @@ func (w *world) clientWith(src mtls.Source, h2 bool) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-// eventually waits for cond; the deadline only bounds a broken test.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reached: %s", what)
-		}
-	}
-}
-
 func addrOf(p *Proxy, name string) string {
 	for _, l := range p.Listeners() {
 		if l.Name == name {
@@ -141,18 +131,21 @@ type recorder struct {
 	*httptest.Server
 	mu   sync.Mutex
 	seen []*http.Request
+	more chan struct{} // closed and replaced at every request
 	// hold, when set, blocks a request for /slow until it is closed.
 	hold chan struct{}
 }
 
 func newRecorder(t testing.TB) *recorder {
-	r := &recorder{}
+	r := &recorder{more: make(chan struct{})}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
 		c := req.Clone(context.Background())
 		c.Body = io.NopCloser(bytes.NewReader(body))
 		r.seen = append(r.seen, c)
+		close(r.more)
+		r.more = make(chan struct{})
 		hold := r.hold
 		r.mu.Unlock()
 		if req.URL.Path == "/slow" && hold != nil {
@@ -168,6 +161,26 @@ func (r *recorder) requests() []*http.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*http.Request(nil), r.seen...)
+}
+
+// waitRequests waits until the backend has seen n requests; the deadline
+// only bounds a broken test.
+func (r *recorder) waitRequests(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		r.mu.Lock()
+		seen, more := len(r.seen), r.more
+		r.mu.Unlock()
+		if seen >= n {
+			return
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("the backend saw %d requests, want %d, within 20s", seen, n)
+		}
+	}
 }
 
 func (r *recorder) last(t *testing.T) *http.Request {
@@ -324,10 +337,12 @@ func TestAuthorizationByIdentityAndPath(t *testing.T) {
 			refused++
 		}
 	}
-	// Counted when the handler returns, just after the client has its answer.
-	eventually(t, "mica_proxy_requests_total{code=4xx} counts every refusal", func() bool {
-		return testutil.ToFloat64(m.requests.WithLabelValues("in", "inbound", "4xx")) == float64(refused)
-	})
+	// Counted when the handler returns, just after the client has its
+	// answer; Shutdown waits for every handler to return.
+	p.Shutdown()
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("in", "inbound", "4xx")); got != float64(refused) {
+		t.Errorf("mica_proxy_requests_total{code=4xx} = %v, want every refusal (%d)", got, refused)
+	}
 }
 
 func TestHandshakeRefusesUntrustedClients(t *testing.T) {
@@ -380,7 +395,7 @@ func TestReloadKeepsListenersAndInFlightRequests(t *testing.T) {
 			inflight <- result{code, body}
 		}()
 	}
-	eventually(t, "both slow requests reach the backend", func() bool { return len(w.backend.requests()) >= 2 })
+	w.backend.waitRequests(t, 2)
 
 	next := inbound("in", second.URL, &Rule{IDs: []string{worker, "spiffe://example.org/billing/other"}})
 	if err := p.Apply([]ListenerConfig{next}); err != nil {

@@ -37,3 +37,20 @@ type ExpiryCount struct {
 	Window  ExpiryWindow
 	Count   int64
 }
+
+// TimelineFilter selects the expiry timeline: live certificates (active,
+// NotAfter at or after Now) expiring before From plus Days days, counted
+// per day since From (day 0 is [From, From+24h)).
+type TimelineFilter struct {
+	Now  time.Time
+	From time.Time // the first day's start; at or before Now
+	Days int
+}
+
+// DayCount is how many live certificates of one profile expire on one day
+// of a timeline.
+type DayCount struct {
+	Day     int // since TimelineFilter.From
+	Profile string
+	Count   int64
+}

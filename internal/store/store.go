@@ -154,7 +154,7 @@ type TokenUse struct {
 type Filter struct {
 	Identity      string
 	Profile       string
-	Owner         string    // Certificate.Owner
+	Owner         string    // who answers for it (Certificate.Owner)
 	Status        Status    // active and expired are judged at Now
 	Now           time.Time // required when Status is active or expired
 	ExpiresBefore time.Time // NotAfter strictly before this
@@ -324,6 +324,10 @@ type Store interface {
 	// inventory gauges call it at most every few seconds, whatever its size.
 	// Only non-zero counts are returned.
 	CertificatesByExpiry(ctx context.Context, now time.Time) ([]ExpiryCount, error)
+	// ExpiryTimeline counts the live certificates expiring on each day
+	// of f's window, by profile, in one aggregate query (the console's
+	// timeline). Only non-zero counts are returned.
+	ExpiryTimeline(ctx context.Context, f TimelineFilter) ([]DayCount, error)
 	// ExpiringReport groups the certificates at risk of expiring (see
 	// ExpiringFilter) by profile and owner, from one consistent snapshot.
 	ExpiringReport(ctx context.Context, f ExpiringFilter) (ExpiringReport, error)
@@ -354,6 +358,8 @@ type Store interface {
 
 	// Governance keeps approvals, role grants and policy versions.
 	Governance
+	// Console keeps the web console's sign-in links and sessions.
+	Console
 	// CASlots keeps the CA rotation's state.
 	CASlots
 

@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,10 +13,16 @@ import (
 )
 
 // backend is the event log and the delivery state the tests deliver
-// from: a real SQLite store in the test's directory.
+// from: a real SQLite store in the test's directory. Every delivery-state
+// write the dispatcher makes is signalled (changed), so tests wait on it
+// rather than poll. A worker writes its state on every step, so a counter
+// it moves is followed by a signal.
 type backend struct {
 	*sqlite.Store
 	t *testing.T
+
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced on every write
 }
 
 func newBackend(t *testing.T) *backend {
@@ -25,7 +32,41 @@ func newBackend(t *testing.T) *backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return &backend{Store: s, t: t}
+	return &backend{Store: s, t: t, wake: make(chan struct{})}
+}
+
+// changed is closed at the next delivery-state write.
+func (b *backend) changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wake
+}
+
+func (b *backend) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+func (b *backend) InitWebhook(ctx context.Context, endpoint string, cursor int64) (store.WebhookState, error) {
+	defer b.notify()
+	return b.Store.InitWebhook(ctx, endpoint, cursor)
+}
+
+func (b *backend) AdvanceWebhook(ctx context.Context, endpoint string, from, to int64, success time.Time) error {
+	defer b.notify()
+	return b.Store.AdvanceWebhook(ctx, endpoint, from, to, success)
+}
+
+func (b *backend) NoteWebhookFailure(ctx context.Context, endpoint string, at time.Time, errText string, failures int) error {
+	defer b.notify()
+	return b.Store.NoteWebhookFailure(ctx, endpoint, at, errText, failures)
+}
+
+func (b *backend) AddDeadLetter(ctx context.Context, d store.DeadLetter) error {
+	defer b.notify()
+	return b.Store.AddDeadLetter(ctx, d)
 }
 
 // append records ev (at the current time unless set) and returns its

@@ -183,21 +183,14 @@ func TestDeliversSignedCloudEvents(t *testing.T) {
 		t.Errorf("refusal type %q", got)
 	}
 	r.mu.Unlock()
-	waitCond(t, "the delivered counter reaches 4", func() bool { return e.deliveries("cmdb", "delivered") == 4 })
+	waitCond(t, e, "the delivered counter reaches 4", func() bool { return e.deliveries("cmdb", "delivered") == 4 })
 }
 
 // waitLeader waits until the dispatcher holds its endpoints' leases and
 // has set their cursors, so that events appended afterwards are new to it.
 func waitLeader(t *testing.T, e *env, endpoints ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if e.b.initialised(endpoints...) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("the dispatcher did not start within 20s")
+	waitCond(t, e, "the dispatcher starts", func() bool { return e.b.initialised(endpoints...) })
 }
 
 func TestRetriesAndDeadLetters(t *testing.T) {
@@ -222,13 +215,13 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	slowID = EventID(e.b.append(store.Event{Action: store.ActionCertRevoked, Serial: "03"}))
 	last := e.b.append(store.Event{Action: store.ActionCertRevoked, Serial: "04"})
 	r.waitFor(flakyID, slowID, EventID(last))
-	waitCond(t, "the cursor passes the last event", func() bool { return e.b.state("chat").Cursor >= last })
+	waitCond(t, e, "the cursor passes the last event", func() bool { return e.b.state("chat").Cursor >= last })
 
 	dead := e.b.deadLetters("chat")
 	if len(dead) != 1 || EventID(dead[0].Seq) != refuseID || dead[0].Status != http.StatusBadRequest || dead[0].Attempts != 1 {
 		t.Errorf("dead letters %+v, want the refused event after one attempt", dead)
 	}
-	waitCond(t, "the dead letter is counted", func() bool { return e.deliveries("chat", "dead_lettered") == 1 })
+	waitCond(t, e, "the dead letter is counted", func() bool { return e.deliveries("chat", "dead_lettered") == 1 })
 	r.mu.Lock()
 	if r.attempts[flakyID] != 3 || r.attempts[slowID] != 2 {
 		t.Errorf("attempts: flaky %d (want 3), rate-limited %d (want 2)", r.attempts[flakyID], r.attempts[slowID])
@@ -255,7 +248,7 @@ func TestGivesUpAfterRetryFor(t *testing.T) {
 	e.start(ep)
 	waitLeader(t, e, "down")
 	seq := e.b.append(store.Event{Action: store.ActionCertIssued})
-	waitCond(t, "the event is given up", func() bool { return len(e.b.deadLetters("down")) == 1 })
+	waitCond(t, e, "the event is given up", func() bool { return len(e.b.deadLetters("down")) == 1 })
 	// A 502 is worth retrying: only the retry time running out gives it up.
 	if dl := e.b.deadLetters("down")[0]; dl.Seq != seq || dl.Status != http.StatusBadGateway || dl.Attempts < 1 {
 		t.Errorf("dead letter %+v", dl)
@@ -386,13 +379,20 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func waitCond(t *testing.T, what string, cond func() bool) {
+// waitCond waits until cond holds, checking it again at every write to
+// the delivery state; the deadline only bounds a broken test.
+func waitCond(t *testing.T, e *env, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
+	deadline := time.After(20 * time.Second)
+	for {
+		changed := e.b.changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
 			t.Fatalf("%s: not within 20s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

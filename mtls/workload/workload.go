@@ -87,6 +87,13 @@ func (w *Source) Roots() []*x509.Certificate {
 	return roots
 }
 
+// Updated returns a channel that receives a value after the Workload API
+// sent a new SVID or bundle (and it is in use); updates that arrive while
+// one is waiting to be received are merged into it.
+func (w *Source) Updated() <-chan struct{} {
+	return w.src.Updated()
+}
+
 // Close ends the Workload API stream.
 func (w *Source) Close() error {
 	return w.src.Close()

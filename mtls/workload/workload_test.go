@@ -116,16 +116,17 @@ func TestSource(t *testing.T) {
 		t.Fatalf("presented %s (%v), want the SVID %s", got, err, first.Cert.SerialNumber.Text(16))
 	}
 	second := svid()
-	deadline := time.Now().Add(20 * time.Second) // bounds a broken test; not a timing claim
+	deadline := time.After(20 * time.Second) // bounds a broken test; not a timing claim
 	for {
 		got, err := presented()
 		if err == nil && got == second.Cert.SerialNumber.Text(16) {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotated SVID is not presented: %s, %v", got, err)
+		select {
+		case <-src.Updated():
+		case <-deadline:
+			t.Fatalf("the rotated SVID is not presented within 20s: %s, %v", got, err)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -12,20 +12,14 @@ import (
 
 	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/discover/discovertest"
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
-// tool finds a program the test drives; missing, it fails the test
-// (scripts/test.sh installs it), and -short skips.
+// tool finds a program the test drives (testlayer.Tool): -short skips
+// the test; missing, the program fails it.
 func tool(t *testing.T, name string) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skipf("runs %s (not in -short)", name)
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: run scripts/test.sh (it installs it)", name)
-	}
-	return p
+	return testlayer.Tool(t, name)
 }
 
 func run(t *testing.T, name string, args ...string) {

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/mica-pki/mica/internal/discover/discovertest"
+	"github.com/mica-pki/mica/internal/testaddr"
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
 // startPostgres runs a real PostgreSQL with TLS on, presenting leaf and
@@ -67,20 +69,16 @@ func startPostgres(t *testing.T, leaf *discovertest.Cert, chain ...*discovertest
 	discovertest.WriteFile(t, keyPath, discovertest.KeyPEM(t, leaf.Key), 0o600)
 	chown(certPath)
 	chown(keyPath)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	addr := testaddr.New(t)
 	run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60", "-o",
-		"-c listen_addresses=127.0.0.1 -p "+strconv.Itoa(port)+" -k "+dir+" -c ssl=on -c ssl_cert_file="+certPath+" -c ssl_key_file="+keyPath, "start")
+		"-c listen_addresses="+addr.Addr().String()+" -p "+strconv.Itoa(int(addr.Port()))+" -k "+dir+" -c ssl=on -c ssl_cert_file="+certPath+" -c ssl_key_file="+keyPath, "start")
 	t.Cleanup(func() { run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop") })
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	return net.TCPAddrFromAddrPort(addr)
 }
 
 func postgresBin(t *testing.T) string {
 	t.Helper()
+	testlayer.Integration(t, "runs PostgreSQL")
 	if p, err := exec.LookPath("initdb"); err == nil {
 		return filepath.Dir(p)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/mica-pki/mica/internal/keys"
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
 var testPass = []byte("correct horse battery staple")
@@ -67,19 +68,17 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestOpenSSLReadsEncryptedKey(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	openssl := testlayer.Tool(t, "openssl")
 	key, _ := keys.Generate(keys.ECDSAP256, rand.Reader)
 	path := filepath.Join(t.TempDir(), "ca.key")
 	if err := Write(path, key, testPass); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("openssl", "pkey", "-in", path, "-passin", "pass:"+string(testPass), "-noout", "-text").CombinedOutput()
+	out, err := exec.Command(openssl, "pkey", "-in", path, "-passin", "pass:"+string(testPass), "-noout", "-text").CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl pkey: %v\n%s", err, out)
 	}
-	out, err = exec.Command("openssl", "pkey", "-in", path, "-passin", "pass:wrong", "-noout").CombinedOutput()
+	out, err = exec.Command(openssl, "pkey", "-in", path, "-passin", "pass:wrong", "-noout").CombinedOutput()
 	if err == nil {
 		t.Fatalf("openssl accepted a wrong passphrase:\n%s", out)
 	}

@@ -1,8 +1,8 @@
 // Package enginetest runs a test once on each store engine: the embedded
 // SQLite in a temporary directory, and PostgreSQL (a fresh database on the
-// test binary's pgtest cluster) unless the test runs with -short, which
-// needs nothing but Go. Packages above the store (authority, api) use it to
-// hold their promises on both engines.
+// test binary's pgtest cluster), which pgtest skips under -short, so the
+// unit layer runs on SQLite alone. Packages above the store (authority,
+// api) use it to hold their promises on both engines.
 package enginetest
 
 import (
@@ -28,9 +28,6 @@ func Each(t *testing.T, cluster *pgtest.Cluster, fn func(t *testing.T, st store.
 		fn(t, st)
 	})
 	t.Run("postgres", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("PostgreSQL runs in the full suite, not with -short")
-		}
 		st, err := postgres.Open(context.Background(), cluster.Database(t))
 		if err != nil {
 			t.Fatal(err)

@@ -239,3 +239,11 @@ const NextLeafIndexExpr = "(SELECT max(n) FROM (" +
 	"SELECT (SELECT leaf_index + 1 FROM events ORDER BY leaf_index DESC LIMIT 1) AS n" +
 	" UNION ALL SELECT (SELECT size FROM checkpoints ORDER BY size DESC LIMIT 1)" +
 	" UNION ALL SELECT 0) AS next_leaf)"
+
+// ListCertificatesQuery is the statement and arguments ListCertificates
+// runs for f in d's style, for an engine's tests to check the plan its
+// planner makes of it.
+func ListCertificatesQuery(f store.Filter, d *Dialect) (string, []any, error) {
+	q, err := listCertificates(f, d)
+	return q.SQL, q.Args, err
+}

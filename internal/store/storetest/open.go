@@ -21,16 +21,22 @@ type OpenFunc[S store.Store] func(ctx context.Context, dsn string) (S, error)
 func PerTest[S store.Store](newDB NewDatabase, open OpenFunc[S]) Opener {
 	var mu sync.Mutex
 	dsns := map[*testing.T]string{}
-	return func(t *testing.T) store.Store {
+	dsnFor := func(t *testing.T) string {
 		t.Helper()
+		// Unlocked by defer: newDB may end t (a skip, a failure), and
+		// the next test must not wait for a lock nobody will release.
 		mu.Lock()
+		defer mu.Unlock()
 		dsn, ok := dsns[t]
 		if !ok {
 			dsn = newDB(t)
 			dsns[t] = dsn
 		}
-		mu.Unlock()
-		return mustOpen(t, open, dsn)
+		return dsn
+	}
+	return func(t *testing.T) store.Store {
+		t.Helper()
+		return mustOpen(t, open, dsnFor(t))
 	}
 }
 

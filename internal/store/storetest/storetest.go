@@ -62,6 +62,8 @@ func Run(t *testing.T, open Opener) {
 		{"Webhooks", testWebhooks},
 		{"Leases", testLeases},
 		{"ExpiryNotices", testExpiryNotices},
+		{"Console", testConsole},
+		{"ExpiryTimeline", testExpiryTimeline},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })

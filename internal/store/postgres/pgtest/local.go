@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"syscall"
+
+	"github.com/mica-pki/mica/internal/testaddr"
 )
 
 // local is a throwaway cluster in a temporary directory.
@@ -76,18 +77,19 @@ func startLocal() (*local, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// A free port can be taken between closing the probe and postgres
-	// binding it; try a few.
+	// The address is one no other socket is given meanwhile (see
+	// testaddr); a program told the same address could still hold it, so
+	// try a few.
 	for range 3 {
-		port, perr := freePort()
+		addr, perr := testaddr.Pick()
 		if perr != nil {
 			err = perr
 			break
 		}
-		opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=on -c max_connections=300", port, dir)
+		opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=on -c max_connections=300", addr.Addr(), addr.Port(), dir)
 		err = l.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "postgres.log"), "-w", "-t", "60", "-o", opts, "start")
 		if err == nil {
-			l.url = fmt.Sprintf("postgres://mica@127.0.0.1:%d/postgres?sslmode=disable", port)
+			l.url = fmt.Sprintf("postgres://mica@%s/postgres?sslmode=disable", addr)
 			return l, nil
 		}
 	}
@@ -114,13 +116,4 @@ func (l *local) run(name string, args ...string) error {
 func (l *local) stop() error {
 	err := l.run("pg_ctl", "-D", filepath.Join(l.dir, "data"), "-m", "fast", "-w", "stop")
 	return errors.Join(err, os.RemoveAll(l.dir))
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

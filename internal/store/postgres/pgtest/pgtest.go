@@ -1,9 +1,11 @@
 // Package pgtest gives tests a fresh, empty PostgreSQL database. With
 // MICA_TEST_POSTGRES_URL set it creates databases on that server;
 // otherwise it starts a throwaway cluster (initdb + pg_ctl) in a temporary
-// directory, listening on 127.0.0.1 only, with fsync on, and stops it in
-// Cluster.Stop. Missing PostgreSQL binaries fail the test: an engine that
-// is silently skipped is an engine that is never tested.
+// directory, listening on a loopback address only (testaddr), with fsync
+// on, and stops it in Cluster.Stop. Missing PostgreSQL binaries fail the
+// test: an engine that is silently skipped is an engine that is never
+// tested. Under -short (the unit layer, see testlayer) every test that
+// asks for a database is skipped instead, and no server is started.
 //
 // Keep one Cluster per test binary, stopped from TestMain:
 //
@@ -24,6 +26,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mica-pki/mica/internal/testlayer"
 )
 
 // EnvURL names the variable that points the tests at an existing server,
@@ -44,6 +48,7 @@ type Cluster struct {
 // when t ends.
 func (c *Cluster) Database(t testing.TB) string {
 	t.Helper()
+	testlayer.Integration(t, "needs PostgreSQL")
 	c.once.Do(func() { c.adminURL, c.local, c.err = start(c.forceLocal) })
 	if c.err != nil {
 		t.Fatalf("pgtest: %v", c.err)
