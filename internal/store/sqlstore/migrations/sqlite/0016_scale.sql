@@ -14,6 +14,8 @@ DROP INDEX certificates_identity;
 CREATE INDEX certificates_identity ON certificates (identity, not_after, serial);
 DROP INDEX certificates_profile;
 CREATE INDEX certificates_profile ON certificates (profile, not_after, serial);
+-- 0015 made (owner, not_after); the list pages by (not_after, serial).
+DROP INDEX IF EXISTS certificates_owner;
 CREATE INDEX certificates_owner ON certificates (owner, not_after, serial);
 -- The (status, not_after) index goes: it matched every query on status
 -- equally well, so planners chose it where an identity search was meant
