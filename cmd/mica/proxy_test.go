@@ -543,10 +543,11 @@ func mustRead(t *testing.T, path string) string {
 // TestProxyPinsAndCRLPolicy: the config's pinned_cas and crl_policy reach
 // the running proxy. Pinned to mica's root, a client of mica's
 // intermediate gets in; pinned to another CA, it is refused in the
-// handshake with ca_not_pinned. Under hard-fail, while the root has no CRL
-// (no `mica ca root-crl` yet) the client is refused with crl_unavailable;
-// once the root's CRL is published, the intermediate's (from the
-// distribution point in the client's certificate) and the root's let it in.
+// handshake with ca_not_pinned. Under hard-fail, while no CRL of the root
+// can be had (its configured URL answers 404) the client is refused with
+// crl_unavailable; with the root's CRL published, the intermediate's (from
+// the distribution point in the client's certificate) and the root's let
+// it in.
 func TestProxyPinsAndCRLPolicy(t *testing.T) {
 	curlBin := toolPath(t, "curl")
 	e := newTestEnv(t, "sqlite")
@@ -567,7 +568,7 @@ listeners:
   - {name: billing, mode: inbound, listen: 127.0.0.1:0, backend: %s, allow: {ids: [%s]}}
 `, gateway, revocation, pins, backend.URL, workerID))
 	}
-	curlThrough := func(p *proxyProc) curlResult {
+	curlThrough := func(t *testing.T, p *proxyProc) curlResult {
 		_, port, err := net.SplitHostPort(p.listeners["billing"])
 		if err != nil {
 			t.Fatalf("listeners %v: %v", p.listeners, err)
@@ -575,10 +576,10 @@ listeners:
 		return curl(t, curlBin, rootPEM, "billing.svc.example.org:"+port+":127.0.0.1",
 			"https://billing.svc.example.org:"+port+"/invoices", worker)
 	}
-	refusedWith := func(p *proxyProc, reason mtls.Reason) {
+	refusedWith := func(t *testing.T, p *proxyProc, reason mtls.Reason) {
 		t.Helper()
 		seen := backend.count()
-		if r := curlThrough(p); r.code != 0 {
+		if r := curlThrough(t, p); r.code != 0 {
 			t.Fatalf("status %d %q, want the handshake refused (%s)", r.code, r.body, reason)
 		}
 		if n := p.metric(t, "mica_mtls_handshakes_total", map[string]string{"side": "server", "reason": string(reason)}); n != 1 {
@@ -592,21 +593,22 @@ listeners:
 
 	t.Run("PinnedRoot", func(t *testing.T) {
 		p := start(feed, mtls.PinOf(root).String())
-		if r := curlThrough(p); r.code != 200 {
+		if r := curlThrough(t, p); r.code != 200 {
 			t.Fatalf("pinned to mica's root: %d %q %s", r.code, r.body, r.stderr)
 		}
 	})
 	t.Run("PinnedOtherCA", func(t *testing.T) {
 		other := mtls.SPKIPin(sha256.Sum256([]byte("another CA's SubjectPublicKeyInfo")))
-		refusedWith(start(feed, other.String()), mtls.ReasonNotPinned)
+		refusedWith(t, start(feed, other.String()), mtls.ReasonNotPinned)
 	})
 	hardFail := fmt.Sprintf("{crl_urls: [%s], crl_policy: hard-fail, crl_wait: 10s}", rootCRLURL)
 	t.Run("HardFailWithoutRootCRL", func(t *testing.T) {
-		refusedWith(start(hardFail, ""), mtls.ReasonCRLUnavailable)
+		nowhere := fmt.Sprintf("{crl_urls: [%s], crl_policy: hard-fail, crl_wait: 2s}", e.server.httpURL+"/crl/no-such.crl")
+		refusedWith(t, start(nowhere, ""), mtls.ReasonCRLUnavailable)
 	})
 	t.Run("HardFailWithCRLs", func(t *testing.T) {
 		e.micaOK("ca", "root-crl", "--validity", "720h")
-		if r := curlThrough(start(hardFail, "")); r.code != 200 {
+		if r := curlThrough(t, start(hardFail, "")); r.code != 200 {
 			t.Fatalf("hard-fail with the root's and the intermediate's CRLs: %d %q %s", r.code, r.body, r.stderr)
 		}
 	})
