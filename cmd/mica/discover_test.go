@@ -248,17 +248,31 @@ func testDiscover(t *testing.T, engine string) {
 		t.Errorf("expiry report table:\n%s", text)
 	}
 
-	// Metrics, by class and window and by finding.
-	for sample, want := range map[string]float64{
+	// Metrics, by class and window and by finding. The server counts
+	// discovered certificates at most every 15 s, and something may have
+	// scraped before the reports came in (the console samples the
+	// registry), so the counts are waited for, within a deadline.
+	wantMetrics := map[string]float64{
 		`mica_discovered_certificates{class="external",expires_within="30d"}`:        1,
 		`mica_discovered_certificates{class="external",expires_within="expired"}`:    1,
 		`mica_discovered_certificates{class="self-signed",expires_within="more"}`:    2,
 		`mica_discovered_certificates_with_finding{finding="missing-intermediate"}`:  1,
 		`mica_discovered_certificates_with_finding{finding="key-world-readable"}`:    1,
 		`mica_discovered_certificates_with_finding{finding="mica-not-in-inventory"}`: 0,
-	} {
-		if got := scrapedValue(t, e.server.metricsURL, sample); got != want {
-			t.Errorf("%s = %v, want %v", sample, got, want)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		var wrong []string
+		for sample, want := range wantMetrics {
+			if got := scrapedValue(t, e.server.metricsURL, sample); got != want {
+				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", sample, got, want))
+			}
+		}
+		if len(wrong) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("after 30 s:\n%s", strings.Join(wrong, "\n"))
+			break
 		}
 	}
 

@@ -91,7 +91,11 @@ func freezePostgres(t *testing.T, dbURL string) (thaw func()) {
 	if postmaster == 0 {
 		t.Fatalf("no postgres process listens on port %s", u.Port())
 	}
+	// The postmaster first, so that it forks no backend after the list of
+	// its children is read; then every child, read afresh.
+	syscall.Kill(postmaster, syscall.SIGSTOP)
 	pids := []int{postmaster}
+	procs, _ = filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		stat, err := os.ReadFile(filepath.Join(p, "stat"))
 		if err != nil {
@@ -101,11 +105,9 @@ func freezePostgres(t *testing.T, dbURL string) (thaw func()) {
 		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 		if len(fields) > 1 && fields[1] == strconv.Itoa(postmaster) {
 			pid, _ := strconv.Atoi(filepath.Base(p))
+			syscall.Kill(pid, syscall.SIGSTOP)
 			pids = append(pids, pid)
 		}
-	}
-	for _, pid := range pids {
-		syscall.Kill(pid, syscall.SIGSTOP)
 	}
 	done := false
 	thaw = func() {
