@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mica-pki/mica/internal/procmem"
 )
 
 // A benchmark's server in another process — one the operator runs, or one
@@ -200,18 +202,8 @@ func SelfCPU() time.Duration {
 // ProcessPeakRSS is process pid's peak resident memory (VmHWM), 0 when
 // unknown.
 func ProcessPeakRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			if kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 0
+	_, peak := procmem.OfProcess(pid)
+	return peak
 }
 
 // LoadAverage is the machine's 1, 5 and 15 minute load averages, as uptime

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/client"
+	"github.com/mica-pki/mica/internal/procmem"
 	"github.com/mica-pki/mica/internal/store"
 )
 
@@ -149,40 +149,13 @@ func (s *serverProc) stop() {
 
 // memory reads the server's resident and peak resident memory.
 func (s *serverProc) memory() (rss, peak int64) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		return 0, 0
-	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		name, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "VmRSS":
-			rss = kb << 10
-		case "VmHWM":
-			peak = kb << 10
-		}
-	}
-	return rss, peak
+	return procmem.OfProcess(s.cmd.Process.Pid)
 }
 
 // loadAverage1 is the 1-minute load average, 0 where /proc does not say.
 func loadAverage1() float64 {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) == 0 {
-		return 0
-	}
-	f, _ := strconv.ParseFloat(fields[0], 64)
+	first, _, _ := strings.Cut(LoadAverage(), ",")
+	f, _ := strconv.ParseFloat(first, 64)
 	return f
 }
 

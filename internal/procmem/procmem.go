@@ -1,4 +1,4 @@
-// Package procmem reads this process's memory use from /proc, for the
+// Package procmem reads a process's memory use from /proc, for the
 // server's stats endpoint and the benchmarks' peak RSS figures.
 package procmem
 
@@ -11,7 +11,17 @@ import (
 // Read returns this process's resident and peak resident memory in bytes
 // (VmRSS, VmHWM); zero where /proc does not say.
 func Read() (rss, peak int64) {
-	data, err := os.ReadFile("/proc/self/status")
+	return readStatus("/proc/self/status")
+}
+
+// OfProcess is Read for another process, by its pid: a server a benchmark
+// started.
+func OfProcess(pid int) (rss, peak int64) {
+	return readStatus("/proc/" + strconv.Itoa(pid) + "/status")
+}
+
+func readStatus(path string) (rss, peak int64) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, 0
 	}
