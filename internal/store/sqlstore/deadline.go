@@ -23,10 +23,16 @@ var errDeadline = errors.New("sqlstore: the call's own deadline passed")
 // call bounds one call of the store by its timeout. Defer end with the
 // call's error: it releases the deadline and, when that deadline ended the
 // call, replaces the error with a TimeoutError naming what.
-func (s *Store) call(ctx context.Context, what string, write bool) (_ context.Context, end func(*error)) {
-	ctx, cancel := context.WithTimeoutCause(ctx, s.timeout, errDeadline)
+//
+// A write shares its transaction with others (group commit), whose
+// deadline may pass a moment before its own: a deadline error while the
+// caller's context is still live is the store's timeout too.
+func (s *Store) call(parent context.Context, what string, write bool) (_ context.Context, end func(*error)) {
+	ctx, cancel := context.WithTimeoutCause(parent, s.timeout, errDeadline)
 	return ctx, func(err *error) {
-		if *err != nil && context.Cause(ctx) == errDeadline && !isOutcome(*err) {
+		ours := context.Cause(ctx) == errDeadline ||
+			errors.Is(*err, context.DeadlineExceeded) && parent.Err() == nil
+		if *err != nil && ours && !isOutcome(*err) {
 			*err = &TimeoutError{Engine: s.d.Name, What: what, After: s.timeout, Write: write, hint: s.d.Unanswered}
 		}
 		cancel()
