@@ -2,6 +2,7 @@ package authority_test
 
 import (
 	"context"
+	"crypto/x509"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -88,4 +89,45 @@ func TestDenialDuringIssuanceWins(t *testing.T) {
 	if len(certs) != 1 {
 		t.Errorf("%d certificates for %s, want 1: the refused renewal must record nothing", len(certs), id)
 	}
+}
+
+// On a connection whose chain the authority already knows, a renewal does
+// not read the certificate's status before signing: the commit refuses a
+// revoked one. Every other request still reads it, and so does a renewal
+// by an administrator's credential.
+func TestRenewalOnWarmConnectionOfRevokedCertificate(t *testing.T) {
+	f := authoritytest.New(t)
+	ctx := context.Background()
+	const id = "spiffe://example.org/billing/api"
+	cred := f.EnrollCred(t, "service", id)
+	chain := append([]*x509.Certificate{cred.Issued.Certificate}, cred.Issued.Chain...)
+	adminChain := append([]*x509.Certificate{f.AdminIssued.Certificate}, f.AdminIssued.Chain...)
+	var memo, adminMemo authority.ConnMemo
+	if _, err := f.Authority.AuthenticateConn(ctx, &memo, chain, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Authority.AuthenticateConn(ctx, &adminMemo, adminChain, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Authority.Revoke(ctx, f.Admin, cred.Issued.Record.Serial, 1, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.Authority.AuthenticateConn(ctx, &memo, chain, netip.Addr{})
+	wantRefusal(t, "another request by a revoked certificate", err, authority.KindCertRevoked, "")
+	p, err := f.Authority.AuthenticateRenewal(ctx, &memo, chain, netip.Addr{})
+	if err != nil {
+		t.Fatalf("renewal on a warm connection: %v (its status is the commit's to check)", err)
+	}
+	_, err = f.Authority.Renew(ctx, authority.RenewRequest{Peer: p, KeepKey: true})
+	wantRefusal(t, "renewal of a revoked certificate", err, authority.KindCertRevoked, "")
+	certs, err := f.Store.ListCertificates(ctx, store.Filter{Identity: id})
+	if err != nil || len(certs) != 1 {
+		t.Errorf("certificates of %s = %d, %v; want the revoked one alone", id, len(certs), err)
+	}
+
+	if _, err := f.Authority.Revoke(ctx, f.Admin, f.AdminIssued.Record.Serial, 1, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.Authority.AuthenticateRenewal(ctx, &adminMemo, adminChain, netip.Addr{})
+	wantRefusal(t, "renewal by a revoked administrator's credential", err, authority.KindCertRevoked, "")
 }

@@ -294,7 +294,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		}
 		if errors.Is(err, store.ErrRenewedRevoked) {
 			return nil, a.refused(ctx, in.event, newError(KindCertRevoked, err,
-				"certificate %s was revoked while its renewal was being signed: enroll again with a new token", in.renewedFrom))
+				"certificate %s is revoked and cannot be renewed: enroll again with a new token", in.renewedFrom))
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, newError(KindInternal, err, "the store did not confirm the certificate in time, so it may yet be committed: "+
