@@ -42,30 +42,23 @@ func runBenchAll(ctx context.Context, env *cliEnv, args []string) error {
 		scale = append(scale, "--db", *db)
 	}
 	var sum bench.Summary
+	// run runs one benchmark into out and has add put its figures in the
+	// table, or notes why it could not run.
+	run := func(what, name string, args []string, out any, add func(command string)) {
+		if command, err := runBenchChild(ctx, env, exe, name, args, out); err != nil {
+			sum.AddError(what, err)
+		} else {
+			add(command)
+		}
+	}
 	var issue bench.IssueResult
-	if cmd, err := runBenchChild(ctx, env, exe, "issue", load, &issue); err != nil {
-		sum.AddError("enroll", err)
-	} else {
-		sum.AddIssue(&issue, cmd)
-	}
+	run("enroll", "issue", load, &issue, func(c string) { sum.AddIssue(&issue, c) })
 	var renew bench.RenewResult
-	if cmd, err := runBenchChild(ctx, env, exe, "renew", load, &renew); err != nil {
-		sum.AddError("renew", err)
-	} else {
-		sum.AddRenew(&renew, cmd)
-	}
+	run("renew", "renew", load, &renew, func(c string) { sum.AddRenew(&renew, c) })
 	var rev bench.RevocationResult
-	if cmd, err := runBenchChild(ctx, env, exe, "revocation", nil, &rev); err != nil {
-		sum.AddError("revocation feed", err)
-	} else {
-		sum.AddRevocation(&rev, cmd)
-	}
+	run("revocation feed", "revocation", nil, &rev, func(c string) { sum.AddRevocation(&rev, c) })
 	var sc bench.ScaleResult
-	if _, err := runBenchChild(ctx, env, exe, "scale", scale, &sc); err != nil {
-		sum.AddError("scale", err)
-	} else {
-		sum.AddScale(&sc)
-	}
+	run("scale", "scale", scale, &sc, func(string) { sum.AddScale(&sc) })
 	sum.Note = "Each benchmark ran in a process of its own, one after another; enroll and renew against a server spawned in another process " +
 		"(server CPU read from /proc). The machine's 1-minute load average is given with each figure: compare figures taken at like loads."
 	if err := printBench(env, *asJSON, &sum, sum.WriteText); err != nil {

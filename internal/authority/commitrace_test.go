@@ -41,53 +41,48 @@ func newRacingFixture(t *testing.T) (*authoritytest.Fixture, *racingStore) {
 	return authoritytest.NewOn(t, rs, nil), rs
 }
 
-// A revocation that commits while the renewal of the same certificate is
-// being signed wins: the renewal is refused and records nothing, so a
-// stolen credential cannot outrun its revocation by renewing.
-func TestRevocationDuringRenewalWins(t *testing.T) {
-	f, rs := newRacingFixture(t)
-	ctx := context.Background()
+// A revocation or a denial that commits while a renewal of the same
+// certificate is being signed wins: the renewal is refused and records
+// nothing, so a stolen credential cannot outrun its revocation by renewing.
+func TestChangeDuringRenewalWins(t *testing.T) {
 	const id = "spiffe://example.org/billing/api"
-	p := f.Principal(t, f.Issue(t, id))
-	rs.before = func() {
-		if _, err := f.Authority.Revoke(ctx, f.Admin, p.Record.Serial, 1, netip.Addr{}); err != nil {
-			t.Errorf("revoke: %v", err)
-		}
-	}
-	_, err := f.Authority.Renew(ctx, authority.RenewRequest{Peer: p, KeepKey: true})
-	wantRefusal(t, "renewal of a certificate revoked while it was signed", err, authority.KindCertRevoked, "")
-	certs, err := f.Store.ListCertificates(ctx, store.Filter{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(certs) != 1 {
-		t.Errorf("%d certificates for %s, want only the revoked one: the refused renewal must record nothing", len(certs), id)
-	}
-}
-
-// A denial that commits while a certificate for the identity is being
-// signed wins, on every door: the certificate is not recorded.
-func TestDenialDuringIssuanceWins(t *testing.T) {
-	f, rs := newRacingFixture(t)
-	ctx := context.Background()
-	const id = "spiffe://example.org/billing/api"
-	p := f.Principal(t, f.Issue(t, id))
-	rs.before = func() {
-		if _, err := f.Authority.Deny(ctx, f.Admin, id, "compromised", netip.Addr{}); err != nil {
-			t.Errorf("deny: %v", err)
-		}
-	}
-	_, err := f.Authority.Renew(ctx, authority.RenewRequest{Peer: p, KeepKey: true})
-	wantRefusal(t, "renewal of an identity denied while it was signed", err, authority.KindForbidden, authority.ReasonIdentityDenied)
-	if err != nil && !strings.Contains(err.Error(), id) {
-		t.Errorf("refusal %q does not name the denied identity", err)
-	}
-	certs, err := f.Store.ListCertificates(ctx, store.Filter{Identity: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(certs) != 1 {
-		t.Errorf("%d certificates for %s, want 1: the refused renewal must record nothing", len(certs), id)
+	for _, tc := range []struct {
+		name   string
+		change func(f *authoritytest.Fixture, p authority.Principal) error
+		kind   authority.Kind
+		reason string
+	}{
+		{"Revocation", func(f *authoritytest.Fixture, p authority.Principal) error {
+			_, err := f.Authority.Revoke(context.Background(), f.Admin, p.Record.Serial, 1, netip.Addr{})
+			return err
+		}, authority.KindCertRevoked, ""},
+		{"Denial", func(f *authoritytest.Fixture, _ authority.Principal) error {
+			_, err := f.Authority.Deny(context.Background(), f.Admin, id, "compromised", netip.Addr{})
+			return err
+		}, authority.KindForbidden, authority.ReasonIdentityDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, rs := newRacingFixture(t)
+			ctx := context.Background()
+			p := f.Principal(t, f.Issue(t, id))
+			rs.before = func() {
+				if err := tc.change(f, p); err != nil {
+					t.Errorf("%s: %v", tc.name, err)
+				}
+			}
+			_, err := f.Authority.Renew(ctx, authority.RenewRequest{Peer: p, KeepKey: true})
+			wantRefusal(t, "renewal during a "+tc.name, err, tc.kind, tc.reason)
+			if tc.reason != "" && err != nil && !strings.Contains(err.Error(), id) {
+				t.Errorf("refusal %q does not name the denied identity", err)
+			}
+			certs, err := f.Store.ListCertificates(ctx, store.Filter{Identity: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(certs) != 1 {
+				t.Errorf("%d certificates for %s, want 1: the refused renewal must record nothing", len(certs), id)
+			}
+		})
 	}
 }
 
