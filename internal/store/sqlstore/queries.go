@@ -129,6 +129,10 @@ func listCertificates(f store.Filter, d *Dialect) (query, error) {
 	if err != nil {
 		return query{}, err
 	}
+	if f.Limit == maxLimit+1 {
+		// A full page and one row more, to tell whether another follows.
+		n = f.Limit
+	}
 	sql := "SELECT " + certSelect("", false) + " FROM certificates" + b.where() +
 		fmt.Sprintf(" ORDER BY not_after, serial LIMIT %d OFFSET %d", n, f.Offset)
 	return query{SQL: sql, Args: b.args}, nil
