@@ -247,6 +247,7 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&f.Status, "status", "", "active, revoked or expired (issued)")
 	fs.StringVar(&f.ExpiringWithin, "expiring-within", "", "only certificates expiring within this long, e.g. 7d")
 	fs.IntVar(&f.Limit, "limit", 1000, "print at most this many, 0 for every one (when more match, it says how to list the next ones)")
+	pageSize := fs.Int("page-size", 1000, "ask the server for this many at a time (1 to 10000)")
 	fs.StringVar(&f.Cursor, "cursor", "", "start where an earlier `cert list` with the same filter stopped (it prints the value to pass)")
 	var df client.DiscoveredFilter
 	fs.StringVar(&df.Class, "class", "", "mica, external or self-signed (discovered)")
@@ -269,6 +270,9 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	if f.Limit < 0 {
 		return usageError("--limit must be 0 (every one) or more, not %d", f.Limit)
 	}
+	if *pageSize < 1 || *pageSize > 10000 {
+		return usageError("--page-size must be from 1 to 10000, not %d", *pageSize)
+	}
 	if *source == "discovered" {
 		if f.Profile != "" || f.Status != "" || f.Cursor != "" {
 			return usageError("--profile, --status and --cursor are for issued certificates; discovered ones have --class, --finding and --owner")
@@ -288,28 +292,26 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		return nil
 	}
-	next, listed, err := listIssued(ctx, c, f, newCertPrinter(env.stdout, *output, time.Now()))
+	next, listed, err := listIssued(ctx, c, f, *pageSize, newCertPrinter(env.stdout, *output, time.Now()))
 	if err != nil {
 		return err
 	}
 	if next != "" {
-		fmt.Fprintf(env.stderr, "mica: listed %d certificates (--limit %d) and more match: list the next ones with the same filter and --cursor %s, or every one with --limit 0\n", listed, f.Limit, next)
+		fmt.Fprintf(env.stderr, "mica: listed %d certificates (--limit %d) and more match: for the next ones, run the same command with --cursor %s (or --limit 0 for every one)\n", listed, f.Limit, next)
 	}
 	return nil
 }
 
-// listPage is how many certificates `cert list` asks for at a time.
-const listPage = 1000
-
-// listIssued prints the inventory page by page from f.Cursor, at most
-// f.Limit certificates (0: every one), and returns how many it printed
-// and, when the limit cut the listing short, the cursor of the rest.
-func listIssued(ctx context.Context, c *client.Client, f client.ListFilter, p *certPrinter) (next string, listed int, err error) {
+// listIssued prints the inventory in pages of pageSize from f.Cursor, at
+// most f.Limit certificates (0: every one), and returns how many it
+// printed and, when the limit cut the listing short, the cursor of the
+// rest.
+func listIssued(ctx context.Context, c *client.Client, f client.ListFilter, pageSize int, p *certPrinter) (next string, listed int, err error) {
 	total := f.Limit
 	for {
-		f.Limit = listPage
+		f.Limit = pageSize
 		if total > 0 {
-			f.Limit = min(listPage, total-listed)
+			f.Limit = min(pageSize, total-listed)
 		}
 		page, err := c.ListCertificatesPage(ctx, f)
 		if err != nil {

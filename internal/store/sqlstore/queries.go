@@ -71,7 +71,14 @@ func certWhere(f store.Filter, d *Dialect, paged bool) (*builder, error) {
 		b.cond("identity = %s", f.Identity)
 	}
 	if f.Profile != "" {
-		b.cond("profile = %s", f.Profile)
+		// An identity has a handful of certificates and a profile may
+		// have most of them: with both, SQLite must read the identity's
+		// index, not every certificate of the profile after the page.
+		col := "profile"
+		if f.Identity != "" {
+			col = d.NotIndexed + col
+		}
+		b.cond(col+" = %s", f.Profile)
 	}
 	if f.Owner != "" {
 		b.cond("owner = %s", f.Owner)
