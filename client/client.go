@@ -175,12 +175,12 @@ type ListFilter struct {
 	// Cursor starts after the page it came from (CertificateList.Next);
 	// empty starts at the beginning. The server refuses a cursor with
 	// another filter than the one its listing started with.
-	Cursor  string
-	WithPEM bool
+	Cursor string
+	// PageSize is how many records ListCertificates and Certificates ask
+	// for at a time (0: 1000).
+	PageSize int
+	WithPEM  bool
 }
-
-// walkPage is the page size ListCertificates and Certificates read with.
-const walkPage = 1000
 
 // ListCertificatesPage reads one page of the inventory, in its order
 // (expiry, then serial): at most f.Limit records after f.Cursor. The
@@ -212,11 +212,14 @@ func (c *Client) ListCertificatesPage(ctx context.Context, f ListFilter) (*Certi
 // order is after the pages already read.
 func (c *Client) Certificates(ctx context.Context, f ListFilter) iter.Seq2[Certificate, error] {
 	return func(yield func(Certificate, error) bool) {
-		total := f.Limit
+		total, size := f.Limit, f.PageSize
+		if size <= 0 {
+			size = 1000
+		}
 		for n := 0; ; {
-			f.Limit = walkPage
+			f.Limit = size
 			if total > 0 {
-				f.Limit = min(walkPage, total-n)
+				f.Limit = min(size, total-n)
 			}
 			page, err := c.ListCertificatesPage(ctx, f)
 			if err != nil {
