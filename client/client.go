@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -170,14 +171,27 @@ type ListFilter struct {
 	Profile        string
 	Status         string // active, revoked or expired
 	ExpiringWithin string // e.g. "7d"
-	Limit, Offset  int
-	WithPEM        bool
+	// Limit is at most how many records to read: in the page, for
+	// ListCertificatesPage (0 is the server's default, 1000; at most
+	// 10000); in all, for ListCertificates and Certificates (0 is every
+	// one).
+	Limit int
+	// Cursor starts after the page it came from (CertificateList.Next);
+	// empty starts at the beginning. The server refuses a cursor with
+	// another filter than the one its listing started with.
+	Cursor string
+	// PageSize is how many records ListCertificates and Certificates ask
+	// for at a time (0: 1000).
+	PageSize int
+	WithPEM  bool
 }
 
-// ListCertificates reads the inventory.
-func (c *Client) ListCertificates(ctx context.Context, f ListFilter) ([]Certificate, error) {
+// ListCertificatesPage reads one page of the inventory, in its order
+// (expiry, then serial): at most f.Limit records after f.Cursor. The
+// page's Next reads the page after it; it is empty on the last page.
+func (c *Client) ListCertificatesPage(ctx context.Context, f ListFilter) (*CertificateList, error) {
 	q := url.Values{}
-	for k, v := range map[string]string{"identity": f.Identity, "profile": f.Profile, "status": f.Status, "expiring_within": f.ExpiringWithin} {
+	for k, v := range map[string]string{"identity": f.Identity, "profile": f.Profile, "status": f.Status, "expiring_within": f.ExpiringWithin, "cursor": f.Cursor} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -185,15 +199,67 @@ func (c *Client) ListCertificates(ctx context.Context, f ListFilter) ([]Certific
 	if f.Limit > 0 {
 		q.Set("limit", fmt.Sprint(f.Limit))
 	}
-	if f.Offset > 0 {
-		q.Set("offset", fmt.Sprint(f.Offset))
-	}
 	if f.WithPEM {
 		q.Set("pem", "true")
 	}
 	var out CertificateList
-	err := c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), "", nil, &out)
-	return out.Certificates, err
+	if err := c.do(ctx, http.MethodGet, "/v1/certificates?"+q.Encode(), "", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Certificates walks the inventory page by page from f.Cursor, yielding
+// each record matching f (at most f.Limit when it is set) with a nil
+// error, or, when a page cannot be read, the error that ends the walk.
+// A certificate issued during the walk is listed if its place in the
+// order is after the pages already read.
+func (c *Client) Certificates(ctx context.Context, f ListFilter) iter.Seq2[Certificate, error] {
+	return func(yield func(Certificate, error) bool) {
+		total, size := f.Limit, f.PageSize
+		if size <= 0 {
+			size = 1000
+		}
+		for n := 0; ; {
+			f.Limit = size
+			if total > 0 {
+				f.Limit = min(size, total-n)
+			}
+			page, err := c.ListCertificatesPage(ctx, f)
+			if err != nil {
+				yield(Certificate{}, err)
+				return
+			}
+			for _, cert := range page.Certificates {
+				if !yield(cert, nil) {
+					return
+				}
+			}
+			n += len(page.Certificates)
+			if page.Next != "" && len(page.Certificates) == 0 {
+				// It would be asked for again and again.
+				yield(Certificate{}, errors.New("client: the server answered an empty page with a next cursor: report this as a server bug"))
+				return
+			}
+			if page.Next == "" || total > 0 && n >= total {
+				return
+			}
+			f.Cursor = page.Next
+		}
+	}
+}
+
+// ListCertificates reads every record matching f (at most f.Limit when it
+// is set), page by page; see Certificates.
+func (c *Client) ListCertificates(ctx context.Context, f ListFilter) ([]Certificate, error) {
+	var out []Certificate
+	for cert, err := range c.Certificates(ctx, f) {
+		if err != nil {
+			return out, err
+		}
+		out = append(out, cert)
+	}
+	return out, nil
 }
 
 // Certificate reads one inventory record by serial (hex).

@@ -83,9 +83,12 @@ type Certificate struct {
 	PEM              string     `json:"pem,omitempty"`
 }
 
-// CertificateList is a page of inventory records.
+// CertificateList is a page of inventory records. Next, on a page of GET
+// /v1/certificates, is the cursor of the page after it (ListFilter.Cursor);
+// empty on the last page.
 type CertificateList struct {
 	Certificates []Certificate `json:"certificates"`
+	Next         string        `json:"next,omitempty"`
 }
 
 // RevokeRequest revokes a certificate (POST /v1/certificates/{serial}/revoke).

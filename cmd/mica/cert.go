@@ -246,7 +246,9 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&f.Profile, "profile", "", "only this profile (issued)")
 	fs.StringVar(&f.Status, "status", "", "active, revoked or expired (issued)")
 	fs.StringVar(&f.ExpiringWithin, "expiring-within", "", "only certificates expiring within this long, e.g. 7d")
-	fs.IntVar(&f.Limit, "limit", 1000, "at most this many")
+	fs.IntVar(&f.Limit, "limit", 1000, "print at most this many, 0 for every one (when more match, it says how to list the next ones)")
+	pageSize := fs.Int("page-size", 1000, "ask the server for this many at a time (1 to 10000)")
+	fs.StringVar(&f.Cursor, "cursor", "", "start where an earlier `cert list` with the same filter stopped (it prints the value to pass)")
 	var df client.DiscoveredFilter
 	fs.StringVar(&df.Class, "class", "", "mica, external or self-signed (discovered)")
 	fs.StringVar(&df.Finding, "finding", "", "only certificates with this finding, e.g. weak-key, missing-intermediate, expired (discovered)")
@@ -265,50 +267,145 @@ func runCertList(ctx context.Context, env *cliEnv, args []string) error {
 	if *source != "issued" && *source != "discovered" {
 		return usageError("--source must be issued or discovered, not %q", *source)
 	}
+	if f.Limit < 0 {
+		return usageError("--limit must be 0 (every one) or more, not %d", f.Limit)
+	}
+	if *pageSize < 1 || *pageSize > 10000 {
+		return usageError("--page-size must be from 1 to 10000, not %d", *pageSize)
+	}
 	if *source == "discovered" {
-		if f.Profile != "" || f.Status != "" {
-			return usageError("--profile and --status are for issued certificates; discovered ones have --class, --finding and --owner")
+		if f.Profile != "" || f.Status != "" || f.Cursor != "" {
+			return usageError("--profile, --status and --cursor are for issued certificates; discovered ones have --class, --finding and --owner")
 		}
 		df.Identity, df.ExpiringWithin, df.Limit = f.Identity, f.ExpiringWithin, f.Limit
 		certs, err := c.DiscoveredCertificates(ctx, df)
 		if err != nil {
 			return err
 		}
-		return printDiscovered(env.stdout, certs, *output, time.Now())
+		if err := printDiscovered(env.stdout, certs, *output, time.Now()); err != nil {
+			return err
+		}
+		if f.Limit > 0 && len(certs) >= f.Limit {
+			// Discovered certificates are paged by offset, up to the
+			// server's largest page: say there may be more.
+			fmt.Fprintf(env.stderr, "mica: listed the first %d discovered certificates; more may match: raise --limit (at most 10000) or narrow the filter\n", len(certs))
+		}
+		return nil
 	}
-	certs, err := c.ListCertificates(ctx, f)
+	next, listed, err := listIssued(ctx, c, f, *pageSize, newCertPrinter(env.stdout, *output, time.Now()))
 	if err != nil {
 		return err
 	}
-	return printCertificates(env.stdout, certs, *output, time.Now())
+	if next != "" {
+		fmt.Fprintf(env.stderr, "mica: listed %d certificates (--limit %d) and more match: for the next ones, run the same command with --cursor %s (or --limit 0 for every one)\n", listed, f.Limit, next)
+	}
+	return nil
 }
 
-func printCertificates(w io.Writer, certs []client.Certificate, format string, now time.Time) error {
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if certs == nil {
-			certs = []client.Certificate{}
+// listIssued prints the inventory in pages of pageSize from f.Cursor, at
+// most f.Limit certificates (0: every one), and returns how many it
+// printed and, when the limit cut the listing short, the cursor of the
+// rest.
+func listIssued(ctx context.Context, c *client.Client, f client.ListFilter, pageSize int, p *certPrinter) (next string, listed int, err error) {
+	total := f.Limit
+	for {
+		f.Limit = pageSize
+		if total > 0 {
+			f.Limit = min(pageSize, total-listed)
 		}
-		return enc.Encode(certs)
-	case "csv":
-		cw := csv.NewWriter(w)
-		cw.Write([]string{"serial", "identity", "profile", "status", "not_before", "not_after", "fingerprint_sha256", "requester", "sans"})
+		page, err := c.ListCertificatesPage(ctx, f)
+		if err != nil {
+			// What was printed stays unterminated (a JSON array with no
+			// end), so that no reader takes it for the whole listing.
+			return "", listed, err
+		}
+		if err := p.write(page.Certificates); err != nil {
+			return "", listed, err
+		}
+		listed += len(page.Certificates)
+		if page.Next == "" || len(page.Certificates) == 0 {
+			return "", listed, p.close()
+		}
+		if total > 0 && listed >= total {
+			return page.Next, listed, p.close()
+		}
+		f.Cursor = page.Next
+	}
+}
+
+// certPrinter writes inventory records as they arrive, a page at a time,
+// as one document: a JSON array, a CSV file with one header, or a table
+// (aligned within each page).
+type certPrinter struct {
+	w      io.Writer
+	format string
+	now    time.Time
+	n      int
+	csv    *csv.Writer
+}
+
+func newCertPrinter(w io.Writer, format string, now time.Time) *certPrinter {
+	return &certPrinter{w: w, format: format, now: now}
+}
+
+func (p *certPrinter) write(certs []client.Certificate) error {
+	switch p.format {
+	case "json":
+		// The same text as encoding the whole array with a two-space
+		// indent, one element at a time.
 		for _, c := range certs {
-			cw.Write([]string{c.Serial, c.Identity, c.Profile, displayStatus(c, now), c.NotBefore.Format(time.RFC3339),
+			b, err := json.MarshalIndent(c, "  ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n  "
+			if p.n == 0 {
+				sep = "[\n  "
+			}
+			if _, err := fmt.Fprintf(p.w, "%s%s", sep, b); err != nil {
+				return err
+			}
+			p.n++
+		}
+		return nil
+	case "csv":
+		if p.csv == nil {
+			p.csv = csv.NewWriter(p.w)
+			p.csv.Write([]string{"serial", "identity", "profile", "status", "not_before", "not_after", "fingerprint_sha256", "requester", "sans"})
+		}
+		for _, c := range certs {
+			p.csv.Write([]string{c.Serial, c.Identity, c.Profile, displayStatus(c, p.now), c.NotBefore.Format(time.RFC3339),
 				c.NotAfter.Format(time.RFC3339), c.Fingerprint, c.Requester, strings.Join(c.SANs, " ")})
 		}
-		cw.Flush()
-		return cw.Error()
+		p.n += len(certs)
+		p.csv.Flush()
+		return p.csv.Error()
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERIAL\tIDENTITY\tPROFILE\tSTATUS\tEXPIRES\tREMAINING")
+	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
+	if p.n == 0 {
+		fmt.Fprintln(tw, "SERIAL\tIDENTITY\tPROFILE\tSTATUS\tEXPIRES\tREMAINING")
+	}
 	for _, c := range certs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Serial, c.Identity, c.Profile, displayStatus(c, now),
-			c.NotAfter.UTC().Format("2006-01-02 15:04"), remaining(c.NotAfter, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Serial, c.Identity, c.Profile, displayStatus(c, p.now),
+			c.NotAfter.UTC().Format("2006-01-02 15:04"), remaining(c.NotAfter, p.now))
 	}
+	p.n += len(certs)
 	return tw.Flush()
+}
+
+// close ends the document.
+func (p *certPrinter) close() error {
+	switch {
+	case p.format == "json" && p.n == 0:
+		_, err := io.WriteString(p.w, "[]\n")
+		return err
+	case p.format == "json":
+		_, err := io.WriteString(p.w, "\n]\n")
+		return err
+	case p.n == 0:
+		return p.write(nil) // the header alone
+	}
+	return nil
 }
 
 func displayStatus(c client.Certificate, now time.Time) string {

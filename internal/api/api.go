@@ -34,6 +34,8 @@ const (
 	maxTTLLen    = 32
 	maxNameLen   = 2048
 	maxListLimit = 10000
+	// defaultListLimit is a page's size when the request names none.
+	defaultListLimit = 1000
 )
 
 // Config wires the API.
@@ -205,32 +207,69 @@ func (s *server) issue(w http.ResponseWriter, r *http.Request, renewal bool, cal
 	writeJSON(w, http.StatusCreated, IssuedResponse(iss))
 }
 
+// listCertificates answers GET /v1/certificates?identity=&profile=&status=
+// &expiring_within=&limit=&cursor=&pem=: one page of the inventory in its
+// order (expiry, then serial), and the cursor of the next page when there
+// is one (cursor.go).
 func (s *server) listCertificates(w http.ResponseWriter, r *http.Request, p authority.Principal) {
 	q := newQuery(r)
-	f := store.Filter{Identity: q.v.Get("identity"), Profile: q.v.Get("profile"),
-		Limit: int(q.int("limit", 0, maxListLimit)), Offset: int(q.int("offset", 0, 1<<31))}
-	switch st := q.v.Get("status"); st {
+	if q.v.Has("offset") {
+		// An old client paging by offset would read the first page over
+		// and over: refuse rather than ignore.
+		q.errs = append(q.errs, "offset is not supported: read the next page with cursor= set to the previous answer's next")
+	}
+	n := int(q.int("limit", 0, maxListLimit))
+	if n == 0 {
+		n = defaultListLimit
+	}
+	key := listKey{identity: q.v.Get("identity"), profile: q.v.Get("profile"), status: q.v.Get("status")}
+	if len(key.identity) > maxNameLen || len(key.profile) > maxNameLen {
+		q.errs = append(q.errs, "identity or profile is longer than any this server accepts")
+	}
+	f := store.Filter{Identity: key.identity, Profile: key.profile}
+	switch key.status {
 	case "", "active", "revoked", "expired":
-		f.Status = store.Status(st)
+		f.Status = store.Status(key.status)
 	default:
-		q.errs = append(q.errs, fmt.Sprintf("status %q is not one of active, revoked, expired", st))
+		q.errs = append(q.errs, fmt.Sprintf("status %q is not one of active, revoked, expired", key.status))
 	}
 	if v := q.v.Get("expiring_within"); v != "" {
 		d, err := duration.Parse(v)
-		if err != nil || d <= 0 {
+		if err != nil || d <= 0 || len(v) > maxTTLLen {
 			q.errs = append(q.errs, fmt.Sprintf("expiring_within %q is not a positive duration like 7d or 36h", v))
 		}
+		key.expiringWithin = d
 		f.ExpiresBefore = time.Now().Add(d)
 	}
 	if q.fail(w) {
 		return
 	}
+	if cs := q.v["cursor"]; len(cs) > 0 {
+		var err error
+		if len(cs) > 1 {
+			err = errors.New("cursor is given more than once: send the one from the previous answer's next")
+		} else if cs[0] != "" {
+			f.After, err = decodeCursor(cs[0], key)
+		}
+		if err != nil {
+			writeProblem(w, http.StatusBadRequest, "invalid-cursor", "Invalid Cursor", err.Error())
+			return
+		}
+	}
+	// One row more than the page tells whether another page follows, so
+	// the last page says so (no next) instead of leading to an empty one.
+	f.Limit = n + 1
 	certs, err := s.cfg.Authority.ListCertificates(r.Context(), p, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := client.CertificateList{Certificates: make([]client.Certificate, 0, len(certs))}
+	var out client.CertificateList
+	if len(certs) > n {
+		certs = certs[:n]
+		out.Next = encodeCursor(key, store.PositionOf(certs[n-1]))
+	}
+	out.Certificates = make([]client.Certificate, 0, len(certs))
 	withPEM := q.v.Get("pem") == "true"
 	for _, c := range certs {
 		out.Certificates = append(out.Certificates, inventoryRecord(c, withPEM))

@@ -173,8 +173,10 @@ type Filter struct {
 	// order: the page after one that ended there. A page read this way
 	// costs its own rows however deep it is; Offset reads and skips every
 	// row before it, so it is for shallow pages only.
-	After  Position
-	Limit  int // 0 means the engine's default (1000)
+	After Position
+	// Limit is 0 for the engine's default (1000), at most 10001: a page of
+	// 10000 and one row more, which tells whether another page follows.
+	Limit  int
 	Offset int
 }
 

@@ -88,6 +88,14 @@ func (s *Store) Plans(ctx context.Context, sample PlanSample) ([]Plan, error) {
 		{"list expired, a deep page", store.Filter{Status: store.StatusExpired, Now: now, After: store.Position{NotAfter: now.Add(-time.Hour)}}},
 		{"list expiring within 24h, a deep page", store.Filter{ExpiresBefore: now.Add(24 * time.Hour), After: store.Position{NotAfter: now.Add(time.Hour)}}},
 		{"list revoked, a deep page", store.Filter{Status: store.StatusRevoked, After: deep}},
+		// The filters of GET /v1/certificates read after a cursor.
+		{"list by identity, a deep page", store.Filter{Identity: sample.Identity, After: deep}},
+		{"list active of an identity, a deep page", store.Filter{Identity: sample.Identity, Status: store.StatusActive, Now: now, After: deep}},
+		{"list by identity and profile, a deep page", store.Filter{Identity: sample.Identity, Profile: sample.Profile, After: deep}},
+		{"list active of a profile, a deep page", store.Filter{Profile: sample.Profile, Status: store.StatusActive, Now: now, After: deep}},
+		{"list revoked of a profile, a deep page", store.Filter{Profile: sample.Profile, Status: store.StatusRevoked, After: deep}},
+		{"list expired of a profile, a deep page", store.Filter{Profile: sample.Profile, Status: store.StatusExpired, Now: now, After: store.Position{NotAfter: now.Add(-time.Hour)}}},
+		{"list active expiring within 24h, a deep page", store.Filter{Status: store.StatusActive, Now: now, ExpiresBefore: now.Add(24 * time.Hour), After: store.Position{NotAfter: now.Add(time.Hour)}}},
 	} {
 		l.f.Limit = 1000
 		q, err := listCertificates(l.f, &s.d)

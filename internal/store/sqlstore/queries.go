@@ -71,7 +71,14 @@ func certWhere(f store.Filter, d *Dialect, paged bool) (*builder, error) {
 		b.cond("identity = %s", f.Identity)
 	}
 	if f.Profile != "" {
-		b.cond("profile = %s", f.Profile)
+		// An identity has a handful of certificates and a profile may
+		// have most of them: with both, SQLite must read the identity's
+		// index, not every certificate of the profile after the page.
+		col := "profile"
+		if f.Identity != "" {
+			col = d.NotIndexed + col
+		}
+		b.cond(col+" = %s", f.Profile)
 	}
 	if f.Owner != "" {
 		b.cond("owner = %s", f.Owner)
@@ -128,6 +135,10 @@ func listCertificates(f store.Filter, d *Dialect) (query, error) {
 	n, err := limit(f.Limit)
 	if err != nil {
 		return query{}, err
+	}
+	if f.Limit == maxLimit+1 {
+		// A full page and one row more, to tell whether another follows.
+		n = f.Limit
 	}
 	sql := "SELECT " + certSelect("", false) + " FROM certificates" + b.where() +
 		fmt.Sprintf(" ORDER BY not_after, serial LIMIT %d OFFSET %d", n, f.Offset)
