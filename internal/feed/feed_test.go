@@ -163,7 +163,7 @@ func TestResume(t *testing.T) {
 			e.revoke(0)
 			var snapshots atomic.Int32
 			sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls,
-				OnSnapshot: func(revocation.Snapshot) { snapshots.Add(1) }})
+				OnReset: func(revocation.SnapshotInfo) { snapshots.Add(1) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,7 +239,7 @@ func TestStats(t *testing.T) {
 	defer cancel()
 	// The Hub registers a subscriber before it writes the snapshot.
 	snapshot, waitSnapshot := signal(t)
-	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnSnapshot: func(revocation.Snapshot) { snapshot() }})
+	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(revocation.SnapshotInfo) { snapshot() }})
 	if err != nil {
 		t.Fatal(err)
 	}
