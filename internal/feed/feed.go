@@ -95,11 +95,11 @@ type Hub struct {
 
 	// partEntries is how many entries a snapshot part holds at most
 	// (revocation.PartEntries; tests make it small).
-	partEntries int
+	partEntries atomic.Int64
 	// afterPart, when set, is called by a stream after each snapshot part
 	// it wrote (tests: to change the state, or cut the connection, while
 	// a snapshot streams).
-	afterPart func()
+	afterPart atomic.Pointer[func(part int)]
 
 	mu      sync.Mutex
 	ready   bool
@@ -224,8 +224,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, poke: make(chan struct{}, 1), done: make(chan struct{}), partEntries: revocation.PartEntries,
-		state: newState(), subs: map[*subscriber]struct{}{}}, nil
+	h := &Hub{cfg: cfg, poke: make(chan struct{}, 1), done: make(chan struct{}), state: newState(), subs: map[*subscriber]struct{}{}}
+	h.partEntries.Store(revocation.PartEntries)
+	return h, nil
 }
 
 // Changed says a change committed; the Hub catches up at once. It never

@@ -28,6 +28,7 @@ type env struct {
 	t     *testing.T
 	st    *sqlite.Store
 	hub   *Hub
+	srv   *httptest.Server
 	url   string
 	tls   *tls.Config
 	certs []*store.Issuance
@@ -57,11 +58,11 @@ func newEnv(t *testing.T, maxLog int) *env {
 		t.Fatal(err)
 	}
 	go e.hub.Run(ctx)
-	srv := httptest.NewTLSServer(e.hub.Handler())
-	t.Cleanup(srv.Close)
+	e.srv = httptest.NewTLSServer(e.hub.Handler())
+	t.Cleanup(e.srv.Close)
 	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
-	e.url, e.tls = srv.URL+"/v1/revocations/feed", &tls.Config{RootCAs: pool}
+	pool.AddCert(e.srv.Certificate())
+	e.url, e.tls = e.srv.URL+"/v1/revocations/feed", &tls.Config{RootCAs: pool}
 	return e
 }
 

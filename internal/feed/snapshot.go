@@ -16,9 +16,10 @@ import (
 // writes and flushes bytes; change says they end something the subscriber
 // applies.
 func (h *Hub) writeSnapshot(ctx context.Context, at int64, chunked bool, write func(b []byte, change bool) error) error {
+	partEntries := int(h.partEntries.Load())
 	var enc snapshotEncoder = &legacyEncoder{write: write}
 	if chunked {
-		enc = &partEncoder{write: write, max: h.partEntries, afterPart: h.afterPart}
+		enc = &partEncoder{write: write, max: partEntries, afterPart: h.afterPart.Load()}
 	}
 	if err := enc.begin(at); err != nil {
 		return err
@@ -36,7 +37,7 @@ func (h *Hub) writeSnapshot(ctx context.Context, at int64, chunked bool, write f
 			return errors.New("feed: the server is stopping")
 		default:
 		}
-		revoked, denied = h.take(&c, h.partEntries, revoked[:0], denied[:0])
+		revoked, denied = h.take(&c, partEntries, revoked[:0], denied[:0])
 		for _, e := range revoked {
 			data, err := json.Marshal(e)
 			if err != nil {
@@ -73,7 +74,7 @@ type snapshotEncoder interface {
 type partEncoder struct {
 	write     func([]byte, bool) error
 	max       int
-	afterPart func()
+	afterPart *func(part int)
 
 	seq             int64
 	part            int
@@ -130,7 +131,7 @@ func (p *partEncoder) flush() error {
 		return err
 	}
 	if p.afterPart != nil {
-		p.afterPart()
+		(*p.afterPart)(p.part)
 	}
 	return nil
 }
