@@ -387,4 +387,3 @@ func TestSnapshotCutKeepsOldState(t *testing.T) {
 	go sub.Run(ctx)
 	e.waitSame(sub)
 }
-
