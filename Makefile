@@ -16,4 +16,4 @@ run:
 	go run ./cmd/mica serve --dev
 
 bench:
-	go run ./cmd/mica bench issue --concurrency 64 --duration 10s
+	go run ./cmd/mica bench all

@@ -125,6 +125,7 @@ func commands() map[string]command {
 		"console":  {summary: "the web console under /ui/: sign in with a one-time link", sub: consoleCommands()},
 		"report":   {summary: "reports for the weekly routine: certificates expiring without a replacement", sub: reportCommands()},
 		"bench": {summary: "measure throughput and latency", sub: map[string]command{
+			"all":         {summary: "the figures the speed targets are judged by, in one table: enroll and renew over HTTPS, the feed, scale", run: runBenchAll},
 			"issue":       {summary: "certificates per second, p50/p99 latency, peak RSS", run: runBenchIssue},
 			"renew":       {summary: "renewals over mTLS: server CPU per certificate, certificates per second, p50/p99, peak RSS", run: runBenchRenew},
 			"acme":        {summary: "complete ACME orders per second, challenge validation included", run: runBenchACME},

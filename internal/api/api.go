@@ -72,7 +72,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("POST /v1/tokens", s.authed(s.createToken))
 	mux.HandleFunc("POST /v1/certificates", s.enroll)
-	mux.HandleFunc("POST /v1/certificates/renew", s.authed(s.renew))
+	mux.HandleFunc("POST /v1/certificates/renew", s.renewing(s.renew))
 	mux.HandleFunc("GET /v1/certificates", s.authed(s.listCertificates))
 	mux.HandleFunc("GET /v1/certificates/{serial}", s.authed(s.getCertificate))
 	mux.HandleFunc("POST /v1/certificates/{serial}/revoke", s.authed(s.revoke))
@@ -90,7 +90,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /v1/identities/denied", s.authed(s.deniedIdentities))
 	if cfg.Feed != nil {
 		mux.HandleFunc("GET /v1/revocations/feed", func(w http.ResponseWriter, r *http.Request) {
-			p, ok := s.authenticate(w, r)
+			p, ok := s.authenticate(w, r, s.cfg.Authority.AuthenticateConn)
 			if !ok {
 				return
 			}
@@ -360,22 +360,35 @@ type authedHandler func(w http.ResponseWriter, r *http.Request, p authority.Prin
 
 func (s *server) authed(h authedHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if p, ok := s.authenticate(w, r); ok {
+		if p, ok := s.authenticate(w, r, s.cfg.Authority.AuthenticateConn); ok {
 			h(w, r, p)
 		}
 	}
 }
 
+// renewing is authed for the renewal endpoint, whose certificate's status
+// the authority checks when the renewal commits.
+func (s *server) renewing(h authedHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p, ok := s.authenticate(w, r, s.cfg.Authority.AuthenticateRenewal); ok {
+			h(w, r, p)
+		}
+	}
+}
+
+// authenticator is how a route has the authority judge its caller.
+type authenticator func(context.Context, *authority.ConnMemo, []*x509.Certificate, netip.Addr) (authority.Principal, error)
+
 // authenticate hands the client certificate chain from the TLS handshake to
 // the authority, which judges it, with the connection's memo when the
 // server was given ConnContext.
-func (s *server) authenticate(w http.ResponseWriter, r *http.Request) (authority.Principal, bool) {
+func (s *server) authenticate(w http.ResponseWriter, r *http.Request, judge authenticator) (authority.Principal, bool) {
 	var chain []*x509.Certificate
 	if r.TLS != nil {
 		chain = r.TLS.PeerCertificates
 	}
 	memo, _ := r.Context().Value(connMemoKey{}).(*authority.ConnMemo)
-	p, err := s.cfg.Authority.AuthenticateConn(r.Context(), memo, chain, remoteAddr(r))
+	p, err := judge(r.Context(), memo, chain, remoteAddr(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return p, false

@@ -112,14 +112,30 @@ func (m *ConnMemo) lookup(chain []*x509.Certificate, roots *x509.CertPool, now t
 // AuthenticateConn is AuthenticateFrom for a request on a connection whose
 // memo is m (nil: verify the chain and read the record every time).
 func (a *Authority) AuthenticateConn(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
-	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, m, chain, source) })
+	return a.authenticateStep(ctx, m, chain, source, false)
+}
+
+// AuthenticateRenewal is AuthenticateConn for a request that will only
+// renew the certificate (Renew). On a connection whose memo knows the
+// chain it does not read the certificate's status: the renewal's commit
+// refuses a certificate that is no longer active (store.Issuance.Renews),
+// in the transaction that would record its successor, which is both
+// cheaper and later than any read here could be.
+func (a *Authority) AuthenticateRenewal(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+	return a.authenticateStep(ctx, m, chain, source, true)
+}
+
+func (a *Authority) authenticateStep(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr, renewal bool) (Principal, error) {
+	p, err := step(ctx, a, spanAuthenticate, func(ctx context.Context) (Principal, error) { return a.authenticate(ctx, m, chain, source, renewal) })
 	if err != nil && KindOf(err) != KindInternal {
 		a.failedAuth(source, err.(*Error).Outcome())
 	}
 	return p, err
 }
 
-func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr) (Principal, error) {
+// authenticate judges chain; renewal skips the status read a warm memo
+// would otherwise need (see AuthenticateRenewal).
+func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509.Certificate, source netip.Addr, renewal bool) (Principal, error) {
 	if len(chain) == 0 {
 		return Principal{}, newError(KindUnauthenticated, nil, "no client certificate was presented: pass --cert and --key")
 	}
@@ -136,14 +152,19 @@ func (a *Authority) authenticate(ctx context.Context, m *ConnMemo, chain []*x509
 	var rec store.Certificate
 	trust := a.issuers.Trust()
 	v := m.lookup(chain, trust.rootPool, now)
-	if v != nil {
+	switch {
+	case v != nil && renewal && v.record.Profile != ProfileAdmin:
+		// An administrator's credential is read every time all the same:
+		// it is refused the moment it is revoked, renewal or not.
+		rec = v.record
+	case v != nil:
 		st, err := a.store.CertificateStatus(ctx, v.record.Serial)
 		if err != nil {
 			return Principal{}, lookupError(v.record.Serial, err)
 		}
 		rec = v.record
 		rec.Status, rec.RevokedAt, rec.RevocationReason = st.Status, st.RevokedAt, st.RevocationReason
-	} else {
+	default:
 		var err error
 		if v, err = a.verifyChain(ctx, trust, chain, source, now); err != nil {
 			return Principal{}, err

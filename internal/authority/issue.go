@@ -198,19 +198,11 @@ type issueInput struct {
 
 // issue is the shared tail of every issuance: decide → lint and sign → record.
 func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
-	dec, err := step(ctx, a, spanDecide, func(ctx context.Context) (policy.Decision, error) {
-		dec, err := a.decide(in.req)
-		if err != nil {
-			return dec, err
-		}
-		// Checked here, on the path every door shares, so that a denied
-		// identity gets nothing from any of them: not a first certificate,
-		// not a renewal, not an internal one.
-		if err := a.checkDenied(ctx, dec.Identity); err != nil {
-			return dec, err
-		}
-		return dec, nil
-	})
+	// The deny list is not read here: the commit checks it (Issuance.Names),
+	// on the path every door shares, in the transaction that would record
+	// the certificate, so a denied identity gets nothing from any door —
+	// not even when the denial commits while its certificate is signed.
+	dec, err := step(ctx, a, spanDecide, func(ctx context.Context) (policy.Decision, error) { return a.decide(in.req) })
 	if err != nil {
 		return nil, a.refused(ctx, in.event, err.(*Error))
 	}
@@ -286,7 +278,7 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 	ev := in.event
 	ev.Time, ev.Action, ev.Outcome, ev.Detail = a.now(), in.action, "ok", in.detail
 	ev.Serial, ev.Fingerprint, ev.Identity, ev.Profile = rec.Serial, rec.Fingerprint, rec.Identity, rec.Profile
-	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token}
+	iss := &store.Issuance{Certificate: rec, Event: ev, Token: in.token, Names: nameStrings(dec.Identity), Renews: in.renewedFrom}
 	if _, err := step(ctx, a, spanCommit, func(ctx context.Context) (struct{}, error) {
 		// The commit is waited for even when the client has gone (the
 		// store bounds the wait): a certificate queued for commit may be
@@ -296,6 +288,13 @@ func (a *Authority) issue(ctx context.Context, in issueInput) (*Issued, error) {
 		if errors.Is(err, store.ErrTokenUsed) {
 			return nil, a.refused(ctx, in.event, newError(KindTokenReplayed, err,
 				"token %s was already used: tokens work once; ask an admin for a new one with `mica token create`", in.token.JTI))
+		}
+		if denied := (*store.DeniedError)(nil); errors.As(err, &denied) {
+			return nil, a.refused(ctx, in.event, deniedError(denied.Name))
+		}
+		if errors.Is(err, store.ErrRenewedRevoked) {
+			return nil, a.refused(ctx, in.event, newError(KindCertRevoked, err,
+				"certificate %s is revoked and cannot be renewed: enroll again with a new token", in.renewedFrom))
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, newError(KindInternal, err, "the store did not confirm the certificate in time, so it may yet be committed: "+

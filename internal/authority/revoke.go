@@ -20,17 +20,33 @@ const ReasonIdentityDenied = "identity-denied"
 // ambiguity (a DNS name can be neither an address nor a spiffe:// URI), so
 // a name matches only an entry of its own kind.
 func (a *Authority) checkDenied(ctx context.Context, id identity.Identity) *Error {
-	for _, n := range id.Names() {
-		denied, err := a.store.IsDenied(ctx, n.String())
+	for _, n := range nameStrings(id) {
+		denied, err := a.store.IsDenied(ctx, n)
 		if err != nil {
 			return newError(KindInternal, err, "could not read the deny list; nothing was issued: %v", err)
 		}
 		if denied {
-			return &Error{Kind: KindForbidden, Reason: ReasonIdentityDenied,
-				Detail: fmt.Sprintf("identity %s is on the deny list and can be neither issued nor renewed: an admin lifts it with `mica identity allow %s`", n, n)}
+			return deniedError(n)
 		}
 	}
 	return nil
+}
+
+// deniedError is the refusal of an identity whose name is on the deny list.
+func deniedError(name string) *Error {
+	return &Error{Kind: KindForbidden, Reason: ReasonIdentityDenied,
+		Detail: fmt.Sprintf("identity %s is on the deny list and can be neither issued nor renewed: an admin lifts it with `mica identity allow %s`", name, name)}
+}
+
+// nameStrings are the names of id in the canonical text the deny list
+// holds.
+func nameStrings(id identity.Identity) []string {
+	names := id.Names()
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n.String()
+	}
+	return out
 }
 
 func checkReason(reason int) error {

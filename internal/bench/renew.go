@@ -301,7 +301,7 @@ func InProcessRenew(s *Server, alg keys.Algorithm, mode string) (RenewTarget, er
 			chain := append([]*x509.Certificate{iss.Certificate}, iss.Chain...)
 			memo := new(authority.ConnMemo)
 			return func(ctx context.Context, i int) error {
-				peer, err := s.Authority.AuthenticateConn(ctx, memo, chain, src)
+				peer, err := s.Authority.AuthenticateRenewal(ctx, memo, chain, src)
 				if err != nil {
 					return err
 				}

@@ -624,17 +624,6 @@ func measureVerify(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *
 // WriteText prints the figures as a table.
 func (r *ScaleResult) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "mica bench scale (%s): %d live, %d revoked certificates; load average at start %.2f\n", r.Engine, r.Live, r.Revoked, r.LoadBefore)
-	tw := newTable(w, "figure", "value", "target", "ok", "load", "command")
-	for _, f := range r.Figures {
-		ok := "yes"
-		if !f.OK {
-			ok = "NO"
-		}
-		tw.row(f.Name, f.Value, f.Target, ok, fmt.Sprintf("%.2f", f.Load1), f.Command)
-		if f.Note != "" && !f.OK {
-			tw.row("", "  "+f.Note, "", "", "", "")
-		}
-	}
-	tw.flush()
+	writeFigures(w, r.Figures)
 	fmt.Fprintln(w, r.Note)
 }

@@ -141,6 +141,17 @@ type Issuance struct {
 	// Token, when set, is consumed in the same transaction; if it was
 	// consumed before, nothing is written and ErrTokenUsed is returned.
 	Token *TokenUse
+	// Names are the names of the certificate's identity in canonical
+	// text. If any of them is on the deny list when the transaction
+	// commits, nothing is written and a *DeniedError is returned: checked
+	// in the transaction, a denial committed a moment before cannot slip
+	// between the check and the write.
+	Names []string
+	// Renews, when set, is the serial of the certificate this one
+	// renews. Unless it is still active in the transaction, nothing is
+	// written and ErrRenewedRevoked is returned: a revocation committed
+	// while the renewal was being signed wins.
+	Renews string
 }
 
 // TokenUse marks a one-time enrollment token as consumed.
@@ -221,7 +232,21 @@ var (
 	ErrAlreadyRevoked = errors.New("store: certificate already revoked")
 	// ErrAlreadyDenied is returned by Deny for an identity denied before.
 	ErrAlreadyDenied = errors.New("store: identity already denied")
+	// ErrDenied is matched by the *DeniedError of RecordIssuance.
+	ErrDenied = errors.New("store: identity denied")
+	// ErrRenewedRevoked is returned by RecordIssuance when the
+	// certificate an issuance renews (Issuance.Renews) is no longer active.
+	ErrRenewedRevoked = errors.New("store: the certificate renewed is no longer active")
 )
+
+// DeniedError is RecordIssuance's refusal of an identity one of whose
+// names (Issuance.Names) is on the deny list; it matches ErrDenied.
+type DeniedError struct{ Name string }
+
+func (e *DeniedError) Error() string { return "store: identity " + e.Name + " is on the deny list" }
+
+// Is makes errors.Is(err, ErrDenied) true.
+func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
 
 // Denial is one entry of the deny list: an identity that may be neither
 // issued nor renewed.

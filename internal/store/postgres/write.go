@@ -69,20 +69,27 @@ var (
 var insertEvent = `INSERT INTO events (` + eventInsert + `)
 VALUES (` + eventValues + `, ` + nextLeaf + `, ` + leafHash + `) RETURNING seq, leaf_index`
 
-// issueSQL writes one issuance unless its token was used before (the
-// conflict) or its serial or fingerprint is already recorded (dup). The
-// token is consumed only together with the certificate, so a refused item
-// leaves nothing behind. All CTEs share one snapshot, which includes rows
-// written earlier in the same batch transaction. After the event come the
-// token's jti and expiry (NULL without a token), then the certificate's
-// values in the order of sqlstore.CertColumns but event_seq, which is the
-// event's.
+// issueSQL writes one issuance unless a name of its identity is denied or
+// the certificate it renews is no longer active (refused), its token was
+// used before (the conflict) or its serial or fingerprint is already
+// recorded (dup). The token is consumed only together with the
+// certificate, so a refused item leaves nothing behind. All CTEs share one
+// snapshot, which includes rows written earlier in the same batch
+// transaction. After the event come the token's jti and expiry (NULL
+// without a token), then the certificate's values in the order of
+// sqlstore.CertColumns but event_seq, which is the event's, then the
+// identity's names and the serial renewed (empty for none).
 var issueSQL = func() string {
 	jti, expires := param(nEvent+2, "text"), param(nEvent+3, "bigint")
 	first := nEvent + 4
 	serial, fingerprint := paramOf(first, certCols, "serial"), paramOf(first, certCols, "fingerprint")
-	return `WITH dup AS (
-	SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ` + serial + ` OR fingerprint = ` + fingerprint + `) AS d
+	names, renews := param(first+len(certCols)-1, "text[]"), param(first+len(certCols), "text")
+	return `WITH refused AS (
+	SELECT (SELECT identity FROM denied_identities WHERE identity = ANY (` + names + `) ORDER BY identity LIMIT 1) AS denied,
+		` + renews + ` <> '' AND NOT EXISTS (SELECT 1 FROM certificates WHERE serial = ` + renews + ` AND status = 'active') AS stale
+), dup AS (
+	SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ` + serial + ` OR fingerprint = ` + fingerprint + `)
+		OR (SELECT denied IS NOT NULL OR stale FROM refused) AS d
 ), used AS (
 	SELECT ` + jti + ` IS NOT NULL AND EXISTS (SELECT 1 FROM used_tokens WHERE jti = ` + jti + `) AS u
 ), tok AS (
@@ -101,7 +108,8 @@ var issueSQL = func() string {
 	FROM ev
 	RETURNING serial
 )
-SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev), (SELECT leaf_index FROM ev)`
+SELECT (SELECT u FROM used), (SELECT d FROM dup), (SELECT seq FROM ev), (SELECT leaf_index FROM ev),
+	(SELECT denied FROM refused), (SELECT stale FROM refused)`
 }()
 
 // revokeSQL revokes an active certificate and records the event; when
@@ -226,7 +234,8 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 			} else {
 				args = append(args, nil, nil)
 			}
-			b.Queue(issueSQL, append(args, op.Cert.Args()...)...)
+			args = append(args, op.Cert.Args()...)
+			b.Queue(issueSQL, append(args, op.Names, op.Renews)...)
 		case sqlstore.KindEvent:
 			b.Queue(insertEvent, append(args, op.Event.LeafHash)...)
 		case sqlstore.KindRevoke:
@@ -341,14 +350,20 @@ func readResults(br pgx.BatchResults, batch []*groupcommit.Item[sqlstore.Op], no
 		case sqlstore.KindGuarded:
 			continue // not in the pipeline
 		case sqlstore.KindIssuance:
-			var used, dup bool
+			var used, dup, stale bool
 			var seq, leafIndex *int64
-			if err := br.QueryRow().Scan(&used, &dup, &seq, &leafIndex); err != nil {
+			var denied *string
+			if err := br.QueryRow().Scan(&used, &dup, &seq, &leafIndex, &denied, &stale); err != nil {
 				return err
 			}
 			switch {
 			case seq != nil && leafIndex != nil:
 				op.Seq, op.LeafIndex = *seq, *leafIndex
+			case denied != nil:
+				op.Denied = *denied
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedDenied)
+			case stale:
+				it.Err = op.Refuse(&dialect, sqlstore.RefusedRenewedRevoked)
 			case op.Token != nil && (used || !dup):
 				// Used before this statement, or taken by a concurrent
 				// transaction that committed while we waited on the conflict.

@@ -114,12 +114,18 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 }
 
 // issue writes one issuance, or sets it.Err and leaves nothing behind when
-// the item alone must fail: the token is checked first, then the
-// certificate's uniqueness, and only then are the event and certificate
-// written.
+// the item alone must fail: the deny list and the renewed certificate's
+// status are checked first, then the token, then the certificate's
+// uniqueness, and only then are the event and certificate written.
 func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	c := &it.Op.Cert
 	t := it.Op.Token
+	if why, err := w.refusal(ctx, &it.Op); err != nil {
+		return err
+	} else if why != 0 {
+		it.Err = it.Op.Refuse(&dialect, why)
+		return nil
+	}
 	if t != nil {
 		// Consuming the token is the check: a conflict means it was used
 		// before, by an earlier transaction or earlier in this batch.
@@ -156,6 +162,34 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
 	_, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...)
 	return err
+}
+
+// refusal is why the state this transaction sees refuses an issuance
+// (a denied name, a renewed certificate revoked), or 0.
+func (w *writeStmts) refusal(ctx context.Context, op *sqlstore.Op) (sqlstore.Refusal, error) {
+	for _, name := range op.Names {
+		var denied bool
+		if err := w.denialExists.QueryRowContext(ctx, name).Scan(&denied); err != nil {
+			return 0, err
+		}
+		if denied {
+			op.Denied = name
+			return sqlstore.RefusedDenied, nil
+		}
+	}
+	if op.Renews == "" {
+		return 0, nil
+	}
+	var status string
+	switch err := w.status.QueryRowContext(ctx, op.Renews).Scan(&status); {
+	case errors.Is(err, sql.ErrNoRows):
+		return sqlstore.RefusedRenewedRevoked, nil
+	case err != nil:
+		return 0, err
+	case status != "active":
+		return sqlstore.RefusedRenewedRevoked, nil
+	}
+	return 0, nil
 }
 
 func (w *writeStmts) event(ctx context.Context, e *sqlstore.EventRow) (seq, leafIndex int64, err error) {

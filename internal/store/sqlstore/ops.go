@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mica-pki/mica/internal/store"
@@ -50,6 +51,13 @@ type Op struct {
 	Cert  CertRow   // KindIssuance
 	Event EventRow  // every kind
 	Token *TokenRow // KindIssuance, optional
+	// KindIssuance: the identity's names, none of which may be denied at
+	// commit, and the serial renewed, which must still be active.
+	Names  []string
+	Renews string
+	// Denied is set by the engine that refused an issuance with
+	// RefusedDenied: the name it found on the deny list.
+	Denied string
 
 	// KindRevoke.
 	Serial    string
@@ -114,7 +122,7 @@ func issuanceOp(iss *store.Issuance) (Op, error) {
 	if err != nil {
 		return Op{}, err
 	}
-	op := Op{Kind: KindIssuance, Cert: cert, Event: ev}
+	op := Op{Kind: KindIssuance, Cert: cert, Event: ev, Names: slices.Clone(iss.Names), Renews: iss.Renews}
 	if iss.Token != nil {
 		op.Token = &TokenRow{JTI: iss.Token.JTI, ExpiresAt: micros(iss.Token.ExpiresAt), UsedAt: ev.At}
 	}
@@ -215,6 +223,12 @@ const (
 	RefusedAlreadyDenied
 	// RefusedConflict: a guarded write found the state changed.
 	RefusedConflict
+	// RefusedDenied: a name of the issuance's identity is on the deny
+	// list (the engine sets Op.Denied).
+	RefusedDenied
+	// RefusedRenewedRevoked: the certificate the issuance renews is no
+	// longer active.
+	RefusedRenewedRevoked
 )
 
 // Refuse is the error an operation gets when it fails alone for why; d
@@ -238,6 +252,10 @@ func (op *Op) Refuse(d *Dialect, why Refusal) error {
 		return fmt.Errorf("%s: deny %s: %w", engine, op.Identity, store.ErrAlreadyDenied)
 	case RefusedConflict:
 		return fmt.Errorf("%s: %s: the state changed meanwhile: %w", engine, op.What, store.ErrConflict)
+	case RefusedDenied:
+		return fmt.Errorf("%s: certificate %s: %w", engine, op.Cert.Serial, &store.DeniedError{Name: op.Denied})
+	case RefusedRenewedRevoked:
+		return fmt.Errorf("%s: certificate %s renews %s: %w", engine, op.Cert.Serial, op.Renews, store.ErrRenewedRevoked)
 	}
 	return fmt.Errorf("%s: operation refused for unknown reason %d", engine, why)
 }

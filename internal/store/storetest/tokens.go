@@ -92,11 +92,43 @@ func testBatchIsolation(t *testing.T, open Opener) {
 			dup.Certificate.Fingerprint = first.Certificate.Fingerprint
 			return dup
 		}, nil},
+		// The deny list and the renewed certificate's status are read in
+		// the transaction that would write, so a denial or a revocation
+		// committed before it always wins; and the refused item's token
+		// stays unused.
+		{"DeniedName", func(t *testing.T, s store.Store) *store.Issuance {
+			iss := withToken(NewIssuance(1), newJTI())
+			name := iss.Certificate.SANs[1]
+			if err := s.Deny(context.Background(), name, newEvent(store.ActionIdentityDenied, name)); err != nil {
+				t.Fatal(err)
+			}
+			iss.Names = []string{iss.Certificate.Identity, name}
+			return iss
+		}, store.ErrDenied},
+		{"RenewsRevoked", func(t *testing.T, s store.Store) *store.Issuance {
+			first := NewIssuance(0)
+			record(t, s, first)
+			ev := newEvent(store.ActionCertRevoked, first.Certificate.Identity)
+			ev.Serial = first.Certificate.Serial
+			if err := s.Revoke(context.Background(), first.Certificate.Serial, 1, base, ev); err != nil {
+				t.Fatal(err)
+			}
+			renewal := withToken(NewIssuance(1), newJTI())
+			renewal.Renews = first.Certificate.Serial
+			return renewal
+		}, store.ErrRenewedRevoked},
+		{"RenewsUnknown", func(t *testing.T, s store.Store) *store.Issuance {
+			record(t, s, NewIssuance(0))
+			renewal := withToken(NewIssuance(1), newJTI())
+			renewal.Renews = "00ff"
+			return renewal
+		}, store.ErrRenewedRevoked},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t, open)
 			bad := tc.poison(t, s)
+			before := len(allEvents(t, s))
 			const n = 100
 			isss := make([]*store.Issuance, n)
 			for i := range isss {
@@ -124,8 +156,13 @@ func testBatchIsolation(t *testing.T, open Opener) {
 				}
 				assertPresent(t, s, isss[i])
 			}
-			if got := len(allEvents(t, s)); got != n {
-				t.Errorf("%d events, want %d (1 before + %d good)", got, n, n-1)
+			if got := len(allEvents(t, s)); got != before+n-1 {
+				t.Errorf("%d events, want %d (%d before + %d good)", got, before+n-1, before, n-1)
+			}
+			if tc.want != nil && tc.want != store.ErrTokenUsed {
+				// Refused before its token was consumed: the token still works.
+				again := withToken(NewIssuance(n+2), bad.Token.JTI)
+				record(t, s, again)
 			}
 		})
 	}
