@@ -271,6 +271,11 @@ func TestChangesDuringSnapshot(t *testing.T) {
 				if err := e.hub.CatchUp(context.Background()); err != nil {
 					t.Error(err)
 				}
+				// The stream still writing its snapshot lags by the changes
+				// waiting for it in the log.
+				if st := e.hub.Stats(); st.Subscribers != 1 || st.MaxLag < 12 {
+					t.Errorf("while the snapshot streams, Stats = %+v, want 1 subscriber at least 12 changes behind", st)
+				}
 				during.Store(e.hub.Stats().Seq)
 			}
 			e.hub.afterPart.Store(&hook)
