@@ -392,3 +392,35 @@ func TestSnapshotCutKeepsOldState(t *testing.T) {
 	go sub.Run(ctx)
 	e.waitSame(sub)
 }
+
+// TestLogOverflowsDuringSnapshot: when more changes commit while a
+// snapshot streams than the log holds, the stream ends after the snapshot
+// and the subscriber, which has it, comes back for another; it ends with
+// the server's set.
+func TestLogOverflowsDuringSnapshot(t *testing.T) {
+	e := newEnv(t, 2)
+	e.hub.partEntries.Store(2)
+	e.fill(4)
+	var once atomic.Bool
+	hook := func(int) {
+		if once.CompareAndSwap(false, true) {
+			for i := 4; i < 9; i++ {
+				e.revoke(i)
+			}
+			if err := e.hub.CatchUp(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	e.hub.afterPart.Store(&hook)
+	resets, waitResets := signal(t)
+	sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(revocation.SnapshotInfo) { resets() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sub.Run(ctx)
+	waitResets("a second snapshot after the log overflowed", 2)
+	e.waitSame(sub)
+}
