@@ -10,6 +10,14 @@
 // exactly the changes after it (or, if the server no longer holds them, a
 // fresh snapshot), so it never misses one.
 //
+// A snapshot comes in parts (it asks with snapshot=chunked): a
+// snapshot-begin event, snapshot-part events of at most PartEntries entries
+// each, and a snapshot-end event that says how many parts and entries were
+// sent. The Subscriber builds the new state as the parts arrive and the Set
+// switches to it only once the end event confirms it whole; a connection
+// cut in the middle leaves the Set as it was. A server that predates parts
+// sends the snapshot as one "snapshot" event, which is still understood.
+//
 // Start with NewSubscriber and Run; ask Set().Revoked(serial) in the TLS
 // verification hook.
 package revocation
@@ -41,11 +49,66 @@ type Event struct {
 }
 
 // Snapshot is the whole state at Seq: every revoked, unexpired certificate
-// and every denied identity.
+// and every denied identity. It is the data of the one-event "snapshot"
+// that the feed sends a subscriber that did not ask for parts.
 type Snapshot struct {
 	Seq     int64    `json:"seq"`
 	Revoked []Event  `json:"revoked"`
 	Denied  []string `json:"denied"`
+}
+
+// Server-sent event names of a snapshot sent in parts.
+const (
+	EventSnapshotBegin = "snapshot-begin" // data: SnapshotBegin
+	EventSnapshotPart  = "snapshot-part"  // data: SnapshotPart
+	EventSnapshotEnd   = "snapshot-end"   // data: SnapshotEnd; its id is the snapshot's sequence number
+)
+
+// Limits of a snapshot sent in parts. A server puts at most PartEntries
+// entries and about PartBytes of JSON in a part; a subscriber refuses any
+// line longer than MaxLineBytes, so a part always fits with room to spare
+// and a subscriber's memory is bounded by the set it keeps, not by the
+// size of a snapshot.
+const (
+	PartEntries  = 1000
+	PartBytes    = 256 << 10
+	MaxLineBytes = 1 << 20
+)
+
+// The parts' fields name the snapshot's sequence number snapshot_seq, not
+// seq: a subscriber that reads every unknown event as a change (as this
+// package did before parts) finds no sequence number in them and ignores
+// them, instead of taking a part for a change and jumping ahead.
+
+// SnapshotBegin opens a snapshot sent in parts: the state at Seq follows.
+type SnapshotBegin struct {
+	Seq int64 `json:"snapshot_seq"`
+}
+
+// SnapshotPart is one part, numbered from 1: revoked certificates first,
+// then denied identities; a part may hold some of each.
+type SnapshotPart struct {
+	Seq     int64    `json:"snapshot_seq"`
+	Part    int      `json:"part"`
+	Revoked []Event  `json:"revoked,omitempty"`
+	Denied  []string `json:"denied,omitempty"`
+}
+
+// SnapshotEnd closes a snapshot sent in parts with what was sent, so the
+// subscriber can check it has all of it.
+type SnapshotEnd struct {
+	Seq     int64 `json:"snapshot_seq"`
+	Parts   int   `json:"parts"`
+	Revoked int   `json:"revoked"`
+	Denied  int   `json:"denied"`
+}
+
+// SnapshotInfo describes a snapshot a Set switched to.
+type SnapshotInfo struct {
+	Seq             int64
+	Revoked, Denied int // entries it carried
+	// Parts is how many parts it came in; 0 for one "snapshot" event.
+	Parts int
 }
 
 // Set is a view of the revocations at a sequence number. It is safe for
@@ -152,22 +215,54 @@ func (s *Set) Identities() []string {
 
 // Reset replaces the whole set with snap.
 func (s *Set) Reset(snap Snapshot) {
-	revoked := make(map[string]Event, len(snap.Revoked))
+	st := newState(len(snap.Revoked), len(snap.Denied))
 	for _, e := range snap.Revoked {
-		revoked[e.Serial] = e
+		st.revoked[e.Serial] = e
 	}
-	denied := make(map[string]bool, len(snap.Denied))
-	names := make(map[identity.Name]bool, len(snap.Denied))
 	for _, id := range snap.Denied {
-		denied[id] = true
-		if n, err := identity.ParseName(id); err == nil {
-			names[n] = true
-		}
+		st.deny(id)
 	}
+	s.install(snap.Seq, st)
+}
+
+// state is the content of a Set, built apart while a snapshot arrives.
+type state struct {
+	revoked map[string]Event
+	denied  map[string]bool
+	names   map[identity.Name]bool
+}
+
+func newState(revoked, denied int) state {
+	return state{revoked: make(map[string]Event, revoked), denied: make(map[string]bool, denied), names: make(map[identity.Name]bool, denied)}
+}
+
+func (st state) deny(id string) {
+	st.denied[id] = true
+	if n, err := identity.ParseName(id); err == nil {
+		st.names[n] = true
+	}
+}
+
+// install switches the set to st at seq, in one step under the lock.
+func (s *Set) install(seq int64, st state) {
 	s.mu.Lock()
-	s.seq, s.revoked, s.denied, s.names = snap.Seq, revoked, denied, names
+	s.seq, s.revoked, s.denied, s.names = seq, st.revoked, st.denied, st.names
 	s.notifyLocked()
 	s.mu.Unlock()
+}
+
+// snapshot copies the set out as a Snapshot.
+func (s *Set) snapshot() Snapshot {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	snap := Snapshot{Seq: s.seq, Revoked: make([]Event, 0, len(s.revoked)), Denied: make([]string, 0, len(s.denied))}
+	for _, e := range s.revoked {
+		snap.Revoked = append(snap.Revoked, e)
+	}
+	for id := range s.denied {
+		snap.Denied = append(snap.Denied, id)
+	}
+	return snap
 }
 
 // Apply applies one change and reports whether it was new: an event at or

@@ -1,16 +1,16 @@
 package revocation
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -22,8 +22,15 @@ type Config struct {
 	// feed is served over mTLS to any certificate mica issued.
 	TLS *tls.Config
 	// OnEvent, when set, is called after each new change is applied, and
-	// OnSnapshot after each snapshot; neither may block for long.
-	OnEvent    func(Event)
+	// OnReset after the Set switched to a new snapshot; neither may block
+	// for long.
+	OnEvent func(Event)
+	OnReset func(SnapshotInfo)
+	// OnSnapshot, when set, is called after each snapshot with all of it.
+	//
+	// Deprecated: the Subscriber never holds a whole snapshot otherwise
+	// (it arrives in parts): with OnSnapshot set, each one is copied out
+	// of the Set for the call. Use OnReset, and read the Set.
 	OnSnapshot func(Snapshot)
 	// OnConnect, when set, is called when a connection to the feed is
 	// accepted, and OnDisconnect whenever an attempt ends (refused,
@@ -111,6 +118,7 @@ func (s *Subscriber) runOnce(ctx context.Context) (accepted bool, err error) {
 	u, _ := url.Parse(s.cfg.URL)
 	q := u.Query()
 	q.Set("since", strconv.FormatInt(s.set.Seq(), 10))
+	q.Set("snapshot", "chunked")
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -129,58 +137,127 @@ func (s *Subscriber) runOnce(ctx context.Context) (accepted bool, err error) {
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect()
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<30) // a snapshot is one line
+	return accepted, s.read(resp.Body)
+}
+
+// read applies the server-sent events of one connection until it ends. A
+// snapshot in parts that the connection does not finish is dropped with
+// it: the Set keeps its state and the next connection resumes from there.
+func (s *Subscriber) read(body io.Reader) error {
+	lr := newLineReader(body)
 	var event string
 	var data []byte
-	for sc.Scan() {
-		line := sc.Bytes()
+	var b *building // the snapshot arriving in parts, if one is
+	for {
+		// A one-event snapshot from a server that predates parts is one
+		// line; every other line is short.
+		limit := MaxLineBytes
+		if event == "snapshot" {
+			limit = legacySnapshotBytes
+		}
+		line, err := lr.next(limit, event)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("revocation: the server closed the feed")
+			}
+			var tooLong *LineTooLongError
+			if errors.As(err, &tooLong) {
+				return err
+			}
+			return fmt.Errorf("revocation: reading the feed: %w", err)
+		}
 		switch {
 		case len(line) == 0:
-			if err := s.dispatch(event, data); err != nil {
-				return accepted, err
+			if b, err = s.dispatch(b, event, data); err != nil {
+				return err
+			}
+			if cap(data) > 2*MaxLineBytes {
+				data = nil // a one-event snapshot's data: do not keep it
 			}
 			event, data = "", data[:0]
 		case line[0] == ':': // keep-alive comment
 		default:
-			field, value, _ := strings.Cut(string(line), ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
+			field, value, _ := bytes.Cut(line, []byte(":"))
+			value = bytes.TrimPrefix(value, []byte(" "))
+			switch string(field) {
 			case "event":
-				event = value
+				event = string(value)
 			case "data":
+				if len(data)+len(value) > limit {
+					return &LineTooLongError{Limit: limit, Event: event}
+				}
 				data = append(data, value...)
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return accepted, fmt.Errorf("revocation: reading the feed: %w", err)
-	}
-	return accepted, errors.New("revocation: the server closed the feed")
 }
 
-// dispatch applies one server-sent event.
-func (s *Subscriber) dispatch(event string, data []byte) error {
+// dispatch applies one server-sent event, given the snapshot arriving in
+// parts (nil if none is), and returns that snapshot as it stands after
+// the event.
+func (s *Subscriber) dispatch(b *building, event string, data []byte) (*building, error) {
+	if b != nil && event != "" && event != EventSnapshotPart && event != EventSnapshotEnd {
+		return nil, fmt.Errorf("revocation: a %q event inside the snapshot at sequence %d (after part %d): the set is unchanged, reconnecting", event, b.seq, b.parts)
+	}
 	switch event {
 	case "":
-		return nil
+		return b, nil
+	case EventSnapshotBegin:
+		var begin SnapshotBegin
+		if err := json.Unmarshal(data, &begin); err != nil {
+			return nil, fmt.Errorf("revocation: unreadable start of a snapshot: %w", err)
+		}
+		return newBuilding(begin)
+	case EventSnapshotPart:
+		if b == nil {
+			return nil, errors.New("revocation: a snapshot part without the start of a snapshot: reconnecting")
+		}
+		var part SnapshotPart
+		if err := json.Unmarshal(data, &part); err != nil {
+			return nil, fmt.Errorf("revocation: unreadable snapshot part after part %d: %w", b.parts, err)
+		}
+		return b, b.add(part)
+	case EventSnapshotEnd:
+		if b == nil {
+			return nil, errors.New("revocation: the end of a snapshot that never started: reconnecting")
+		}
+		var end SnapshotEnd
+		if err := json.Unmarshal(data, &end); err != nil {
+			return nil, fmt.Errorf("revocation: unreadable end of a snapshot: %w", err)
+		}
+		info, err := b.end(end)
+		if err != nil {
+			return nil, err
+		}
+		s.set.install(b.seq, b.st)
+		s.reset(info)
+		return nil, nil
 	case "snapshot":
+		// One event, from a server that predates parts.
 		var snap Snapshot
 		if err := json.Unmarshal(data, &snap); err != nil {
-			return fmt.Errorf("revocation: unreadable snapshot: %w", err)
+			return nil, fmt.Errorf("revocation: unreadable snapshot: %w", err)
 		}
 		s.set.Reset(snap)
-		if s.cfg.OnSnapshot != nil {
-			s.cfg.OnSnapshot(snap)
-		}
+		s.reset(SnapshotInfo{Seq: snap.Seq, Revoked: len(snap.Revoked), Denied: len(snap.Denied)})
 	default:
 		var e Event
 		if err := json.Unmarshal(data, &e); err != nil {
-			return fmt.Errorf("revocation: unreadable event: %w", err)
+			return nil, fmt.Errorf("revocation: unreadable event: %w", err)
 		}
 		if s.set.Apply(e) && s.cfg.OnEvent != nil {
 			s.cfg.OnEvent(e)
 		}
 	}
-	return nil
+	return nil, nil
+}
+
+// reset calls the hooks for a snapshot the Set switched to.
+func (s *Subscriber) reset(info SnapshotInfo) {
+	if s.cfg.OnReset != nil {
+		s.cfg.OnReset(info)
+	}
+	if s.cfg.OnSnapshot != nil {
+		s.cfg.OnSnapshot(s.set.snapshot())
+	}
 }

@@ -342,8 +342,8 @@ func newFeedSubscriber(server string, src mtls.Source, m *telemetry.FeedClientMe
 	ready := make(chan struct{})
 	first := true
 	sub, err := revocation.NewSubscriber(revocation.Config{URL: u, TLS: tc, OnConnect: m.Connected, OnDisconnect: m.Disconnected,
-		OnSnapshot: func(revocation.Snapshot) {
-			if first { // OnSnapshot is called from Run's one goroutine
+		OnReset: func(revocation.SnapshotInfo) {
+			if first { // OnReset is called from Run's one goroutine
 				first = false
 				close(ready)
 			}

@@ -75,8 +75,8 @@ func LiveRevocation(ctx context.Context, s *Server, conns, clients int) (*LiveRe
 	ready := make(chan struct{})
 	var readyOnce sync.Once
 	sub, err := revocation.NewSubscriber(revocation.Config{URL: apiURL + "/v1/revocations/feed",
-		TLS:        &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{admin}},
-		OnSnapshot: func(revocation.Snapshot) { readyOnce.Do(func() { close(ready) }) }})
+		TLS:     &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{admin}},
+		OnReset: func(revocation.SnapshotInfo) { readyOnce.Do(func() { close(ready) }) }})
 	if err != nil {
 		return nil, err
 	}

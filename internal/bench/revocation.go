@@ -102,7 +102,7 @@ func Revocation(ctx context.Context, s *Server, subscribers, revocations int) (R
 	start := time.Now()
 	for range subscribers {
 		sub, err := revocation.NewSubscriber(revocation.Config{URL: url + "/v1/revocations/feed", TLS: tlsCfg,
-			OnSnapshot: func(revocation.Snapshot) {
+			OnReset: func(revocation.SnapshotInfo) {
 				if ready.Add(1) == int64(subscribers) {
 					close(allReady)
 				}

@@ -479,7 +479,7 @@ func measureFeed(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *Sc
 	fig := Figure{Name: "feed snapshot, new subscriber", Command: "revocation.Subscriber on /v1/revocations/feed", Target: "chunked; memory bounded"}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cfg.Roots, Certificates: []tls.Certificate{cfg.Admin}}
 	// The wire: how the snapshot arrives.
-	events, largest, wireErr := feedWire(ctx, tlsCfg, srv.api+"/v1/revocations/feed")
+	wire, wireErr := feedWire(ctx, tlsCfg, srv.api+"/v1/revocations/feed")
 	runtime.GC()
 	base := heapInUse()
 	_, srvPeakBefore := srv.memory()
@@ -497,11 +497,11 @@ func measureFeed(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *Sc
 			}
 		}
 	}()
-	got := make(chan revocation.Snapshot, 1)
+	got := make(chan revocation.SnapshotInfo, 1)
 	sub, err := revocation.NewSubscriber(revocation.Config{URL: srv.api + "/v1/revocations/feed", TLS: tlsCfg,
-		OnSnapshot: func(s revocation.Snapshot) {
+		OnReset: func(i revocation.SnapshotInfo) {
 			select {
-			case got <- s:
+			case got <- i:
 			default:
 			}
 		}})
@@ -515,8 +515,9 @@ func measureFeed(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *Sc
 	t0 := time.Now()
 	go sub.Run(subCtx)
 	var took time.Duration
+	var info revocation.SnapshotInfo
 	select {
-	case <-got:
+	case info = <-got:
 		took = time.Since(t0)
 	case <-time.After(2 * time.Minute):
 		err = errors.New("no snapshot in 2 minutes")
@@ -530,44 +531,65 @@ func measureFeed(ctx context.Context, cfg *ScaleConfig, srv *serverProc, res *Sc
 		res.add(fig)
 		return
 	}
-	n := len(sub.Set().Serials())
-	fig.Value = fmt.Sprintf("%d revoked in %.0f ms; %d events, largest %d KiB; subscriber heap +%s at peak; server peak RSS %s → %s",
-		n, Ms(took), events, largest>>10, mib(peak.Load()-int64(base)), mib(srvPeakBefore), mib(srvPeakAfter))
+	fig.Value = fmt.Sprintf("%d revoked, %d denied in %d parts: Set switched after %.0f ms; on the wire first part %.0f ms, end %.0f ms, %d events, largest line %d KiB; subscriber heap +%s at peak; server peak RSS %s → %s",
+		info.Revoked, info.Denied, info.Parts, Ms(took), Ms(wire.first), Ms(wire.total), wire.events, wire.largest>>10,
+		mib(peak.Load()-int64(base)), mib(srvPeakBefore), mib(srvPeakAfter))
 	// Chunked: no event carries more than a bounded part of the snapshot.
-	fig.OK = wireErr == nil && largest < 1<<20
+	fig.OK = wireErr == nil && info.Parts > 0 && wire.largest <= revocation.MaxLineBytes
 	if wireErr != nil {
 		fig.Note = wireErr.Error()
 	}
 	res.add(fig)
 }
 
-// feedWire reads the feed's first answer as raw server-sent events up to
-// the end of the snapshot and counts its events and largest line.
-func feedWire(ctx context.Context, tlsCfg *tls.Config, url string) (events, largest int, err error) {
+// snapshotWire is how a snapshot in parts arrived: events, the longest
+// line, and the time from the request to the first part and to the end.
+type snapshotWire struct {
+	events, largest int
+	first, total    time.Duration
+}
+
+// feedWire reads the feed's first answer, asking for parts, as raw
+// server-sent events up to the end of the snapshot.
+func feedWire(ctx context.Context, tlsCfg *tls.Config, url string) (w snapshotWire, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"?since=0&snapshot=chunked", nil)
+	t0 := time.Now()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return w, err
 	}
 	defer resp.Body.Close()
 	br := newLineReader(resp.Body)
 	for {
 		line, n, err := br.next()
 		if err != nil {
-			return events, largest, err
+			return w, err
 		}
-		largest = max(largest, n)
+		w.largest = max(w.largest, n)
 		if strings.HasPrefix(line, "event: ") {
-			events++
+			w.events++
+		}
+		if line == "event: "+revocation.EventSnapshotPart && w.first == 0 {
+			w.first = time.Since(t0)
 		}
 		if line == "event: snapshot" {
-			// The snapshot's last event: its data line follows.
-			_, n, err := br.next()
-			return events, max(largest, n), err
+			return w, errors.New("the server sent the snapshot as one event: it streams no parts")
+		}
+		if line == "event: "+revocation.EventSnapshotEnd {
+			// Its id and data lines follow.
+			for range 2 {
+				_, n, err := br.next()
+				if err != nil {
+					return w, err
+				}
+				w.largest = max(w.largest, n)
+			}
+			w.total = time.Since(t0)
+			return w, nil
 		}
 	}
 }

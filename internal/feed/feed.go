@@ -4,6 +4,25 @@
 // subscribers as server-sent events (Handler), a snapshot first and then
 // each change as it commits.
 //
+// A snapshot is streamed, never built: the Hub keeps its state in shards
+// (by a hash of the key), and a stream takes a few shards at a time under
+// the Hub's lock, marshals them into parts of at most
+// revocation.PartEntries entries and writes them, while changes keep
+// landing between two takes. The snapshot is labelled with the sequence
+// number S the Hub had when the stream began; it holds every entry as it
+// stood at S or as a later change left it, and once it is written the
+// stream sends every change after S from the Hub's log, then goes live.
+// A change may thus reach the subscriber twice (in a part and then as
+// itself), which is harmless: applying a change again changes nothing,
+// and the subscriber is told of each change once. So a new subscriber
+// costs the server a few shards and one part, not a copy of the state.
+//
+// The wire (see the revocation package): a subscriber that asks with
+// snapshot=chunked gets snapshot-begin, snapshot-part... and snapshot-end;
+// one that does not (a subscriber that predates parts) gets the same
+// content as one "snapshot" event, written in pieces as it is read, so it
+// never sees half a set.
+//
 // Sequence numbers are the store's event sequence numbers, which every
 // server sharing a database agrees on, so a subscriber may resume on any
 // server. With PostgreSQL the Hub learns of changes committed by other
@@ -19,7 +38,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,20 +93,59 @@ type Hub struct {
 	poke chan struct{}
 	done chan struct{}
 
+	// partEntries is how many entries a snapshot part holds at most
+	// (revocation.PartEntries; tests make it small).
+	partEntries atomic.Int64
+	// afterPart, when set, is called by a stream after each snapshot part
+	// it wrote (tests: to change the state, or cut the connection, while
+	// a snapshot streams).
+	afterPart atomic.Pointer[func(part int)]
+
 	mu      sync.Mutex
 	ready   bool
 	base    int64 // the log holds every change after base
 	seq     int64
-	revoked map[string]revocation.Event
-	denied  map[string]bool
+	state   *state
 	log     []revocation.Event
 	subs    map[*subscriber]struct{}
 	dropped int64 // subscribers cut off for lagging, since New
 }
 
+// shards is how many pieces the Hub's state is kept in; a snapshot stream
+// takes whole shards under the lock, so one holds about 1/shards of the
+// state at a time (1,000 entries at a million).
+const shards = 1024
+
+// state is the revoked certificates and the denied identities, each kept
+// in shards by a hash of the key.
+type state struct {
+	seed    maphash.Seed
+	revoked [shards]map[string]revocation.Event
+	denied  [shards]map[string]struct{}
+}
+
+func newState() *state {
+	st := &state{seed: maphash.MakeSeed()}
+	for i := range shards {
+		st.revoked[i] = map[string]revocation.Event{}
+		st.denied[i] = map[string]struct{}{}
+	}
+	return st
+}
+
+func (st *state) shard(key string) int { return int(maphash.String(st.seed, key) % shards) }
+
+func (st *state) revoke(e revocation.Event) { st.revoked[st.shard(e.Serial)][e.Serial] = e }
+func (st *state) deny(id string)            { st.denied[st.shard(id)][id] = struct{}{} }
+func (st *state) allow(id string)           { delete(st.denied[st.shard(id)], id) }
+
 type subscriber struct {
 	ch      chan queued
 	dropped bool
+	// snapshotAt is the sequence number of the snapshot the stream is
+	// writing, -1 once it is live: until then changes are not queued for
+	// it, as it reads them from the log after the snapshot.
+	snapshotAt int64
 
 	// What the stream handed to the connection but the peer has not taken
 	// yet: a subscriber that stops reading fills the socket buffers long
@@ -164,8 +224,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, poke: make(chan struct{}, 1), done: make(chan struct{}),
-		revoked: map[string]revocation.Event{}, denied: map[string]bool{}, subs: map[*subscriber]struct{}{}}, nil
+	h := &Hub{cfg: cfg, poke: make(chan struct{}, 1), done: make(chan struct{}), state: newState(), subs: map[*subscriber]struct{}{}}
+	h.partEntries.Store(revocation.PartEntries)
+	return h, nil
 }
 
 // Changed says a change committed; the Hub catches up at once. It never
@@ -187,10 +248,10 @@ func (h *Hub) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("feed: %w", err)
 	}
-	revoked := map[string]revocation.Event{}
+	st := newState()
 	err = h.cfg.Source.RevokedCertificates(ctx, "", h.cfg.Clock(), func(r store.Revoked) error {
-		revoked[r.Serial] = revocation.Event{Kind: revocation.KindRevoked, Serial: r.Serial, Identity: r.Identity,
-			RevokedAt: r.RevokedAt, Reason: r.Reason, NotAfter: r.NotAfter}
+		st.revoke(revocation.Event{Kind: revocation.KindRevoked, Serial: r.Serial, Identity: r.Identity,
+			RevokedAt: r.RevokedAt, Reason: r.Reason, NotAfter: r.NotAfter})
 		return nil
 	})
 	if err != nil {
@@ -200,12 +261,11 @@ func (h *Hub) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("feed: %w", err)
 	}
-	denied := map[string]bool{}
 	for _, d := range list {
-		denied[d.Identity] = true
+		st.deny(d.Identity)
 	}
 	h.mu.Lock()
-	h.ready, h.base, h.seq, h.revoked, h.denied, h.log = true, seq, seq, revoked, denied, nil
+	h.ready, h.base, h.seq, h.state, h.log = true, seq, seq, st, nil
 	h.mu.Unlock()
 	return nil
 }
@@ -296,11 +356,11 @@ func (h *Hub) apply(e revocation.Event) bool {
 	h.seq = e.Seq
 	switch e.Kind {
 	case revocation.KindRevoked:
-		h.revoked[e.Serial] = e
+		h.state.revoke(e)
 	case revocation.KindDenied:
-		h.denied[e.Identity] = true
+		h.state.deny(e.Identity)
 	case revocation.KindAllowed:
-		delete(h.denied, e.Identity)
+		h.state.allow(e.Identity)
 	}
 	h.log = append(h.log, e)
 	applied := time.Now()
@@ -310,6 +370,9 @@ func (h *Hub) apply(e revocation.Event) bool {
 		h.log = append([]revocation.Event(nil), h.log[drop:]...)
 	}
 	for s := range h.subs {
+		if s.snapshotAt >= 0 {
+			continue // writing its snapshot: it reads this from the log next
+		}
 		select {
 		case s.ch <- queued{e, applied}:
 		default:
@@ -323,53 +386,105 @@ func (h *Hub) apply(e revocation.Event) bool {
 	return true
 }
 
-// Snapshot is the current state.
+// Snapshot is the current state, all of it at once (streams never build
+// one: see the package comment).
 func (h *Hub) Snapshot() revocation.Snapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.snapshotLocked()
-}
-
-func (h *Hub) snapshotLocked() revocation.Snapshot {
-	now := h.cfg.Clock()
-	snap := revocation.Snapshot{Seq: h.seq, Revoked: make([]revocation.Event, 0, len(h.revoked)), Denied: make([]string, 0, len(h.denied))}
-	for serial, e := range h.revoked {
-		if e.NotAfter.Before(now) {
-			delete(h.revoked, serial) // expired: no longer worth sending
-			continue
-		}
-		snap.Revoked = append(snap.Revoked, e)
-	}
-	for id := range h.denied {
-		snap.Denied = append(snap.Denied, id)
+	snap := revocation.Snapshot{Seq: h.seq, Revoked: []revocation.Event{}, Denied: []string{}}
+	c := snapshotCursor{}
+	for !c.done {
+		snap.Revoked, snap.Denied = h.takeLocked(&c, -1, snap.Revoked, snap.Denied)
 	}
 	return snap
 }
 
+// snapshotCursor is how far a stream has read the state: revoked
+// certificates shard by shard, then denied identities.
+type snapshotCursor struct {
+	shard  int
+	denied bool
+	done   bool
+}
+
+// take appends the entries of the next shards to revoked and denied,
+// whole shards, until it has at least want entries (want < 0: all) or
+// has read the last shard. Revocations of certificates that have expired
+// are not worth sending: it forgets them.
+func (h *Hub) take(c *snapshotCursor, want int, revoked []revocation.Event, denied []string) ([]revocation.Event, []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.takeLocked(c, want, revoked, denied)
+}
+
+func (h *Hub) takeLocked(c *snapshotCursor, want int, revoked []revocation.Event, denied []string) ([]revocation.Event, []string) {
+	now := h.cfg.Clock()
+	for !c.done && (want < 0 || len(revoked)+len(denied) < want) {
+		if !c.denied {
+			m := h.state.revoked[c.shard]
+			for serial, e := range m {
+				if e.NotAfter.Before(now) {
+					delete(m, serial)
+					continue
+				}
+				revoked = append(revoked, e)
+			}
+		} else {
+			for id := range h.state.denied[c.shard] {
+				denied = append(denied, id)
+			}
+		}
+		if c.shard++; c.shard == shards {
+			c.shard = 0
+			c.done = c.denied
+			c.denied = true
+		}
+	}
+	return revoked, denied
+}
+
 // subscribe registers a subscriber that has applied everything up to
-// since. It gets either the changes after since from the log, or (when
-// since is 0 or outside the log) a snapshot, and then every new change on
-// ch. Registering under the same lock that apply holds is what makes the
-// hand-over from backlog to live gap-free.
-func (h *Hub) subscribe(since int64, conn connQueue) (snap *revocation.Snapshot, backlog []revocation.Event, s *subscriber, err error) {
+// since. When since is within the log it gets the changes after it
+// (backlog) and then every new change on ch; registering under the same
+// lock that apply holds is what makes the hand-over from backlog to live
+// gap-free. Otherwise (since is 0 or the log no longer reaches back to it)
+// it is to write a snapshot at snapshotAt and then call live.
+func (h *Hub) subscribe(since int64, conn connQueue) (snapshotAt int64, backlog []revocation.Event, s *subscriber, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.ready {
-		return nil, nil, nil, errors.New("feed: not loaded yet; retry in a moment")
+		return 0, nil, nil, errors.New("feed: not loaded yet; retry in a moment")
 	}
+	s = &subscriber{ch: make(chan queued, subscriberBuffer), conn: conn, snapshotAt: -1}
 	if since > 0 && since >= h.base && since <= h.seq {
-		for _, e := range h.log {
-			if e.Seq > since {
-				backlog = append(backlog, e)
-			}
-		}
+		backlog = h.logAfterLocked(since)
 	} else {
-		sn := h.snapshotLocked()
-		snap = &sn
+		s.snapshotAt = h.seq
 	}
-	s = &subscriber{ch: make(chan queued, subscriberBuffer), conn: conn}
 	h.subs[s] = struct{}{}
-	return snap, backlog, s, nil
+	return s.snapshotAt, backlog, s, nil
+}
+
+// live ends a subscriber's snapshot: it returns the changes after the
+// snapshot from the log and queues every later one on ch. It fails when
+// the log no longer reaches back to the snapshot (more than MaxLog
+// changes while it streamed): the stream ends and the subscriber, which
+// has the snapshot, comes back for another.
+func (h *Hub) live(s *subscriber) ([]revocation.Event, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.snapshotAt < h.base {
+		return nil, fmt.Errorf("feed: more than %d changes while the snapshot at %d streamed; the subscriber comes back for another", h.cfg.MaxLog, s.snapshotAt)
+	}
+	backlog := h.logAfterLocked(s.snapshotAt)
+	s.snapshotAt = -1
+	return backlog, nil
+}
+
+// logAfterLocked copies the changes in the log after seq.
+func (h *Hub) logAfterLocked(seq int64) []revocation.Event {
+	i := sort.Search(len(h.log), func(i int) bool { return h.log[i].Seq > seq })
+	return append([]revocation.Event(nil), h.log[i:]...)
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
@@ -416,7 +531,11 @@ func (h *Hub) Stats() Stats {
 	now := time.Now().UnixNano()
 	for s := range h.subs {
 		changes, bytes := s.unread()
-		st.MaxLag = max(st.MaxLag, len(s.ch)+changes)
+		waiting := len(s.ch)
+		if s.snapshotAt >= 0 { // writing its snapshot: the log holds its changes
+			waiting = len(h.log) - sort.Search(len(h.log), func(i int) bool { return h.log[i].Seq > s.snapshotAt })
+		}
+		st.MaxLag = max(st.MaxLag, waiting+changes)
 		st.MaxUnreadBytes = max(st.MaxUnreadBytes, bytes)
 		if since := s.blockedSince.Load(); since != 0 {
 			st.MaxWriteBlocked = max(st.MaxWriteBlocked, time.Duration(now-since))

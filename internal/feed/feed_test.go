@@ -28,6 +28,7 @@ type env struct {
 	t     *testing.T
 	st    *sqlite.Store
 	hub   *Hub
+	srv   *httptest.Server
 	url   string
 	tls   *tls.Config
 	certs []*store.Issuance
@@ -57,11 +58,11 @@ func newEnv(t *testing.T, maxLog int) *env {
 		t.Fatal(err)
 	}
 	go e.hub.Run(ctx)
-	srv := httptest.NewTLSServer(e.hub.Handler())
-	t.Cleanup(srv.Close)
+	e.srv = httptest.NewTLSServer(e.hub.Handler())
+	t.Cleanup(e.srv.Close)
 	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
-	e.url, e.tls = srv.URL+"/v1/revocations/feed", &tls.Config{RootCAs: pool}
+	pool.AddCert(e.srv.Certificate())
+	e.url, e.tls = e.srv.URL+"/v1/revocations/feed", &tls.Config{RootCAs: pool}
 	return e
 }
 
@@ -163,7 +164,7 @@ func TestResume(t *testing.T) {
 			e.revoke(0)
 			var snapshots atomic.Int32
 			sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls,
-				OnSnapshot: func(revocation.Snapshot) { snapshots.Add(1) }})
+				OnReset: func(revocation.SnapshotInfo) { snapshots.Add(1) }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,7 +240,7 @@ func TestStats(t *testing.T) {
 	defer cancel()
 	// The Hub registers a subscriber before it writes the snapshot.
 	snapshot, waitSnapshot := signal(t)
-	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnSnapshot: func(revocation.Snapshot) { snapshot() }})
+	live, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(revocation.SnapshotInfo) { snapshot() }})
 	if err != nil {
 		t.Fatal(err)
 	}

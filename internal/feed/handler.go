@@ -3,6 +3,7 @@ package feed
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -18,10 +19,12 @@ const keepAlive = 15 * time.Second
 // off instead of holding a goroutine forever.
 const writeTimeout = 30 * time.Second
 
-// Handler streams the feed as server-sent events: "snapshot" or the
+// Handler streams the feed as server-sent events: a snapshot or the
 // backlog after ?since= (or Last-Event-ID), then each change as "revoked",
 // "denied" or "allowed", every one with its sequence number as the event
-// id. Authentication is the caller's: wrap it.
+// id. The snapshot comes in parts (snapshot-begin, snapshot-part...,
+// snapshot-end) when the request says snapshot=chunked, else as one
+// "snapshot" event. Authentication is the caller's: wrap it.
 func (h *Hub) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sinceText := r.URL.Query().Get("since")
@@ -37,7 +40,17 @@ func (h *Hub) Handler() http.Handler {
 				return
 			}
 		}
-		snap, backlog, sub, err := h.subscribe(since, connQueueOf(r.Context()))
+		var chunked bool
+		switch r.URL.Query().Get("snapshot") {
+		case "chunked":
+			chunked = true
+		case "":
+		default:
+			problem.Write(w, http.StatusBadRequest, "invalid-request", "Invalid Request",
+				"snapshot must be chunked (a snapshot in parts) or left out (one event)")
+			return
+		}
+		snapshotAt, backlog, sub, err := h.subscribe(since, connQueueOf(r.Context()))
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
 			problem.Write(w, http.StatusServiceUnavailable, "not-ready", "Not Ready", err.Error())
@@ -68,8 +81,12 @@ func (h *Hub) Handler() http.Handler {
 			}
 			return write(fmt.Appendf(nil, "event: %s\nid: %d\ndata: %s\n\n", event, id, data), true)
 		}
-		if snap != nil {
-			if send("snapshot", snap.Seq, snap) != nil {
+		if snapshotAt >= 0 {
+			if h.writeSnapshot(r.Context(), snapshotAt, chunked, write) != nil {
+				return
+			}
+			if backlog, err = h.live(sub); err != nil {
+				h.cfg.Logger.LogAttrs(r.Context(), slog.LevelWarn, "revocation feed stream ended after its snapshot", slog.String("error", err.Error()))
 				return
 			}
 		}
@@ -78,7 +95,7 @@ func (h *Hub) Handler() http.Handler {
 				return
 			}
 		}
-		if len(backlog) == 0 && snap == nil {
+		if len(backlog) == 0 && snapshotAt < 0 {
 			// Tell the subscriber the stream is live even when nothing
 			// changed since it last heard.
 			write([]byte(": resumed\n\n"), false)
