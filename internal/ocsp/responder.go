@@ -52,13 +52,11 @@ type Config struct {
 	// IssuerID is how the store names the issuer (its certificate's SHA-256
 	// fingerprint, hex): certificates of other issuers are unknown here.
 	IssuerID string
-	// Responder certifies the responder's keys. Required.
+	// Responder certifies the responder's keys, for as long as the
+	// authority's mica-ocsp profile says (renewed at two thirds). Required.
 	Responder ResponderFunc
 	// Validity is nextUpdate − thisUpdate of each response; default 1h.
 	Validity time.Duration
-	// ResponderLifetime is the responder certificate's; default 7 days,
-	// renewed at two thirds.
-	ResponderLifetime time.Duration
 	// MaxCached bounds the response cache; default 1,000,000.
 	MaxCached int
 	Clock     func() time.Time
@@ -101,9 +99,6 @@ func New(cfg Config) (*Responder, error) {
 	}
 	if cfg.Validity <= 0 {
 		cfg.Validity = time.Hour
-	}
-	if cfg.ResponderLifetime <= 0 {
-		cfg.ResponderLifetime = 7 * 24 * time.Hour
 	}
 	if cfg.MaxCached <= 0 {
 		cfg.MaxCached = 1_000_000
