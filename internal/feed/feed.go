@@ -71,8 +71,9 @@ type Config struct {
 	// Poll is the safety-net interval for catching up without a
 	// notification; default 5s.
 	Poll time.Duration
-	// MaxLog is how many recent changes are kept for resuming subscribers;
-	// one that is further behind gets a snapshot instead. Default 100,000.
+	// MaxLog is how many recent changes are kept, at least, for resuming
+	// subscribers (up to a quarter more between cuts); one that is further
+	// behind gets a snapshot instead. Default 100,000.
 	MaxLog int
 	// OnEvent, when set, is called for each new change after it is applied
 	// (the CRL and OCSP caches hang here). It must not block for long.
@@ -364,7 +365,11 @@ func (h *Hub) apply(e revocation.Event) bool {
 	}
 	h.log = append(h.log, e)
 	applied := time.Now()
-	if len(h.log) > h.cfg.MaxLog {
+	// The log is cut back to MaxLog only once it is a quarter over: a
+	// cut copies the whole log, and cutting at every change made a bulk
+	// revocation quadratic (BenchmarkApplyPastMaxLog: 15 ms a change at
+	// 100,000 before, 8 µs after).
+	if len(h.log) > h.cfg.MaxLog+h.cfg.MaxLog/4 {
 		drop := len(h.log) - h.cfg.MaxLog
 		h.base = h.log[drop-1].Seq
 		h.log = append([]revocation.Event(nil), h.log[drop:]...)

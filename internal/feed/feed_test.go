@@ -373,3 +373,27 @@ func TestSubscriberConnectionHooks(t *testing.T) {
 	srv.Close()
 	waitCut("OnDisconnect after the server went away", 1)
 }
+
+// BenchmarkApplyPastMaxLog is the cost of one change once the log holds
+// MaxLog changes, as in a bulk revocation of a whole fleet: the log is
+// trimmed in steps, so a change costs no copy of the whole log.
+func BenchmarkApplyPastMaxLog(b *testing.B) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "mica.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	h, err := New(Config{Source: st, MaxLog: 100_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.ready = true
+	future := time.Now().Add(time.Hour)
+	for i := range 100_000 {
+		h.apply(revocation.Event{Seq: int64(i + 1), Kind: revocation.KindRevoked, Serial: fmt.Sprintf("%x", i), NotAfter: future})
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		h.apply(revocation.Event{Seq: int64(100_001 + i), Kind: revocation.KindRevoked, Serial: fmt.Sprintf("b%x", i), NotAfter: future})
+	}
+}
