@@ -165,8 +165,13 @@ func (e *testEnv) spawnAgent(env []string, args ...string) (*agentProc, <-chan [
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			// Keep reading past a second ready line: a reader that stopped
+			// would leave the agent blocked writing its output.
 			if m := agentReadyLine.FindStringSubmatch(sc.Text()); m != nil {
-				ready <- m
+				select {
+				case ready <- m:
+				default:
+				}
 			}
 		}
 	}()
