@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,8 +53,32 @@ func events(n int) []store.Event {
 }
 
 func TestTreeMatchesCompactRange(t *testing.T) {
+	// Cut 0 keeps every level; the others read older blocks back, as a
+	// server does with blocks of 2^8 leaves.
+	for _, cut := range []uint{0, 1, 2, 3} {
+		t.Run(fmt.Sprint("cut", cut), func(t *testing.T) { testTreeMatchesCompactRange(t, cut) })
+	}
+}
+
+// leafReader reads hashes from evs as the store would, counting reads.
+func leafReader(evs []store.Event, reads *int) func(context.Context, int64, int) ([][]byte, error) {
+	return func(_ context.Context, start int64, n int) ([][]byte, error) {
+		*reads++
+		var out [][]byte
+		for i := start; i < int64(len(evs)) && len(out) < n; i++ {
+			out = append(out, evs[i].LeafHash)
+		}
+		return out, nil
+	}
+}
+
+func testTreeMatchesCompactRange(t *testing.T, cut uint) {
 	evs := events(70)
 	var tr tree
+	var reads int
+	if cut > 0 {
+		tr.keepBlocksIn(cut, leafReader(evs, &reads))
+	}
 	rng := (&compact.RangeFactory{Hash: hasher.HashChildren}).NewEmptyRange(0)
 	for i := range evs {
 		if err := tr.append(evs[i].LeafHash); err != nil {
@@ -62,7 +87,7 @@ func TestTreeMatchesCompactRange(t *testing.T) {
 		rng.Append(evs[i].LeafHash, nil)
 		want, _ := rng.GetRootHash(nil)
 		for _, size := range []int64{int64(i + 1)} {
-			got, err := tr.root(size)
+			got, err := tr.root(context.Background(), size)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,10 +97,10 @@ func TestTreeMatchesCompactRange(t *testing.T) {
 		}
 	}
 	for size := int64(1); size <= 70; size++ {
-		root, _ := tr.root(size)
+		root, _ := tr.root(context.Background(), size)
 		c := Checkpoint{Size: size, Root: root}
 		for index := int64(0); index < size; index++ {
-			p, err := tr.inclusion(index, size)
+			p, err := tr.inclusion(context.Background(), index, size)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,14 +109,36 @@ func TestTreeMatchesCompactRange(t *testing.T) {
 			}
 		}
 		for size1 := int64(0); size1 <= size; size1++ {
-			root1, _ := tr.root(size1)
-			p, err := tr.consistency(size1, size)
+			root1, _ := tr.root(context.Background(), size1)
+			p, err := tr.consistency(context.Background(), size1, size)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := VerifyConsistency(Checkpoint{Size: size1, Root: root1}, c, p); err != nil {
 				t.Fatalf("consistency(%d, %d): %v", size1, size, err)
 			}
+		}
+	}
+	if cut == 0 {
+		if reads != 0 {
+			t.Errorf("the zero tree read %d blocks back", reads)
+		}
+		return
+	}
+	if reads == 0 {
+		t.Fatal("no block was read back: the test proves nothing about them")
+	}
+	if held := len(tr.tail[0]) + len(tr.upper[0]); held > 70>>cut+1<<cut {
+		t.Errorf("tree holds %d hashes at its lowest kept levels for 70 leaves", held)
+	}
+	// A leaf changed or deleted in the store after the tree was built is
+	// reported when its block is read back, not proved.
+	changed := slices.Clone(evs)
+	changed[1].LeafHash = bytes.Repeat([]byte{7}, 32)
+	for name, evs := range map[string][]store.Event{"changed": changed, "deleted": evs[:1]} {
+		tr.keepBlocksIn(cut, leafReader(evs, &reads))
+		if _, err := tr.inclusion(context.Background(), 0, 70); err == nil {
+			t.Errorf("inclusion proof of leaf 0 with a leaf of its block %s in the store: no error", name)
 		}
 	}
 }
@@ -125,7 +172,7 @@ func signAll(t *testing.T, s *Signer, evs []store.Event, sizes ...int64) [][]byt
 	}
 	var notes [][]byte
 	for _, size := range sizes {
-		root, err := tr.root(size)
+		root, err := tr.root(context.Background(), size)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +445,7 @@ func BenchmarkVerify1M(b *testing.B) {
 	for i := range evs {
 		tr.append(evs[i].LeafHash)
 		if (i+1)%1000 == 0 {
-			root, _ := tr.root(int64(i + 1))
+			root, _ := tr.root(context.Background(), int64(i+1))
 			note, _ := SignCheckpoint(s, int64(i+1), root)
 			notes = append(notes, note)
 		}

@@ -59,6 +59,7 @@ func New(cfg Config) (*Log, error) {
 		return nil, errors.New("auditlog: Store and Signer are required")
 	}
 	l := &Log{store: cfg.Store, signer: cfg.Signer, interval: cfg.Interval, now: cfg.Clock, log: cfg.Logger}
+	l.tree.keepBlocksIn(serverCut, cfg.Store.LeafHashes)
 	if l.interval <= 0 {
 		l.interval = DefaultInterval
 	}
@@ -127,10 +128,10 @@ func (l *Log) RunOnce(ctx context.Context) error {
 		return nil
 	}
 	l.mu.RLock()
-	root, err := l.tree.root(size)
+	root, err := l.tree.root(ctx, size)
 	var signedRoot []byte
 	if err == nil && latest.Size > 0 {
-		signedRoot, err = l.tree.root(latest.Size)
+		signedRoot, err = l.tree.root(ctx, latest.Size)
 	}
 	l.mu.RUnlock()
 	if err != nil {
@@ -225,7 +226,7 @@ func (l *Log) InclusionProof(ctx context.Context, index, size int64) ([][]byte, 
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.tree.inclusion(index, size)
+	return l.tree.inclusion(ctx, index, size)
 }
 
 // ConsistencyProof proves that the tree of size1 is a prefix of size2.
@@ -235,7 +236,7 @@ func (l *Log) ConsistencyProof(ctx context.Context, size1, size2 int64) ([][]byt
 	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.tree.consistency(size1, size2)
+	return l.tree.consistency(ctx, size1, size2)
 }
 
 func (l *Log) atLeast(ctx context.Context, size int64) error {
