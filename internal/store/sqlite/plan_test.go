@@ -18,9 +18,21 @@ import (
 // SQLite preferred the (status, not_after) index and scanned every live
 // certificate, 30 s at half a million on a busy machine.
 func TestIdentityListUsesIdentityIndex(t *testing.T) {
-	ctx := context.Background()
+	db := emptyDatabase(t)
+	for _, st := range []store.Status{store.StatusActive, store.StatusRevoked, ""} {
+		plan := explain(t, db, store.Filter{Identity: "spiffe://example.org/a", Status: st, Now: time.Now(), Limit: 10})
+		if !strings.Contains(plan, "USING INDEX certificates_identity") {
+			t.Errorf("status %q: the plan is %q, want the identity index", st, plan)
+		}
+	}
+}
+
+// emptyDatabase is a new database with every migration, opened read-only
+// to explain queries on.
+func emptyDatabase(t *testing.T) *sql.DB {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "mica.db")
-	s, err := Open(ctx, path)
+	s, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,30 +41,8 @@ func TestIdentityListUsesIdentityIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	for _, st := range []store.Status{store.StatusActive, store.StatusRevoked, ""} {
-		q, args, err := sqlstore.ListCertificatesQuery(store.Filter{Identity: "spiffe://example.org/a", Status: st, Now: time.Now(), Limit: 10}, &dialect)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX certificates_identity") {
-			t.Errorf("status %q: the plan is %q, want the identity index", st, p)
-		}
-	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 // Every filter the API lists by (identity, profile, status, expiry
@@ -60,18 +50,7 @@ func TestIdentityListUsesIdentityIndex(t *testing.T) {
 // reads an index in the list's order from that place: no table scan and
 // no sort of everything the page is cut from, whatever the depth.
 func TestCursorPagesReadAnIndexInOrder(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "mica.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := emptyDatabase(t)
 	now := time.Now()
 	for _, identity := range []string{"", "spiffe://example.org/a"} {
 		for _, profile := range []string{"", "web"} {
