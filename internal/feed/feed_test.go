@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -108,6 +109,22 @@ func (e *env) serverSet() (serials, ids []string) {
 // waitSame waits until the subscriber's set equals the server's, woken by
 // each change of the subscriber's set; the generous deadline only bounds
 // a broken test, it is not a timing claim.
+// startSubscriber runs a subscriber with cfg until the test ends; stop
+// ends it sooner and returns once its Run has.
+func startSubscriber(t *testing.T, cfg revocation.Config) (sub *revocation.Subscriber, stop func()) {
+	t.Helper()
+	sub, err := revocation.NewSubscriber(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sub.Run(ctx); close(done) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return sub, stop
+}
+
 func (e *env) waitSame(s *revocation.Subscriber) {
 	e.t.Helper()
 	deadline := time.NewTimer(20 * time.Second)
@@ -357,14 +374,8 @@ func TestSubscriberConnectionHooks(t *testing.T) {
 	connected, waitConnected := signal(t)
 	cut, waitCut := signal(t)
 	var cuts atomic.Int32
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: srv.URL + "/v1/revocations/feed", TLS: &tls.Config{RootCAs: pool},
+	startSubscriber(t, revocation.Config{URL: srv.URL + "/v1/revocations/feed", TLS: &tls.Config{RootCAs: pool},
 		OnConnect: connected, OnDisconnect: func(error) { cuts.Add(1); cut() }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sub.Run(ctx)
 	waitConnected("OnConnect", 1)
 	if n := cuts.Load(); n != 0 {
 		t.Fatalf("OnDisconnect called %d times on an open stream", n)

@@ -141,18 +141,12 @@ func TestSnapshotInParts(t *testing.T) {
 	var resets []revocation.SnapshotInfo
 	var mu sync.Mutex
 	reset, waitReset := signal(t)
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(i revocation.SnapshotInfo) {
+	sub, _ := startSubscriber(t, revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(i revocation.SnapshotInfo) {
 		mu.Lock()
 		resets = append(resets, i)
 		mu.Unlock()
 		reset()
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sub.Run(ctx)
 	waitReset("the subscriber's snapshot", 1)
 	e.waitSame(sub)
 	mu.Lock()
@@ -282,7 +276,7 @@ func TestChangesDuringSnapshot(t *testing.T) {
 			var mu sync.Mutex
 			applied := map[int64]int{}
 			var resets []revocation.SnapshotInfo
-			sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls,
+			sub, _ := startSubscriber(t, revocation.Config{URL: e.url, TLS: e.tls,
 				OnEvent: func(ev revocation.Event) {
 					mu.Lock()
 					applied[ev.Seq]++
@@ -293,12 +287,6 @@ func TestChangesDuringSnapshot(t *testing.T) {
 					resets = append(resets, i)
 					mu.Unlock()
 				}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go sub.Run(ctx)
 			e.waitSame(sub)
 			if during.Load() <= before {
 				t.Fatal("no change was made while the snapshot streamed")
@@ -346,16 +334,9 @@ func TestSnapshotCutKeepsOldState(t *testing.T) {
 	e := newEnv(t, 2) // a log of 2 changes: a subscriber away for more needs a snapshot
 	e.hub.partEntries.Store(2)
 	e.fill(5, "spiffe://example.test/denied/a")
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { sub.Run(ctx); close(done) }()
+	sub, stop := startSubscriber(t, revocation.Config{URL: e.url, TLS: e.tls})
 	e.waitSame(sub)
-	cancel()
-	<-done
+	stop()
 	oldSeq, oldSerials, oldIDs := sub.Set().Seq(), sub.Set().Serials(), sub.Set().Identities()
 	for i := 5; i < 15; i++ {
 		e.revoke(i)
@@ -373,9 +354,9 @@ func TestSnapshotCutKeepsOldState(t *testing.T) {
 	}
 	e.hub.afterPart.Store(&hook)
 	changed := sub.Set().Changed()
-	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second) // bounds a broken test
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // bounds a broken test
 	defer cancel()
-	err = sub.RunOnce(ctx)
+	err := sub.RunOnce(ctx)
 	if cuts.Load() != 1 || ctx.Err() != nil {
 		t.Fatalf("the connection ended (%v) without the cut", err)
 	}
@@ -414,13 +395,7 @@ func TestLogOverflowsDuringSnapshot(t *testing.T) {
 	}
 	e.hub.afterPart.Store(&hook)
 	resets, waitResets := signal(t)
-	sub, err := revocation.NewSubscriber(revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(revocation.SnapshotInfo) { resets() }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sub.Run(ctx)
+	sub, _ := startSubscriber(t, revocation.Config{URL: e.url, TLS: e.tls, OnReset: func(revocation.SnapshotInfo) { resets() }})
 	waitResets("a second snapshot after the log overflowed", 2)
 	e.waitSame(sub)
 }
