@@ -141,6 +141,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The audit tree loads while the CRLs are built (both read the whole
+	// store at start, one machine core each): a million leaves take a
+	// second or two. A failure here is the checkpoint loop's to report,
+	// whose first round syncs again.
+	go p.audit.Sync(ctx)
 	rev, err := newRevocationOutputs(ctx, p, log)
 	if err != nil {
 		return err

@@ -68,6 +68,39 @@ func TestRunDebouncesChanges(t *testing.T) {
 	})
 }
 
+// TestRunKeepsACRLBuiltBeforeIt: a server builds its CRL before it serves
+// and then starts Run, which does not build the same CRL again at once;
+// a change made in between is still built, a debounce later.
+func TestRunKeepsACRLBuiltBeforeIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pki := testpki.New(t, "example.org")
+		st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+		var builds atomic.Int32
+		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
+			Debounce: time.Second, Lint: func(der []byte) error { builds.Add(1); return issuance.LintCRL(der) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the next build gets a second of its own
+		if err := s.RunOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		first := s.Current()
+		runService(t, s)
+		synctest.Wait()
+		if s.Current() != first || builds.Load() != 1 {
+			t.Fatalf("Run built again at once (%d builds), want the CRL built before it kept", builds.Load())
+		}
+		revokeAt(t, st, "1a2b", time.Now().Add(time.Hour))
+		s.Changed()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := s.Current(); got == first || !slices.Equal(serials(t, got.DER), []string{"1a2b"}) {
+			t.Fatal("a change after the CRL built before Run was not built a debounce later")
+		}
+	})
+}
+
 // TestRunRebuildsAtHalfValidity: with no change, a CRL is replaced once
 // half its validity has passed, long before relying parties would find
 // it expired.

@@ -179,13 +179,20 @@ func (s *Service) RunOnce(ctx context.Context) error {
 	return nil
 }
 
-// Run builds the CRL now, then again after each change (debounced) and
-// before half its validity has passed, until ctx ends. A failed build is
+// Run builds the CRL now (unless RunOnce built one already), then again
+// after each change (debounced) and before half its validity has passed,
+// until ctx ends. A failed build is
 // logged and retried; the previous CRL keeps being served meanwhile.
 func (s *Service) Run(ctx context.Context) error {
 	retry := time.Duration(0)
+	// A CRL built just before Run (the server builds one before it
+	// serves) is not built again at once: at a million certificates a
+	// build is seconds of CPU that start-up has better uses for.
+	build := s.current.Load() == nil
 	for {
-		if err := s.RunOnce(ctx); err != nil {
+		if !build {
+			build = true
+		} else if err := s.RunOnce(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
