@@ -169,7 +169,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	if err := where.check(); err != nil {
 		return err
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	cfg := bench.IssueConfig{Concurrency: *concurrency, Duration: *duration, Warmup: *warmup}
 	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
@@ -256,7 +256,7 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 	if err := where.check(); err != nil {
 		return err
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	var err error
 	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
@@ -314,7 +314,7 @@ func runBenchACME(ctx context.Context, env *cliEnv, args []string) error {
 	if *concurrency < 1 || *duration <= 0 {
 		return usageError("--concurrency must be at least 1 and --duration positive")
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	s, err := openBenchServer(ctx, bench.Options{DB: *db})
 	if err != nil {
 		return err
@@ -339,7 +339,7 @@ func runBenchRevocation(ctx context.Context, env *cliEnv, args []string) error {
 	if *subscribers < 1 || *revocations < 1 {
 		return usageError("--subscribers and --revocations must be at least 1")
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	s, err := openBenchServer(ctx, bench.Options{DB: *db, Revocation: true})
 	if err != nil {
 		return err
@@ -367,7 +367,7 @@ func runBenchOCSP(ctx context.Context, env *cliEnv, args []string) error {
 	if cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Certificates < 1 {
 		return usageError("--concurrency and --certificates must be at least 1 and --duration positive")
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	s, err := openBenchServer(ctx, bench.Options{DB: *db, Revocation: true})
 	if err != nil {
 		return err

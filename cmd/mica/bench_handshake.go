@@ -29,7 +29,7 @@ func runBenchHandshake(ctx context.Context, env *cliEnv, args []string) error {
 	if cfg.KeyType, err = keys.ParseAlgorithm(*keyType); err != nil {
 		return usageError("%v", err)
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	res, err := bench.Handshake(ctx, cfg)
 	if err != nil {
 		return err

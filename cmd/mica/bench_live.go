@@ -20,7 +20,7 @@ func runBenchLiveRevocation(ctx context.Context, env *cliEnv, args []string) err
 	if *clients < 1 || *conns < *clients {
 		return usageError("--clients must be at least 1 and --connections at least --clients")
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	s, err := openBenchServer(ctx, bench.Options{DB: *db, Revocation: true})
 	if err != nil {
 		return err

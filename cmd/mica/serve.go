@@ -46,7 +46,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parse(env, fs, args); err != nil {
 		return err
 	}
-	tuneGC(env)
+	tuneRuntime(env)
 	log, err := newLogger(env, *logFormat)
 	if err != nil {
 		return err
