@@ -29,7 +29,9 @@ func TestTuneRuntime(t *testing.T) {
 	runtime.GOMAXPROCS(1)
 	debug.SetGCPercent(100)
 	debug.SetMemoryLimit(math.MaxInt64)
-	tuneRuntime(&cliEnv{getenv: func(k string) string { return map[string]string{"GOGC": "100", "GOMEMLIMIT": "off", "GOMAXPROCS": "1"}[k] }})
+	tuneRuntime(&cliEnv{getenv: func(k string) string {
+		return map[string]string{"GOGC": "100", "GOMEMLIMIT": "off", "GOMAXPROCS": "1"}[k]
+	}})
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS=1 set, want it left at 1", got)
 	}
