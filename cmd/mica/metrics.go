@@ -31,7 +31,7 @@ type commitStatser interface{ CommitStats() groupcommit.Stats }
 func registerServerMetrics(p *parts, rev *revocationOutputs, certs *servercert.Certificate, log *slog.Logger) error {
 	src := telemetry.Sources{
 		Inventory: p.store.CertificatesByExpiry,
-		CRL:       rev.stalestCRL,
+		CRL:       rev.crls.Freshness,
 		RootCRL:   rev.rootCRL.Current,
 		OCSP:      rev.ocsp.CacheStats,
 		Feed:      rev.hub.Stats,

@@ -167,20 +167,6 @@ func preferStatic(file *crl.Static, live http.Handler) http.Handler {
 	})
 }
 
-// stalestCRL is the CRL closest to its nextUpdate: what the CRL
-// freshness metrics and alerts watch.
-func (r *revocationOutputs) stalestCRL() (time.Time, time.Time, int, bool) {
-	var best *crl.Published
-	for _, svc := range r.crls.Services() {
-		if c := svc.Current(); c != nil && (best == nil || c.NextUpdate.Before(best.NextUpdate)) {
-			best = c
-		}
-	}
-	if best == nil {
-		return time.Time{}, time.Time{}, 0, false
-	}
-	return best.ThisUpdate, best.NextUpdate, best.Entries, true
-}
 
 // run runs the hub, the CRL schedule and the OCSP re-signer until ctx ends
 // or one fails, which stops the others.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Set publishes the CRL of every CA in the bundle: during a rotation the
@@ -115,4 +116,26 @@ func (s *Set) Handler() http.Handler {
 		}
 		http.Error(w, "crl: no CA with this key identifier is in the bundle", http.StatusNotFound)
 	})
+}
+
+// Freshness is what the CRL metrics and alerts watch: the thisUpdate and
+// nextUpdate of the CRL closest to its nextUpdate (the stalest), and the
+// revoked certificates listed in every CRL of the set. Not ok before any
+// has been built.
+func (s *Set) Freshness() (thisUpdate, nextUpdate time.Time, entries int, ok bool) {
+	var stalest *Published
+	for _, svc := range s.Services() {
+		c := svc.Current()
+		if c == nil {
+			continue
+		}
+		entries += c.Entries
+		if stalest == nil || c.NextUpdate.Before(stalest.NextUpdate) {
+			stalest = c
+		}
+	}
+	if stalest == nil {
+		return time.Time{}, time.Time{}, 0, false
+	}
+	return stalest.ThisUpdate, stalest.NextUpdate, entries, true
 }

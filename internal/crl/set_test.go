@@ -77,3 +77,39 @@ func TestSet(t *testing.T) {
 		t.Errorf("the CA kept: status %d, want 200", code)
 	}
 }
+
+// The freshness the metrics watch is the stalest CRL's, and its entries
+// are every issuer's: with two issuers it never shows one issuer's count
+// as if it were the whole.
+func TestSetFreshness(t *testing.T) {
+	a, b := testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
+	now := clock()
+	src := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	revoke(t, src, "b", "0b", now.Add(time.Hour), 1)
+	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
+	set := NewSet()
+	if _, _, _, ok := set.Freshness(); ok {
+		t.Fatal("Freshness of an empty set is ok")
+	}
+	var svcs []*Service
+	for _, c := range []struct {
+		id       string
+		pki      *testpki.PKI
+		validity time.Duration
+	}{{"a", a, time.Hour}, {"b", b, 24 * time.Hour}} {
+		svc, err := New(Config{Source: src, Issuer: c.pki.Intermediate, Signer: issuance.NewCRLSigner(c.pki.Intermediate, c.pki.IntermediateKey),
+			IssuerID: c.id, Clock: clock, Validity: c.validity, Lint: issuance.LintCRL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		svcs = append(svcs, svc)
+	}
+	set.Sync(svcs, nil)
+	this, next, entries, ok := set.Freshness()
+	if !ok || entries != 2 || !next.Equal(svcs[0].Current().NextUpdate) || !this.Equal(svcs[0].Current().ThisUpdate) {
+		t.Errorf("Freshness = %v, %v, %d entries, %v; want issuer a's times (the stalest) and 2 entries (a's 0 and b's 2)", this, next, entries, ok)
+	}
+}

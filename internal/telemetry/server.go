@@ -23,8 +23,9 @@ type Sources struct {
 	// (store.Store.CertificatesByExpiry). It is called at most once per
 	// InventoryEvery, whatever the scrape rate.
 	Inventory func(ctx context.Context, now time.Time) ([]store.ExpiryCount, error)
-	// CRL is the CRL being served: its thisUpdate and nextUpdate, and its
-	// number of entries; ok is false before the first.
+	// CRL is the freshness of the CRLs being served: the stalest one's
+	// thisUpdate and nextUpdate, and the entries of all (crl.Set.Freshness);
+	// ok is false before the first.
 	CRL func() (thisUpdate, nextUpdate time.Time, entries int, ok bool)
 	// RootCRL is the root's CRL as published (signed offline by `mica ca
 	// root-crl`); ok is false while none is.
@@ -75,7 +76,7 @@ func NewServerMetrics(reg prometheus.Registerer, src Sources) (*ServerMetrics, e
 			"profile", "expires_within"),
 		crlAge:     d("mica_crl_age_seconds", "Seconds since the served CRL was produced (thisUpdate)."),
 		crlNext:    d("mica_crl_next_update_seconds", "Seconds until the served CRL's nextUpdate; negative when relying parties hold an expired CRL."),
-		crlEntries: d("mica_crl_entries", "Revoked certificates listed in the served CRL."),
+		crlEntries: d("mica_crl_entries", "Revoked certificates listed in the served CRLs, every issuer's."),
 		rootCRLAge: d("mica_root_crl_age_seconds", "Seconds since the published root CRL was signed (thisUpdate); absent while none is published."),
 		rootCRLNext: d("mica_root_crl_next_update_seconds",
 			"Seconds until the published root CRL's nextUpdate; negative once relying parties hold an expired one: sign a new one with `mica ca root-crl`."),
