@@ -167,7 +167,6 @@ func preferStatic(file *crl.Static, live http.Handler) http.Handler {
 	})
 }
 
-
 // run runs the hub, the CRL schedule and the OCSP re-signer until ctx ends
 // or one fails, which stops the others.
 func (r *revocationOutputs) run(ctx context.Context) error {
