@@ -37,7 +37,7 @@ func TestOpen(t *testing.T) {
 			t.Errorf("schema_migrations has %d rows, want one per embedded migration (%d, %v)", n, len(embedded), err)
 		}
 	})
-	t.Run("DurableCommits", func(t *testing.T) {
+	t.Run("SessionSettings", func(t *testing.T) { // durable commits; no JIT
 		s, err := Open(ctx, cluster.Database(t))
 		if err != nil {
 			t.Fatal(err)
@@ -46,6 +46,7 @@ func TestOpen(t *testing.T) {
 		for _, tc := range []struct{ setting, want string }{
 			{"synchronous_commit", "on"},
 			{"fsync", "on"},
+			{"jit", "off"},
 		} {
 			var got string
 			if err := s.pool.QueryRow(ctx, "SELECT current_setting($1)", tc.setting).Scan(&got); err != nil {
