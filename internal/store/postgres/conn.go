@@ -32,6 +32,8 @@ var dialect = sqlstore.Dialect{
 		return sqlstore.ExplainLines(ctx, c, "EXPLAIN ", query, args)
 	},
 	Unanswered: "check that PostgreSQL is up and reachable and that its disk is not full or frozen",
+	// An unnamed statement, planned at each run for its parameters.
+	PlanEach: func(args []any) []any { return append([]any{pgx.QueryExecModeExec}, args...) },
 }
 
 // advisoryLock is a statement that holds the advisory lock key until its

@@ -41,6 +41,24 @@ type Dialect struct {
 	// call in time (see TimeoutError); it must name no host, user or
 	// path, as it may reach unauthenticated callers.
 	Unanswered string
+	// PlanEach, when set, marks the arguments of a query so that the
+	// engine plans it for their values every time it runs, for the
+	// aggregate reads over a range of the inventory, whose best plan
+	// depends on how much of it the range holds (see planEach).
+	PlanEach func(args []any) []any
+}
+
+// planEach is args marked for a plan made for their values (PlanEach).
+// PostgreSQL otherwise switches a prepared statement to a generic plan
+// after five runs: for the expiry report's counts at a million
+// certificates that plan read 570,000 rows through a bitmap and sorted
+// them on disk, 2–5 s, where the plan for the values reads an index in
+// order, 0.65 s.
+func (d *Dialect) planEach(args []any) []any {
+	if d.PlanEach == nil {
+		return args
+	}
+	return d.PlanEach(args)
 }
 
 // rebind rewrites a statement written with '?' placeholders into the

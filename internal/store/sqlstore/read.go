@@ -86,7 +86,7 @@ func (s *Store) CountCertificates(ctx context.Context, f store.Filter) (_ int, e
 		return 0, s.errorf("count certificates: %w", err)
 	}
 	var n int
-	if err := s.read.QueryRow(ctx, q.SQL, q.Args...).Scan(&n); err != nil {
+	if err := s.read.QueryRow(ctx, q.SQL, s.d.planEach(q.Args)...).Scan(&n); err != nil {
 		return 0, s.errorf("count certificates: %w", err)
 	}
 	return n, nil

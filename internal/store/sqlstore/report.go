@@ -22,7 +22,9 @@ import (
 func (s *Store) CertificatesByExpiry(ctx context.Context, now time.Time) (_ []store.ExpiryCount, err error) {
 	ctx, end := s.call(ctx, "count certificates by expiry", false)
 	defer end(&err)
-	rows, err := list(ctx, s, "count certificates by expiry", scanProfileExpiry, expiryCounts(now, &s.d), nil)
+	q := expiryCounts(now, &s.d)
+	q.Args = s.d.planEach(q.Args)
+	rows, err := list(ctx, s, "count certificates by expiry", scanProfileExpiry, q, nil)
 	var out []store.ExpiryCount
 	for _, r := range rows {
 		out = append(out, r...)
@@ -87,7 +89,7 @@ func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (_ s
 		certs  []store.Certificate
 	)
 	err = s.read.InSnapshot(ctx, func(tx Conn) error {
-		err := queryEach(ctx, tx, groupsQ.SQL, groupsQ.Args, func(scan scanFunc) error {
+		err := queryEach(ctx, tx, groupsQ.SQL, s.d.planEach(groupsQ.Args), func(scan scanFunc) error {
 			g, t, err := scanExpiringGroup(scan)
 			if err != nil {
 				return err
@@ -98,7 +100,7 @@ func (s *Store) ExpiringReport(ctx context.Context, f store.ExpiringFilter) (_ s
 		if err != nil {
 			return err
 		}
-		certs, err = queryAll(ctx, tx, certsQ.SQL, certsQ.Args, scanCertificate)
+		certs, err = queryAll(ctx, tx, certsQ.SQL, s.d.planEach(certsQ.Args), scanCertificate)
 		return err
 	})
 	if err != nil {

@@ -148,6 +148,7 @@ func (s *Store) ExpiringWithoutNotice(ctx context.Context, f store.NoticeFilter)
 	if err != nil {
 		return nil, s.errorf("expiry notices: %w", err)
 	}
+	q.Args = s.d.planEach(q.Args)
 	return list(ctx, s, "expiry notices", func(scan scanFunc) (store.ExpiryCandidate, error) {
 		var c store.ExpiryCandidate
 		var discovered int
