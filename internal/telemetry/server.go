@@ -52,10 +52,11 @@ type ServerMetrics struct {
 	feedSubs, feedLag, feedUnread, feedBlocked, feedSeq, feedDropped, auditLeaves, auditCheckpointLeaves, auditCheckpointAge,
 	caExpiry, tlsExpiry, commits, committed, commitSeconds *prometheus.Desc
 
-	mu       sync.Mutex
-	invAt    time.Time // real time of the last inventory query
-	invCache []store.ExpiryCount
-	invErr   error
+	mu          sync.Mutex
+	invAt       time.Time // real time of the last inventory query
+	invCache    []store.ExpiryCount
+	invErr      error
+	invCounting bool // a query runs in the background
 }
 
 // NewServerMetrics registers the server's gauges with reg.
@@ -228,19 +229,37 @@ func (m *ServerMetrics) collectInventory(ch chan<- prometheus.Metric, now time.T
 }
 
 // inventoryCounts runs the aggregate query at most once per
-// InventoryEvery; scrapes in between get the cached answer.
+// InventoryEvery. Only the first scrape waits for it: once the answer is
+// older than that, a scrape starts a new count in the background and gets
+// the last answer, because at a million certificates the count takes
+// half a second on PostgreSQL and a scrape must not.
 func (m *ServerMetrics) inventoryCounts(now time.Time) ([]store.ExpiryCount, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.invAt.IsZero() && time.Since(m.invAt) < m.src.InventoryEvery {
-		return m.invCache, m.invErr
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	m.invCache, m.invErr = m.src.Inventory(ctx, now)
-	m.invAt = time.Now()
-	if m.invErr != nil {
-		m.src.Logger.Warn("telemetry: counting the inventory for metrics failed", slog.String("error", m.invErr.Error()))
+	switch {
+	case !m.invAt.IsZero() && time.Since(m.invAt) < m.src.InventoryEvery:
+	case m.invAt.IsZero():
+		m.invCache, m.invErr = m.countInventory(now)
+		m.invAt = time.Now()
+	case !m.invCounting:
+		m.invCounting = true
+		go func() {
+			counts, err := m.countInventory(now)
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			m.invCache, m.invErr, m.invAt, m.invCounting = counts, err, time.Now(), false
+		}()
 	}
 	return m.invCache, m.invErr
+}
+
+// countInventory runs the inventory query, bounded.
+func (m *ServerMetrics) countInventory(now time.Time) ([]store.ExpiryCount, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	counts, err := m.src.Inventory(ctx, now)
+	if err != nil {
+		m.src.Logger.Warn("telemetry: counting the inventory for metrics failed", slog.String("error", err.Error()))
+	}
+	return counts, err
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -313,6 +314,48 @@ func TestInventoryQueryIsCached(t *testing.T) {
 	if _, err := reg2.Gather(); err == nil || !strings.Contains(err.Error(), "database on fire") {
 		t.Errorf("a failing inventory query gathered without error: %v", err)
 	}
+}
+
+// Once the inventory has been counted, a scrape never waits for the count:
+// a stale answer starts a new count in the background and is served
+// meanwhile, and a scrape after the count ends gets the new one.
+func TestScrapeDoesNotWaitForTheInventory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int64
+		reg := prometheus.NewRegistry()
+		if _, err := NewServerMetrics(reg, Sources{Profiles: []string{"service"}, InventoryEvery: time.Minute,
+			Inventory: func(context.Context, time.Time) ([]store.ExpiryCount, error) {
+				if calls.Add(1) > 1 {
+					<-release // a slow count
+				}
+				return []store.ExpiryCount{{Profile: "service", Window: store.Within1h, Count: calls.Load()}}, nil
+			}}); err != nil {
+			t.Fatal(err)
+		}
+		const gauge = `mica_live_certificates{expires_within="1h",profile="service"}`
+		if got := scrapeText(t, reg)[gauge]; got != 1 {
+			t.Fatalf("first scrape: %v, want the first count (1)", got)
+		}
+		time.Sleep(2 * time.Minute) // the answer is stale now
+		done := make(chan struct{})
+		go func() { reg.Gather(); close(done) }()
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			close(release)
+			t.Fatal("a scrape waited for the inventory count")
+		}
+		if got := scrapeText(t, reg)[gauge]; got != 1 {
+			t.Errorf("scrape during a slow count: %v, want the last count (1)", got)
+		}
+		close(release)
+		synctest.Wait()
+		if got := scrapeText(t, reg)[gauge]; got != 2 {
+			t.Errorf("scrape after the background count: %v, want its answer (2)", got)
+		}
+	})
 }
 
 func TestServerGauges(t *testing.T) {
