@@ -355,15 +355,38 @@ func measureList(ctx context.Context, cfg *ScaleConfig, srv *serverProc, c *clie
 	res.add(fig)
 }
 
-// deepPosition is the place half way through the inventory, at most
-// half a million certificates in.
+// deepPosition is a place about half way through the inventory (at most
+// half a million certificates in). It is found by counting the
+// certificates that expire before a time, halving the interval each
+// round, because reading past the rows before it by offset took longer
+// than the store's bound on PostgreSQL at a million.
 func deepPosition(ctx context.Context, st store.Store) (store.Position, error) {
 	n, err := st.CountCertificates(ctx, store.Filter{})
 	if err != nil {
 		return store.Position{}, err
 	}
-	// The store reads past the rows before it once, here, untimed.
-	at, err := st.ListCertificates(ctx, store.Filter{Offset: min(n/2, 500_000), Limit: 1})
+	first, err := st.ListCertificates(ctx, store.Filter{Limit: 1})
+	if err != nil || len(first) == 0 {
+		return store.Position{}, fmt.Errorf("bench: no first certificate: %v", err)
+	}
+	target := min(n/2, 500_000)
+	lo, hi := first[0].NotAfter, first[0].NotAfter.Add(20*365*24*time.Hour)
+	for range 64 {
+		mid := lo.Add(hi.Sub(lo) / 2)
+		c, err := st.CountCertificates(ctx, store.Filter{ExpiresBefore: mid})
+		if err != nil {
+			return store.Position{}, fmt.Errorf("bench: count the certificates expiring before %s: %w", mid, err)
+		}
+		if c < target {
+			lo = mid
+		} else {
+			hi = mid
+		}
+		if hi.Sub(lo) < time.Second || max(c-target, target-c) <= n/100 {
+			break
+		}
+	}
+	at, err := st.ListCertificates(ctx, store.Filter{After: store.Position{NotAfter: lo}, Limit: 1})
 	if err != nil || len(at) == 0 {
 		return store.Position{}, fmt.Errorf("bench: no certificate half way through %d: %v", n, err)
 	}
