@@ -25,19 +25,27 @@ func runService(t *testing.T, s *Service) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// newCountingService is a Service with a debounce of a second on a store
+// of its own, and the number of CRLs it has built.
+func newCountingService(t *testing.T) (*Service, store.Store, *atomic.Int32) {
+	t.Helper()
+	pki := testpki.New(t, "example.org")
+	st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	builds := new(atomic.Int32)
+	s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
+		Debounce: time.Second, Lint: func(der []byte) error { builds.Add(1); return issuance.LintCRL(der) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st, builds
+}
+
 // TestRunDebouncesChanges: Run builds at once, then once per burst of
 // changes, a debounce after the first; the clock is the bubble's, so
 // nothing waits for real.
 func TestRunDebouncesChanges(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pki := testpki.New(t, "example.org")
-		st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
-		var builds atomic.Int32
-		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
-			Debounce: time.Second, Lint: func(der []byte) error { builds.Add(1); return issuance.LintCRL(der) }})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, st, builds := newCountingService(t)
 		runService(t, s)
 		synctest.Wait()
 		first := s.Current()
@@ -73,14 +81,7 @@ func TestRunDebouncesChanges(t *testing.T) {
 // a change made in between is still built, a debounce later.
 func TestRunKeepsACRLBuiltBeforeIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pki := testpki.New(t, "example.org")
-		st := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
-		var builds atomic.Int32
-		s, err := New(Config{Source: st, Issuer: pki.Intermediate, Signer: issuance.NewCRLSigner(pki.Intermediate, pki.IntermediateKey), IssuerID: issuerID,
-			Debounce: time.Second, Lint: func(der []byte) error { builds.Add(1); return issuance.LintCRL(der) }})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, st, builds := newCountingService(t)
 		time.Sleep(time.Second) // the next build gets a second of its own
 		if err := s.RunOnce(t.Context()); err != nil {
 			t.Fatal(err)
