@@ -76,6 +76,9 @@ func freezePostgres(t *testing.T, dbURL string) (thaw func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server's processes carry its command line (a backend just
+	// forked, too, until it names itself), so the postmaster is read from
+	// the data directory that command line names.
 	var postmaster int
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
@@ -84,9 +87,20 @@ func freezePostgres(t *testing.T, dbURL string) (thaw func()) {
 			continue
 		}
 		args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
-		if strings.HasSuffix(args[0], "postgres") && strings.Contains(strings.Join(args, " "), "-p "+u.Port()+" ") {
-			postmaster, _ = strconv.Atoi(filepath.Base(p))
+		if !strings.HasSuffix(args[0], "postgres") || !strings.Contains(strings.Join(args, " "), "-p "+u.Port()+" ") {
+			continue
 		}
+		for i := 1; i+1 < len(args); i++ {
+			if args[i] == "-D" {
+				pidFile, err := os.ReadFile(filepath.Join(args[i+1], "postmaster.pid"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				first, _, _ := strings.Cut(string(pidFile), "\n")
+				postmaster, _ = strconv.Atoi(strings.TrimSpace(first))
+			}
+		}
+		break
 	}
 	if postmaster == 0 {
 		t.Fatalf("no postgres process listens on port %s", u.Port())
