@@ -73,7 +73,7 @@ func withNonce(t *testing.T, req, nonce []byte) []byte {
 
 // responderFunc certifies responder keys with the test PKI's issuer, the
 // way authority.IssueOCSPResponder does with the serving CA's.
-func responderFunc(t *testing.T, pki *testpki.PKI) ResponderFunc {
+func responderFunc(t testing.TB, pki *testpki.PKI) ResponderFunc {
 	return func(_ context.Context, pub crypto.PublicKey) (*x509.Certificate, error) {
 		now := time.Now()
 		na := now.Add(7 * 24 * time.Hour)
