@@ -28,7 +28,7 @@ func benchResponder(b *testing.B, pki *testpki.PKI, cacheBytes int64) *Responder
 	b.Helper()
 	id := authority.Fingerprint(pki.Intermediate.Raw)
 	r, err := New(Config{Source: everyActive{issuer: id}, Issuer: pki.Intermediate, IssuerID: id,
-		Responder: responderFunc(b, pki), MaxCached: int(cacheBytes >> 10)})
+		Responder: responderFunc(b, pki), Cache: NewCache(cacheBytes)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func requestsFor(b testing.TB, pki *testpki.PKI, n int) [][]byte {
 // certificate whose response is cached.
 func BenchmarkCacheHit(b *testing.B) {
 	pki := testpki.New(b, "example.org")
-	r := benchResponder(b, pki, 0)
+	r := benchResponder(b, pki, DefaultCacheSize)
 	req := requestsFor(b, pki, 1)[0]
 	ctx := context.Background()
 	r.Respond(ctx, req)
@@ -70,7 +70,7 @@ func BenchmarkCacheHit(b *testing.B) {
 // goroutine asking about its own certificates.
 func BenchmarkCacheHitParallel(b *testing.B) {
 	pki := testpki.New(b, "example.org")
-	r := benchResponder(b, pki, 0)
+	r := benchResponder(b, pki, DefaultCacheSize)
 	reqs := requestsFor(b, pki, 256)
 	ctx := context.Background()
 	for _, req := range reqs {
@@ -86,12 +86,12 @@ func BenchmarkCacheHitParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkCacheMiss asks about more certificates than a small cache
-// holds, so every request is looked up, signed and cached in place of
-// another.
+// BenchmarkCacheMiss asks in turn about 4,096 certificates, more than
+// the smallest cache holds (about 500), so every request is looked up,
+// signed and cached in place of another.
 func BenchmarkCacheMiss(b *testing.B) {
 	pki := testpki.New(b, "example.org")
-	r := benchResponder(b, pki, 16<<10)
+	r := benchResponder(b, pki, MinCacheSize)
 	reqs := requestsFor(b, pki, 4096)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -115,7 +115,7 @@ func BenchmarkCacheEntryBytes(b *testing.B) {
 	pki := testpki.New(b, "example.org")
 	reqs := requestsFor(b, pki, cacheFill)
 	ctx := context.Background()
-	var perEntry float64
+	var perEntry, accounted float64
 	for b.Loop() {
 		r := benchResponder(b, pki, 1<<30)
 		before := liveHeap()
@@ -127,9 +127,11 @@ func BenchmarkCacheEntryBytes(b *testing.B) {
 			b.Fatalf("%d responses cached, want %d", n, cacheFill)
 		}
 		perEntry = float64(after-before) / cacheFill
+		accounted = float64(r.CacheStats().Bytes) / cacheFill
 		runtime.KeepAlive(r)
 	}
 	b.ReportMetric(perEntry, "B/entry")
+	b.ReportMetric(accounted, "accounted-B/entry")
 }
 
 // liveHeap is the heap's live bytes after a full collection.

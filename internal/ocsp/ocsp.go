@@ -9,7 +9,10 @@
 // re-signs a certificate's responses the moment it is revoked, so the hot
 // path (a request without a nonce for a certificate asked about before) is
 // a map lookup and a write, with no signature. A nonce makes the response
-// unique, so those are signed per request.
+// unique, so those are signed per request. The cache (Cache) is bounded by
+// the bytes its responses take, not by their number, and evicts those
+// asked for least recently; a response evicted is signed again when next
+// asked for.
 //
 // golang.org/x/crypto/ocsp takes no request or response extensions, so
 // requests are parsed and responses encoded here with cryptobyte. Start

@@ -21,7 +21,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,10 +56,12 @@ type Config struct {
 	Responder ResponderFunc
 	// Validity is nextUpdate − thisUpdate of each response; default 1h.
 	Validity time.Duration
-	// MaxCached bounds the response cache; default 1,000,000.
-	MaxCached int
-	Clock     func() time.Time
-	Logger    *slog.Logger
+	// Cache keeps the signed responses. The responders of every issuing
+	// CA share one so that its bound is the server's; default: one of
+	// DefaultCacheSize of its own.
+	Cache  *Cache
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // responderKey is the delegated signing identity.
@@ -85,10 +86,7 @@ type Responder struct {
 	nameHashes map[crypto.Hash][]byte
 	keyHashes  map[crypto.Hash][]byte
 	key        atomic.Pointer[responderKey]
-
-	mu       sync.RWMutex
-	cache    map[string]*cached // by CertID DER
-	bySerial map[string][]string
+	cache      *Cache
 }
 
 // New checks cfg, has the issuer sign a responder certificate and returns
@@ -100,8 +98,8 @@ func New(cfg Config) (*Responder, error) {
 	if cfg.Validity <= 0 {
 		cfg.Validity = time.Hour
 	}
-	if cfg.MaxCached <= 0 {
-		cfg.MaxCached = 1_000_000
+	if cfg.Cache == nil {
+		cfg.Cache = NewCache(DefaultCacheSize)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -113,8 +111,7 @@ func New(cfg Config) (*Responder, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Responder{cfg: cfg, nameHashes: map[crypto.Hash][]byte{}, keyHashes: map[crypto.Hash][]byte{},
-		cache: map[string]*cached{}, bySerial: map[string][]string{}}
+	r := &Responder{cfg: cfg, nameHashes: map[crypto.Hash][]byte{}, keyHashes: map[crypto.Hash][]byte{}, cache: cfg.Cache}
 	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
 		r.nameHashes[h], r.keyHashes[h] = hashOf(h, cfg.Issuer.RawSubject), hashOf(h, spkBits)
 	}
@@ -192,19 +189,16 @@ func (r *Responder) matches(req *request) bool {
 
 // answer is respond for a parsed request about this issuer.
 func (r *Responder) answer(ctx context.Context, req *request) (resp []byte, c *cached) {
-	key := string(req.certID)
 	now := r.cfg.Clock()
 	if req.nonce == nil {
-		r.mu.RLock()
-		c := r.cache[key]
-		r.mu.RUnlock()
 		// Fresh enough: at most three quarters of its validity gone. Run
 		// re-signs at one half, so this is the path almost every request
 		// takes.
-		if c != nil && now.Before(c.nextUpdate.Add(-r.cfg.Validity/4)) {
+		if c := r.cache.get(req.certID); c != nil && now.Before(c.nextUpdate.Add(-r.cfg.Validity/4)) {
 			return c.der, c
 		}
 	}
+	seen := r.cache.seen()
 	serial := req.serial.Text(16)
 	st, known, err := r.status(ctx, serial)
 	if err != nil {
@@ -220,16 +214,9 @@ func (r *Responder) answer(ctx context.Context, req *request) (resp []byte, c *c
 		return entry.der, nil
 	}
 	// Only certificates this CA issued are cached, so random serials
-	// cannot grow the cache.
+	// cannot fill the cache with answers of unknown.
 	if known {
-		r.mu.Lock()
-		if _, ok := r.cache[key]; !ok && len(r.cache) < r.cfg.MaxCached {
-			r.bySerial[serial] = append(r.bySerial[serial], key)
-		}
-		if _, ok := r.cache[key]; ok || len(r.cache) < r.cfg.MaxCached {
-			r.cache[key] = entry
-		}
-		r.mu.Unlock()
+		r.cache.put(r, string(req.certID), entry, seen)
 	}
 	return entry.der, entry
 }
@@ -262,49 +249,41 @@ func (r *Responder) sign(certID []byte, serial string, st status, nonce []byte) 
 
 // Changed re-signs the cached responses for serial (lower-case hex) from
 // its current status: called when it is revoked, so that the next request
-// is answered revoked, from the cache, at once.
+// is answered revoked, from the cache, at once. A response to a request
+// that read the status before the revocation and is still being signed
+// is not cached (Cache.put).
 func (r *Responder) Changed(ctx context.Context, serial string) {
-	r.resignAll(ctx, func(c *cached) bool { return c.serial == serial }, serial)
+	for _, k := range r.cache.changed(r, serial) {
+		r.resign(ctx, k, whatever, nil)
+	}
 }
 
-// resignAll re-signs the cached responses that need says so about (only
-// those of serials, when given).
-func (r *Responder) resignAll(ctx context.Context, need func(*cached) bool, serials ...string) {
-	r.mu.RLock()
-	var keys []string
-	if len(serials) > 0 {
-		for _, s := range serials {
-			keys = append(keys, r.bySerial[s]...)
-		}
-	} else {
-		for k, c := range r.cache {
-			if need(c) {
-				keys = append(keys, k)
-			}
-		}
+// resignAll re-signs the cached responses that need says so about.
+func (r *Responder) resignAll(ctx context.Context, need func(*cached) bool) {
+	for _, k := range r.cache.keys(r, need) {
+		r.resign(ctx, k, r.cache.seen(), need)
 	}
-	r.mu.RUnlock()
-	for _, k := range keys {
-		r.mu.RLock()
-		c := r.cache[k]
-		r.mu.RUnlock()
-		if c == nil || !need(c) {
-			continue
-		}
-		st, _, err := r.status(ctx, c.serial)
-		if err != nil {
-			r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
-			continue
-		}
-		fresh, err := r.sign([]byte(k), c.serial, st, nil)
-		if err != nil {
-			r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
-			continue
-		}
-		r.mu.Lock()
-		r.cache[k] = fresh
-		r.mu.Unlock()
+}
+
+// resign signs key's response again from its certificate's status now,
+// if need (when not nil) still says so, and stores it if key is still
+// cached and no change was announced after seen (Cache.refresh).
+func (r *Responder) resign(ctx context.Context, key string, seen uint64, need func(*cached) bool) {
+	c := r.cache.peek(r, key)
+	if c == nil || (need != nil && !need(c)) {
+		return
 	}
+	st, _, err := r.status(ctx, c.serial)
+	if err != nil {
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
+		return
+	}
+	fresh, err := r.sign([]byte(key), c.serial, st, nil)
+	if err != nil {
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "ocsp re-sign failed", slog.String("error", err.Error()))
+		return
+	}
+	r.cache.refresh(r, key, fresh, seen)
 }
 
 // Run re-signs cached responses before half their validity has passed and
@@ -404,26 +383,6 @@ func writeResponse(w http.ResponseWriter, der []byte, c *cached, now time.Time) 
 	w.Write(der)
 }
 
-// CacheStats is the response cache as metrics see it.
-type CacheStats struct {
-	Responses int
-	// Oldest is the production time (thisUpdate) of the stalest cached
-	// response; zero when the cache is empty. Run keeps it within half the
-	// validity, so an older one means re-signing has stopped.
-	Oldest time.Time
-}
-
-// CacheStats reads the cache. It walks every entry under a read lock (a
-// million take a few milliseconds), so call it at scrape intervals, not
-// per request.
-func (r *Responder) CacheStats() CacheStats {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	st := CacheStats{Responses: len(r.cache)}
-	for _, c := range r.cache {
-		if st.Oldest.IsZero() || c.thisUpdate.Before(st.Oldest) {
-			st.Oldest = c.thisUpdate
-		}
-	}
-	return st
-}
+// CacheStats reads the cache the responder uses, which other responders
+// may share (see Cache.Stats).
+func (r *Responder) CacheStats() CacheStats { return r.cache.Stats() }

@@ -29,13 +29,14 @@ func NewResponders() *Responders {
 	return m
 }
 
-// Set replaces the responders: those no longer listed stop re-signing,
-// new ones start (when Run is running).
+// Set replaces the responders: those no longer listed stop re-signing and
+// their cached responses are dropped, new ones start (when Run is
+// running).
 func (m *Responders) Set(rs []*Responder) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	list := append([]*Responder(nil), rs...)
-	m.list.Store(&list)
+	old := *m.list.Swap(&list)
 	keep := map[*Responder]bool{}
 	for _, r := range list {
 		keep[r] = true
@@ -47,6 +48,11 @@ func (m *Responders) Set(rs []*Responder) {
 		if !keep[r] {
 			stop()
 			delete(m.running, r)
+		}
+	}
+	for _, r := range old {
+		if !keep[r] {
+			r.cache.drop(r)
 		}
 	}
 }
@@ -121,12 +127,21 @@ func (m *Responders) now() time.Time {
 	return time.Now()
 }
 
-// CacheStats adds up the responders' caches.
+// CacheStats adds up the responders' caches, each counted once however
+// many share it.
 func (m *Responders) CacheStats() CacheStats {
 	var st CacheStats
+	seen := map[*Cache]bool{}
 	for _, r := range *m.list.Load() {
+		if seen[r.cache] {
+			continue
+		}
+		seen[r.cache] = true
 		s := r.CacheStats()
 		st.Responses += s.Responses
+		st.Bytes += s.Bytes
+		st.MaxBytes += s.MaxBytes
+		st.Evicted += s.Evicted
 		if !s.Oldest.IsZero() && (st.Oldest.IsZero() || s.Oldest.Before(st.Oldest)) {
 			st.Oldest = s.Oldest
 		}
