@@ -16,6 +16,7 @@ import (
 	"github.com/mica-pki/mica/internal/discover"
 	"github.com/mica-pki/mica/internal/keys/custody"
 	"github.com/mica-pki/mica/internal/limits"
+	"github.com/mica-pki/mica/internal/ocsp"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/strictyaml"
@@ -57,6 +58,9 @@ type Config struct {
 	// Tracing exports OpenTelemetry spans of the issuance pipeline over
 	// OTLP when it names an endpoint; off otherwise.
 	Tracing telemetry.TracingConfig `yaml:"tracing"`
+	// OCSP bounds the OCSP responders' cache of signed responses
+	// (cache_size, every issuing CA's together; default 32MiB).
+	OCSP ocsp.Settings `yaml:"ocsp"`
 	// Limits are rate limits per identity, requester and source, and
 	// Anomalies what the anomaly detector alerts on or refuses; both
 	// server-wide with per-profile overrides (docs/limits.md).
@@ -133,6 +137,9 @@ func parseConfig(data []byte, name string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if err := c.Tracing.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	if _, err := c.OCSP.CacheBytes(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	if len(c.ServerNames) == 0 {
@@ -252,6 +259,8 @@ server_names: [localhost, 127.0.0.1]
 # tracing:                              # OpenTelemetry traces of the issuance pipeline (off unless an endpoint is set)
 #   otlp_endpoint: http://127.0.0.1:4318
 #   sample_ratio: 0.1
+# ocsp:
+#   cache_size: 32MiB                   # signed OCSP responses kept in memory, about 1.9KiB each (docs/operations.md, Memory)
 
 admins:
   %[2]s: admin                  # one role, or several: [operator, security]

@@ -50,7 +50,7 @@ func restartOnly(c *Config) map[string]any {
 		"trust_domain": c.TrustDomain, "server_names": c.ServerNames,
 		"listen": c.Listen, "http_listen": c.HTTPListen, "metrics_listen": *c.MetricsListen,
 		"public_url": c.publicURLAsGiven(), "database": c.Database, "acme": c.ACME,
-		"tracing": c.Tracing, "limits": c.Limits, "anomalies": c.Anomalies,
+		"tracing": c.Tracing, "ocsp": c.OCSP, "limits": c.Limits, "anomalies": c.Anomalies,
 		"discovery": c.Discovery, "webhooks": c.Webhooks,
 	}
 }

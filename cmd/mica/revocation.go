@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/mica-pki/mica/identity"
 	"github.com/mica-pki/mica/internal/authority"
+	"github.com/mica-pki/mica/internal/bytesize"
 	"github.com/mica-pki/mica/internal/crl"
 	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/issuance"
@@ -42,6 +44,9 @@ type revocationOutputs struct {
 	crls    *crl.Set
 	rootCRL *crl.Static // the data directory's root's CRL, signed offline
 	ocsp    *ocsp.Responders
+	// ocspCache holds every responder's signed responses, within
+	// ocsp.cache_size.
+	ocspCache *ocsp.Cache
 
 	mu         sync.Mutex // serialises sync
 	services   map[string]*crl.Service
@@ -57,7 +62,16 @@ func newRevocationOutputs(ctx context.Context, p *parts, log *slog.Logger) (*rev
 	if err != nil {
 		return nil, err
 	}
-	r := &revocationOutputs{p: p, log: log, crls: crl.NewSet(), ocsp: ocsp.NewResponders(),
+	cacheBytes, err := p.cfg.OCSP.CacheBytes()
+	if err != nil {
+		return nil, err
+	}
+	if limit := debug.SetMemoryLimit(-1); cacheBytes > limit/2 {
+		log.Warn("the OCSP response cache may take more than half the soft memory limit, and the collector then runs often: "+
+			"raise GOMEMLIMIT by what you gave the cache, or lower ocsp.cache_size",
+			slog.String("cache_size", bytesize.Format(cacheBytes)), slog.String("memory_limit", bytesize.Format(limit)))
+	}
+	r := &revocationOutputs{p: p, log: log, crls: crl.NewSet(), ocsp: ocsp.NewResponders(), ocspCache: ocsp.NewCache(cacheBytes),
 		rootCRL:  crl.NewStatic(filepath.Join(p.data.caDir(), RootCRLFile), p.hierarchy.Root, nil, log),
 		services: map[string]*crl.Service{}, responders: map[string]*ocsp.Responder{}, statics: map[string]*crl.Static{}}
 	hub, err := feed.New(feed.Config{Source: p.store, Logger: log, Delivered: feedMetrics.Delivered, OnEvent: func(e revocation.Event) {
@@ -133,7 +147,8 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 		resp := r.responders[c.ID]
 		if resp == nil {
 			var err error
-			resp, err = ocsp.New(ocsp.Config{Source: r.p.store, Issuer: c.Cert, IssuerID: c.ID, Responder: responderFor(r.p, c.Cert), Logger: r.log})
+			resp, err = ocsp.New(ocsp.Config{Source: r.p.store, Issuer: c.Cert, IssuerID: c.ID, Responder: responderFor(r.p, c.Cert),
+				Cache: r.ocspCache, Logger: r.log})
 			if err != nil {
 				return err
 			}

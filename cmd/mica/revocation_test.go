@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/ocsp"
 	"github.com/mica-pki/mica/revocation"
 )
 
@@ -280,6 +282,78 @@ func (e *testEnv) testFeedAcrossServers(t *testing.T) {
 	eventually(t, "the second server's subscriber sees the first server's revocation", func() error {
 		if !sub.Set().Revoked(serial) {
 			return errString("not yet")
+		}
+		return nil
+	})
+}
+
+// TestOCSPCacheConfig: ocsp.cache_size is read as a size with a unit,
+// defaults to the package's, refuses what it cannot mean with the fix,
+// and is a restart-only setting.
+func TestOCSPCacheConfig(t *testing.T) {
+	base := "trust_domain: example.org\nprofiles:\n  service: {spiffe: [\"/**\"]}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       int64
+		err        string
+	}{
+		{"Default", "", ocsp.DefaultCacheSize, ""},
+		{"Given", "ocsp: {cache_size: 256MiB}\n", 256 << 20, ""},
+		{"NoUnit", "ocsp: {cache_size: 33554432}\n", 0, "line 4: bytesize: \"33554432\" has no unit: write a whole number and a binary unit"},
+		{"DecimalUnit", "ocsp: {cache_size: 32MB}\n", 0, "binary unit: B, KiB, MiB, GiB or TiB (e.g. 32MiB)"},
+		{"TooSmall", "ocsp: {cache_size: 64KiB}\n", 0, "ocsp: cache_size 64KiB is below the smallest, 1MiB"},
+		{"UnknownField", "ocsp: {cache: 32MiB}\n", 0, "field cache not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig([]byte(base+tc.yaml), "mica.yaml")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := cfg.OCSP.CacheBytes(); err != nil || got != tc.want {
+				t.Errorf("cache bytes %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+	a, _ := parseConfig([]byte(base), "mica.yaml")
+	b, _ := parseConfig([]byte(base+"ocsp: {cache_size: 64MiB}\n"), "mica.yaml")
+	if reflect.DeepEqual(restartOnly(a)["ocsp"], restartOnly(b)["ocsp"]) {
+		t.Error("a changed ocsp.cache_size is not named as needing a restart")
+	}
+}
+
+// TestOCSPCacheSize runs the server with a cache bound from mica.yaml:
+// the bound is the one exported, openssl's requests are answered from
+// the cache, and a revocation is answered revoked.
+func TestOCSPCacheSize(t *testing.T) {
+	e := newTestEnvWith(t, "sqlite", "ocsp:\n  cache_size: 2MiB\n")
+	dir := e.issue("spiffe://example.org/billing/cached", "service")
+	ocspQuery := func() string {
+		out, err := openssl(t, "ocsp", "-issuer", filepath.Join(dir, chainFile), "-cert", filepath.Join(dir, certFile),
+			"-url", e.server.httpURL+"/ocsp", "-CAfile", filepath.Join(e.dataDir, "ca", "root.pem"), "-no_nonce")
+		if err != nil {
+			t.Fatalf("openssl ocsp: %v\n%s", err, out)
+		}
+		return out
+	}
+	if out := ocspQuery(); !strings.Contains(out, ": good") {
+		t.Fatalf("before revocation: %s", out)
+	}
+	if got := scrapedValue(t, e.server.metricsURL, "mica_ocsp_cache_limit_bytes"); got != 2<<20 {
+		t.Errorf("mica_ocsp_cache_limit_bytes = %v, want 2 MiB as configured", got)
+	}
+	if n, b := scrapedValue(t, e.server.metricsURL, "mica_ocsp_cached_responses"), scrapedValue(t, e.server.metricsURL, "mica_ocsp_cache_bytes"); n != 1 || b <= 0 || b > 2<<20 {
+		t.Errorf("after one request: %v responses cached in %v bytes, want one, within the bound", n, b)
+	}
+	e.micaOK("cert", "revoke", readLeaf(t, dir).SerialNumber.Text(16), "--reason", "keyCompromise")
+	eventually(t, "OCSP answers revoked", func() error {
+		if out := ocspQuery(); !strings.Contains(out, ": revoked") {
+			return errString("after revocation: " + out)
 		}
 		return nil
 	})

@@ -26,7 +26,10 @@ const hint = "write a whole number and a binary unit: B, KiB, MiB, GiB or TiB (e
 // the number from its unit.
 func Parse(s string) (int64, error) {
 	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	if i <= 0 {
+	switch {
+	case i < 0 && s != "":
+		return 0, fmt.Errorf("bytesize: %q has no unit: %s", s, hint)
+	case i <= 0:
 		return 0, fmt.Errorf("bytesize: %q: %s", s, hint)
 	}
 	digits, unit := s[:i], strings.TrimPrefix(s[i:], " ")

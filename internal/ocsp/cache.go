@@ -54,7 +54,7 @@ func (s Settings) CacheBytes() (int64, error) {
 	case n == 0:
 		return DefaultCacheSize, nil
 	case n < MinCacheSize:
-		return 0, fmt.Errorf("ocsp: ocsp.cache_size %v is below the smallest, %v: give at least that (each cached response takes about 1.9KiB), or leave it out for the default %v",
+		return 0, fmt.Errorf("ocsp: cache_size %v is below the smallest, %v: give at least that (each cached response takes about 1.9KiB), or leave it out for the default %v",
 			s.CacheSize, bytesize.Size(MinCacheSize), bytesize.Size(DefaultCacheSize))
 	default:
 		return n, nil

@@ -341,7 +341,7 @@ func TestSettingsCacheBytes(t *testing.T) {
 		{0, DefaultCacheSize, ""},
 		{MinCacheSize, MinCacheSize, ""},
 		{256 << 20, 256 << 20, ""},
-		{512 << 10, 0, "ocsp: ocsp.cache_size 512KiB is below the smallest, 1MiB: give at least that"},
+		{512 << 10, 0, "ocsp: cache_size 512KiB is below the smallest, 1MiB: give at least that"},
 	} {
 		got, err := Settings{CacheSize: tc.size}.CacheBytes()
 		if tc.err != "" {

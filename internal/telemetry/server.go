@@ -48,7 +48,7 @@ type ServerMetrics struct {
 	src      Sources
 	profiles profileSet
 
-	inventory, crlAge, crlNext, crlEntries, rootCRLAge, rootCRLNext, ocspCached, ocspAge,
+	inventory, crlAge, crlNext, crlEntries, rootCRLAge, rootCRLNext, ocspCached, ocspAge, ocspBytes, ocspLimit, ocspEvicted,
 	feedSubs, feedLag, feedUnread, feedBlocked, feedSeq, feedDropped, auditLeaves, auditCheckpointLeaves, auditCheckpointAge,
 	caExpiry, tlsExpiry, commits, committed, commitSeconds *prometheus.Desc
 
@@ -83,7 +83,11 @@ func NewServerMetrics(reg prometheus.Registerer, src Sources) (*ServerMetrics, e
 			"Seconds until the published root CRL's nextUpdate; negative once relying parties hold an expired one: sign a new one with `mica ca root-crl`."),
 		ocspCached: d("mica_ocsp_cached_responses", "Pre-signed OCSP responses in the cache."),
 		ocspAge:    d("mica_ocsp_oldest_response_age_seconds", "Age of the stalest cached OCSP response; re-signing keeps it under half the validity (30m)."),
-		feedSubs:   d("mica_feed_subscribers", "Open revocation feed streams."),
+		ocspBytes:  d("mica_ocsp_cache_bytes", "Heap the cached OCSP responses take, as the cache accounts it against its bound."),
+		ocspLimit:  d("mica_ocsp_cache_limit_bytes", "The OCSP response cache's bound (ocsp.cache_size)."),
+		ocspEvicted: d("mica_ocsp_cache_evictions_total",
+			"Cached OCSP responses dropped to make room; each is signed again when next asked for."),
+		feedSubs: d("mica_feed_subscribers", "Open revocation feed streams."),
 		feedLag: d("mica_feed_lag_events",
 			"Changes the slowest revocation feed subscriber has not read: waiting in the server or in its connection's send queue."),
 		feedUnread:  d("mica_feed_unread_bytes", "Most bytes one revocation feed subscriber's connection holds that the subscriber has not taken."),
@@ -127,8 +131,8 @@ func (m *FeedMetrics) Delivered(latency time.Duration) { m.delivery.Observe(late
 
 // Describe implements prometheus.Collector.
 func (m *ServerMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.inventory, m.crlAge, m.crlNext, m.crlEntries, m.rootCRLAge, m.rootCRLNext, m.ocspCached, m.ocspAge,
-		m.feedSubs, m.feedLag, m.feedUnread, m.feedBlocked, m.feedSeq, m.feedDropped, m.auditLeaves, m.auditCheckpointLeaves, m.auditCheckpointAge,
+	for _, d := range []*prometheus.Desc{m.inventory, m.crlAge, m.crlNext, m.crlEntries, m.rootCRLAge, m.rootCRLNext,
+		m.ocspCached, m.ocspAge, m.ocspBytes, m.ocspLimit, m.ocspEvicted, m.feedSubs, m.feedLag, m.feedUnread, m.feedBlocked, m.feedSeq, m.feedDropped, m.auditLeaves, m.auditCheckpointLeaves, m.auditCheckpointAge,
 		m.caExpiry, m.tlsExpiry, m.commits, m.committed, m.commitSeconds} {
 		ch <- d
 	}
@@ -167,6 +171,9 @@ func (m *ServerMetrics) Collect(ch chan<- prometheus.Metric) {
 			age = now.Sub(st.Oldest).Seconds()
 		}
 		gauge(m.ocspAge, age)
+		gauge(m.ocspBytes, float64(st.Bytes))
+		gauge(m.ocspLimit, float64(st.MaxBytes))
+		counter(m.ocspEvicted, float64(st.Evicted))
 	}
 	if m.src.Feed != nil {
 		st := m.src.Feed()

@@ -26,6 +26,7 @@ import (
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/authority/authoritytest"
 	"github.com/mica-pki/mica/internal/duration"
+	"github.com/mica-pki/mica/internal/ocsp"
 	"github.com/mica-pki/mica/internal/policy"
 	"github.com/mica-pki/mica/internal/store"
 )
@@ -385,6 +386,29 @@ func TestServerGauges(t *testing.T) {
 	}
 	if _, ok := got["mica_ocsp_cached_responses"]; ok {
 		t.Error("a source that is not wired produced a metric")
+	}
+}
+
+// TestOCSPGauges: the response cache's size, bound and evictions are
+// exported as the cache reports them.
+func TestOCSPGauges(t *testing.T) {
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg := prometheus.NewRegistry()
+	if _, err := NewServerMetrics(reg, Sources{Clock: func() time.Time { return now },
+		OCSP: func() ocsp.CacheStats {
+			return ocsp.CacheStats{Responses: 17, Bytes: 32_000, MaxBytes: 32 << 20, Evicted: 5, Oldest: now.Add(-10 * time.Minute)}
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := scrapeText(t, reg)
+	for s, v := range map[string]float64{
+		"mica_ocsp_cached_responses": 17, "mica_ocsp_oldest_response_age_seconds": 600,
+		"mica_ocsp_cache_bytes": 32_000, "mica_ocsp_cache_limit_bytes": 32 << 20, "mica_ocsp_cache_evictions_total": 5,
+	} {
+		if got[s] != v {
+			t.Errorf("%s = %v, want %v", s, got[s], v)
+		}
 	}
 }
 
