@@ -176,8 +176,9 @@ func tuneRuntime(env *cliEnv) {
 
 // defaultMemoryLimit is the runtime's soft memory limit unless GOMEMLIMIT
 // sets one. A server whose live heap nears it (tens of millions of
-// certificates, or a large OCSP response cache) should raise it: the
-// collector then runs more often, up to half the CPU.
+// certificates, or an OCSP response cache given more than its default
+// 32 MiB, ocsp.cache_size) should raise it: the collector then runs more
+// often, up to half the CPU.
 const defaultMemoryLimit = 192 << 20
 
 // errUsage marks an error caused by how the command was called (exit 2).
