@@ -87,6 +87,12 @@ func explain(t *testing.T, db *sql.DB, f store.Filter) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return explainQuery(t, db, q, args...)
+}
+
+// explainQuery is SQLite's plan for q, its steps joined by "; ".
+func explainQuery(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
 	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -101,5 +107,18 @@ func explain(t *testing.T, db *sql.DB, f store.Filter) string {
 		}
 		plan = append(plan, detail)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return strings.Join(plan, "; ")
+}
+
+// An issuance finds the predecessors it supersedes through the index of
+// the live certificates not yet superseded, not through every certificate
+// of the identity: an identity shared by many machines has many of those.
+func TestSupersedeReadsTheUnsupersededIndex(t *testing.T) {
+	const want = "SEARCH certificates USING INDEX certificates_unsuperseded (identity=? AND not_after>?)"
+	if got := explainQuery(t, emptyDatabase(t), supersedeSQL, 2, "spiffe://example.org/a", 1, 1); got != want {
+		t.Errorf("the plan is %q, want %q", got, want)
+	}
 }

@@ -7,21 +7,22 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
-	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf        *sql.Stmt
+	certExists, useToken, unuseToken, insertEvent, insertCert, supersede, revoke, status *sql.Stmt
+	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf                   *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.revoke, &w.status,
+	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersede, &w.revoke, &w.status,
 		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
@@ -36,6 +37,7 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.insertEvent, insert("events", append(sqlstore.EventColumns(), sqlstore.Column{Name: "leaf_index"}, sqlstore.Column{Name: "leaf_hash"}))},
 		{&w.nextLeaf, sqlstore.NextLeafIndex},
 		{&w.insertCert, insert("certificates", sqlstore.CertColumns())},
+		{&w.supersede, supersedeSQL},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
 		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
@@ -160,9 +162,26 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 		return err
 	}
 	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
-	_, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...)
+	if _, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...); err != nil {
+		return err
+	}
+	if c.Status != string(store.StatusActive) {
+		return nil
+	}
+	_, err = w.supersede.ExecContext(ctx, c.NotAfter, c.Identity, c.NotBefore, seq)
 	return err
 }
+
+// supersedeSQL raises superseded_until on the live predecessors of a new
+// active certificate of the same identity (?2): those not yet superseded
+// for the rest of their life that are still valid when it starts (?3),
+// recorded before it (?4), to its not_after (?1). PostgreSQL does this in
+// a trigger; here it is a statement of its own, so that the certificate's
+// INSERT has no trigger and SQLite writes it without a statement journal
+// (migration 0018), and this UPDATE journals only the few pages it changes.
+const supersedeSQL = `UPDATE certificates SET superseded_until = ?1
+WHERE identity = ?2 AND status = 'active' AND superseded_until < not_after
+  AND not_after > ?3 AND event_seq < ?4 AND superseded_until < ?1`
 
 // refusal is why the state this transaction sees refuses an issuance
 // (a denied name, a renewed certificate revoked), or 0.
