@@ -75,29 +75,37 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 		return fmt.Errorf("sqlite: begin batch: %w", err)
 	}
 	defer tx.Rollback()
+	// Once BEGIN IMMEDIATE returns, the writer holds the database's write
+	// lock: its statements wait for no other connection, and each is
+	// short. They run without the batch's deadline, because the driver arms
+	// an interrupt for every statement whose context can end (a goroutine
+	// and a progress handler each time). The deadline still holds where a
+	// wait can be long: the BEGIN above waits for the lock under it, a
+	// guarded operation runs under it, and a commit after it refuses.
+	short := context.WithoutCancel(ctx)
 	var st writeStmts
 	dst, src := st.all(), s.stmts.all()
 	for i := range dst {
-		*dst[i] = tx.StmtContext(ctx, *src[i])
+		*dst[i] = tx.StmtContext(short, *src[i])
 	}
 	// The single writer connection serialises batches, so the next index
 	// read here stays ours until commit.
-	if err := st.nextLeaf.QueryRowContext(ctx).Scan(&st.leaf); err != nil {
+	if err := st.nextLeaf.QueryRowContext(short).Scan(&st.leaf); err != nil {
 		return fmt.Errorf("sqlite: read the next audit leaf index, nothing was committed: %w", err)
 	}
 	for _, it := range batch {
 		var err error
 		switch it.Op.Kind {
 		case sqlstore.KindIssuance:
-			err = st.issue(ctx, it)
+			err = st.issue(short, it)
 		case sqlstore.KindEvent:
-			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
+			it.Op.Seq, it.Op.LeafIndex, err = st.event(short, &it.Op.Event)
 		case sqlstore.KindRevoke:
-			err = st.revokeOne(ctx, it)
+			err = st.revokeOne(short, it)
 		case sqlstore.KindRevokeIdentity:
-			err = st.revokeIdentity(ctx, it)
+			err = st.revokeIdentity(short, it)
 		case sqlstore.KindDeny, sqlstore.KindAllow:
-			err = st.denyOrAllow(ctx, it)
+			err = st.denyOrAllow(short, it)
 		case sqlstore.KindGuarded:
 			err = st.guarded(ctx, tx, it)
 		default:
