@@ -122,3 +122,17 @@ func TestSupersedeReadsTheUnsupersededIndex(t *testing.T) {
 		t.Errorf("the plan is %q, want %q", got, want)
 	}
 }
+
+// An issuance's checks read one entry of an index each: no scan of the
+// deny list or of the certificates.
+func TestIssuanceChecksSearchIndexes(t *testing.T) {
+	plan := explainQuery(t, emptyDatabase(t), checksSQL, `["spiffe://example.org/a","a.example.org"]`, "01", "02", "ab")
+	for _, want := range []string{"SEARCH denied_identities USING COVERING INDEX", "(serial=?)", "(fingerprint=?)"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("the plan is %q, want %q in it", plan, want)
+		}
+	}
+	if strings.Contains(plan, "SCAN certificates") || strings.Contains(plan, "SCAN denied_identities") {
+		t.Errorf("the plan is %q, want searches only", plan)
+	}
+}

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,15 +15,15 @@ import (
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	certExists, useToken, unuseToken, insertEvent, insertCert, supersede, revoke, status *sql.Stmt
-	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf                   *sql.Stmt
+	checks, useToken, unuseToken, insertEvent, insertCert, supersede, revoke, status *sql.Stmt
+	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf               *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersede, &w.revoke, &w.status,
+	return []**sql.Stmt{&w.checks, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersede, &w.revoke, &w.status,
 		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
@@ -31,7 +32,7 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		dst **sql.Stmt
 		sql string
 	}{
-		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
+		{&w.checks, checksSQL},
 		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
 		{&w.insertEvent, insert("events", append(sqlstore.EventColumns(), sqlstore.Column{Name: "leaf_index"}, sqlstore.Column{Name: "leaf_hash"}))},
@@ -130,10 +131,23 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	c := &it.Op.Cert
 	t := it.Op.Token
-	if why, err := w.refusal(ctx, &it.Op); err != nil {
+	names, err := json.Marshal(it.Op.Names)
+	if err != nil {
 		return err
-	} else if why != 0 {
-		it.Err = it.Op.Refuse(&dialect, why)
+	}
+	var denied, renewed sql.NullString
+	var dup bool
+	if err := w.checks.QueryRowContext(ctx, names, it.Op.Renews, c.Serial, c.Fingerprint).Scan(&denied, &renewed, &dup); err != nil {
+		return err
+	}
+	switch {
+	case denied.Valid:
+		it.Op.Denied = denied.String
+		it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedDenied)
+		return nil
+	case it.Op.Renews != "" && renewed.String != string(store.StatusActive):
+		// Revoked, or gone: either way not a certificate to renew.
+		it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedRenewedRevoked)
 		return nil
 	}
 	if t != nil {
@@ -149,10 +163,6 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 			it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedTokenUsed)
 			return nil
 		}
-	}
-	var dup bool
-	if err := w.certExists.QueryRowContext(ctx, c.Serial, c.Fingerprint).Scan(&dup); err != nil {
-		return err
 	}
 	if dup {
 		// A retry of an issuance that did commit, or a serial reused by
@@ -180,6 +190,17 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 	return err
 }
 
+// checksSQL reads, in one statement, what decides whether an issuance may
+// be written in the state its transaction sees: the first of its names
+// (?1, a JSON array) on the deny list, the status of the certificate it
+// renews (?2; NULL when that is unknown), and whether its serial (?3) or
+// fingerprint (?4) is recorded already. The token is consumed between the
+// checks and the writes; no check reads the used tokens.
+const checksSQL = `SELECT
+  (SELECT denied_identities.identity FROM json_each(?1) AS name CROSS JOIN denied_identities ON denied_identities.identity = name.value LIMIT 1),
+  (SELECT status FROM certificates WHERE serial = ?2),
+  EXISTS (SELECT 1 FROM certificates WHERE serial = ?3) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?4)`
+
 // supersedeSQL raises superseded_until on the live predecessors of a new
 // active certificate of the same identity (?2): those not yet superseded
 // for the rest of their life that are still valid when it starts (?3),
@@ -190,34 +211,6 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 const supersedeSQL = `UPDATE certificates SET superseded_until = ?1
 WHERE identity = ?2 AND status = 'active' AND superseded_until < not_after
   AND not_after > ?3 AND event_seq < ?4 AND superseded_until < ?1`
-
-// refusal is why the state this transaction sees refuses an issuance
-// (a denied name, a renewed certificate revoked), or 0.
-func (w *writeStmts) refusal(ctx context.Context, op *sqlstore.Op) (sqlstore.Refusal, error) {
-	for _, name := range op.Names {
-		var denied bool
-		if err := w.denialExists.QueryRowContext(ctx, name).Scan(&denied); err != nil {
-			return 0, err
-		}
-		if denied {
-			op.Denied = name
-			return sqlstore.RefusedDenied, nil
-		}
-	}
-	if op.Renews == "" {
-		return 0, nil
-	}
-	var status string
-	switch err := w.status.QueryRowContext(ctx, op.Renews).Scan(&status); {
-	case errors.Is(err, sql.ErrNoRows):
-		return sqlstore.RefusedRenewedRevoked, nil
-	case err != nil:
-		return 0, err
-	case status != "active":
-		return sqlstore.RefusedRenewedRevoked, nil
-	}
-	return 0, nil
-}
 
 func (w *writeStmts) event(ctx context.Context, e *sqlstore.EventRow) (seq, leafIndex int64, err error) {
 	res, err := w.insertEvent.ExecContext(ctx, append(e.Args(), w.leaf, e.LeafHash)...)
