@@ -15,15 +15,16 @@ import (
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	checks, useToken, unuseToken, insertEvent, insertCert, supersede, revoke, status *sql.Stmt
-	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf               *sql.Stmt
+	checks, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+	supersedable, supersede, liveOfIdentity, insertDenial, deleteDenial  *sql.Stmt
+	denialExists, nextLeaf                                               *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.checks, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersede, &w.revoke, &w.status,
+	return []**sql.Stmt{&w.checks, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersedable, &w.supersede, &w.revoke, &w.status,
 		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
@@ -38,7 +39,8 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		{&w.insertEvent, insert("events", append(sqlstore.EventColumns(), sqlstore.Column{Name: "leaf_index"}, sqlstore.Column{Name: "leaf_hash"}))},
 		{&w.nextLeaf, sqlstore.NextLeafIndex},
 		{&w.insertCert, insert("certificates", sqlstore.CertColumns())},
-		{&w.supersede, supersedeSQL},
+		{&w.supersedable, supersedableSQL},
+		{&w.supersede, "UPDATE certificates SET superseded_until = ? WHERE rowid = ?"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
 		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
@@ -186,9 +188,49 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 	if c.Status != string(store.StatusActive) {
 		return nil
 	}
-	_, err = w.supersede.ExecContext(ctx, c.NotAfter, c.Identity, c.NotBefore, seq)
-	return err
+	return w.supersedePredecessors(ctx, c, seq)
 }
+
+// supersedePredecessors raises superseded_until on the live predecessors
+// of c, recorded as event seq, as PostgreSQL's certificates_supersede
+// trigger does (migration 0016). Here it is done by the writer, not a
+// trigger, so that the certificate's INSERT needs no statement journal
+// (migration 0018); and the rows are found first, then updated one by
+// one by rowid, because an UPDATE that searches the index its change
+// moves rows out of collects them in a temporary table and journals every
+// page it writes. Most issuances find one predecessor or none.
+func (w *writeStmts) supersedePredecessors(ctx context.Context, c *sqlstore.CertRow, seq int64) error {
+	rows, err := w.supersedable.QueryContext(ctx, c.Identity, c.NotBefore, seq, c.NotAfter)
+	if err != nil {
+		return err
+	}
+	var found []int64
+	for rows.Next() {
+		var rowid int64
+		if err := rows.Scan(&rowid); err != nil {
+			rows.Close()
+			return err
+		}
+		found = append(found, rowid)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	for _, rowid := range found {
+		if _, err := w.supersede.ExecContext(ctx, c.NotAfter, rowid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// supersedableSQL finds the live predecessors a new active certificate
+// supersedes: of its identity (?1), not yet superseded for the rest of
+// their life, still valid when it starts (?2), recorded before it (?3),
+// and superseded until before its end (?4).
+const supersedableSQL = `SELECT rowid FROM certificates
+WHERE identity = ?1 AND status = 'active' AND superseded_until < not_after
+  AND not_after > ?2 AND event_seq < ?3 AND superseded_until < ?4`
 
 // checksSQL reads, in one statement, what decides whether an issuance may
 // be written in the state its transaction sees: the first of its names
@@ -200,17 +242,6 @@ const checksSQL = `SELECT
   (SELECT denied_identities.identity FROM json_each(?1) AS name CROSS JOIN denied_identities ON denied_identities.identity = name.value LIMIT 1),
   (SELECT status FROM certificates WHERE serial = ?2),
   EXISTS (SELECT 1 FROM certificates WHERE serial = ?3) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?4)`
-
-// supersedeSQL raises superseded_until on the live predecessors of a new
-// active certificate of the same identity (?2): those not yet superseded
-// for the rest of their life that are still valid when it starts (?3),
-// recorded before it (?4), to its not_after (?1). PostgreSQL does this in
-// a trigger; here it is a statement of its own, so that the certificate's
-// INSERT has no trigger and SQLite writes it without a statement journal
-// (migration 0018), and this UPDATE journals only the few pages it changes.
-const supersedeSQL = `UPDATE certificates SET superseded_until = ?1
-WHERE identity = ?2 AND status = 'active' AND superseded_until < not_after
-  AND not_after > ?3 AND event_seq < ?4 AND superseded_until < ?1`
 
 func (w *writeStmts) event(ctx context.Context, e *sqlstore.EventRow) (seq, leafIndex int64, err error) {
 	res, err := w.insertEvent.ExecContext(ctx, append(e.Args(), w.leaf, e.LeafHash)...)
