@@ -16,8 +16,8 @@ import (
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
 	checks, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
-	supersedable, supersede, liveOfIdentity, insertDenial, deleteDenial  *sql.Stmt
-	denialExists, nextLeaf                                               *sql.Stmt
+	supersedable, supersede, liveOfIdentity, insertDenial, deleteDenial   *sql.Stmt
+	denialExists, nextLeaf                                                *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
