@@ -146,7 +146,7 @@ func appendBenchLimits(d dataPaths) error {
 
 func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags(env, "bench issue")
-	concurrency := fs.Int("concurrency", 16, "requests in flight")
+	concurrency := fs.Int("concurrency", 64, "requests in flight")
 	duration := fs.Duration("duration", 10*time.Second, "how long to measure")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured run before measuring")
 	var where benchServer

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -144,8 +145,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	// The audit tree loads while the CRLs are built (both read the whole
 	// store at start, one machine core each): a million leaves take a
 	// second or two. A failure here is the checkpoint loop's to report,
-	// whose first round syncs again.
-	go p.audit.Sync(ctx)
+	// whose first round syncs again. It ends with ctx, and serve waits for
+	// it before the store closes.
+	var treeLoad sync.WaitGroup
+	treeLoad.Go(func() { p.audit.Sync(ctx) })
+	defer treeLoad.Wait()
 	rev, err := newRevocationOutputs(ctx, p, log)
 	if err != nil {
 		return err

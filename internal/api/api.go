@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mica-pki/mica/client"
@@ -527,10 +528,10 @@ func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) boo
 func IssuedResponse(iss *authority.Issued) client.CertificateResponse {
 	var chain, roots strings.Builder
 	for _, c := range iss.Chain {
-		chain.WriteString(pemCert(c))
+		chain.WriteString(caPEM(c))
 	}
 	for _, c := range iss.Roots {
-		roots.WriteString(pemCert(c))
+		roots.WriteString(caPEM(c))
 	}
 	return client.CertificateResponse{
 		Certificate: pemCert(iss.Certificate), Chain: chain.String(), Bundle: roots.String(),
@@ -562,6 +563,32 @@ func inventoryRecord(c store.Certificate, withPEM bool) client.Certificate {
 
 func pemCert(c *x509.Certificate) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+}
+
+// caPEMs holds the PEM of the CA certificates that issuance responses
+// carry: the same few answer every issuance until a rotation, so each is
+// encoded once. Kept by pointer, as the CA set hands them out; emptied
+// when full, which takes dozens of rotations in one process.
+var caPEMs struct {
+	sync.Mutex
+	m map[*x509.Certificate]string
+}
+
+const maxCAPEMs = 64
+
+// caPEM is pemCert for a CA certificate.
+func caPEM(c *x509.Certificate) string {
+	caPEMs.Lock()
+	defer caPEMs.Unlock()
+	if p, ok := caPEMs.m[c]; ok {
+		return p
+	}
+	if caPEMs.m == nil || len(caPEMs.m) >= maxCAPEMs {
+		caPEMs.m = make(map[*x509.Certificate]string)
+	}
+	p := pemCert(c)
+	caPEMs.m[c] = p
+	return p
 }
 
 func remoteAddr(r *http.Request) netip.Addr {

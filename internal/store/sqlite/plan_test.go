@@ -87,6 +87,12 @@ func explain(t *testing.T, db *sql.DB, f store.Filter) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return explainQuery(t, db, q, args...)
+}
+
+// explainQuery is SQLite's plan for q, its steps joined by "; ".
+func explainQuery(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
 	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -101,5 +107,32 @@ func explain(t *testing.T, db *sql.DB, f store.Filter) string {
 		}
 		plan = append(plan, detail)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return strings.Join(plan, "; ")
+}
+
+// An issuance finds the predecessors it supersedes through the index of
+// the live certificates not yet superseded, not through every certificate
+// of the identity: an identity shared by many machines has many of those.
+func TestSupersedeReadsTheUnsupersededIndex(t *testing.T) {
+	const want = "SEARCH certificates USING INDEX certificates_unsuperseded (identity=? AND not_after>?)"
+	if got := explainQuery(t, emptyDatabase(t), supersedableSQL, "spiffe://example.org/a", 1, 1, 2); got != want {
+		t.Errorf("the plan is %q, want %q", got, want)
+	}
+}
+
+// An issuance's checks read one entry of an index each: no scan of the
+// deny list or of the certificates.
+func TestIssuanceChecksSearchIndexes(t *testing.T) {
+	plan := explainQuery(t, emptyDatabase(t), checksSQL, `["spiffe://example.org/a","a.example.org"]`, "01", "02", "ab")
+	for _, want := range []string{"SEARCH denied_identities USING COVERING INDEX", "(serial=?)", "(fingerprint=?)"} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("the plan is %q, want %q in it", plan, want)
+		}
+	}
+	if strings.Contains(plan, "SCAN certificates") || strings.Contains(plan, "SCAN denied_identities") {
+		t.Errorf("the plan is %q, want searches only", plan)
+	}
 }

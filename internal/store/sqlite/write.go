@@ -3,25 +3,28 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/store/groupcommit"
 	"github.com/mica-pki/mica/internal/store/sqlstore"
 )
 
 // writeStmts are prepared once on the single writer connection.
 type writeStmts struct {
-	certExists, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
-	liveOfIdentity, insertDenial, deleteDenial, denialExists, nextLeaf        *sql.Stmt
+	checks, useToken, unuseToken, insertEvent, insertCert, revoke, status *sql.Stmt
+	supersedable, supersede, liveOfIdentity, insertDenial, deleteDenial   *sql.Stmt
+	denialExists, nextLeaf                                                *sql.Stmt
 
 	// leaf is the leaf index the next event of this batch gets.
 	leaf int64
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.certExists, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.revoke, &w.status,
+	return []**sql.Stmt{&w.checks, &w.useToken, &w.unuseToken, &w.insertEvent, &w.insertCert, &w.supersedable, &w.supersede, &w.revoke, &w.status,
 		&w.liveOfIdentity, &w.insertDenial, &w.deleteDenial, &w.denialExists, &w.nextLeaf}
 }
 
@@ -30,12 +33,14 @@ func (w *writeStmts) prepare(ctx context.Context, db *sql.DB) error {
 		dst **sql.Stmt
 		sql string
 	}{
-		{&w.certExists, "SELECT EXISTS (SELECT 1 FROM certificates WHERE serial = ?) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?)"},
+		{&w.checks, checksSQL},
 		{&w.useToken, "INSERT INTO used_tokens (jti, expires_at, used_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"},
 		{&w.unuseToken, "DELETE FROM used_tokens WHERE jti = ?"},
 		{&w.insertEvent, insert("events", append(sqlstore.EventColumns(), sqlstore.Column{Name: "leaf_index"}, sqlstore.Column{Name: "leaf_hash"}))},
 		{&w.nextLeaf, sqlstore.NextLeafIndex},
 		{&w.insertCert, insert("certificates", sqlstore.CertColumns())},
+		{&w.supersedable, supersedableSQL},
+		{&w.supersede, "UPDATE certificates SET superseded_until = ? WHERE rowid = ?"},
 		{&w.revoke, "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial = ? AND status = 'active'"},
 		{&w.status, "SELECT status FROM certificates WHERE serial = ?"},
 		{&w.liveOfIdentity, "SELECT serial, fingerprint, profile FROM certificates WHERE identity = ? AND status = 'active' AND not_after >= ? ORDER BY serial"},
@@ -73,29 +78,37 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 		return fmt.Errorf("sqlite: begin batch: %w", err)
 	}
 	defer tx.Rollback()
+	// Once BEGIN IMMEDIATE returns, the writer holds the database's write
+	// lock: its statements wait for no other connection, and each is
+	// short. They run without the batch's deadline, because the driver arms
+	// an interrupt for every statement whose context can end (a goroutine
+	// and a progress handler each time). The deadline still holds where a
+	// wait can be long: the BEGIN above waits for the lock under it, a
+	// guarded operation runs under it, and a commit after it refuses.
+	short := context.WithoutCancel(ctx)
 	var st writeStmts
 	dst, src := st.all(), s.stmts.all()
 	for i := range dst {
-		*dst[i] = tx.StmtContext(ctx, *src[i])
+		*dst[i] = tx.StmtContext(short, *src[i])
 	}
 	// The single writer connection serialises batches, so the next index
 	// read here stays ours until commit.
-	if err := st.nextLeaf.QueryRowContext(ctx).Scan(&st.leaf); err != nil {
+	if err := st.nextLeaf.QueryRowContext(short).Scan(&st.leaf); err != nil {
 		return fmt.Errorf("sqlite: read the next audit leaf index, nothing was committed: %w", err)
 	}
 	for _, it := range batch {
 		var err error
 		switch it.Op.Kind {
 		case sqlstore.KindIssuance:
-			err = st.issue(ctx, it)
+			err = st.issue(short, it)
 		case sqlstore.KindEvent:
-			it.Op.Seq, it.Op.LeafIndex, err = st.event(ctx, &it.Op.Event)
+			it.Op.Seq, it.Op.LeafIndex, err = st.event(short, &it.Op.Event)
 		case sqlstore.KindRevoke:
-			err = st.revokeOne(ctx, it)
+			err = st.revokeOne(short, it)
 		case sqlstore.KindRevokeIdentity:
-			err = st.revokeIdentity(ctx, it)
+			err = st.revokeIdentity(short, it)
 		case sqlstore.KindDeny, sqlstore.KindAllow:
-			err = st.denyOrAllow(ctx, it)
+			err = st.denyOrAllow(short, it)
 		case sqlstore.KindGuarded:
 			err = st.guarded(ctx, tx, it)
 		default:
@@ -120,10 +133,23 @@ func (s *Store) commit(ctx context.Context, batch []*groupcommit.Item[sqlstore.O
 func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op]) error {
 	c := &it.Op.Cert
 	t := it.Op.Token
-	if why, err := w.refusal(ctx, &it.Op); err != nil {
+	names, err := json.Marshal(it.Op.Names)
+	if err != nil {
 		return err
-	} else if why != 0 {
-		it.Err = it.Op.Refuse(&dialect, why)
+	}
+	var denied, renewed sql.NullString
+	var dup bool
+	if err := w.checks.QueryRowContext(ctx, names, it.Op.Renews, c.Serial, c.Fingerprint).Scan(&denied, &renewed, &dup); err != nil {
+		return err
+	}
+	switch {
+	case denied.Valid:
+		it.Op.Denied = denied.String
+		it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedDenied)
+		return nil
+	case it.Op.Renews != "" && renewed.String != string(store.StatusActive):
+		// Revoked, or gone: either way not a certificate to renew.
+		it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedRenewedRevoked)
 		return nil
 	}
 	if t != nil {
@@ -139,10 +165,6 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 			it.Err = it.Op.Refuse(&dialect, sqlstore.RefusedTokenUsed)
 			return nil
 		}
-	}
-	var dup bool
-	if err := w.certExists.QueryRowContext(ctx, c.Serial, c.Fingerprint).Scan(&dup); err != nil {
-		return err
 	}
 	if dup {
 		// A retry of an issuance that did commit, or a serial reused by
@@ -160,37 +182,66 @@ func (w *writeStmts) issue(ctx context.Context, it *groupcommit.Item[sqlstore.Op
 		return err
 	}
 	it.Op.Seq, it.Op.LeafIndex = seq, leafIndex
-	_, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...)
-	return err
+	if _, err = w.insertCert.ExecContext(ctx, append(c.Args(), seq)...); err != nil {
+		return err
+	}
+	if c.Status != string(store.StatusActive) {
+		return nil
+	}
+	return w.supersedePredecessors(ctx, c, seq)
 }
 
-// refusal is why the state this transaction sees refuses an issuance
-// (a denied name, a renewed certificate revoked), or 0.
-func (w *writeStmts) refusal(ctx context.Context, op *sqlstore.Op) (sqlstore.Refusal, error) {
-	for _, name := range op.Names {
-		var denied bool
-		if err := w.denialExists.QueryRowContext(ctx, name).Scan(&denied); err != nil {
-			return 0, err
+// supersedePredecessors raises superseded_until on the live predecessors
+// of c, recorded as event seq, as PostgreSQL's certificates_supersede
+// trigger does (migration 0016). Here it is done by the writer, not a
+// trigger, so that the certificate's INSERT needs no statement journal
+// (migration 0018); and the rows are found first, then updated one by
+// one by rowid, because an UPDATE that searches the index its change
+// moves rows out of collects them in a temporary table and journals every
+// page it writes. Most issuances find one predecessor or none.
+func (w *writeStmts) supersedePredecessors(ctx context.Context, c *sqlstore.CertRow, seq int64) error {
+	rows, err := w.supersedable.QueryContext(ctx, c.Identity, c.NotBefore, seq, c.NotAfter)
+	if err != nil {
+		return err
+	}
+	var found []int64
+	for rows.Next() {
+		var rowid int64
+		if err := rows.Scan(&rowid); err != nil {
+			rows.Close()
+			return err
 		}
-		if denied {
-			op.Denied = name
-			return sqlstore.RefusedDenied, nil
+		found = append(found, rowid)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	for _, rowid := range found {
+		if _, err := w.supersede.ExecContext(ctx, c.NotAfter, rowid); err != nil {
+			return err
 		}
 	}
-	if op.Renews == "" {
-		return 0, nil
-	}
-	var status string
-	switch err := w.status.QueryRowContext(ctx, op.Renews).Scan(&status); {
-	case errors.Is(err, sql.ErrNoRows):
-		return sqlstore.RefusedRenewedRevoked, nil
-	case err != nil:
-		return 0, err
-	case status != "active":
-		return sqlstore.RefusedRenewedRevoked, nil
-	}
-	return 0, nil
+	return nil
 }
+
+// supersedableSQL finds the live predecessors a new active certificate
+// supersedes: of its identity (?1), not yet superseded for the rest of
+// their life, still valid when it starts (?2), recorded before it (?3),
+// and superseded until before its end (?4).
+const supersedableSQL = `SELECT rowid FROM certificates
+WHERE identity = ?1 AND status = 'active' AND superseded_until < not_after
+  AND not_after > ?2 AND event_seq < ?3 AND superseded_until < ?4`
+
+// checksSQL reads, in one statement, what decides whether an issuance may
+// be written in the state its transaction sees: the first of its names
+// (?1, a JSON array) on the deny list, the status of the certificate it
+// renews (?2; NULL when that is unknown), and whether its serial (?3) or
+// fingerprint (?4) is recorded already. The token is consumed between the
+// checks and the writes; no check reads the used tokens.
+const checksSQL = `SELECT
+  (SELECT denied_identities.identity FROM json_each(?1) AS name CROSS JOIN denied_identities ON denied_identities.identity = name.value LIMIT 1),
+  (SELECT status FROM certificates WHERE serial = ?2),
+  EXISTS (SELECT 1 FROM certificates WHERE serial = ?3) OR EXISTS (SELECT 1 FROM certificates WHERE fingerprint = ?4)`
 
 func (w *writeStmts) event(ctx context.Context, e *sqlstore.EventRow) (seq, leafIndex int64, err error) {
 	res, err := w.insertEvent.ExecContext(ctx, append(e.Args(), w.leaf, e.LeafHash)...)
