@@ -260,7 +260,7 @@ server_names: [localhost, 127.0.0.1]
 #   otlp_endpoint: http://127.0.0.1:4318
 #   sample_ratio: 0.1
 # ocsp:
-#   cache_size: 32MiB                   # signed OCSP responses kept in memory, about 1.9KiB each (docs/operations.md, Memory)
+#   cache_size: 32MiB                   # signed OCSP responses kept in memory, about 1.8KiB each (docs/operations.md, Memory)
 
 admins:
   %[2]s: admin                  # one role, or several: [operator, security]

@@ -10,34 +10,34 @@ import (
 )
 
 // DefaultCacheSize bounds the response cache unless the config says
-// otherwise. One cached response costs about 1,860 bytes of heap, most of
+// otherwise. One cached response costs about 1,740 bytes of heap, most of
 // it the DER, which carries the delegated responder certificate and the
 // issuer's (BenchmarkCacheEntryBytes: the live heap after caching 20,000
 // distinct certificates, less the one before, over 20,000; the cache
-// accounts 1,930 for it, entryOverhead), so 32 MiB holds about 17,400
-// responses: the certificates a fleet asks about most, and a sixth of
+// accounts about 1,790 for it, entryOverhead), so 32 MiB holds about
+// 18,700 responses: the certificates a fleet asks about most, and a sixth of
 // the server's soft memory limit (192 MiB, cmd/mica tuneRuntime). A
 // response not cached costs an inventory read and a signature (together
 // about 40 µs with an inventory in memory, BenchmarkCacheMiss), not an
 // error.
 const DefaultCacheSize = 32 << 20
 
-// MinCacheSize is the smallest bound a config may set: about 540
+// MinCacheSize is the smallest bound a config may set: about 580
 // responses. Below that the cache would hold too few to spare signatures.
 const MinCacheSize = 1 << 20
 
 // entryOverhead is what one cached response costs the heap besides the
-// bytes whose length it knows (the DER, the CertID it is cached by, the
-// serial and the ETag): the slot and the cached struct, each allocation's
-// rounding up to its size class, and the response's share of the two
-// maps' tables. Measured, not derived: filling caches with 1,000 to 40,000
-// distinct certificates (P-256 responder, SHA-1 CertIDs, 16-octet serials,
-// Go 1.26 on amd64), the heap grew by 1,847–1,886 bytes a response, of
-// which 1,420–1,423 are those lengths (a 1,280-byte DER), leaving 427–466
-// that vary with the maps' fill. 512 errs on the side of the bound (by 2–4%);
-// TestCacheAccountsForItsMemory fails when the heap grows by more than the
-// cache accounts.
-const entryOverhead = 512
+// allocations sizeOf counts (the DER, the CertID it is cached by, the
+// serial and the ETag): the slot and the cached struct, and the response's
+// share of the two maps' tables. Measured, not derived: filling caches
+// with 500 to 40,000 distinct certificates (P-256 responder, SHA-1
+// CertIDs, 16-octet serials, Go 1.26 on amd64), the heap grew by
+// 1,720–1,755 bytes a response, of which sizeOf counts 1,448–1,456 (a
+// 1,280-byte DER allocation), leaving 264–303 that vary with the maps'
+// fill. 336 errs on the side of the bound (by 2–4%);
+// TestCacheAccountsForItsMemory fails when the heap grows by more than
+// the cache accounts.
+const entryOverhead = 336
 
 // Settings is mica.yaml's ocsp section:
 //
@@ -54,7 +54,7 @@ func (s Settings) CacheBytes() (int64, error) {
 	case n == 0:
 		return DefaultCacheSize, nil
 	case n < MinCacheSize:
-		return 0, fmt.Errorf("ocsp: cache_size %v is below the smallest, %v: give at least that (each cached response takes about 1.9KiB), or leave it out for the default %v",
+		return 0, fmt.Errorf("ocsp: cache_size %v is below the smallest, %v: give at least that (each cached response takes about 1.8KiB), or leave it out for the default %v",
 			s.CacheSize, bytesize.Size(MinCacheSize), bytesize.Size(DefaultCacheSize))
 	default:
 		return n, nil
@@ -106,10 +106,15 @@ func NewCache(maxBytes int64) *Cache {
 	return &Cache{max: max(maxBytes, MinCacheSize), byID: map[string]*slot{}, bySerial: map[string]*slot{}}
 }
 
-// sizeOf is what key's response c costs, as accounted against the bound.
+// sizeOf is what key's response c costs, as accounted against the bound:
+// the DER's allocation (its capacity: sign gives it one of its own, which
+// append rounded up to the allocator's size class), the strings' lengths
+// rounded up as the allocator's small size classes are, and entryOverhead.
 func sizeOf(key string, c *cached) int64 {
-	return entryOverhead + int64(len(key)+len(c.der)+len(c.serial)+len(c.etag))
+	return entryOverhead + int64(cap(c.der)+roundUp16(len(key))+roundUp16(len(c.serial))+roundUp16(len(c.etag)))
 }
+
+func roundUp16(n int) int { return (n + 15) &^ 15 }
 
 // get returns the response cached for certID and marks it used; nil when
 // none is.

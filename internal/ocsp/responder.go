@@ -243,6 +243,12 @@ func (r *Responder) sign(certID []byte, serial string, st status, nonce []byte) 
 	if err != nil {
 		return nil, err
 	}
+	if nonce == nil {
+		// It may be cached: keep it in an allocation of its own size,
+		// not the encoder's, which has room to spare, so that the cache
+		// can account for what it holds (sizeOf).
+		der = bytes.Clone(der)
+	}
 	sum := sha256.Sum256(der)
 	return &cached{der: der, serial: serial, thisUpdate: now, nextUpdate: next, etag: `"` + hex.EncodeToString(sum[:16]) + `"`}, nil
 }
