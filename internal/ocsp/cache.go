@@ -10,16 +10,17 @@ import (
 )
 
 // DefaultCacheSize bounds the response cache unless the config says
-// otherwise. One cached response costs about 1,740 bytes of heap, most of
+// otherwise. One cached response costs 1,740–1,830 bytes of heap, most of
 // it the DER, which carries the delegated responder certificate and the
 // issuer's (BenchmarkCacheEntryBytes: the live heap after caching 20,000
-// distinct certificates, less the one before, over 20,000; the cache
-// accounts about 1,790 for it, entryOverhead), so 32 MiB holds about
-// 18,700 responses: the certificates a fleet asks about most, and a sixth of
-// the server's soft memory limit (192 MiB, cmd/mica tuneRuntime). A
-// response not cached costs an inventory read and a signature (together
-// about 40 µs with an inventory in memory, BenchmarkCacheMiss), not an
-// error.
+// distinct certificates, less the one before, over 20,000; the range is
+// whether a DER of about 1,280 bytes falls in the allocator's 1,280- or
+// 1,408-byte size class, which the cache accounts, 1,790–1,890, see
+// entryOverhead), so 32 MiB holds about 18,000 responses: the
+// certificates a fleet asks about most, in a sixth of the server's soft
+// memory limit (192 MiB, cmd/mica tuneRuntime). A response not cached
+// costs an inventory read and a signature (together about 35 µs with an
+// inventory in memory, BenchmarkCacheMiss), not an error.
 const DefaultCacheSize = 32 << 20
 
 // MinCacheSize is the smallest bound a config may set: about 580
