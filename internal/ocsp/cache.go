@@ -146,8 +146,9 @@ func (cc *Cache) peek(owner *Responder, key string) *cached {
 func (cc *Cache) seen() uint64 { return cc.changes.Load() }
 
 // put caches c for key, in place of any response there, making room by
-// evicting, unless a change was announced after seen or c alone would
-// pass the bound. It reports whether c was stored.
+// evicting, unless a change was announced after seen, c alone would pass
+// the bound or owner was retired (drop ran or runs after this). It
+// reports whether c was stored.
 func (cc *Cache) put(owner *Responder, key string, c *cached, seen uint64) bool {
 	size := sizeOf(key, c)
 	if size > cc.max {
@@ -155,7 +156,7 @@ func (cc *Cache) put(owner *Responder, key string, c *cached, seen uint64) bool 
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if cc.changes.Load() != seen {
+	if cc.changes.Load() != seen || owner.retired.Load() {
 		return false
 	}
 	if s := cc.byID[key]; s != nil {
@@ -239,6 +240,7 @@ func (cc *Cache) keys(owner *Responder, need func(*cached) bool) []string {
 }
 
 // drop forgets owner's responses: its CA is no longer answered for.
+// Retire owner first, so that put stores none after.
 func (cc *Cache) drop(owner *Responder) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()

@@ -431,3 +431,37 @@ func checkCache(t *testing.T, cc *Cache) {
 			ring, len(cc.byID), chained, bytes, cc.bytes, cc.max)
 	}
 }
+
+// TestRemovedResponderCachesNothing: a request still in flight when its
+// issuer's responder is taken out of the set leaves nothing in the shared
+// cache, where no one would re-sign it.
+func TestRemovedResponderCachesNothing(t *testing.T) {
+	a, b := testpki.New(t, "example.org"), testpki.New(t, "example.org")
+	srcA, _ := fleet(t, a, 1, nil)
+	innerB, reqsB := fleet(t, b, 1, nil)
+	srcB := &gatedSource{fakeSource: innerB, gates: map[string]*gate{}}
+	cache := NewCache(MinCacheSize)
+	ra, rb := newResponder(t, a, srcA, cache, nil), newResponder(t, b, srcB, cache, nil)
+	m := NewResponders()
+	m.Set([]*Responder{ra, rb})
+	ctx := context.Background()
+
+	gt := srcB.hold(serialOf(0).Text(16))
+	done := make(chan []byte)
+	go func() { done <- m.Respond(ctx, reqsB[0]) }()
+	gt.waitRead(t)
+	m.Set([]*Responder{ra})
+	close(gt.release)
+	select {
+	case der := <-done:
+		if mustAnswer(t, b, der, 0) != xocsp.Good {
+			t.Fatal("the request in flight was not answered good")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request in flight never finished")
+	}
+	if st := cache.Stats(); st.Responses != 0 {
+		t.Errorf("%d responses cached for a responder taken out of the set, which nothing re-signs", st.Responses)
+	}
+	checkCache(t, cache)
+}

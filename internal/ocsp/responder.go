@@ -87,6 +87,10 @@ type Responder struct {
 	keyHashes  map[crypto.Hash][]byte
 	key        atomic.Pointer[responderKey]
 	cache      *Cache
+	// retired is set when Responders takes the responder out of its set:
+	// a request still in flight then caches nothing, which no one would
+	// re-sign.
+	retired atomic.Bool
 }
 
 // New checks cfg, has the issuer sign a responder certificate and returns

@@ -40,6 +40,7 @@ func (m *Responders) Set(rs []*Responder) {
 	keep := map[*Responder]bool{}
 	for _, r := range list {
 		keep[r] = true
+		r.retired.Store(false)
 		if _, ok := m.running[r]; !ok && m.ctx != nil {
 			m.start(r)
 		}
@@ -52,6 +53,7 @@ func (m *Responders) Set(rs []*Responder) {
 	}
 	for _, r := range old {
 		if !keep[r] {
+			r.retired.Store(true)
 			r.cache.drop(r)
 		}
 	}
