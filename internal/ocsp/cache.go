@@ -71,8 +71,9 @@ func (s Settings) CacheBytes() (int64, error) {
 // go first, chosen by the clock (second-chance) algorithm: a request
 // marks its slot used, and the hand clears marks until it finds a slot
 // without one. That way a hit takes only the read lock, as a plain map
-// would, and a fleet sweeping through every certificate once evicts the
-// responses asked for again before it evicts them.
+// would, and a sweep through every certificate, each asked about once,
+// evicts its own responses before those asked about again and again
+// (TestCacheKeepsWhatIsAskedFor).
 type Cache struct {
 	max int64
 
