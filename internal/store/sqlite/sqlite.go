@@ -192,10 +192,11 @@ func (s *Store) checkWriter(ctx context.Context) error {
 	if sync != 2 {
 		return fmt.Errorf("sqlite: %s has synchronous=%d, want 2 (FULL)", s.path, sync)
 	}
-	// Every insert into certificates runs under a statement journal (its
-	// unique indexes and foreign keys may abort it half-way). With temp
-	// files on disk that journal spilled to a file and cost about a sixth
-	// of a renewal's CPU in write(2) calls; in memory it is a copy.
+	// A statement that fires a trigger or changes several rows (a
+	// revocation, say) runs under a statement journal, and so did every
+	// certificate insert before migration 0018. With temp files on disk
+	// that journal spilled to a file (then about a sixth of a renewal's
+	// CPU in write(2) calls); in memory it is a copy.
 	var temp int
 	if err := s.writer.QueryRowContext(ctx, "PRAGMA temp_store").Scan(&temp); err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", s.path, err)
