@@ -73,6 +73,7 @@ func TestOpen(t *testing.T) {
 			{"synchronous", "2"}, // FULL
 			{"foreign_keys", "1"},
 			{"busy_timeout", "10000"},
+			{"wal_autocheckpoint", "1000"},
 		}
 		for _, tc := range tests {
 			for _, db := range []struct {
