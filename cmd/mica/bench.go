@@ -239,6 +239,7 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to measure")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
 	fs.StringVar(&cfg.Key, "key", bench.RenewKeep, "keep (no CSR: keep_key), keep-csr (a CSR of the current key, for servers before keep_key) or new (a CSR for a new key each time, as the agent renews)")
+	fs.StringVar(&cfg.Connection, "connection", bench.ConnReuse, "reuse (one connection per worker: a renewal's own cost) or new (a new mTLS connection with the last certificate for each renewal, as agents renew, once a lifetime; keys kept; needs a server)")
 	var where benchServer
 	where.register(fs)
 	keyType := fs.String("key-type", string(keys.Default), "subject key algorithm")
@@ -252,6 +253,10 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 		return usageError("--concurrency must be at least 1 and --duration positive")
 	case cfg.Key != bench.RenewKeep && cfg.Key != bench.RenewKeepCSR && cfg.Key != bench.RenewNew:
 		return usageError("--key must be keep, keep-csr or new, not %q", cfg.Key)
+	case cfg.Connection != bench.ConnReuse && cfg.Connection != bench.ConnNew:
+		return usageError("--connection must be reuse or new, not %q", cfg.Connection)
+	case cfg.Connection == bench.ConnNew && cfg.Key == bench.RenewNew:
+		return usageError("--connection new keeps the key: use --key keep or keep-csr with it")
 	}
 	if err := where.check(); err != nil {
 		return err
@@ -266,6 +271,9 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if r == nil {
+		if cfg.Connection == bench.ConnNew {
+			return usageError("--connection new needs a server: add --spawn, or --server with --data-dir")
+		}
 		s, err := openBenchServer(ctx, bench.Options{DB: where.db})
 		if err != nil {
 			return err
@@ -276,7 +284,7 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	} else {
 		defer r.stop()
-		if cfg.Target, err = bench.RemoteRenew(r.url, r.roots, r.trustDomain, r.minter, cfg.KeyType, cfg.Key); err != nil {
+		if cfg.Target, err = bench.RemoteRenew(r.url, r.roots, r.trustDomain, r.minter, cfg.KeyType, cfg.Key, cfg.Connection); err != nil {
 			return err
 		}
 		cfg.Target.Server, cfg.Target.Store, cfg.Target.CPU = r.describe, storeName(where.db, ""), r.cpu()

@@ -30,13 +30,15 @@ func TestBenchRenewRuns(t *testing.T) {
 			}
 		})
 	}
-	t.Run("spawned", func(t *testing.T) {
-		res := decode(t, micaOK(t, nil, "bench", "renew", "--spawn", "--concurrency", "4", "--duration", "1s", "--warmup", "0", "--json"))
-		if res.Mode != "server" || !strings.HasPrefix(res.Server, "spawned: ") || res.Renewed == 0 || res.Errors != 0 ||
-			res.ServerCPUMs <= 0 || res.ClientCPUMs <= 0 || res.PeakRSSBytes == 0 {
-			t.Fatalf("bench result %+v", res)
-		}
-	})
+	for _, conn := range []string{bench.ConnReuse, bench.ConnNew} {
+		t.Run("spawned/connection-"+conn, func(t *testing.T) {
+			res := decode(t, micaOK(t, nil, "bench", "renew", "--spawn", "--connection", conn, "--concurrency", "4", "--duration", "1s", "--warmup", "0", "--json"))
+			if res.Mode != "server" || !strings.HasPrefix(res.Server, "spawned: ") || res.Connection != conn || res.Renewed == 0 || res.Errors != 0 ||
+				res.ServerCPUMs <= 0 || res.ClientCPUMs <= 0 || res.PeakRSSBytes == 0 {
+				t.Fatalf("bench result %+v", res)
+			}
+		})
+	}
 	t.Run("issue spawned", func(t *testing.T) {
 		var res bench.IssueResult
 		out := micaOK(t, nil, "bench", "issue", "--spawn", "--concurrency", "4", "--duration", "1s", "--warmup", "0", "--json")
@@ -49,7 +51,8 @@ func TestBenchRenewRuns(t *testing.T) {
 	})
 	t.Run("usage", func(t *testing.T) {
 		for _, args := range [][]string{{"--key", "reuse"}, {"--spawn", "--server", "https://127.0.0.1:1"}, {"--server-cpus", "0"},
-			{"--server-pid", "1"}, {"--server", "https://127.0.0.1:1"}} {
+			{"--server-pid", "1"}, {"--server", "https://127.0.0.1:1"}, {"--connection", "keep"}, {"--connection", "new"},
+			{"--spawn", "--connection", "new", "--key", "new"}} {
 			r := mica(t, nil, append([]string{"bench", "renew"}, args...)...)
 			if r.code != 2 {
 				t.Errorf("bench renew %v: exit %d, stderr %q; want 2", args, r.code, r.stderr)

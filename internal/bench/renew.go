@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -33,13 +34,26 @@ const (
 	RenewNew = "new"
 )
 
+// How a worker's renewals reach the server (RenewConfig.Connection).
+const (
+	// ConnReuse renews over one connection per worker, opened once, with
+	// the certificate it enrolled: the server's cost of a renewal alone.
+	ConnReuse = "reuse"
+	// ConnNew opens a connection for each renewal, presenting the
+	// certificate the last renewal returned, as an agent does: it renews
+	// once in a certificate's lifetime, so every renewal pays for a full
+	// mTLS handshake. Keys are kept.
+	ConnNew = "new"
+)
+
 // RenewResult is what `mica bench renew` reports.
 type RenewResult struct {
 	Mode        string  `json:"mode"` // in-process or server
 	Server      string  `json:"server,omitempty"`
 	Store       string  `json:"store"`
 	KeyType     string  `json:"key_type"`
-	Key         string  `json:"key"` // keep, keep-csr or new
+	Key         string  `json:"key"`        // keep, keep-csr or new
+	Connection  string  `json:"connection"` // reuse or new
 	Concurrency int     `json:"concurrency"`
 	DurationSec float64 `json:"duration_seconds"`
 	Renewed     int     `json:"renewed"`
@@ -86,6 +100,7 @@ type RenewConfig struct {
 	Warmup      time.Duration
 	KeyType     keys.Algorithm
 	Key         string
+	Connection  string // ConnReuse or ConnNew; only a server's renewals can use ConnNew
 	// CPUProfile, when set, receives a CPU profile of this process's
 	// measured run (in-process, the server's work).
 	CPUProfile io.Writer
@@ -97,8 +112,11 @@ type RenewConfig struct {
 func Renew(ctx context.Context, cfg RenewConfig) (RenewResult, error) {
 	t := cfg.Target
 	res := RenewResult{Mode: t.Mode, Server: t.Server, Store: t.Store, KeyType: string(cfg.KeyType), Key: cfg.Key,
-		Concurrency: cfg.Concurrency,
-		Note:        "identities are enrolled and new keys made before the clock starts; latency is the renewal call alone"}
+		Connection: cmp.Or(cfg.Connection, ConnReuse), Concurrency: cfg.Concurrency,
+		Note: "identities are enrolled and new keys made before the clock starts; latency is the renewal call alone"}
+	if res.Connection == ConnNew {
+		res.Note += ", with the mTLS handshake of a new connection each time"
+	}
 	if t.Mode == "in-process" {
 		res.Note += "; in-process there is no TLS, HTTP, JSON or request log: the rate is an upper bound on a server's, the CPU per certificate a lower bound"
 	}
@@ -197,7 +215,7 @@ func (r RenewResult) WriteText(w io.Writer) {
 	if r.Server != "" {
 		where += " (" + r.Server + ")"
 	}
-	fmt.Fprintf(w, "bench renew: %s, store %s, %s keys, key %s, concurrency %d, %.1fs\n", where, r.Store, r.KeyType, r.Key, r.Concurrency, r.DurationSec)
+	fmt.Fprintf(w, "bench renew: %s, store %s, %s keys, key %s, connection %s, concurrency %d, %.1fs\n", where, r.Store, r.KeyType, r.Key, r.Connection, r.Concurrency, r.DurationSec)
 	fmt.Fprintf(w, "  renewed     %d (%d errors)\n", r.Renewed, r.Errors)
 	writeCommon(w, r.PerSecond, r.P50Ms, r.P99Ms, r.MaxMs, r.Mode, r.ServerCPUMs, r.ClientCPUMs, r.PeakRSSBytes, r.LoadBefore, r.LoadAfter)
 	if r.FirstError != "" {
@@ -315,7 +333,10 @@ func InProcessRenew(s *Server, alg keys.Algorithm, mode string) (RenewTarget, er
 // RemoteRenew renews over the API of the server at url, trusting roots,
 // with identities in trustDomain enrolled with tokens minter makes. Each
 // worker is a client of its own, with its own connection and credential.
-func RemoteRenew(url string, roots *x509.CertPool, trustDomain string, minter *token.Minter, alg keys.Algorithm, mode string) (RenewTarget, error) {
+func RemoteRenew(url string, roots *x509.CertPool, trustDomain string, minter *token.Minter, alg keys.Algorithm, mode, conn string) (RenewTarget, error) {
+	if conn == ConnNew && mode == RenewNew {
+		return RenewTarget{}, fmt.Errorf("bench: a renewal on a new connection keeps its key: use key %s or %s with it", RenewKeep, RenewKeepCSR)
+	}
 	anon, err := client.New(client.Config{Server: url, Roots: roots})
 	if err != nil {
 		return RenewTarget{}, err
@@ -352,11 +373,17 @@ func RemoteRenew(url string, roots *x509.CertPool, trustDomain string, minter *t
 			if err != nil {
 				return nil, err
 			}
-			cert, err := tls.X509KeyPair([]byte(resp.Certificate+resp.Chain), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-			if err != nil {
-				return nil, err
+			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+			// connect is a client of its own, and so a connection of its
+			// own, presenting the certificate of resp.
+			connect := func(resp *client.CertificateResponse) (*client.Client, error) {
+				cert, err := tls.X509KeyPair([]byte(resp.Certificate+resp.Chain), keyPEM)
+				if err != nil {
+					return nil, err
+				}
+				return client.New(client.Config{Server: url, Roots: roots, Certificate: &cert})
 			}
-			c, err := client.New(client.Config{Server: url, Roots: roots, Certificate: &cert})
+			c, err := connect(resp)
 			if err != nil {
 				return nil, err
 			}
@@ -376,8 +403,17 @@ func RemoteRenew(url string, roots *x509.CertPool, trustDomain string, minter *t
 				case RenewNew:
 					req.CSR = poolPEM[i%len(poolPEM)]
 				}
-				_, err := c.Renew(ctx, req)
-				return err
+				resp, err := c.Renew(ctx, req)
+				if err != nil || conn != ConnNew {
+					return err
+				}
+				next, err := connect(resp)
+				if err != nil {
+					return err
+				}
+				c.Close()
+				c = next
+				return nil
 			}, nil
 		},
 	}, nil
