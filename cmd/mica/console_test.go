@@ -67,8 +67,17 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("signed in as %q", who)
 	}
 	step("find by identity", chromedp.Navigate(e.server.url+"/ui/certificates"),
-		chromedp.SendKeys(chromedp.ID("q"), "spiffe://example.org/billing/console"), chromedp.Click(chromedp.ID("search")),
-		chromedp.Click(chromedp.CSS(`a[href="/ui/certificates/`+serial+`"]`)), chromedp.WaitVisible(chromedp.ID("revoke-form")))
+		chromedp.SendKeys(chromedp.ID("q"), "spiffe://example.org/billing/console"))
+	// The search is a GET form: wait for the page it loads before clicking
+	// in it, or the click may find the link in the page being left.
+	func() {
+		sctx, cancel := browsertest.Step(ctx)
+		defer cancel()
+		if _, err := chromedp.RunResponse(sctx, chromedp.Click(chromedp.ID("search"))); err != nil {
+			t.Fatalf("search: %v", err)
+		}
+	}()
+	step("open the certificate", chromedp.Click(chromedp.CSS(`a[href="/ui/certificates/`+serial+`"]`)), chromedp.WaitVisible(chromedp.ID("revoke-form")))
 	ocsp := func() string {
 		out, err := openssl(t, "ocsp", "-issuer", filepath.Join(dir, chainFile), "-cert", filepath.Join(dir, certFile),
 			"-url", e.server.httpURL+"/ocsp", "-CAfile", filepath.Join(e.dataDir, "ca", "root.pem"))
