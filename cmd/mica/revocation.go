@@ -171,6 +171,16 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 	return nil
 }
 
+// inBundle reports whether path is the CRL path of a CA of the bundle.
+func (r *revocationOutputs) inBundle(path string) bool {
+	for _, c := range r.p.rotation.CAs() {
+		if crl.Path(c.Cert) == path {
+			return true
+		}
+	}
+	return false
+}
+
 // preferStatic serves the CRL in the file while there is one, else live's.
 func preferStatic(file *crl.Static, live http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -201,7 +211,19 @@ func (r *revocationOutputs) run(ctx context.Context) error {
 // and 6960 relying parties fetch them without credentials).
 func (r *revocationOutputs) handler(p *parts) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /crl/", r.crls.Handler())
+	crls := r.crls.Handler()
+	mux.Handle("GET /crl/", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !r.crls.Serves(req.URL.Path) && r.inBundle(req.URL.Path) {
+			// The rotation has just published this CA in the bundle and the
+			// sync that builds its CRL, which follows, has not run yet: run
+			// it now rather than answer 404 to a relying party that fetches
+			// the CRL of every CA in the bundle it just read.
+			if err := r.sync(req.Context()); err != nil {
+				r.log.Warn("building the CRL of a CA just added to the bundle", slog.String("error", err.Error()))
+			}
+		}
+		crls.ServeHTTP(w, req)
+	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	ocspHandler := r.ocsp.Handler()
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {

@@ -118,6 +118,9 @@ func (s *Set) Handler() http.Handler {
 	})
 }
 
+// Serves reports whether the set has a CRL at path (crl.Path of a CA).
+func (s *Set) Serves(path string) bool { return (*s.routes.Load())[path] != nil }
+
 // Freshness is what the CRL metrics and alerts watch: the thisUpdate and
 // nextUpdate of the CRL closest to its nextUpdate (the stalest), and the
 // revoked certificates listed in every CRL of the set. Not ok before any
