@@ -171,10 +171,13 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 	return nil
 }
 
-// inBundle reports whether path is the CRL path of a CA of the bundle.
+// inBundle reports whether path is the CRL path of a CA of the bundle
+// whose CRL this server serves once synced (as sync decides): one whose
+// CRL it signs, or a root's, from its file.
 func (r *revocationOutputs) inBundle(path string) bool {
 	for _, c := range r.p.rotation.CAs() {
-		if crl.Path(c.Cert) == path {
+		// A cross-certificate shares its root's key, and so its path.
+		if crl.Path(c.Cert) == path && (c.CRL != nil || c.Kind == store.SlotRoot || c.Cert.Equal(r.p.hierarchy.Root)) {
 			return true
 		}
 	}
