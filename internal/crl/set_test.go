@@ -26,14 +26,7 @@ func TestSet(t *testing.T) {
 	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
 	var svcs []*Service
 	for id, p := range map[string]*testpki.PKI{"a": a, "b": b} {
-		svc, err := New(Config{Source: src, Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, p.IntermediateKey), IssuerID: id, Clock: clock, Lint: issuance.LintCRL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := svc.RunOnce(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		svcs = append(svcs, svc)
+		svcs = append(svcs, builtService(t, src, p, id, 0))
 	}
 	set := NewSet()
 	set.Sync(svcs, nil)
@@ -73,6 +66,9 @@ func TestSet(t *testing.T) {
 	if _, code := get(gone); code != 404 {
 		t.Errorf("a CA out of the bundle: status %d, want 404", code)
 	}
+	if set.Serves(Path(gone)) || !set.Serves(Path(keep.cfg.Issuer)) {
+		t.Errorf("Serves: %v for the CA out of the bundle, %v for the CA kept; want false, true", set.Serves(Path(gone)), set.Serves(Path(keep.cfg.Issuer)))
+	}
 	if _, code := get(keep.cfg.Issuer); code != 200 {
 		t.Errorf("the CA kept: status %d, want 200", code)
 	}
@@ -91,25 +87,25 @@ func TestSetFreshness(t *testing.T) {
 	if _, _, _, ok := set.Freshness(); ok {
 		t.Fatal("Freshness of an empty set is ok")
 	}
-	var svcs []*Service
-	for _, c := range []struct {
-		id       string
-		pki      *testpki.PKI
-		validity time.Duration
-	}{{"a", a, time.Hour}, {"b", b, 24 * time.Hour}} {
-		svc, err := New(Config{Source: src, Issuer: c.pki.Intermediate, Signer: issuance.NewCRLSigner(c.pki.Intermediate, c.pki.IntermediateKey),
-			IssuerID: c.id, Clock: clock, Validity: c.validity, Lint: issuance.LintCRL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := svc.RunOnce(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		svcs = append(svcs, svc)
-	}
+	svcs := []*Service{builtService(t, src, a, "a", time.Hour), builtService(t, src, b, "b", 24*time.Hour)}
 	set.Sync(svcs, nil)
 	this, next, entries, ok := set.Freshness()
 	if !ok || entries != 2 || !next.Equal(svcs[0].Current().NextUpdate) || !this.Equal(svcs[0].Current().ThisUpdate) {
 		t.Errorf("Freshness = %v, %v, %d entries, %v; want issuer a's times (the stalest) and 2 entries (a's 0 and b's 2)", this, next, entries, ok)
 	}
+}
+
+// builtService is issuer p's CRL service over src, as id, with the given
+// validity (0: the default), its first CRL built.
+func builtService(t *testing.T, src Source, p *testpki.PKI, id string, validity time.Duration) *Service {
+	t.Helper()
+	svc, err := New(Config{Source: src, Issuer: p.Intermediate, Signer: issuance.NewCRLSigner(p.Intermediate, p.IntermediateKey),
+		IssuerID: id, Clock: clock, Validity: validity, Lint: issuance.LintCRL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
