@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mica-pki/mica/internal/issuance"
+	"github.com/mica-pki/mica/internal/store/sqlite"
 	"github.com/mica-pki/mica/internal/testpki"
 )
 
@@ -18,12 +19,8 @@ import (
 // listing its own revocations; a CA taken out of the bundle is no longer
 // published.
 func TestSet(t *testing.T) {
-	a, b := testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
-	now := clock()
-	src := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
-	revoke(t, src, "a", "0a", now.Add(time.Hour), 1)
-	revoke(t, src, "b", "0b", now.Add(time.Hour), 1)
-	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
+	a, b, src := twoIssuers(t)
+	revoke(t, src, "a", "0a", clock().Add(time.Hour), 1)
 	var svcs []*Service
 	for id, p := range map[string]*testpki.PKI{"a": a, "b": b} {
 		svcs = append(svcs, builtService(t, src, p, id, 0))
@@ -78,11 +75,7 @@ func TestSet(t *testing.T) {
 // are every issuer's: with two issuers it never shows one issuer's count
 // as if it were the whole.
 func TestSetFreshness(t *testing.T) {
-	a, b := testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
-	now := clock()
-	src := openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
-	revoke(t, src, "b", "0b", now.Add(time.Hour), 1)
-	revoke(t, src, "b", "0c", now.Add(time.Hour), 1)
+	a, b, src := twoIssuers(t)
 	set := NewSet()
 	if _, _, _, ok := set.Freshness(); ok {
 		t.Fatal("Freshness of an empty set is ok")
@@ -93,6 +86,17 @@ func TestSetFreshness(t *testing.T) {
 	if !ok || entries != 2 || !next.Equal(svcs[0].Current().NextUpdate) || !this.Equal(svcs[0].Current().ThisUpdate) {
 		t.Errorf("Freshness = %v, %v, %d entries, %v; want issuer a's times (the stalest) and 2 entries (a's 0 and b's 2)", this, next, entries, ok)
 	}
+}
+
+// twoIssuers is two PKIs on one clock and a store in which issuer "b"
+// has revoked two certificates ("0b", "0c") and issuer "a" none.
+func twoIssuers(t *testing.T) (a, b *testpki.PKI, src *sqlite.Store) {
+	t.Helper()
+	a, b = testpki.New(t, "example.org", testpki.WithClock(clock)), testpki.New(t, "example.org", testpki.WithClock(clock))
+	src = openSQLite(t, filepath.Join(t.TempDir(), "mica.db"))
+	revoke(t, src, "b", "0b", clock().Add(time.Hour), 1)
+	revoke(t, src, "b", "0c", clock().Add(time.Hour), 1)
+	return a, b, src
 }
 
 // builtService is issuer p's CRL service over src, as id, with the given
