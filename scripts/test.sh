@@ -10,6 +10,18 @@ STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 step() { printf '\n== %s\n' "$*"; }
 
+# retry runs a command that fetches from a package registry up to three
+# times: a registry that fails for a moment must not fail the suite.
+retry() {
+  local n
+  for n in 1 2 3; do
+    "$@" && return 0
+    echo "attempt $n of 3 failed: $*" >&2
+    [ "$n" = 3 ] || sleep $((n * 10))
+  done
+  return 1
+}
+
 step "system packages"
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -25,8 +37,8 @@ command -v chromium >/dev/null || need+=(chromium) # the web console's browser t
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  retry $sudo apt-get update -qq
+  retry $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 echo "openssl: $(openssl version)"
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | head -1)"
@@ -38,6 +50,14 @@ echo "curl: $(curl --version | head -1)"
 echo "softhsm2: $(softhsm2-util --version 2>&1)"
 echo "keytool: $(keytool -help 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>&1 | head -1)"
+
+step "Go modules"
+retry go mod download
+# staticcheck is built once here, where a registry hiccup is retried, and
+# run below.
+tools=$(mktemp -d)
+trap 'rm -rf "$tools"' EXIT
+retry env GOBIN="$tools" go install "$STATICCHECK"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go') 2>&1 || true)
@@ -54,7 +74,7 @@ CGO_ENABLED=0 go build ./...
 CGO_ENABLED=0 go test -count=1 ./internal/keys/pkcs11/
 
 step "staticcheck"
-go run "$STATICCHECK" ./...
+"$tools/staticcheck" ./...
 
 step "alert rules (promtool)"
 promtool check rules deploy/prometheus/alerts.yml
