@@ -31,7 +31,7 @@ var engines = []engine{
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		db, err := sql.Open("sqlite", path)
+		db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
 		if err != nil {
 			t.Fatal(err)
 		}
