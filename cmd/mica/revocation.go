@@ -23,6 +23,7 @@ import (
 	"github.com/mica-pki/mica/internal/feed"
 	"github.com/mica-pki/mica/internal/issuance"
 	"github.com/mica-pki/mica/internal/ocsp"
+	"github.com/mica-pki/mica/internal/rotation"
 	"github.com/mica-pki/mica/internal/store"
 	"github.com/mica-pki/mica/internal/telemetry"
 	"github.com/mica-pki/mica/revocation"
@@ -171,13 +172,18 @@ func (r *revocationOutputs) sync(ctx context.Context) error {
 	return nil
 }
 
+// publishesCRL reports whether sync gives c a CRL: one this server signs,
+// or a root's, from its file. sync's cases are these three.
+func (r *revocationOutputs) publishesCRL(c rotation.CA) bool {
+	return c.CRL != nil || c.Cert.Equal(r.p.hierarchy.Root) || c.Kind == store.SlotRoot
+}
+
 // inBundle reports whether path is the CRL path of a CA of the bundle
-// whose CRL this server serves once synced (as sync decides): one whose
-// CRL it signs, or a root's, from its file.
+// whose CRL this server serves once synced.
 func (r *revocationOutputs) inBundle(path string) bool {
 	for _, c := range r.p.rotation.CAs() {
 		// A cross-certificate shares its root's key, and so its path.
-		if crl.Path(c.Cert) == path && (c.CRL != nil || c.Kind == store.SlotRoot || c.Cert.Equal(r.p.hierarchy.Root)) {
+		if crl.Path(c.Cert) == path && r.publishesCRL(c) {
 			return true
 		}
 	}
