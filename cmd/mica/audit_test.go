@@ -171,10 +171,9 @@ func tamperWith(db *sql.DB, engine, q string) error {
 
 func (e *testEnv) openDB(t *testing.T) *sql.DB {
 	t.Helper()
-	// The server writes to the same database meanwhile (checkpoints of the
-	// audit log, its own certificates): wait for its write lock as the
-	// server's own connections do, rather than fail at once with
-	// SQLITE_BUSY, and take the lock when a transaction begins.
+	// The server may be writing to the same database meanwhile: wait for
+	// its write lock as the server's own connections do, rather than fail
+	// at once with SQLITE_BUSY, and take the lock when a transaction begins.
 	driver, dsn := "sqlite", filepath.Join(e.dataDir, "mica.db")+"?_pragma=busy_timeout(10000)&_txlock=immediate"
 	if e.engine == "postgres" {
 		driver, dsn = "pgx", e.dbURL
