@@ -112,12 +112,18 @@ func (b *benchServer) open(ctx context.Context, env *cliEnv) (*remote, error) {
 	return r, nil
 }
 
-// cpu reads the server's CPU time when it runs on this machine.
-func (r *remote) cpu() func() (time.Duration, error) {
-	if r.pid == 0 {
-		return nil
+// measure names r in m (a spawned server by its store, a running one by
+// its URL) and, when r runs on this machine, reads its CPU time and peak
+// memory from /proc.
+func (r *remote) measure(m *bench.Measured, where benchServer) {
+	m.Server = r.describe
+	if where.spawn {
+		m.Store = storeName(where.db, "")
 	}
-	return func() (time.Duration, error) { return bench.ProcessCPU(r.pid) }
+	if r.pid != 0 {
+		m.CPU = func() (time.Duration, error) { return bench.ProcessCPU(r.pid) }
+		m.PeakRSS = func() int64 { return bench.ProcessPeakRSS(r.pid) }
+	}
 }
 
 // benchLimits lets a benchmark's identities renew more often than an
@@ -216,13 +222,7 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		defer admin.Close()
 		cfg.Target = bench.Remote(r.url, c, admin, r.minter)
-		cfg.Target.Server, cfg.Target.CPU = r.describe, r.cpu()
-		if where.spawn {
-			cfg.Target.Store = storeName(where.db, "")
-		}
-		if r.pid != 0 {
-			cfg.Target.PeakRSS = func() int64 { return bench.ProcessPeakRSS(r.pid) }
-		}
+		r.measure(&cfg.Target.Measured, where)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -294,13 +294,7 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 		if cfg.Target, err = bench.RemoteRenew(r.url, r.roots, r.trustDomain, r.minter, cfg.KeyType, cfg.Key, cfg.Connection); err != nil {
 			return err
 		}
-		cfg.Target.Server, cfg.Target.Store, cfg.Target.CPU = r.describe, storeName(where.db, ""), r.cpu()
-		if where.server != "" {
-			cfg.Target.Store = where.server
-		}
-		if r.pid != 0 {
-			cfg.Target.PeakRSS = func() int64 { return bench.ProcessPeakRSS(r.pid) }
-		}
+		r.measure(&cfg.Target.Measured, where)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

@@ -12,7 +12,6 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
-	"github.com/mica-pki/mica/internal/procmem"
 	"github.com/mica-pki/mica/internal/token"
 )
 
@@ -45,45 +44,59 @@ type IssueResult struct {
 // IssueTarget is what enrollments go to: an in-process Server or a running
 // one.
 type IssueTarget struct {
-	Mode, Server, Store string
+	Mode string
+	Measured
 	// KeyBackend is where the issuing CA's key is, when known.
 	KeyBackend string
 	Minter     *token.Minter
 	Enroll     func(ctx context.Context, token string, csr []byte) error
+}
+
+// Measured is the server a benchmark measures, as its result names it,
+// and how its cost is read.
+type Measured struct {
+	Server, Store string
 	// CPU is the server's CPU time so far, when the server is another
 	// process on this machine; nil otherwise (in-process, the process's
 	// own is the server's).
 	CPU func() (time.Duration, error)
-	// PeakRSS is the server's peak resident memory.
+	// PeakRSS is the server's peak resident memory; nil when unknown.
 	PeakRSS func() int64
+}
+
+// peakRSS is PeakRSS's answer, 0 when unknown.
+func (m Measured) peakRSS() int64 {
+	if m.PeakRSS == nil {
+		return 0
+	}
+	return m.PeakRSS()
 }
 
 // InProcess enrolls through s's authority directly.
 func InProcess(s *Server) IssueTarget {
 	src := netip.MustParseAddr("127.0.0.1")
-	return IssueTarget{Mode: "in-process", Store: s.Store, KeyBackend: s.KeyBackend, Minter: s.Minter,
+	return IssueTarget{Mode: "in-process", Measured: s.measured(), KeyBackend: s.KeyBackend, Minter: s.Minter,
 		Enroll: func(ctx context.Context, tok string, csr []byte) error {
 			_, err := s.Authority.Enroll(ctx, authority.EnrollRequest{Token: tok, CSR: csr, Source: src})
 			return err
 		},
-		PeakRSS: func() int64 { _, peak := procmem.Read(); return peak },
 	}
 }
 
 // Remote enrolls over the API of the server at url with c, mints tokens
 // with the server's token key, and asks admin for the server's memory.
 func Remote(url string, c, admin *client.Client, minter *token.Minter) IssueTarget {
-	return IssueTarget{Mode: "server", Server: url, Store: url, Minter: minter,
+	measured := Measured{Server: url, Store: url, PeakRSS: func() int64 {
+		st, err := admin.Stats(context.Background())
+		if err != nil {
+			return 0
+		}
+		return st.PeakRSSBytes
+	}}
+	return IssueTarget{Mode: "server", Measured: measured, Minter: minter,
 		Enroll: func(ctx context.Context, tok string, csr []byte) error {
 			_, err := c.Enroll(ctx, tok, client.CertificateRequest{CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))})
 			return err
-		},
-		PeakRSS: func() int64 {
-			st, err := admin.Stats(context.Background())
-			if err != nil {
-				return 0
-			}
-			return st.PeakRSSBytes
 		},
 	}
 }
@@ -160,7 +173,7 @@ func Issue(ctx context.Context, cfg IssueConfig) (IssueResult, error) {
 	if len(lat) > 0 {
 		res.MaxMs = Ms(lat[len(lat)-1])
 	}
-	res.PeakRSSBytes = cfg.Target.PeakRSS()
+	res.PeakRSSBytes = cfg.Target.peakRSS()
 	return res, nil
 }
 

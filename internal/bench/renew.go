@@ -18,7 +18,6 @@ import (
 	"github.com/mica-pki/mica/client"
 	"github.com/mica-pki/mica/internal/authority"
 	"github.com/mica-pki/mica/internal/keys"
-	"github.com/mica-pki/mica/internal/procmem"
 	"github.com/mica-pki/mica/internal/token"
 )
 
@@ -81,15 +80,11 @@ type RenewWorker func(ctx context.Context, i int) error
 
 // RenewTarget is where renewals go: an in-process authority or a server.
 type RenewTarget struct {
-	Mode, Server, Store string
+	Mode string
+	Measured
 	// NewWorker enrolls worker w's identity (with a token, before the
 	// clock starts) and returns its renewal.
 	NewWorker func(ctx context.Context, w int) (RenewWorker, error)
-	// CPU is the server's CPU time so far; nil when unknown. In-process
-	// it is nil: the process's own is the server's.
-	CPU func() (time.Duration, error)
-	// PeakRSS is the server's peak resident memory; nil when unknown.
-	PeakRSS func() int64
 }
 
 // RenewConfig is one `mica bench renew` run.
@@ -155,9 +150,7 @@ func Renew(ctx context.Context, cfg RenewConfig) (RenewResult, error) {
 	if n > 0 {
 		res.MaxMs = Ms(lat[n-1])
 	}
-	if t.PeakRSS != nil {
-		res.PeakRSSBytes = t.PeakRSS()
-	}
+	res.PeakRSSBytes = t.peakRSS()
 	return res, nil
 }
 
@@ -293,8 +286,7 @@ func InProcessRenew(s *Server, alg keys.Algorithm, mode string) (RenewTarget, er
 	}
 	src := netip.MustParseAddr("127.0.0.1")
 	run := time.Now().UnixNano()
-	return RenewTarget{Mode: "in-process", Store: s.Store,
-		PeakRSS: func() int64 { _, peak := procmem.Read(); return peak },
+	return RenewTarget{Mode: "in-process", Measured: s.measured(),
 		NewWorker: func(ctx context.Context, w int) (RenewWorker, error) {
 			key, err := keys.Generate(alg, rand.Reader)
 			if err != nil {
@@ -351,7 +343,7 @@ func RemoteRenew(url string, roots *x509.CertPool, trustDomain string, minter *t
 		poolPEM[i] = csrPEM(der)
 	}
 	run := time.Now().UnixNano()
-	return RenewTarget{Mode: "server", Server: url, Store: url,
+	return RenewTarget{Mode: "server", Measured: Measured{Server: url, Store: url},
 		NewWorker: func(ctx context.Context, w int) (RenewWorker, error) {
 			key, err := keys.Generate(alg, rand.Reader)
 			if err != nil {
