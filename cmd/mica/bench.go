@@ -126,6 +126,20 @@ func (r *remote) measure(m *bench.Measured, where benchServer) {
 	}
 }
 
+// createCPUProfile creates --cpuprofile's file, when one is named, and
+// points *w at it.
+func createCPUProfile(path string, w *io.Writer) (close func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	*w = f
+	return func() { f.Close() }, nil
+}
+
 // benchLimits lets a benchmark's identities renew more often than an
 // agent would: the default per-identity limit allows ten in a burst. The
 // guard still runs (buckets, storm and burst detectors), as in production,
@@ -224,14 +238,11 @@ func runBenchIssue(ctx context.Context, env *cliEnv, args []string) error {
 		cfg.Target = bench.Remote(r.url, c, admin, r.minter)
 		r.measure(&cfg.Target.Measured, where)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.CPUProfile = f
+	closeProfile, err := createCPUProfile(*cpuProfile, &cfg.CPUProfile)
+	if err != nil {
+		return err
 	}
+	defer closeProfile()
 	res, err := bench.Issue(ctx, cfg)
 	if err != nil {
 		return err
@@ -296,14 +307,11 @@ func runBenchRenew(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		r.measure(&cfg.Target.Measured, where)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		cfg.CPUProfile = f
+	closeProfile, err := createCPUProfile(*cpuProfile, &cfg.CPUProfile)
+	if err != nil {
+		return err
 	}
+	defer closeProfile()
 	res, err := bench.Renew(ctx, cfg)
 	if err != nil {
 		return err
