@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -52,7 +49,7 @@ func TestReadyzFrozenDatabase(t *testing.T) {
 	if code, body := readyz(t, e); code != http.StatusOK {
 		t.Fatalf("/readyz before the freeze: %d %s", code, body)
 	}
-	thaw := freezePostgres(t, e.dbURL)
+	thaw := pgCluster.Freeze(t)
 	code, body := readyz(t, e)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "store") {
 		t.Errorf("/readyz with the database frozen: %d %s; want 503 naming the store", code, body)
@@ -65,76 +62,6 @@ func TestReadyzFrozenDatabase(t *testing.T) {
 	}
 	thaw()
 	waitReady(t, e)
-}
-
-// freezePostgres stops the PostgreSQL server that listens on dbURL's port
-// and all its backends; the returned thaw (also run at cleanup) continues
-// them.
-func freezePostgres(t *testing.T, dbURL string) (thaw func()) {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The server's processes carry its command line (a backend just
-	// forked, too, until it names itself), so the postmaster is read from
-	// the data directory that command line names.
-	var postmaster int
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(filepath.Join(p, "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
-		if !strings.HasSuffix(args[0], "postgres") || !strings.Contains(strings.Join(args, " "), "-p "+u.Port()+" ") {
-			continue
-		}
-		for i := 1; i+1 < len(args); i++ {
-			if args[i] == "-D" {
-				pidFile, err := os.ReadFile(filepath.Join(args[i+1], "postmaster.pid"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				first, _, _ := strings.Cut(string(pidFile), "\n")
-				postmaster, _ = strconv.Atoi(strings.TrimSpace(first))
-			}
-		}
-		break
-	}
-	if postmaster == 0 {
-		t.Fatalf("no postgres process listens on port %s", u.Port())
-	}
-	// The postmaster first, so that it forks no backend after the list of
-	// its children is read; then every child, read afresh.
-	syscall.Kill(postmaster, syscall.SIGSTOP)
-	pids := []int{postmaster}
-	procs, _ = filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		stat, err := os.ReadFile(filepath.Join(p, "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces, so read after ')'.
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(postmaster) {
-			pid, _ := strconv.Atoi(filepath.Base(p))
-			syscall.Kill(pid, syscall.SIGSTOP)
-			pids = append(pids, pid)
-		}
-	}
-	done := false
-	thaw = func() {
-		if done {
-			return
-		}
-		done = true
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(thaw)
-	return thaw
 }
 
 // TestReadyzDataVolume serves a data directory on a tmpfs the test
