@@ -128,7 +128,7 @@ func (r *remote) measure(m *bench.Measured, where benchServer) {
 
 // createCPUProfile creates --cpuprofile's file, when one is named, and
 // points *w at it.
-func createCPUProfile(path string, w *io.Writer) (close func(), err error) {
+func createCPUProfile(path string, w *io.Writer) (done func(), err error) {
 	if path == "" {
 		return func() {}, nil
 	}

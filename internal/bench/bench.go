@@ -58,6 +58,26 @@ type Server struct {
 	Close             func()
 }
 
+// Measured is the server a benchmark measures (a Server in this process
+// or one in another), as its result names it, and how its cost is read.
+type Measured struct {
+	Server, Store string
+	// CPU is the server's CPU time so far, when the server is another
+	// process on this machine; nil otherwise (in-process, the process's
+	// own is the server's).
+	CPU func() (time.Duration, error)
+	// PeakRSS is the server's peak resident memory; nil when unknown.
+	PeakRSS func() int64
+}
+
+// peakRSS is PeakRSS's answer, 0 when unknown.
+func (m Measured) peakRSS() int64 {
+	if m.PeakRSS == nil {
+		return 0
+	}
+	return m.PeakRSS()
+}
+
 // measured is s as a benchmark's result names it; this process is the
 // server, so its own CPU time and memory are the server's.
 func (s *Server) measured() Measured {

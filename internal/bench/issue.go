@@ -52,26 +52,6 @@ type IssueTarget struct {
 	Enroll     func(ctx context.Context, token string, csr []byte) error
 }
 
-// Measured is the server a benchmark measures, as its result names it,
-// and how its cost is read.
-type Measured struct {
-	Server, Store string
-	// CPU is the server's CPU time so far, when the server is another
-	// process on this machine; nil otherwise (in-process, the process's
-	// own is the server's).
-	CPU func() (time.Duration, error)
-	// PeakRSS is the server's peak resident memory; nil when unknown.
-	PeakRSS func() int64
-}
-
-// peakRSS is PeakRSS's answer, 0 when unknown.
-func (m Measured) peakRSS() int64 {
-	if m.PeakRSS == nil {
-		return 0
-	}
-	return m.PeakRSS()
-}
-
 // InProcess enrolls through s's authority directly.
 func InProcess(s *Server) IssueTarget {
 	src := netip.MustParseAddr("127.0.0.1")

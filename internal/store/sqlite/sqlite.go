@@ -158,8 +158,9 @@ func (s *Store) openWriter(ctx context.Context) error {
 		//
 		// The writer's page cache is 16 MiB. A b-tree split that reorders
 		// its new pages parks one under the lock-byte page's number (page
-		// 262,145), and the commit after it then walks the whole cache to
-		// drop pages past the end of a database smaller than 1 GiB. With
+		// 262,145 with 4 KiB pages), and the commit after it then walks
+		// the whole cache to drop pages past the end of a database smaller
+		// than 1 GiB. With
 		// 64 MiB that walk alone was 2.4% of the server's CPU in a renewal
 		// benchmark (`mica bench renew --spawn`, 64 in flight, 5
 		// interleaved runs at load 2.5–3.7: median 0.513 ms per renewal
